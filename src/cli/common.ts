@@ -1,0 +1,89 @@
+/**
+ * What every `obd` command shares: printing (human or --json), progress bars on a TTY,
+ * size parsing, and turning errors into one clear line plus an exit code.
+ */
+import { rename, rm } from 'node:fs/promises';
+import { InvalidArgumentError } from 'commander';
+import cliProgress from 'cli-progress';
+import { ObdError } from '../io/errors.ts';
+import { parseSize } from '../io/util.ts';
+
+/** Prints a result: JSON on stdout with --json, else the human text. */
+export function output(json: boolean | undefined, value: unknown, human: () => string): void {
+  if (json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  else process.stdout.write(human() + (human().endsWith('\n') ? '' : '\n'));
+}
+
+/** Commander argument parser for sizes with K/M/G/T suffixes. */
+export function sizeArg(text: string): number {
+  try {
+    return parseSize(text);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+/** Commander argument parser for non-negative integers. */
+export function intArg(text: string): number {
+  const v = Number(text);
+  if (!Number.isSafeInteger(v) || v < 0) throw new InvalidArgumentError(`not a whole number: ${text}`);
+  return v;
+}
+
+export interface Progress {
+  update(done: number): void;
+  stop(): void;
+}
+
+/** A progress bar on stderr when it is a terminal (and not --json); silent otherwise. */
+export function progress(label: string, total: number, enabled = true): Progress {
+  if (!enabled || !process.stderr.isTTY || total <= 0) return { update() {}, stop() {} };
+  const bar = new cliProgress.SingleBar(
+    {
+      stream: process.stderr,
+      format: `${label} [{bar}] {percentage}% | {value_h}/{total_h} | {speed} | ETA {eta_formatted}`,
+      hideCursor: true,
+      barsize: 30,
+      etaBuffer: 50,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  const t0 = Date.now();
+  const human = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  bar.start(total, 0, { value_h: human(0), total_h: human(total), speed: '' });
+  return {
+    update(done: number) {
+      const secs = (Date.now() - t0) / 1000;
+      bar.update(done, { value_h: human(done), speed: secs > 0 ? `${(done / 2 ** 20 / secs).toFixed(0)} MiB/s` : '' });
+    },
+    stop() {
+      bar.stop();
+    },
+  };
+}
+
+/**
+ * Writes a file through a temporary name and renames it into place only on success, so a
+ * failed or interrupted command leaves nothing half-written under the final name.
+ */
+export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
+  const tmp = `${finalPath}.tmp-${process.pid}-${Date.now().toString(36)}`;
+  try {
+    const r = await write(tmp);
+    await rename(tmp, finalPath);
+    return r;
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** One line for the user; a stack only for unexpected failures or with OBD_DEBUG set. */
+export function reportError(e: unknown): number {
+  const err = e as Error;
+  if (process.env.OBD_DEBUG) console.error(err);
+  else if (err instanceof ObdError) console.error(`obd: ${err.message}`);
+  else if ((err as NodeJS.ErrnoException)?.code && err.message) console.error(`obd: ${err.message}`);
+  else console.error(err);
+  return err instanceof ObdError ? 1 : 2;
+}

@@ -1,0 +1,92 @@
+/** `obd info`, `obd export`, `obd map`: looking at layers and stacks. */
+import type { Command } from 'commander';
+import { exportRaw } from '../image/export.ts';
+import { describeLayer, type LayerInfo } from '../image/info.ts';
+import { openLayerFile, openStack } from '../image/open.ts';
+import { InvalidArgumentError } from '../io/errors.ts';
+import { formatSize } from '../io/util.ts';
+import { atomicOutput, output, progress } from './common.ts';
+
+export function register(program: Command): void {
+  program
+    .command('info')
+    .description('show the header, trailer and index summary of one or more layers')
+    .argument('<layer...>', 'layer files (plain LSMT, zfile-compressed or tar-wrapped)')
+    .option('--json', 'print JSON')
+    .action(async (files: string[], opts: { json?: boolean }) => {
+      const infos: LayerInfo[] = [];
+      for (const f of files) {
+        const l = await openLayerFile(f);
+        try {
+          infos.push(describeLayer(l, f));
+        } finally {
+          await l.source.close();
+        }
+      }
+      output(opts.json, files.length === 1 ? infos[0] : infos, () => infos.map(humanInfo).join('\n'));
+    });
+
+  program
+    .command('export')
+    .description('write the flattened virtual disk of a stack as a sparse raw image')
+    .argument('<files...>', 'layer files, bottom first, then the raw image to write')
+    .option('--verify-chain', 'require each layer\'s parent uuid to match the layer below')
+    .option('--json', 'print JSON')
+    .action(async (files: string[], opts: { json?: boolean; verifyChain?: boolean }) => {
+      const all = [...files];
+      const target = all.pop()!;
+      if (all.length === 0) throw new InvalidArgumentError('give at least one layer and then the output file');
+      const stack = await openStack(all, { verifyChain: opts.verifyChain });
+      try {
+        const bar = progress('export', stack.size, !opts.json);
+        const stats = await atomicOutput(target, (tmp) => exportRaw(stack, tmp, (d) => bar.update(d)));
+        bar.stop();
+        output(opts.json, { output: target, layers: all.length, ...stats }, () =>
+          `${target}: ${formatSize(stats.size)} virtual disk from ${all.length} layer(s), ${formatSize(stats.written)} of data written`,
+        );
+      } finally {
+        await stack.close();
+      }
+    });
+
+  program
+    .command('map')
+    .description('list the extents of a stack: data, zeroed or hole, and the layer backing each')
+    .argument('<layer...>', 'layer files, bottom first')
+    .option('--json', 'print JSON')
+    .action(async (files: string[], opts: { json?: boolean }) => {
+      const stack = await openStack(files);
+      try {
+        const exts = await stack.extents(0, stack.size);
+        output(opts.json, { size: stack.size, layers: files, extents: exts, mergedIndexEntries: stack.index.count }, () =>
+          [
+            `${'offset'.padStart(14)} ${'length'.padStart(14)}  kind  layer`,
+            ...exts.map(
+              (e) =>
+                `${String(e.offset).padStart(14)} ${String(e.length).padStart(14)}  ${e.kind.padEnd(4)}  ${e.layer < 0 ? '-' : `${e.layer} ${files[e.layer]}`}`,
+            ),
+          ].join('\n'),
+        );
+      } finally {
+        await stack.close();
+      }
+    });
+}
+
+function humanInfo(i: LayerInfo): string {
+  return [
+    `${i.file}:`,
+    `  format          ${i.wrapping.join(' > ')}`,
+    `  virtual size    ${formatSize(i.virtualSize)} (${i.virtualSize} bytes)`,
+    `  uuid            ${i.uuid}`,
+    `  parent uuid     ${i.parentUuid}`,
+    `  version         ${i.trailer.version}`,
+    `  user tag        ${i.userTag === '' ? '(none)' : JSON.stringify(i.userTag)}`,
+    `  entries         ${i.entries} (${i.dataEntries} data, ${i.zeroedEntries} zeroed; ${i.indexEntriesOnDisk} on disk with padding)`,
+    `  data            ${formatSize(i.dataBytes)} stored, ${formatSize(i.mappedBytes)} of the disk mapped`,
+    `  index           ${formatSize(i.indexBytes)} at offset ${i.trailer.indexOffset}`,
+    `  header flags    ${i.header.flags} (${i.header.flagNames.join(', ')})`,
+    `  trailer flags   ${i.trailer.flags} (${i.trailer.flagNames.join(', ')})`,
+    `  layer bytes     ${formatSize(i.layerBytes)}`,
+  ].join('\n');
+}

@@ -1,0 +1,69 @@
+/**
+ * The two interfaces everything composes through (see docs/design.md).
+ *
+ * A ByteSource is a blob: bytes with a size. A BlockDevice is a virtual disk that can also
+ * describe what backs each range. Wrappers take one of these and are one themselves.
+ */
+
+/** A blob of bytes: a local file, a registry blob, a tar entry, a decompressing view. */
+export interface ByteSource {
+  /** Names the source in error messages (a path, URL, or `zfile(path)`). */
+  readonly name: string;
+  /** Size in bytes. */
+  readonly size: number;
+  /**
+   * Reads up to `buf.length` bytes at `offset` into `buf` and resolves with the count read.
+   * The count is short only at end of source; reading at or past the end resolves 0.
+   */
+  read(buf: Uint8Array, offset: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/**
+ * What backs a range of a device.
+ * - `data`: stored bytes (may still happen to be zeros)
+ * - `zero`: an explicit zeroed extent (trim/discard); reads zeros and hides lower layers
+ * - `hole`: nothing in any layer; reads zeros
+ */
+export type ExtentKind = 'data' | 'zero' | 'hole';
+
+export interface Extent {
+  offset: number;
+  length: number;
+  kind: ExtentKind;
+  /** Index of the layer (bottom = 0) that backs the range; -1 for holes. */
+  layer: number;
+}
+
+/** A virtual disk. Reads never return short: unbacked ranges read as zeros. */
+export interface BlockDevice {
+  readonly name: string;
+  /** Virtual size in bytes. */
+  readonly size: number;
+  /** Number of layers below this device's top (1 for a single layer); feeds allocation depth. */
+  readonly layerCount: number;
+  readonly writable: boolean;
+  /** Fills `buf` entirely with the bytes at `offset`. The range must lie inside `size`. */
+  read(buf: Uint8Array, offset: number): Promise<void>;
+  /** Describes [offset, offset+length) as consecutive extents covering the whole range. */
+  extents(offset: number, length: number): Promise<Extent[]>;
+  /** Present on writable devices. */
+  write?(buf: Uint8Array, offset: number): Promise<void>;
+  /** Discards the range: it reads as zeros afterwards and hides lower layers. */
+  trim?(offset: number, length: number): Promise<void>;
+  /** Makes every completed write durable. */
+  flush?(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Sequential output: bytes are appended in order (a file being written, a compressing
+ * writer, an upload). `position` counts the bytes accepted so far.
+ */
+export interface ByteSink {
+  readonly name: string;
+  readonly position: number;
+  write(buf: Uint8Array): Promise<void>;
+  /** Flushes buffered bytes and finishes the output (idempotent). */
+  close(): Promise<void>;
+}

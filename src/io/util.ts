@@ -1,0 +1,71 @@
+import { OutOfRangeError, ShortReadError } from './errors.ts';
+import type { ByteSource } from './types.ts';
+
+/** Reads exactly `buf.length` bytes at `offset` or throws a ShortReadError. */
+export async function readExact(src: ByteSource, buf: Uint8Array, offset: number): Promise<void> {
+  const n = await src.read(buf, offset);
+  if (n !== buf.length) throw new ShortReadError(src.name, offset, buf.length, n);
+}
+
+/** Reads `length` bytes at `offset` into a new buffer. */
+export async function readAt(src: ByteSource, offset: number, length: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(length);
+  await readExact(src, buf, offset);
+  return buf;
+}
+
+/** A window [base, base+size) of another source, e.g. a tar member. */
+export class SliceSource implements ByteSource {
+  readonly name: string;
+  readonly size: number;
+  readonly inner: ByteSource;
+  readonly base: number;
+  constructor(inner: ByteSource, base: number, size: number, name?: string) {
+    if (base < 0 || size < 0 || base + size > inner.size) throw new OutOfRangeError(inner.name, base, size, inner.size);
+    this.inner = inner;
+    this.base = base;
+    this.size = size;
+    this.name = name ?? `${inner.name}[${base}+${size}]`;
+  }
+  read(buf: Uint8Array, offset: number): Promise<number> {
+    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    if (n === 0) return Promise.resolve(0);
+    return this.inner.read(n === buf.length ? buf : buf.subarray(0, n), this.base + offset);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/** Parses sizes such as `64G`, `512K`, `1.5M`, `4096` (binary units). */
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$/i.exec(text);
+  if (!m) throw new Error(`not a size: "${text}" (examples: 4096, 64K, 10M, 64G, 1T)`);
+  const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }[m[2]!.toLowerCase()]!;
+  const v = Number(m[1]) * mult;
+  if (!Number.isSafeInteger(v)) throw new Error(`not a whole number of bytes: "${text}"`);
+  return v;
+}
+
+/** Formats a byte count as 1.5 MiB, etc. */
+export function formatSize(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+const ZEROS = new Uint8Array(65536);
+
+/** True when every byte of `buf` is zero (native memcmp against a zero page). */
+export function isZero(buf: Uint8Array): boolean {
+  for (let off = 0; off < buf.length; off += ZEROS.length) {
+    const n = Math.min(ZEROS.length, buf.length - off);
+    if (Buffer.compare(buf.subarray(off, off + n), ZEROS.subarray(0, n)) !== 0) return false;
+  }
+  return true;
+}

@@ -1,0 +1,122 @@
+/**
+ * Opening a sealed (committed) LSMT layer: header and trailer validation, index loading
+ * (reference.md §2.1 open-time checks). The result is a parsed layer; reading goes
+ * through a Stack (a single layer is a stack of one).
+ */
+import { FormatError } from '../io/errors.ts';
+import type { ByteSource } from '../io/types.ts';
+import { readAt } from '../io/util.ts';
+import {
+  ENTRY_SIZE,
+  FLAG_DATA,
+  FLAG_HEADER,
+  FLAG_SEALED,
+  HT_SPACE,
+  HT_STRUCT_SIZE,
+  INVALID_OFFSET,
+  MAX_RO_INDEX_ENTRIES,
+  SECTOR,
+  parseHeaderTrailer,
+  type HeaderTrailer,
+} from './format.ts';
+import { MappingTable } from './table.ts';
+
+export interface SealedLayer {
+  readonly source: ByteSource;
+  readonly header: HeaderTrailer;
+  readonly trailer: HeaderTrailer;
+  /** Live entries (padding dropped, tags reset to 0), sorted and non-overlapping. */
+  readonly index: MappingTable;
+  /** Entries on disk including padding. */
+  readonly indexEntriesOnDisk: number;
+  readonly virtualSize: number;
+  readonly uuid: string;
+  readonly parentUuid: string;
+}
+
+/** Parses and validates a sealed layer read from `src`. Fails with a FormatError naming the check. */
+export async function openSealedLayer(src: ByteSource): Promise<SealedLayer> {
+  const file = src.name;
+  if (src.size < HT_STRUCT_SIZE) throw new FormatError(file, `too small for an LSMT layer: ${src.size} bytes`);
+  const header = parseHeaderTrailer(await readAt(src, 0, HT_STRUCT_SIZE), file, 0);
+  if (!(header.flags & FLAG_HEADER)) throw new FormatError(file, `header flags ${header.flags}: is-header bit (1) not set`, 28);
+  if (!(header.flags & FLAG_DATA)) {
+    throw new FormatError(file, `header flags ${header.flags}: data-file bit (2) not set — this is a writable layer's index file, not a sealed layer`, 28);
+  }
+  if (src.size < 2 * HT_SPACE) {
+    throw new FormatError(file, `too small for a sealed LSMT layer: ${src.size} bytes, a header and a trailer need ${2 * HT_SPACE}`);
+  }
+  const trailerAt = src.size - HT_SPACE;
+  let trailer: HeaderTrailer;
+  try {
+    trailer = parseHeaderTrailer(await readAt(src, trailerAt, HT_STRUCT_SIZE), file, trailerAt);
+  } catch (e) {
+    if (e instanceof FormatError && !(header.flags & FLAG_SEALED)) {
+      throw new FormatError(file, 'no LSMT trailer: this looks like the data file of an unsealed writable layer (commit it first)', trailerAt, { cause: e });
+    }
+    throw e;
+  }
+  const tf = trailer.flags;
+  if (tf & FLAG_HEADER) throw new FormatError(file, `trailer flags ${tf}: is-header bit set, expected a trailer`, trailerAt + 28);
+  if (!(tf & FLAG_DATA)) throw new FormatError(file, `trailer flags ${tf}: data-file bit (2) not set`, trailerAt + 28);
+  if (!(tf & FLAG_SEALED)) throw new FormatError(file, `trailer flags ${tf}: sealed bit (4) not set`, trailerAt + 28);
+  if (trailer.indexSize > MAX_RO_INDEX_ENTRIES) {
+    throw new FormatError(file, `trailer index_size ${trailer.indexSize} exceeds the limit of ${MAX_RO_INDEX_ENTRIES} entries`, trailerAt + 40);
+  }
+  if (trailer.indexOffset < HT_SPACE || trailer.indexOffset % SECTOR !== 0) {
+    throw new FormatError(file, `trailer index_offset ${trailer.indexOffset} must be a multiple of 512 and at least ${HT_SPACE}`, trailerAt + 32);
+  }
+  const indexBytes = trailer.indexSize * ENTRY_SIZE;
+  if (trailer.indexOffset + indexBytes > trailerAt) {
+    throw new FormatError(file, `index [${trailer.indexOffset}, +${indexBytes}) runs past the trailer at ${trailerAt}`, trailerAt + 32);
+  }
+  const index = decodeSealedIndex(await readAt(src, trailer.indexOffset, indexBytes), file, trailer.indexOffset, trailer.indexOffset / SECTOR);
+  return {
+    source: src,
+    header,
+    trailer,
+    index,
+    indexEntriesOnDisk: trailer.indexSize,
+    virtualSize: trailer.virtualSize,
+    uuid: trailer.uuid,
+    parentUuid: header.parentUuid,
+  };
+}
+
+/**
+ * Decodes a sealed index: drops padding, resets tags, and checks order and that every
+ * entry's data lies in [sector 8, dataEnd).
+ */
+export function decodeSealedIndex(bytes: Uint8Array, file: string, fileOffset: number, dataEndSector: number): MappingTable {
+  const n = bytes.length / ENTRY_SIZE;
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const t = new MappingTable(Math.max(1, n));
+  let prevEnd = 0;
+  for (let i = 0; i < n; i++) {
+    const at = i * ENTRY_SIZE;
+    const lo0 = dv.getUint32(at, true);
+    const hi0 = dv.getUint32(at + 4, true);
+    const lo1 = dv.getUint32(at + 8, true);
+    const hi1 = dv.getUint32(at + 12, true);
+    const offset = lo0 + (hi0 & 0x3ffff) * 2 ** 32;
+    if (offset === INVALID_OFFSET) continue;
+    const length = hi0 >>> 18;
+    const moffset = lo1 + (hi1 & 0x7fffff) * 2 ** 32;
+    const zeroed = ((hi1 >>> 23) & 1) === 1;
+    if (length === 0) continue;
+    const where = fileOffset + at;
+    if (offset < prevEnd) {
+      throw new FormatError(file, `index entry ${i} (offset ${offset}, length ${length} sectors) overlaps or precedes the previous entry ending at ${prevEnd}: index not sorted`, where);
+    }
+    if (moffset < HT_SPACE / SECTOR || (zeroed ? moffset > dataEndSector : moffset + length > dataEndSector)) {
+      throw new FormatError(
+        file,
+        `index entry ${i} points at sectors [${moffset}, ${moffset + (zeroed ? 0 : length)}) outside the data area [8, ${dataEndSector})`,
+        where,
+      );
+    }
+    prevEnd = offset + length;
+    t.push(offset, length, moffset, zeroed, 0);
+  }
+  return t;
+}

@@ -1,0 +1,184 @@
+/**
+ * A read-only stack of sealed layers served through one merged index, so a read costs one
+ * lookup whatever the number of layers. Reads are split at mapping boundaries; holes and
+ * zeroed extents are zero-filled; adjacent pieces stored contiguously in the same layer
+ * file become one file read.
+ */
+import { ChainError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
+import type { BlockDevice, ByteSource, Extent, ExtentKind } from '../io/types.ts';
+import { SECTOR, isNullUuid } from './format.ts';
+import { IndexLookup } from './lookup.ts';
+import { mergeIndexes } from './merged-index.ts';
+import type { SealedLayer } from './sealed.ts';
+import type { MappingTable } from './table.ts';
+
+export interface StackOptions {
+  /** Require each layer's parent uuid to equal the uuid of the layer below it. */
+  verifyChain?: boolean;
+  name?: string;
+  /** Closing the stack closes the layers' sources (default true). */
+  ownsSources?: boolean;
+}
+
+export class Stack implements BlockDevice {
+  readonly name: string;
+  readonly size: number;
+  readonly writable = false;
+  readonly layers: readonly SealedLayer[];
+  readonly index: MappingTable;
+  readonly lookup: IndexLookup;
+  readonly #sources: ByteSource[];
+  readonly #owns: boolean;
+
+  constructor(layers: readonly SealedLayer[], opts: StackOptions = {}) {
+    if (layers.length === 0) throw new ChainError('a stack needs at least one layer');
+    if (layers.length > 65535) throw new ChainError(`a stack holds at most 65535 layers, got ${layers.length}`);
+    if (opts.verifyChain) verifyChain(layers);
+    this.layers = layers;
+    this.#sources = layers.map((l) => l.source);
+    this.#owns = opts.ownsSources ?? true;
+    this.name = opts.name ?? (layers.length === 1 ? layers[0]!.source.name : `stack of ${layers.length} layers (top ${layers.at(-1)!.source.name})`);
+    this.size = stackVirtualSize(layers);
+    this.index = mergeIndexes(layers.map((l) => l.index));
+    this.lookup = new IndexLookup(this.index);
+  }
+
+  get layerCount(): number {
+    return this.layers.length;
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    const len = buf.length;
+    if (offset < 0 || offset + len > this.size) throw new OutOfRangeError(this.name, offset, len, this.size);
+    await readMapped(this.index, this.lookup, this.#sources, buf, offset);
+  }
+
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    if (offset < 0 || offset + length > this.size) throw new OutOfRangeError(this.name, offset, length, this.size);
+    return mappedExtents(this.index, this.lookup, offset, length);
+  }
+
+  async close(): Promise<void> {
+    if (this.#owns) await Promise.all(this.#sources.map((s) => s.close()));
+  }
+}
+
+/** The topmost non-zero virtual size (reference.md §2.10). */
+export function stackVirtualSize(layers: readonly SealedLayer[]): number {
+  for (let i = layers.length - 1; i >= 0; i--) if (layers[i]!.virtualSize > 0) return layers[i]!.virtualSize;
+  return 0;
+}
+
+/** Checks every layer's parent uuid against the uuid of the layer below it. */
+export function verifyChain(layers: readonly { uuid: string; parentUuid: string; source: ByteSource }[]): void {
+  for (let i = 1; i < layers.length; i++) {
+    const below = layers[i - 1]!;
+    const l = layers[i]!;
+    if (isNullUuid(l.parentUuid)) {
+      throw new ChainError(`${l.source.name}: has no parent uuid, but it is stacked on ${below.source.name} (uuid ${below.uuid})`);
+    }
+    if (l.parentUuid.toUpperCase() !== below.uuid.toUpperCase()) {
+      throw new ChainError(
+        `${l.source.name}: parent uuid ${l.parentUuid} does not match the uuid ${below.uuid} of the layer below it (${below.source.name})`,
+      );
+    }
+  }
+}
+
+/**
+ * Fills `buf` with the bytes at `offset` as described by `index` over `sources` (indexed by
+ * the table's layer numbers). Shared by sealed stacks and the writable layer.
+ */
+export async function readMapped(
+  index: MappingTable,
+  lookup: IndexLookup,
+  sources: readonly ByteSource[],
+  buf: Uint8Array,
+  offset: number,
+): Promise<void> {
+  const end = offset + buf.length;
+  const starts = index.offset;
+  const lens = index.length;
+  const moffs = index.moffset;
+  const zeroed = index.zeroed;
+  const layer = index.layer;
+  const count = index.count;
+  let i = lookup.firstEndingAfter(Math.floor(offset / SECTOR));
+  let pos = offset;
+  // The first file read is kept in locals; further ones (rare for small reads) go in arrays.
+  let rLayer = -1;
+  let rFile = 0;
+  let rBuf = 0;
+  let rLen = 0;
+  let more: number[] | undefined;
+  while (pos < end) {
+    if (i >= count || starts[i]! * SECTOR >= end) {
+      buf.fill(0, pos - offset, end - offset);
+      break;
+    }
+    const s = starts[i]! * SECTOR;
+    if (s > pos) {
+      buf.fill(0, pos - offset, s - offset);
+      pos = s;
+    }
+    const segEnd = Math.min(s + lens[i]! * SECTOR, end);
+    if (zeroed[i] === 1) {
+      buf.fill(0, pos - offset, segEnd - offset);
+    } else {
+      const l = layer[i]!;
+      const fileOff = moffs[i]! * SECTOR + (pos - s);
+      const n = segEnd - pos;
+      if (rLayer === l && rFile + rLen === fileOff && rBuf + rLen === pos - offset) {
+        rLen += n;
+      } else {
+        if (rLayer >= 0) (more ??= []).push(rLayer, rFile, rBuf, rLen);
+        rLayer = l;
+        rFile = fileOff;
+        rBuf = pos - offset;
+        rLen = n;
+      }
+    }
+    pos = segEnd;
+    i++;
+  }
+  if (rLayer < 0) return;
+  if (!more) return readPiece(sources[rLayer]!, buf, rBuf, rLen, rFile);
+  more.push(rLayer, rFile, rBuf, rLen);
+  const jobs: Promise<void>[] = [];
+  for (let k = 0; k < more.length; k += 4) jobs.push(readPiece(sources[more[k]!]!, buf, more[k + 2]!, more[k + 3]!, more[k + 1]!));
+  await Promise.all(jobs);
+}
+
+async function readPiece(src: ByteSource, buf: Uint8Array, at: number, len: number, fileOff: number): Promise<void> {
+  const n = await src.read(buf.subarray(at, at + len), fileOff);
+  if (n !== len) throw new ShortReadError(src.name, fileOff, len, n);
+}
+
+/** Describes [offset, offset+length) from `index`, joining neighbours of the same kind and layer. */
+export function mappedExtents(index: MappingTable, lookup: IndexLookup, offset: number, length: number): Extent[] {
+  const out: Extent[] = [];
+  const end = offset + length;
+  const add = (from: number, to: number, kind: ExtentKind, layer: number): void => {
+    const last = out.at(-1);
+    if (last && last.kind === kind && last.layer === layer && last.offset + last.length === from) last.length += to - from;
+    else out.push({ offset: from, length: to - from, kind, layer });
+  };
+  let i = lookup.firstEndingAfter(Math.floor(offset / SECTOR));
+  let pos = offset;
+  while (pos < end) {
+    if (i >= index.count || index.offset[i]! * SECTOR >= end) {
+      add(pos, end, 'hole', -1);
+      break;
+    }
+    const s = index.offset[i]! * SECTOR;
+    if (s > pos) {
+      add(pos, s, 'hole', -1);
+      pos = s;
+    }
+    const segEnd = Math.min(s + index.length[i]! * SECTOR, end);
+    add(pos, segEnd, index.zeroed[i] === 1 ? 'zero' : 'data', index.layer[i]!);
+    pos = segEnd;
+    i++;
+  }
+  return out;
+}
