@@ -87,6 +87,6 @@ function humanInfo(i: LayerInfo): string {
     `  index           ${formatSize(i.indexBytes)} at offset ${i.trailer.indexOffset}`,
     `  header flags    ${i.header.flags} (${i.header.flagNames.join(', ')})`,
     `  trailer flags   ${i.trailer.flags} (${i.trailer.flagNames.join(', ')})`,
-    `  layer bytes     ${formatSize(i.layerBytes)}`,
+    `  file size       ${formatSize(i.storedBytes)}${i.storedBytes !== i.layerBytes ? ` (${formatSize(i.layerBytes)} decoded, ${((100 * i.storedBytes) / i.layerBytes).toFixed(1)} %)` : ''}`,
   ].join('\n');
 }

@@ -17,6 +17,8 @@ export interface HeaderInfo {
 export interface LayerInfo {
   file: string;
   wrapping: string[];
+  /** Size of the stored file (compressed/wrapped). */
+  storedBytes: number;
   /** Size of the decoded LSMT layer in bytes (the file size when not compressed). */
   layerBytes: number;
   virtualSize: number;
@@ -66,6 +68,7 @@ export function describeLayer(l: OpenedLayer, file: string): LayerInfo {
   return {
     file,
     wrapping: l.wrapping,
+    storedBytes: l.storedBytes,
     layerBytes: l.source.size,
     virtualSize: l.virtualSize,
     uuid: l.uuid,

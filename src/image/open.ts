@@ -9,25 +9,39 @@ import { readAt } from '../io/util.ts';
 import { hasLsmtMagic } from '../lsmt/format.ts';
 import { openSealedLayer, type SealedLayer } from '../lsmt/sealed.ts';
 import { Stack, type StackOptions } from '../lsmt/stack.ts';
+import { isZFile, ZFileReader } from '../zfile/reader.ts';
+import { openTarEntry } from '../zfile/tar.ts';
 
 /** How a layer blob was wrapped, outermost first (e.g. ['tar', 'zfile', 'lsmt']). */
 export type Wrapping = ('tar' | 'zfile' | 'lsmt')[];
 
 export interface OpenedLayer extends SealedLayer {
   readonly wrapping: Wrapping;
+  /** Size of the stored blob (compressed and wrapped), as opposed to the decoded layer. */
+  readonly storedBytes: number;
 }
 
 /** Peels tar and zfile wrappers off `src` and opens the LSMT layer inside. */
 export async function openLayerSource(src: ByteSource): Promise<OpenedLayer> {
   const wrapping: Wrapping = [];
-  let cur = src;
+  let cur: ByteSource = src;
+  const tar = await openTarEntry(cur);
+  if (tar) {
+    wrapping.push('tar');
+    cur = tar;
+  }
+  if (await isZFile(cur)) {
+    wrapping.push('zfile');
+    cur = await ZFileReader.open(cur);
+  }
   const head = await readAt(cur, 0, Math.min(512, cur.size));
   if (!hasLsmtMagic(head)) {
-    throw new FormatError(src.name, 'not an LSMT layer (no LSMT magic at offset 0)', 0);
+    const inside = wrapping.length ? ` inside the ${wrapping.join(' > ')} wrapper` : '';
+    throw new FormatError(src.name, `not an LSMT layer (no LSMT magic at offset 0${inside})`, 0);
   }
   wrapping.push('lsmt');
   const layer = await openSealedLayer(cur);
-  return { ...layer, wrapping };
+  return { ...layer, wrapping, storedBytes: src.size };
 }
 
 /** Opens one layer file (plain, zfile-compressed or tar-wrapped). */

@@ -27,6 +27,8 @@ const cases: [string, string[], string][] = [
   ['layer1 alone', ['layer1.lsmt'], DIGESTS.layer1],
   ['layer1 + layer2', ['layer1.lsmt', 'layer2.lsmt'], DIGESTS.layer12],
   ['layer1 + layer2 + layer3', ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'], DIGESTS.layer123],
+  ['layer1 zfile-compressed', ['layer1.lz4bs4.zfile'], DIGESTS.layer1],
+  ['layer1 zfile + layer2 + layer3', ['layer1.lz4bs4.zfile', 'layer2.lsmt', 'layer3.lsmt'], DIGESTS.layer123],
   ['layer2 alone', ['layer2.lsmt'], DIGESTS.layer2alone],
   ['layer3 alone', ['layer3.lsmt'], DIGESTS.layer3alone],
 ];

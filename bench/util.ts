@@ -1,0 +1,46 @@
+/** Small shared helpers for the benchmarks: a seeded RNG, medians, Markdown tables, results files. */
+import { mkdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** xorshift32: fixed seeds give the same layouts on every run. */
+export class Rng {
+  #s: number;
+  constructor(seed: number) {
+    this.#s = (seed ^ 0x9e3779b9) >>> 0 || 1;
+  }
+  next(): number {
+    let x = this.#s;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#s = x >>> 0;
+    return this.#s / 2 ** 32;
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export function table(head: string[], rows: string[][]): string {
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+const RESULTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
+
+/** Writes bench/results/<name>.md with a header naming the machine and date, and echoes it. */
+export async function writeResults(name: string, markdown: string): Promise<void> {
+  await mkdir(RESULTS, { recursive: true });
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  const stamp = `_Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${os.cpus().length} × ${cpu}, Node ${process.version}._\n\n`;
+  const text = markdown.replace(/\n/, `\n\n${stamp}`);
+  await writeFile(path.join(RESULTS, `${name}.md`), text);
+  process.stdout.write(text + '\n');
+}

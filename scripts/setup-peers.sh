@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian peers the tests talk to (qemu, libnbd tools, nbdkit, fio, the CNCF
+# registry, e2fsprogs). Idempotent: apt-get runs only when something is missing.
+set -euo pipefail
+pkgs=(qemu-utils libnbd-bin python3-libnbd nbdkit fio docker-registry e2fsprogs openssl curl apache2-utils)
+need=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "setup-peers: installing ${need[*]}" >&2
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
