@@ -1,14 +1,23 @@
 /**
  * Opening images: pick the source for each layer, peel wrappers by magic
- * (tar → zfile → LSMT), and stack the layers bottom → top.
+ * (tar → zfile → LSMT), stack the layers bottom → top, and put a writable upper layer on
+ * top when asked. An image is layer files, a config.v1.json, an `oci:DIR[:tag]` layout or
+ * a registry reference.
  */
-import { FormatError } from '../io/errors.ts';
+import { stat, writeFile } from 'node:fs/promises';
+import { ChainError, FormatError, InvalidArgumentError, NotFoundError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import type { BlockDevice, ByteSource } from '../io/types.ts';
 import { readAt } from '../io/util.ts';
 import { hasLsmtMagic } from '../lsmt/format.ts';
 import { openSealedLayer, type SealedLayer } from '../lsmt/sealed.ts';
 import { Stack, type StackOptions } from '../lsmt/stack.ts';
+import { WritableLayer } from '../lsmt/writable.ts';
+import type { DownloadConfig } from '../remote/config.ts';
+import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
+import { parseReference } from '../remote/reference.ts';
+import { openImageSources, type ImageSources } from '../remote/sources.ts';
+import { TraceRecorder, TracingSource, replayTrace, traceMode, type ReplayResult } from '../remote/trace.ts';
 import { isZFile, ZFileReader } from '../zfile/reader.ts';
 import { openTarEntry } from '../zfile/tar.ts';
 
@@ -21,8 +30,13 @@ export interface OpenedLayer extends SealedLayer {
   readonly storedBytes: number;
 }
 
+export interface LayerSourceOptions {
+  /** Wraps the decoded LSMT bytes before the layer reads them (e.g. to record a trace). */
+  wrapDecoded?: (decoded: ByteSource) => ByteSource;
+}
+
 /** Peels tar and zfile wrappers off `src` and opens the LSMT layer inside. */
-export async function openLayerSource(src: ByteSource): Promise<OpenedLayer> {
+export async function openLayerSource(src: ByteSource, opts: LayerSourceOptions = {}): Promise<OpenedLayer> {
   const wrapping: Wrapping = [];
   let cur: ByteSource = src;
   const tar = await openTarEntry(cur);
@@ -40,7 +54,7 @@ export async function openLayerSource(src: ByteSource): Promise<OpenedLayer> {
     throw new FormatError(src.name, `not an LSMT layer (no LSMT magic at offset 0${inside})`, 0);
   }
   wrapping.push('lsmt');
-  const layer = await openSealedLayer(cur);
+  const layer = await openSealedLayer(opts.wrapDecoded ? opts.wrapDecoded(cur) : cur);
   return { ...layer, wrapping, storedBytes: src.size };
 }
 
@@ -55,15 +69,20 @@ export async function openLayerFile(path: string): Promise<OpenedLayer> {
   }
 }
 
-/** Opens layer files bottom → top; on failure closes whatever was opened. */
-export async function openLayerFiles(paths: readonly string[]): Promise<OpenedLayer[]> {
-  const settled = await Promise.allSettled(paths.map((p) => openLayerFile(p)));
+/** Opens layers from sources in parallel; on failure closes the sources of those opened. */
+async function openAll<T>(items: readonly T[], open: (item: T, i: number) => Promise<OpenedLayer>): Promise<OpenedLayer[]> {
+  const settled = await Promise.allSettled(items.map(open));
   const failed = settled.find((r) => r.status === 'rejected');
   if (failed) {
     await Promise.all(settled.map((r) => (r.status === 'fulfilled' ? r.value.source.close() : undefined)));
     throw (failed as PromiseRejectedResult).reason;
   }
   return settled.map((r) => (r as PromiseFulfilledResult<OpenedLayer>).value);
+}
+
+/** Opens layer files bottom → top; on failure closes whatever was opened. */
+export function openLayerFiles(paths: readonly string[]): Promise<OpenedLayer[]> {
+  return openAll(paths, (p) => openLayerFile(p));
 }
 
 /** Opens layer files as one read-only stack. */
@@ -77,13 +96,119 @@ export async function openStack(paths: readonly string[], opts: StackOptions = {
   }
 }
 
-export interface ImageOptions {
+export interface ImageOptions extends RemoteOptions, LazyOptions {
+  /** Writable layer on top; created (sized like the stack, parent = its top layer) when both files are missing. */
   upper?: { data: string; index: string };
   readOnly?: boolean;
   verifyChain?: boolean;
+  /** Start background downloads of remote layers (with this configuration). */
+  download?: DownloadConfig | boolean;
+  /** Trace file: an empty file records this run's reads, a recorded trace is replayed. */
+  trace?: string;
+  /** Called when a trace replay (started in the background) ends. */
+  onReplayDone?: (r: ReplayResult) => void;
 }
 
-/** Opens an image given as layer files bottom → top. */
+async function isFile(p: string): Promise<boolean> {
+  return (await stat(p).catch(() => undefined))?.isFile() ?? false;
+}
+
+/**
+ * True when `arg` names an image source rather than a layer file: an existing .json file,
+ * `oci:…`, or a reference whose first component is a registry host (has a dot or a port,
+ * or is localhost — docker's rule), so a mistyped path never becomes a network request.
+ */
+async function isImageSpec(arg: string): Promise<boolean> {
+  if (arg.startsWith('oci:')) return true;
+  if (await isFile(arg)) return arg.endsWith('.json');
+  const slash = arg.indexOf('/');
+  if (slash <= 0) return false;
+  const host = arg.slice(0, slash);
+  if (!(host.includes('.') || host.includes(':') || host === 'localhost')) return false;
+  try {
+    parseReference(arg);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Opens an image: layer files bottom → top, or one config.v1.json, `oci:DIR[:tag]` or
+ * registry reference. With an upper (given, or from the config) the result is writable
+ * unless `readOnly`. Closing the device closes everything it opened.
+ */
 export async function openImage(args: readonly string[], opts: ImageOptions = {}): Promise<BlockDevice> {
-  return openStack(args, { verifyChain: opts.verifyChain });
+  if (args.length === 0) throw new InvalidArgumentError('no image given: name layer files, a config.v1.json, oci:DIR or a registry reference');
+  if (args.length === 1 && (await isImageSpec(args[0]!))) return openSpec(args[0]!, opts);
+  for (const a of args) {
+    if (!(await isFile(a))) throw new NotFoundError(`${a}: no such layer file`);
+  }
+  const stack = await openStack(args, { verifyChain: opts.verifyChain });
+  return withUpper(stack, opts.upper, opts.readOnly);
+}
+
+async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> {
+  const srcs = await openImageSources(spec, opts);
+  let recorder: TraceRecorder | undefined;
+  let stack: Stack;
+  try {
+    const tracePath = opts.trace ?? srcs.tracePath;
+    const mode = tracePath ? await traceMode(tracePath) : { mode: 'off' as const };
+    if (mode.mode === 'record') recorder = new TraceRecorder();
+    const layers = await openAll(srcs.layers, (s, i) =>
+      openLayerSource(s, { wrapDecoded: recorder ? (d) => new TracingSource(d, i, recorder!) : undefined }),
+    );
+    stack = new Stack(layers, {
+      verifyChain: opts.verifyChain,
+      name: srcs.name,
+      ownsSources: false,
+      onClose: async () => {
+        if (recorder && tracePath) {
+          await writeFile(tracePath, recorder.encode());
+          await writeFile(`${tracePath}.ok`, '');
+        }
+        await srcs.close();
+      },
+    });
+    if (mode.mode === 'replay') {
+      replayTrace(
+        mode.records,
+        layers.map((l) => l.source),
+        { concurrency: 16 },
+      ).then(opts.onReplayDone ?? (() => {}), () => {});
+    }
+    if (opts.download) srcs.startDownloads(opts.download === true ? undefined : opts.download);
+  } catch (e) {
+    await srcs.reportResult(e).catch(() => {});
+    await srcs.close();
+    throw e;
+  }
+  try {
+    const dev = await withUpper(stack, opts.upper ?? srcs.upper, opts.readOnly);
+    await srcs.reportResult();
+    return dev;
+  } catch (e) {
+    await srcs.reportResult(e).catch(() => {});
+    throw e;
+  }
+}
+
+/** Puts a writable layer over `stack` (creating it when its files are missing); closes the stack on failure. */
+async function withUpper(stack: Stack, upper: ImageSources['upper'], readOnly?: boolean): Promise<BlockDevice> {
+  if (!upper) return stack;
+  try {
+    const [hasData, hasIndex] = await Promise.all([isFile(upper.data), isFile(upper.index)]);
+    if (hasData !== hasIndex) {
+      throw new ChainError(`writable layer: ${hasData ? upper.data : upper.index} exists but ${hasData ? upper.index : upper.data} does not`);
+    }
+    if (!hasData) {
+      if (readOnly) throw new NotFoundError(`${upper.data}: no such writable layer (it is created only when the image is opened writable)`);
+      return await WritableLayer.create(upper.data, upper.index, { virtualSize: stack.size, parentUuid: stack.layers.at(-1)!.uuid, lower: stack });
+    }
+    return await WritableLayer.open(upper.data, upper.index, { lower: stack, readOnly });
+  } catch (e) {
+    await stack.close();
+    throw e;
+  }
 }

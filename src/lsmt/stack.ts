@@ -18,6 +18,8 @@ export interface StackOptions {
   name?: string;
   /** Closing the stack closes the layers' sources (default true). */
   ownsSources?: boolean;
+  /** Runs after the sources are closed: releases what the opener attached (downloads, caches). */
+  onClose?: () => Promise<void>;
 }
 
 export class Stack implements BlockDevice {
@@ -29,6 +31,8 @@ export class Stack implements BlockDevice {
   readonly lookup: IndexLookup;
   readonly #sources: ByteSource[];
   readonly #owns: boolean;
+  readonly #onClose: (() => Promise<void>) | undefined;
+  #closing: Promise<void> | undefined;
 
   constructor(layers: readonly SealedLayer[], opts: StackOptions = {}) {
     if (layers.length === 0) throw new ChainError('a stack needs at least one layer');
@@ -37,6 +41,7 @@ export class Stack implements BlockDevice {
     this.layers = layers;
     this.#sources = layers.map((l) => l.source);
     this.#owns = opts.ownsSources ?? true;
+    this.#onClose = opts.onClose;
     this.name = opts.name ?? (layers.length === 1 ? layers[0]!.source.name : `stack of ${layers.length} layers (top ${layers.at(-1)!.source.name})`);
     this.size = stackVirtualSize(layers);
     this.index = mergeIndexes(layers.map((l) => l.index));
@@ -58,8 +63,15 @@ export class Stack implements BlockDevice {
     return mappedExtents(this.index, this.lookup, offset, length);
   }
 
-  async close(): Promise<void> {
-    if (this.#owns) await Promise.all(this.#sources.map((s) => s.close()));
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      try {
+        if (this.#owns) await Promise.all(this.#sources.map((s) => s.close()));
+      } finally {
+        await this.#onClose?.();
+      }
+    })();
+    return this.#closing;
   }
 }
 

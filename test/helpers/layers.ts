@@ -1,4 +1,6 @@
-/** Building sealed layers in memory for tests. */
+/** Building sealed layers in memory for tests, and digesting devices. */
+import { createHash } from 'node:crypto';
+import type { BlockDevice } from '../../src/io/types.ts';
 import { MemorySink, MemorySource } from '../../src/io/memory.ts';
 import { SECTOR } from '../../src/lsmt/format.ts';
 import { openSealedLayer, type SealedLayer } from '../../src/lsmt/sealed.ts';
@@ -19,4 +21,16 @@ export async function buildLayerBytes(id: LayerIdentity, extents: ExtentSpec[]):
 /** Builds and opens a sealed layer held in memory. */
 export async function buildLayer(id: LayerIdentity, extents: ExtentSpec[], name = 'mem-layer'): Promise<SealedLayer> {
   return openSealedLayer(new MemorySource(await buildLayerBytes(id, extents), name));
+}
+
+/** sha256 of a device's whole contents, read in `chunk`-sized pieces. */
+export async function deviceDigest(dev: BlockDevice, chunk = 1 << 20): Promise<string> {
+  const h = createHash('sha256');
+  const buf = new Uint8Array(chunk);
+  for (let o = 0; o < dev.size; o += chunk) {
+    const view = buf.subarray(0, Math.min(chunk, dev.size - o));
+    await dev.read(view, o);
+    h.update(view);
+  }
+  return h.digest('hex');
 }

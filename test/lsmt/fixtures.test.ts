@@ -7,21 +7,9 @@ import { openSealedLayer } from '../../src/lsmt/sealed.ts';
 import { Stack } from '../../src/lsmt/stack.ts';
 import { openStack } from '../../src/image/open.ts';
 import { DIGESTS, FIXTURES } from '../helpers/recipes.ts';
-import { createHash } from 'node:crypto';
-import type { BlockDevice } from '../../src/io/types.ts';
+import { deviceDigest } from '../helpers/layers.ts';
 
 const L = (n: string) => path.join(FIXTURES, 'lsmt', n);
-
-export async function deviceDigest(dev: BlockDevice, chunk = 1 << 20): Promise<string> {
-  const h = createHash('sha256');
-  const buf = new Uint8Array(chunk);
-  for (let o = 0; o < dev.size; o += chunk) {
-    const view = buf.subarray(0, Math.min(chunk, dev.size - o));
-    await dev.read(view, o);
-    h.update(view);
-  }
-  return h.digest('hex');
-}
 
 const cases: [string, string[], string][] = [
   ['layer1 alone', ['layer1.lsmt'], DIGESTS.layer1],

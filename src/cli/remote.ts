@@ -1,0 +1,190 @@
+/**
+ * `obd push`, `obd pull`, `obd copy`, `obd inspect`: images in OCI registries and OCI
+ * image-layout directories. `addRemoteOptions`/`remoteOptions` and `addCacheOptions`/
+ * `cacheOptions` are shared with `obd serve <ref>`.
+ */
+import { Option, type Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { formatSize } from '../io/util.ts';
+import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
+import { openRepository, resolveImage } from '../remote/image.ts';
+import { Annotation } from '../remote/manifest.ts';
+import { copyImage, pullImage } from '../remote/pull.ts';
+import { pushImage } from '../remote/push.ts';
+import { formatReference, parseReference, referenceTarget } from '../remote/reference.ts';
+import { intArg, output, progress, sizeArg, type Progress } from './common.ts';
+
+export interface RemoteFlags {
+  plainHttp?: boolean;
+  insecure?: boolean;
+  credsFile?: string;
+  proxy?: string;
+  platform?: string;
+  timeout?: number;
+  retries?: number;
+}
+
+/** Adds the flags every command that talks to a registry understands. */
+export function addRemoteOptions(cmd: Command): Command {
+  return cmd
+    .option('--plain-http', 'talk HTTP, not HTTPS (default for loopback registries)')
+    .option('--insecure', 'accept any TLS certificate')
+    .option('--creds-file <file>', 'credentials file ({"auths": {...}} as docker config.json); ~/.docker/config.json is always read')
+    .option('--proxy <url>', 'send every request through this HTTP proxy (e.g. a P2P agent)')
+    .option('--platform <os/arch>', 'platform to pick from an image index (default linux/<this arch>)')
+    .option('--timeout <ms>', 'give up a request after this long without data', intArg)
+    .option('--retries <n>', 'retries for resets, timeouts and 5xx', intArg);
+}
+
+export function remoteOptions(f: RemoteFlags): RemoteOptions {
+  const o: RemoteOptions = { plainHttp: f.plainHttp || undefined, insecure: f.insecure, credsFile: f.credsFile, proxy: f.proxy, retries: f.retries, idleTimeoutMs: f.timeout };
+  if (f.platform) {
+    const [os, architecture, variant] = f.platform.split('/');
+    if (!os || !architecture) throw new InvalidArgumentError(`--platform "${f.platform}": want os/arch[/variant]`);
+    o.platform = { os, architecture, ...(variant ? { variant } : {}) };
+  }
+  return o;
+}
+
+export interface CacheFlags {
+  cacheDir?: string;
+  cacheSize?: number;
+  refill?: number;
+}
+
+/** Adds the lazy-read cache flags (`obd serve <ref>`). */
+export function addCacheOptions(cmd: Command): Command {
+  return cmd
+    .option('--cache-dir <dir>', 'on-disk cache for remote layers (persistent; default: memory only)')
+    .option('--cache-size <size>', 'cache capacity (default 4G)', sizeArg)
+    .option('--refill <size>', 'refill unit for remote reads (default 256K)', sizeArg);
+}
+
+export function cacheOptions(f: CacheFlags): LazyOptions {
+  return { cacheDir: f.cacheDir, cacheSize: f.cacheSize, refill: f.refill };
+}
+
+function bar(label: string, enabled: boolean): { onProgress: (done: number, total: number) => void; stop: () => void } {
+  let p: Progress | undefined;
+  return {
+    onProgress(done, total) {
+      p ??= progress(label, total, enabled);
+      p.update(done);
+    },
+    stop() {
+      p?.stop();
+    },
+  };
+}
+
+export function register(program: Command): void {
+  addRemoteOptions(
+    program
+      .command('push')
+      .description('push layer files (bottom → top) as an image to a registry or oci:DIR; plain LSMT layers are compressed and tar-wrapped')
+      .usage('[options] <layer...> <ref>')
+      .argument('<layer...>', 'layer files (LSMT, zfile, or tar-wrapped), then the target reference')
+      .option('--append', 'put the layers on top of the image already at the reference')
+      .option('--mount-from <repo...>', 'repositories of the same registry to mount existing blobs from')
+      .option('--fs-type <type>', 'record the layer filesystem (blob-fs-type annotation), e.g. ext4')
+      .addOption(new Option('-a, --algorithm <name>', 'codec for plain LSMT layers').choices(['lz4', 'zstd']).default('lz4'))
+      .option('-b, --block-size <size>', 'zfile block size for plain LSMT layers', sizeArg, 4096)
+      .option('--json', 'print the result as JSON'),
+  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; algorithm: 'lz4' | 'zstd'; blockSize: number; json?: boolean }) => {
+    if (args.length < 2) throw new InvalidArgumentError('need at least one layer file and a target reference');
+    const ref = args[args.length - 1]!;
+    const files = args.slice(0, -1);
+    const b = bar('push', !o.json);
+    try {
+      const r = await pushImage(files, ref, {
+        ...remoteOptions(o),
+        append: o.append,
+        mountFrom: o.mountFrom,
+        fsType: o.fsType,
+        zfile: { algorithm: o.algorithm, blockSize: o.blockSize },
+        onProgress: b.onProgress,
+      });
+      b.stop();
+      output(o.json, r, () =>
+        [
+          ...r.layers.map((l) => `${l.result.padEnd(8)} ${l.digest} ${formatSize(l.size).padStart(10)}  ${l.file ?? '(from the existing image)'}${l.kind === 'lsmt' ? ' (compressed)' : l.kind === 'zfile' ? ' (tar-wrapped)' : ''}`),
+          `pushed ${r.reference}@${r.digest}`,
+        ].join('\n'),
+      );
+    } finally {
+      b.stop();
+    }
+  });
+
+  addRemoteOptions(
+    program
+      .command('pull')
+      .description('download an image: into DIR (blobs + config.v1.json for obd serve), or copy into oci:DIR')
+      .argument('<ref>', 'image reference (registry or oci:DIR)')
+      .argument('<dir>', 'target directory, or oci:DIR for an OCI image layout')
+      .option('-j, --jobs <n>', 'blobs downloaded at once', intArg, 3)
+      .option('--json', 'print the result as JSON'),
+  ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; json?: boolean }) => {
+    const b = bar('pull', !o.json);
+    try {
+      if (dir.startsWith('oci:')) {
+        const r = await copyImage(ref, dir, { ...remoteOptions(o), onProgress: b.onProgress });
+        b.stop();
+        output(o.json, r, () => `${r.blobs.map((x) => `${x.result.padEnd(8)} ${x.digest} ${formatSize(x.size).padStart(10)}`).join('\n')}\ncopied ${r.source} → ${r.target}@${r.digest}`);
+        return;
+      }
+      const r = await pullImage(ref, dir, { ...remoteOptions(o), concurrency: o.jobs, onProgress: b.onProgress });
+      b.stop();
+      output(o.json, r, () => `${r.layers.map((l) => `${l.fetched ? 'fetched' : 'present'}  ${l.digest} ${formatSize(l.size).padStart(10)}`).join('\n')}\npulled ${r.reference}@${r.digest}\nconfig: ${r.configPath}`);
+    } finally {
+      b.stop();
+    }
+  });
+
+  addRemoteOptions(
+    program
+      .command('copy')
+      .description('copy an image between registries and OCI layouts (blobs already there are skipped or mounted)')
+      .argument('<src>', 'source reference')
+      .argument('<dst>', 'target reference')
+      .option('--mount-from <repo...>', 'more repositories of the target registry to mount blobs from')
+      .option('--json', 'print the result as JSON'),
+  ).action(async (src: string, dst: string, o: RemoteFlags & { mountFrom?: string[]; json?: boolean }) => {
+    const b = bar('copy', !o.json);
+    try {
+      const r = await copyImage(src, dst, { ...remoteOptions(o), mountFrom: o.mountFrom, onProgress: b.onProgress });
+      b.stop();
+      output(o.json, r, () => `${r.blobs.map((x) => `${x.result.padEnd(8)} ${x.digest} ${formatSize(x.size).padStart(10)}`).join('\n')}\ncopied ${r.source} → ${r.target}@${r.digest}`);
+    } finally {
+      b.stop();
+    }
+  });
+
+  addRemoteOptions(
+    program
+      .command('inspect')
+      .description('show an image manifest: layers, sizes and overlaybd annotations')
+      .argument('<ref>', 'image reference (registry or oci:DIR)')
+      .option('--json', 'print the result as JSON'),
+  ).action(async (ref: string, o: RemoteFlags & { json?: boolean }) => {
+    const r = parseReference(ref);
+    const opened = await openRepository(r, remoteOptions(o));
+    try {
+      const img = await resolveImage(opened.repo, referenceTarget(r), remoteOptions(o).platform);
+      const value = { reference: formatReference(r), digest: img.digest, mediaType: img.raw.mediaType, manifest: img.manifest };
+      output(o.json, value, () =>
+        [
+          `${value.reference}@${img.digest} (${img.raw.mediaType})`,
+          `config  ${img.manifest.config.digest} ${formatSize(img.manifest.config.size)}`,
+          ...img.manifest.layers.map((l, i) => {
+            const a = l.annotations ?? {};
+            const obd = a[Annotation.version] ? ` overlaybd ${a[Annotation.version]}${a[Annotation.fsType] ? ` ${a[Annotation.fsType]}` : ''}` : '';
+            return `layer ${i} ${l.digest} ${formatSize(l.size).padStart(10)}${obd}`;
+          }),
+        ].join('\n'),
+      );
+    } finally {
+      await opened.close();
+    }
+  });
+}

@@ -1,0 +1,193 @@
+/**
+ * The reference's per-device image config (config.v1.json, reference.md §4.1) → outer layer
+ * sources bottom → top (local files, or lazy cached registry blobs under `repoBlobUrl`),
+ * the writable upper's files, and the download / trace / result settings.
+ */
+import { access, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { FileSource } from '../io/file.ts';
+import type { ByteSource } from '../io/types.ts';
+import { CredentialStore } from './auth.ts';
+import { BlobCache } from './cache.ts';
+import { startBackgroundDownload, type BackgroundItem } from './download.ts';
+import { InvalidReferenceError } from './errors.ts';
+import type { LazyOptions, RemoteOptions } from './image.ts';
+import { LazySource } from './lazy-source.ts';
+import { isDigest } from './reference.ts';
+import { RegistryBlobSource, RegistryClient, type RegistryRepository } from './registry.ts';
+
+export interface LowerConfig {
+  file?: string;
+  dir?: string;
+  digest?: string;
+  size?: number;
+  targetFile?: string;
+  targetDigest?: string;
+  gzipIndex?: string;
+}
+
+export interface DownloadConfig {
+  enable?: boolean;
+  /** Seconds before the first download (default 300). */
+  delay?: number;
+  /** Random extra seconds added to the delay (default 30). */
+  delayExtra?: number;
+  maxMBps?: number;
+  tryCnt?: number;
+  blockSize?: number;
+}
+
+export interface ImageConfigV1 {
+  repoBlobUrl?: string;
+  lowers: LowerConfig[];
+  upper?: { index?: string; data?: string; target?: string; gzipIndex?: string };
+  resultFile?: string;
+  download?: DownloadConfig;
+  accelerationLayer?: boolean;
+  recordTracePath?: string;
+}
+
+export interface OpenedImageConfig {
+  path: string;
+  config: ImageConfigV1;
+  /** Outer layer blobs, bottom → top (tar/zfile/LSMT still to be peeled). */
+  layers: ByteSource[];
+  /** The writable layer's files when both are given (else the image is read-only). */
+  upper: { index: string; data: string } | undefined;
+  resultFile: string | undefined;
+  /** Trace to record or replay (recordTracePath, or the acceleration layer's `trace`). */
+  tracePath: string | undefined;
+  /** Writes "success" or "failed:<reason>" to resultFile, when one is configured. */
+  reportResult(error?: unknown): Promise<void>;
+  /** Starts the configured background download of remote lowers that have a `dir`. */
+  startDownloads(overrides?: DownloadConfig): { done: Promise<void>; stop(): Promise<void> } | undefined;
+  close(): Promise<void>;
+}
+
+/** Local blob names tried in a lower's dir, in the reference's order. */
+const LOCAL_NAMES = ['overlaybd.commit', '.commit', 'overlaybd.sealed'];
+
+async function exists(p: string): Promise<boolean> {
+  return access(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Splits `https://host/v2/<repo>/blobs` into its registry parts. */
+export function parseRepoBlobUrl(url: string): { plainHttp: boolean; host: string; repository: string } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new InvalidReferenceError(`repoBlobUrl "${url}" is not a URL`);
+  }
+  const m = /^\/v2\/(.+?)\/blobs\/?$/.exec(u.pathname);
+  if (!m || (u.protocol !== 'http:' && u.protocol !== 'https:')) throw new InvalidReferenceError(`repoBlobUrl "${url}" is not of the form http(s)://<host>/v2/<repository>/blobs`);
+  return { plainHttp: u.protocol === 'http:', host: u.host, repository: m[1]! };
+}
+
+export function parseImageConfig(text: string, name: string): ImageConfigV1 {
+  let doc: ImageConfigV1;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new InvalidReferenceError(`${name}: not JSON: ${(e as Error).message}`);
+  }
+  if (!doc || !Array.isArray(doc.lowers)) throw new InvalidReferenceError(`${name}: no "lowers" array`);
+  doc.lowers.forEach((l, i) => {
+    if (l.digest && !isDigest(l.digest)) throw new InvalidReferenceError(`${name}: lowers[${i}].digest "${l.digest}" is not sha256:<64 hex>`);
+    if (l.size !== undefined && (!Number.isSafeInteger(l.size) || l.size < 0)) throw new InvalidReferenceError(`${name}: lowers[${i}].size ${l.size} is not a byte count`);
+    if (l.targetFile || l.targetDigest) throw new InvalidReferenceError(`${name}: lowers[${i}] is a TurboOCI layer (targetFile/targetDigest), which is not supported`);
+  });
+  return doc;
+}
+
+/**
+ * Opens config.v1.json. Relative paths are taken from the config file's directory. Remote
+ * lowers need `repoBlobUrl`; they read lazily through `opts.cache`/`cacheDir` (or memory).
+ */
+export async function openImageConfig(file: string, opts: RemoteOptions & LazyOptions = {}): Promise<OpenedImageConfig> {
+  const abs = path.resolve(file);
+  const config = parseImageConfig(await readFile(abs, 'utf8'), abs);
+  const base = path.dirname(abs);
+  const at = (p: string) => path.resolve(base, p);
+  const lowers = [...config.lowers];
+  let tracePath = config.recordTracePath ? at(config.recordTracePath) : undefined;
+  if (config.accelerationLayer && lowers.length > 0) {
+    const acc = lowers.pop()!;
+    if (acc.dir) tracePath = path.join(at(acc.dir), 'trace');
+  }
+  const layers: ByteSource[] = [];
+  const remote: Array<{ lazy: LazySource; repo: RegistryRepository; digest: string; dir: string | undefined }> = [];
+  let client: RegistryClient | undefined;
+  let repo: RegistryRepository | undefined;
+  const ownCache = !opts.cache && opts.cacheDir ? await BlobCache.open({ dir: opts.cacheDir, capacity: opts.cacheSize, unit: opts.refill }) : undefined;
+  const cache = opts.cache ?? ownCache;
+  let downloads: { stop(): Promise<void> } | undefined;
+  const close = async () => {
+    await downloads?.stop();
+    for (const l of layers) await l.close().catch(() => {});
+    await ownCache?.close();
+    await client?.close();
+  };
+  try {
+    for (const [i, l] of lowers.entries()) {
+      const candidates = [l.file ? at(l.file) : undefined, ...LOCAL_NAMES.map((n) => (l.dir ? path.join(at(l.dir), n) : undefined))].filter((p): p is string => !!p);
+      let local: string | undefined;
+      for (const c of candidates) {
+        if (await exists(c)) {
+          local = c;
+          break;
+        }
+      }
+      if (local) {
+        layers.push(await FileSource.open(local));
+        continue;
+      }
+      if (!l.digest) throw new InvalidReferenceError(`${abs}: lowers[${i}] has no local blob (${candidates.join(', ') || 'no file or dir'}) and no digest`);
+      if (!config.repoBlobUrl) throw new InvalidReferenceError(`${abs}: lowers[${i}] is remote (${l.digest}) but repoBlobUrl is empty`);
+      if (!repo) {
+        const where = parseRepoBlobUrl(config.repoBlobUrl);
+        const credentials = opts.credentials ?? (await CredentialStore.load({ credsFile: opts.credsFile, dockerConfig: opts.dockerConfig }));
+        client = new RegistryClient(where.host, { ...opts, plainHttp: opts.plainHttp ?? where.plainHttp, credentials });
+        repo = client.repository(where.repository);
+      }
+      const size = l.size && l.size > 0 ? l.size : await repo.statBlob(l.digest);
+      if (size === undefined) throw new InvalidReferenceError(`${abs}: lowers[${i}] blob ${l.digest} is not in ${repo.name}`);
+      const store = cache ? await cache.entry(l.digest, size) : undefined;
+      const lazy = new LazySource(new RegistryBlobSource(repo, l.digest, size), { store, unit: opts.refill, maxInflight: opts.maxInflight });
+      layers.push(lazy);
+      remote.push({ lazy, repo, digest: l.digest, dir: l.dir ? at(l.dir) : undefined });
+    }
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  const upper = config.upper?.index && config.upper?.data ? { index: at(config.upper.index), data: at(config.upper.data) } : undefined;
+  const resultFile = config.resultFile ? at(config.resultFile) : undefined;
+  return {
+    path: abs,
+    config,
+    layers,
+    upper,
+    resultFile,
+    tracePath,
+    async reportResult(error?: unknown) {
+      if (!resultFile) return;
+      const reason = error instanceof Error ? error.message : error === undefined ? '' : String(error);
+      await writeFile(resultFile, error === undefined ? 'success' : `failed:${reason}`);
+    },
+    startDownloads(overrides?: DownloadConfig) {
+      const d = { ...config.download, ...overrides };
+      if (!d.enable) return undefined;
+      const items: BackgroundItem[] = remote.filter((r) => r.dir).map((r) => ({ lazy: r.lazy, repo: r.repo, digest: r.digest, dest: path.join(r.dir!, 'overlaybd.commit') }));
+      if (items.length === 0) return undefined;
+      const delayMs = ((d.delay ?? 300) + Math.random() * (d.delayExtra ?? 30)) * 1000;
+      const handle = startBackgroundDownload(items, { delayMs, maxBytesPerSec: (d.maxMBps ?? 100) * 2 ** 20, tries: d.tryCnt ?? 5 });
+      downloads = handle;
+      return handle;
+    },
+    close,
+  };
+}

@@ -1,0 +1,127 @@
+/**
+ * From a reference to layer sources: open the repository (registry or OCI layout), resolve
+ * tag → manifest (index → platform), and give each layer blob as a ByteSource, bottom to
+ * top. Registry layers are lazy sources over the disk cache (or a memory LRU).
+ */
+import type { ByteSource } from '../io/types.ts';
+import { CredentialStore } from './auth.ts';
+import { BlobCache } from './cache.ts';
+import { InvalidReferenceError } from './errors.ts';
+import { LazySource } from './lazy-source.ts';
+import { hostPlatform, isIndex, parseIndex, parseManifest, selectPlatform, type Descriptor, type FetchedManifest, type ImageManifest, type Platform } from './manifest.ts';
+import { OciLayout } from './oci-layout.ts';
+import { parseReference, referenceTarget, formatReference, type ImageReference } from './reference.ts';
+import { RegistryBlobSource, RegistryClient, type RegistryOptions } from './registry.ts';
+import type { Repository } from './store.ts';
+
+export interface RemoteOptions extends RegistryOptions {
+  /** Credentials file in docker config.json / cred.json shape (`--creds-file`). */
+  credsFile?: string;
+  /** Docker config path; false skips ~/.docker/config.json. */
+  dockerConfig?: string | false;
+  /** Platform to pick from an image index (default linux/<this arch>). */
+  platform?: Platform;
+}
+
+export interface LazyOptions {
+  /** A shared cache, or a directory to open one in (`--cache-dir`). */
+  cache?: BlobCache;
+  cacheDir?: string;
+  /** Cache capacity in bytes (`--cache-size`, default 4 GiB). */
+  cacheSize?: number;
+  /** Refill unit (default 256 KiB). */
+  refill?: number;
+  /** Concurrent fetches per layer (default 8). */
+  maxInflight?: number;
+}
+
+export interface OpenedRepository {
+  repo: Repository;
+  close(): Promise<void>;
+}
+
+/** Opens the place a reference points at; `create` makes a missing OCI layout. */
+export async function openRepository(ref: ImageReference, opts: RemoteOptions = {}, create = false): Promise<OpenedRepository> {
+  if (ref.kind === 'oci') {
+    const layout = await OciLayout.open(ref.path, { create });
+    return { repo: layout, close: () => layout.close() };
+  }
+  const credentials = opts.credentials ?? (await CredentialStore.load({ credsFile: opts.credsFile, dockerConfig: opts.dockerConfig }));
+  const client = new RegistryClient(ref.host, { ...opts, credentials });
+  return { repo: client.repository(ref.repository), close: () => client.close() };
+}
+
+export interface ResolvedImage {
+  /** Digest of the image manifest (after index → platform). */
+  digest: string;
+  manifest: ImageManifest;
+  raw: FetchedManifest;
+  /** The index it came from, when the reference named one. */
+  index: FetchedManifest | undefined;
+}
+
+/** Resolves a tag or digest to an image manifest, following an index to `platform`. */
+export async function resolveImage(repo: Repository, target: string, platform: Platform = hostPlatform()): Promise<ResolvedImage> {
+  let raw = await repo.getManifest(target);
+  let index: FetchedManifest | undefined;
+  if (isIndex(raw)) {
+    index = raw;
+    const d = selectPlatform(parseIndex(raw, repo.name), platform, `${repo.name}:${target}`);
+    raw = await repo.getManifest(d.digest);
+    if (isIndex(raw)) throw new InvalidReferenceError(`${repo.name}: nested index ${d.digest} is not supported`);
+  }
+  return { digest: raw.digest, manifest: parseManifest(raw, repo.name), raw, index };
+}
+
+export interface RemoteImage {
+  reference: string;
+  digest: string;
+  manifest: ImageManifest;
+  /** Outer layer blobs (tar/zfile/LSMT as stored), bottom → top. */
+  layers: ByteSource[];
+  /** The lazy sources among `layers` (registry layers), for prefetch and downloads. */
+  lazy: LazySource[];
+  repo: Repository;
+  close(): Promise<void>;
+}
+
+/** Opens a layer blob as a source: local file for layouts, lazy cached source for registries. */
+export async function openLayer(repo: Repository, desc: Descriptor, cache: BlobCache | undefined, opts: LazyOptions = {}): Promise<ByteSource> {
+  const blob = await repo.openBlob(desc.digest, desc.size);
+  if (!(blob instanceof RegistryBlobSource)) return blob;
+  const store = cache ? await cache.entry(desc.digest, desc.size) : undefined;
+  return new LazySource(blob, { store, unit: opts.refill, maxInflight: opts.maxInflight });
+}
+
+/**
+ * Opens `ref` (text or parsed) for lazy reading. The result owns everything it opened
+ * (repository connection, cache if it opened one); close() releases it all.
+ */
+export async function openRemoteImage(ref: string | ImageReference, opts: RemoteOptions & LazyOptions = {}): Promise<RemoteImage> {
+  const r = typeof ref === 'string' ? parseReference(ref) : ref;
+  const opened = await openRepository(r, opts);
+  const ownCache = !opts.cache && opts.cacheDir && r.kind === 'registry' ? await BlobCache.open({ dir: opts.cacheDir, capacity: opts.cacheSize, unit: opts.refill }) : undefined;
+  const cache = opts.cache ?? ownCache;
+  const layers: ByteSource[] = [];
+  const close = async () => {
+    for (const l of layers) await l.close().catch(() => {});
+    await ownCache?.close();
+    await opened.close();
+  };
+  try {
+    const img = await resolveImage(opened.repo, referenceTarget(r), opts.platform);
+    for (const d of img.manifest.layers) layers.push(await openLayer(opened.repo, d, cache, opts));
+    return {
+      reference: formatReference(r),
+      digest: img.digest,
+      manifest: img.manifest,
+      layers,
+      lazy: layers.filter((l): l is LazySource => l instanceof LazySource),
+      repo: opened.repo,
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}

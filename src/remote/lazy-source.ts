@@ -1,0 +1,242 @@
+/**
+ * A remote blob read lazily: reads are widened to whole refill units (256 KiB default),
+ * units already held come from a chunk store (the disk cache or a small memory LRU),
+ * missing neighbours are fetched in one request, concurrent readers of a unit share its
+ * fetch, and at most `maxInflight` fetches run at once. After a full download the source
+ * can switch to a local file and never touch the network again.
+ */
+import { InvalidArgumentError, ShortReadError } from '../io/errors.ts';
+import type { ByteSource } from '../io/types.ts';
+
+/** Where fetched units are kept. */
+export interface ChunkStore {
+  readonly unit: number;
+  /** True when unit `i` is held and readable. */
+  has(i: number): boolean;
+  /**
+   * Reads [offset, offset + buf.length) from held units. Resolves false (and leaves the
+   * read to the network) when a unit vanished meanwhile (eviction) or failed verification.
+   */
+  readHeld(buf: Uint8Array, offset: number): Promise<boolean>;
+  /** Keeps unit `i` (`data` is the whole unit, shorter only at the blob's end). */
+  put(i: number, data: Uint8Array): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface LazySourceOptions {
+  /** Refill unit in bytes: a power of two, multiple of 4 KiB (default 256 KiB). */
+  unit?: number;
+  /** Concurrent fetches (default 8). */
+  maxInflight?: number;
+  /** Largest single fetch when neighbouring units are missing (default 4 MiB). */
+  maxRequest?: number;
+  /** Where units are kept; default a memory LRU of `memoryBytes`. */
+  store?: ChunkStore;
+  /** Memory LRU size when no store is given (default 16 MiB). */
+  memoryBytes?: number;
+}
+
+export const DEFAULT_UNIT = 256 * 1024;
+
+export function checkUnit(unit: number): number {
+  if (!Number.isSafeInteger(unit) || unit < 4096 || unit % 4096 !== 0 || (unit & (unit - 1)) !== 0) {
+    throw new InvalidArgumentError(`refill unit ${unit} must be a power of two and a multiple of 4096`);
+  }
+  return unit;
+}
+
+interface Flight {
+  /** The unit's bytes once fetched. */
+  data: Promise<Uint8Array>;
+}
+
+export class LazySource implements ByteSource {
+  readonly remote: ByteSource;
+  readonly unit: number;
+  readonly store: ChunkStore;
+  readonly #maxRequest: number;
+  readonly #maxInflight: number;
+  readonly #flights = new Map<number, Flight>();
+  readonly #background = new Set<Promise<unknown>>();
+  readonly #waiting: Array<() => void> = [];
+  #running = 0;
+  #local: ByteSource | undefined;
+  /** Fetch statistics (requests and bytes from the remote). */
+  readonly stats = { requests: 0, bytes: 0, hits: 0, misses: 0 };
+
+  constructor(remote: ByteSource, opts: LazySourceOptions = {}) {
+    this.remote = remote;
+    this.unit = checkUnit(opts.store?.unit ?? opts.unit ?? DEFAULT_UNIT);
+    this.store = opts.store ?? new MemoryChunkStore(this.unit, opts.memoryBytes ?? 16 << 20);
+    this.#maxRequest = Math.max(this.unit, opts.maxRequest ?? 4 << 20);
+    this.#maxInflight = Math.max(1, opts.maxInflight ?? 8);
+  }
+
+  get name(): string {
+    return this.#local ? this.#local.name : `lazy(${this.remote.name})`;
+  }
+
+  get size(): number {
+    return this.remote.size;
+  }
+
+  /** True once reads go to a complete local copy. */
+  get isLocal(): boolean {
+    return this.#local !== undefined;
+  }
+
+  /** From now on, reads go to `local` (a verified full copy of the same bytes). */
+  async switchTo(local: ByteSource): Promise<void> {
+    if (local.size !== this.size) throw new InvalidArgumentError(`${local.name}: ${local.size} bytes cannot stand in for ${this.remote.name} (${this.size} bytes)`);
+    const old = this.#local;
+    this.#local = local;
+    await old?.close();
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<number> {
+    if (this.#local) return this.#local.read(buf, offset);
+    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    if (n === 0) return 0;
+    const out = n === buf.length ? buf : buf.subarray(0, n);
+    const unit = this.unit;
+    const first = Math.floor(offset / unit);
+    const last = Math.floor((offset + n - 1) / unit);
+    let held = true;
+    for (let u = first; u <= last && held; u++) held = this.store.has(u);
+    if (held && (await this.store.readHeld(out, offset))) {
+      this.stats.hits++;
+      return n;
+    }
+    this.stats.misses++;
+    const parts: Promise<void>[] = [];
+    for (let u = first; u <= last; u++) parts.push(this.#readUnitPart(u, out, offset, last));
+    await Promise.all(parts);
+    return n;
+  }
+
+  /** Copies unit `u`'s share of the request [offset, offset + out.length) into `out`. */
+  async #readUnitPart(u: number, out: Uint8Array, offset: number, last: number): Promise<void> {
+    const unitStart = u * this.unit;
+    const from = Math.max(offset, unitStart);
+    const to = Math.min(offset + out.length, unitStart + this.unit);
+    const dst = out.subarray(from - offset, to - offset);
+    if (!this.#flights.has(u) && this.store.has(u) && (await this.store.readHeld(dst, from))) return;
+    const data = await (this.#flights.get(u) ?? this.#launch(u, last)).data;
+    dst.set(data.subarray(from - unitStart, to - unitStart));
+  }
+
+  /**
+   * Starts one fetch for unit `u` and the missing units after it (up to `last` and the
+   * request cap), registering a flight per unit so concurrent readers share it.
+   */
+  #launch(u: number, last: number): Flight {
+    let end = u;
+    const maxUnits = Math.floor(this.#maxRequest / this.unit);
+    while (end + 1 <= last && end + 1 - u < maxUnits && !this.#flights.has(end + 1) && !this.store.has(end + 1)) end++;
+    const start = u * this.unit;
+    const stop = Math.min(this.size, (end + 1) * this.unit);
+    const whole = this.#fetch(start, stop - start);
+    let first: Flight | undefined;
+    for (let i = u; i <= end; i++) {
+      const lo = (i - u) * this.unit;
+      const data = whole.then((b) => b.subarray(lo, Math.min(b.length, lo + this.unit)));
+      const flight: Flight = { data };
+      this.#flights.set(i, flight);
+      first ??= flight;
+      const settle = data.then(
+        (d) => this.store.put(i, d).catch(() => {}),
+        () => {},
+      );
+      const done = settle.finally(() => {
+        if (this.#flights.get(i) === flight) this.#flights.delete(i);
+        this.#background.delete(done);
+      });
+      this.#background.add(done);
+    }
+    return first!;
+  }
+
+  async #fetch(offset: number, length: number): Promise<Uint8Array> {
+    // A finished fetch hands its slot straight to the next waiter, so the bound is exact.
+    if (this.#running < this.#maxInflight) this.#running++;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      const buf = new Uint8Array(length);
+      const got = await this.remote.read(buf, offset);
+      if (got !== length) throw new ShortReadError(this.remote.name, offset, length, got);
+      this.stats.requests++;
+      this.stats.bytes += length;
+      return buf;
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#running--;
+    }
+  }
+
+  /** Waits until every unit fetched so far has been handed to the store. */
+  async settle(): Promise<void> {
+    while (this.#background.size) await Promise.all([...this.#background]);
+  }
+
+  async close(): Promise<void> {
+    await this.settle();
+    await this.#local?.close();
+    await this.store.close();
+    await this.remote.close();
+  }
+}
+
+/** Units kept in memory, least recently used dropped first. */
+export class MemoryChunkStore implements ChunkStore {
+  readonly unit: number;
+  readonly #capacity: number;
+  readonly #units = new Map<number, Uint8Array>();
+  #bytes = 0;
+
+  constructor(unit: number, capacityBytes: number) {
+    this.unit = unit;
+    this.#capacity = capacityBytes;
+  }
+
+  has(i: number): boolean {
+    return this.#units.has(i);
+  }
+
+  async readHeld(buf: Uint8Array, offset: number): Promise<boolean> {
+    let pos = 0;
+    while (pos < buf.length) {
+      const abs = offset + pos;
+      const u = Math.floor(abs / this.unit);
+      const data = this.#units.get(u);
+      if (!data) return false;
+      this.#units.delete(u);
+      this.#units.set(u, data);
+      const from = abs - u * this.unit;
+      const n = Math.min(buf.length - pos, data.length - from);
+      if (n <= 0) return false;
+      buf.set(data.subarray(from, from + n), pos);
+      pos += n;
+    }
+    return true;
+  }
+
+  async put(i: number, data: Uint8Array): Promise<void> {
+    if (this.#capacity < data.length) return;
+    const old = this.#units.get(i);
+    if (old) this.#bytes -= old.length;
+    this.#units.delete(i);
+    this.#units.set(i, data);
+    this.#bytes += data.length;
+    for (const [k, v] of this.#units) {
+      if (this.#bytes <= this.#capacity) break;
+      this.#units.delete(k);
+      this.#bytes -= v.length;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#units.clear();
+    this.#bytes = 0;
+  }
+}

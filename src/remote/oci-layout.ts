@@ -1,0 +1,203 @@
+/**
+ * An OCI image-layout directory (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`) as a
+ * Repository: the embedded default target, so push, pull and serve need no registry.
+ * Blobs are written under a temporary name, digest-checked, then renamed into place;
+ * index.json is replaced atomically.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { FileSource, wrapFsError } from '../io/file.ts';
+import type { ByteSource } from '../io/types.ts';
+import { DigestMismatchError, InvalidReferenceError, RemoteNotFoundError } from './errors.ts';
+import { Annotation, MediaType, sha256Digest, sniffMediaType, type Descriptor, type FetchedManifest } from './manifest.ts';
+import { DEFAULT_TAG, isDigest } from './reference.ts';
+import type { PutBlobOptions, PutBlobResult, Repository } from './store.ts';
+
+interface LayoutIndex {
+  schemaVersion: 2;
+  mediaType?: string;
+  manifests: Descriptor[];
+}
+
+export class OciLayout implements Repository {
+  readonly dir: string;
+  readonly name: string;
+  #writes: Promise<unknown> = Promise.resolve();
+
+  private constructor(dir: string) {
+    this.dir = dir;
+    this.name = `oci:${dir}`;
+  }
+
+  /** Opens a layout; `create` makes the directory skeleton when it is missing. */
+  static async open(dir: string, opts: { create?: boolean } = {}): Promise<OciLayout> {
+    const layout = new OciLayout(path.resolve(dir));
+    const marker = path.join(layout.dir, 'oci-layout');
+    try {
+      const doc = JSON.parse(await readFile(marker, 'utf8'));
+      if (typeof doc.imageLayoutVersion !== 'string') throw new InvalidReferenceError(`${marker}: no imageLayoutVersion`);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+        if (e instanceof InvalidReferenceError) throw e;
+        throw new InvalidReferenceError(`${marker}: not an OCI layout marker: ${(e as Error).message}`);
+      }
+      if (!opts.create) throw new RemoteNotFoundError(layout.dir, 'OCI image layout (oci-layout file)');
+      await mkdir(path.join(layout.dir, 'blobs', 'sha256'), { recursive: true });
+      await writeFile(marker, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+      await layout.#writeIndex({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] });
+    }
+    return layout;
+  }
+
+  blobPath(digest: string): string {
+    if (!isDigest(digest)) throw new InvalidReferenceError(`${this.name}: malformed digest "${digest}"`);
+    const [alg, hex] = digest.split(':');
+    return path.join(this.dir, 'blobs', alg!, hex!);
+  }
+
+  async #readIndex(): Promise<LayoutIndex> {
+    const file = path.join(this.dir, 'index.json');
+    let doc: LayoutIndex;
+    try {
+      doc = JSON.parse(await readFile(file, 'utf8'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] };
+      throw new InvalidReferenceError(`${file}: unreadable index: ${(e as Error).message}`);
+    }
+    if (!Array.isArray(doc.manifests)) throw new InvalidReferenceError(`${file}: no "manifests" array`);
+    return doc;
+  }
+
+  async #writeIndex(doc: LayoutIndex): Promise<void> {
+    const file = path.join(this.dir, 'index.json');
+    const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
+    await writeFile(tmp, JSON.stringify(doc, null, 2));
+    await rename(tmp, file);
+  }
+
+  /** Tags present in index.json. */
+  async tags(): Promise<string[]> {
+    return (await this.#readIndex()).manifests.map((d) => d.annotations?.[Annotation.refName]).filter((t): t is string => !!t);
+  }
+
+  async getManifest(reference: string): Promise<FetchedManifest> {
+    let digest = reference;
+    let mediaType: string | undefined;
+    if (!isDigest(reference)) {
+      const idx = await this.#readIndex();
+      const d = idx.manifests.find((m) => (m.annotations?.[Annotation.refName] ?? '') === reference) ?? (reference === DEFAULT_TAG && idx.manifests.length === 1 ? idx.manifests[0] : undefined);
+      if (!d) throw new RemoteNotFoundError(this.name, `tag "${reference}"`);
+      digest = d.digest;
+      mediaType = d.mediaType;
+    }
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(this.blobPath(digest));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new RemoteNotFoundError(this.name, `manifest ${digest}`);
+      throw wrapFsError(this.blobPath(digest), e);
+    }
+    const actual = sha256Digest(bytes);
+    if (actual !== digest) throw new DigestMismatchError(this.blobPath(digest), digest, actual);
+    return { bytes, digest, mediaType: sniffMediaType(bytes, mediaType ?? MediaType.ociManifest) };
+  }
+
+  async putManifest(bytes: Uint8Array, mediaType: string, tag?: string): Promise<string> {
+    const digest = sha256Digest(bytes);
+    await this.#writeBlob(digest, bytes);
+    if (tag !== undefined) {
+      await this.#serial(async () => {
+        const idx = await this.#readIndex();
+        idx.manifests = idx.manifests.filter((m) => m.annotations?.[Annotation.refName] !== tag);
+        idx.manifests.push({ mediaType, digest, size: bytes.length, annotations: { [Annotation.refName]: tag } });
+        await this.#writeIndex(idx);
+      });
+    }
+    return digest;
+  }
+
+  /** index.json edits run one at a time so concurrent tags do not lose each other. */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.#writes.then(fn, fn);
+    this.#writes = p.catch(() => {});
+    return p;
+  }
+
+  async statBlob(digest: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.blobPath(digest))).size;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw wrapFsError(this.blobPath(digest), e);
+    }
+  }
+
+  async openBlob(digest: string, size?: number): Promise<ByteSource> {
+    let src: FileSource;
+    try {
+      src = await FileSource.open(this.blobPath(digest));
+    } catch (e) {
+      if (e instanceof RemoteNotFoundError || (e as Error).name === 'NotFoundError') throw new RemoteNotFoundError(this.name, `blob ${digest}`);
+      throw e;
+    }
+    if (size !== undefined && src.size !== size) {
+      await src.close();
+      throw new DigestMismatchError(this.blobPath(digest), `${digest} (${size} bytes)`, `a file of ${src.size} bytes`);
+    }
+    return src;
+  }
+
+  async *streamBlob(digest: string, offset = 0): AsyncIterable<Uint8Array> {
+    const file = this.blobPath(digest);
+    try {
+      yield* createReadStream(file, { start: offset, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new RemoteNotFoundError(this.name, `blob ${digest}`);
+      throw wrapFsError(file, e);
+    }
+  }
+
+  async putBlob(digest: string, content: ByteSource, opts: PutBlobOptions = {}): Promise<PutBlobResult> {
+    const have = await this.statBlob(digest);
+    if (have === content.size) return 'exists';
+    const file = this.blobPath(digest);
+    const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
+    await mkdir(path.dirname(file), { recursive: true });
+    const fh = await open(tmp, 'w');
+    try {
+      const hash = createHash('sha256');
+      const buf = Buffer.allocUnsafe(1 << 20);
+      for (let pos = 0; pos < content.size; ) {
+        const n = await content.read(buf.subarray(0, Math.min(buf.length, content.size - pos)), pos);
+        if (n === 0) throw new DigestMismatchError(content.name, `${content.size} bytes`, `${pos} bytes`);
+        hash.update(buf.subarray(0, n));
+        await fh.write(buf, 0, n, pos);
+        pos += n;
+        opts.onProgress?.(pos);
+      }
+      const actual = 'sha256:' + hash.digest('hex');
+      if (actual !== digest) throw new DigestMismatchError(content.name, digest, actual);
+      await fh.sync();
+      await fh.close();
+      await rename(tmp, file);
+    } catch (e) {
+      await fh.close().catch(() => {});
+      await rm(tmp, { force: true });
+      throw e;
+    }
+    return 'uploaded';
+  }
+
+  async #writeBlob(digest: string, bytes: Uint8Array): Promise<void> {
+    const file = this.blobPath(digest);
+    if ((await this.statBlob(digest)) === bytes.length) return;
+    const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
+    await mkdir(path.dirname(file), { recursive: true });
+    await writeFile(tmp, bytes);
+    await rename(tmp, file);
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,235 @@
+/**
+ * Pushing layers as an image: each layer file becomes a blob the way the reference ships
+ * it (tar-wrapped zfile: a plain LSMT layer is compressed and wrapped, a bare zfile is
+ * wrapped), gets the overlaybd annotations, and goes up with a config and a manifest.
+ * Blobs the target already has are skipped (or mounted from sibling repositories), so
+ * pushing one new snapshot onto an existing image uploads only that layer.
+ */
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { FormatError } from '../io/errors.ts';
+import { FileSource } from '../io/file.ts';
+import type { ByteSource } from '../io/types.ts';
+import { readAt } from '../io/util.ts';
+import { hasLsmtMagic } from '../lsmt/format.ts';
+import { isZFile } from '../zfile/reader.ts';
+import { openTarEntry, tarHeaderBlocks, tarTrailerSize } from '../zfile/tar.ts';
+import { compressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
+import { RemoteNotFoundError } from './errors.ts';
+import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
+import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, type Descriptor, type ImageManifest } from './manifest.ts';
+import { formatReference, parseReference, referenceTarget, DEFAULT_TAG, type ImageReference } from './reference.ts';
+import type { PutBlobResult, Repository } from './store.ts';
+
+/** Bytes of several sources one after another (e.g. tar header + zfile + tar trailer). */
+export class ConcatSource implements ByteSource {
+  readonly name: string;
+  readonly size: number;
+  readonly #parts: Array<{ at: number; src: ByteSource }> = [];
+  constructor(name: string, parts: ByteSource[]) {
+    this.name = name;
+    let at = 0;
+    for (const src of parts) {
+      this.#parts.push({ at, src });
+      at += src.size;
+    }
+    this.size = at;
+  }
+  async read(buf: Uint8Array, offset: number): Promise<number> {
+    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    let done = 0;
+    for (const p of this.#parts) {
+      if (done === n) break;
+      const pos = offset + done;
+      if (pos >= p.at + p.src.size || pos < p.at) continue;
+      const want = Math.min(n - done, p.at + p.src.size - pos);
+      const got = await p.src.read(buf.subarray(done, done + want), pos - p.at);
+      if (got !== want) return done + got;
+      done += want;
+    }
+    return done;
+  }
+  async close(): Promise<void> {
+    for (const p of this.#parts) await p.src.close();
+  }
+}
+
+class ZeroSource implements ByteSource {
+  readonly name = 'zeros';
+  readonly size: number;
+  constructor(size: number) {
+    this.size = size;
+  }
+  async read(buf: Uint8Array, offset: number): Promise<number> {
+    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    buf.fill(0, 0, n);
+    return n;
+  }
+  async close(): Promise<void> {}
+}
+
+class BytesSource implements ByteSource {
+  readonly name: string;
+  readonly bytes: Uint8Array;
+  constructor(bytes: Uint8Array, name: string) {
+    this.bytes = bytes;
+    this.name = name;
+  }
+  get size(): number {
+    return this.bytes.length;
+  }
+  async read(buf: Uint8Array, offset: number): Promise<number> {
+    const n = Math.max(0, Math.min(buf.length, this.bytes.length - offset));
+    buf.set(this.bytes.subarray(offset, offset + n));
+    return n;
+  }
+  async close(): Promise<void> {}
+}
+
+/** sha256 digest of a whole source. */
+export async function digestSource(src: ByteSource, onProgress?: (done: number) => void): Promise<string> {
+  const hash = createHash('sha256');
+  const buf = new Uint8Array(1 << 20);
+  for (let pos = 0; pos < src.size; ) {
+    const n = await src.read(buf, pos);
+    if (n === 0) throw new FormatError(src.name, `ended at ${pos} of ${src.size} bytes`, pos);
+    hash.update(buf.subarray(0, n));
+    pos += n;
+    onProgress?.(pos);
+  }
+  return 'sha256:' + hash.digest('hex');
+}
+
+export type LayerKind = 'tar' | 'zfile' | 'lsmt';
+
+export interface PreparedLayer {
+  file: string;
+  /** What the file was: already tar-wrapped, a bare zfile (wrapped here), or plain LSMT (compressed + wrapped). */
+  kind: LayerKind;
+  blob: ByteSource;
+  digest: string;
+  size: number;
+}
+
+/**
+ * Turns a layer file into the blob to push. Plain LSMT is compressed into `tmpDir` with
+ * the zfile writer (tar-wrapped, header rewritten like `overlaybd-commit -z -t`).
+ */
+export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}): Promise<PreparedLayer> {
+  let src: ByteSource = await FileSource.open(file);
+  try {
+    let kind: LayerKind;
+    if (await openTarEntry(src)) kind = 'tar';
+    else if (await isZFile(src)) {
+      kind = 'zfile';
+      src = new ConcatSource(`tar(${src.name})`, [new BytesSource(tarHeaderBlocks(src.size), 'tar header'), src, new ZeroSource(tarTrailerSize(src.size))]);
+    } else if (src.size >= 512 && hasLsmtMagic(await readAt(src, 0, 512))) {
+      kind = 'lsmt';
+      await src.close();
+      const out = path.join(tmpDir, `${path.basename(file)}.${Date.now().toString(36)}.tar`);
+      await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
+      src = await FileSource.open(out);
+    } else {
+      throw new FormatError(file, 'not an overlaybd layer (expected an LSMT layer, a zfile, or a tar-wrapped one)', 0);
+    }
+    return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
+  } catch (e) {
+    await src.close();
+    throw e;
+  }
+}
+
+export interface PushOptions extends RemoteOptions {
+  /** Put the layers on top of the image already at the reference (if there is one). */
+  append?: boolean;
+  /** Repositories of the same registry to mount existing blobs from. */
+  mountFrom?: string[];
+  /** Value of the blob-fs-type annotation (e.g. ext4), when known. */
+  fsType?: string;
+  /** Compression for plain LSMT layers (default lz4, 4 KiB blocks, CRC on). */
+  zfile?: ZFileWriterOptions;
+  onLayer?: (event: { file: string; digest: string; size: number; phase: 'prepared' | 'done'; result?: PutBlobResult }) => void;
+  onProgress?: (sent: number, total: number) => void;
+}
+
+export interface PushResult {
+  reference: string;
+  digest: string;
+  config: string;
+  layers: Array<{ file: string | undefined; digest: string; size: number; kind: LayerKind | 'existing'; result: PutBlobResult }>;
+}
+
+function layerDescriptor(digest: string, size: number, fsType?: string): Descriptor {
+  const annotations: Record<string, string> = {
+    [Annotation.version]: OVERLAYBD_VERSION,
+    [Annotation.blobDigest]: digest,
+    [Annotation.blobSize]: String(size),
+  };
+  if (fsType) annotations[Annotation.fsType] = fsType;
+  return { mediaType: MediaType.ociLayer, digest, size, annotations };
+}
+
+/** Builds the image config blob for layer blobs (uncompressed tar layers: diff_id = digest). */
+export function imageConfig(layers: readonly Descriptor[]): Uint8Array {
+  const p = hostPlatform();
+  return encodeJson({ architecture: p.architecture, os: p.os, config: {}, rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } });
+}
+
+/** Pushes `files` (bottom → top) as the image `ref`. */
+export async function pushImage(files: readonly string[], ref: string | ImageReference, opts: PushOptions = {}): Promise<PushResult> {
+  const r = typeof ref === 'string' ? parseReference(ref) : ref;
+  const tag = r.tag ?? (r.digest ? undefined : DEFAULT_TAG);
+  const opened = await openRepository(r, opts, true);
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'obd-push-'));
+  const prepared: PreparedLayer[] = [];
+  try {
+    const repo = opened.repo;
+    const base: Descriptor[] = [];
+    if (opts.append) {
+      try {
+        base.push(...(await resolveImage(repo, referenceTarget(r), opts.platform)).manifest.layers);
+      } catch (e) {
+        if (!(e instanceof RemoteNotFoundError)) throw e;
+      }
+    }
+    for (const f of files) {
+      const p = await prepareLayer(f, tmp, opts.zfile);
+      prepared.push(p);
+      opts.onLayer?.({ file: f, digest: p.digest, size: p.size, phase: 'prepared' });
+    }
+    const total = prepared.reduce((a, p) => a + p.size, 0);
+    let sentBefore = 0;
+    const layers: PushResult['layers'] = base.map((d) => ({ file: undefined, digest: d.digest, size: d.size, kind: 'existing' as const, result: 'exists' as const }));
+    for (const p of prepared) {
+      const result = await repo.putBlob(p.digest, p.blob, { mountFrom: opts.mountFrom, onProgress: (n) => opts.onProgress?.(sentBefore + n, total) });
+      sentBefore += p.size;
+      opts.onProgress?.(sentBefore, total);
+      opts.onLayer?.({ file: p.file, digest: p.digest, size: p.size, phase: 'done', result });
+      layers.push({ file: p.file, digest: p.digest, size: p.size, kind: p.kind, result });
+    }
+    const descs = [...base, ...prepared.map((p) => layerDescriptor(p.digest, p.size, opts.fsType))];
+    const { digest, config } = await putImage(repo, descs, tag);
+    return { reference: formatReference(r), digest, config, layers };
+  } finally {
+    for (const p of prepared) await p.blob.close().catch(() => {});
+    await rm(tmp, { recursive: true, force: true });
+    await opened.close();
+  }
+}
+
+/** Uploads the config for `layers` and the manifest naming them; resolves the manifest digest. */
+export async function putImage(repo: Repository, layers: Descriptor[], tag: string | undefined): Promise<{ digest: string; config: string }> {
+  const configBytes = imageConfig(layers);
+  const configDigest = 'sha256:' + createHash('sha256').update(configBytes).digest('hex');
+  await repo.putBlob(configDigest, new BytesSource(configBytes, 'image config'));
+  const manifest: ImageManifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: configDigest, size: configBytes.length },
+    layers,
+  };
+  const digest = await repo.putManifest(encodeJson(manifest), MediaType.ociManifest, tag);
+  return { digest, config: configDigest };
+}

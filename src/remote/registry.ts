@@ -1,0 +1,415 @@
+/**
+ * OCI distribution client: manifests, blobs (HEAD, ranged GET, streamed GET), uploads
+ * (POST + PUT, chunked PATCH, cross-repository mount), with auth, redirects that never
+ * carry Authorization to another origin, and retries with backoff and jitter.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ByteSource } from '../io/types.ts';
+import { Authenticator, CredentialStore } from './auth.ts';
+import { AuthError, DigestMismatchError, isRetryable, NetworkError, ProtocolError, RemoteNotFoundError, ServerError } from './errors.ts';
+import { discard, readBody, readBodyInto, redact, Transport, type BodySource, type HttpResponse, type TransportOptions } from './http.ts';
+import { MANIFEST_ACCEPT, sha256Digest, sniffMediaType, type FetchedManifest } from './manifest.ts';
+import { isDigest, isLoopbackHost } from './reference.ts';
+import type { PutBlobOptions, PutBlobResult, Repository } from './store.ts';
+
+export interface RegistryOptions extends TransportOptions {
+  /** Use http:// (default: only for loopback hosts, and not with `insecure`). */
+  plainHttp?: boolean;
+  /** Credentials; default: none (anonymous). */
+  credentials?: CredentialStore;
+  /** Attempts after the first for retryable failures (default 4). */
+  retries?: number;
+  /** First backoff delay; doubles per attempt, with ±50 % jitter (default 200 ms). */
+  retryBaseMs?: number;
+  /** Blobs larger than this upload in PATCH chunks of this size (default 16 MiB). */
+  chunkSize?: number;
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const MAX_BACKOFF_MS = 5000;
+
+/** A connection to one registry host; hands out repositories sharing its sockets. */
+export class RegistryClient {
+  readonly host: string;
+  readonly base: URL;
+  readonly transport: Transport;
+  readonly opts: Readonly<RegistryOptions>;
+  readonly credentials: CredentialStore;
+
+  constructor(host: string, opts: RegistryOptions = {}) {
+    this.host = host;
+    // Loopback registries speak plain HTTP by default, unless --insecure asks for (unverified) TLS.
+    const plain = opts.plainHttp ?? (opts.insecure ? false : isLoopbackHost(host));
+    this.base = new URL(`${plain ? 'http' : 'https'}://${host}`);
+    this.transport = new Transport(opts);
+    this.opts = opts;
+    this.credentials = opts.credentials ?? new CredentialStore();
+  }
+
+  repository(name: string): RegistryRepository {
+    return new RegistryRepository(this, name);
+  }
+
+  async close(): Promise<void> {
+    this.transport.close();
+  }
+}
+
+interface SendRequest {
+  method: string;
+  url: URL;
+  headers?: Record<string, string>;
+  body?: Uint8Array | BodySource;
+}
+
+export class RegistryRepository implements Repository {
+  readonly client: RegistryClient;
+  readonly repository: string;
+  readonly name: string;
+  readonly #auth: Authenticator;
+  readonly #pull: string;
+  readonly #push: string;
+
+  constructor(client: RegistryClient, repository: string) {
+    this.client = client;
+    this.repository = repository;
+    this.name = `${client.host}/${repository}`;
+    this.#auth = new Authenticator(client.transport, client.credentials.find(client.host, repository));
+    this.#pull = `repository:${repository}:pull`;
+    this.#push = `repository:${repository}:pull,push`;
+  }
+
+  /** `scheme://host/v2/<repo>/<rest>` */
+  url(rest: string): URL {
+    return new URL(`/v2/${this.repository}/${rest}`, this.client.base);
+  }
+
+  blobUrl(digest: string): URL {
+    return this.url(`blobs/${digest}`);
+  }
+
+  /**
+   * One exchange, with the auth dance and redirects. Authorization goes only to the
+   * registry's own origin; a redirect elsewhere (blob storage, a CDN) gets none.
+   */
+  async #send(req: SendRequest, scope: string): Promise<HttpResponse> {
+    const origin = this.client.base.origin;
+    let url = req.url;
+    let authRounds = 0;
+    let redirects = 0;
+    for (;;) {
+      const headers: Record<string, string> = { ...req.headers };
+      const own = url.origin === origin;
+      if (own) {
+        const a = this.#auth.header(scope);
+        if (a) headers.authorization = a;
+      }
+      const res = await this.client.transport.request({ method: req.method, url, headers, body: req.body });
+      if (res.status === 401 && own) {
+        discard(res);
+        if (authRounds++ >= 2) throw new AuthError(redact(url), 'still unauthorized after authenticating', 401);
+        // A concurrent request may have authenticated while this one was on the wire.
+        if (!headers.authorization && this.#auth.header(scope)) continue;
+        if (headers.authorization) this.#auth.invalidate(scope);
+        const www = res.headers['www-authenticate'];
+        await this.#auth.answer(Array.isArray(www) ? www[0] : www, scope, url);
+        continue;
+      }
+      if (REDIRECTS.has(res.status) && res.headers.location && (req.method === 'GET' || req.method === 'HEAD')) {
+        discard(res);
+        if (++redirects > 5) throw new ProtocolError(redact(url), 'more than 5 redirects', res.status);
+        url = new URL(res.headers.location, url);
+        continue;
+      }
+      if (res.status >= 500 || res.status === 429) {
+        discard(res);
+        throw new ServerError(redact(url), `${req.method} answered ${res.status}`, res.status);
+      }
+      return res;
+    }
+  }
+
+  /** Runs `fn` again on retryable failures, with exponential backoff and jitter. */
+  async #retry<T>(fn: () => Promise<T>): Promise<T> {
+    const retries = this.client.opts.retries ?? 4;
+    const base = this.client.opts.retryBaseMs ?? 200;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (!isRetryable(e) || attempt >= retries) throw e;
+        const delay = Math.min(MAX_BACKOFF_MS, base * 2 ** attempt) * (0.5 + Math.random());
+        await sleep(delay);
+      }
+    }
+  }
+
+  /** Turns an unexpected status into the matching typed error (reads the registry's error JSON). */
+  async #fail(res: HttpResponse, what: string): Promise<never> {
+    let detail = '';
+    try {
+      const body = await readBody(res, 65536);
+      const doc = JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: string; message?: string }> };
+      detail = (doc.errors ?? []).map((e) => [e.code, e.message].filter(Boolean).join(': ')).join('; ');
+    } catch {
+      // no readable error document; the status says enough
+    }
+    const where = redact(res.url);
+    const suffix = detail ? ` (${detail})` : '';
+    if (res.status === 404) throw new RemoteNotFoundError(where, what);
+    if (res.status === 401 || res.status === 403) throw new AuthError(where, `access to ${what} denied (${res.status})${suffix}`, res.status);
+    throw new ProtocolError(where, `${what}: unexpected status ${res.status}${suffix}`, res.status);
+  }
+
+  /** Pings `/v2/` (auth included), proving the registry speaks the distribution API. */
+  async ping(): Promise<void> {
+    await this.#retry(async () => {
+      const res = await this.#send({ method: 'GET', url: new URL('/v2/', this.client.base) }, this.#pull);
+      discard(res);
+      if (res.status !== 200) await this.#fail(res, 'the /v2/ API');
+    });
+  }
+
+  async getManifest(reference: string): Promise<FetchedManifest> {
+    return this.#retry(async () => {
+      const res = await this.#send({ method: 'GET', url: this.url(`manifests/${reference}`), headers: { accept: MANIFEST_ACCEPT } }, this.#pull);
+      if (res.status !== 200) await this.#fail(res, `manifest ${reference}`);
+      const bytes = await readBody(res, 4 << 20);
+      const digest = sha256Digest(bytes);
+      if (isDigest(reference) && reference.startsWith('sha256:') && digest !== reference) throw new DigestMismatchError(`${this.name} manifest`, reference, digest);
+      const ct = String(res.headers['content-type'] ?? '').split(';')[0]!.trim();
+      return { bytes, digest, mediaType: sniffMediaType(bytes, ct) };
+    });
+  }
+
+  async putManifest(bytes: Uint8Array, mediaType: string, tag?: string): Promise<string> {
+    const digest = sha256Digest(bytes);
+    await this.#retry(async () => {
+      const res = await this.#send({ method: 'PUT', url: this.url(`manifests/${tag ?? digest}`), headers: { 'content-type': mediaType }, body: bytes }, this.#push);
+      discard(res);
+      if (res.status !== 201 && res.status !== 200) await this.#fail(res, `manifest upload ${tag ?? digest}`);
+    });
+    return digest;
+  }
+
+  async statBlob(digest: string): Promise<number | undefined> {
+    return this.#retry(async () => {
+      const res = await this.#send({ method: 'HEAD', url: this.blobUrl(digest) }, this.#pull);
+      discard(res);
+      if (res.status === 404) return undefined;
+      if (res.status !== 200) await this.#fail(res, `blob ${digest}`);
+      const len = Number(res.headers['content-length']);
+      if (!Number.isSafeInteger(len) || len < 0) throw new ProtocolError(redact(res.url), `HEAD of blob ${digest} has no Content-Length`, res.status);
+      return len;
+    });
+  }
+
+  async openBlob(digest: string, size?: number): Promise<ByteSource> {
+    const n = size ?? (await this.statBlob(digest));
+    if (n === undefined) throw new RemoteNotFoundError(redact(this.blobUrl(digest)), `blob ${digest}`);
+    return new RegistryBlobSource(this, digest, n);
+  }
+
+  /**
+   * Fills `buf` with blob bytes at `offset` using one Range GET (retried). Only a 206 whose
+   * Content-Range is exactly the asked range is accepted, or a 200 carrying the whole blob
+   * when the whole blob was asked; a server ignoring Range cannot feed wrong bytes.
+   */
+  async readRange(digest: string, buf: Uint8Array, offset: number, blobSize: number): Promise<void> {
+    const end = offset + buf.length - 1;
+    await this.#retry(async () => {
+      const res = await this.#send({ method: 'GET', url: this.blobUrl(digest), headers: { range: `bytes=${offset}-${end}` } }, this.#pull);
+      const where = redact(res.url);
+      if (res.status === 206) {
+        const cr = parseContentRange(res.headers['content-range']);
+        if (!cr || cr.start !== offset || cr.end !== end || (cr.total !== undefined && cr.total !== blobSize)) {
+          discard(res);
+          throw new ProtocolError(where, `asked bytes ${offset}-${end}/${blobSize}, got Content-Range "${res.headers['content-range'] ?? ''}"`, 206);
+        }
+      } else if (res.status === 200) {
+        if (offset !== 0 || buf.length !== blobSize || Number(res.headers['content-length']) !== blobSize) {
+          res.stream.destroy();
+          throw new ProtocolError(where, `server ignored Range bytes=${offset}-${end} (answered 200)`, 200);
+        }
+      } else {
+        await this.#fail(res, `blob ${digest} range ${offset}-${end}`);
+      }
+      await readBodyInto(res, buf);
+    });
+  }
+
+  /** Streams the blob from `offset`, resuming with a Range request after a broken connection. */
+  async *streamBlob(digest: string, offset = 0): AsyncIterable<Uint8Array> {
+    let pos = offset;
+    const retries = this.client.opts.retries ?? 4;
+    let failures = 0;
+    for (;;) {
+      const res = await this.#retry(async () => {
+        const headers: Record<string, string> = pos > 0 ? { range: `bytes=${pos}-` } : {};
+        const r = await this.#send({ method: 'GET', url: this.blobUrl(digest), headers }, this.#pull);
+        if (r.status === 200 && pos === 0) return r;
+        if (r.status === 206 && pos > 0) {
+          const cr = parseContentRange(r.headers['content-range']);
+          if (cr && cr.start === pos) return r;
+          discard(r);
+          throw new ProtocolError(redact(r.url), `resume at ${pos} got Content-Range "${r.headers['content-range'] ?? ''}"`, 206);
+        }
+        if (r.status === 416 && pos > 0) {
+          discard(r);
+          return r;
+        }
+        if (r.status === 200) {
+          r.stream.destroy();
+          throw new ProtocolError(redact(r.url), `server ignored Range bytes=${pos}- when resuming`, 200);
+        }
+        return this.#fail(r, `blob ${digest}`);
+      });
+      if (res.status === 416) return;
+      const len = Number(res.headers['content-length']);
+      let got = 0;
+      try {
+        for await (const chunk of res.stream as AsyncIterable<Buffer>) {
+          got += chunk.length;
+          pos += chunk.length;
+          yield chunk;
+        }
+        if (Number.isFinite(len) && got !== len) throw new NetworkError(redact(res.url), `body ended after ${got} of ${len} bytes`, res.status);
+        return;
+      } catch (e) {
+        const err = isRetryable(e) ? e : res.abortReason ?? (e instanceof ProtocolError ? e : new NetworkError(redact(res.url), `body failed at ${pos}: ${(e as Error).message}`, res.status, { cause: e }));
+        if (!isRetryable(err) || ++failures > retries) throw err;
+        res.stream.destroy();
+      }
+    }
+  }
+
+  /** Mounts `digest` from another repository of this registry; false when the registry declines. */
+  async mountBlob(digest: string, from: string): Promise<boolean> {
+    const url = this.url(`blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`);
+    return this.#retry(async () => {
+      const res = await this.#send({ method: 'POST', url }, `${this.#push} repository:${from}:pull`);
+      discard(res);
+      if (res.status === 201) return true;
+      if (res.status === 202) {
+        const loc = res.headers.location;
+        if (loc) await this.#cancelUpload(new URL(loc, res.url));
+        return false;
+      }
+      return this.#fail(res, `mount of ${digest} from ${from}`);
+    });
+  }
+
+  async #cancelUpload(loc: URL): Promise<void> {
+    try {
+      const res = await this.#send({ method: 'DELETE', url: loc }, this.#push);
+      discard(res);
+    } catch {
+      // an abandoned upload session expires on the server by itself
+    }
+  }
+
+  async putBlob(digest: string, content: ByteSource, opts: PutBlobOptions = {}): Promise<PutBlobResult> {
+    if (!isDigest(digest)) throw new ProtocolError(this.name, `cannot upload under a malformed digest "${digest}"`);
+    const have = await this.statBlob(digest);
+    if (have !== undefined) {
+      if (have !== content.size) throw new ProtocolError(redact(this.blobUrl(digest)), `blob exists with size ${have}, but the local blob has ${content.size} bytes`);
+      return 'exists';
+    }
+    for (const from of opts.mountFrom ?? []) {
+      if (from !== this.repository && (await this.mountBlob(digest, from))) return 'mounted';
+    }
+    await this.#retry(() => this.#upload(digest, content, opts.onProgress));
+    return 'uploaded';
+  }
+
+  async #upload(digest: string, content: ByteSource, onProgress?: (n: number) => void): Promise<void> {
+    const chunk = this.client.opts.chunkSize ?? 16 << 20;
+    const start = await this.#send({ method: 'POST', url: this.url('blobs/uploads/') }, this.#push);
+    discard(start);
+    if (start.status !== 202 || !start.headers.location) await this.#fail(start, `upload start for ${digest}`);
+    let loc = new URL(start.headers.location!, start.url);
+    const size = content.size;
+    let sent = 0;
+    const progress = (n: number) => {
+      sent += n;
+      onProgress?.(sent);
+    };
+    let finalBody: BodySource | undefined;
+    if (size <= chunk) finalBody = sourceBody(content, 0, size, progress);
+    else {
+      for (let off = 0; off < size; off += chunk) {
+        const len = Math.min(chunk, size - off);
+        const res = await this.#send(
+          {
+            method: 'PATCH',
+            url: loc,
+            headers: { 'content-type': 'application/octet-stream', 'content-range': `${off}-${off + len - 1}` },
+            body: sourceBody(content, off, len, progress),
+          },
+          this.#push,
+        );
+        discard(res);
+        if (res.status !== 202 || !res.headers.location) await this.#fail(res, `upload chunk ${off}-${off + len - 1} of ${digest}`);
+        loc = new URL(res.headers.location!, res.url);
+      }
+    }
+    loc.searchParams.set('digest', digest);
+    const done = await this.#send(
+      { method: 'PUT', url: loc, headers: { 'content-type': 'application/octet-stream' }, body: finalBody ?? new Uint8Array(0) },
+      this.#push,
+    );
+    discard(done);
+    if (done.status !== 201) await this.#fail(done, `upload of ${digest}`);
+    const echoed = done.headers['docker-content-digest'];
+    if (typeof echoed === 'string' && echoed !== digest) throw new DigestMismatchError(`${this.name} upload`, digest, echoed);
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** A request body read from a source range in 1 MiB pieces; re-openable for retries. */
+function sourceBody(src: ByteSource, offset: number, length: number, progress: (n: number) => void): BodySource {
+  return {
+    length,
+    async *open() {
+      for (let pos = 0; pos < length; ) {
+        const buf = new Uint8Array(Math.min(1 << 20, length - pos));
+        const n = await src.read(buf, offset + pos);
+        if (n !== buf.length) throw new NetworkError(src.name, `local blob shorter than expected at ${offset + pos}`);
+        pos += n;
+        progress(n);
+        yield buf;
+      }
+    },
+  };
+}
+
+export function parseContentRange(h: string | string[] | undefined): { start: number; end: number; total: number | undefined } | undefined {
+  const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/.exec(String(h ?? ''));
+  if (!m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? undefined : Number(m[3]) };
+}
+
+/** A registry blob as a ByteSource: each read is one Range GET into the caller's buffer. */
+export class RegistryBlobSource implements ByteSource {
+  readonly name: string;
+  readonly size: number;
+  readonly digest: string;
+  readonly repository: RegistryRepository;
+
+  constructor(repo: RegistryRepository, digest: string, size: number) {
+    this.repository = repo;
+    this.digest = digest;
+    this.size = size;
+    this.name = redact(repo.blobUrl(digest));
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<number> {
+    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    if (n === 0) return 0;
+    await this.repository.readRange(this.digest, n === buf.length ? buf : buf.subarray(0, n), offset, this.size);
+    return n;
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,62 @@
+/**
+ * One entry point for `obd serve` and friends: a config.v1.json path, an `oci:DIR[:tag]`
+ * or a registry reference → the image's outer layer sources bottom → top (to be peeled
+ * tar → zfile → LSMT and stacked by src/image), plus the upper and trace settings.
+ */
+import { stat } from 'node:fs/promises';
+import type { ByteSource } from '../io/types.ts';
+import { openImageConfig, type DownloadConfig } from './config.ts';
+import { startBackgroundDownload } from './download.ts';
+import { openRemoteImage, type LazyOptions, type RemoteOptions } from './image.ts';
+import { CacheEntry } from './cache.ts';
+
+export interface ImageSources {
+  /** What was opened (the config path or the normalised reference). */
+  name: string;
+  /** Outer layer blobs, bottom → top. */
+  layers: ByteSource[];
+  /** Writable layer files from a config (serve adds its own for a reference). */
+  upper: { index: string; data: string } | undefined;
+  /** Trace to record (empty file) or replay (see trace.ts `traceMode`). */
+  tracePath: string | undefined;
+  /** Writes the config's resultFile ("success" / "failed:<reason>"); a no-op otherwise. */
+  reportResult(error?: unknown): Promise<void>;
+  /**
+   * Starts background downloads: for a config, of remote lowers with a `dir` (per its
+   * `download` section, overridable); for a reference, of every lazy layer into the disk
+   * cache (needs a cache dir). Rate in MiB/s, delay in seconds.
+   */
+  startDownloads(opts?: DownloadConfig): { done: Promise<void>; stop(): Promise<void> } | undefined;
+  close(): Promise<void>;
+}
+
+async function isFile(p: string): Promise<boolean> {
+  return (await stat(p).catch(() => undefined))?.isFile() ?? false;
+}
+
+export async function openImageSources(spec: string, opts: RemoteOptions & LazyOptions = {}): Promise<ImageSources> {
+  if (spec.endsWith('.json') && (await isFile(spec))) {
+    const c = await openImageConfig(spec, opts);
+    return { name: c.path, layers: c.layers, upper: c.upper, tracePath: c.tracePath, reportResult: (e) => c.reportResult(e), startDownloads: (o) => c.startDownloads(o), close: () => c.close() };
+  }
+  const img = await openRemoteImage(spec, opts);
+  let downloads: { stop(): Promise<void> } | undefined;
+  return {
+    name: `${img.reference}@${img.digest}`,
+    layers: img.layers,
+    upper: undefined,
+    tracePath: undefined,
+    async reportResult() {},
+    startDownloads(o: DownloadConfig = {}) {
+      const items = img.lazy.filter((l) => l.store instanceof CacheEntry).map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.layers.indexOf(lazy)]?.digest ?? String(i) }));
+      if (items.length === 0) return undefined;
+      const handle = startBackgroundDownload(items, { delayMs: (o.delay ?? 0) * 1000, maxBytesPerSec: (o.maxMBps ?? 100) * 2 ** 20, tries: o.tryCnt ?? 5 });
+      downloads = handle;
+      return handle;
+    },
+    async close() {
+      await downloads?.stop();
+      await img.close();
+    },
+  };
+}

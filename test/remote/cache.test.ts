@@ -1,0 +1,268 @@
+/**
+ * The lazy source and the disk cache: aligned refills, shared and bounded fetches,
+ * persistence across restarts, crash safety (unpublished or damaged units are never
+ * served), LRU eviction under a size bound, digest-checked completion and downloads.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { open, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import fc from 'fast-check';
+import type { ByteSource } from '../../src/io/types.ts';
+import { BlobCache } from '../../src/remote/cache.ts';
+import { LazySource } from '../../src/remote/lazy-source.ts';
+import { downloadBlob, fillCache, RateLimiter, startBackgroundDownload } from '../../src/remote/download.ts';
+import { OciLayout } from '../../src/remote/oci-layout.ts';
+import { DigestMismatchError } from '../../src/remote/errors.ts';
+import { blob, tempDir } from './helpers/blobs.ts';
+
+/** A real in-memory source that counts reads and can hold them until released. */
+class CountingSource implements ByteSource {
+  readonly name = 'counting';
+  readonly bytes: Buffer;
+  reads = 0;
+  active = 0;
+  maxActive = 0;
+  gate: Promise<void> | undefined;
+  constructor(bytes: Buffer) {
+    this.bytes = bytes;
+  }
+  get size(): number {
+    return this.bytes.length;
+  }
+  async read(buf: Uint8Array, offset: number): Promise<number> {
+    this.reads++;
+    this.active++;
+    this.maxActive = Math.max(this.maxActive, this.active);
+    try {
+      await this.gate;
+      await new Promise((r) => setImmediate(r));
+      const n = Math.max(0, Math.min(buf.length, this.bytes.length - offset));
+      buf.set(this.bytes.subarray(offset, offset + n));
+      return n;
+    } finally {
+      this.active--;
+    }
+  }
+  async close(): Promise<void> {}
+}
+
+const K = 1024;
+
+test('random reads through memory and disk stores equal the blob', async (t) => {
+  const dir = await tempDir(t);
+  const data = blob('lazy-prop', 3 * 256 * K + 12345).bytes;
+  const cache = await BlobCache.open({ dir, capacity: 64 << 20, unit: 64 * K });
+  const disk = new LazySource(new CountingSource(data), { store: await cache.entry('sha256:' + 'a'.repeat(64), data.length) });
+  const mem = new LazySource(new CountingSource(data), { unit: 64 * K, memoryBytes: 256 * K });
+  await fc.assert(
+    fc.asyncProperty(fc.nat(data.length + 100), fc.integer({ min: 1, max: 300 * K }), async (off, len) => {
+      for (const src of [disk, mem]) {
+        const buf = Buffer.alloc(len);
+        const n = await src.read(buf, off);
+        const want = data.subarray(Math.min(off, data.length), Math.min(off + len, data.length));
+        assert.equal(n, want.length);
+        assert.ok(buf.subarray(0, n).equals(want));
+      }
+    }),
+    { numRuns: 150 },
+  );
+  await disk.close();
+  await mem.close();
+  await cache.close();
+});
+
+test('concurrent reads of one unit share one fetch; neighbours coalesce; fetches are bounded', async () => {
+  const data = blob('share', 4 << 20).bytes;
+  const remote = new CountingSource(data);
+  let release!: () => void;
+  remote.gate = new Promise((r) => (release = r));
+  const lazy = new LazySource(remote, { unit: 256 * K, maxInflight: 2 });
+  const reads = Array.from({ length: 10 }, (_, i) => {
+    const buf = Buffer.alloc(4096);
+    return lazy.read(buf, 1000 + i * 512).then(() => buf);
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  release();
+  const bufs = await Promise.all(reads);
+  bufs.forEach((b, i) => assert.ok(b.equals(data.subarray(1000 + i * 512, 1000 + i * 512 + 4096))));
+  assert.equal(remote.reads, 1, 'one request for ten readers of the same unit');
+
+  remote.reads = 0;
+  const big = Buffer.alloc(1 << 20);
+  await lazy.read(big, 1 << 20);
+  assert.equal(remote.reads, 1, 'four missing neighbours in one request');
+  assert.ok(big.equals(data.subarray(1 << 20, 2 << 20)));
+
+  remote.reads = 0;
+  remote.maxActive = 0;
+  await Promise.all(Array.from({ length: 8 }, (_, i) => lazy.read(Buffer.alloc(100), (2 << 20) + i * 256 * K)));
+  assert.equal(remote.reads, 8);
+  assert.ok(remote.maxActive <= 2, `at most 2 fetches at once, saw ${remote.maxActive}`);
+  await lazy.close();
+});
+
+test('the cache persists across restarts and serves without the network', async (t) => {
+  const dir = await tempDir(t);
+  const b = blob('persist', 1 << 20);
+  let cache = await BlobCache.open({ dir, unit: 64 * K });
+  let remote = new CountingSource(b.bytes);
+  let lazy = new LazySource(remote, { store: await cache.entry(b.digest, b.bytes.length) });
+  await lazy.read(Buffer.alloc(200 * K), 100 * K);
+  await lazy.close();
+  await cache.close();
+
+  cache = await BlobCache.open({ dir, unit: 64 * K });
+  assert.equal(cache.usage, 4 * 64 * K, 'units 1..4 are held (100K..300K spans four 64K units)');
+  remote = new CountingSource(b.bytes);
+  lazy = new LazySource(remote, { store: await cache.entry(b.digest, b.bytes.length) });
+  const buf = Buffer.alloc(150 * K);
+  await lazy.read(buf, 70 * K);
+  assert.equal(remote.reads, 0);
+  assert.ok(buf.equals(b.bytes.subarray(70 * K, 220 * K)));
+  await lazy.close();
+  await cache.close();
+});
+
+test('crash safety: unpublished units are not trusted, damaged units are refetched', async (t) => {
+  const dir = await tempDir(t);
+  const b = blob('crash', 512 * K);
+  // "Crash": units written, metadata never published (the process dies before the timer).
+  const a = await BlobCache.open({ dir, unit: 64 * K, publishDelayMs: 60_000 });
+  const lazyA = new LazySource(new CountingSource(b.bytes), { store: await a.entry(b.digest, b.bytes.length) });
+  await lazyA.read(Buffer.alloc(128 * K), 0);
+  await lazyA.settle();
+  const afterCrash = await BlobCache.open({ dir, unit: 64 * K });
+  const e = await afterCrash.entry(b.digest, b.bytes.length);
+  assert.equal(e.heldUnits, 0, 'nothing claimed without a publish');
+  await e.close();
+  await afterCrash.close();
+  await lazyA.close();
+  await a.close();
+
+  // Published, then the data file is damaged behind the cache's back (torn write, bit rot).
+  const c1 = await BlobCache.open({ dir, unit: 64 * K });
+  const e1 = await c1.entry(b.digest, b.bytes.length);
+  const l1 = new LazySource(new CountingSource(b.bytes), { store: e1 });
+  await fillCache(l1);
+  assert.ok(e1.complete);
+  const dataPath = e1.dataPath;
+  await l1.close();
+  await c1.close();
+  const fh = await open(dataPath, 'r+');
+  await fh.write(Buffer.alloc(100, 0xee), 0, 100, 3 * 64 * K + 10);
+  await fh.close();
+
+  const c2 = await BlobCache.open({ dir, unit: 64 * K });
+  const remote = new CountingSource(b.bytes);
+  const l2 = new LazySource(remote, { store: await c2.entry(b.digest, b.bytes.length) });
+  const buf = Buffer.alloc(4096);
+  await l2.read(buf, 3 * 64 * K);
+  assert.ok(buf.equals(b.bytes.subarray(3 * 64 * K, 3 * 64 * K + 4096)), 'damaged unit not served');
+  assert.equal(remote.reads, 1, 'damaged unit refetched');
+  await l2.read(buf, 0);
+  assert.equal(remote.reads, 1, 'intact unit served from disk');
+  await l2.close();
+  await c2.close();
+
+  // A garbled metadata file discards the entry instead of trusting it.
+  const meta = dataPath.replace(/\.data$/, '.meta');
+  const m = await readFile(meta);
+  m[50] ^= 0xff;
+  await writeFile(meta, m);
+  const c3 = await BlobCache.open({ dir, unit: 64 * K });
+  assert.equal(c3.usage, 0);
+  await c3.close();
+});
+
+test('size bound: least recently used blobs are evicted, open ones emptied safely', async (t) => {
+  const dir = await tempDir(t);
+  const unit = 64 * K;
+  const cache = await BlobCache.open({ dir, capacity: 1 << 20, unit });
+  const blobs = ['ev-a', 'ev-b', 'ev-c'].map((l) => blob(l, 512 * K));
+  const lazies = await Promise.all(blobs.map(async (b) => new LazySource(new CountingSource(b.bytes), { store: await cache.entry(b.digest, b.bytes.length) })));
+  await fillCache(lazies[0]!);
+  await fillCache(lazies[1]!);
+  await lazies[0]!.read(Buffer.alloc(10), 0);
+  await fillCache(lazies[2]!);
+  await cache.settle();
+  assert.ok(cache.usage <= 1 << 20, `usage ${cache.usage} over capacity`);
+  assert.equal(lazies[1]!.store.has(0), false, 'b was least recently used');
+  assert.ok(lazies[2]!.store.has(7));
+  for (const [i, l] of lazies.entries()) {
+    const buf = Buffer.alloc(512 * K);
+    await l.read(buf, 0);
+    assert.ok(buf.equals(blobs[i]!.bytes), `blob ${i} reads correctly after eviction`);
+  }
+  for (const l of lazies) await l.close();
+  await cache.close();
+});
+
+test('downloadBlob resumes a partial file and checks the digest; switchTo goes local', async (t) => {
+  const dir = await tempDir(t);
+  const layout = await OciLayout.open(path.join(dir, 'layout'), { create: true });
+  const b = blob('dl', 3 << 20);
+  await layout.putBlob(b.digest, b.source());
+  const dest = path.join(dir, 'overlaybd.commit');
+  await writeFile(dest + '.download', b.bytes.subarray(0, 1 << 20));
+  let first = -1;
+  assert.equal(await downloadBlob(layout, b.digest, b.bytes.length, dest, { onProgress: (d) => (first = first < 0 ? d : first) }), true);
+  assert.equal(first, 1 << 20, 'resumed after the bytes already there');
+  assert.ok((await readFile(dest)).equals(b.bytes));
+  assert.equal(await downloadBlob(layout, b.digest, b.bytes.length, dest), false, 'present: nothing to do');
+
+  const bad = path.join(dir, 'bad');
+  const wrong = Buffer.from(b.bytes.subarray(0, 1 << 20));
+  wrong[5] ^= 1;
+  await writeFile(bad + '.download', wrong);
+  await assert.rejects(downloadBlob(layout, b.digest, b.bytes.length, bad), DigestMismatchError);
+  await assert.rejects(readFile(bad + '.download'), /ENOENT/, 'a bad partial is removed so the next try starts over');
+
+  const remote = new CountingSource(b.bytes);
+  const lazy = new LazySource(remote, { unit: 256 * K });
+  const bg = startBackgroundDownload([{ lazy, repo: layout, digest: b.digest, dest: path.join(dir, 'bg.commit') }], { maxBytesPerSec: 64 << 20 });
+  await bg.done;
+  assert.ok(lazy.isLocal);
+  const buf = Buffer.alloc(1000);
+  await lazy.read(buf, 2_000_000);
+  assert.equal(remote.reads, 0);
+  assert.ok(buf.equals(b.bytes.subarray(2_000_000, 2_001_000)));
+  await lazy.close();
+});
+
+test('the rate limiter paces to the configured rate', async () => {
+  const lim = new RateLimiter(4 << 20);
+  const t0 = performance.now();
+  for (let i = 0; i < 8; i++) await lim.take(128 * K);
+  assert.ok(performance.now() - t0 >= 230, '1 MiB at 4 MiB/s takes at least ~250 ms');
+});
+
+test('constant eviction under concurrent reads never yields wrong bytes', async (t) => {
+  const dir = await tempDir(t);
+  const unit = 16 * K;
+  const cache = await BlobCache.open({ dir, capacity: 256 * K, unit, publishDelayMs: 5 });
+  const blobs = ['st-a', 'st-b', 'st-c'].map((l) => blob(l, 200 * K + 777));
+  const lazies = await Promise.all(blobs.map(async (b) => new LazySource(new CountingSource(b.bytes), { store: await cache.entry(b.digest, b.bytes.length), maxInflight: 3 })));
+  let seed = 12345;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+  await Promise.all(
+    Array.from({ length: 12 }, async () => {
+      for (let i = 0; i < 40; i++) {
+        const which = rnd(3);
+        const b = blobs[which]!.bytes;
+        const len = 1 + rnd(40 * K);
+        const off = rnd(b.length);
+        const buf = Buffer.alloc(len);
+        const n = await lazies[which]!.read(buf, off);
+        assert.equal(n, Math.min(len, b.length - off));
+        assert.ok(buf.subarray(0, n).equals(b.subarray(off, off + n)), `blob ${which} @${off}+${len}`);
+      }
+    }),
+  );
+  await cache.settle();
+  for (const l of lazies) await l.settle();
+  await cache.settle();
+  assert.ok(cache.usage <= 256 * K + 3 * unit, `usage ${cache.usage}`);
+  for (const l of lazies) await l.close();
+  await cache.close();
+});
