@@ -1,0 +1,242 @@
+/**
+ * `obd create`, `obd commit`, `obd merge`, `obd import`, `obd rw-info`: writable layers,
+ * sealing them, flattening stacks, and raw disks in. Outputs are written under a temporary
+ * name and renamed into place only when complete.
+ */
+import { Option, type Command } from 'commander';
+import { openStack } from '../image/open.ts';
+import { ChainError, InvalidArgumentError } from '../io/errors.ts';
+import type { ByteSink } from '../io/types.ts';
+import { formatSize } from '../io/util.ts';
+import { commitLayer, type CommitStats } from '../lsmt/commit.ts';
+import { flattenStack } from '../lsmt/flatten.ts';
+import { importRaw } from '../lsmt/import.ts';
+import type { Stack } from '../lsmt/stack.ts';
+import { WritableLayer } from '../lsmt/writable.ts';
+import type { LayerWriteStats } from '../lsmt/writer.ts';
+import type { ZFileWriteStats } from '../zfile/writer.ts';
+import { atomicOutput, intArg, output, progress, sizeArg, type Progress } from './common.ts';
+
+interface CompressOpts {
+  compress?: 'lz4' | 'zstd';
+  blockSize?: number;
+  tar?: boolean;
+  threads?: number;
+}
+
+interface IdentityOpts {
+  uuid?: string;
+  parent?: string;
+  tag?: string;
+  json?: boolean;
+}
+
+/** Adds the ZFile output options shared by commit, merge and import. */
+function compressOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('-z, --compress <algorithm>', 'compress the output into a ZFile (as overlaybd-commit -z)').choices(['lz4', 'zstd']))
+    .option('--block-size <size>', 'ZFile block size, 4K..64K, power of two (default 4K)', sizeArg)
+    .option('-t, --tar', 'wrap the output in a tar member, as layer blobs are shipped')
+    .option('-j, --threads <n>', 'compression threads (output is identical for any count)', intArg);
+}
+
+/** A progress bar that appears once the total is known; stop() removes it. */
+function bar(label: string, enabled: boolean): { onProgress: (done: number, total: number) => void; stop: () => void } {
+  let p: Progress | undefined;
+  return {
+    onProgress(done, total) {
+      p ??= progress(label, total, enabled);
+      p.update(done);
+    },
+    stop() {
+      p?.stop();
+    },
+  };
+}
+
+/**
+ * Writes a sealed layer to `target` atomically, through a ZFile writer when asked, and
+ * reports the layer stats plus the compressed output's.
+ */
+async function writeLayerOutput<T extends LayerWriteStats>(
+  target: string,
+  o: CompressOpts,
+  write: (out: ByteSink | string) => Promise<T>,
+): Promise<{ layer: T; zfile?: ZFileWriteStats }> {
+  if (!o.compress) {
+    if (o.tar || o.blockSize !== undefined || o.threads !== undefined) throw new InvalidArgumentError('--tar, --block-size and --threads need --compress lz4|zstd');
+    return { layer: await atomicOutput(target, (tmp) => write(tmp)) };
+  }
+  // Loaded on demand: the codecs are native modules that plain commands do not need.
+  const { ZFileWriter } = await import('../zfile/writer.ts');
+  return atomicOutput(target, async (tmp) => {
+    const zw = await ZFileWriter.create(tmp, { algorithm: o.compress, blockSize: o.blockSize, tar: o.tar, threads: o.threads, crc: true, overwriteHeader: true });
+    try {
+      const layer = await write(zw);
+      return { layer, zfile: await zw.finish() };
+    } catch (e) {
+      await zw.abort();
+      throw e;
+    }
+  });
+}
+
+function describeOutput(target: string, r: { layer: LayerWriteStats; zfile?: ZFileWriteStats }): string {
+  const l = r.layer;
+  const z = r.zfile ? `, compressed to ${formatSize(r.zfile.outputSize)}` : '';
+  return `${target}: ${l.entries} entries, ${formatSize(l.dataBytes)} of data, layer ${formatSize(l.fileSize)}${z}`;
+}
+
+/** Opens layers as a stack; a broken uuid chain names the way out. */
+async function openChecked(files: string[], verify: boolean): Promise<Stack> {
+  try {
+    return await openStack(files, { verifyChain: verify });
+  } catch (e) {
+    if (e instanceof ChainError) throw new ChainError(`${e.message} (check the layer order, or pass --no-verify-chain)`, { cause: e });
+    throw e;
+  }
+}
+
+export function register(program: Command): void {
+  program
+    .command('create')
+    .description('create a writable layer (data file + index file), as overlaybd-create')
+    .argument('<data>', 'data file to create')
+    .argument('<index>', 'index file to create')
+    .option('-s, --size <size>', 'virtual size (K/M/G/T suffixes), a multiple of 512', sizeArg)
+    .option('--uuid <uuid>', 'uuid of the new layer (default: random)')
+    .option('--parent <uuid>', 'parent uuid (the layer it will sit on)')
+    .option('--base <layer...>', 'the layers it will sit on, bottom first: parent = top uuid, size defaults to the stack\'s')
+    .option('-f, --force', 'replace existing files')
+    .option('--json', 'print JSON')
+    .action(async (data: string, index: string, o: { size?: number; uuid?: string; parent?: string; base?: string[]; force?: boolean; json?: boolean }) => {
+      let size = o.size;
+      let parent = o.parent;
+      if (o.base?.length) {
+        const stack = await openStack(o.base);
+        try {
+          size ??= stack.size;
+          parent ??= stack.layers.at(-1)!.uuid;
+          if (size !== stack.size) throw new InvalidArgumentError(`--size ${size} differs from the base's virtual size ${stack.size}`);
+        } finally {
+          await stack.close();
+        }
+      }
+      if (size === undefined) throw new InvalidArgumentError('give the virtual size with --size (or --base to take the size of the layers below)');
+      const layer = await WritableLayer.create(data, index, { virtualSize: size, uuid: o.uuid, parentUuid: parent, overwrite: o.force });
+      await layer.close();
+      const r = { data, index, uuid: layer.uuid, parentUuid: layer.parentUuid, virtualSize: layer.size };
+      output(o.json, r, () => `created writable layer ${r.uuid} (${formatSize(r.virtualSize)}, parent ${r.parentUuid}): ${data} + ${index}`);
+    });
+
+  compressOptions(
+    program
+      .command('commit')
+      .description('seal a writable layer into a committed layer holding only live data, as overlaybd-commit')
+      .argument('<data>', 'writable layer data file')
+      .argument('<index>', 'writable layer index file')
+      .argument('<out>', 'committed layer to write')
+      .option('--uuid <uuid>', 'uuid of the committed layer (default: none, as overlaybd-commit)')
+      .option('--keep-uuid', "give the committed layer the writable layer's own uuid")
+      .option('--parent <uuid>', "parent uuid (default: the writable layer's)")
+      .option('-m, --tag <text>', 'user tag / commit message (at most 256 bytes)')
+      .option('--json', 'print JSON'),
+  ).action(async (data: string, index: string, out: string, o: IdentityOpts & CompressOpts & { keepUuid?: boolean }) => {
+    if (o.keepUuid && o.uuid) throw new InvalidArgumentError('give either --uuid or --keep-uuid');
+    let uuid = o.uuid;
+    if (o.keepUuid) {
+      const l = await WritableLayer.open(data, index, { readOnly: true });
+      uuid = l.uuid;
+      await l.close();
+    }
+    const p = bar('commit', !o.json);
+    let r: { layer: CommitStats; zfile?: ZFileWriteStats };
+    try {
+      r = await writeLayerOutput(out, o, (sink) => commitLayer(data, index, sink, { uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }));
+    } finally {
+      p.stop();
+    }
+    output(o.json, { output: out, ...r.layer, compressed: r.zfile ?? null }, () => describeOutput(out, r));
+  });
+
+  compressOptions(
+    program
+      .command('merge')
+      .description('flatten a stack of layers into one layer that reads the same, as overlaybd-merge')
+      .argument('<files...>', 'layers, bottom first, then the output file')
+      .option('--uuid <uuid>', 'uuid of the merged layer (default: none)')
+      .option('--parent <uuid>', "parent uuid (default: the bottom layer's)")
+      .option('-m, --tag <text>', 'user tag (at most 256 bytes)')
+      .option('--no-verify-chain', "do not require each layer's parent uuid to match the layer below")
+      .option('--json', 'print JSON'),
+  ).action(async (files: string[], o: IdentityOpts & CompressOpts & { verifyChain: boolean }) => {
+    const layers = [...files];
+    const out = layers.pop()!;
+    if (layers.length === 0) throw new InvalidArgumentError('give at least one layer and then the output file');
+    const stack = await openChecked(layers, o.verifyChain);
+    const p = bar('merge', !o.json);
+    try {
+      const r = await writeLayerOutput(out, o, (sink) => flattenStack(stack, sink, { uuid: o.uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }));
+      p.stop();
+      output(o.json, { output: out, ...r.layer, compressed: r.zfile ?? null }, () => `${describeOutput(out, r)} (merged ${r.layer.layers} layers)`);
+    } finally {
+      p.stop();
+      await stack.close();
+    }
+  });
+
+  compressOptions(
+    program
+      .command('import')
+      .description('make a layer from a raw disk image: its non-zero blocks, or only what differs from --base')
+      .argument('<disk>', 'raw disk image')
+      .argument('<out>', 'layer to write')
+      .option('--base <layer...>', 'layers the result will sit on, bottom first: store only blocks that differ')
+      .option('--granularity <size>', 'comparison block size, a multiple of 512 (default 4K)', sizeArg)
+      .option('--uuid <uuid>', 'uuid of the new layer (default: random)')
+      .option('--parent <uuid>', "parent uuid (default: the base's top layer uuid)")
+      .option('-m, --tag <text>', 'user tag (at most 256 bytes)')
+      .option('--no-verify-chain', "do not require the base layers' parent uuids to chain")
+      .option('--json', 'print JSON'),
+  ).action(async (disk: string, out: string, o: IdentityOpts & CompressOpts & { base?: string[]; granularity?: number; verifyChain: boolean }) => {
+    const base = o.base?.length ? await openChecked(o.base, o.verifyChain) : undefined;
+    const p = bar('import', !o.json);
+    try {
+      const r = await writeLayerOutput(out, o, (sink) =>
+        importRaw(disk, sink, { base, blockSize: o.granularity, uuid: o.uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }),
+      );
+      p.stop();
+      const l = r.layer;
+      output(o.json, { input: disk, output: out, ...l, compressed: r.zfile ?? null }, () =>
+        `${describeOutput(out, r)}: ${l.dataBlocks} data and ${l.zeroedBlocks} zeroed blocks of ${formatSize(l.blockSize)}${base ? ' differ from the base' : ''}`,
+      );
+    } finally {
+      p.stop();
+      await base?.close();
+    }
+  });
+
+  program
+    .command('rw-info')
+    .description('show a writable layer: identity, live entries, data, and what crash recovery would drop')
+    .argument('<data>', 'writable layer data file')
+    .argument('<index>', 'writable layer index file')
+    .option('--json', 'print JSON')
+    .action(async (data: string, index: string, o: { json?: boolean }) => {
+      const l = await WritableLayer.open(data, index, { readOnly: true });
+      const s = l.stats();
+      await l.close();
+      const r = { data, index, uuid: l.uuid, parentUuid: l.parentUuid, virtualSize: l.size, ...s, recovery: l.recovery };
+      output(o.json, r, () =>
+        [
+          `${data} + ${index}:`,
+          `  uuid            ${r.uuid}`,
+          `  parent uuid     ${r.parentUuid}`,
+          `  virtual size    ${formatSize(r.virtualSize)} (${r.virtualSize} bytes)`,
+          `  live entries    ${r.entries} (${formatSize(r.liveDataBytes)} of live data)`,
+          `  data file       ${formatSize(r.dataFileBytes)}`,
+          `  index entries   ${r.recovery.entriesOnDisk} on disk${r.recovery.droppedEntries || r.recovery.droppedBytes ? `, ${r.recovery.droppedEntries} torn or dangling (${r.recovery.droppedBytes} bytes) would be dropped` : ''}`,
+        ].join('\n'),
+      );
+    });
+}

@@ -1,0 +1,23 @@
+/**
+ * Failures of writes into layer files, typed so the NBD server can answer ENOSPC for a full
+ * disk and EIO for the rest, with messages naming the file and offset.
+ */
+import { ObdError, type Errno } from '../io/errors.ts';
+
+/** The filesystem holding a layer file is full (or over quota). */
+export class NoSpaceError extends ObdError {
+  override readonly errno: Errno = 'ENOSPC';
+}
+
+/** A write, sync or truncate of a layer file failed. */
+export class LayerIoError extends ObdError {}
+
+/** Wraps a Node fs error raised while `what` at byte `offset` of `file`. */
+export function wrapWriteError(file: string, what: string, offset: number | undefined, e: unknown): ObdError {
+  if (e instanceof ObdError) return e;
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const where = offset === undefined ? '' : ` @${offset}`;
+  const reason = e instanceof Error ? e.message : String(e);
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new NoSpaceError(`${file}${where}: no space left while ${what}`, { cause: e });
+  return new LayerIoError(`${file}${where}: ${what} failed: ${reason}`, { cause: e });
+}

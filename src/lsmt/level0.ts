@@ -1,0 +1,223 @@
+/**
+ * The in-memory level-0 index of a writable layer (the reference's `Index0`, reference.md
+ * §2.4): a sorted, non-overlapping set of mappings where each insert cuts away whatever it
+ * covers — entries fully inside are erased, partly covered ones are trimmed (moffset
+ * advanced unless zeroed), and an entry strictly containing the new range is split in two.
+ * Neighbours are never joined, as in the reference.
+ *
+ * Storage is a list of small typed-array chunks, so an insert moves at most one chunk's
+ * worth of entries (a flat sorted array would move half the index per random write) and a
+ * lookup is two binary searches. Offsets, lengths and moffsets are in sectors.
+ */
+import { MappingTable } from './table.ts';
+
+/** Entries per chunk: small enough that shifting one is a short memmove. */
+const CAP = 512;
+
+class Chunk {
+  n = 0;
+  readonly off = new Float64Array(CAP);
+  readonly len = new Uint32Array(CAP);
+  readonly moff = new Float64Array(CAP);
+  readonly zero = new Uint8Array(CAP);
+
+  lastEnd(): number {
+    return this.off[this.n - 1]! + this.len[this.n - 1]!;
+  }
+
+  /** First entry whose end is greater than `s` (n if none). */
+  firstEndAfter(s: number): number {
+    let lo = 0;
+    let hi = this.n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.off[mid]! + this.len[mid]! <= s) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Moves entries [from, n) by `by` places (positive opens a gap, negative closes one). */
+  shift(from: number, by: number): void {
+    if (from < this.n) {
+      this.off.copyWithin(from + by, from, this.n);
+      this.len.copyWithin(from + by, from, this.n);
+      this.moff.copyWithin(from + by, from, this.n);
+      this.zero.copyWithin(from + by, from, this.n);
+    }
+    this.n += by;
+  }
+
+  set(i: number, off: number, len: number, moff: number, zero: number): void {
+    this.off[i] = off;
+    this.len[i] = len;
+    this.moff[i] = moff;
+    this.zero[i] = zero;
+  }
+}
+
+/** Receives one mapping clipped to the visited range (sectors). */
+export type SegmentVisitor = (offset: number, length: number, moffset: number, zeroed: boolean) => void;
+
+export class Level0Index {
+  #chunks: Chunk[] = [];
+  #count = 0;
+
+  /** Number of live mappings. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Index of the first chunk whose last mapping ends after `s` (chunk count if none). */
+  #chunkFor(s: number): number {
+    const chunks = this.#chunks;
+    let lo = 0;
+    let hi = chunks.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (chunks[mid]!.lastEnd() <= s) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Inserts at position i of chunk c, splitting a full chunk first. */
+  #insertAt(c: number, i: number, off: number, len: number, moff: number, zero: number): void {
+    let ch = this.#chunks[c]!;
+    if (ch.n === CAP) {
+      const half = CAP >>> 1;
+      const right = new Chunk();
+      right.off.set(ch.off.subarray(half));
+      right.len.set(ch.len.subarray(half));
+      right.moff.set(ch.moff.subarray(half));
+      right.zero.set(ch.zero.subarray(half));
+      right.n = CAP - half;
+      ch.n = half;
+      this.#chunks.splice(c + 1, 0, right);
+      if (i > half) {
+        ch = right;
+        i -= half;
+      }
+    }
+    ch.shift(i, 1);
+    ch.set(i, off, len, moff, zero);
+    this.#count++;
+  }
+
+  /** Adds a mapping; it overrides whatever it overlaps. */
+  insert(offset: number, length: number, moffset: number, zeroed: boolean): void {
+    if (length <= 0) return;
+    const z = zeroed ? 1 : 0;
+    const end = offset + length;
+    if (this.#chunks.length === 0) {
+      const ch = new Chunk();
+      ch.set(0, offset, length, moffset, z);
+      ch.n = 1;
+      this.#chunks.push(ch);
+      this.#count = 1;
+      return;
+    }
+    let c = this.#chunkFor(offset);
+    if (c === this.#chunks.length) {
+      // Past everything: append to the last chunk.
+      const last = this.#chunks.length - 1;
+      this.#insertAt(last, this.#chunks[last]!.n, offset, length, moffset, z);
+      return;
+    }
+    let ch = this.#chunks[c]!;
+    let i = ch.firstEndAfter(offset);
+    const eOff = ch.off[i]!;
+    const eEnd = eOff + ch.len[i]!;
+    if (eOff < offset) {
+      if (eEnd > end) {
+        // The new range lies strictly inside entry i: keep its head, add new, then its tail.
+        const tailMoff = ch.zero[i] === 1 ? ch.moff[i]! : ch.moff[i]! + (end - eOff);
+        const tailZero = ch.zero[i]!;
+        ch.len[i] = offset - eOff;
+        this.#insertAt(c, i + 1, end, eEnd - end, tailMoff, tailZero);
+        c = this.#chunkFor(offset);
+        this.#insertAt(c, this.#chunks[c]!.firstEndAfter(offset), offset, length, moffset, z);
+        return;
+      }
+      ch.len[i] = offset - eOff;
+      i++;
+    }
+    // Erase entries that lie entirely inside [offset, end); they may span chunks.
+    for (;;) {
+      let j = i;
+      while (j < ch.n && ch.off[j]! + ch.len[j]! <= end) j++;
+      if (j > i) {
+        ch.shift(j, i - j);
+        this.#count -= j - i;
+      }
+      if (i < ch.n) break;
+      if (ch.n === 0) this.#chunks.splice(c, 1);
+      else c++;
+      if (c >= this.#chunks.length) break;
+      ch = this.#chunks[c]!;
+      i = 0;
+    }
+    // A right-overlapping entry now starts inside the new range: advance it to `end`.
+    if (c < this.#chunks.length && i < ch.n && ch.off[i]! < end) {
+      const d = end - ch.off[i]!;
+      ch.off[i] = end;
+      ch.len[i]! -= d;
+      if (ch.zero[i] === 0) ch.moff[i]! += d;
+    }
+    if (this.#chunks.length === 0) {
+      const fresh = new Chunk();
+      fresh.set(0, offset, length, moffset, z);
+      fresh.n = 1;
+      this.#chunks.push(fresh);
+      this.#count = 1;
+      return;
+    }
+    c = this.#chunkFor(offset);
+    if (c === this.#chunks.length) c--;
+    this.#insertAt(c, this.#chunks[c]!.firstEndAfter(offset), offset, length, moffset, z);
+  }
+
+  /**
+   * Calls `visit` for every mapping intersecting sectors [start, end), in order, clipped to
+   * the range (moffset advanced accordingly unless zeroed). Synchronous: the index cannot
+   * change while it runs.
+   */
+  visit(start: number, end: number, visit: SegmentVisitor): void {
+    const chunks = this.#chunks;
+    let c = this.#chunkFor(start);
+    if (c === chunks.length) return;
+    let ch = chunks[c]!;
+    let i = ch.firstEndAfter(start);
+    for (;;) {
+      if (i === ch.n) {
+        if (++c === chunks.length) return;
+        ch = chunks[c]!;
+        i = 0;
+      }
+      const off = ch.off[i]!;
+      if (off >= end) return;
+      const e = off + ch.len[i]!;
+      const from = off < start ? start : off;
+      const to = e > end ? end : e;
+      const z = ch.zero[i] === 1;
+      visit(from, to - from, z ? ch.moff[i]! : ch.moff[i]! + (from - off), z);
+      i++;
+    }
+  }
+
+  /** The whole index as a sorted MappingTable (for commit), every entry tagged `layer`. */
+  toTable(layer = 0): MappingTable {
+    const t = new MappingTable(Math.max(1, this.#count));
+    for (const ch of this.#chunks) {
+      for (let i = 0; i < ch.n; i++) t.push(ch.off[i]!, ch.len[i]!, ch.moff[i]!, ch.zero[i] === 1, layer);
+    }
+    return t;
+  }
+
+  /** Sectors covered by data (not zeroed) mappings. */
+  dataSectors(): number {
+    let n = 0;
+    for (const ch of this.#chunks) for (let i = 0; i < ch.n; i++) if (ch.zero[i] === 0) n += ch.len[i]!;
+    return n;
+  }
+}

@@ -1,0 +1,66 @@
+/** Shared helpers of the snapshot tests: temp dirs, digests, replaying ops.json. */
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { BlockDevice } from '../../src/io/types.ts';
+import { FIXTURES, recipe } from '../helpers/recipes.ts';
+
+export const LSMT = (name: string): string => path.join(FIXTURES, 'lsmt', name);
+
+/** A fresh temp directory; `done()` removes it. */
+export async function tempDir(): Promise<{ dir: string; file: (name: string) => string; done: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-snap-'));
+  return { dir, file: (name) => path.join(dir, name), done: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export async function deviceDigest(dev: BlockDevice, chunk = 1 << 20): Promise<string> {
+  const h = createHash('sha256');
+  const buf = new Uint8Array(chunk);
+  for (let o = 0; o < dev.size; o += chunk) {
+    const view = buf.subarray(0, Math.min(chunk, dev.size - o));
+    await dev.read(view, o);
+    h.update(view);
+  }
+  return h.digest('hex');
+}
+
+export async function readAll(dev: BlockDevice): Promise<Uint8Array> {
+  const buf = new Uint8Array(dev.size);
+  await dev.read(buf, 0);
+  return buf;
+}
+
+export type Op = ['write', number, string] | ['trim', number, number];
+
+export interface OpsLayer {
+  uuid: string;
+  parent_uuid: string;
+  ops: Op[];
+  sha256_this_layer_alone: string;
+}
+
+export async function loadOps(): Promise<{ virtual_size: number; layers: Record<string, OpsLayer> }> {
+  return JSON.parse(await readFile(LSMT('ops.json'), 'utf8'));
+}
+
+/** Applies ops.json operations to a writable device. */
+export async function replay(dev: BlockDevice, ops: Op[]): Promise<void> {
+  for (const op of ops) {
+    if (op[0] === 'write') await dev.write!(recipe(op[2]), op[1]);
+    else await dev.trim!(op[1], op[2]);
+  }
+}
+
+/** A small deterministic PRNG (xorshift32) so failures reproduce. */
+export function prng(seed: number): (n: number) => number {
+  let x = seed >>> 0 || 1;
+  return (n: number) => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % n;
+  };
+}
