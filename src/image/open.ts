@@ -145,7 +145,7 @@ export async function openImage(args: readonly string[], opts: ImageOptions = {}
     if (!(await isFile(a))) throw new NotFoundError(`${a}: no such layer file`);
   }
   const stack = await openStack(args, { verifyChain: opts.verifyChain });
-  return withUpper(stack, opts.upper, opts.readOnly);
+  return withUpper(stack, opts.upper, opts);
 }
 
 async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> {
@@ -185,7 +185,7 @@ async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> 
     throw e;
   }
   try {
-    const dev = await withUpper(stack, opts.upper ?? srcs.upper, opts.readOnly);
+    const dev = await withUpper(stack, opts.upper ?? srcs.upper, opts);
     await srcs.reportResult();
     return dev;
   } catch (e) {
@@ -195,8 +195,9 @@ async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> 
 }
 
 /** Puts a writable layer over `stack` (creating it when its files are missing); closes the stack on failure. */
-async function withUpper(stack: Stack, upper: ImageSources['upper'], readOnly?: boolean): Promise<BlockDevice> {
+async function withUpper(stack: Stack, upper: ImageSources['upper'], opts: ImageOptions): Promise<BlockDevice> {
   if (!upper) return stack;
+  const readOnly = opts.readOnly;
   try {
     const [hasData, hasIndex] = await Promise.all([isFile(upper.data), isFile(upper.index)]);
     if (hasData !== hasIndex) {
@@ -206,7 +207,7 @@ async function withUpper(stack: Stack, upper: ImageSources['upper'], readOnly?: 
       if (readOnly) throw new NotFoundError(`${upper.data}: no such writable layer (it is created only when the image is opened writable)`);
       return await WritableLayer.create(upper.data, upper.index, { virtualSize: stack.size, parentUuid: stack.layers.at(-1)!.uuid, lower: stack });
     }
-    return await WritableLayer.open(upper.data, upper.index, { lower: stack, readOnly });
+    return await WritableLayer.open(upper.data, upper.index, { lower: stack, readOnly, verifyParent: opts.verifyChain });
   } catch (e) {
     await stack.close();
     throw e;

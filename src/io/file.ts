@@ -1,5 +1,6 @@
 import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { preadFull } from './fd-io.ts';
 import { ClosedError, NotFoundError, ObdError } from './errors.ts';
 import type { ByteSource } from './types.ts';
 
@@ -60,7 +61,7 @@ export class FileSource implements ByteSource {
   }
 
   async read(buf: Uint8Array, offset: number): Promise<number> {
-    const fh = this.handle;
+    if (!this.#fh) throw new ClosedError(this.name);
     const want = Math.min(buf.length, this.size - offset);
     if (want <= 0) return 0;
     if (want <= SYNC_MAX && this.#syncUntil <= performance.now()) {
@@ -71,13 +72,7 @@ export class FileSource implements ByteSource {
       if (n === want || n === 0) return n;
       return n + (await this.read(buf.subarray(n), offset + n));
     }
-    let done = 0;
-    while (done < want) {
-      const { bytesRead } = await fh.read(buf, done, want - done, offset + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    return done;
+    return preadFull(this.#fd, want === buf.length ? buf : buf.subarray(0, want), offset);
   }
 
   async close(): Promise<void> {

@@ -4,3 +4,4 @@ export * from './file.ts';
 export * from './memory.ts';
 export * from './util.ts';
 export * from './sink.ts';
+export * from './fd-io.ts';

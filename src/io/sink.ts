@@ -1,5 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { ClosedError } from './errors.ts';
+import { pwriteFull } from './fd-io.ts';
 import { wrapFsError } from './file.ts';
 import type { ByteSink } from './types.ts';
 
@@ -83,10 +84,7 @@ export class FileSink implements ByteSink {
   }
 }
 
-export async function writeFull(fh: FileHandle, data: Uint8Array, pos: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, pos + done);
-    done += bytesWritten;
-  }
+/** Writes all of `data` at `pos` of an open file. */
+export function writeFull(fh: FileHandle, data: Uint8Array, pos: number): Promise<void> {
+  return pwriteFull(fh.fd, data, pos);
 }

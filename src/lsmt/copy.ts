@@ -19,7 +19,7 @@ import { ShortReadError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { FileSink } from '../io/sink.ts';
 import type { ByteSink, ByteSource } from '../io/types.ts';
-import { preadFullSync } from './fd-io.ts';
+import { preadFullSync } from '../io/fd-io.ts';
 import { SECTOR } from './format.ts';
 import type { MappingTable } from './table.ts';
 import type { SealedLayerWriter } from './writer.ts';

@@ -37,7 +37,7 @@ import {
   type HeaderTrailer,
 } from './format.ts';
 import type { SyncReadable } from './copy.ts';
-import { preadFull, preadFullSync, pwriteFull } from './fd-io.ts';
+import { preadFull, preadFullSync, pwriteFull } from '../io/fd-io.ts';
 import { checkUuid } from './identity.ts';
 import { wrapWriteError } from './io-errors.ts';
 import { Level0Index } from './level0.ts';
