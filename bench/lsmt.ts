@@ -123,9 +123,14 @@ async function readBench(dir: string): Promise<string> {
       const st = stacks.get(n)!;
       const rng = new Rng(round * 1000 + (n === 'flat' ? 7 : n));
       const buf = new Uint8Array(BLOCK);
-      // Offsets of mapped 4 KiB blocks: every read does one file read, whatever N is.
+      // Every mapped 4 KiB block: every read does one file read, whatever N is, and the
+      // flattened layer is read at exactly the blocks of the 256-layer stack.
       const blocks: number[] = [];
-      for (let i = 0; i < st.index.count; i++) if (!st.index.zeroed[i]) blocks.push(st.index.offset[i]! * 512);
+      for (let i = 0; i < st.index.count; i++) {
+        if (st.index.zeroed[i]) continue;
+        const end = (st.index.offset[i]! + st.index.length[i]!) * 512;
+        for (let b = st.index.offset[i]! * 512; b + BLOCK <= end; b += BLOCK) blocks.push(b);
+      }
       rounds.get(n)!.mapped.push(await runFor(() => st.read(buf, blocks[rng.int(blocks.length)]!)));
       rounds.get(n)!.uniform.push(await runFor(() => st.read(buf, rng.int(DISK / BLOCK) * BLOCK)));
     }

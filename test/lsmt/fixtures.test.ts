@@ -41,7 +41,7 @@ test('unaligned reads equal the aligned bytes', async () => {
     const whole = new Uint8Array(stack.size);
     await stack.read(whole, 0);
     let seed = 7;
-    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+    const rnd = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n);
     for (let i = 0; i < 500; i++) {
       const off = rnd(stack.size - 1);
       const len = 1 + rnd(Math.min(300000, stack.size - off));

@@ -244,7 +244,7 @@ test('constant eviction under concurrent reads never yields wrong bytes', async 
   const blobs = ['st-a', 'st-b', 'st-c'].map((l) => blob(l, 200 * K + 777));
   const lazies = await Promise.all(blobs.map(async (b) => new LazySource(new CountingSource(b.bytes), { store: await cache.entry(b.digest, b.bytes.length), maxInflight: 3 })));
   let seed = 12345;
-  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+  const rnd = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n);
   await Promise.all(
     Array.from({ length: 12 }, async () => {
       for (let i = 0; i < 40; i++) {

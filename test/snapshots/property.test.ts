@@ -32,7 +32,7 @@ function bytes(seed: number, n: number): Uint8Array {
   const b = new Uint8Array(n);
   let x = seed | 1;
   for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
     b[i] = x >>> 24;
   }
   return b;

@@ -1,0 +1,126 @@
+/**
+ * A pool of compression workers. Batches are transferred to a worker and back (never copied);
+ * the caller keeps them in submission order, so the output does not depend on which worker
+ * finished first. Starting a worker costs ~80 ms, so writers share one pool per thread count;
+ * idle workers are unref'd and never keep the process alive.
+ */
+import { Worker } from 'node:worker_threads';
+import type { BlockParams } from './compress-blocks.ts';
+import type { CompressDone, CompressJob } from './compress-worker.ts';
+
+/** A batch of input blocks and the buffers its compressed form goes into. */
+export interface Batch {
+  input: Uint8Array;
+  inputLength: number;
+  output: Uint8Array;
+  lengths: Uint32Array;
+  /** Output bytes, valid once compressed. */
+  size: number;
+}
+
+interface Slot {
+  worker: Worker;
+  inFlight: number;
+}
+
+interface Pending {
+  slot: Slot;
+  resolve: (b: Batch) => void;
+  reject: (e: Error) => void;
+}
+
+export class CompressPool {
+  readonly #slots: Slot[] = [];
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 0;
+  #failure: Error | undefined;
+
+  constructor(threads: number) {
+    for (let i = 0; i < threads; i++) {
+      const worker = new Worker(new URL('./compress-worker.ts', import.meta.url));
+      const slot: Slot = { worker, inFlight: 0 };
+      worker.unref();
+      worker.on('message', (m: CompressDone) => this.#done(m));
+      worker.on('error', (e) => this.#fail(slot, e));
+      worker.on('exit', (code) => this.#fail(slot, new Error(`compression worker exited with code ${code}`)));
+      this.#slots.push(slot);
+    }
+  }
+
+  /** A live pool of `threads` workers, created on first use and shared by every writer. */
+  static shared(threads: number): CompressPool {
+    let pool = shared.get(threads);
+    if (!pool || pool.#failure) {
+      pool = new CompressPool(threads);
+      shared.set(threads, pool);
+    }
+    return pool;
+  }
+
+  get threads(): number {
+    return this.#slots.length;
+  }
+
+  /** Compresses `batch` on the least busy worker; its buffers are unusable until this resolves. */
+  compress(params: BlockParams, batch: Batch): Promise<Batch> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    let slot = this.#slots[0]!;
+    for (const s of this.#slots) if (s.inFlight < slot.inFlight) slot = s;
+    const id = this.#nextId++;
+    const job: CompressJob = {
+      id,
+      params,
+      input: batch.input.buffer as ArrayBuffer,
+      inputLength: batch.inputLength,
+      output: batch.output.buffer as ArrayBuffer,
+      lengths: batch.lengths.buffer as ArrayBuffer,
+    };
+    return new Promise<Batch>((resolve, reject) => {
+      this.#pending.set(id, { slot, resolve, reject });
+      if (slot.inFlight++ === 0) slot.worker.ref();
+      slot.worker.postMessage(job, [job.input, job.output, job.lengths]);
+    });
+  }
+
+  #done(m: CompressDone): void {
+    const p = this.#pending.get(m.id);
+    if (!p) return;
+    this.#pending.delete(m.id);
+    if (--p.slot.inFlight === 0) p.slot.worker.unref();
+    if (m.error !== undefined) {
+      p.reject(new Error(`compression worker: ${m.error}`));
+      return;
+    }
+    p.resolve({
+      input: new Uint8Array(m.input),
+      inputLength: m.inputLength,
+      output: new Uint8Array(m.output),
+      lengths: new Uint32Array(m.lengths),
+      size: m.size,
+    });
+  }
+
+  #fail(slot: Slot, e: Error): void {
+    this.#failure ??= e;
+    if (shared.get(this.#slots.length) === this) shared.delete(this.#slots.length);
+    for (const [id, p] of this.#pending) {
+      if (p.slot !== slot) continue;
+      this.#pending.delete(id);
+      p.reject(e);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (shared.get(this.#slots.length) === this) shared.delete(this.#slots.length);
+    this.#failure ??= new Error('compression pool closed');
+    const slots = this.#slots.splice(0);
+    await Promise.all(slots.map((s) => s.worker.terminate()));
+  }
+}
+
+const shared = new Map<number, CompressPool>();
+
+/** Stops the shared pools' workers (they are unref'd, so this is only needed for a tidy exit). */
+export async function closeSharedPools(): Promise<void> {
+  await Promise.all([...shared.values()].map((p) => p.close()));
+}
