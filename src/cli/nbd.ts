@@ -1,0 +1,182 @@
+/** `obd serve`: export images over NBD until SIGINT/SIGTERM. */
+import os from 'node:os';
+import path from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+import { formatSize } from '../io/util.ts';
+import type { BlockDevice } from '../io/types.ts';
+import { NbdServer, type NbdAddress, type NbdEvent, type NbdExportOptions } from '../nbd/index.ts';
+
+interface ServeOptions {
+  socket?: string;
+  listen?: { host: string; port: number };
+  export?: string[];
+  writable?: boolean;
+  upper?: string[];
+  readOnly?: boolean;
+  json?: boolean;
+  verbose?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description('serve images over NBD (unix socket or TCP) until Ctrl-C')
+    .argument('[image...]', 'layer files bottom → top, or one config.v1.json: the main export')
+    .option('--socket <path>', 'listen on this unix socket (default: a new one in the temp directory)')
+    .option('--listen <host:port>', 'listen on TCP instead, e.g. 127.0.0.1:10809', hostPort)
+    .option(
+      '--export <name[=image,...]>',
+      'without "=": the name of the main export (default ""); with "=": one more read-only export made of the ' +
+        'comma-separated layer files (or config.v1.json). Repeatable',
+      (v: string, acc: string[] | undefined) => [...(acc ?? []), v],
+    )
+    .option('--writable', 'serve the main export writable, through the upper layer of --upper (or of the image config)')
+    .option('--upper <data index...>', 'writable upper layer: its data and index files (created when both are missing)')
+    .option('--read-only', 'serve the main export read-only even when --upper is given')
+    .option('--json', 'print one JSON line on stdout once listening')
+    .option('-v, --verbose', 'log connections and errors on stderr')
+    .addHelpText(
+      'after',
+      `
+The empty export name selects the main export, so clients need no name when there is one.
+Examples:
+  obd serve base.lsmt app.lsmt --socket /tmp/obd.sock
+  qemu-img info "nbd+unix:///?socket=/tmp/obd.sock"
+  nbdinfo --map=qemu:allocation-depth "nbd+unix:///?socket=/tmp/obd.sock"
+  obd serve base.lsmt --export base --export app=base.lsmt,app.lsmt --listen 127.0.0.1:10809
+  obd serve base.lsmt app.lsmt --writable --upper rw.data rw.index --socket /tmp/obd.sock
+`,
+    )
+    .action(serve);
+}
+
+function hostPort(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new InvalidArgumentError(`expected HOST:PORT, e.g. 127.0.0.1:10809 (got "${text}")`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+async function serve(images: string[], opts: ServeOptions): Promise<void> {
+  if (opts.socket && opts.listen) throw new InvalidArgumentError('give --socket or --listen, not both');
+  const named = (opts.export ?? []).filter((e) => !e.includes('='));
+  const extra = (opts.export ?? []).filter((e) => e.includes('='));
+  if (named.length > 1) throw new InvalidArgumentError(`the main export has one name; got ${named.map((n) => `"${n}"`).join(', ')}`);
+  if (named.length === 1 && images.length === 0) throw new InvalidArgumentError('--export NAME names the main export, but no image was given');
+  if (images.length === 0 && extra.length === 0) throw new InvalidArgumentError('nothing to serve: give an image, or --export NAME=IMAGE');
+  if (opts.upper && opts.upper.length !== 2) throw new InvalidArgumentError('--upper takes two files: DATA INDEX');
+  if ((opts.writable || opts.upper) && images.length === 0) throw new InvalidArgumentError('--writable/--upper apply to the main export: give its image');
+
+  const { openImage } = await import('../image/open.ts');
+  const devices: BlockDevice[] = [];
+  const table = new Map<string, NbdExportOptions>();
+  const mainName = named[0] ?? '';
+  try {
+    if (images.length > 0) {
+      const upper = opts.upper ? { data: opts.upper[0]!, index: opts.upper[1]! } : undefined;
+      const readOnly = Boolean(opts.readOnly) || !opts.writable;
+      const dev = await openImage(images, { upper, readOnly });
+      devices.push(dev);
+      if (!readOnly && !dev.writable) throw new InvalidArgumentError(`${dev.name}: opened read-only although --writable was given`);
+      table.set(mainName, { device: dev, readOnly, description: images.map((p) => path.basename(p)).join(' + ') });
+    }
+    for (const spec of extra) {
+      const eq = spec.indexOf('=');
+      const name = spec.slice(0, eq);
+      const files = spec.slice(eq + 1).split(',').filter(Boolean);
+      if (files.length === 0) throw new InvalidArgumentError(`--export ${spec}: no image after "="`);
+      if (table.has(name)) throw new InvalidArgumentError(`export "${name}" is given twice`);
+      const dev = await openImage(files, { readOnly: true });
+      devices.push(dev);
+      table.set(name, { device: dev, readOnly: true, description: files.map((p) => path.basename(p)).join(' + ') });
+    }
+  } catch (e) {
+    await Promise.allSettled(devices.map((d) => d.close()));
+    throw e;
+  }
+
+  const server = new NbdServer({
+    exports: table,
+    defaultExport: images.length > 0 ? mainName : undefined,
+    onEvent: opts.verbose ? logEvent : undefined,
+  });
+  const addr: NbdAddress = opts.listen ?? { socket: opts.socket ?? path.join(os.tmpdir(), `obd-${process.pid}.sock`) };
+  try {
+    await server.listen(addr);
+  } catch (e) {
+    await Promise.allSettled(devices.map((d) => d.close()));
+    throw e;
+  }
+
+  const listening = server.address!;
+  const exports = server.exports.map((e) => ({ ...e, uri: server.uri(e.name) }));
+  const where = 'socket' in listening ? `unix socket ${listening.socket}` : `${listening.host}:${listening.port}`;
+  const lines = [`obd: serving ${exports.length === 1 ? 'one export' : `${exports.length} exports`} on ${where}`];
+  for (const e of exports) {
+    const name = e.name === '' ? '(default)' : e.name;
+    lines.push(`  ${name}  ${formatSize(e.size)}  ${e.layers} layer${e.layers === 1 ? '' : 's'}  ${e.readOnly ? 'read-only' : 'writable'}  ${e.uri}`);
+  }
+  lines.push('obd: look at it with:', ...inspectCommands(exports[0]!.uri).map((c) => `  ${c}`));
+  lines.push('obd: press Ctrl-C to stop');
+  process.stderr.write(lines.join('\n') + '\n');
+  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, exports }) + '\n');
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        process.stderr.write(`obd: ${signal} again, exiting without waiting\n`);
+        process.exit(130);
+      }
+      stopping = true;
+      process.stderr.write(`obd: ${signal}: finishing running requests and closing\n`);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  try {
+    await server.close();
+  } finally {
+    await Promise.allSettled(devices.map((d) => d.close()));
+    process.removeAllListeners('SIGINT');
+    process.removeAllListeners('SIGTERM');
+  }
+  if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopped' }) + '\n');
+}
+
+/**
+ * Shell commands that look at a served export: metadata, layer provenance, a full copy, and
+ * the kernel path (nbdfuse + loop device + mount). Used by `obd serve` and `obd demo`.
+ */
+export function inspectCommands(uri: string): string[] {
+  const q = `'${uri.replace(/'/g, `'\\''`)}'`;
+  return [
+    `qemu-img info ${q}`,
+    `nbdinfo --map=qemu:allocation-depth ${q}`,
+    `nbdcopy ${q} - | sha256sum`,
+    `mkdir -p /tmp/obd-fuse /tmp/obd-mnt && nbdfuse -r /tmp/obd-fuse/disk ${q} &`,
+    `sudo mount -o ro,noload "$(sudo losetup -r -f --show /tmp/obd-fuse/disk)" /tmp/obd-mnt`,
+  ];
+}
+
+function logEvent(e: NbdEvent): void {
+  const id = `[${e.connection}]`;
+  switch (e.type) {
+    case 'connect':
+      process.stderr.write(`obd: ${id} connected (${e.remote})\n`);
+      break;
+    case 'ready':
+      process.stderr.write(`obd: ${id} export "${e.export}"${e.structured ? ', structured replies' : ''}\n`);
+      break;
+    case 'disconnect':
+      process.stderr.write(`obd: ${id} disconnected: ${e.reason}\n`);
+      break;
+    case 'protocol-error':
+      process.stderr.write(`obd: ${id} protocol error: ${e.message}\n`);
+      break;
+    case 'io-error':
+      process.stderr.write(`obd: ${id} ${e.command} [${e.offset}, +${e.length}) failed: ${e.error instanceof Error ? e.error.message : String(e.error)}\n`);
+      break;
+  }
+}
