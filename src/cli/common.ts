@@ -62,6 +62,20 @@ export function progress(label: string, total: number, enabled = true): Progress
   };
 }
 
+/** A progress callback that draws a bar once the total is known; stop() removes it. */
+export function progressBar(label: string, enabled: boolean): { onProgress: (done: number, total: number) => void; stop: () => void } {
+  let p: Progress | undefined;
+  return {
+    onProgress(done, total) {
+      p ??= progress(label, total, enabled);
+      p.update(done);
+    },
+    stop() {
+      p?.stop();
+    },
+  };
+}
+
 /**
  * Writes a file through a temporary name and renames it into place only on success, so a
  * failed or interrupted command leaves nothing half-written under the final name.

@@ -5,8 +5,14 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';
 import type { BlockDevice } from '../io/types.ts';
 import { NbdServer, type NbdAddress, type NbdEvent, type NbdExportOptions } from '../nbd/index.ts';
+import type { ImageOptions } from '../image/open.ts';
+import { addCacheOptions, addRemoteOptions, cacheOptions, remoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
 
-interface ServeOptions {
+interface ServeOptions extends RemoteFlags, CacheFlags {
+  download?: boolean;
+  downloadRate?: number;
+  trace?: string;
+  verifyChain?: boolean;
   socket?: string;
   listen?: { host: string; port: number };
   export?: string[];
@@ -18,10 +24,10 @@ interface ServeOptions {
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('serve')
     .description('serve images over NBD (unix socket or TCP) until Ctrl-C')
-    .argument('[image...]', 'layer files bottom → top, or one config.v1.json: the main export')
+    .argument('[image...]', 'the main export: layer files bottom → top, or one config.v1.json, oci:DIR[:tag] or registry reference (read lazily)')
     .option('--socket <path>', 'listen on this unix socket (default: a new one in the temp directory)')
     .option('--listen <host:port>', 'listen on TCP instead, e.g. 127.0.0.1:10809', hostPort)
     .option(
@@ -33,8 +39,13 @@ export function register(program: Command): void {
     .option('--writable', 'serve the main export writable, through the upper layer of --upper (or of the image config)')
     .option('--upper <data index...>', 'writable upper layer: its data and index files (created when both are missing)')
     .option('--read-only', 'serve the main export read-only even when --upper is given')
+    .option('--verify-chain', "require each layer's parent uuid to match the layer below")
+    .option('--download', 'download remote layers in the background; reads switch to the local copy once its digest checks')
+    .option('--download-rate <MiB/s>', 'background download rate limit (default 100)', Number)
+    .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
     .option('--json', 'print one JSON line on stdout once listening')
-    .option('-v, --verbose', 'log connections and errors on stderr')
+    .option('-v, --verbose', 'log connections and errors on stderr');
+  addCacheOptions(addRemoteOptions(cmd))
     .addHelpText(
       'after',
       `
@@ -45,6 +56,8 @@ Examples:
   nbdinfo --map=qemu:allocation-depth "nbd+unix:///?socket=/tmp/obd.sock"
   obd serve base.lsmt --export base --export app=base.lsmt,app.lsmt --listen 127.0.0.1:10809
   obd serve base.lsmt app.lsmt --writable --upper rw.data rw.index --socket /tmp/obd.sock
+  obd serve oci:./images:v1 --socket /tmp/obd.sock
+  obd serve localhost:5000/disks/vm1:v1 --cache-dir /var/cache/obd --writable --upper rw.data rw.index
 `,
     )
     .action(serve);
@@ -68,6 +81,13 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   if ((opts.writable || opts.upper) && images.length === 0) throw new InvalidArgumentError('--writable/--upper apply to the main export: give its image');
 
   const { openImage } = await import('../image/open.ts');
+  const imageOpts: ImageOptions = {
+    ...remoteOptions(opts),
+    ...cacheOptions(opts),
+    verifyChain: opts.verifyChain,
+    download: opts.download ? { maxMBps: opts.downloadRate } : undefined,
+    trace: opts.trace,
+  };
   const devices: BlockDevice[] = [];
   const table = new Map<string, NbdExportOptions>();
   const mainName = named[0] ?? '';
@@ -75,7 +95,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
     if (images.length > 0) {
       const upper = opts.upper ? { data: opts.upper[0]!, index: opts.upper[1]! } : undefined;
       const readOnly = Boolean(opts.readOnly) || !opts.writable;
-      const dev = await openImage(images, { upper, readOnly });
+      const dev = await openImage(images, { ...imageOpts, upper, readOnly });
       devices.push(dev);
       if (!readOnly && !dev.writable) throw new InvalidArgumentError(`${dev.name}: opened read-only although --writable was given`);
       table.set(mainName, { device: dev, readOnly, description: images.map((p) => path.basename(p)).join(' + ') });
@@ -86,7 +106,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
       const files = spec.slice(eq + 1).split(',').filter(Boolean);
       if (files.length === 0) throw new InvalidArgumentError(`--export ${spec}: no image after "="`);
       if (table.has(name)) throw new InvalidArgumentError(`export "${name}" is given twice`);
-      const dev = await openImage(files, { readOnly: true });
+      const dev = await openImage(files, { ...imageOpts, readOnly: true, trace: undefined });
       devices.push(dev);
       table.set(name, { device: dev, readOnly: true, description: files.map((p) => path.basename(p)).join(' + ') });
     }

@@ -12,7 +12,7 @@ import { Annotation } from '../remote/manifest.ts';
 import { copyImage, pullImage } from '../remote/pull.ts';
 import { pushImage } from '../remote/push.ts';
 import { formatReference, parseReference, referenceTarget } from '../remote/reference.ts';
-import { intArg, output, progress, sizeArg, type Progress } from './common.ts';
+import { intArg, output, progressBar, sizeArg } from './common.ts';
 
 export interface RemoteFlags {
   plainHttp?: boolean;
@@ -64,18 +64,6 @@ export function cacheOptions(f: CacheFlags): LazyOptions {
   return { cacheDir: f.cacheDir, cacheSize: f.cacheSize, refill: f.refill };
 }
 
-function bar(label: string, enabled: boolean): { onProgress: (done: number, total: number) => void; stop: () => void } {
-  let p: Progress | undefined;
-  return {
-    onProgress(done, total) {
-      p ??= progress(label, total, enabled);
-      p.update(done);
-    },
-    stop() {
-      p?.stop();
-    },
-  };
-}
 
 export function register(program: Command): void {
   addRemoteOptions(
@@ -94,7 +82,7 @@ export function register(program: Command): void {
     if (args.length < 2) throw new InvalidArgumentError('need at least one layer file and a target reference');
     const ref = args[args.length - 1]!;
     const files = args.slice(0, -1);
-    const b = bar('push', !o.json);
+    const b = progressBar('push', !o.json);
     try {
       const r = await pushImage(files, ref, {
         ...remoteOptions(o),
@@ -125,7 +113,7 @@ export function register(program: Command): void {
       .option('-j, --jobs <n>', 'blobs downloaded at once', intArg, 3)
       .option('--json', 'print the result as JSON'),
   ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; json?: boolean }) => {
-    const b = bar('pull', !o.json);
+    const b = progressBar('pull', !o.json);
     try {
       if (dir.startsWith('oci:')) {
         const r = await copyImage(ref, dir, { ...remoteOptions(o), onProgress: b.onProgress });
@@ -150,7 +138,7 @@ export function register(program: Command): void {
       .option('--mount-from <repo...>', 'more repositories of the target registry to mount blobs from')
       .option('--json', 'print the result as JSON'),
   ).action(async (src: string, dst: string, o: RemoteFlags & { mountFrom?: string[]; json?: boolean }) => {
-    const b = bar('copy', !o.json);
+    const b = progressBar('copy', !o.json);
     try {
       const r = await copyImage(src, dst, { ...remoteOptions(o), mountFrom: o.mountFrom, onProgress: b.onProgress });
       b.stop();

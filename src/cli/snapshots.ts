@@ -15,7 +15,7 @@ import type { Stack } from '../lsmt/stack.ts';
 import { WritableLayer } from '../lsmt/writable.ts';
 import type { LayerWriteStats } from '../lsmt/writer.ts';
 import type { ZFileWriteStats } from '../zfile/writer.ts';
-import { atomicOutput, intArg, output, progress, sizeArg, type Progress } from './common.ts';
+import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
 
 interface CompressOpts {
   compress?: 'lz4' | 'zstd';
@@ -40,19 +40,6 @@ function compressOptions(cmd: Command): Command {
     .option('-j, --threads <n>', 'compression threads (output is identical for any count)', intArg);
 }
 
-/** A progress bar that appears once the total is known; stop() removes it. */
-function bar(label: string, enabled: boolean): { onProgress: (done: number, total: number) => void; stop: () => void } {
-  let p: Progress | undefined;
-  return {
-    onProgress(done, total) {
-      p ??= progress(label, total, enabled);
-      p.update(done);
-    },
-    stop() {
-      p?.stop();
-    },
-  };
-}
 
 /**
  * Writes a sealed layer to `target` atomically, through a ZFile writer when asked, and
@@ -149,7 +136,7 @@ export function register(program: Command): void {
       uuid = l.uuid;
       await l.close();
     }
-    const p = bar('commit', !o.json);
+    const p = progressBar('commit', !o.json);
     let r: { layer: CommitStats; zfile?: ZFileWriteStats };
     try {
       r = await writeLayerOutput(out, o, (sink) => commitLayer(data, index, sink, { uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }));
@@ -174,7 +161,7 @@ export function register(program: Command): void {
     const out = layers.pop()!;
     if (layers.length === 0) throw new InvalidArgumentError('give at least one layer and then the output file');
     const stack = await openChecked(layers, o.verifyChain);
-    const p = bar('merge', !o.json);
+    const p = progressBar('merge', !o.json);
     try {
       const r = await writeLayerOutput(out, o, (sink) => flattenStack(stack, sink, { uuid: o.uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }));
       p.stop();
@@ -200,7 +187,7 @@ export function register(program: Command): void {
       .option('--json', 'print JSON'),
   ).action(async (disk: string, out: string, o: IdentityOpts & CompressOpts & { base?: string[]; granularity?: number; verifyChain: boolean }) => {
     const base = o.base?.length ? await openChecked(o.base, o.verifyChain) : undefined;
-    const p = bar('import', !o.json);
+    const p = progressBar('import', !o.json);
     try {
       const r = await writeLayerOutput(out, o, (sink) =>
         importRaw(disk, sink, { base, blockSize: o.granularity, uuid: o.uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }),

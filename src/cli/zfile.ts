@@ -7,21 +7,8 @@ import { openTarEntry } from '../zfile/tar.ts';
 import { ZFileReader, type ZFileInfo } from '../zfile/reader.ts';
 import { compressFile, compressStream, decompressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
 import { hex, type Algorithm, type ZFileHeader } from '../zfile/format.ts';
-import { atomicOutput, intArg, output, progress, sizeArg, type Progress } from './common.ts';
+import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
 
-/** A progress callback that draws a bar once the total is known; stop() removes it. */
-function bar(label: string, enabled: boolean): { onProgress: (done: number, total: number) => void; stop: () => void } {
-  let p: Progress | undefined;
-  return {
-    onProgress(done, total) {
-      p ??= progress(label, total, enabled);
-      p.update(done);
-    },
-    stop() {
-      p?.stop();
-    },
-  };
-}
 
 /** Opens a zfile at `path`, peeling a tar wrapper when there is one. */
 async function openZFile(path: string): Promise<{ reader: ZFileReader; tar: { offset: number; size: number } | null }> {
@@ -86,7 +73,7 @@ export function register(program: Command): void {
         overwriteHeader: o.overwriteHeader ?? false,
         threads: o.threads,
       };
-      const p = bar('compress', !o.json);
+      const p = progressBar('compress', !o.json);
       const t0 = performance.now();
       let stats;
       try {
@@ -109,7 +96,7 @@ export function register(program: Command): void {
     .argument('<out>', 'output file')
     .option('--json', 'print the result as JSON')
     .action(async (input: string, out: string, o: { json?: boolean }) => {
-      const p = bar('decompress', !o.json);
+      const p = progressBar('decompress', !o.json);
       const t0 = performance.now();
       let stats;
       try {
@@ -130,7 +117,7 @@ export function register(program: Command): void {
     .option('--json', 'print the report as JSON')
     .action(async (input: string, o: { crcOnly?: boolean; json?: boolean }) => {
       const { reader } = await openZFile(input);
-      const p = bar('verify', !o.json);
+      const p = progressBar('verify', !o.json);
       let report;
       try {
         report = await reader.verify({ decode: !o.crcOnly, onProgress: p.onProgress });
