@@ -12,6 +12,7 @@ import { commitLayer, type CommitStats } from '../lsmt/commit.ts';
 import { flattenStack } from '../lsmt/flatten.ts';
 import { importRaw } from '../lsmt/import.ts';
 import type { Stack } from '../lsmt/stack.ts';
+import { lockHolder } from '../io/lock.ts';
 import { WritableLayer } from '../lsmt/writable.ts';
 import type { LayerWriteStats } from '../lsmt/writer.ts';
 import type { ZFileWriteStats } from '../zfile/writer.ts';
@@ -210,10 +211,11 @@ export function register(program: Command): void {
     .argument('<index>', 'writable layer index file')
     .option('--json', 'print JSON')
     .action(async (data: string, index: string, o: { json?: boolean }) => {
-      const l = await WritableLayer.open(data, index, { readOnly: true });
+      const writer = await lockHolder(data);
+      const l = await WritableLayer.open(data, index, { readOnly: true, allowWriter: true });
       const s = l.stats();
       await l.close();
-      const r = { data, index, uuid: l.uuid, parentUuid: l.parentUuid, virtualSize: l.size, ...s, recovery: l.recovery };
+      const r = { data, index, uuid: l.uuid, parentUuid: l.parentUuid, virtualSize: l.size, ...s, recovery: l.recovery, openForWritingBy: writer ?? null };
       output(o.json, r, () =>
         [
           `${data} + ${index}:`,
@@ -223,6 +225,7 @@ export function register(program: Command): void {
           `  live entries    ${r.entries} (${formatSize(r.liveDataBytes)} of live data)`,
           `  data file       ${formatSize(r.dataFileBytes)}`,
           `  index entries   ${r.recovery.entriesOnDisk} on disk${r.recovery.droppedEntries || r.recovery.droppedBytes ? `, ${r.recovery.droppedEntries} torn or dangling (${r.recovery.droppedBytes} bytes) would be dropped` : ''}`,
+          ...(r.openForWritingBy ? [`  in use          open for writing by process ${r.openForWritingBy} (figures may change)`] : []),
         ].join('\n'),
       );
     });

@@ -3,7 +3,7 @@
  * can map it to an exit code or an errno without parsing messages. `errno` is the POSIX
  * name the NBD server reports for the failure.
  */
-export type Errno = 'EIO' | 'EINVAL' | 'EPERM' | 'ENOSPC' | 'ENOTSUP' | 'ENOENT' | 'EOVERFLOW' | 'ESHUTDOWN';
+export type Errno = 'EIO' | 'EINVAL' | 'EPERM' | 'ENOSPC' | 'ENOTSUP' | 'ENOENT' | 'EOVERFLOW' | 'ESHUTDOWN' | 'EBUSY';
 
 export class ObdError extends Error {
   readonly errno: Errno = 'EIO';
@@ -84,4 +84,9 @@ export class NotSupportedError extends ObdError {
 /** A file or blob that should exist does not. */
 export class NotFoundError extends ObdError {
   override readonly errno: Errno = 'ENOENT';
+}
+
+/** Another process is using the file in a way that excludes this operation. */
+export class BusyError extends ObdError {
+  override readonly errno: Errno = 'EBUSY';
 }

@@ -5,3 +5,4 @@ export * from './memory.ts';
 export * from './util.ts';
 export * from './sink.ts';
 export * from './fd-io.ts';
+export * from './lock.ts';

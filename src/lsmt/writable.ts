@@ -16,6 +16,7 @@ import { open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { ChainError, ClosedError, FormatError, InvalidArgumentError, NotSupportedError, ObdError, OutOfRangeError, ReadOnlyError, ShortReadError } from '../io/errors.ts';
 import { wrapFsError } from '../io/file.ts';
+import { WriterLock, assertUnlocked } from '../io/lock.ts';
 import { writeFull } from '../io/sink.ts';
 import type { BlockDevice, ByteSource, Extent } from '../io/types.ts';
 import {
@@ -70,6 +71,8 @@ export interface WritableOpenOptions {
   lower?: BlockDevice;
   ownsLower?: boolean;
   readOnly?: boolean;
+  /** Read-only: open even while another process has the layer open for writing (inspection). */
+  allowWriter?: boolean;
   /** Require this layer's parent uuid to be the uuid of the lower stack's top layer. */
   verifyParent?: boolean;
 }
@@ -100,6 +103,8 @@ interface Files {
   indexPath: string;
   data: FileHandle;
   index: FileHandle;
+  /** Held while the layer is open for writing, so no other process writes or commits it. */
+  lock?: WriterLock;
 }
 
 export class WritableLayer implements BlockDevice {
@@ -118,6 +123,7 @@ export class WritableLayer implements BlockDevice {
   #size: number;
   readonly #data: FileHandle;
   readonly #index: FileHandle;
+  readonly #lock: WriterLock | undefined;
   readonly #lower: BlockDevice | undefined;
   readonly #ownsLower: boolean;
   readonly #l0: Level0Index;
@@ -150,6 +156,7 @@ export class WritableLayer implements BlockDevice {
     this.name = files.dataPath;
     this.#data = files.data;
     this.#index = files.index;
+    this.#lock = files.lock;
     this.dataHeader = st.header;
     this.uuid = st.header.uuid;
     this.parentUuid = st.header.parentUuid;
@@ -195,13 +202,22 @@ export class WritableLayer implements BlockDevice {
       userTag: '',
     };
     const flag = opts.overwrite ? 'w+' : 'wx+';
+    if (opts.overwrite) await assertUnlocked(dataPath, 'replace it');
     const data = await openFile(dataPath, flag);
     let index: FileHandle;
+    let lock: WriterLock;
+    try {
+      lock = await WriterLock.acquire(dataPath);
+    } catch (e) {
+      await data.close();
+      throw e;
+    }
     try {
       index = await openFile(indexPath, flag);
     } catch (e) {
       await data.close();
       await removeQuietly(dataPath);
+      await lock.release();
       throw e;
     }
     try {
@@ -214,11 +230,12 @@ export class WritableLayer implements BlockDevice {
       await Promise.allSettled([data.close(), index.close()]);
       await removeQuietly(dataPath);
       await removeQuietly(indexPath);
+      await lock.release();
       throw wrapWriteError(dataPath, 'creating the writable layer', undefined, e);
     }
     const recovery = { entriesOnDisk: 0, droppedEntries: 0, droppedBytes: 0 };
     return new WritableLayer(
-      { dataPath, indexPath, data, index },
+      { dataPath, indexPath, data, index, lock },
       { header, size: vsize, l0: new Level0Index(), dataEnd: HT_SPACE, indexEnd: HT_SPACE, recovery },
       opts,
     );
@@ -229,9 +246,14 @@ export class WritableLayer implements BlockDevice {
     const flag = opts.readOnly ? 'r' : 'r+';
     const data = await openFile(dataPath, flag);
     let index: FileHandle | undefined;
+    let lock: WriterLock | undefined;
     try {
+      // Recovery truncates a torn tail, so a writer locks first; a reader must not read a
+      // layer another process is still changing (unless it asks to, e.g. to inspect it).
+      if (!opts.readOnly) lock = await WriterLock.acquire(dataPath);
+      else if (!opts.allowWriter) await assertUnlocked(dataPath, 'read it');
       index = await openFile(indexPath, flag);
-      const files = { dataPath, indexPath, data, index };
+      const files = { dataPath, indexPath, data, index, lock };
       const st = await loadState(files, !opts.readOnly);
       if (opts.verifyParent && opts.lower) checkParent(dataPath, st.header.parentUuid, opts.lower);
       let size = st.indexHeader.virtualSize;
@@ -243,7 +265,7 @@ export class WritableLayer implements BlockDevice {
       if (size % SECTOR !== 0) throw new FormatError(indexPath, `virtual size ${size} is not a multiple of 512`, 48);
       return new WritableLayer(files, { ...st, size }, opts);
     } catch (e) {
-      await Promise.allSettled([data.close(), index?.close()]);
+      await Promise.allSettled([data.close(), index?.close(), lock?.release()]);
       throw e;
     }
   }
@@ -517,6 +539,7 @@ export class WritableLayer implements BlockDevice {
       }
       this.#closed = true;
       await Promise.allSettled([this.#data.close(), this.#index.close()]);
+      await this.#lock?.release();
       if (this.#ownsLower && this.#lower) await this.#lower.close();
       if (failure) throw failure;
     })();

@@ -125,6 +125,7 @@ const ERRNO_TO_NBD: Record<Errno, number> = {
   ENOENT: NBD_EIO,
   EOVERFLOW: NBD_EOVERFLOW,
   ESHUTDOWN: NBD_ESHUTDOWN,
+  EBUSY: NBD_EIO,
 };
 
 const NODE_CODE_TO_NBD: Record<string, number> = {
