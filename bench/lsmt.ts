@@ -8,7 +8,9 @@
  *
  * Run: npm run bench -- lsmt   (or: node bench/lsmt.ts [--quick])
  */
+import { spawnSync } from 'node:child_process';
 import { mkdir, rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { openStack } from '../src/image/open.ts';
 import { IndexLookup, firstEndingAfterBinary } from '../src/lsmt/lookup.ts';
@@ -17,6 +19,15 @@ import { writeSealedLayer, type ExtentSpec } from '../src/lsmt/writer.ts';
 import { Rng, median, table, writeResults } from './util.ts';
 
 const quick = process.argv.includes('--quick');
+
+// One CPU for the whole run, so figures do not depend on where the scheduler puts us.
+if (!process.env.OBD_BENCH_PINNED) {
+  const r = spawnSync('taskset', ['-c', '1', process.execPath, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: 'inherit',
+    env: { ...process.env, OBD_BENCH_PINNED: '1' },
+  });
+  process.exit(r.status ?? 1);
+}
 
 function lookupBench(): string {
   const rows: string[][] = [];
@@ -42,7 +53,7 @@ function lookupBench(): string {
       for (let i = 0; i < Q; i++) check += lk.firstEndingAfter(qs[i]!);
       ours.push(Q / ((performance.now() - t0) / 1000));
       t0 = performance.now();
-      for (let i = 0; i < Q; i++) check -= firstEndingAfterBinary(lk.ends, qs[i]!);
+      for (let i = 0; i < Q; i++) check -= firstEndingAfterBinary(lk, qs[i]!);
       bin.push(Q / ((performance.now() - t0) / 1000));
     }
     if (check !== 0) throw new Error('lookup disagrees with binary search');
@@ -96,43 +107,49 @@ async function readBench(dir: string): Promise<string> {
   const flat = path.join(dir, 'flat256.lsmt');
   await flatten(all, flat);
   const results: { n: number | 'flat'; mapped: number; uniform: number; entries: number; openMs: number }[] = [];
-  const secs = quick ? 0.5 : 1.5;
-  const runFor = async (read: () => Promise<void>): Promise<number> => {
-    let ops = 0;
+  const Q = quick ? 100_000 : 400_000;
+  /** IOPS of reading `offs` in order, one read in flight. */
+  const runAll = async (st: Awaited<ReturnType<typeof openStack>>, offs: Float64Array): Promise<number> => {
+    const buf = new Uint8Array(BLOCK);
     const t0 = performance.now();
-    const end = t0 + secs * 1000;
-    while (performance.now() < end) {
-      for (let k = 0; k < 256; k++) await read();
-      ops += 256;
-    }
-    return ops / ((performance.now() - t0) / 1000);
+    for (let i = 0; i < offs.length; i++) await st.read(buf, offs[i]!);
+    return offs.length / ((performance.now() - t0) / 1000);
   };
   const cases: (number | 'flat')[] = [...Ns, 'flat'];
   const rounds = new Map(cases.map((n) => [n, { mapped: [] as number[], uniform: [] as number[] }]));
   const stacks = new Map<number | 'flat', Awaited<ReturnType<typeof openStack>>>();
+  const offsets = new Map<number | 'flat', { mapped: Float64Array; uniform: Float64Array }>();
   for (const n of cases) {
     const t0 = performance.now();
     const st = await openStack(n === 'flat' ? [flat] : all.slice(0, n));
     const openMs = performance.now() - t0;
     stacks.set(n, st);
     results.push({ n, mapped: 0, uniform: 0, entries: st.index.count, openMs });
+    // Every mapped 4 KiB block: every read does one file read, whatever N is. The same seeds
+    // for every case, so the flattened layer is read at exactly the 256-layer stack's offsets.
+    const blocks: number[] = [];
+    for (let i = 0; i < st.index.count; i++) {
+      if (st.index.zeroed[i]) continue;
+      const end = (st.index.offset[i]! + st.index.length[i]!) * 512;
+      for (let b = st.index.offset[i]! * 512; b + BLOCK <= end; b += BLOCK) blocks.push(b);
+    }
+    const rm = new Rng(1);
+    const ru = new Rng(2);
+    const mapped = new Float64Array(Q);
+    const uniform = new Float64Array(Q);
+    for (let i = 0; i < Q; i++) {
+      mapped[i] = blocks[rm.int(blocks.length)]!;
+      uniform[i] = ru.int(DISK / BLOCK) * BLOCK;
+    }
+    offsets.set(n, { mapped, uniform });
   }
   // Alternate A B A B … so drift hits every N alike (benchmarking.md §3).
-  for (let round = 0; round < 3; round++) {
+  for (let round = 0; round < (quick ? 2 : 5); round++) {
     for (const n of cases) {
       const st = stacks.get(n)!;
-      const rng = new Rng(round * 1000 + (n === 'flat' ? 7 : n));
-      const buf = new Uint8Array(BLOCK);
-      // Every mapped 4 KiB block: every read does one file read, whatever N is, and the
-      // flattened layer is read at exactly the blocks of the 256-layer stack.
-      const blocks: number[] = [];
-      for (let i = 0; i < st.index.count; i++) {
-        if (st.index.zeroed[i]) continue;
-        const end = (st.index.offset[i]! + st.index.length[i]!) * 512;
-        for (let b = st.index.offset[i]! * 512; b + BLOCK <= end; b += BLOCK) blocks.push(b);
-      }
-      rounds.get(n)!.mapped.push(await runFor(() => st.read(buf, blocks[rng.int(blocks.length)]!)));
-      rounds.get(n)!.uniform.push(await runFor(() => st.read(buf, rng.int(DISK / BLOCK) * BLOCK)));
+      const o = offsets.get(n)!;
+      rounds.get(n)!.mapped.push(await runAll(st, o.mapped));
+      rounds.get(n)!.uniform.push(await runAll(st, o.uniform));
     }
   }
   for (const r of results) {
@@ -174,7 +191,8 @@ ${lookups}
 
 ### Random 4 KiB reads in-process through N stacked layers
 Each layer: 1000 random 4 KiB extents over a 1 GiB disk (seed 42), files on tmpfs; one read in
-flight (await each). *Mapped-data reads* pick a random mapped 4 KiB block of the merged index,
+flight (await each), the process pinned to one CPU; 400k reads per case and round, cases
+interleaved over 5 rounds, medians. *Mapped-data reads* pick a random mapped 4 KiB block of the merged index,
 so every read is one lookup plus one file read at every N; *uniform reads* pick any 4 KiB block
 of the disk, so N=1 is mostly holes (no file I/O) while N=256 maps ~22 % of the disk — that
 column shows data density, not lookup cost. Reads from tmpfs cost about a microsecond, so the

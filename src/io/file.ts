@@ -60,18 +60,27 @@ export class FileSource implements ByteSource {
     return this.#fh;
   }
 
-  async read(buf: Uint8Array, offset: number): Promise<number> {
+  tryReadSync(buf: Uint8Array, offset: number): number | undefined {
     if (!this.#fh) throw new ClosedError(this.name);
     const want = Math.min(buf.length, this.size - offset);
     if (want <= 0) return 0;
-    if (want <= SYNC_MAX && this.#syncUntil <= performance.now()) {
-      const t0 = performance.now();
-      const n = readSync(this.#fd, buf, 0, want, offset);
-      const t1 = performance.now();
-      if (t1 - t0 > SLOW_SYNC_MS) this.#syncUntil = t1 + ASYNC_BACKOFF_MS;
-      if (n === want || n === 0) return n;
-      return n + (await this.read(buf.subarray(n), offset + n));
+    if (want > SYNC_MAX || this.#syncUntil > performance.now()) return undefined;
+    const t0 = performance.now();
+    let done = 0;
+    while (done < want) {
+      const n = readSync(this.#fd, buf, done, want - done, offset + done);
+      if (n === 0) break;
+      done += n;
     }
+    const t1 = performance.now();
+    if (t1 - t0 > SLOW_SYNC_MS) this.#syncUntil = t1 + ASYNC_BACKOFF_MS;
+    return done;
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<number> {
+    const n = this.tryReadSync(buf, offset);
+    if (n !== undefined) return n;
+    const want = Math.min(buf.length, this.size - offset);
     return preadFull(this.#fd, want === buf.length ? buf : buf.subarray(0, want), offset);
   }
 

@@ -12,10 +12,13 @@ export class MemorySource implements ByteSource {
   get size(): number {
     return this.bytes.length;
   }
-  async read(buf: Uint8Array, offset: number): Promise<number> {
+  tryReadSync(buf: Uint8Array, offset: number): number {
     const n = Math.max(0, Math.min(buf.length, this.bytes.length - offset));
     if (n > 0) buf.set(this.bytes.subarray(offset, offset + n));
     return n;
+  }
+  async read(buf: Uint8Array, offset: number): Promise<number> {
+    return this.tryReadSync(buf, offset);
   }
   async close(): Promise<void> {}
 }

@@ -16,6 +16,12 @@ export interface ByteSource {
    * The count is short only at end of source; reading at or past the end resolves 0.
    */
   read(buf: Uint8Array, offset: number): Promise<number>;
+  /**
+   * Optional fast path: reads synchronously when that is cheap (the bytes are in memory or
+   * the page cache) and returns what read() would resolve; returns undefined to ask the
+   * caller to use read() instead. Lets hot paths skip a promise per piece.
+   */
+  tryReadSync?(buf: Uint8Array, offset: number): number | undefined;
   close(): Promise<void>;
 }
 

@@ -32,6 +32,11 @@ export class SliceSource implements ByteSource {
     if (n === 0) return Promise.resolve(0);
     return this.inner.read(n === buf.length ? buf : buf.subarray(0, n), this.base + offset);
   }
+  tryReadSync(buf: Uint8Array, offset: number): number | undefined {
+    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    if (n === 0) return 0;
+    return this.inner.tryReadSync?.(n === buf.length ? buf : buf.subarray(0, n), this.base + offset);
+  }
   close(): Promise<void> {
     return this.inner.close();
   }

@@ -1,19 +1,25 @@
 /**
- * Finding the first mapping that ends after a sector, in near-constant time.
+ * The read-side form of a merged index, built for lookups that touch as few cache lines as
+ * possible.
  *
- * A bucket directory splits the covered sector range into about as many equal-width
- * buckets as there are mappings; `dir[b]` is the first mapping ending after bucket b's
- * start. A lookup reads two adjacent directory slots and then searches the few mappings
- * between them — two or three cache lines instead of the ~20 scattered probes of a binary
- * search over a million entries. Skewed layouts fall back to a binary search inside the
- * bucket, so the worst case stays logarithmic.
+ * Segments are packed four numbers apiece — start, end, moffset, layer·2 + zeroed — so one
+ * record holds everything a read needs: 16 bytes (u32) when every sector number fits in 32
+ * bits (images below 2 TiB), 32 bytes (f64) otherwise. A bucket directory
+ * splits the covered sector range into about as many equal-width buckets as there are
+ * segments; `dir[b]` is the first segment ending after bucket b's start. A lookup reads two
+ * adjacent directory slots and then searches the few records between them: two or three
+ * cache lines, where a binary search over a million segments probes ~20 scattered ones.
+ * Skewed layouts fall back to a binary search inside one bucket, so the worst case stays
+ * logarithmic.
  */
 import type { MappingTable } from './table.ts';
 
+export const REC = 4;
+
 export class IndexLookup {
   readonly count: number;
-  /** End sector of each mapping (ascending, since mappings are sorted and disjoint). */
-  readonly ends: Float64Array;
+  /** [start, end, moffset, layer·2 + zeroed] per segment, in sectors. */
+  readonly rec: Uint32Array | Float64Array;
   readonly #dir: Uint32Array;
   readonly #base: number;
   readonly #invWidth: number;
@@ -22,11 +28,19 @@ export class IndexLookup {
   constructor(t: MappingTable) {
     const n = t.count;
     this.count = n;
-    const ends = new Float64Array(n);
-    for (let i = 0; i < n; i++) ends[i] = t.offset[i]! + t.length[i]!;
-    this.ends = ends;
-    const base = n > 0 ? t.offset[0]! : 0;
-    const span = n > 0 ? ends[n - 1]! - base : 1;
+    let max = 0;
+    for (let i = 0; i < n; i++) max = Math.max(max, t.offset[i]! + t.length[i]!, t.moffset[i]! + t.length[i]!);
+    const rec = max < 2 ** 32 ? new Uint32Array(n * REC) : new Float64Array(n * REC);
+    for (let i = 0; i < n; i++) {
+      const r = i * REC;
+      rec[r] = t.offset[i]!;
+      rec[r + 1] = t.offset[i]! + t.length[i]!;
+      rec[r + 2] = t.moffset[i]!;
+      rec[r + 3] = t.layer[i]! * 2 + t.zeroed[i]!;
+    }
+    this.rec = rec;
+    const base = n > 0 ? rec[0]! : 0;
+    const span = n > 0 ? rec[(n - 1) * REC + 1]! - base : 1;
     // Power-of-two widths keep bucket arithmetic exact for any sector number below 2^53.
     let width = 1;
     while (width * Math.max(1, n) < span) width *= 2;
@@ -35,7 +49,7 @@ export class IndexLookup {
     let j = 0;
     for (let b = 0; b <= buckets; b++) {
       const at = base + b * width;
-      while (j < n && ends[j]! <= at) j++;
+      while (j < n && rec[j * REC + 1]! <= at) j++;
       dir[b] = j;
     }
     this.#dir = dir;
@@ -44,7 +58,7 @@ export class IndexLookup {
     this.#buckets = buckets;
   }
 
-  /** Index of the first mapping whose end is greater than `sector` (count if none). */
+  /** Index of the first segment whose end is greater than `sector` (count if none). */
   firstEndingAfter(sector: number): number {
     const rel = sector - this.#base;
     if (rel < 0) return 0;
@@ -52,23 +66,24 @@ export class IndexLookup {
     if (b >= this.#buckets) return this.count;
     let lo = this.#dir[b]!;
     let hi = this.#dir[b + 1]!;
-    const ends = this.ends;
+    const rec = this.rec;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (ends[mid]! <= sector) lo = mid + 1;
+      if (rec[mid * REC + 1]! <= sector) lo = mid + 1;
       else hi = mid;
     }
     return lo;
   }
 }
 
-/** Plain binary search, kept as the baseline the benchmark compares against. */
-export function firstEndingAfterBinary(ends: Float64Array, sector: number): number {
+/** Plain binary search over the same records: the baseline the benchmark compares against. */
+export function firstEndingAfterBinary(lk: IndexLookup, sector: number): number {
+  const rec = lk.rec;
   let lo = 0;
-  let hi = ends.length;
+  let hi = lk.count;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (ends[mid]! <= sector) lo = mid + 1;
+    if (rec[mid * REC + 1]! <= sector) lo = mid + 1;
     else hi = mid;
   }
   return lo;

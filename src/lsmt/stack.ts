@@ -7,7 +7,7 @@
 import { ChainError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
 import type { BlockDevice, ByteSource, Extent, ExtentKind } from '../io/types.ts';
 import { SECTOR, isNullUuid } from './format.ts';
-import { IndexLookup } from './lookup.ts';
+import { IndexLookup, REC } from './lookup.ts';
 import { mergeIndexes } from './merged-index.ts';
 import type { SealedLayer } from './sealed.ts';
 import type { MappingTable } from './table.ts';
@@ -52,15 +52,19 @@ export class Stack implements BlockDevice {
     return this.layers.length;
   }
 
-  async read(buf: Uint8Array, offset: number): Promise<void> {
+  read(buf: Uint8Array, offset: number): Promise<void> {
     const len = buf.length;
-    if (offset < 0 || offset + len > this.size) throw new OutOfRangeError(this.name, offset, len, this.size);
-    await readMapped(this.index, this.lookup, this.#sources, buf, offset);
+    try {
+      if (offset < 0 || offset + len > this.size) throw new OutOfRangeError(this.name, offset, len, this.size);
+      return readMapped(this.lookup, this.#sources, buf, offset);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {
     if (offset < 0 || offset + length > this.size) throw new OutOfRangeError(this.name, offset, length, this.size);
-    return mappedExtents(this.index, this.lookup, offset, length);
+    return mappedExtents(this.lookup, offset, length);
   }
 
   close(): Promise<void> {
@@ -97,24 +101,17 @@ export function verifyChain(layers: readonly { uuid: string; parentUuid: string;
   }
 }
 
+const DONE: Promise<void> = Promise.resolve();
+
 /**
- * Fills `buf` with the bytes at `offset` as described by `index` over `sources` (indexed by
- * the table's layer numbers). Shared by sealed stacks and the writable layer.
+ * Fills `buf` with the bytes at `offset` as the lookup's segments describe, reading data
+ * from `sources` (indexed by layer number). Not an async function: a read served from the
+ * page cache (tryReadSync) costs no promise beyond the one returned. May throw.
  */
-export async function readMapped(
-  index: MappingTable,
-  lookup: IndexLookup,
-  sources: readonly ByteSource[],
-  buf: Uint8Array,
-  offset: number,
-): Promise<void> {
+export function readMapped(lookup: IndexLookup, sources: readonly ByteSource[], buf: Uint8Array, offset: number): Promise<void> {
   const end = offset + buf.length;
-  const starts = index.offset;
-  const lens = index.length;
-  const moffs = index.moffset;
-  const zeroed = index.zeroed;
-  const layer = index.layer;
-  const count = index.count;
+  const rec = lookup.rec;
+  const count = lookup.count;
   let i = lookup.firstEndingAfter(Math.floor(offset / SECTOR));
   let pos = offset;
   // The first file read is kept in locals; further ones (rare for small reads) go in arrays.
@@ -124,21 +121,23 @@ export async function readMapped(
   let rLen = 0;
   let more: number[] | undefined;
   while (pos < end) {
-    if (i >= count || starts[i]! * SECTOR >= end) {
+    const r = i * REC;
+    if (i >= count || rec[r]! * SECTOR >= end) {
       buf.fill(0, pos - offset, end - offset);
       break;
     }
-    const s = starts[i]! * SECTOR;
+    const s = rec[r]! * SECTOR;
     if (s > pos) {
       buf.fill(0, pos - offset, s - offset);
       pos = s;
     }
-    const segEnd = Math.min(s + lens[i]! * SECTOR, end);
-    if (zeroed[i] === 1) {
+    const segEnd = Math.min(rec[r + 1]! * SECTOR, end);
+    const tag = rec[r + 3]!;
+    if (tag & 1) {
       buf.fill(0, pos - offset, segEnd - offset);
     } else {
-      const l = layer[i]!;
-      const fileOff = moffs[i]! * SECTOR + (pos - s);
+      const l = tag >>> 1;
+      const fileOff = rec[r + 2]! * SECTOR + (pos - s);
       const n = segEnd - pos;
       if (rLayer === l && rFile + rLen === fileOff && rBuf + rLen === pos - offset) {
         rLen += n;
@@ -153,23 +152,35 @@ export async function readMapped(
     pos = segEnd;
     i++;
   }
-  if (rLayer < 0) return;
-  if (!more) return readPiece(sources[rLayer]!, buf, rBuf, rLen, rFile);
+  if (rLayer < 0) return DONE;
+  if (!more) return readPiece(sources[rLayer]!, buf, rBuf, rLen, rFile) ?? DONE;
   more.push(rLayer, rFile, rBuf, rLen);
-  const jobs: Promise<void>[] = [];
-  for (let k = 0; k < more.length; k += 4) jobs.push(readPiece(sources[more[k]!]!, buf, more[k + 2]!, more[k + 3]!, more[k + 1]!));
-  await Promise.all(jobs);
+  let jobs: Promise<void>[] | undefined;
+  for (let k = 0; k < more.length; k += 4) {
+    const job = readPiece(sources[more[k]!]!, buf, more[k + 2]!, more[k + 3]!, more[k + 1]!);
+    if (job) (jobs ??= []).push(job);
+  }
+  return jobs ? Promise.all(jobs).then(() => {}) : DONE;
 }
 
-async function readPiece(src: ByteSource, buf: Uint8Array, at: number, len: number, fileOff: number): Promise<void> {
-  const n = await src.read(buf.subarray(at, at + len), fileOff);
-  if (n !== len) throw new ShortReadError(src.name, fileOff, len, n);
+/** Reads one piece: synchronously when the source can (returns undefined), else a promise. */
+function readPiece(src: ByteSource, buf: Uint8Array, at: number, len: number, fileOff: number): Promise<void> | undefined {
+  const view = at === 0 && len === buf.length ? buf : buf.subarray(at, at + len);
+  const n = src.tryReadSync?.(view, fileOff);
+  if (n === undefined) return src.read(view, fileOff).then((got) => checkPiece(src, fileOff, len, got));
+  checkPiece(src, fileOff, len, n);
+  return undefined;
 }
 
-/** Describes [offset, offset+length) from `index`, joining neighbours of the same kind and layer. */
-export function mappedExtents(index: MappingTable, lookup: IndexLookup, offset: number, length: number): Extent[] {
+function checkPiece(src: ByteSource, fileOff: number, len: number, got: number): void {
+  if (got !== len) throw new ShortReadError(src.name, fileOff, len, got);
+}
+
+/** Describes [offset, offset+length) from the lookup's segments, joining neighbours of the same kind and layer. */
+export function mappedExtents(lookup: IndexLookup, offset: number, length: number): Extent[] {
   const out: Extent[] = [];
   const end = offset + length;
+  const rec = lookup.rec;
   const add = (from: number, to: number, kind: ExtentKind, layer: number): void => {
     const last = out.at(-1);
     if (last && last.kind === kind && last.layer === layer && last.offset + last.length === from) last.length += to - from;
@@ -178,17 +189,19 @@ export function mappedExtents(index: MappingTable, lookup: IndexLookup, offset: 
   let i = lookup.firstEndingAfter(Math.floor(offset / SECTOR));
   let pos = offset;
   while (pos < end) {
-    if (i >= index.count || index.offset[i]! * SECTOR >= end) {
+    const r = i * REC;
+    if (i >= lookup.count || rec[r]! * SECTOR >= end) {
       add(pos, end, 'hole', -1);
       break;
     }
-    const s = index.offset[i]! * SECTOR;
+    const s = rec[r]! * SECTOR;
     if (s > pos) {
       add(pos, s, 'hole', -1);
       pos = s;
     }
-    const segEnd = Math.min(s + index.length[i]! * SECTOR, end);
-    add(pos, segEnd, index.zeroed[i] === 1 ? 'zero' : 'data', index.layer[i]!);
+    const segEnd = Math.min(rec[r + 1]! * SECTOR, end);
+    const tag = rec[r + 3]!;
+    add(pos, segEnd, tag & 1 ? 'zero' : 'data', tag >>> 1);
     pos = segEnd;
     i++;
   }
