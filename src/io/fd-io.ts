@@ -41,3 +41,32 @@ export function preadFullSync(fd: number, buf: Uint8Array, pos: number): number 
   }
   return done;
 }
+
+/** Reads up to this size may be served synchronously (see SyncReadGate). */
+const SYNC_MAX = 256 * 1024;
+/** A synchronous read slower than this means the data came from the disk, not the page cache. */
+const SLOW_SYNC_MS = 0.5;
+/** How long reads stay asynchronous after a slow synchronous one. */
+const ASYNC_BACKOFF_MS = 2000;
+
+/**
+ * Decides when a file read may be synchronous. From the page cache a pread costs ~1 µs where
+ * a thread-pool round trip costs ~10–30 µs, so small reads go synchronous; when one takes
+ * longer than 0.5 ms (the disk was hit) reads go to the thread pool for 2 s, so a cold disk
+ * cannot stall the event loop.
+ */
+export class SyncReadGate {
+  #until: number;
+  constructor(enabled = true) {
+    this.#until = enabled ? 0 : Infinity;
+  }
+  /** Reads `length` bytes synchronously into `buf` at `pos`, or returns undefined to go async. */
+  read(fd: number, buf: Uint8Array, pos: number): number | undefined {
+    if (buf.length > SYNC_MAX || this.#until > performance.now()) return undefined;
+    const t0 = performance.now();
+    const n = preadFullSync(fd, buf, pos);
+    const t1 = performance.now();
+    if (t1 - t0 > SLOW_SYNC_MS) this.#until = t1 + ASYNC_BACKOFF_MS;
+    return n;
+  }
+}

@@ -1,23 +1,10 @@
-import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { preadFull } from './fd-io.ts';
+import { SyncReadGate, preadFull } from './fd-io.ts';
 import { ClosedError, NotFoundError, ObdError } from './errors.ts';
 import type { ByteSource } from './types.ts';
 
-/** Reads up to this size may be served synchronously (see FileSource). */
-const SYNC_MAX = 256 * 1024;
-/** A synchronous read slower than this means the data came from the disk, not the page cache. */
-const SLOW_SYNC_MS = 0.5;
-/** How long a source stays on asynchronous reads after a slow synchronous one. */
-const ASYNC_BACKOFF_MS = 2000;
-
 export interface FileSourceOptions {
-  /**
-   * 'auto' (default): small reads use a synchronous pread, which costs ~1 µs from the page
-   * cache where a thread-pool round trip costs ~30 µs; when one takes longer than 0.5 ms
-   * (the disk was hit) the source switches to thread-pool reads for 2 s so a cold disk
-   * cannot stall the event loop. 'async' always uses the thread pool.
-   */
+  /** 'auto' (default): small reads may be synchronous (see SyncReadGate); 'async': never. */
   reads?: 'auto' | 'async';
 }
 
@@ -27,14 +14,14 @@ export class FileSource implements ByteSource {
   readonly size: number;
   #fh: FileHandle | undefined;
   #fd: number;
-  #syncUntil: number;
+  readonly #gate: SyncReadGate;
 
   private constructor(name: string, fh: FileHandle, size: number, opts: FileSourceOptions) {
     this.name = name;
     this.#fh = fh;
     this.#fd = fh.fd;
     this.size = size;
-    this.#syncUntil = opts.reads === 'async' ? Infinity : 0;
+    this.#gate = new SyncReadGate(opts.reads !== 'async');
   }
 
   static async open(path: string, opts: FileSourceOptions = {}): Promise<FileSource> {
@@ -64,17 +51,7 @@ export class FileSource implements ByteSource {
     if (!this.#fh) throw new ClosedError(this.name);
     const want = Math.min(buf.length, this.size - offset);
     if (want <= 0) return 0;
-    if (want > SYNC_MAX || this.#syncUntil > performance.now()) return undefined;
-    const t0 = performance.now();
-    let done = 0;
-    while (done < want) {
-      const n = readSync(this.#fd, buf, done, want - done, offset + done);
-      if (n === 0) break;
-      done += n;
-    }
-    const t1 = performance.now();
-    if (t1 - t0 > SLOW_SYNC_MS) this.#syncUntil = t1 + ASYNC_BACKOFF_MS;
-    return done;
+    return this.#gate.read(this.#fd, want === buf.length ? buf : buf.subarray(0, want), offset);
   }
 
   async read(buf: Uint8Array, offset: number): Promise<number> {

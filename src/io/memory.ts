@@ -1,6 +1,12 @@
 import { OutOfRangeError } from './errors.ts';
 import type { BlockDevice, ByteSink, ByteSource, Extent } from './types.ts';
 
+function copyOut(bytes: Uint8Array, buf: Uint8Array, offset: number): number {
+  const n = Math.max(0, Math.min(buf.length, bytes.length - offset));
+  if (n > 0) buf.set(bytes.subarray(offset, offset + n));
+  return n;
+}
+
 /** A byte source over a buffer in memory (tests, small blobs). */
 export class MemorySource implements ByteSource {
   readonly name: string;
@@ -12,13 +18,11 @@ export class MemorySource implements ByteSource {
   get size(): number {
     return this.bytes.length;
   }
-  tryReadSync(buf: Uint8Array, offset: number): number {
-    const n = Math.max(0, Math.min(buf.length, this.bytes.length - offset));
-    if (n > 0) buf.set(this.bytes.subarray(offset, offset + n));
-    return n;
+  tryReadSync(buf: Uint8Array, offset: number): number | undefined {
+    return copyOut(this.bytes, buf, offset);
   }
   async read(buf: Uint8Array, offset: number): Promise<number> {
-    return this.tryReadSync(buf, offset);
+    return copyOut(this.bytes, buf, offset);
   }
   async close(): Promise<void> {}
 }

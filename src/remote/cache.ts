@@ -17,6 +17,7 @@ import path from 'node:path';
 import { crc32c } from '@node-rs/crc32';
 import { ClosedError, InvalidArgumentError } from '../io/errors.ts';
 import { wrapFsError } from '../io/file.ts';
+import { SyncReadGate } from '../io/fd-io.ts';
 import { writeFull } from '../io/sink.ts';
 import { checkUnit, DEFAULT_UNIT, type ChunkStore } from './lazy-source.ts';
 import { isDigest } from './reference.ts';
@@ -325,6 +326,7 @@ export class CacheEntry implements ChunkStore {
   #timer: NodeJS.Timeout | undefined;
   #publishing: Promise<void> = Promise.resolve();
   #checking: Promise<boolean> | undefined;
+  readonly #gate = new SyncReadGate();
 
   constructor(cache: BlobCache, known: Known, fh: FileHandle, size: number, meta: Meta) {
     this.cache = cache;
@@ -379,6 +381,26 @@ export class CacheEntry implements ChunkStore {
 
   #leave(): void {
     if (--this.#ops === 0) this.#drained?.();
+  }
+
+  /**
+   * Synchronous readHeld for the page-cache fast path: undefined while eviction runs, when a
+   * unit still needs its CRC checked, or when the read would be slow (see SyncReadGate).
+   */
+  readHeldSync(buf: Uint8Array, offset: number): boolean | undefined {
+    const fh = this.#fh;
+    if (this.#barrier || !fh) return undefined;
+    const first = Math.floor(offset / this.unit);
+    const last = Math.floor((offset + buf.length - 1) / this.unit);
+    for (let u = first; u <= last; u++) {
+      if (!this.has(u)) return false;
+      if (!this.#verified[u]) return undefined;
+    }
+    const n = this.#gate.read(fh.fd, buf, offset);
+    if (n === undefined) return undefined;
+    if (n !== buf.length) return false;
+    this.#known.lastUse = ++useClock;
+    return true;
   }
 
   async readHeld(buf: Uint8Array, offset: number): Promise<boolean> {

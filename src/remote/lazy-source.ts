@@ -18,6 +18,8 @@ export interface ChunkStore {
    * read to the network) when a unit vanished meanwhile (eviction) or failed verification.
    */
   readHeld(buf: Uint8Array, offset: number): Promise<boolean>;
+  /** readHeld without a promise: undefined when that cannot be answered synchronously. */
+  readHeldSync?(buf: Uint8Array, offset: number): boolean | undefined;
   /** Keeps unit `i` (`data` is the whole unit, shorter only at the blob's end). */
   put(i: number, data: Uint8Array): Promise<void>;
   close(): Promise<void>;
@@ -93,8 +95,24 @@ export class LazySource implements ByteSource {
     await old?.close();
   }
 
+  /** Serves reads of held units (or of the local copy) without a promise when the store can. */
+  tryReadSync(buf: Uint8Array, offset: number): number | undefined {
+    if (this.#local) return this.#local.tryReadSync?.(buf, offset);
+    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    if (n === 0) return 0;
+    if (!this.store.readHeldSync) return undefined;
+    const unit = this.unit;
+    const last = Math.floor((offset + n - 1) / unit);
+    for (let u = Math.floor(offset / unit); u <= last; u++) if (!this.store.has(u) || this.#flights.has(u)) return undefined;
+    if (this.store.readHeldSync(n === buf.length ? buf : buf.subarray(0, n), offset) !== true) return undefined;
+    this.stats.hits++;
+    return n;
+  }
+
   async read(buf: Uint8Array, offset: number): Promise<number> {
     if (this.#local) return this.#local.read(buf, offset);
+    const sync = this.tryReadSync(buf, offset);
+    if (sync !== undefined) return sync;
     const n = Math.max(0, Math.min(buf.length, this.size - offset));
     if (n === 0) return 0;
     const out = n === buf.length ? buf : buf.subarray(0, n);
@@ -204,6 +222,10 @@ export class MemoryChunkStore implements ChunkStore {
   }
 
   async readHeld(buf: Uint8Array, offset: number): Promise<boolean> {
+    return this.readHeldSync(buf, offset);
+  }
+
+  readHeldSync(buf: Uint8Array, offset: number): boolean {
     let pos = 0;
     while (pos < buf.length) {
       const abs = offset + pos;

@@ -62,6 +62,13 @@ export class BlockCache {
     }
   }
 
+  /** Adds a block decoded outside any pending entry (the synchronous read path). */
+  put(i: number, data: Uint8Array): void {
+    const e: CacheEntry = { data: undefined, promise: Promise.resolve(data) };
+    this.#map.set(i, e);
+    this.complete(i, e, data);
+  }
+
   /** Forgets a pending entry whose decode failed. */
   drop(i: number, e: CacheEntry): void {
     if (this.#map.get(i) === e && !e.data) this.#map.delete(i);

@@ -5,7 +5,7 @@
  * the file, block and offset, never wrong bytes.
  */
 import type { ByteSource } from '../io/types.ts';
-import { ClosedError, OutOfRangeError } from '../io/errors.ts';
+import { ClosedError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
 import { readAt, readExact } from '../io/util.ts';
 import { BlockCache, type CacheEntry } from './block-cache.ts';
 import { BlockTable } from './block-table.ts';
@@ -124,6 +124,8 @@ export class ZFileReader implements ByteSource {
   readonly #codec: BlockCodec;
   readonly #checkCrc: boolean;
   readonly #cache: BlockCache;
+  /** Compressed bytes of the synchronous path; reusable because nothing else runs meanwhile. */
+  #scratch = Buffer.alloc(0);
   #closed = false;
 
   private constructor(src: ByteSource, header: ZFileHeader, trailer: ZFileHeader | null, fields: ZFileHeader, table: BlockTable, opts: ZFileReaderOptions) {
@@ -240,8 +242,70 @@ export class ZFileReader implements ByteSource {
     if (!Number.isSafeInteger(offset) || offset < 0) return Promise.reject(new OutOfRangeError(this.name, offset, buf.length, this.size));
     const n = Math.max(0, Math.min(buf.length, this.size - offset));
     if (n === 0) return Promise.resolve(0);
+    let sync: number | undefined;
+    try {
+      sync = this.tryReadSync(buf, offset);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (sync !== undefined) return Promise.resolve(sync);
     const done = this.#readRange(n === buf.length ? buf : buf.subarray(0, n), offset);
     return done ? done.then(() => n) : Promise.resolve(n);
+  }
+
+  /**
+   * Serves a read without a promise when every block it needs is decoded in the cache or the
+   * source can read synchronously (a file in the page cache); undefined otherwise, and
+   * whenever an asynchronous read of one of its blocks is in flight (read() then waits for it).
+   */
+  tryReadSync(buf: Uint8Array, offset: number): number | undefined {
+    if (this.#closed) throw new ClosedError(this.name);
+    if (!Number.isSafeInteger(offset) || offset < 0) return undefined;
+    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    if (n === 0) return 0;
+    const out = n === buf.length ? buf : buf.subarray(0, n);
+    const bs = this.blockSize;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + n - 1) / bs);
+    for (let i = first; i <= last; i++) {
+      const e = this.#cache.get(i);
+      if (e && !e.data) return undefined;
+    }
+    const src = this.source;
+    for (let i = first; i <= last; ) {
+      const e = this.#cache.get(i);
+      if (e?.data) {
+        copyPart(i * bs, e.data, out, offset);
+        i++;
+        continue;
+      }
+      if (!src.tryReadSync) return undefined;
+      let j = i;
+      let bytes = this.table.length(i);
+      while (j < last && !this.#cache.has(j + 1) && bytes + this.table.length(j + 1) <= FETCH_MAX) bytes += this.table.length(++j);
+      if (this.#scratch.length < bytes) this.#scratch = Buffer.allocUnsafe(Math.max(bytes, FETCH_MAX));
+      const raw = this.#scratch.subarray(0, bytes);
+      const at = this.table.offset(i);
+      const got = src.tryReadSync(raw, at);
+      if (got === undefined) return undefined;
+      if (got !== bytes) throw new ShortReadError(src.name, at, bytes, got);
+      for (let k = i, p = 0; k <= j; k++) {
+        const len = this.table.length(k);
+        const start = k * bs;
+        const blockLen = Math.min(bs, this.size - start);
+        if (start >= offset && start + blockLen <= offset + n) {
+          this.#decode(k, raw.subarray(p, p + len), out.subarray(start - offset, start - offset + blockLen));
+        } else {
+          const block = new Uint8Array(blockLen);
+          this.#decode(k, raw.subarray(p, p + len), block);
+          this.#cache.put(k, block);
+          copyPart(start, block, out, offset);
+        }
+        p += len;
+      }
+      i = j + 1;
+    }
+    return n;
   }
 
   /** Starts the fetches and copies for `out`; returns undefined when the cache served it all. */

@@ -178,6 +178,9 @@ test('truncated and foreign files are refused', async () => {
   }
   // A source that ends early is a short read, not zeros.
   const r = await ZFileReader.open(new (class extends MemorySource {
+    override tryReadSync(): undefined {
+      return undefined;
+    }
     override async read(buf: Uint8Array, offset: number): Promise<number> {
       return offset > 100_000 && offset < LZ4.length - 20_000 ? 0 : super.read(buf, offset);
     }

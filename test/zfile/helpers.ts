@@ -50,6 +50,10 @@ export async function readAll(r: ByteSource): Promise<Buffer> {
 /** A memory source whose reads complete after a random number of event-loop turns. */
 export class SlowSource extends MemorySource {
   reads = 0;
+  /** A slow (remote-like) source never answers synchronously. */
+  override tryReadSync(): undefined {
+    return undefined;
+  }
   override async read(buf: Uint8Array, offset: number): Promise<number> {
     this.reads++;
     const turns = Math.floor(Math.random() * 4);

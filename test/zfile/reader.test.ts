@@ -144,3 +144,36 @@ test('reads past the end are short or empty; a closed reader refuses reads', asy
   await r.close();
   await assert.rejects(r.read(buf, 0), { name: 'ClosedError' });
 });
+
+test('reads over a synchronous source take the promise-free path and match the async path', async () => {
+  for (const name of ['zinput-8m.lz4-bs4.zfile', 'zinput-8m.zstd-bs32.zfile']) {
+    const bytes = readFileSync(path.join(ZFIXTURES, name));
+    const sync = await ZFileReader.open(new MemorySource(bytes, 'sync'));
+    const slow = await ZFileReader.open(new SlowSource(bytes, 'async'));
+    const want = zinput8m();
+    try {
+      let seed = 3;
+      for (let k = 0; k < 300; k++) {
+        seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+        const off = seed % (want.length - 1);
+        const len = 1 + (Math.imul(seed, 2654435761) >>> 0) % 100_000;
+        const a = Buffer.alloc(len);
+        const b = Buffer.alloc(len);
+        const n = sync.tryReadSync(a, off);
+        assert.equal(n, Math.min(len, want.length - off), `sync read [${off}, +${len}) of ${name}`);
+        assert.equal(await slow.read(b, off), n);
+        assert.ok(a.subarray(0, n).equals(want.subarray(off, off + n)));
+        assert.ok(b.subarray(0, n).equals(want.subarray(off, off + n)));
+      }
+      // A read whose block is being fetched asynchronously defers to read().
+      const fresh = await ZFileReader.open(new SlowSource(bytes, 'fresh'));
+      const pending = fresh.read(Buffer.alloc(10), 7_000_000);
+      assert.equal(fresh.tryReadSync(Buffer.alloc(10), 7_000_000), undefined);
+      await pending;
+      await fresh.close();
+    } finally {
+      await sync.close();
+      await slow.close();
+    }
+  }
+});
