@@ -22,6 +22,11 @@ export interface ByteSource {
    * caller to use read() instead. Lets hot paths skip a promise per piece.
    */
   tryReadSync?(buf: Uint8Array, offset: number): number | undefined;
+  /**
+   * Optional: forgets cached copies of [offset, offset+length) so the next read fetches them
+   * again — how a reader that found a bad checksum recovers from a corrupt cached download.
+   */
+  evict?(offset: number, length: number): Promise<void>;
   close(): Promise<void>;
 }
 

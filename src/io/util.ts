@@ -14,6 +14,16 @@ export async function readAt(src: ByteSource, offset: number, length: number): P
   return buf;
 }
 
+/**
+ * Waits for every promise, then rethrows the first failure. Unlike Promise.all it never
+ * settles while some reads may still be writing into a caller's buffer — which, once the
+ * caller reuses that buffer for another request, would hand out someone else's bytes.
+ */
+export async function settleAll(jobs: readonly Promise<unknown>[]): Promise<void> {
+  const settled = await Promise.allSettled(jobs);
+  for (const s of settled) if (s.status === 'rejected') throw s.reason;
+}
+
 /** A window [base, base+size) of another source, e.g. a tar member. */
 export class SliceSource implements ByteSource {
   readonly name: string;
@@ -36,6 +46,9 @@ export class SliceSource implements ByteSource {
     const n = Math.max(0, Math.min(buf.length, this.size - offset));
     if (n === 0) return 0;
     return this.inner.tryReadSync?.(n === buf.length ? buf : buf.subarray(0, n), this.base + offset);
+  }
+  async evict(offset: number, length: number): Promise<void> {
+    await this.inner.evict?.(this.base + offset, length);
   }
   close(): Promise<void> {
     return this.inner.close();

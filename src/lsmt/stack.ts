@@ -6,6 +6,7 @@
  */
 import { ChainError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
 import type { BlockDevice, ByteSource, Extent, ExtentKind } from '../io/types.ts';
+import { settleAll } from '../io/util.ts';
 import { SECTOR, isNullUuid } from './format.ts';
 import { IndexLookup, REC } from './lookup.ts';
 import { mergeIndexes } from './merged-index.ts';
@@ -160,7 +161,7 @@ export function readMapped(lookup: IndexLookup, sources: readonly ByteSource[], 
     const job = readPiece(sources[more[k]!]!, buf, more[k + 2]!, more[k + 3]!, more[k + 1]!);
     if (job) (jobs ??= []).push(job);
   }
-  return jobs ? Promise.all(jobs).then(() => {}) : DONE;
+  return jobs ? settleAll(jobs) : DONE;
 }
 
 /** Reads one piece: synchronously when the source can (returns undefined), else a promise. */

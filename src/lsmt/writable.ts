@@ -18,6 +18,7 @@ import { ChainError, ClosedError, FormatError, InvalidArgumentError, NotSupporte
 import { wrapFsError } from '../io/file.ts';
 import { WriterLock, assertUnlocked } from '../io/lock.ts';
 import { writeFull } from '../io/sink.ts';
+import { settleAll } from '../io/util.ts';
 import type { BlockDevice, ByteSource, Extent } from '../io/types.ts';
 import {
   ENTRY_SIZE,
@@ -352,7 +353,7 @@ export class WritableLayer implements BlockDevice {
       if (!jobs) return last.then(() => {});
       jobs.push(last);
     }
-    return jobs ? Promise.all(jobs).then(() => {}) : Promise.resolve();
+    return jobs ? settleAll(jobs) : Promise.resolve();
   }
 
   async #readData(buf: Uint8Array, fileOff: number, exact: boolean): Promise<number> {

@@ -435,14 +435,19 @@ export class CacheEntry implements ChunkStore {
       this.#verified[u] = 1;
       return true;
     }
-    if (this.has(u)) {
-      this.#set(u, false);
-      this.#held--;
-      this.#meta.flags &= ~FLAG_COMPLETE;
-      this.cache._account(this.#known, -len);
-      this.#schedulePublish();
-    }
+    this.forget(u);
     return false;
+  }
+
+  /** Drops unit `u` from the held set (corrupt on disk, or its bytes proved wrong upstream). */
+  forget(u: number): void {
+    if (!this.has(u)) return;
+    this.#set(u, false);
+    this.#verified[u] = 0;
+    this.#held--;
+    this.#meta.flags &= ~FLAG_COMPLETE;
+    this.cache._account(this.#known, -this.#unitLength(u));
+    this.#schedulePublish();
   }
 
   async put(i: number, data: Uint8Array): Promise<void> {

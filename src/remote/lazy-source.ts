@@ -7,6 +7,7 @@
  */
 import { InvalidArgumentError, ShortReadError } from '../io/errors.ts';
 import type { ByteSource } from '../io/types.ts';
+import { settleAll } from '../io/util.ts';
 
 /** Where fetched units are kept. */
 export interface ChunkStore {
@@ -20,6 +21,8 @@ export interface ChunkStore {
   readHeld(buf: Uint8Array, offset: number): Promise<boolean>;
   /** readHeld without a promise: undefined when that cannot be answered synchronously. */
   readHeldSync?(buf: Uint8Array, offset: number): boolean | undefined;
+  /** Drops unit `i` (it proved corrupt), so it is fetched again. */
+  forget(i: number): void;
   /** Keeps unit `i` (`data` is the whole unit, shorter only at the blob's end). */
   put(i: number, data: Uint8Array): Promise<void>;
   close(): Promise<void>;
@@ -128,7 +131,7 @@ export class LazySource implements ByteSource {
     this.stats.misses++;
     const parts: Promise<void>[] = [];
     for (let u = first; u <= last; u++) parts.push(this.#readUnitPart(u, out, offset, last));
-    await Promise.all(parts);
+    await settleAll(parts);
     return n;
   }
 
@@ -192,6 +195,16 @@ export class LazySource implements ByteSource {
     }
   }
 
+  /**
+   * Forgets the units holding [offset, offset+length): a reader found them corrupt (a bad
+   * block CRC), so the next read fetches them again. A verified local copy is kept.
+   */
+  async evict(offset: number, length: number): Promise<void> {
+    if (this.#local || length <= 0) return;
+    const last = Math.floor((offset + length - 1) / this.unit);
+    for (let u = Math.floor(offset / this.unit); u <= last; u++) if (!this.#flights.has(u)) this.store.forget(u);
+  }
+
   /** Waits until every unit fetched so far has been handed to the store. */
   async settle(): Promise<void> {
     while (this.#background.size) await Promise.all([...this.#background]);
@@ -241,6 +254,12 @@ export class MemoryChunkStore implements ChunkStore {
       pos += n;
     }
     return true;
+  }
+
+  forget(i: number): void {
+    const old = this.#units.get(i);
+    if (old) this.#bytes -= old.length;
+    this.#units.delete(i);
   }
 
   async put(i: number, data: Uint8Array): Promise<void> {

@@ -6,7 +6,7 @@
  */
 import type { ByteSource } from '../io/types.ts';
 import { ClosedError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
-import { readAt, readExact } from '../io/util.ts';
+import { readAt, readExact, settleAll } from '../io/util.ts';
 import { BlockCache, type CacheEntry } from './block-cache.ts';
 import { BlockTable } from './block-table.ts';
 import { createCodec, type BlockCodec } from './codec.ts';
@@ -88,6 +88,8 @@ export interface VerifyReport {
 
 /** Compressed bytes fetched per source read (several blocks at once). */
 const FETCH_MAX = 1 << 20;
+/** Times a bad block is evicted from the source and fetched again before the error stands. */
+const BAD_BLOCK_RETRIES = 3;
 /** Chunk of the jump table read per request while opening. */
 const TABLE_CHUNK = 1 << 20;
 
@@ -242,24 +244,52 @@ export class ZFileReader implements ByteSource {
     if (!Number.isSafeInteger(offset) || offset < 0) return Promise.reject(new OutOfRangeError(this.name, offset, buf.length, this.size));
     const n = Math.max(0, Math.min(buf.length, this.size - offset));
     if (n === 0) return Promise.resolve(0);
-    let sync: number | undefined;
+    return this.#read(buf, offset, n, 0);
+  }
+
+  #read(buf: Uint8Array, offset: number, n: number, attempt: number): Promise<number> {
+    let p: Promise<number>;
     try {
-      sync = this.tryReadSync(buf, offset);
+      const sync = this.#readSync(buf, offset);
+      if (sync !== undefined) return Promise.resolve(sync);
+      const done = this.#readRange(n === buf.length ? buf : buf.subarray(0, n), offset);
+      p = done ? done.then(() => n) : Promise.resolve(n);
     } catch (e) {
-      return Promise.reject(e);
+      p = Promise.reject(e);
     }
-    if (sync !== undefined) return Promise.resolve(sync);
-    const done = this.#readRange(n === buf.length ? buf : buf.subarray(0, n), offset);
-    return done ? done.then(() => n) : Promise.resolve(n);
+    if (attempt >= BAD_BLOCK_RETRIES || !this.source.evict) return p;
+    return p.catch((e: unknown) => {
+      if (!this.#refetchable(e)) throw e;
+      const { offset: at, length } = this.blockRange(e.block);
+      return this.source.evict!(at, length).then(() => this.#read(buf, offset, n, attempt + 1));
+    });
+  }
+
+  /**
+   * A bad block CRC or undecodable block read through a source that can evict is fetched
+   * again (up to 3 times, as the reference does): the stored copy may be a corrupt download.
+   */
+  #refetchable(e: unknown): e is ZFileChecksumError {
+    return e instanceof ZFileChecksumError && e.block >= 0 && (e.kind === 'block-crc' || e.kind === 'block-decode') && this.source.evict !== undefined;
   }
 
   /**
    * Serves a read without a promise when every block it needs is decoded in the cache or the
    * source can read synchronously (a file in the page cache); undefined otherwise, and
-   * whenever an asynchronous read of one of its blocks is in flight (read() then waits for it).
+   * whenever an asynchronous read of one of its blocks is in flight (read() then waits for it)
+   * or a bad block might be fetched again (read() retries).
    */
   tryReadSync(buf: Uint8Array, offset: number): number | undefined {
     if (this.#closed) throw new ClosedError(this.name);
+    try {
+      return this.#readSync(buf, offset);
+    } catch (e) {
+      if (this.#refetchable(e)) return undefined;
+      throw e;
+    }
+  }
+
+  #readSync(buf: Uint8Array, offset: number): number | undefined {
     if (!Number.isSafeInteger(offset) || offset < 0) return undefined;
     const n = Math.max(0, Math.min(buf.length, this.size - offset));
     if (n === 0) return 0;
@@ -337,10 +367,7 @@ export class ZFileReader implements ByteSource {
       else (tasks ??= [only]).push(task);
     }
     if (!tasks) return only;
-    // Wait for every task so nothing writes into `out` after this read has settled.
-    return Promise.allSettled(tasks).then((settled) => {
-      for (const s of settled) if (s.status === 'rejected') throw s.reason;
-    });
+    return settleAll(tasks);
   }
 
   /** Fetches blocks i..j in one source read and decodes them into `out` (or the cache). */

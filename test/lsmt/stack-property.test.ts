@@ -87,3 +87,26 @@ test('virtual size is the topmost non-zero one', async () => {
   assert.equal(new Stack([a, b, c]).size, 2 << 20);
   assert.equal(new Stack([b, a]).size, 1 << 20);
 });
+
+test('a failed read settles only after every piece has finished writing into the buffer', async () => {
+  const a = await buildLayer({ virtualSize: SIZE }, [{ offset: 0, data: new Uint8Array(4096).fill(1) }], 'a');
+  const b = await buildLayer({ virtualSize: SIZE }, [{ offset: 8192, data: new Uint8Array(4096).fill(2) }], 'b');
+  let late = false;
+  const slow = Object.assign(Object.create(Object.getPrototypeOf(a.source)), a.source, {
+    tryReadSync: undefined,
+    read: (buf: Uint8Array, off: number) =>
+      new Promise<number>((resolve) =>
+        setTimeout(() => {
+          late = true;
+          resolve(a.source.read(buf, off) as unknown as number);
+        }, 30),
+      ),
+  });
+  const failing = Object.assign(Object.create(Object.getPrototypeOf(b.source)), b.source, {
+    tryReadSync: undefined,
+    read: () => Promise.reject(new Error('boom')),
+  });
+  const stack = new Stack([{ ...a, source: slow }, { ...b, source: failing }]);
+  await assert.rejects(stack.read(new Uint8Array(16384), 0), /boom/);
+  assert.ok(late, 'the slow piece had finished before the read rejected');
+});

@@ -209,3 +209,44 @@ test('damaged tar wrappers: bad checksum means "not a tar"; a member past the en
   const cut = TAR.subarray(0, 1000);
   await assert.rejects(openTarEntry(new MemorySource(cut)), { name: 'ZFileFormatError' });
 });
+
+test('a bad block read through an evicting source is fetched again (up to 3 times)', async () => {
+  const bytes = readFileSync(path.join(ZFIXTURES, 'zinput-8m.lz4-bs4.zfile'));
+  const want = zinput8m();
+  /** Serves a flipped byte inside block 5 until evicted `healAfter` times. */
+  class Flaky extends MemorySource {
+    evictions = 0;
+    readonly healAfter: number;
+    readonly at: number;
+    constructor(healAfter: number, at: number) {
+      super(bytes, 'flaky');
+      this.healAfter = healAfter;
+      this.at = at;
+    }
+    override tryReadSync(): undefined {
+      return undefined;
+    }
+    override async read(buf: Uint8Array, offset: number): Promise<number> {
+      const n = await super.read(buf, offset);
+      if (this.evictions < this.healAfter && this.at >= offset && this.at < offset + n) buf[this.at - offset] ^= 0x40;
+      return n;
+    }
+    async evict(): Promise<void> {
+      this.evictions++;
+    }
+  }
+  const probe = await ZFileReader.open(new MemorySource(bytes));
+  const at = probe.blockRange(5).offset + 10;
+  const out = Buffer.alloc(4096);
+  for (const healAfter of [1, 3]) {
+    const src = new Flaky(healAfter, at);
+    const r = await ZFileReader.open(src);
+    assert.equal(await r.read(out, 5 * 4096), 4096);
+    assert.ok(out.equals(want.subarray(5 * 4096, 6 * 4096)));
+    assert.equal(src.evictions, healAfter);
+  }
+  const stuck = new Flaky(99, at);
+  const r = await ZFileReader.open(stuck);
+  await assert.rejects(r.read(out, 5 * 4096), { name: 'ZFileChecksumError', message: /block 5: CRC mismatch/ });
+  assert.equal(stuck.evictions, 3);
+});

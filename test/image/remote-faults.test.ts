@@ -1,0 +1,57 @@
+/**
+ * A lazily served remote image through a faulty network: while blob requests fail, NBD
+ * reads fail with EIO and the server stays up; once the network heals, the same server
+ * serves the exact image, and a corrupting hop never poisons the cache.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { openImage } from '../../src/image/open.ts';
+import { NbdServer } from '../../src/nbd/index.ts';
+import { pushImage } from '../../src/remote/push.ts';
+import { DIGESTS, FIXTURES } from '../helpers/recipes.ts';
+import { startRegistry } from '../remote/helpers/registry.ts';
+import { startFaultProxy } from '../remote/helpers/fault-proxy.ts';
+
+const run = promisify(execFile);
+const LAYERS = ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n));
+const isBlobGet = (r: { method: string; url: string }) => r.method === 'GET' && /\/blobs\/sha256:/.test(r.url);
+
+test('NBD over a failing registry: EIO while it fails, exact data once it heals, the server stays up', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-faults-'));
+  const registry = await startRegistry();
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(registry.host.split(':')[1]) });
+  t.after(async () => {
+    await proxy.stop();
+    await registry.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await pushImage(LAYERS, `${registry.host}/faults/img:v1`, { plainHttp: true });
+  const ref = `127.0.0.1:${proxy.port}/faults/img:v1`;
+  // Layer headers and indexes load at open; the data ranges are fetched on demand.
+  const dev = await openImage([ref], { plainHttp: true, retries: 1, idleTimeoutMs: 1000, cacheDir: path.join(dir, 'cache'), refill: 64 * 1024 });
+  const server = new NbdServer({ exports: { '': dev } });
+  const socket = path.join(dir, 'nbd.sock');
+  await server.listen({ socket });
+  const uri = `nbd+unix:///?socket=${socket}`;
+  try {
+    proxy.rule = (r) => (isBlobGet(r) ? { kind: 'status', status: 503 } : undefined);
+    await assert.rejects(run('nbdcopy', [uri, path.join(dir, 'a.raw')]), /Input\/output error|EIO|error/i);
+    proxy.rule = (r) => (isBlobGet(r) ? { kind: 'reset' } : undefined);
+    await assert.rejects(run('qemu-io', ['-f', 'raw', '-c', 'read 4M 64k', uri]));
+    // A hop that corrupts bodies: whatever is served must still be right or an error.
+    proxy.rule = (r) => (isBlobGet(r) && r.n % 3 === 0 ? { kind: 'corrupt' } : undefined);
+    await run('nbdcopy', [uri, path.join(dir, 'b.raw')]).catch(() => {});
+    proxy.rule = () => undefined;
+    const { stdout } = await run('bash', ['-c', `nbdcopy '${uri}' - | sha256sum`]);
+    assert.equal(stdout.split(' ')[0], DIGESTS.layer123);
+    assert.equal(server.connectionCount, 0);
+  } finally {
+    await server.close();
+    await dev.close();
+  }
+});
