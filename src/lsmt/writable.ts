@@ -39,7 +39,7 @@ import {
   type HeaderTrailer,
 } from './format.ts';
 import type { SyncReadable } from './copy.ts';
-import { preadFull, preadFullSync, pwriteFull } from '../io/fd-io.ts';
+import { SyncReadGate, preadFull, preadFullSync, pwriteFull } from '../io/fd-io.ts';
 import { checkUuid } from './identity.ts';
 import { wrapWriteError } from './io-errors.ts';
 import { Level0Index } from './level0.ts';
@@ -129,6 +129,8 @@ export class WritableLayer implements BlockDevice {
   readonly #ownsLower: boolean;
   readonly #l0: Level0Index;
   readonly #locks = new RangeLocks();
+  /** Lets small reads of the data file skip the thread pool while it is in the page cache. */
+  readonly #gate = new SyncReadGate();
   /** Where the next data write goes (bytes, sector-aligned). */
   #dataEnd: number;
   /** End of the data known to be in the file (bytes): zeroed entries point here. */
@@ -356,10 +358,19 @@ export class WritableLayer implements BlockDevice {
     return jobs ? settleAll(jobs) : Promise.resolve();
   }
 
-  async #readData(buf: Uint8Array, fileOff: number, exact: boolean): Promise<number> {
-    const done = await preadFull(this.#data.fd, buf, fileOff);
-    if (exact && done !== buf.length) throw new ShortReadError(this.dataPath, fileOff, buf.length, done);
-    return done;
+  #readData(buf: Uint8Array, fileOff: number, exact: boolean): Promise<number> {
+    const check = (done: number): number => {
+      if (exact && done !== buf.length) throw new ShortReadError(this.dataPath, fileOff, buf.length, done);
+      return done;
+    };
+    let sync: number | undefined;
+    try {
+      sync = this.#gate.read(this.#data.fd, buf, fileOff);
+      if (sync !== undefined) return Promise.resolve(check(sync));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return preadFull(this.#data.fd, buf, fileOff).then(check);
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {
