@@ -1,5 +1,4 @@
 /** Shared helpers of the snapshot tests: temp dirs, digests, replaying ops.json. */
-import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,16 +13,7 @@ export async function tempDir(): Promise<{ dir: string; file: (name: string) => 
   return { dir, file: (name) => path.join(dir, name), done: () => rm(dir, { recursive: true, force: true }) };
 }
 
-export async function deviceDigest(dev: BlockDevice, chunk = 1 << 20): Promise<string> {
-  const h = createHash('sha256');
-  const buf = new Uint8Array(chunk);
-  for (let o = 0; o < dev.size; o += chunk) {
-    const view = buf.subarray(0, Math.min(chunk, dev.size - o));
-    await dev.read(view, o);
-    h.update(view);
-  }
-  return h.digest('hex');
-}
+export { deviceDigest } from '../helpers/layers.ts';
 
 export async function readAll(dev: BlockDevice): Promise<Uint8Array> {
   const buf = new Uint8Array(dev.size);
