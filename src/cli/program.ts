@@ -1,21 +1,20 @@
 /** `obd`: the command line over the overlaybd-ts library. Commands live in one file per area. */
 import { Command } from 'commander';
+import { AREAS } from './areas.ts';
 import { reportError } from './common.ts';
-import * as layers from './layers.ts';
-import * as snapshots from './snapshots.ts';
-import * as zfile from './zfile.ts';
-import * as nbd from './nbd.ts';
-import * as remote from './remote.ts';
-import * as demo from './demo.ts';
 
 const program = new Command('obd')
   .description('OverlayBD layered block-device images: LSMT layers, ZFile compression, registries, NBD export')
   .version('0.1.0')
   .showHelpAfterError('(run with --help for usage)');
 
-for (const area of [layers, snapshots, zfile, nbd, remote, demo]) area.register(program);
+// Start-up time is most of a short command's run (e.g. a commit), so only the area that
+// owns the command is loaded; help and unknown commands load them all.
+const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
+const owner = AREAS.find(([commands]) => first !== undefined && commands.includes(first));
 
 try {
+  for (const [, load] of owner ? [owner] : AREAS) (await load()).register(program);
   await program.parseAsync(process.argv);
 } catch (e) {
   process.exitCode = reportError(e);

@@ -1,0 +1,14 @@
+/** The CLI's command areas: each module registers its commands; the list lets `obd` load only one. */
+import type { Command } from 'commander';
+
+export type Area = { register(program: Command): void };
+
+/** Each area's module and the commands it registers, in help order. */
+export const AREAS: [commands: string[], load: () => Promise<Area>][] = [
+  [['info', 'export', 'map'], () => import('./layers.ts')],
+  [['create', 'commit', 'merge', 'import', 'rw-info'], () => import('./snapshots.ts')],
+  [['zfile'], () => import('./zfile.ts')],
+  [['serve'], () => import('./nbd.ts')],
+  [['push', 'pull', 'copy', 'inspect'], () => import('./remote.ts')],
+  [['demo'], () => import('./demo.ts')],
+];
