@@ -1,17 +1,20 @@
 /**
  * `obd demo`: the README's main job. Builds a three-snapshot ext4 image as sealed layers in a
- * local folder, shows what each layer holds and that the stack reads back exactly as the
- * final disk, then serves the stack over NBD on a local socket until Ctrl-C.
+ * local folder, pushes them (compressed, tar-wrapped) into an OCI image layout — the embedded
+ * default repository, no registry needed — opens the image from there lazily, shows that it
+ * reads back exactly as the final disk, then serves it over NBD until Ctrl-C.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { describeLayer } from '../image/info.ts';
-import { openLayerFile, openStack } from '../image/open.ts';
+import { openImage, openLayerFile } from '../image/open.ts';
 import type { BlockDevice } from '../io/types.ts';
 import { formatSize } from '../io/util.ts';
+import type { Stack } from '../lsmt/stack.ts';
 import { NbdServer, nbdUri } from '../nbd/index.ts';
+import { pushImage } from '../remote/push.ts';
 import { output } from './common.ts';
 import { buildSampleImage } from './sample.ts';
 
@@ -43,18 +46,22 @@ export function register(program: Command): void {
       const expected = createHash('sha256').update(await readFile(path.join(dir, 'expected.raw'))).digest('hex');
       await rm(path.join(dir, 'expected.raw'));
 
+      const ref = `oci:${path.join(dir, 'images')}:demo`;
+      const pushed = await pushImage(sample.map((l) => l.file), ref, { fsType: 'ext4' });
       const infos = [];
-      for (const l of sample) {
+      for (const [i, l] of sample.entries()) {
         const opened = await openLayerFile(l.file);
-        infos.push({ ...describeLayer(opened, l.file), changedBlocks: l.dataBlocks + l.zeroedBlocks });
+        infos.push({ ...describeLayer(opened, l.file), changedBlocks: l.dataBlocks + l.zeroedBlocks, blob: pushed.layers[i]!.digest, blobBytes: pushed.layers[i]!.size });
         await opened.source.close();
       }
-      const stack = await openStack(sample.map((l) => l.file), { verifyChain: true });
+      const stack = (await openImage([ref], { verifyChain: true })) as Stack;
       let server: NbdServer | undefined;
       try {
         const flat = await digest(stack);
         const summary = {
           dir,
+          image: ref,
+          manifest: pushed.digest,
           buildMs: Math.round(buildMs),
           layers: infos,
           mergedIndexEntries: stack.index.count,
@@ -69,10 +76,10 @@ export function register(program: Command): void {
           return;
         }
         const socket = path.resolve(opts.socket ?? path.join(dir, 'obd.sock'));
-        server = new NbdServer({ exports: { '': { device: stack, description: 'obd demo: 3-layer ext4 sample' } } });
+        server = new NbdServer({ exports: { '': { device: stack, description: `obd demo: 3-layer ext4 sample from ${ref}` } } });
         await server.listen({ socket });
         const uri = nbdUri({ socket });
-        output(opts.json, { ...summary, socket, uri }, () => human(summary) + '\n\n' + howToLook(uri, socket, dir));
+        output(opts.json, { ...summary, socket, uri }, () => human(summary) + '\n\n' + howToLook(uri, socket, dir, ref));
         await waitForSignal();
       } finally {
         await server?.close();
@@ -83,8 +90,9 @@ export function register(program: Command): void {
 
 function human(s: {
   dir: string;
+  image: string;
   buildMs: number;
-  layers: (ReturnType<typeof describeLayer> & { changedBlocks: number })[];
+  layers: (ReturnType<typeof describeLayer> & { changedBlocks: number; blobBytes: number })[];
   mergedIndexEntries: number;
   virtualSize: number;
   flattenedSha256: string;
@@ -97,13 +105,14 @@ function human(s: {
     lines.push(`           uuid ${l.uuid}  parent ${l.parentUuid}`);
   });
   lines.push('');
-  lines.push(`Stack of ${s.layers.length} layers: one merged index of ${s.mergedIndexEntries} entries.`);
-  lines.push(`Flattened disk sha256  ${s.flattenedSha256}`);
-  lines.push(`Final snapshot sha256  ${s.expectedSha256}  ${s.verified ? '(identical)' : '(MISMATCH)'}`);
+  lines.push(`Pushed to the OCI layout ${s.image} as lz4 zfile blobs of ${s.layers.map((l) => formatSize(l.blobBytes)).join(', ')},`);
+  lines.push(`and opened from there lazily: a stack of ${s.layers.length} layers with one merged index of ${s.mergedIndexEntries} entries.`);
+  lines.push(`Image read back        ${s.flattenedSha256}`);
+  lines.push(`Final snapshot         ${s.expectedSha256}  ${s.verified ? '(identical sha256)' : '(MISMATCH)'}`);
   return lines.join('\n');
 }
 
-function howToLook(uri: string, socket: string, dir: string): string {
+function howToLook(uri: string, socket: string, dir: string, ref: string): string {
   const mnt = path.join(dir, 'mnt');
   return [
     `Serving it over NBD at ${uri}`,
@@ -115,6 +124,8 @@ function howToLook(uri: string, socket: string, dir: string): string {
     `  mkdir -p ${dir}/fuse ${mnt} && nbdfuse -r ${dir}/fuse/disk --unix ${socket} &`,
     `  sudo mount -o ro,loop ${dir}/fuse/disk ${mnt} && ls -R ${mnt}`,
     `  sudo umount ${mnt} && sudo umount ${dir}/fuse`,
+    `Serve it again later, or from a registry after \`obd copy ${ref} HOST/REPO:TAG\`:`,
+    `  obd serve ${ref} --socket ${socket}`,
     `Press Ctrl-C to stop.`,
   ].join('\n');
 }

@@ -21,7 +21,13 @@ test('obd demo --no-serve builds three snapshot layers whose stack equals the fi
     assert.equal(s.layers[1].parentUuid, s.layers[0].uuid);
     assert.equal(s.layers[2].parentUuid, s.layers[1].uuid);
     assert.ok(s.layers[2].storedBytes < s.layers[0].storedBytes / 4, 'later snapshots hold only changed blocks');
-    assert.deepEqual((await readdir(dir)).sort(), ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt']);
+    assert.deepEqual((await readdir(dir)).sort(), ['images', 'layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt']);
+    assert.match(s.image, /^oci:.*images:demo$/);
+    assert.ok(s.layers.every((l: { blobBytes: number; storedBytes: number }) => l.blobBytes < l.storedBytes), 'blobs are compressed');
+    // The layout holds the image on its own: three overlaybd layers under the tag.
+    const inspected = await obd(['inspect', '--json', s.image]);
+    assert.equal(inspected.code, 0, inspected.stderr);
+    assert.equal(JSON.parse(inspected.stdout).manifest.layers.length, 3);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
