@@ -44,19 +44,23 @@ export function preadFullSync(fd: number, buf: Uint8Array, pos: number): number 
 
 /** Reads up to this size may be served synchronously (see SyncReadGate). */
 const SYNC_MAX = 256 * 1024;
-/** A synchronous read slower than this means the data came from the disk, not the page cache. */
-const SLOW_SYNC_MS = 0.5;
-/** How long reads stay asynchronous after a slow synchronous one. */
-const ASYNC_BACKOFF_MS = 2000;
+/** A synchronous read slower than this probably came from the disk, not the page cache. */
+const SLOW_MS = 0.25;
+/** Slow reads in a row that mean the disk is being hit (one alone is a preemption or a fault). */
+const SLOW_RUN = 4;
+/** How long reads stay asynchronous once they turned slow. */
+const ASYNC_BACKOFF_MS = 1000;
 
 /**
  * Decides when a file read may be synchronous. From the page cache a pread costs ~1 µs where
- * a thread-pool round trip costs ~10–30 µs, so small reads go synchronous; when one takes
- * longer than 0.5 ms (the disk was hit) reads go to the thread pool for 2 s, so a cold disk
- * cannot stall the event loop.
+ * a thread-pool round trip costs ~10–30 µs, so small reads go synchronous. Several slow reads
+ * in a row mean the disk is being hit instead (a single slow one is a preemption or a page
+ * fault); reads then go to the thread pool for a second, so a cold disk stalls the event loop
+ * for a few reads at most.
  */
 export class SyncReadGate {
   #until: number;
+  #slowRun = 0;
   constructor(enabled = true) {
     this.#until = enabled ? 0 : Infinity;
   }
@@ -66,7 +70,11 @@ export class SyncReadGate {
     const t0 = performance.now();
     const n = preadFullSync(fd, buf, pos);
     const t1 = performance.now();
-    if (t1 - t0 > SLOW_SYNC_MS) this.#until = t1 + ASYNC_BACKOFF_MS;
+    if (t1 - t0 <= SLOW_MS) this.#slowRun = 0;
+    else if (++this.#slowRun >= SLOW_RUN) {
+      this.#until = t1 + ASYNC_BACKOFF_MS;
+      this.#slowRun = 0;
+    }
     return n;
   }
 }
