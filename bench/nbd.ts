@@ -10,7 +10,7 @@
  *     backing chains of 1 and 256 files with the same writes (64 × 4 KiB per overlay).
  * Rounds interleave the servers (A B C A B C …); figures are medians, compared as ratios.
  *
- * Run: node bench/nbd.ts [--quick] [--rounds N] [--runtime S] [--no-layers]
+ * Run: node bench/nbd.ts [--quick] [--rounds N] [--runtime S] [--no-raw] [--no-layers]
  *      [--cpu-server N] [--cpu-client N]
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
@@ -297,7 +297,7 @@ async function main(): Promise<void> {
     '',
   ];
   try {
-    parts.push(await rawBench(), '');
+    if (!flag('--no-raw')) parts.push(await rawBench(), '');
     if (!flag('--no-layers')) parts.push(await layeredBench(), '');
   } finally {
     for (const c of procs) c.kill('SIGKILL');

@@ -2,9 +2,10 @@
  * The read-side form of a merged index, built for lookups that touch as few cache lines as
  * possible.
  *
- * Segments are packed four numbers apiece — start, end, moffset, layer·2 + zeroed — so one
- * record holds everything a read needs: 16 bytes (u32) when every sector number fits in 32
- * bits (images below 2 TiB), 32 bytes (f64) otherwise. A bucket directory
+ * Segment ends sit in one dense array that the search touches; the rest of a segment —
+ * start, moffset, layer·2 + zeroed — is packed in a record read once the segment is found.
+ * Both use u32 when every sector number fits in 32 bits (images below 2 TiB), f64 otherwise,
+ * so a million segments search within 4 MiB. A bucket directory
  * splits the covered sector range into about as many equal-width buckets as there are
  * segments; `dir[b]` is the first segment ending after bucket b's start. A lookup reads two
  * adjacent directory slots and then searches the few records between them: two or three
@@ -14,11 +15,14 @@
  */
 import type { MappingTable } from './table.ts';
 
-export const REC = 4;
+/** Record stride: start, moffset, layer·2 + zeroed. */
+export const REC = 3;
 
 export class IndexLookup {
   readonly count: number;
-  /** [start, end, moffset, layer·2 + zeroed] per segment, in sectors. */
+  /** End sector of each segment (ascending). */
+  readonly ends: Uint32Array | Float64Array;
+  /** [start, moffset, layer·2 + zeroed] per segment; sectors. */
   readonly rec: Uint32Array | Float64Array;
   readonly #dir: Uint32Array;
   readonly #base: number;
@@ -30,17 +34,20 @@ export class IndexLookup {
     this.count = n;
     let max = 0;
     for (let i = 0; i < n; i++) max = Math.max(max, t.offset[i]! + t.length[i]!, t.moffset[i]! + t.length[i]!);
-    const rec = max < 2 ** 32 ? new Uint32Array(n * REC) : new Float64Array(n * REC);
+    const small = max < 2 ** 32;
+    const rec = small ? new Uint32Array(n * REC) : new Float64Array(n * REC);
+    const ends = small ? new Uint32Array(n) : new Float64Array(n);
     for (let i = 0; i < n; i++) {
       const r = i * REC;
       rec[r] = t.offset[i]!;
-      rec[r + 1] = t.offset[i]! + t.length[i]!;
-      rec[r + 2] = t.moffset[i]!;
-      rec[r + 3] = t.layer[i]! * 2 + t.zeroed[i]!;
+      rec[r + 1] = t.moffset[i]!;
+      rec[r + 2] = t.layer[i]! * 2 + t.zeroed[i]!;
+      ends[i] = t.offset[i]! + t.length[i]!;
     }
     this.rec = rec;
+    this.ends = ends;
     const base = n > 0 ? rec[0]! : 0;
-    const span = n > 0 ? rec[(n - 1) * REC + 1]! - base : 1;
+    const span = n > 0 ? ends[n - 1]! - base : 1;
     // Power-of-two widths keep bucket arithmetic exact for any sector number below 2^53.
     let width = 1;
     while (width * Math.max(1, n) < span) width *= 2;
@@ -49,7 +56,7 @@ export class IndexLookup {
     let j = 0;
     for (let b = 0; b <= buckets; b++) {
       const at = base + b * width;
-      while (j < n && rec[j * REC + 1]! <= at) j++;
+      while (j < n && ends[j]! <= at) j++;
       dir[b] = j;
     }
     this.#dir = dir;
@@ -66,24 +73,24 @@ export class IndexLookup {
     if (b >= this.#buckets) return this.count;
     let lo = this.#dir[b]!;
     let hi = this.#dir[b + 1]!;
-    const rec = this.rec;
+    const ends = this.ends;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (rec[mid * REC + 1]! <= sector) lo = mid + 1;
+      if (ends[mid]! <= sector) lo = mid + 1;
       else hi = mid;
     }
     return lo;
   }
 }
 
-/** Plain binary search over the same records: the baseline the benchmark compares against. */
+/** Plain binary search over the same ends: the baseline the benchmark compares against. */
 export function firstEndingAfterBinary(lk: IndexLookup, sector: number): number {
-  const rec = lk.rec;
+  const ends = lk.ends;
   let lo = 0;
   let hi = lk.count;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (rec[mid * REC + 1]! <= sector) lo = mid + 1;
+    if (ends[mid]! <= sector) lo = mid + 1;
     else hi = mid;
   }
   return lo;

@@ -112,6 +112,7 @@ const DONE: Promise<void> = Promise.resolve();
 export function readMapped(lookup: IndexLookup, sources: readonly ByteSource[], buf: Uint8Array, offset: number): Promise<void> {
   const end = offset + buf.length;
   const rec = lookup.rec;
+  const ends = lookup.ends;
   const count = lookup.count;
   let i = lookup.firstEndingAfter(Math.floor(offset / SECTOR));
   let pos = offset;
@@ -132,13 +133,13 @@ export function readMapped(lookup: IndexLookup, sources: readonly ByteSource[], 
       buf.fill(0, pos - offset, s - offset);
       pos = s;
     }
-    const segEnd = Math.min(rec[r + 1]! * SECTOR, end);
-    const tag = rec[r + 3]!;
+    const segEnd = Math.min(ends[i]! * SECTOR, end);
+    const tag = rec[r + 2]!;
     if (tag & 1) {
       buf.fill(0, pos - offset, segEnd - offset);
     } else {
       const l = tag >>> 1;
-      const fileOff = rec[r + 2]! * SECTOR + (pos - s);
+      const fileOff = rec[r + 1]! * SECTOR + (pos - s);
       const n = segEnd - pos;
       if (rLayer === l && rFile + rLen === fileOff && rBuf + rLen === pos - offset) {
         rLen += n;
@@ -182,6 +183,7 @@ export function mappedExtents(lookup: IndexLookup, offset: number, length: numbe
   const out: Extent[] = [];
   const end = offset + length;
   const rec = lookup.rec;
+  const ends = lookup.ends;
   const add = (from: number, to: number, kind: ExtentKind, layer: number): void => {
     const last = out.at(-1);
     if (last && last.kind === kind && last.layer === layer && last.offset + last.length === from) last.length += to - from;
@@ -200,8 +202,8 @@ export function mappedExtents(lookup: IndexLookup, offset: number, length: numbe
       add(pos, s, 'hole', -1);
       pos = s;
     }
-    const segEnd = Math.min(rec[r + 1]! * SECTOR, end);
-    const tag = rec[r + 3]!;
+    const segEnd = Math.min(ends[i]! * SECTOR, end);
+    const tag = rec[r + 2]!;
     add(pos, segEnd, tag & 1 ? 'zero' : 'data', tag >>> 1);
     pos = segEnd;
     i++;
