@@ -18,7 +18,7 @@ export {
   type Wrapping,
   type LayerSourceOptions,
 } from './image/open.ts';
-export { exportRaw, type ExportStats } from './image/export.ts';
+export { exportRaw, sha256Device, type ExportStats } from './image/export.ts';
 export { describeLayer, type LayerInfo, type HeaderInfo } from './image/info.ts';
 
 // LSMT layers.

@@ -8,26 +8,15 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { sha256Device } from '../image/export.ts';
 import { describeLayer } from '../image/info.ts';
 import { openImage, openLayerFile } from '../image/open.ts';
-import type { BlockDevice } from '../io/types.ts';
 import { formatSize } from '../io/util.ts';
 import type { Stack } from '../lsmt/stack.ts';
 import { NbdServer, nbdUri } from '../nbd/index.ts';
 import { pushImage } from '../remote/push.ts';
 import { output } from './common.ts';
 import { buildSampleImage } from './sample.ts';
-
-async function digest(dev: BlockDevice): Promise<string> {
-  const h = createHash('sha256');
-  const buf = new Uint8Array(4 << 20);
-  for (let o = 0; o < dev.size; o += buf.length) {
-    const v = buf.subarray(0, Math.min(buf.length, dev.size - o));
-    await dev.read(v, o);
-    h.update(v);
-  }
-  return h.digest('hex');
-}
 
 export function register(program: Command): void {
   program
@@ -57,7 +46,7 @@ export function register(program: Command): void {
       const stack = (await openImage([ref], { verifyChain: true })) as Stack;
       let server: NbdServer | undefined;
       try {
-        const flat = await digest(stack);
+        const flat = await sha256Device(stack);
         const summary = {
           dir,
           image: ref,

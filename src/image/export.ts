@@ -2,6 +2,7 @@
  * Flattening any block device into a raw disk image. Holes, zeroed extents and all-zero
  * chunks are skipped so the output is sparse; the file is sized with ftruncate.
  */
+import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { wrapFsError } from '../io/file.ts';
 import { writeFull } from '../io/sink.ts';
@@ -49,4 +50,16 @@ export async function exportRaw(dev: BlockDevice, outPath: string, onProgress?: 
     await fh.close();
   }
   return { size: dev.size, written };
+}
+
+/** sha256 (hex) of a device's whole contents, read `chunk` bytes at a time. */
+export async function sha256Device(dev: BlockDevice, chunk = 4 << 20): Promise<string> {
+  const h = createHash('sha256');
+  const buf = new Uint8Array(chunk);
+  for (let off = 0; off < dev.size; off += chunk) {
+    const view = buf.subarray(0, Math.min(chunk, dev.size - off));
+    await dev.read(view, off);
+    h.update(view);
+  }
+  return h.digest('hex');
 }

@@ -1,5 +1,5 @@
 /** Building sealed layers in memory for tests, and digesting devices. */
-import { createHash } from 'node:crypto';
+import { sha256Device } from '../../src/image/export.ts';
 import type { BlockDevice } from '../../src/io/types.ts';
 import { MemorySink, MemorySource } from '../../src/io/memory.ts';
 import { SECTOR } from '../../src/lsmt/format.ts';
@@ -24,13 +24,6 @@ export async function buildLayer(id: LayerIdentity, extents: ExtentSpec[], name 
 }
 
 /** sha256 of a device's whole contents, read in `chunk`-sized pieces. */
-export async function deviceDigest(dev: BlockDevice, chunk = 1 << 20): Promise<string> {
-  const h = createHash('sha256');
-  const buf = new Uint8Array(chunk);
-  for (let o = 0; o < dev.size; o += chunk) {
-    const view = buf.subarray(0, Math.min(chunk, dev.size - o));
-    await dev.read(view, o);
-    h.update(view);
-  }
-  return h.digest('hex');
+export function deviceDigest(dev: BlockDevice, chunk = 1 << 20): Promise<string> {
+  return sha256Device(dev, chunk);
 }

@@ -11,8 +11,9 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { BlockDevice, ByteSource } from '../../src/io/types.ts';
+import type { ByteSource } from '../../src/io/types.ts';
 import { openLayerSource } from '../../src/image/open.ts';
+import { sha256Device } from '../../src/image/export.ts';
 import { Stack } from '../../src/lsmt/stack.ts';
 import { BlobCache, CacheEntry } from '../../src/remote/cache.ts';
 import { openImageSources } from '../../src/remote/sources.ts';
@@ -35,17 +36,6 @@ async function stackOf(sources: ByteSource[]): Promise<Stack> {
   const layers = [];
   for (const s of sources) layers.push(await openLayerSource(s));
   return new Stack(layers);
-}
-
-async function diskSha(dev: BlockDevice): Promise<string> {
-  const h = createHash('sha256');
-  const buf = new Uint8Array(1 << 20);
-  for (let off = 0; off < dev.size; off += buf.length) {
-    const b = buf.subarray(0, Math.min(buf.length, dev.size - off));
-    await dev.read(b, off);
-    h.update(b);
-  }
-  return h.digest('hex');
 }
 
 describe('images through a registry', () => {
@@ -85,12 +75,12 @@ describe('images through a registry', () => {
     assert.equal(ann[Annotation.fsType], 'ext4');
     assert.equal(img.manifest.layers[2]!.annotations![Annotation.fsType], undefined);
     const stack = await stackOf(img.layers);
-    assert.equal(await diskSha(stack), SHA_123);
+    assert.equal(await sha256Device(stack), SHA_123);
     const fetched = img.lazy.reduce((a, l) => a + l.stats.requests, 0);
     await img.close();
 
     const warm = await openRemoteImage(`${reg.host}/team/img:v1`, { ...opts(), cacheDir });
-    assert.equal(await diskSha(await stackOf(warm.layers)), SHA_123);
+    assert.equal(await sha256Device(await stackOf(warm.layers)), SHA_123);
     assert.equal(warm.lazy.reduce((a, l) => a + l.stats.requests, 0), 0, `warm cache: no fetches (cold took ${fetched})`);
     await warm.close();
   });
@@ -113,7 +103,7 @@ describe('images through a registry', () => {
     assert.ok(first > 0, 'resumed with bytes already on disk');
     for (const l of r.layers) assert.equal('sha256:' + createHash('sha256').update(await readFile(l.file)).digest('hex'), l.digest);
     const cfg = await openImageConfig(r.configPath);
-    assert.equal(await diskSha(await stackOf(cfg.layers)), SHA_123);
+    assert.equal(await sha256Device(await stackOf(cfg.layers)), SHA_123);
     await cfg.close();
   });
 
@@ -122,7 +112,7 @@ describe('images through a registry', () => {
     const toLayout = await copyImage(`${reg.host}/team/img:v1`, `oci:${dir}/layout:saved`, opts());
     assert.ok(toLayout.blobs.every((b) => b.result === 'uploaded'));
     const local = await openRemoteImage(`oci:${dir}/layout:saved`);
-    assert.equal(await diskSha(await stackOf(local.layers)), SHA_123);
+    assert.equal(await sha256Device(await stackOf(local.layers)), SHA_123);
     await local.close();
     const back = await copyImage(`oci:${dir}/layout:saved`, `${reg.host}/other/img:v1`, { ...opts(), mountFrom: ['team/img'] });
     assert.ok(back.blobs.every((b) => b.result === 'mounted'), JSON.stringify(back.blobs.map((b) => b.result)));
@@ -148,7 +138,7 @@ describe('images through a registry', () => {
     const cache = await BlobCache.open({ dir: path.join(dir, 'cache') });
     const opened = await openImageConfig(cfgPath, { ...opts(), cache });
     assert.deepEqual(opened.upper, { index: path.join(dir, 'rw/index'), data: path.join(dir, 'rw/data') });
-    assert.equal(await diskSha(await stackOf(opened.layers)), SHA_123);
+    assert.equal(await sha256Device(await stackOf(opened.layers)), SHA_123);
     await opened.reportResult();
     assert.equal(await readFile(path.join(dir, 'result.txt'), 'utf8'), 'success');
     const dl = opened.startDownloads();
@@ -157,7 +147,7 @@ describe('images through a registry', () => {
     assert.equal((await stat(path.join(dir, 'l3', 'overlaybd.commit'))).size, l3!.size);
     const lazy3 = opened.layers[2] as LazySource;
     assert.ok(lazy3.isLocal);
-    assert.equal(await diskSha(await stackOf(opened.layers)), SHA_123);
+    assert.equal(await sha256Device(await stackOf(opened.layers)), SHA_123);
     await opened.close();
     await cache.close();
 
@@ -174,7 +164,7 @@ describe('images through a registry', () => {
     assert.ok(dl);
     await dl.done;
     for (const l of src.layers as LazySource[]) assert.ok((l.store as CacheEntry).complete, `${l.name} complete`);
-    assert.equal(await diskSha(await stackOf(src.layers)), SHA_123);
+    assert.equal(await sha256Device(await stackOf(src.layers)), SHA_123);
     await src.close();
   });
 
@@ -211,7 +201,7 @@ test('OCI layout as the embedded target: push, open, stack, with no registry', a
   const pushed = await pushImage([L(1), L(2)], ref);
   assert.equal(pushed.layers[0]!.result, 'exists', 'layer1 blob is shared within the layout');
   const img = await openRemoteImage(ref);
-  assert.equal(await diskSha(await stackOf(img.layers)), SHA_12);
+  assert.equal(await sha256Device(await stackOf(img.layers)), SHA_12);
   await img.close();
   const z = await openRemoteImage(`oci:${dir}/img:z`);
   const wrapped = await openLayerSource(z.layers[1]!);
@@ -220,6 +210,6 @@ test('OCI layout as the embedded target: push, open, stack, with no registry', a
   const pulled = await pullImage(ref, path.join(dir, 'pulled'));
   const cfg = await openImageSources(pulled.configPath);
   assert.equal(cfg.name, pulled.configPath);
-  assert.equal(await diskSha(await stackOf(cfg.layers)), SHA_12);
+  assert.equal(await sha256Device(await stackOf(cfg.layers)), SHA_12);
   await cfg.close();
 });
