@@ -255,7 +255,7 @@ try {
   } else {
     const parts = [
       `## Snapshots: writable layers, commit, import`,
-      `All files on tmpfs; this process, its thread pool and the peers pinned to CPU ${CPU}. The machine was shared with other benchmark and test runs, so figures are noisy; ratios come from runs taken side by side.`,
+      `All files on tmpfs; this process, its thread pool and the peers pinned to CPU ${CPU}. Ratios come from runs taken side by side.`,
       await commitBench(),
       await iopsBench(),
       await importBench(),
