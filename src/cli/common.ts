@@ -92,6 +92,34 @@ export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string
   }
 }
 
+/**
+ * Resolves on the first SIGINT or SIGTERM, after saying on stderr what happens next; a second
+ * signal exits at once. dispose() removes the handlers once shutdown is over.
+ */
+export function onStopSignal(doing: string): { stopped: Promise<NodeJS.Signals>; dispose(): void } {
+  let stopping = false;
+  let resolve!: (s: NodeJS.Signals) => void;
+  const stopped = new Promise<NodeJS.Signals>((r) => (resolve = r));
+  const handler = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      process.stderr.write(`obd: ${signal} again, exiting without waiting\n`);
+      process.exit(130);
+    }
+    stopping = true;
+    process.stderr.write(`obd: ${signal}: ${doing}\n`);
+    resolve(signal);
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    stopped,
+    dispose() {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
+}
+
 /** One line for the user; a stack only for unexpected failures or with OBD_DEBUG set. */
 export function reportError(e: unknown): number {
   const err = e as Error;

@@ -15,7 +15,8 @@ import { formatSize } from '../io/util.ts';
 import type { Stack } from '../lsmt/stack.ts';
 import { NbdServer, nbdUri } from '../nbd/index.ts';
 import { pushImage } from '../remote/push.ts';
-import { output } from './common.ts';
+import { onStopSignal, output } from './common.ts';
+import { inspectCommands } from './nbd.ts';
 import { buildSampleImage } from './sample.ts';
 
 export function register(program: Command): void {
@@ -45,6 +46,7 @@ export function register(program: Command): void {
       }
       const stack = (await openImage([ref], { verifyChain: true })) as Stack;
       let server: NbdServer | undefined;
+      let signals: ReturnType<typeof onStopSignal> | undefined;
       try {
         const flat = await sha256Device(stack);
         const summary = {
@@ -69,10 +71,12 @@ export function register(program: Command): void {
         await server.listen({ socket });
         const uri = nbdUri({ socket });
         output(opts.json, { ...summary, socket, uri }, () => human(summary) + '\n\n' + howToLook(uri, socket, dir, ref));
-        await waitForSignal();
+        signals = onStopSignal('closing');
+        await signals.stopped;
       } finally {
         await server?.close();
         await stack.close();
+        signals?.dispose();
       }
     });
 }
@@ -102,31 +106,12 @@ function human(s: {
 }
 
 function howToLook(uri: string, socket: string, dir: string, ref: string): string {
-  const mnt = path.join(dir, 'mnt');
   return [
     `Serving it over NBD at ${uri}`,
     `Look at it from another terminal:`,
-    `  qemu-img info '${uri}'`,
-    `  nbdinfo --map=qemu:allocation-depth '${uri}'     # which layer backs each extent`,
-    `  nbdcopy '${uri}' - | sha256sum`,
-    `Mount it through the kernel (root; needs libnbd-bin for nbdfuse):`,
-    `  mkdir -p ${dir}/fuse ${mnt} && nbdfuse -r ${dir}/fuse/disk --unix ${socket} &`,
-    `  sudo mount -o ro,loop ${dir}/fuse/disk ${mnt} && ls -R ${mnt}`,
-    `  sudo umount ${mnt} && sudo umount ${dir}/fuse`,
+    ...inspectCommands(uri, dir).map((c) => `  ${c}`),
     `Serve it again later, or from a registry after \`obd copy ${ref} HOST/REPO:TAG\`:`,
     `  obd serve ${ref} --socket ${socket}`,
     `Press Ctrl-C to stop.`,
   ].join('\n');
-}
-
-function waitForSignal(): Promise<void> {
-  return new Promise((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
 }

@@ -7,6 +7,7 @@ import type { BlockDevice } from '../io/types.ts';
 import { NbdServer, type NbdAddress, type NbdEvent, type NbdExportOptions } from '../nbd/index.ts';
 import type { ImageOptions } from '../image/open.ts';
 import { addCacheOptions, addRemoteOptions, cacheOptions, remoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
+import { onStopSignal } from './common.ts';
 
 interface ServeOptions extends RemoteFlags, CacheFlags {
   download?: boolean;
@@ -141,26 +142,13 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   process.stderr.write(lines.join('\n') + '\n');
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, exports }) + '\n');
 
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        process.stderr.write(`obd: ${signal} again, exiting without waiting\n`);
-        process.exit(130);
-      }
-      stopping = true;
-      process.stderr.write(`obd: ${signal}: finishing running requests and closing\n`);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  const signals = onStopSignal('finishing running requests and closing');
+  await signals.stopped;
   try {
     await server.close();
   } finally {
     await Promise.allSettled(devices.map((d) => d.close()));
-    process.removeAllListeners('SIGINT');
-    process.removeAllListeners('SIGTERM');
+    signals.dispose();
   }
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopped' }) + '\n');
 }
@@ -169,14 +157,15 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
  * Shell commands that look at a served export: metadata, layer provenance, a full copy, and
  * the kernel path (nbdfuse + loop device + mount). Used by `obd serve` and `obd demo`.
  */
-export function inspectCommands(uri: string): string[] {
+export function inspectCommands(uri: string, dir = '/tmp/obd'): string[] {
   const q = `'${uri.replace(/'/g, `'\\''`)}'`;
   return [
     `qemu-img info ${q}`,
-    `nbdinfo --map=qemu:allocation-depth ${q}`,
+    `nbdinfo --map=qemu:allocation-depth ${q}     # which layer backs each extent`,
     `nbdcopy ${q} - | sha256sum`,
-    `mkdir -p /tmp/obd-fuse /tmp/obd-mnt && nbdfuse -r /tmp/obd-fuse/disk ${q} &`,
-    `sudo mount -o ro,noload "$(sudo losetup -r -f --show /tmp/obd-fuse/disk)" /tmp/obd-mnt`,
+    `mkdir -p ${dir}/fuse ${dir}/mnt && nbdfuse -r ${dir}/fuse/disk ${q} &     # the kernel path (root)`,
+    `sudo mount -o ro,noload "$(sudo losetup -r -f --show ${dir}/fuse/disk)" ${dir}/mnt && ls ${dir}/mnt`,
+    `sudo umount ${dir}/mnt && sudo umount ${dir}/fuse     # detach again`,
   ];
 }
 

@@ -4,9 +4,9 @@
  * top when asked. An image is layer files, a config.v1.json, an `oci:DIR[:tag]` layout or
  * a registry reference.
  */
-import { stat, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { ChainError, FormatError, InvalidArgumentError, NotFoundError } from '../io/errors.ts';
-import { FileSource } from '../io/file.ts';
+import { FileSource, isFile } from '../io/file.ts';
 import type { BlockDevice, ByteSource } from '../io/types.ts';
 import { readAt } from '../io/util.ts';
 import { hasLsmtMagic } from '../lsmt/format.ts';
@@ -16,8 +16,8 @@ import { WritableLayer } from '../lsmt/writable.ts';
 import type { DownloadConfig } from '../remote/config.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
 import { parseReference } from '../remote/reference.ts';
-import { openImageSources, type ImageSources } from '../remote/sources.ts';
-import { TraceRecorder, TracingSource, replayTrace, traceMode, type ReplayResult } from '../remote/trace.ts';
+import type { ImageSources } from '../remote/sources.ts';
+import type { ReplayResult, TraceRecorder } from '../remote/trace.ts';
 import { isZFile, ZFileReader } from '../zfile/reader.ts';
 import { openTarEntry } from '../zfile/tar.ts';
 
@@ -109,10 +109,6 @@ export interface ImageOptions extends RemoteOptions, LazyOptions {
   onReplayDone?: (r: ReplayResult) => void;
 }
 
-async function isFile(p: string): Promise<boolean> {
-  return (await stat(p).catch(() => undefined))?.isFile() ?? false;
-}
-
 /**
  * True when `arg` names an image source rather than a layer file: an existing .json file,
  * `oci:…`, or a reference whose first component is a registry host (has a dot or a port,
@@ -149,6 +145,11 @@ export async function openImage(args: readonly string[], opts: ImageOptions = {}
 }
 
 async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> {
+  // Loaded here so commands on local files do not load the registry client at start-up.
+  const [{ openImageSources }, { TraceRecorder, TracingSource, replayTrace, traceMode }] = await Promise.all([
+    import('../remote/sources.ts'),
+    import('../remote/trace.ts'),
+  ]);
   const srcs = await openImageSources(spec, opts);
   let recorder: TraceRecorder | undefined;
   let stack: Stack;

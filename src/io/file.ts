@@ -1,4 +1,4 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { SyncReadGate, preadFull } from './fd-io.ts';
 import { ClosedError, NotFoundError, ObdError } from './errors.ts';
 import type { ByteSource } from './types.ts';
@@ -66,6 +66,11 @@ export class FileSource implements ByteSource {
     this.#fh = undefined;
     await fh?.close();
   }
+}
+
+/** True when `path` exists and is a regular file. */
+export async function isFile(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isFile() ?? false;
 }
 
 /** Turns a Node fs error into a typed error that names the path. */

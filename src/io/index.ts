@@ -6,3 +6,4 @@ export * from './util.ts';
 export * from './sink.ts';
 export * from './fd-io.ts';
 export * from './lock.ts';
+export * from './crc.ts';

@@ -55,6 +55,16 @@ export class SliceSource implements ByteSource {
   }
 }
 
+/** Little-endian u64 as a number (exact below 2^53, which every offset and size here is). */
+export function readU64(dv: DataView, off: number): number {
+  return dv.getUint32(off, true) + dv.getUint32(off + 4, true) * 2 ** 32;
+}
+
+export function writeU64(dv: DataView, off: number, v: number): void {
+  dv.setUint32(off, v >>> 0, true);
+  dv.setUint32(off + 4, Math.floor(v / 2 ** 32), true);
+}
+
 /** Parses sizes such as `64G`, `512K`, `1.5M`, `4096` (binary units). */
 export function parseSize(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$/i.exec(text);

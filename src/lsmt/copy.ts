@@ -5,7 +5,7 @@
  * current one is written, so a commit of scattered 4 KiB writes is not one round trip per
  * mapping.
  *
- * Sources that can read synchronously (plain files, a writable layer's data file) are read
+ * Pieces a source can serve synchronously (tryReadSync: files in the page cache) are read
  * with blocking preads: a commit of 16k scattered 4 KiB pieces spends ~17 ms that way
  * against 30–60 ms through the thread pool on two cores. The event loop gets a turn after
  * every SYNC_SLICE bytes, so a long commit does not starve other work.
@@ -16,10 +16,8 @@
  */
 import { rm } from 'node:fs/promises';
 import { ShortReadError } from '../io/errors.ts';
-import { FileSource } from '../io/file.ts';
 import { FileSink } from '../io/sink.ts';
 import type { ByteSink, ByteSource } from '../io/types.ts';
-import { preadFullSync } from '../io/fd-io.ts';
 import { SECTOR } from './format.ts';
 import type { MappingTable } from './table.ts';
 import type { SealedLayerWriter } from './writer.ts';
@@ -32,21 +30,6 @@ const BATCH = 8 << 20;
 const BATCH_ITEMS = 4096;
 /** Bytes read synchronously between yields to the event loop. */
 const SYNC_SLICE = 1 << 20;
-
-/** A source that can also read synchronously; returns the count like ByteSource.read resolves it. */
-export interface SyncReadable {
-  readSync(buf: Uint8Array, offset: number): number;
-}
-
-function syncReader(src: ByteSource): ((buf: Uint8Array, offset: number) => number) | undefined {
-  const s = src as ByteSource & Partial<SyncReadable>;
-  if (typeof s.readSync === 'function') return (buf, offset) => s.readSync!(buf, offset);
-  if (src instanceof FileSource) {
-    const fd = src.handle.fd;
-    return (buf, offset) => preadFullSync(fd, buf, offset);
-  }
-  return undefined;
-}
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -145,7 +128,6 @@ export async function copyMappings(
     if (rLen > 0) b.reads.push(rLayer, rFile, rAt, rLen);
   };
 
-  const sync = sources.map(syncReader);
   const fill = async (b: Batch): Promise<void> => {
     const jobs: Promise<void>[] = [];
     const r = b.reads;
@@ -153,12 +135,11 @@ export async function copyMappings(
     for (let k = 0; k < r.length; k += 4) {
       const src = sources[r[k]!]!;
       const view = b.buf.subarray(r[k + 2]!, r[k + 2]! + r[k + 3]!);
-      const readNow = sync[r[k]!];
-      if (!readNow) {
+      const n = src.tryReadSync?.(view, r[k + 1]!);
+      if (n === undefined) {
         jobs.push(readFull(src, view, r[k + 1]!));
         continue;
       }
-      const n = readNow(view, r[k + 1]!);
       if (n !== view.length) throw new ShortReadError(src.name, r[k + 1]!, view.length, n);
       sinceYield += n;
       if (sinceYield >= SYNC_SLICE) {

@@ -3,6 +3,7 @@
  * (spec/lsmt.md, reference.md §2.1–2.2). Pure encode/decode; no I/O.
  */
 import { FormatError } from '../io/errors.ts';
+import { readU64, writeU64 } from '../io/util.ts';
 
 export const SECTOR = 512;
 export const HT_SPACE = 4096;
@@ -52,15 +53,6 @@ export function hasLsmtMagic(b: Uint8Array): boolean {
   for (let i = 0; i < 8; i++) if (b[i] !== MAGIC0[i]) return false;
   for (let i = 0; i < 16; i++) if (b[8 + i] !== MAGIC1[i]) return false;
   return true;
-}
-
-function readU64(dv: DataView, off: number): number {
-  return dv.getUint32(off, true) + dv.getUint32(off + 4, true) * 2 ** 32;
-}
-
-function writeU64(dv: DataView, off: number, v: number): void {
-  dv.setUint32(off, v >>> 0, true);
-  dv.setUint32(off + 4, Math.floor(v / 2 ** 32), true);
 }
 
 function readCString(b: Uint8Array, off: number, len: number): string {

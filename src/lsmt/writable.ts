@@ -38,8 +38,7 @@ import {
   randomUuid,
   type HeaderTrailer,
 } from './format.ts';
-import type { SyncReadable } from './copy.ts';
-import { SyncReadGate, preadFull, preadFullSync, pwriteFull } from '../io/fd-io.ts';
+import { SyncReadGate, preadFull, pwriteFull } from '../io/fd-io.ts';
 import { checkUuid } from './identity.ts';
 import { wrapWriteError } from './io-errors.ts';
 import { Level0Index } from './level0.ts';
@@ -120,7 +119,7 @@ export class WritableLayer implements BlockDevice {
   /** Data-file header (commit takes the virtual size and parent from it). */
   readonly dataHeader: HeaderTrailer;
   /** Source of the data file's bytes (entries' moffsets point into it). */
-  readonly dataSource: ByteSource & SyncReadable;
+  readonly dataSource: ByteSource;
   #size: number;
   readonly #data: FileHandle;
   readonly #index: FileHandle;
@@ -180,7 +179,7 @@ export class WritableLayer implements BlockDevice {
         return self.#dataLanded;
       },
       read: (buf, offset) => this.#readData(buf, offset, false),
-      readSync: (buf, offset) => preadFullSync(this.#data.fd, buf, offset),
+      tryReadSync: (buf, offset) => this.#gate.read(this.#data.fd, buf, offset),
       close: async () => {},
     };
   }

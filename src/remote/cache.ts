@@ -17,7 +17,7 @@ import path from 'node:path';
 import { crc32c } from '@node-rs/crc32';
 import { ClosedError, InvalidArgumentError } from '../io/errors.ts';
 import { wrapFsError } from '../io/file.ts';
-import { SyncReadGate } from '../io/fd-io.ts';
+import { SyncReadGate, preadFull } from '../io/fd-io.ts';
 import { writeFull } from '../io/sink.ts';
 import { checkUnit, DEFAULT_UNIT, type ChunkStore } from './lazy-source.ts';
 import { isDigest } from './reference.ts';
@@ -413,12 +413,7 @@ export class CacheEntry implements ChunkStore {
         if (!this.has(u)) return false;
         if (!this.#verified[u] && !(await this.#verify(fh, u))) return false;
       }
-      let done = 0;
-      while (done < buf.length) {
-        const { bytesRead } = await fh.read(buf, done, buf.length - done, offset + done);
-        if (bytesRead === 0) return false;
-        done += bytesRead;
-      }
+      if ((await preadFull(fh.fd, buf, offset)) !== buf.length) return false;
       this.#known.lastUse = ++useClock;
       return true;
     } finally {
@@ -430,8 +425,7 @@ export class CacheEntry implements ChunkStore {
   async #verify(fh: FileHandle, u: number): Promise<boolean> {
     const len = this.#unitLength(u);
     const b = Buffer.allocUnsafe(len);
-    const { bytesRead } = await fh.read(b, 0, len, u * this.unit);
-    if (bytesRead === len && crc32c(b) === this.#meta.crcs[u]) {
+    if ((await preadFull(fh.fd, b, u * this.unit)) === len && crc32c(b) === this.#meta.crcs[u]) {
       this.#verified[u] = 1;
       return true;
     }

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FormatError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
+import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
 import { readAt } from '../io/util.ts';
 import { hasLsmtMagic } from '../lsmt/format.ts';
@@ -56,38 +57,6 @@ export class ConcatSource implements ByteSource {
   }
 }
 
-class ZeroSource implements ByteSource {
-  readonly name = 'zeros';
-  readonly size: number;
-  constructor(size: number) {
-    this.size = size;
-  }
-  async read(buf: Uint8Array, offset: number): Promise<number> {
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
-    buf.fill(0, 0, n);
-    return n;
-  }
-  async close(): Promise<void> {}
-}
-
-class BytesSource implements ByteSource {
-  readonly name: string;
-  readonly bytes: Uint8Array;
-  constructor(bytes: Uint8Array, name: string) {
-    this.bytes = bytes;
-    this.name = name;
-  }
-  get size(): number {
-    return this.bytes.length;
-  }
-  async read(buf: Uint8Array, offset: number): Promise<number> {
-    const n = Math.max(0, Math.min(buf.length, this.bytes.length - offset));
-    buf.set(this.bytes.subarray(offset, offset + n));
-    return n;
-  }
-  async close(): Promise<void> {}
-}
-
 /** sha256 digest of a whole source. */
 export async function digestSource(src: ByteSource, onProgress?: (done: number) => void): Promise<string> {
   const hash = createHash('sha256');
@@ -124,7 +93,7 @@ export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWri
     if (await openTarEntry(src)) kind = 'tar';
     else if (await isZFile(src)) {
       kind = 'zfile';
-      src = new ConcatSource(`tar(${src.name})`, [new BytesSource(tarHeaderBlocks(src.size), 'tar header'), src, new ZeroSource(tarTrailerSize(src.size))]);
+      src = new ConcatSource(`tar(${src.name})`, [new MemorySource(tarHeaderBlocks(src.size), 'tar header'), src, new MemorySource(new Uint8Array(tarTrailerSize(src.size)), 'tar trailer')]);
     } else if (src.size >= 512 && hasLsmtMagic(await readAt(src, 0, 512))) {
       kind = 'lsmt';
       await src.close();
@@ -223,7 +192,7 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
 export async function putImage(repo: Repository, layers: Descriptor[], tag: string | undefined): Promise<{ digest: string; config: string }> {
   const configBytes = imageConfig(layers);
   const configDigest = 'sha256:' + createHash('sha256').update(configBytes).digest('hex');
-  await repo.putBlob(configDigest, new BytesSource(configBytes, 'image config'));
+  await repo.putBlob(configDigest, new MemorySource(configBytes, 'image config'));
   const manifest: ImageManifest = {
     schemaVersion: 2,
     mediaType: MediaType.ociManifest,

@@ -3,7 +3,7 @@
  * or a registry reference → the image's outer layer sources bottom → top (to be peeled
  * tar → zfile → LSMT and stacked by src/image), plus the upper and trace settings.
  */
-import { stat } from 'node:fs/promises';
+import { isFile } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { openImageConfig, type DownloadConfig } from './config.ts';
 import { startBackgroundDownload } from './download.ts';
@@ -28,10 +28,6 @@ export interface ImageSources {
    */
   startDownloads(opts?: DownloadConfig): { done: Promise<void>; stop(): Promise<void> } | undefined;
   close(): Promise<void>;
-}
-
-async function isFile(p: string): Promise<boolean> {
-  return (await stat(p).catch(() => undefined))?.isFile() ?? false;
 }
 
 export async function openImageSources(spec: string, opts: RemoteOptions & LazyOptions = {}): Promise<ImageSources> {

@@ -5,7 +5,7 @@
  * byte space, so the recorder wraps the layer sources after tar/zfile are peeled.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { crc32c } from '@node-rs/crc32';
+import { rawCrc32c } from '../io/crc.ts';
 import { FormatError, NotSupportedError } from '../io/errors.ts';
 import type { ByteSource } from '../io/types.ts';
 
@@ -19,11 +19,6 @@ export interface TraceRecord {
   layer: number;
   offset: number;
   count: number;
-}
-
-/** The reference's raw CRC32C (no inversion in or out), continuing from `seed`. */
-function rawCrc32c(buf: Uint8Array, seed: number): number {
-  return ~crc32c(buf as Buffer, ~seed >>> 0) >>> 0;
 }
 
 export function encodeTrace(records: readonly TraceRecord[]): Buffer {

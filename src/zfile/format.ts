@@ -2,6 +2,7 @@
  * ZFile on-disk structures (spec/zfile.md, reference.md §3): the 512-byte header/trailer,
  * constants and validation. Pure encode/decode; no I/O.
  */
+import { readU64, writeU64 } from '../io/util.ts';
 import { rawCrc32c } from './crc.ts';
 import { ZFileChecksumError, ZFileFormatError } from './errors.ts';
 
@@ -79,16 +80,6 @@ export function hasZFileMagic(b: Uint8Array): boolean {
   for (let i = 0; i < 8; i++) if (b[i] !== MAGIC0[i]) return false;
   for (let i = 0; i < 16; i++) if (b[8 + i] !== MAGIC1[i]) return false;
   return true;
-}
-
-function readU64(dv: DataView, off: number): number {
-  const v = dv.getUint32(off, true) + dv.getUint32(off + 4, true) * 2 ** 32;
-  return v;
-}
-
-function writeU64(dv: DataView, off: number, v: number): void {
-  dv.setUint32(off, v >>> 0, true);
-  dv.setUint32(off + 4, Math.floor(v / 2 ** 32), true);
 }
 
 /** The digest of a 512-byte header/trailer: raw CRC over all 512 bytes with bytes 28..31 zeroed. */

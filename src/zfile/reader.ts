@@ -310,9 +310,8 @@ export class ZFileReader implements ByteSource {
         continue;
       }
       if (!src.tryReadSync) return undefined;
-      let j = i;
-      let bytes = this.table.length(i);
-      while (j < last && !this.#cache.has(j + 1) && bytes + this.table.length(j + 1) <= FETCH_MAX) bytes += this.table.length(++j);
+      const j = this.#runEnd(i, last);
+      const bytes = this.table.offset(j) + this.table.length(j) - this.table.offset(i);
       if (this.#scratch.length < bytes) this.#scratch = Buffer.allocUnsafe(Math.max(bytes, FETCH_MAX));
       const raw = this.#scratch.subarray(0, bytes);
       const at = this.table.offset(i);
@@ -357,9 +356,7 @@ export class ZFileReader implements ByteSource {
         task = e.promise.then((d) => copyPart(at, d, out, offset));
         i++;
       } else {
-        let j = i;
-        let bytes = this.table.length(i);
-        while (j < last && !this.#cache.has(j + 1) && bytes + this.table.length(j + 1) <= FETCH_MAX) bytes += this.table.length(++j);
+        const j = this.#runEnd(i, last);
         task = this.#fetchRun(i, j, out, offset);
         i = j + 1;
       }
@@ -368,6 +365,14 @@ export class ZFileReader implements ByteSource {
     }
     if (!tasks) return only;
     return settleAll(tasks);
+  }
+
+  /** The last block of a run from `i`: uncached neighbours up to `last`, at most FETCH_MAX stored bytes. */
+  #runEnd(i: number, last: number): number {
+    let j = i;
+    let bytes = this.table.length(i);
+    while (j < last && !this.#cache.has(j + 1) && bytes + this.table.length(j + 1) <= FETCH_MAX) bytes += this.table.length(++j);
+    return j;
   }
 
   /** Fetches blocks i..j in one source read and decodes them into `out` (or the cache). */
