@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { SyncReadGate } from '../../src/io/fd-io.ts';
+
+test('SyncReadGate reads synchronously, backs off after a run of slow reads, and comes back', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-gate-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'f');
+  writeFileSync(file, Buffer.from('0123456789'));
+  const fd = openSync(file, 'r');
+  t.after(() => closeSync(fd));
+
+  let clock = 0;
+  let step = 0; // how far each clock read moves time: 0 = instant reads, 1 = 1 ms per read
+  const gate = new SyncReadGate(true, () => (clock += step));
+  const buf = new Uint8Array(4);
+  assert.equal(gate.read(fd, buf, 2), 4);
+  assert.equal(Buffer.from(buf).toString(), '2345');
+  assert.equal(gate.read(fd, new Uint8Array(512 * 1024), 0), undefined, 'large reads go to the thread pool');
+
+  step = 1;
+  for (let i = 0; i < 3; i++) assert.equal(gate.read(fd, buf, 0), 4, `slow read ${i + 1} is still served`);
+  step = 0;
+  assert.equal(gate.read(fd, buf, 0), 4, 'a fast read breaks the run');
+  step = 1;
+  for (let i = 0; i < 4; i++) assert.equal(gate.read(fd, buf, 0), 4);
+  step = 0;
+  assert.equal(gate.read(fd, buf, 0), undefined, 'four slow reads in a row: reads go async');
+  clock += 999;
+  assert.equal(gate.read(fd, buf, 0), undefined, 'still backing off just before a second has passed');
+  clock += 2;
+  assert.equal(gate.read(fd, buf, 6), 4, 'synchronous again after the back-off');
+  assert.equal(Buffer.from(buf).toString(), '6789');
+
+  assert.equal(new SyncReadGate(false).read(fd, buf, 0), undefined, 'a disabled gate never reads');
+});
