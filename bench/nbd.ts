@@ -13,7 +13,7 @@
  * Run: node bench/nbd.ts [--quick] [--rounds N] [--runtime S] [--no-raw] [--no-layers]
  *      [--cpu-server N] [--cpu-client N]
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
@@ -22,7 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { importRaw } from '../src/lsmt/import.ts';
 import { writeSealedLayer, type ExtentSpec } from '../src/lsmt/writer.ts';
-import { Rng, median, table, writeResults } from './util.ts';
+import { Rng, median, sh, table, writeResults } from './util.ts';
 
 const argv = process.argv.slice(2);
 const flag = (name: string) => argv.includes(name);
@@ -59,12 +59,6 @@ interface Server {
   socket: string;
   size: number;
   child?: ChildProcess;
-}
-
-function sh(cmd: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(cmd, args, { maxBuffer: 1 << 26 }, (e, out, err) => (e ? reject(new Error(`${cmd} ${args.slice(0, 4).join(' ')}…: ${err || e.message}`)) : resolve(out))),
-  );
 }
 
 async function connectable(socket: string): Promise<boolean> {

@@ -1,4 +1,5 @@
 /** Small shared helpers for the benchmarks: a seeded RNG, medians, Markdown tables, results files. */
+import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,4 +44,11 @@ export async function writeResults(name: string, markdown: string): Promise<void
   const text = markdown.replace(/\n/, `\n\n${stamp}`);
   await writeFile(path.join(RESULTS, `${name}.md`), text);
   process.stdout.write(text + '\n');
+}
+
+/** Runs a command to completion; resolves its stdout, rejects with its stderr. */
+export function sh(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(cmd, args, { maxBuffer: 1 << 26 }, (e, out, err) => (e ? reject(new Error(`${cmd} ${args.slice(0, 4).join(' ')}…: ${err || e.message}`)) : resolve(out))),
+  );
 }
