@@ -208,7 +208,7 @@ function timeLookups(st: Stack, offs: Float64Array): number {
   const t0 = performance.now();
   for (let i = 0; i < offs.length; i++) check += st.lookup.firstEndingAfter(offs[i]! / 512);
   const ns = ((performance.now() - t0) * 1e6) / offs.length;
-  if (check < 0) throw new Error('unreachable');
+  if (check < 0) throw new Error('a lookup returned a negative segment index');
   return ns;
 }
 
@@ -236,19 +236,20 @@ async function qcowPeer(dir: string, layers: number[][], top: Stack, offs: Float
   const empty = path.join(dir, 'empty.cmds');
   await writeFile(reads, Array.from(offs, (o) => `read -q ${o} 4k\n`).join(''));
   await writeFile(empty, '');
-  const runs = new Map<number, number[]>();
+  const runs = chain.map((): number[] => []);
   return {
     run(n) {
       const ms = qemuIo(chain[n - 1]!, reads, true) - qemuIo(chain[n - 1]!, empty, true);
-      (runs.get(n) ?? runs.set(n, []).get(n)!).push(offs.length / (ms / 1000));
+      runs[n - 1]!.push(offs.length / (ms / 1000));
     },
-    iops: (n) => median(runs.get(n)!),
+    iops: (n) => median(runs[n - 1]!),
   };
 }
 
 async function readBench(dir: string): Promise<string> {
   const Ns = quick ? [1, 16, 256] : [1, 4, 16, 64, 256];
-  const { files: all, layers } = await buildStack(dir, 256);
+  const top = Ns.at(-1)!;
+  const { files: all, layers } = await buildStack(dir, top);
   const base = layers[0]!;
   const flat = path.join(dir, 'flat256.lsmt');
   await flatten(all, flat);
@@ -279,7 +280,7 @@ async function readBench(dir: string): Promise<string> {
     const plans = { base: planPreads(st, fds, offs.base), mapped: planPreads(st, fds, offs.mapped), uniform: planPreads(st, fds, offs.uniform) };
     state.set(n, { st, fds, openMs, offs, plans, runs: { base: [], mapped: [], uniform: [] }, lookupNs: [] });
   }
-  const qcow = await qcowPeer(dir, layers, state.get(256)!.st, state.get(1)!.offs.base.subarray(0, quick ? 20_000 : 50_000));
+  const qcow = await qcowPeer(dir, layers, state.get(top)!.st, state.get(1)!.offs.base.subarray(0, quick ? 20_000 : 50_000));
   // Alternate A B A B … so drift hits every N alike (benchmarking.md §3).
   for (let round = 0; round < (quick ? 2 : 5); round++) {
     for (const n of cases) {
@@ -294,7 +295,7 @@ async function readBench(dir: string): Promise<string> {
     for (const fd of s.fds) closeSync(fd);
   }
   const med = (n: Case, set: ReadSet, k: keyof Timing): number => median(state.get(n)!.runs[set].map((t) => t[k]));
-  const label = (n: Case): string => (n === 'flat' ? '1 (flattened 256)' : String(n));
+  const label = (n: Case): string => (n === 'flat' ? `1 (flattened ${top})` : String(n));
   const ratio = (n: Case, set: ReadSet, k: keyof Timing): string => (med(n, set, k) / med(1, set, k)).toFixed(3);
   /** The N/1 the stack would show if its own work did not grow with N: N=1's time plus only what the kernel adds at N. */
   const ceiling = (n: Case, set: ReadSet): string => {
@@ -332,7 +333,6 @@ async function readBench(dir: string): Promise<string> {
       ratio(n, 'uniform', 'bare'),
     ]),
   );
-  const top = Ns.at(-1)!;
   const vsFlat = SETS.map((set) => `${set} ${(med(top, set, 'stack') / med('flat', set, 'stack')).toFixed(3)}×`).join(', ');
   const got = med(top, 'base', 'stack') / med(1, 'base', 'stack');
   const verdict =
