@@ -24,6 +24,18 @@ export async function settleAll(jobs: readonly Promise<unknown>[]): Promise<void
   for (const s of settled) if (s.status === 'rejected') throw s.reason;
 }
 
+/**
+ * For a loop that starts several reads into one buffer and then fails synchronously: waits
+ * for the reads already started (their own failures are absorbed), then rejects with `error`.
+ * Rejecting at once would let the caller reuse the buffer while those reads still fill it.
+ */
+export function failAfter(jobs: readonly Promise<unknown>[] | undefined, error: unknown): Promise<never> {
+  if (!jobs || jobs.length === 0) return Promise.reject(error);
+  return Promise.allSettled(jobs).then(() => {
+    throw error;
+  });
+}
+
 /** A window [base, base+size) of another source, e.g. a tar member. */
 export class SliceSource implements ByteSource {
   readonly name: string;

@@ -16,6 +16,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { ShortReadError } from '../io/errors.ts';
+import { failAfter, settleAll } from '../io/util.ts';
 import { FileSink } from '../io/sink.ts';
 import type { ByteSink, ByteSource } from '../io/types.ts';
 import { SECTOR } from './format.ts';
@@ -132,22 +133,26 @@ export async function copyMappings(
     const jobs: Promise<void>[] = [];
     const r = b.reads;
     let sinceYield = 0;
-    for (let k = 0; k < r.length; k += 4) {
-      const src = sources[r[k]!]!;
-      const view = b.buf.subarray(r[k + 2]!, r[k + 2]! + r[k + 3]!);
-      const n = src.tryReadSync?.(view, r[k + 1]!);
-      if (n === undefined) {
-        jobs.push(readFull(src, view, r[k + 1]!));
-        continue;
+    try {
+      for (let k = 0; k < r.length; k += 4) {
+        const src = sources[r[k]!]!;
+        const view = b.buf.subarray(r[k + 2]!, r[k + 2]! + r[k + 3]!);
+        const n = src.tryReadSync?.(view, r[k + 1]!);
+        if (n === undefined) {
+          jobs.push(readFull(src, view, r[k + 1]!));
+          continue;
+        }
+        if (n !== view.length) throw new ShortReadError(src.name, r[k + 1]!, view.length, n);
+        sinceYield += n;
+        if (sinceYield >= SYNC_SLICE) {
+          sinceYield = 0;
+          await yieldToLoop();
+        }
       }
-      if (n !== view.length) throw new ShortReadError(src.name, r[k + 1]!, view.length, n);
-      sinceYield += n;
-      if (sinceYield >= SYNC_SLICE) {
-        sinceYield = 0;
-        await yieldToLoop();
-      }
+    } catch (e) {
+      return failAfter(jobs, e);
     }
-    await Promise.all(jobs);
+    await settleAll(jobs);
   };
 
   plan(cur);

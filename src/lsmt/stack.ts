@@ -6,7 +6,7 @@
  */
 import { ChainError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
 import type { BlockDevice, ByteSource, Extent, ExtentKind } from '../io/types.ts';
-import { settleAll } from '../io/util.ts';
+import { failAfter, settleAll } from '../io/util.ts';
 import { SECTOR, isNullUuid } from './format.ts';
 import { IndexLookup, REC } from './lookup.ts';
 import { mergeIndexes } from './merged-index.ts';
@@ -158,9 +158,14 @@ export function readMapped(lookup: IndexLookup, sources: readonly ByteSource[], 
   if (!more) return readPiece(sources[rLayer]!, buf, rBuf, rLen, rFile) ?? DONE;
   more.push(rLayer, rFile, rBuf, rLen);
   let jobs: Promise<void>[] | undefined;
-  for (let k = 0; k < more.length; k += 4) {
-    const job = readPiece(sources[more[k]!]!, buf, more[k + 2]!, more[k + 3]!, more[k + 1]!);
-    if (job) (jobs ??= []).push(job);
+  try {
+    for (let k = 0; k < more.length; k += 4) {
+      const job = readPiece(sources[more[k]!]!, buf, more[k + 2]!, more[k + 3]!, more[k + 1]!);
+      if (job) (jobs ??= []).push(job);
+    }
+  } catch (e) {
+    // A later piece failed at once: the read settles only after the earlier ones have.
+    return failAfter(jobs, e);
   }
   return jobs ? settleAll(jobs) : DONE;
 }

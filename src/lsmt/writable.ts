@@ -18,7 +18,7 @@ import { ChainError, ClosedError, FormatError, InvalidArgumentError, NotSupporte
 import { wrapFsError } from '../io/file.ts';
 import { WriterLock, assertUnlocked } from '../io/lock.ts';
 import { writeFull } from '../io/sink.ts';
-import { settleAll } from '../io/util.ts';
+import { failAfter, settleAll } from '../io/util.ts';
 import type { BlockDevice, ByteSource, Extent } from '../io/types.ts';
 import {
   ENTRY_SIZE,
@@ -327,28 +327,33 @@ export class WritableLayer implements BlockDevice {
       if (lowTo > from) (jobs ??= []).push(lower!.read(buf.subarray(from - offset, lowTo - offset), from));
       if (to > lowTo) buf.fill(0, Math.max(from, lowTo) - offset, to - offset);
     };
-    this.#l0.visit(Math.floor(offset / SECTOR), Math.ceil(end / SECTOR), (o, l, m, z) => {
-      let s = o * SECTOR;
-      let fileOff = m * SECTOR;
-      if (s < offset) {
-        fileOff += offset - s;
-        s = offset;
-      }
-      const e = Math.min((o + l) * SECTOR, end);
-      if (s > pos) gap(pos, s);
-      if (z) {
-        buf.fill(0, s - offset, e - offset);
-      } else if (rLen > 0 && rBuf + rLen === s - offset && rFile + rLen === fileOff) {
-        rLen += e - s;
-      } else {
-        if (rLen > 0) (jobs ??= []).push(this.#readData(buf.subarray(rBuf, rBuf + rLen), rFile, true));
-        rBuf = s - offset;
-        rFile = fileOff;
-        rLen = e - s;
-      }
-      pos = e;
-    });
-    if (pos < end) gap(pos, end);
+    try {
+      this.#l0.visit(Math.floor(offset / SECTOR), Math.ceil(end / SECTOR), (o, l, m, z) => {
+        let s = o * SECTOR;
+        let fileOff = m * SECTOR;
+        if (s < offset) {
+          fileOff += offset - s;
+          s = offset;
+        }
+        const e = Math.min((o + l) * SECTOR, end);
+        if (s > pos) gap(pos, s);
+        if (z) {
+          buf.fill(0, s - offset, e - offset);
+        } else if (rLen > 0 && rBuf + rLen === s - offset && rFile + rLen === fileOff) {
+          rLen += e - s;
+        } else {
+          if (rLen > 0) (jobs ??= []).push(this.#readData(buf.subarray(rBuf, rBuf + rLen), rFile, true));
+          rBuf = s - offset;
+          rFile = fileOff;
+          rLen = e - s;
+        }
+        pos = e;
+      });
+      if (pos < end) gap(pos, end);
+    } catch (e) {
+      // A lower device that throws at once must not settle this read before the pieces already started.
+      return failAfter(jobs, e);
+    }
     if (rLen > 0) {
       const last = this.#readData(buf.subarray(rBuf, rBuf + rLen), rFile, true);
       if (!jobs) return last.then(() => {});
