@@ -36,6 +36,16 @@ export function failAfter(jobs: readonly Promise<unknown>[] | undefined, error: 
   });
 }
 
+/**
+ * Marks a read-ahead as observed: it is awaited only after other work (a write of the previous
+ * chunk), and a failure meanwhile must not be an unhandled rejection that kills the process.
+ * The returned promise still rejects for whoever awaits it.
+ */
+export function ahead<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
 /** A window [base, base+size) of another source, e.g. a tar member. */
 export class SliceSource implements ByteSource {
   readonly name: string;

@@ -16,7 +16,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { ShortReadError } from '../io/errors.ts';
-import { failAfter, settleAll } from '../io/util.ts';
+import { ahead, failAfter, settleAll } from '../io/util.ts';
 import { FileSink } from '../io/sink.ts';
 import type { ByteSink, ByteSource } from '../io/types.ts';
 import { SECTOR } from './format.ts';
@@ -156,23 +156,18 @@ export async function copyMappings(
   };
 
   plan(cur);
-  let filling = fill(cur);
+  let filling = ahead(fill(cur));
   while (cur.n > 0) {
     await filling;
     plan(next);
-    filling = next.n > 0 ? fill(next) : Promise.resolve();
-    try {
-      for (let k = 0; k < cur.n; k++) {
-        if (cur.zeroed[k] === 1) {
-          await writer.addZeroed(cur.offset[k]!, cur.sectors[k]!, cur.tag[k]!);
-        } else {
-          const at = cur.bufAt[k]!;
-          await writer.addData(cur.offset[k]!, cur.buf.subarray(at, at + cur.sectors[k]! * SECTOR), cur.tag[k]!);
-        }
+    filling = next.n > 0 ? ahead(fill(next)) : Promise.resolve();
+    for (let k = 0; k < cur.n; k++) {
+      if (cur.zeroed[k] === 1) {
+        await writer.addZeroed(cur.offset[k]!, cur.sectors[k]!, cur.tag[k]!);
+      } else {
+        const at = cur.bufAt[k]!;
+        await writer.addData(cur.offset[k]!, cur.buf.subarray(at, at + cur.sectors[k]! * SECTOR), cur.tag[k]!);
       }
-    } catch (e) {
-      filling.catch(() => {});
-      throw e;
     }
     done += cur.bytes;
     onProgress?.(done, total);
