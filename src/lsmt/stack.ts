@@ -10,7 +10,7 @@ import { failAfter, settleAll } from '../io/util.ts';
 import { SECTOR, isNullUuid } from './format.ts';
 import { IndexLookup, REC } from './lookup.ts';
 import { mergeIndexes } from './merged-index.ts';
-import type { SealedLayer } from './sealed.ts';
+import { tableEnd, type SealedLayer } from './sealed.ts';
 import type { MappingTable } from './table.ts';
 
 export interface StackOptions {
@@ -44,7 +44,7 @@ export class Stack implements BlockDevice {
     this.#owns = opts.ownsSources ?? true;
     this.#onClose = opts.onClose;
     this.name = opts.name ?? (layers.length === 1 ? layers[0]!.source.name : `stack of ${layers.length} layers (top ${layers.at(-1)!.source.name})`);
-    this.size = stackVirtualSize(layers);
+    this.size = checkStackSize(layers);
     this.index = mergeIndexes(layers.map((l) => l.index));
     this.lookup = new IndexLookup(this.index);
   }
@@ -84,6 +84,24 @@ export class Stack implements BlockDevice {
 export function stackVirtualSize(layers: readonly SealedLayer[]): number {
   for (let i = layers.length - 1; i >= 0; i--) if (layers[i]!.virtualSize > 0) return layers[i]!.virtualSize;
   return 0;
+}
+
+/**
+ * The stack's size, checked: some layer must set it, and no layer may map data past it (the
+ * reads there would silently drop that data).
+ */
+function checkStackSize(layers: readonly SealedLayer[]): number {
+  const size = stackVirtualSize(layers);
+  const top = layers.at(-1)!.source.name;
+  if (size === 0) throw new ChainError(`${top}: no layer of the stack sets a virtual size (every one is 0)`);
+  for (const l of layers) {
+    const end = tableEnd(l.index) * SECTOR;
+    if (end > size) {
+      const from = layers.findLast((x) => x.virtualSize > 0)!;
+      throw new ChainError(`${l.source.name}: maps data up to byte ${end}, past the stack's virtual size ${size} (set by ${from.source.name})`);
+    }
+  }
+  return size;
 }
 
 /** Checks every layer's parent uuid against the uuid of the layer below it. */

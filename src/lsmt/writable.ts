@@ -35,6 +35,8 @@ import {
   encodeHeaderTrailer,
   isNullUuid,
   parseHeaderTrailer,
+  checkVirtualSize,
+  MAX_VIRTUAL_SIZE,
   randomUuid,
   type HeaderTrailer,
 } from './format.ts';
@@ -187,8 +189,8 @@ export class WritableLayer implements BlockDevice {
   /** Creates a new data + index file pair (refusing to replace existing files unless asked). */
   static async create(dataPath: string, indexPath: string, opts: WritableCreateOptions): Promise<WritableLayer> {
     let vsize = opts.virtualSize;
-    if (!Number.isSafeInteger(vsize) || vsize < 0 || vsize % SECTOR !== 0) {
-      throw new InvalidArgumentError(`virtual size ${vsize} must be a whole number of 512-byte sectors`);
+    if (!Number.isSafeInteger(vsize) || vsize < 0 || vsize % SECTOR !== 0 || vsize > MAX_VIRTUAL_SIZE) {
+      throw new InvalidArgumentError(`virtual size ${vsize} must be a whole number of 512-byte sectors, at most ${MAX_VIRTUAL_SIZE}`);
     }
     if (vsize === 0 && opts.lower) vsize = opts.lower.size;
     if (path.resolve(dataPath) === path.resolve(indexPath)) throw new InvalidArgumentError(`${dataPath}: the data and index files must be different files`);
@@ -264,7 +266,7 @@ export class WritableLayer implements BlockDevice {
         size = opts.lower.size;
         if (!opts.readOnly) await rewriteVirtualSize(files, st.header, st.indexHeader, size);
       }
-      if (size % SECTOR !== 0) throw new FormatError(indexPath, `virtual size ${size} is not a multiple of 512`, 48);
+      checkVirtualSize(size, st.l0.endSector() * SECTOR, indexPath, 48, false);
       return new WritableLayer(files, { ...st, size }, opts);
     } catch (e) {
       await Promise.allSettled([data.close(), index?.close(), lock?.release()]);
