@@ -5,6 +5,7 @@
  * file become one file read.
  */
 import { ChainError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
+import { declareCapabilities } from '../io/capabilities.ts';
 import type { BlockDevice, ByteSource, Extent, ExtentKind } from '../io/types.ts';
 import { failAfter, settleAll } from '../io/util.ts';
 import { SECTOR, isNullUuid } from './format.ts';
@@ -27,6 +28,7 @@ export class Stack implements BlockDevice {
   readonly name: string;
   readonly size: number;
   readonly writable = false;
+  readonly capabilities = declareCapabilities({ write: false, trim: false, flush: false });
   readonly layers: readonly SealedLayer[];
   readonly index: MappingTable;
   readonly lookup: IndexLookup;

@@ -19,7 +19,8 @@ import { wrapFsError } from '../io/file.ts';
 import { WriterLock, assertUnlocked } from '../io/lock.ts';
 import { writeFull } from '../io/sink.ts';
 import { failAfter, settleAll } from '../io/util.ts';
-import type { BlockDevice, ByteSource, Extent } from '../io/types.ts';
+import type { BlockDevice, ByteSource, DeviceCapabilities, Extent } from '../io/types.ts';
+import { declareCapabilities } from '../io/capabilities.ts';
 import {
   ENTRY_SIZE,
   FLAG_DATA,
@@ -115,6 +116,7 @@ export class WritableLayer implements BlockDevice {
   readonly indexPath: string;
   readonly layerCount: number;
   readonly writable: boolean;
+  readonly capabilities: DeviceCapabilities;
   readonly uuid: string;
   readonly parentUuid: string;
   readonly recovery: RecoveryReport;
@@ -173,6 +175,7 @@ export class WritableLayer implements BlockDevice {
     this.#lower = opts.lower;
     this.#ownsLower = opts.ownsLower ?? true;
     this.writable = !opts.readOnly;
+    this.capabilities = declareCapabilities({ write: this.writable, trim: true, flush: true });
     this.layerCount = (opts.lower?.layerCount ?? 0) + 1;
     const self = this;
     this.dataSource = {

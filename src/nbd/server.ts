@@ -176,9 +176,8 @@ export class NbdServer {
     await stopped;
     const errors: unknown[] = [];
     for (const exp of this.#exports.list()) {
-      if (exp.readOnly || !exp.device.flush) continue;
       try {
-        await exp.device.flush();
+        await exp.ops.flush();
       } catch (e) {
         errors.push(e);
       }
