@@ -20,6 +20,7 @@ import type { ImageSources } from '../remote/sources.ts';
 import type { ReplayResult, TraceRecorder } from '../remote/trace.ts';
 import { isZFile, ZFileReader } from '../zfile/reader.ts';
 import { openTarEntry } from '../zfile/tar.ts';
+import { RecompressedLayerError, sniffStreamCompression } from './recompressed.ts';
 
 /** How a layer blob was wrapped, outermost first (e.g. ['tar', 'zfile', 'lsmt']). */
 export type Wrapping = ('tar' | 'zfile' | 'lsmt')[];
@@ -50,6 +51,8 @@ export async function openLayerSource(src: ByteSource, opts: LayerSourceOptions 
   }
   const head = await readAt(cur, 0, Math.min(512, cur.size));
   if (!hasLsmtMagic(head)) {
+    const compression = wrapping.length === 0 ? sniffStreamCompression(head) : undefined;
+    if (compression) throw new RecompressedLayerError(src.name, compression);
     const inside = wrapping.length ? ` inside the ${wrapping.join(' > ')} wrapper` : '';
     throw new FormatError(src.name, `not an LSMT layer (no LSMT magic at offset 0${inside})`, 0);
   }

@@ -18,6 +18,7 @@ import { hasLsmtMagic } from '../lsmt/format.ts';
 import { isZFile } from '../zfile/reader.ts';
 import { openTarEntry, tarHeaderBlocks, tarTrailerSize } from '../zfile/tar.ts';
 import { compressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
+import { RecompressedLayerError, sniffStreamCompression } from '../image/recompressed.ts';
 import { RemoteNotFoundError } from './errors.ts';
 import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
 import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, type Descriptor, type ImageManifest } from './manifest.ts';
@@ -101,6 +102,8 @@ export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWri
       await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
       src = await FileSource.open(out);
     } else {
+      const compression = sniffStreamCompression(await readAt(src, 0, Math.min(4, src.size)));
+      if (compression) throw new RecompressedLayerError(file, compression);
       throw new FormatError(file, 'not an overlaybd layer (expected an LSMT layer, a zfile, or a tar-wrapped one)', 0);
     }
     return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
