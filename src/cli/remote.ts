@@ -11,7 +11,7 @@ import { openRepository, resolveImage } from '../remote/image.ts';
 import { Annotation } from '../remote/manifest.ts';
 import { copyImage, pullImage } from '../remote/pull.ts';
 import { pushImage } from '../remote/push.ts';
-import { formatReference, parseReference, referenceTarget } from '../remote/reference.ts';
+import { formatReference, referenceTarget, resolveReference } from '../remote/reference.ts';
 import { intArg, output, progressBar, sizeArg } from './common.ts';
 
 export interface RemoteFlags {
@@ -115,7 +115,7 @@ export function register(program: Command): void {
   ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; json?: boolean }) => {
     const b = progressBar('pull', !o.json);
     try {
-      if (dir.startsWith('oci:')) {
+      if (dir.startsWith('oci:') || dir.startsWith('oci-archive:')) {
         const r = await copyImage(ref, dir, { ...remoteOptions(o), onProgress: b.onProgress });
         b.stop();
         output(o.json, r, () => `${r.blobs.map((x) => `${x.result.padEnd(8)} ${x.digest} ${formatSize(x.size).padStart(10)}`).join('\n')}\ncopied ${r.source} → ${r.target}@${r.digest}`);
@@ -152,12 +152,17 @@ export function register(program: Command): void {
     program
       .command('inspect')
       .description('show an image manifest: layers, sizes and overlaybd annotations')
-      .argument('<ref>', 'image reference (registry or oci:DIR)')
+      .argument('<ref>', 'image reference (registry, oci:DIR, oci-archive:FILE or a layout directory)')
+      .option('--raw', 'print the manifest (or index) exactly as stored, byte for byte')
       .option('--json', 'print the result as JSON'),
-  ).action(async (ref: string, o: RemoteFlags & { json?: boolean }) => {
-    const r = parseReference(ref);
+  ).action(async (ref: string, o: RemoteFlags & { raw?: boolean; json?: boolean }) => {
+    const r = await resolveReference(ref);
     const opened = await openRepository(r, remoteOptions(o));
     try {
+      if (o.raw) {
+        process.stdout.write((await opened.repo.getManifest(referenceTarget(r))).bytes);
+        return;
+      }
       const img = await resolveImage(opened.repo, referenceTarget(r), remoteOptions(o).platform);
       const value = { reference: formatReference(r), digest: img.digest, mediaType: img.raw.mediaType, manifest: img.manifest };
       output(o.json, value, () =>
