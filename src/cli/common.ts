@@ -2,10 +2,11 @@
  * What every `obd` command shares: printing (human or --json), progress bars on a TTY,
  * size parsing, and turning errors into one clear line plus an exit code.
  */
-import { rename, rm } from 'node:fs/promises';
+import { rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
-import { ObdError } from '../io/errors.ts';
+import { NotFoundError, ObdError } from '../io/errors.ts';
 import { parseSize } from '../io/util.ts';
 
 /** Prints a result: JSON on stdout with --json, else the human text. */
@@ -81,6 +82,8 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
  * failed or interrupted command leaves nothing half-written under the final name.
  */
 export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
+  const dir = path.dirname(path.resolve(finalPath));
+  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
   const tmp = `${finalPath}.tmp-${process.pid}-${Date.now().toString(36)}`;
   try {
     const r = await write(tmp);
