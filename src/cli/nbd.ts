@@ -55,7 +55,7 @@ Examples:
   obd serve base.lsmt app.lsmt --socket /tmp/obd.sock
   qemu-img info "nbd+unix:///?socket=/tmp/obd.sock"
   nbdinfo --map=qemu:allocation-depth "nbd+unix:///?socket=/tmp/obd.sock"
-  obd serve base.lsmt --export base --export app=base.lsmt,app.lsmt --listen 127.0.0.1:10809
+  obd serve base.lsmt --export base --export app=base.lsmt,app.lsmt --listen 10809
   obd serve base.lsmt app.lsmt --writable --upper rw.data rw.index --socket /tmp/obd.sock
   obd serve oci:./images:v1 --socket /tmp/obd.sock
   obd serve localhost:5000/disks/vm1:v1 --cache-dir /var/cache/obd --writable --upper rw.data rw.index

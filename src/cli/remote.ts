@@ -178,7 +178,8 @@ export function register(program: Command): void {
           ...img.manifest.layers.map((l, i) => {
             const a = l.annotations ?? {};
             const obd = a[Annotation.version] ? ` overlaybd ${a[Annotation.version]}${a[Annotation.fsType] ? ` ${a[Annotation.fsType]}` : ''}` : '';
-            return `layer ${i} ${l.digest} ${formatSize(l.size).padStart(10)}${obd}`;
+            const recompressed = /\+(gzip|zstd)$/.test(l.mediaType) ? ` ${l.mediaType} (a compressed stream, not servable)` : '';
+            return `layer ${i} ${l.digest} ${formatSize(l.size).padStart(10)}${obd}${recompressed}`;
           }),
         ].join('\n'),
       );
