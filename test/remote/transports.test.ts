@@ -22,7 +22,7 @@ async function nbdSha(uri: string): Promise<string> {
   return (await must('bash', ['-c', `nbdcopy '${uri}' - | sha256sum`])).split(' ')[0]!;
 }
 
-describe('references and blobs other tools made', () => {
+describe('references and blobs other tools made', { concurrency: true }, () => {
   let reg: RunningRegistry;
   let img: string;
   before(async () => {
