@@ -65,15 +65,10 @@ export function register(program: Command): void {
           return;
         }
         const exts = await stack.extents(0, stack.size);
-        output(false, undefined, () =>
-          [
-            `${'offset'.padStart(14)} ${'length'.padStart(14)}  kind  layer`,
-            ...exts.map(
-              (e) =>
-                `${String(e.offset).padStart(14)} ${String(e.length).padStart(14)}  ${e.kind.padEnd(4)}  ${e.layer < 0 ? '-' : `${e.layer} ${files[e.layer]}`}`,
-            ),
-          ].join('\n'),
+        const rows = exts.map(
+          (e) => `${String(e.offset).padStart(14)} ${String(e.length).padStart(14)}  ${e.kind.padEnd(4)}  ${e.layer < 0 ? '-' : `${e.layer} ${files[e.layer]}`}`,
         );
+        process.stdout.write([`${'offset'.padStart(14)} ${'length'.padStart(14)}  kind  layer`, ...rows].join('\n') + '\n');
       } finally {
         await stack.close();
       }

@@ -65,7 +65,7 @@ Examples:
 }
 
 /** `PORT` (on 127.0.0.1, so nothing is exposed by accident), `HOST:PORT` or `[IPv6]:PORT`. */
-export function hostPort(text: string): { host: string; port: number } {
+function hostPort(text: string): { host: string; port: number } {
   const m = /^(?:(?:\[([^\]]+)\]|([^:]*)):)?(\d+)$/.exec(text);
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) throw new InvalidArgumentError(`expected PORT or HOST:PORT, e.g. 10809 or 0.0.0.0:10809 (got "${text}")`);

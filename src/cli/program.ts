@@ -21,6 +21,10 @@ try {
   for (const [, load] of owner ? [owner] : AREAS) (await load()).register(program);
   await program.parseAsync(process.argv);
 } catch (e) {
-  if (e instanceof CommanderError && e.exitCode === 0) process.exitCode = 0;
-  else process.exitCode = e instanceof CommanderError ? (reportError(e, json), e.exitCode) : reportError(e, json);
+  // A CommanderError (thrown only with --json) carries its exit code: 0 after --help or --version.
+  if (!(e instanceof CommanderError)) process.exitCode = reportError(e, json);
+  else {
+    if (e.exitCode !== 0) reportError(e, json);
+    process.exitCode = e.exitCode;
+  }
 }

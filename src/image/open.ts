@@ -15,12 +15,12 @@ import { Stack, type StackOptions } from '../lsmt/stack.ts';
 import { WritableLayer } from '../lsmt/writable.ts';
 import type { DownloadConfig } from '../remote/config.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
+import { RecompressedLayerError, sniffStreamCompression } from '../remote/recompressed.ts';
 import { parseReference, resolveReference, transportOf, TRANSPORTS } from '../remote/reference.ts';
 import type { ImageSources } from '../remote/sources.ts';
 import type { ReplayResult, TraceRecorder } from '../remote/trace.ts';
 import { isZFile, ZFileReader } from '../zfile/reader.ts';
 import { openTarEntry } from '../zfile/tar.ts';
-import { RecompressedLayerError, sniffStreamCompression } from './recompressed.ts';
 
 /** How a layer blob was wrapped, outermost first (e.g. ['tar', 'zfile', 'lsmt']). */
 export type Wrapping = ('tar' | 'zfile' | 'lsmt')[];

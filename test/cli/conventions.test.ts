@@ -10,6 +10,7 @@ import net from 'node:net';
 import { mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { MapEntry } from '../../src/image/map.ts';
 import { FIXTURES, sha256 } from '../helpers/recipes.ts';
 import { obd, serveJson, treeDigest } from '../helpers/cli.ts';
 import { must } from '../nbd/helpers/run.ts';
@@ -18,16 +19,6 @@ import { tempDir } from '../remote/helpers/blobs.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const L = (n: string) => path.join(FIXTURES, 'lsmt', n);
-
-interface MapEntry {
-  start: number;
-  length: number;
-  depth: number;
-  present: boolean;
-  zero: boolean;
-  data: boolean;
-  offset?: number;
-}
 
 /** [start, end, value] runs of `value` over the entries, neighbours with equal values joined. */
 function runs<T extends { start?: number; offset?: number; length: number }>(entries: T[], value: (e: T) => unknown, at: (e: T) => number): [number, number, unknown][] {
