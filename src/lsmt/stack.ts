@@ -55,6 +55,14 @@ export class Stack implements BlockDevice {
     return this.layers.length;
   }
 
+  get uuid(): string {
+    return this.layers.at(-1)!.uuid;
+  }
+
+  get parentUuid(): string {
+    return this.layers.at(-1)!.parentUuid;
+  }
+
   read(buf: Uint8Array, offset: number): Promise<void> {
     const len = buf.length;
     try {

@@ -46,7 +46,6 @@ import { checkUuid } from './identity.ts';
 import { wrapWriteError } from './io-errors.ts';
 import { Level0Index } from './level0.ts';
 import { RangeLocks } from './range-lock.ts';
-import { Stack } from './stack.ts';
 import type { MappingTable } from './table.ts';
 
 /** Longest data piece one entry gets, as the reference splits writes (4 MiB). */
@@ -570,10 +569,10 @@ export class WritableLayer implements BlockDevice {
 
 /** The parent uuid must name the top layer of the lower device (when it has layers with uuids). */
 function checkParent(file: string, parentUuid: string, lower: BlockDevice): void {
-  const top = lower instanceof Stack ? lower.layers.at(-1)! : lower instanceof WritableLayer ? lower : undefined;
-  if (!top) return;
-  if (isNullUuid(parentUuid) || parentUuid.toUpperCase() !== top.uuid.toUpperCase()) {
-    throw new ChainError(`${file}: parent uuid ${parentUuid} does not match the uuid ${top.uuid} of the layer below it (${lower.name})`);
+  const top = lower.uuid;
+  if (top === undefined) return;
+  if (isNullUuid(parentUuid) || parentUuid.toUpperCase() !== top.toUpperCase()) {
+    throw new ChainError(`${file}: parent uuid ${parentUuid} does not match the uuid ${top} of the layer below it (${lower.name})`);
   }
 }
 
