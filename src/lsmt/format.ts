@@ -1,6 +1,6 @@
 /**
  * LSMT on-disk structures: the 4096-byte header/trailer and 16-byte index entries
- * (spec/lsmt.md, reference.md §2.1–2.2). Pure encode/decode; no I/O.
+ * (docs/format.md §2.1–2.2). Pure encode/decode; no I/O.
  */
 import { FormatError } from '../io/errors.ts';
 import { readU64, writeU64 } from '../io/util.ts';
@@ -25,7 +25,7 @@ export const NULL_UUID = '00000000-0000-0000-0000-000000000000';
 export const MAX_VIRTUAL_SIZE = Math.floor(Number.MAX_SAFE_INTEGER / SECTOR) * SECTOR;
 
 /**
- * Checks a layer's virtual size: a multiple of 512, at most MAX_VIRTUAL_SIZE, and covering
+ * Checks a layer's virtual size (docs/format.md §2.10): a multiple of 512, at most MAX_VIRTUAL_SIZE, and covering
  * everything its index maps (`mappedEnd`, bytes). 0 is accepted only when `allowZero` (a layer
  * whose size comes from the layers below, as the reference's convertor writes them).
  */
