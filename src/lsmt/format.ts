@@ -2,7 +2,7 @@
  * LSMT on-disk structures: the 4096-byte header/trailer and 16-byte index entries
  * (docs/format.md §2.1–2.2). Pure encode/decode; no I/O.
  */
-import { FormatError } from '../io/errors.ts';
+import { FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { readU64, writeU64 } from '../io/util.ts';
 
 export const SECTOR = 512;
@@ -126,7 +126,7 @@ export function encodeHeaderTrailer(ht: HeaderTrailer): Uint8Array {
   b[132] = ht.version;
   b[133] = ht.subVersion;
   const tag = Buffer.from(ht.userTag, 'utf8');
-  if (tag.length > 256) throw new RangeError(`user tag is ${tag.length} bytes; at most 256 fit`);
+  if (tag.length > 256) throw new InvalidArgumentError(`user tag is ${tag.length} bytes; at most 256 fit`);
   b.set(tag, 134);
   return b;
 }
@@ -140,7 +140,7 @@ export function isUuid(s: string): boolean {
 /** Upper-case UUID as the reference writes it; '' means none (the all-zero UUID). */
 export function normalizeUuid(s: string | undefined): string {
   if (!s) return NULL_UUID;
-  if (!isUuid(s)) throw new RangeError(`not a UUID: "${s}" (expected 8-4-4-4-12 hex digits)`);
+  if (!isUuid(s)) throw new InvalidArgumentError(`not a UUID: "${s}" (expected 8-4-4-4-12 hex digits)`);
   return s.toUpperCase();
 }
 
