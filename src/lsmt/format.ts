@@ -25,9 +25,10 @@ export const NULL_UUID = '00000000-0000-0000-0000-000000000000';
 export const MAX_VIRTUAL_SIZE = Math.floor(Number.MAX_SAFE_INTEGER / SECTOR) * SECTOR;
 
 /**
- * Checks a layer's virtual size (docs/format.md §2.10): a multiple of 512, at most MAX_VIRTUAL_SIZE, and covering
- * everything its index maps (`mappedEnd`, bytes). 0 is accepted only when `allowZero` (a layer
- * whose size comes from the layers below, as the reference's convertor writes them).
+ * Checks a layer's virtual size (docs/format.md §2.10): a multiple of 512, at most
+ * MAX_VIRTUAL_SIZE, and covering everything its index maps (`mappedEnd`, bytes). 0 is accepted
+ * only when `allowZero` (a layer whose size comes from the layers below, as the reference's
+ * convertor writes them).
  */
 export function checkVirtualSize(size: number, mappedEnd: number, file: string, at: number | undefined, allowZero: boolean): void {
   const why =

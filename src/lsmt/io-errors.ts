@@ -1,6 +1,7 @@
 /**
  * Failures of writes into layer files, typed so the NBD server can answer ENOSPC for a full
- * disk and the system error's errno (errnoOf) for the rest, with messages naming the file and offset.
+ * disk and the system error's errno (errnoOf) for the rest, with messages naming the file
+ * and offset.
  */
 import { ObdError, errnoOf, type Errno } from '../io/errors.ts';
 
