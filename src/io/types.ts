@@ -1,5 +1,5 @@
 /**
- * The two interfaces everything composes through (see docs/design.md).
+ * The two interfaces everything composes through (see docs/design.md §1).
  *
  * A ByteSource is a blob: bytes with a size. A BlockDevice is a virtual disk that can also
  * describe what backs each range. Wrappers take one of these and are one themselves.

@@ -1,6 +1,6 @@
 /**
  * Opening a sealed (committed) LSMT layer: header and trailer validation, index loading
- * (reference.md §2.1 open-time checks). The result is a parsed layer; reading goes
+ * (docs/format.md §2.3). The result is a parsed layer; reading goes
  * through a Stack (a single layer is a stack of one).
  */
 import { FormatError } from '../io/errors.ts';

@@ -90,7 +90,7 @@ export class Stack implements BlockDevice {
   }
 }
 
-/** The topmost non-zero virtual size (reference.md §2.10). */
+/** The topmost non-zero virtual size (docs/format.md §2.10). */
 export function stackVirtualSize(layers: readonly SealedLayer[]): number {
   for (let i = layers.length - 1; i >= 0; i--) if (layers[i]!.virtualSize > 0) return layers[i]!.virtualSize;
   return 0;

@@ -1,5 +1,5 @@
 /**
- * An append-only writable LSMT layer (reference.md §2.4, append mode): a data file
+ * An append-only writable LSMT layer (docs/format.md §2.4): a data file
  * (header flags 3, then data appended) and an index file (header flags 1, then 16-byte
  * entries in write order), optionally on top of a read-only device whose bytes show through
  * wherever this layer has no mapping.

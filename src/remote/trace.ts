@@ -1,5 +1,5 @@
 /**
- * Prefetch traces in the reference's binary format (reference.md §5.4): record which
+ * Prefetch traces in the reference's binary format (docs/format.md §5): record which
  * ranges of which layer a run read, then replay them later with bounded concurrency to
  * warm the cache before the workload asks. Offsets are in each layer's decoded (LSMT)
  * byte space, so the recorder wraps the layer sources after tar/zfile are peeled.
