@@ -596,3 +596,9 @@ export class CacheEntry implements ChunkStore {
     await fh?.close();
   }
 }
+
+/** The cache entry under `store` and the stores wrapping it, if there is one. */
+export function cacheEntryOf(store: ChunkStore | undefined): CacheEntry | undefined {
+  for (let s = store; s; s = s.inner) if (s instanceof CacheEntry) return s;
+  return undefined;
+}

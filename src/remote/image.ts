@@ -14,6 +14,7 @@ import { OciLayout } from './oci-layout.ts';
 import { resolveReference, referenceTarget, formatReference, type ImageReference } from './reference.ts';
 import { RegistryBlobSource, RegistryClient, type RegistryOptions } from './registry.ts';
 import type { Repository } from './store.ts';
+import { requireTree, verifyLayer } from '../verity/open.ts';
 
 export interface RemoteOptions extends RegistryOptions {
   /** Credentials file in docker config.json / cred.json shape (`--creds-file`). */
@@ -34,6 +35,8 @@ export interface LazyOptions {
   refill?: number;
   /** Concurrent fetches per layer (default 8). */
   maxInflight?: number;
+  /** Refuse layers without a verity tree (docs/format.md §6.3). */
+  requireVerity?: boolean;
 }
 
 export interface OpenedRepository {
@@ -92,11 +95,22 @@ export interface RemoteImage {
   close(): Promise<void>;
 }
 
-/** Opens a layer blob as a source: local file for layouts, lazy cached source for registries. */
-export async function openLayer(repo: Repository, desc: Descriptor, cache: BlobCache | undefined, opts: LazyOptions = {}): Promise<ByteSource> {
-  const blob = await repo.openBlob(desc.digest, desc.size);
-  if (!(blob instanceof RegistryBlobSource)) return blob;
-  const store = cache ? await cache.entry(desc.digest, desc.size) : undefined;
+/**
+ * Opens a layer blob as a source: local file for layouts, lazy cached source for registries,
+ * verified against the layer's tree when it has one (`direct`: the repository without the
+ * proxy, for retries of bytes that failed).
+ */
+export async function openLayer(repo: Repository, desc: Descriptor, cache: BlobCache | undefined, opts: LazyOptions = {}, direct?: Repository): Promise<ByteSource> {
+  const raw = await repo.openBlob(desc.digest, desc.size);
+  if (!(raw instanceof RegistryBlobSource)) {
+    if (opts.requireVerity) requireTree(desc, repo.name);
+    return raw;
+  }
+  const entry = cache ? await cache.entry(desc.digest, desc.size) : undefined;
+  const { blob, store } = await verifyLayer(repo, desc, raw, entry, { requireVerity: opts.requireVerity, direct }).catch(async (e) => {
+    await entry?.close();
+    throw e;
+  });
   return new LazySource(blob, { store, unit: opts.refill, maxInflight: opts.maxInflight });
 }
 
@@ -109,15 +123,18 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
   const opened = await openRepository(r, opts);
   const ownCache = !opts.cache && opts.cacheDir && r.kind === 'registry' ? await BlobCache.open({ dir: opts.cacheDir, capacity: opts.cacheSize, unit: opts.refill }) : undefined;
   const cache = opts.cache ?? ownCache;
+  // Bytes that fail verification are fetched again around the proxy, the likely liar.
+  const direct = r.kind === 'registry' && opts.proxy ? await openRepository(r, { ...opts, proxy: undefined }) : undefined;
   const layers: ByteSource[] = [];
   const close = async () => {
     for (const l of layers) await l.close().catch(() => {});
     await ownCache?.close();
+    await direct?.close();
     await opened.close();
   };
   try {
     const img = await resolveImage(opened.repo, referenceTarget(r), opts.platform);
-    for (const d of img.manifest.layers) layers.push(await openLayer(opened.repo, d, cache, opts));
+    for (const d of img.manifest.layers) layers.push(await openLayer(opened.repo, d, cache, opts, direct?.repo));
     return {
       reference: formatReference(r),
       digest: img.digest,

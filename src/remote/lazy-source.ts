@@ -12,6 +12,8 @@ import { settleAll } from '../io/util.ts';
 /** Where fetched units are kept. */
 export interface ChunkStore {
   readonly unit: number;
+  /** The store a wrapping store (a verifying one) forwards to. */
+  readonly inner?: ChunkStore;
   /** True when unit `i` is held and readable. */
   has(i: number): boolean;
   /**

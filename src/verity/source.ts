@@ -1,0 +1,169 @@
+/**
+ * Verified lazy reads (docs/format.md §6.3): VerifyingSource sits between a lazy source and
+ * the network, so every fetched chunk is checked before the lazy source returns or stores
+ * it; VerifiedStore sits in front of the lazy source's chunk store, so a unit held on disk
+ * from an earlier run is checked once before it is served, and dropped when it fails.
+ */
+import { ShortReadError } from '../io/errors.ts';
+import { ForwardingSource } from '../io/forwarding.ts';
+import type { ByteSource } from '../io/types.ts';
+import type { ChunkStore } from '../remote/lazy-source.ts';
+import { VerityError } from './errors.ts';
+import { readExactly, type TreeVerifier } from './verifier.ts';
+
+export interface VerifyingSourceOptions {
+  /** Where chunks that failed are fetched again (the same blob without the proxy). */
+  retry?: ByteSource;
+  /** Fetches of a chunk before the failure stands (default 3). */
+  attempts?: number;
+}
+
+/**
+ * A remote blob whose reads are checked against its tree. Reads are widened to whole
+ * chunks; a chunk that fails is fetched again (from `retry` after the first failure) and,
+ * after `attempts` fetches, the read fails with a VerityError. There is no synchronous path:
+ * every byte below is unverified until hashed (verified bytes are served synchronously by
+ * the lazy source's store, through VerifiedStore).
+ */
+export class VerifyingSource extends ForwardingSource {
+  readonly verifier: TreeVerifier;
+  readonly #retry: ByteSource | undefined;
+  readonly #attempts: number;
+  /** Chunks that failed verification at least once (for tests and `obd cache verify`). */
+  readonly stats = { failures: 0, refetches: 0 };
+
+  constructor(inner: ByteSource, verifier: TreeVerifier, opts: VerifyingSourceOptions = {}) {
+    super(inner);
+    this.verifier = verifier;
+    this.#retry = opts.retry;
+    this.#attempts = Math.max(1, opts.attempts ?? 3);
+    if (verifier.shape.size !== inner.size) throw new VerityError(inner.name, 0, `the tree covers ${verifier.shape.size} bytes, the blob has ${inner.size}`, [inner.name]);
+  }
+
+  override tryReadSync(): number | undefined {
+    return undefined;
+  }
+
+  override async read(buf: Uint8Array, offset: number): Promise<number> {
+    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    if (n === 0) return 0;
+    const chunk = this.verifier.chunk;
+    const c0 = Math.floor(offset / chunk);
+    const c1 = Math.floor((offset + n - 1) / chunk);
+    const lo = c0 * chunk;
+    const hi = Math.min(this.size, (c1 + 1) * chunk);
+    const aligned = lo === offset && hi === offset + n;
+    const work = aligned ? buf.subarray(0, n) : new Uint8Array(hi - lo);
+    const tree = this.verifier.prepare(c0, c1);
+    await readExactly(this.inner, work, lo);
+    await tree;
+    await this.#settle(work, c0, c1);
+    if (!aligned) buf.set(work.subarray(offset - lo, offset - lo + n));
+    return n;
+  }
+
+  /** Re-fetches the chunks of `work` that fail until they pass or the attempts run out. */
+  async #settle(work: Uint8Array, c0: number, c1: number): Promise<void> {
+    const chunk = this.verifier.chunk;
+    const tried = [this.inner.name];
+    for (let attempt = 1; ; attempt++) {
+      const bad = await this.verifier.check(work, c0);
+      if (bad < 0) return;
+      this.stats.failures++;
+      const at = bad * chunk;
+      if (attempt >= this.#attempts) throw new VerityError(this.inner.name, at, `chunk ${bad} does not match the verity tree`, tried);
+      // Everything from the first bad chunk on is fetched again: one request, and later chunks are rechecked anyway.
+      const src = this.#retry ?? this.inner;
+      tried.push(src.name);
+      this.stats.refetches++;
+      const rest = work.subarray((bad - c0) * chunk, Math.min(work.length, (c1 - c0 + 1) * chunk));
+      const got = await src.read(rest, at);
+      if (got !== rest.length) throw new ShortReadError(src.name, at, rest.length, got);
+    }
+  }
+
+  override async close(): Promise<void> {
+    await this.#retry?.close();
+    await this.verifier.close();
+    await this.inner.close();
+  }
+}
+
+/**
+ * A chunk store whose units are checked against the tree the first time this process reads
+ * them (units put here were fetched through a VerifyingSource and count as checked). A unit
+ * that fails is forgotten, so the lazy source fetches it again; the synchronous path serves
+ * only checked units.
+ */
+export class VerifiedStore implements ChunkStore {
+  readonly inner: ChunkStore;
+  readonly verifier: TreeVerifier;
+  readonly #checked: Uint8Array;
+  readonly #size: number;
+  readonly stats = { checked: 0, dropped: 0 };
+
+  constructor(inner: ChunkStore, verifier: TreeVerifier) {
+    this.inner = inner;
+    this.verifier = verifier;
+    this.#size = verifier.shape.size;
+    this.#checked = new Uint8Array(Math.max(1, Math.ceil(this.#size / inner.unit)));
+  }
+
+  get unit(): number {
+    return this.inner.unit;
+  }
+
+  has(i: number): boolean {
+    return this.inner.has(i);
+  }
+
+  readHeldSync(buf: Uint8Array, offset: number): boolean | undefined {
+    if (!this.inner.readHeldSync) return undefined;
+    const last = Math.floor((offset + buf.length - 1) / this.unit);
+    for (let u = Math.floor(offset / this.unit); u <= last; u++) if (!this.#checked[u]) return undefined;
+    return this.inner.readHeldSync(buf, offset);
+  }
+
+  async readHeld(buf: Uint8Array, offset: number): Promise<boolean> {
+    const last = Math.floor((offset + buf.length - 1) / this.unit);
+    for (let u = Math.floor(offset / this.unit); u <= last; u++) if (!this.#checked[u] && !(await this.#check(u))) return false;
+    return this.inner.readHeld(buf, offset);
+  }
+
+  /**
+   * Reads held unit `u` whole (with the other units of its chunk when chunks are larger than
+   * units) and checks it; units that fail are forgotten.
+   */
+  async #check(u: number): Promise<boolean> {
+    const span = Math.max(this.unit, this.verifier.chunk);
+    const start = Math.floor((u * this.unit) / span) * span;
+    const bytes = new Uint8Array(Math.min(span, this.#size - start));
+    if (!(await this.inner.readHeld(bytes, start))) return false;
+    const first = start / this.unit;
+    const last = Math.ceil((start + bytes.length) / this.unit) - 1;
+    this.stats.checked++;
+    const ok = (await this.verifier.check(bytes, start / this.verifier.chunk)) < 0;
+    for (let i = first; i <= last; i++) {
+      if (ok) this.#checked[i] = 1;
+      else this.inner.forget(i);
+    }
+    if (!ok) this.stats.dropped++;
+    return ok;
+  }
+
+  forget(i: number): void {
+    this.#checked[i] = 0;
+    this.inner.forget(i);
+  }
+
+  async put(i: number, data: Uint8Array): Promise<void> {
+    // A held but unchecked copy would be kept by the store instead of these checked bytes.
+    if (!this.#checked[i] && this.inner.has(i)) this.inner.forget(i);
+    await this.inner.put(i, data);
+    if (this.inner.has(i)) this.#checked[i] = 1;
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
