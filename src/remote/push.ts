@@ -21,6 +21,7 @@ import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
 import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, type Descriptor, type ImageManifest } from './manifest.ts';
 import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
 import type { PutBlobResult, Repository } from './store.ts';
+import { digestAndTree, publishReferrer, publishTree, type BuiltTree } from '../verity/publish.ts';
 
 /** Bytes of several sources one after another (e.g. tar header + zfile + tar trailer). */
 export class ConcatSource implements ByteSource {
@@ -78,13 +79,15 @@ export interface PreparedLayer {
   blob: ByteSource;
   digest: string;
   size: number;
+  /** The blob's verity tree (docs/format.md §6), unless push skips trees. */
+  tree?: BuiltTree;
 }
 
 /**
  * Turns a layer file into the blob to push. Plain LSMT is compressed into `tmpDir` with
  * the zfile writer (tar-wrapped, header rewritten like `overlaybd-commit -z -t`).
  */
-export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}): Promise<PreparedLayer> {
+export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}, verity = true): Promise<PreparedLayer> {
   let src: ByteSource = await FileSource.open(file);
   try {
     const kind: LayerKind = await probeOuter(src);
@@ -96,7 +99,9 @@ export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWri
       await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
       src = await FileSource.open(out);
     }
-    return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
+    if (!verity) return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
+    const { digest, tree } = await digestAndTree(src);
+    return { file, kind, blob: src, digest, size: src.size, tree };
   } catch (e) {
     await src.close();
     throw e;
@@ -112,6 +117,8 @@ export interface PushOptions extends RemoteOptions {
   fsType?: string;
   /** Compression for plain LSMT layers (default lz4, 4 KiB blocks, CRC on). */
   zfile?: ZFileWriterOptions;
+  /** Publish a verity tree per new layer (default true; `--no-verity` sets false). */
+  verity?: boolean;
   onLayer?: (event: { file: string; digest: string; size: number; phase: 'prepared' | 'done'; result?: PutBlobResult }) => void;
   onProgress?: (sent: number, total: number) => void;
 }
@@ -157,7 +164,7 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
       }
     }
     for (const f of files) {
-      const p = await prepareLayer(f, tmp, opts.zfile);
+      const p = await prepareLayer(f, tmp, opts.zfile, opts.verity ?? true);
       prepared.push(p);
       opts.onLayer?.({ file: f, digest: p.digest, size: p.size, phase: 'prepared' });
     }
@@ -171,8 +178,13 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
       opts.onLayer?.({ file: p.file, digest: p.digest, size: p.size, phase: 'done', result });
       layers.push({ file: p.file, digest: p.digest, size: p.size, kind: p.kind, result });
     }
-    const descs = [...base, ...prepared.map((p) => layerDescriptor(p.digest, p.size, opts.fsType))];
-    const { digest, config } = await putImage(repo, descs, tag);
+    const descs = [...base];
+    for (const p of prepared) {
+      const d = layerDescriptor(p.digest, p.size, opts.fsType);
+      descs.push(p.tree ? await publishTree(repo, d, p.tree) : d);
+    }
+    const { digest, config, size } = await putImage(repo, descs, tag);
+    await publishReferrer(repo, { mediaType: MediaType.ociManifest, digest, size }, descs);
     return { reference: formatReference(r), digest, config, layers };
   } catch (e) {
     await opened.abandon();
@@ -185,7 +197,7 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
 }
 
 /** Uploads the config for `layers` and the manifest naming them; resolves the manifest digest. */
-export async function putImage(repo: Repository, layers: Descriptor[], tag: string | undefined): Promise<{ digest: string; config: string }> {
+export async function putImage(repo: Repository, layers: Descriptor[], tag: string | undefined): Promise<{ digest: string; config: string; size: number }> {
   const configBytes = imageConfig(layers);
   const configDigest = 'sha256:' + createHash('sha256').update(configBytes).digest('hex');
   await repo.putBlob(configDigest, new MemorySource(configBytes, 'image config'));
@@ -195,6 +207,7 @@ export async function putImage(repo: Repository, layers: Descriptor[], tag: stri
     config: { mediaType: MediaType.ociConfig, digest: configDigest, size: configBytes.length },
     layers,
   };
-  const digest = await repo.putManifest(encodeJson(manifest), MediaType.ociManifest, tag);
-  return { digest, config: configDigest };
+  const bytes = encodeJson(manifest);
+  const digest = await repo.putManifest(bytes, MediaType.ociManifest, tag);
+  return { digest, config: configDigest, size: bytes.length };
 }

@@ -177,6 +177,9 @@ export class RegistryRepository implements Repository {
       const bytes = await readBody(res, 4 << 20);
       const digest = sha256Digest(bytes);
       if (isDigest(reference) && reference.startsWith('sha256:') && digest !== reference) throw new DigestMismatchError(`${this.name} manifest`, reference, digest);
+      // By tag, the digest the registry names is what a signature or a pinned reference covers.
+      const named = res.headers['docker-content-digest'];
+      if (!isDigest(reference) && typeof named === 'string' && named.startsWith('sha256:') && named !== digest) throw new DigestMismatchError(`${this.name} manifest ${reference}`, named, digest);
       const ct = String(res.headers['content-type'] ?? '').split(';')[0]!.trim();
       return { bytes, digest, mediaType: sniffMediaType(bytes, ct) };
     });

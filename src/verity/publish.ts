@@ -1,0 +1,84 @@
+/**
+ * Publishing trees (docs/format.md §6.4): a layer blob's digest and tree in one read pass,
+ * tree blobs uploaded next to the layers, the layer descriptors annotated, and after the
+ * image manifest a referrer artifact listing the trees, reachable through the OCI
+ * referrers tag `sha256-<hex>` (an index) so registries keep the tree blobs.
+ */
+import { createHash } from 'node:crypto';
+import { FormatError } from '../io/errors.ts';
+import { MemorySource } from '../io/memory.ts';
+import type { ByteSource } from '../io/types.ts';
+import { RemoteNotFoundError } from '../remote/errors.ts';
+import { encodeJson, isIndex, MediaType, parseIndex, sha256Digest, type Descriptor } from '../remote/manifest.ts';
+import type { Repository } from '../remote/store.ts';
+import { EMPTY_CONFIG, referrersTag, treeDescriptors, verityArtifact, VerityMediaType, withVerity } from './annotations.ts';
+import { DEFAULT_CHUNK, TreeBuilder } from './tree.ts';
+
+export interface BuiltTree {
+  root: Uint8Array;
+  chunk: number;
+  bytes: Uint8Array;
+  digest: string;
+}
+
+/** Builds the tree of bytes fed in order; `finish` gives the tree blob with its digest. */
+export class TreeHasher {
+  readonly #builder: TreeBuilder;
+  constructor(chunk = DEFAULT_CHUNK, expectedSize = 0) {
+    this.#builder = new TreeBuilder(chunk, expectedSize);
+  }
+  update(bytes: Uint8Array): void {
+    this.#builder.update(bytes);
+  }
+  finish(): BuiltTree {
+    const { tree, root, shape } = this.#builder.finish();
+    return { root, chunk: shape.chunk, bytes: tree, digest: sha256Digest(tree) };
+  }
+}
+
+/** sha256 digest and verity tree of a whole source, read once. */
+export async function digestAndTree(src: ByteSource, chunk = DEFAULT_CHUNK, onProgress?: (done: number) => void): Promise<{ digest: string; tree: BuiltTree }> {
+  const hash = createHash('sha256');
+  const tree = new TreeHasher(chunk, src.size);
+  const buf = new Uint8Array(1 << 20);
+  for (let pos = 0; pos < src.size; ) {
+    const n = await src.read(buf, pos);
+    if (n === 0) throw new FormatError(src.name, `ended at ${pos} of ${src.size} bytes`, pos);
+    const piece = buf.subarray(0, n);
+    hash.update(piece);
+    tree.update(piece);
+    pos += n;
+    onProgress?.(pos);
+  }
+  return { digest: 'sha256:' + hash.digest('hex'), tree: tree.finish() };
+}
+
+/** Uploads a tree blob and returns `layer` annotated with it. */
+export async function publishTree(repo: Repository, layer: Descriptor, tree: BuiltTree): Promise<Descriptor> {
+  await repo.putBlob(tree.digest, new MemorySource(tree.bytes, `verity tree of ${layer.digest}`));
+  return withVerity(layer, { root: tree.root, chunk: tree.chunk, tree: tree.digest, treeSize: tree.bytes.length });
+}
+
+/**
+ * Pushes the referrer artifact for the image manifest `subject` (when its layers carry
+ * trees) and records it in the referrers tag index, replacing earlier verity artifacts.
+ * Resolves the artifact's digest, or undefined when no layer has a tree.
+ */
+export async function publishReferrer(repo: Repository, subject: Descriptor, layers: readonly Descriptor[]): Promise<string | undefined> {
+  const trees = treeDescriptors(layers, repo.name);
+  if (trees.length === 0) return undefined;
+  await repo.putBlob(sha256Digest(EMPTY_CONFIG), new MemorySource(EMPTY_CONFIG, 'empty config'));
+  const artifact = verityArtifact(subject, trees);
+  const digest = await repo.putManifest(artifact, MediaType.ociManifest);
+  const tag = referrersTag(subject.digest);
+  let others: Descriptor[] = [];
+  try {
+    const old = await repo.getManifest(tag);
+    if (isIndex(old)) others = parseIndex(old, repo.name).manifests.filter((d) => (d as { artifactType?: string }).artifactType !== VerityMediaType.artifact);
+  } catch (e) {
+    if (!(e instanceof RemoteNotFoundError)) throw e;
+  }
+  const index = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [...others, { mediaType: MediaType.ociManifest, digest, size: artifact.length, artifactType: VerityMediaType.artifact }] };
+  await repo.putManifest(encodeJson(index), MediaType.ociIndex, tag);
+  return digest;
+}
