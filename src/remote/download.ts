@@ -52,12 +52,13 @@ async function hashPrefix(file: string, length: number): Promise<ReturnType<type
  * Downloads blob `digest` (`size` bytes) of `repo` to `dest`. Bytes go to `dest.download`
  * first; an interrupted download resumes from that file's length. The file is renamed to
  * `dest` only after its sha256 matched; a mismatch deletes it (the next try starts over).
- * Resolves false when `dest` already existed with the right size (nothing fetched).
+ * Resolves false when `dest` already held the blob (its sha256 matched; nothing fetched).
  */
 export async function downloadBlob(repo: Repository, digest: string, size: number, dest: string, opts: DownloadOptions = {}): Promise<boolean> {
-  const existing = await stat(dest).catch(() => undefined);
-  if (existing?.isFile() && existing.size === size) return false;
   if (!digest.startsWith('sha256:')) throw new ProtocolError(repo.name, `cannot verify a ${digest.split(':')[0]} digest`);
+  const existing = await stat(dest).catch(() => undefined);
+  // A blob already present counts only when its bytes hash to the digest; a damaged one is replaced.
+  if (existing?.isFile() && existing.size === size && 'sha256:' + (await hashPrefix(dest, size)).digest('hex') === digest) return false;
   const partial = `${dest}.download`;
   let have = (await stat(partial).catch(() => undefined))?.size ?? 0;
   if (have > size) {

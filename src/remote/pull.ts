@@ -11,6 +11,8 @@ import { OciLayout } from './oci-layout.ts';
 import type { Descriptor } from './manifest.ts';
 import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
 import type { PutBlobResult } from './store.ts';
+import { treeDescriptors } from '../verity/annotations.ts';
+import { publishReferrer } from '../verity/publish.ts';
 
 export interface PullOptions extends RemoteOptions {
   /** Blobs downloaded at once (default 3). */
@@ -101,7 +103,8 @@ export async function copyImage(src: string | ImageReference, dst: string | Imag
     try {
       const sameRegistry = s.kind === 'registry' && t.kind === 'registry' && s.host === t.host;
       const mountFrom = [...(opts.mountFrom ?? []), ...(sameRegistry ? [s.repository] : [])];
-      const all = [img.manifest.config, ...img.manifest.layers];
+      // Verity trees travel with the layers they cover (docs/format.md §6.4).
+      const all = [img.manifest.config, ...img.manifest.layers, ...treeDescriptors(img.manifest.layers, from.repo.name)];
       const total = all.reduce((a, d) => a + d.size, 0);
       let before = 0;
       const blobs: CopyResult['blobs'] = [];
@@ -124,6 +127,7 @@ export async function copyImage(src: string | ImageReference, dst: string | Imag
       }
       const tag = t.tag ?? (t.digest ? undefined : DEFAULT_TAG);
       const digest = await to.repo.putManifest(img.raw.bytes, img.raw.mediaType, tag);
+      await publishReferrer(to.repo, { mediaType: img.raw.mediaType, digest, size: img.raw.bytes.length }, img.manifest.layers);
       return { source: formatReference(s), target: formatReference(t), digest, blobs };
     } catch (e) {
       await to.abandon();

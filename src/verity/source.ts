@@ -29,8 +29,8 @@ export class VerifyingSource extends ForwardingSource {
   readonly verifier: TreeVerifier;
   readonly #retry: ByteSource | undefined;
   readonly #attempts: number;
-  /** Chunks that failed verification at least once (for tests and `obd cache verify`). */
-  readonly stats = { failures: 0, refetches: 0 };
+  /** Chunk checks that failed, chunk refetches, and fetches that failed and went to `retry`. */
+  readonly stats = { failures: 0, refetches: 0, fallbacks: 0 };
 
   constructor(inner: ByteSource, verifier: TreeVerifier, opts: VerifyingSourceOptions = {}) {
     super(inner);
@@ -55,7 +55,14 @@ export class VerifyingSource extends ForwardingSource {
     const aligned = lo === offset && hi === offset + n;
     const work = aligned ? buf.subarray(0, n) : new Uint8Array(hi - lo);
     const tree = this.verifier.prepare(c0, c1);
-    await readExactly(this.inner, work, lo);
+    try {
+      await readExactly(this.inner, work, lo);
+    } catch (e) {
+      // A proxy that breaks every answer (truncates, resets) is gone around as well.
+      if (!this.#retry) throw e;
+      this.stats.fallbacks++;
+      await readExactly(this.#retry, work, lo);
+    }
     await tree;
     await this.#settle(work, c0, c1);
     if (!aligned) buf.set(work.subarray(offset - lo, offset - lo + n));

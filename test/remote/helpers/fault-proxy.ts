@@ -17,7 +17,9 @@ export type Fault =
   | { kind: 'corrupt' }
   | { kind: 'unauthorized'; challenge: string }
   | { kind: 'ignore-range' }
-  | { kind: 'redirect'; origin: string };
+  | { kind: 'redirect'; origin: string }
+  /** Answers with another path's bytes (same Range), its Content-Range total rewritten to `total`. */
+  | { kind: 'swap'; path: string; total?: number };
 
 export interface SeenRequest {
   n: number;
@@ -94,6 +96,7 @@ export async function startFaultProxy(upstream: { host: string; port: number }):
     }
     const headers = { ...req.headers };
     if (fault?.kind === 'ignore-range') delete headers.range;
+    if (fault?.kind === 'swap') target.path = fault.path;
     if (redirected) {
       delete headers.authorization;
       Object.assign(headers, state.redirectHeaders);
@@ -121,6 +124,9 @@ export async function startFaultProxy(upstream: { host: string; port: number }):
           }
         });
         return;
+      }
+      if (fault?.kind === 'swap' && fault.total !== undefined && typeof ur.headers['content-range'] === 'string') {
+        ur.headers['content-range'] = ur.headers['content-range'].replace(/\/\d+$/, `/${fault.total}`);
       }
       res.writeHead(status, ur.headers);
       ur.pipe(res);
