@@ -18,7 +18,7 @@ import { Stack } from '../../src/lsmt/stack.ts';
 import { cacheEntryOf } from '../../src/remote/cache.ts';
 import { openRemoteImage, type RemoteImage } from '../../src/remote/image.ts';
 import { isIndex, parseIndex } from '../../src/remote/manifest.ts';
-import { copyImage } from '../../src/remote/pull.ts';
+import { copyImage, pullImage } from '../../src/remote/pull.ts';
 import { pushImage } from '../../src/remote/push.ts';
 import { RegistryClient } from '../../src/remote/registry.ts';
 import { layerVerity, VerityAnnotation, VerityMediaType } from '../../src/verity/annotations.ts';
@@ -217,6 +217,18 @@ describe('verified images on a registry', () => {
     } finally {
       await copy.close();
     }
+  });
+
+  test('pull checks present blobs by digest: a damaged one of the right size is replaced', async (t) => {
+    const dir = await tempDir(t);
+    const first = await pullImage(ref, dir, opts);
+    const victim = first.layers[0]!;
+    const bytes = await readFile(victim.file);
+    bytes[1000]! ^= 1;
+    await writeFile(victim.file, bytes);
+    const again = await pullImage(ref, dir, opts);
+    assert.deepEqual(again.layers.map((l) => l.fetched), [true, false, false]);
+    assert.deepEqual(await readFile(victim.file), layer0.bytes);
   });
 
   test('a manifest by tag that does not hash to the digest the registry names is refused', async () => {
