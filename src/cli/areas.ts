@@ -10,5 +10,6 @@ export const AREAS: [commands: string[], load: () => Promise<Area>][] = [
   [['zfile'], () => import('./zfile.ts')],
   [['serve'], () => import('./nbd.ts')],
   [['push', 'pull', 'copy', 'inspect'], () => import('./remote.ts')],
+  [['verity', 'verify', 'cache'], () => import('./verity.ts')],
   [['demo'], () => import('./demo.ts')],
 ];

@@ -56,6 +56,7 @@ export interface CacheFlags {
   cacheDir?: string;
   cacheSize?: number;
   refill?: number;
+  requireVerity?: boolean;
 }
 
 /** Adds the lazy-read cache flags (`obd serve <ref>`). */
@@ -63,11 +64,12 @@ export function addCacheOptions(cmd: Command): Command {
   return cmd
     .option('--cache-dir <dir>', 'on-disk cache for remote layers (persistent; default: memory only)')
     .addOption(new Option('--cache-size <size>', 'cache capacity').argParser(sizeArg).default(DEFAULT_CACHE_SIZE, '4G'))
-    .addOption(new Option('--refill <size>', 'refill unit for remote reads').argParser(sizeArg).default(DEFAULT_UNIT, '256K'));
+    .addOption(new Option('--refill <size>', 'refill unit for remote reads').argParser(sizeArg).default(DEFAULT_UNIT, '256K'))
+    .option('--require-verity', 'refuse images whose layers carry no verity tree (every lazy read is verified either way when they do)');
 }
 
 export function cacheOptions(f: CacheFlags): LazyOptions {
-  return { cacheDir: f.cacheDir, cacheSize: f.cacheSize, refill: f.refill };
+  return { cacheDir: f.cacheDir, cacheSize: f.cacheSize, refill: f.refill, requireVerity: f.requireVerity };
 }
 
 
@@ -83,8 +85,9 @@ export function register(program: Command): void {
       .option('--fs-type <type>', 'record the layer filesystem (blob-fs-type annotation), e.g. ext4')
       .addOption(new Option('-z, --compress <algorithm>', 'ZFile codec for plain LSMT layers (as commit -z)').choices(['lz4', 'zstd']).default('lz4'))
       .addOption(new Option('--block-size <size>', 'ZFile block size for plain LSMT layers, 4K..64K').argParser(sizeArg).default(4096, '4K'))
+      .option('--no-verity', 'publish no verity trees (by default each new layer gets one, so lazy reads can be verified)')
       .option('--json', 'print the result as JSON'),
-  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; compress: 'lz4' | 'zstd'; blockSize: number; json?: boolean }) => {
+  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; compress: 'lz4' | 'zstd'; blockSize: number; verity: boolean; json?: boolean }) => {
     if (args.length < 2) throw new InvalidArgumentError('need at least one layer file and a target reference');
     const ref = args[args.length - 1]!;
     const files = args.slice(0, -1);
@@ -96,6 +99,7 @@ export function register(program: Command): void {
         mountFrom: o.mountFrom,
         fsType: o.fsType,
         zfile: { algorithm: o.compress, blockSize: o.blockSize },
+        verity: o.verity,
         onProgress: b.onProgress,
       });
       b.stop();

@@ -45,6 +45,8 @@ export interface BlobCacheOptions {
 interface Known {
   key: string;
   base: string;
+  /** The blob's size (its entry's data file size). */
+  size: number;
   bytes: number;
   lastUse: number;
   open: CacheEntry | undefined;
@@ -79,6 +81,11 @@ export class BlobCache {
   /** Bytes of blob data held. */
   get usage(): number {
     return this.#usage;
+  }
+
+  /** The blobs held: key, size, bytes held, last use (LRU clock ≈ ms since the epoch), least recently used first. */
+  held(): Array<{ key: string; size: number; bytes: number; lastUse: number }> {
+    return [...this.#known.values()].sort((a, b) => a.lastUse - b.lastUse).map(({ key, size, bytes, lastUse }) => ({ key, size, bytes, lastUse }));
   }
 
   /** Keys (digests) of the blobs held, least recently used first. */
@@ -117,7 +124,7 @@ export class BlobCache {
         }
         const bytes = heldBytes(meta.bitmap, meta.size, meta.unit);
         useClock = Math.max(useClock, meta.lastUse);
-        this.#known.set(key, { key, base, bytes, lastUse: meta.lastUse, open: undefined });
+        this.#known.set(key, { key, base, size: meta.size, bytes, lastUse: meta.lastUse, open: undefined });
         this.#usage += bytes;
       }
     }
@@ -168,7 +175,7 @@ export class BlobCache {
       known.bytes = 0;
     }
     if (!known) {
-      known = { key, base, bytes: 0, lastUse: ++useClock, open: undefined };
+      known = { key, base, size, bytes: 0, lastUse: ++useClock, open: undefined };
       this.#known.set(key, known);
     }
     const entry = new CacheEntry(this, known, fh, size, meta ?? { size, unit: this.unit, flags: 0, lastUse: useClock, bitmap: new Uint8Array(Math.ceil(units / 8)), crcs: new Uint32Array(units), key });

@@ -14,6 +14,7 @@ import { startBackgroundDownload, type BackgroundItem } from './download.ts';
 import { InvalidReferenceError } from './errors.ts';
 import type { LazyOptions, RemoteOptions } from './image.ts';
 import { LazySource } from './lazy-source.ts';
+import { VerityMissingError } from '../verity/errors.ts';
 import { isDigest } from './reference.ts';
 import { RegistryBlobSource, RegistryClient, type RegistryRepository } from './registry.ts';
 
@@ -164,6 +165,7 @@ export async function openImageConfig(file: string, opts: RemoteOptions & LazyOp
         client = new RegistryClient(where.host, { ...opts, plainHttp: opts.plainHttp ?? where.plainHttp, credentials });
         repo = client.repository(where.repository);
       }
+      if (opts.requireVerity) throw new VerityMissingError(`${abs}: lowers[${i}] (${l.digest}) is fetched lazily without a verity tree (--require-verity; a config names no trees)`);
       const size = l.size && l.size > 0 ? l.size : await repo.statBlob(l.digest);
       if (size === undefined) throw new InvalidReferenceError(`${abs}: lowers[${i}] blob ${l.digest} is not in ${repo.name}`);
       const store = cache ? await cache.entry(l.digest, size) : undefined;
