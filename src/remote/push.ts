@@ -168,6 +168,12 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
       prepared.push(p);
       opts.onLayer?.({ file: f, digest: p.digest, size: p.size, phase: 'prepared' });
     }
+    // Tree blobs go up alongside the layers (they are small; their round trips overlap).
+    const described = prepared.map((p) => {
+      const d = layerDescriptor(p.digest, p.size, opts.fsType);
+      return p.tree ? publishTree(repo, d, p.tree) : Promise.resolve(d);
+    });
+    for (const d of described) d.catch(() => {});
     const total = prepared.reduce((a, p) => a + p.size, 0);
     let sentBefore = 0;
     const layers: PushResult['layers'] = base.map((d) => ({ file: undefined, digest: d.digest, size: d.size, kind: 'existing' as const, result: 'exists' as const }));
@@ -178,11 +184,7 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
       opts.onLayer?.({ file: p.file, digest: p.digest, size: p.size, phase: 'done', result });
       layers.push({ file: p.file, digest: p.digest, size: p.size, kind: p.kind, result });
     }
-    const descs = [...base];
-    for (const p of prepared) {
-      const d = layerDescriptor(p.digest, p.size, opts.fsType);
-      descs.push(p.tree ? await publishTree(repo, d, p.tree) : d);
-    }
+    const descs = [...base, ...(await Promise.all(described))];
     const { digest, config, size } = await putImage(repo, descs, tag);
     await publishReferrer(repo, { mediaType: MediaType.ociManifest, digest, size }, descs);
     return { reference: formatReference(r), digest, config, layers };

@@ -67,17 +67,17 @@ export async function publishTree(repo: Repository, layer: Descriptor, tree: Bui
 export async function publishReferrer(repo: Repository, subject: Descriptor, layers: readonly Descriptor[]): Promise<string | undefined> {
   const trees = treeDescriptors(layers, repo.name);
   if (trees.length === 0) return undefined;
-  await repo.putBlob(sha256Digest(EMPTY_CONFIG), new MemorySource(EMPTY_CONFIG, 'empty config'));
   const artifact = verityArtifact(subject, trees);
-  const digest = await repo.putManifest(artifact, MediaType.ociManifest);
   const tag = referrersTag(subject.digest);
-  let others: Descriptor[] = [];
-  try {
-    const old = await repo.getManifest(tag);
-    if (isIndex(old)) others = parseIndex(old, repo.name).manifests.filter((d) => (d as { artifactType?: string }).artifactType !== VerityMediaType.artifact);
-  } catch (e) {
-    if (!(e instanceof RemoteNotFoundError)) throw e;
-  }
+  // The artifact (after its config: registries check a manifest's blobs) while the tag index is read.
+  const [digest, old] = await Promise.all([
+    repo.putBlob(sha256Digest(EMPTY_CONFIG), new MemorySource(EMPTY_CONFIG, 'empty config')).then(() => repo.putManifest(artifact, MediaType.ociManifest)),
+    repo.getManifest(tag).catch((e: unknown) => {
+      if (e instanceof RemoteNotFoundError) return undefined;
+      throw e;
+    }),
+  ]);
+  const others = old && isIndex(old) ? parseIndex(old, repo.name).manifests.filter((d) => (d as { artifactType?: string }).artifactType !== VerityMediaType.artifact) : [];
   const index = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [...others, { mediaType: MediaType.ociManifest, digest, size: artifact.length, artifactType: VerityMediaType.artifact }] };
   await repo.putManifest(encodeJson(index), MediaType.ociIndex, tag);
   return digest;
