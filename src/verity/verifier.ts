@@ -4,9 +4,9 @@
  * the tree blob in parallel with the data, verified up to the trusted root and kept.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { ShortReadError } from '../io/errors.ts';
+import { NotFoundError, ShortReadError } from '../io/errors.ts';
 import type { ByteSource } from '../io/types.ts';
-import { VerityError } from './errors.ts';
+import { VerityError, VerityMissingError } from './errors.ts';
 import { hashUp, HASH, leafHash, PAGE_NODES, TreeShape } from './tree.ts';
 
 export interface TreeParams {
@@ -115,7 +115,10 @@ export class TreeVerifier {
       const src = attempt > 0 && this.#retry ? this.#retry : this.tree;
       tried.push(src.name);
       const bytes = new Uint8Array(length);
-      await readExactly(src, bytes, offset);
+      await readExactly(src, bytes, offset).catch((e: unknown) => {
+        if (!(e instanceof NotFoundError)) throw e;
+        throw new VerityMissingError(`${this.tree.name}: the layer's verity tree is missing (an image copied without its trees? \`obd copy\` carries them; skopeo copies no referrers)`, { cause: e });
+      });
       this.stats.pageFetches++;
       this.stats.bytes += length;
       const sum = hashUp(bytes);
