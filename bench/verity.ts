@@ -81,7 +81,7 @@ async function main(): Promise<void> {
     const repo = client.repository('bench/verity');
     await repo.putBlob(digest, new MemorySource(data));
     const plainDesc: Descriptor = { mediaType: MediaType.ociLayer, digest, size: SIZE };
-    const desc = await publishTree(repo, plainDesc, (await digestAndTree(new MemorySource(data))).tree);
+    const desc = await publishTree(repo, plainDesc, (await digestAndTree(new MemorySource(data), DEFAULT_CHUNK)).tree!);
     const cache = await BlobCache.open({ dir: path.join(shm, 'cache'), capacity: 8 * SIZE });
     const open = async (verified: boolean, key: string) => {
       const entry = await cache.entry(key, SIZE);

@@ -22,6 +22,7 @@ import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, typ
 import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
 import type { PutBlobResult, Repository } from './store.ts';
 import { digestAndTree, publishReferrer, publishTree, type BuiltTree } from '../verity/publish.ts';
+import { DEFAULT_CHUNK } from '../verity/tree.ts';
 
 /** Bytes of several sources one after another (e.g. tar header + zfile + tar trailer). */
 export class ConcatSource implements ByteSource {
@@ -58,16 +59,7 @@ export class ConcatSource implements ByteSource {
 
 /** sha256 digest of a whole source. */
 export async function digestSource(src: ByteSource, onProgress?: (done: number) => void): Promise<string> {
-  const hash = createHash('sha256');
-  const buf = new Uint8Array(1 << 20);
-  for (let pos = 0; pos < src.size; ) {
-    const n = await src.read(buf, pos);
-    if (n === 0) throw new FormatError(src.name, `ended at ${pos} of ${src.size} bytes`, pos);
-    hash.update(buf.subarray(0, n));
-    pos += n;
-    onProgress?.(pos);
-  }
-  return 'sha256:' + hash.digest('hex');
+  return (await digestAndTree(src, undefined, onProgress)).digest;
 }
 
 export type LayerKind = 'tar' | 'zfile' | 'lsmt';
@@ -99,8 +91,7 @@ export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWri
       await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
       src = await FileSource.open(out);
     }
-    if (!verity) return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
-    const { digest, tree } = await digestAndTree(src);
+    const { digest, tree } = await digestAndTree(src, verity ? DEFAULT_CHUNK : undefined);
     return { file, kind, blob: src, digest, size: src.size, tree };
   } catch (e) {
     await src.close();

@@ -36,21 +36,21 @@ export class TreeHasher {
   }
 }
 
-/** sha256 digest and verity tree of a whole source, read once. */
-export async function digestAndTree(src: ByteSource, chunk = DEFAULT_CHUNK, onProgress?: (done: number) => void): Promise<{ digest: string; tree: BuiltTree }> {
+/** sha256 digest of a whole source and, when `chunk` is given, its verity tree: one read pass. */
+export async function digestAndTree(src: ByteSource, chunk: number | undefined, onProgress?: (done: number) => void): Promise<{ digest: string; tree: BuiltTree | undefined }> {
   const hash = createHash('sha256');
-  const tree = new TreeHasher(chunk, src.size);
+  const tree = chunk === undefined ? undefined : new TreeHasher(chunk, src.size);
   const buf = new Uint8Array(1 << 20);
   for (let pos = 0; pos < src.size; ) {
     const n = await src.read(buf, pos);
     if (n === 0) throw new FormatError(src.name, `ended at ${pos} of ${src.size} bytes`, pos);
     const piece = buf.subarray(0, n);
     hash.update(piece);
-    tree.update(piece);
+    tree?.update(piece);
     pos += n;
     onProgress?.(pos);
   }
-  return { digest: 'sha256:' + hash.digest('hex'), tree: tree.finish() };
+  return { digest: 'sha256:' + hash.digest('hex'), tree: tree?.finish() };
 }
 
 /** Uploads a tree blob and returns `layer` annotated with it. */

@@ -158,7 +158,7 @@ test('a held unit damaged in the store is dropped on first use and fetched again
 
 test('digestAndTree: one pass gives the sha256 and the same tree as the builder', async () => {
   const data = R('verity-dt', 3 << 20);
-  const { digest, tree } = await digestAndTree(new MemorySource(data));
+  const { digest, tree } = await digestAndTree(new MemorySource(data), 131072);
   assert.equal(digest, 'sha256:' + createHash('sha256').update(data).digest('hex'));
-  assert.deepEqual(Buffer.from(tree.bytes), Buffer.from(treeOf(data, 131072).tree));
+  assert.deepEqual(Buffer.from(tree!.bytes), Buffer.from(treeOf(data, 131072).tree));
 });
