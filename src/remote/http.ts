@@ -97,9 +97,9 @@ export class Transport {
         r.destroy(failure);
       };
       let headerTimer: NodeJS.Timeout | undefined;
-      let answered = false;
+      let response: IncomingMessage | undefined;
       const r = mod.request(url, { method: req.method, headers, agent }, (res) => {
-        answered = true;
+        response = res;
         clearTimeout(headerTimer);
         res.on('error', () => {});
         if (this.minBytesPerSec > 0) this.#watchSpeed(res, () => abort(new TimeoutError(where, `body slower than ${this.minBytesPerSec} bytes/s over ${this.idleTimeoutMs} ms`)));
@@ -115,7 +115,7 @@ export class Transport {
       });
       // Counted from the end of the upload: a slow request body is the idle timeout's business.
       r.once('finish', () => {
-        if (!failure && !answered) headerTimer = setTimeout(() => abort(new TimeoutError(where, `no response headers within ${this.headerTimeoutMs} ms of sending`)), this.headerTimeoutMs);
+        if (!failure && !response) headerTimer = setTimeout(() => abort(new TimeoutError(where, `no response headers within ${this.headerTimeoutMs} ms of sending`)), this.headerTimeoutMs);
       });
       r.on('socket', (sock) => {
         if (!sock.connecting) return;
@@ -124,7 +124,11 @@ export class Transport {
         sock.once('connect', done);
         sock.once('close', done);
       });
-      r.setTimeout(this.idleTimeoutMs, () => abort(new TimeoutError(where, `no data for ${this.idleTimeoutMs} ms`)));
+      r.setTimeout(this.idleTimeoutMs, () => {
+        // Unread body bytes mean the reader paused (back-pressure), not the server: wait again.
+        if (response && response.readableLength > 0) r.setTimeout(this.idleTimeoutMs);
+        else abort(new TimeoutError(where, `no data for ${this.idleTimeoutMs} ms`));
+      });
       r.on('error', (e) => {
         clearTimeout(headerTimer);
         reject(failure ?? transportError(where, e, undefined));
@@ -141,18 +145,22 @@ export class Transport {
 
   /**
    * Calls `tooSlow` when a window of `idleTimeoutMs` passes with fewer body bytes than the
-   * minimum rate asks. Counted on the socket, so it costs nothing per chunk; a window in
-   * which the reader left bytes unread (back-pressure, a rate-limited download) is the
-   * reader's doing and passes.
+   * minimum rate asks. Counted on the socket, so it costs nothing per chunk; a window
+   * that starts or ends with bytes left unread (back-pressure, a rate-limited download)
+   * is the reader's doing and passes.
    */
   #watchSpeed(res: IncomingMessage, tooSlow: () => void): void {
     const sock = res.socket;
     const need = (this.minBytesPerSec * this.idleTimeoutMs) / 1000;
     let seen = sock.bytesRead;
+    let wasBehind = false;
     const t = setInterval(() => {
       const now = sock.bytesRead;
-      if (now - seen < need && res.readableLength === 0 && !res.complete) tooSlow();
+      // Unread bytes at either end of the window: the reader held the body back, not the server.
+      const behind = res.readableLength > 0;
+      if (now - seen < need && !behind && !wasBehind && !res.complete) tooSlow();
       seen = now;
+      wasBehind = behind;
     }, this.idleTimeoutMs);
     const stop = () => clearInterval(t);
     res.once('end', stop);
