@@ -4,41 +4,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { DIGESTS, FIXTURES } from '../helpers/recipes.ts';
-import { MAIN, obd } from '../helpers/cli.ts';
+import { obd, serve } from '../helpers/cli.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
 
 const run = promisify(execFile);
 const LAYERS = ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n));
-
-/** Starts `obd serve ARGS --json`, waits for its ready line, returns the URI and a stopper. */
-async function serve(args: string[]): Promise<{ uri: string; stop: () => Promise<number | null> }> {
-  const child = spawn(process.execPath, [MAIN, 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d) => (err += d));
-  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-  const ready = await new Promise<{ exports: { uri: string }[] }>((resolve, reject) => {
-    child.stdout.on('data', (d) => {
-      out += d;
-      const line = out.split('\n')[0]!;
-      if (out.includes('\n')) resolve(JSON.parse(line));
-    });
-    exited.then((code) => reject(new Error(`obd serve exited (${code}): ${err}`)));
-  });
-  return {
-    uri: ready.exports[0]!.uri,
-    stop: async () => {
-      child.kill('SIGTERM');
-      return exited;
-    },
-  };
-}
 
 async function sha256Of(uri: string): Promise<string> {
   const { stdout } = await run('bash', ['-c', `nbdcopy '${uri}' - | sha256sum`]);
