@@ -51,7 +51,7 @@ export interface HttpResponse {
   readonly headers: IncomingHttpHeaders;
   readonly url: URL;
   readonly stream: IncomingMessage;
-  /** Why the transport aborted the exchange (an idle timeout), if it did. */
+  /** Why the exchange failed below the body stream (a timeout, a malformed response), if it did. */
   readonly abortReason: Error | undefined;
 }
 
@@ -131,7 +131,9 @@ export class Transport {
       });
       r.on('error', (e) => {
         clearTimeout(headerTimer);
-        reject(failure ?? transportError(where, e, undefined));
+        // Also after the headers: a body the parser refused then reads as this, not as "aborted".
+        failure ??= transportError(where, e, response?.statusCode);
+        reject(failure);
       });
       if (body === undefined) r.end();
       else if (body instanceof Uint8Array) r.end(body);

@@ -127,7 +127,7 @@ describe('obd serve over a hostile registry', () => {
   });
 });
 
-describe('obd inspect / pull against a hostile registry', () => {
+describe('obd inspect / pull / serve against a hostile registry', () => {
   let h: HostileRegistry;
   before(async () => {
     h = await startHostileRegistry();
@@ -149,6 +149,15 @@ describe('obd inspect / pull against a hostile registry', () => {
     h.rule = () => undefined;
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^obd: .*response larger than 4194304 bytes/m);
+  });
+
+  test('a lie while serve opens the image: exit 1 with the reason, not a hang', async (t) => {
+    const dir = await tempDir(t);
+    h.rule = (r) => (r.path.includes('/blobs/') && r.method === 'GET' ? { kind: 'endless' } : undefined);
+    const r = await obd(['serve', '--timeout', '200', '--retries', '0', '--socket', path.join(dir, 's.sock'), `${h.host}/lies/img:v1`]);
+    h.rule = () => undefined;
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^obd: .*body longer than the \d+ bytes announced/m);
   });
 
   test('a trickling blob: pull gives up with a timeout, a rerun succeeds', async (t) => {

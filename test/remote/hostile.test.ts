@@ -14,7 +14,7 @@ import { resolveImage } from '../../src/remote/image.ts';
 import { MAX_LAYERS, MAX_MANIFEST_BYTES, MediaType } from '../../src/remote/manifest.ts';
 import { pullImage } from '../../src/remote/pull.ts';
 import { MAX_REDIRECTS, RegistryClient, type RegistryOptions, type RegistryRepository } from '../../src/remote/registry.ts';
-import { startHostileRegistry, type Hostility, type HostileRegistry, type HostileRequest } from './helpers/hostile-registry.ts';
+import { startHangingListener, startHostileRegistry, type Hostility, type HostileRegistry, type HostileRequest } from './helpers/hostile-registry.ts';
 import { tempDir } from './helpers/blobs.ts';
 
 const TIMEOUT = 200;
@@ -71,9 +71,12 @@ describe('a hostile registry: blob Range reads', () => {
     { hostility: { kind: 'redirect-loop' }, error: ProtocolError, message: new RegExp(`more than ${MAX_REDIRECTS} redirects`) },
     { hostility: { kind: 'respond', status: 302, headers: { location: 'file:///etc/passwd' } }, error: ProtocolError, message: /redirect to a file: URL, which is not followed/ },
     { hostility: { kind: 'respond', status: 200, body: data.subarray(0, 65536) }, error: ProtocolError, message: /server ignored Range/ },
+    { hostility: { kind: 'respond', status: 206, headers: { 'x-big': 'a'.repeat(40_000) } }, error: ProtocolError, message: /malformed HTTP response/ },
+    { hostility: { kind: 'raw', bytes: 'SSH-2.0-OpenSSH_9.2\r\n' }, error: ProtocolError, message: /malformed HTTP response/ },
+    { hostility: { kind: 'raw', bytes: 'HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 4096-69631/1048576\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n' }, error: ProtocolError, message: /malformed HTTP response/ },
   ];
   for (const c of cases) {
-    const label = `${c.hostility.kind}${'delta' in c.hostility ? ` ${c.hostility.delta}` : ''}${c.hostility.kind === 'respond' ? ` ${c.hostility.status}` : ''}`;
+    const label = `${c.hostility.kind}${'delta' in c.hostility ? ` ${c.hostility.delta}` : ''}${c.hostility.kind === 'respond' ? ` ${c.hostility.status}${c.hostility.headers ? ' ' + Object.keys(c.hostility.headers).join() : ''}` : ''}${c.hostility.kind === 'raw' ? ` ${JSON.stringify(String(c.hostility.bytes).slice(0, 12))}` : ''}`;
     test(`${label}: a typed ${c.error.name} within the timeout, then the client reads right bytes again`, async () => {
       const c1 = client(h);
       const repo = c1.repository('lies/blob');
@@ -106,6 +109,17 @@ describe('a hostile registry: blob Range reads', () => {
     assert.ok(b.equals(data.subarray(4096, 8192)), 'the forged second answer was not taken');
     h.rule = () => undefined;
     await c1.close();
+  });
+
+  test('a connect that hangs times out', async () => {
+    const hang = await startHangingListener();
+    try {
+      const c1 = new RegistryClient(hang.host, { credentials: new CredentialStore(), retries: 0, idleTimeoutMs: 1000, connectTimeoutMs: TIMEOUT });
+      await rejectsWithin(c1.repository('lies/blob').readRange(digest, Buffer.alloc(10), 0, data.length), (e) => e instanceof TimeoutError && /not connected within 200 ms/.test(e.message), 4 * TIMEOUT);
+      await c1.close();
+    } finally {
+      await hang.stop();
+    }
   });
 
   test('timeouts are retried with the configured count, then give up', async () => {

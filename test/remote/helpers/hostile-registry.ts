@@ -9,7 +9,8 @@
  */
 import { createHash } from 'node:crypto';
 import http from 'node:http';
-import type net from 'node:net';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
 
 export type Hostility =
   /** 206 whose Content-Range starts one byte later than asked (the body is that range). */
@@ -29,7 +30,9 @@ export type Hostility =
   /** 302 back to the same URL. */
   | { kind: 'redirect-loop' }
   /** An answer chosen whole by the test. */
-  | { kind: 'respond'; status: number; headers?: Record<string, string>; body?: string | Buffer };
+  | { kind: 'respond'; status: number; headers?: Record<string, string>; body?: string | Buffer }
+  /** These bytes and nothing else, HTTP or not; then the connection closes. */
+  | { kind: 'raw'; bytes: string | Buffer };
 
 export interface HostileRequest {
   readonly n: number;
@@ -185,6 +188,9 @@ export async function startHostileRegistry(opts: HostileOptions = {}): Promise<H
     switch (h.kind) {
       case 'silent':
         return;
+      case 'raw':
+        s.end(h.bytes);
+        return;
       case 'wrong-range': {
         const r = info.range ?? { start: 0, end: undefined };
         const start = r.start + 1;
@@ -250,4 +256,33 @@ export async function startHostileRegistry(opts: HostileOptions = {}): Promise<H
 function rangeOf(h: string | undefined): { start: number; end: number | undefined } | undefined {
   const m = /^bytes=(\d+)-(\d*)$/.exec(h ?? '');
   return m ? { start: Number(m[1]), end: m[2] ? Number(m[2]) : undefined } : undefined;
+}
+
+/**
+ * A loopback port where TCP connects hang: a listener with a backlog of one, stopped
+ * (SIGSTOP) so it accepts nothing, its queue filled, so the kernel drops further SYNs.
+ */
+export async function startHangingListener(): Promise<{ host: string; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, ['-e', "const s = require('net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => console.log(s.address().port))"], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.once('data', (d) => resolve(Number(String(d).trim())));
+    child.once('exit', () => reject(new Error('listener exited')));
+  });
+  child.kill('SIGSTOP');
+  const fillers: net.Socket[] = [];
+  for (let i = 0; i < 3; i++) {
+    const f = net.connect(port, '127.0.0.1');
+    f.on('error', () => {});
+    fillers.push(f);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    host: `127.0.0.1:${port}`,
+    async stop() {
+      for (const f of fillers) f.destroy();
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
 }
