@@ -219,8 +219,10 @@ async function readCapped(file: string, limit: number): Promise<Buffer> {
     throw wrapFsError(file, e);
   }
   try {
-    const size = (await fh.stat()).size;
-    if (size > limit) throw new FormatError(file, `${size} bytes, more than the ${limit} a manifest or index may have`);
+    const st = await fh.stat();
+    // A device or FIFO planted in the layout would read forever.
+    if (!st.isFile()) throw new FormatError(file, 'not a regular file');
+    if (st.size > limit) throw new FormatError(file, `${st.size} bytes, more than the ${limit} a manifest or index may have`);
     return await fh.readFile();
   } catch (e) {
     throw e instanceof FormatError ? e : wrapFsError(file, e);

@@ -6,12 +6,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CredentialStore } from '../../src/remote/auth.ts';
 import { AuthError, ManifestError, ProtocolError, RemoteError, TimeoutError } from '../../src/remote/errors.ts';
 import { resolveImage } from '../../src/remote/image.ts';
-import { MAX_LAYERS, MAX_MANIFEST_BYTES, MediaType } from '../../src/remote/manifest.ts';
+import { FormatError } from '../../src/io/errors.ts';
+import { MAX_LAYERS, MAX_MANIFEST_BYTES, MediaType, sha256Digest } from '../../src/remote/manifest.ts';
+import { OciLayout } from '../../src/remote/oci-layout.ts';
 import { pullImage } from '../../src/remote/pull.ts';
 import { MAX_REDIRECTS, RegistryClient, type RegistryOptions, type RegistryRepository } from '../../src/remote/registry.ts';
 import { startHangingListener, startHostileRegistry, type Hostility, type HostileRegistry, type HostileRequest } from './helpers/hostile-registry.ts';
@@ -297,5 +299,25 @@ describe('a hostile token endpoint', () => {
     assert.ok(h.seen.length - mark <= 6, 'auth rounds are bounded');
     h.rule = () => undefined;
     await c.close();
+  });
+});
+
+describe('a hostile OCI layout', () => {
+  test('oversized or non-file index.json and manifests, and bad descriptors, are refused by name', async (t) => {
+    const dir = await tempDir(t);
+    const layout = await OciLayout.open(dir, { create: true });
+    const index = path.join(dir, 'index.json');
+    await writeFile(index, Buffer.alloc(MAX_MANIFEST_BYTES + 1, 0x20));
+    await assert.rejects(layout.tags(), (e: Error) => e instanceof FormatError && /index\.json: 4194305 bytes, more than the 4194304/.test(e.message));
+    await rm(index);
+    await symlink('/dev/zero', index);
+    await assert.rejects(layout.tags(), (e: Error) => e instanceof FormatError && /not a regular file/.test(e.message));
+    await rm(index);
+    const big = Buffer.alloc(MAX_MANIFEST_BYTES + 1, 0x20);
+    const digest = sha256Digest(big);
+    await writeFile(layout.blobPath(digest), big);
+    await assert.rejects(layout.getManifest(digest), (e: Error) => e instanceof FormatError && /more than the 4194304/.test(e.message));
+    await writeFile(index, JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: MediaType.ociManifest, digest, size: -1 }] }));
+    await assert.rejects(layout.tags(), (e: Error) => e instanceof ManifestError && e.field === 'manifests[0].size');
   });
 });
