@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { listenTracked } from './fault-proxy.ts';
 
 export type Hostility =
   /** 206 whose Content-Range starts one byte later than asked (the body is that range). */
@@ -243,12 +244,7 @@ export async function startHostileRegistry(opts: HostileOptions = {}): Promise<H
       }
     }
   });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
+  const port = await listenTracked(server, sockets);
   Object.assign(state, { port, host: `127.0.0.1:${port}` });
   return state;
 }
