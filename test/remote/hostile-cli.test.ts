@@ -43,7 +43,7 @@ async function rssKiB(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
 }
 
-describe('obd serve over a hostile registry', () => {
+describe('obd serve over a hostile registry', { timeout: 60_000 }, () => {
   let h: HostileRegistry;
   let server: Served;
   let expected: (r: { offset: number; length: number }) => Buffer;
@@ -103,7 +103,7 @@ describe('obd serve over a hostile registry', () => {
         const took = performance.now() - t0;
         assert.ok(h.seen.slice(mark).some((x) => x.hostility === k.kind), `${k.kind}: the lie was told`);
         assert.equal(r!.error, ERR.EIO, `${k.kind}: the hostile read answered ${r!.error}, not EIO`);
-        assert.ok(took < 2000, `${k.kind}: took ${took.toFixed(0)} ms`);
+        assert.ok(took < 5000, `${k.kind}: took ${took.toFixed(0)} ms`);
         assert.equal(g1!.error, 0);
         assert.ok(g1!.data!.equals(expected(HEALTHY_CACHED)), `${k.kind}: wrong bytes for a healthy read`);
         assert.equal(g2!.error, 0);
@@ -127,7 +127,7 @@ describe('obd serve over a hostile registry', () => {
   });
 });
 
-describe('obd inspect / pull / serve against a hostile registry', () => {
+describe('obd inspect / pull / serve against a hostile registry', { timeout: 60_000 }, () => {
   let h: HostileRegistry;
   before(async () => {
     h = await startHostileRegistry();
