@@ -16,7 +16,7 @@ export interface TransportOptions {
   proxy?: string;
   /** Accept any TLS certificate (self-signed registries). */
   insecure?: boolean;
-  /** Abort when no bytes move for this long (default 30 s). */
+  /** Abort when no bytes move for this long (default 30 s; a body is checked once per period, so silence is caught within two). */
   idleTimeoutMs?: number;
   /** Abort when the TCP connection is not up after this long (default 10 s, at most the header timeout). */
   connectTimeoutMs?: number;
@@ -102,7 +102,7 @@ export class Transport {
         response = res;
         clearTimeout(headerTimer);
         res.on('error', () => {});
-        if (this.minBytesPerSec > 0) this.#watchSpeed(res, () => abort(new TimeoutError(where, `body slower than ${this.minBytesPerSec} bytes/s over ${this.idleTimeoutMs} ms`)));
+        this.#watchBody(res, where, abort);
         resolve({
           status: res.statusCode ?? 0,
           headers: res.headers,
@@ -124,10 +124,10 @@ export class Transport {
         sock.once('connect', done);
         sock.once('close', done);
       });
+      // Until the headers arrive (upload included); the body is #watchBody's, since node:http
+      // reports a socket timeout only once and cannot tell a paused reader from a silent server.
       r.setTimeout(this.idleTimeoutMs, () => {
-        // Unread body bytes mean the reader paused (back-pressure), not the server: wait again.
-        if (response && response.readableLength > 0) r.setTimeout(this.idleTimeoutMs);
-        else abort(new TimeoutError(where, `no data for ${this.idleTimeoutMs} ms`));
+        if (!response) abort(new TimeoutError(where, `no data for ${this.idleTimeoutMs} ms`));
       });
       r.on('error', (e) => {
         clearTimeout(headerTimer);
@@ -146,24 +146,29 @@ export class Transport {
   }
 
   /**
-   * Calls `tooSlow` when a window of `idleTimeoutMs` passes with fewer body bytes than the
-   * minimum rate asks. Counted on the socket, so it costs nothing per chunk; a window
-   * that starts or ends with bytes left unread (back-pressure, a rate-limited download)
-   * is the reader's doing and passes.
+   * Aborts a body that moves no bytes, or fewer than the minimum rate asks, in a window of
+   * `idleTimeoutMs`. Counted on the socket, so it costs nothing per chunk; a window that
+   * starts or ends with bytes left unread (back-pressure, a rate-limited download) is the
+   * reader's doing and passes.
    */
-  #watchSpeed(res: IncomingMessage, tooSlow: () => void): void {
+  #watchBody(res: IncomingMessage, where: string, abort: (e: TimeoutError) => void): void {
     const sock = res.socket;
-    const need = (this.minBytesPerSec * this.idleTimeoutMs) / 1000;
+    const window = this.idleTimeoutMs;
+    const need = (this.minBytesPerSec * window) / 1000;
     let seen = sock.bytesRead;
     let wasBehind = false;
     const t = setInterval(() => {
       const now = sock.bytesRead;
-      // Unread bytes at either end of the window: the reader held the body back, not the server.
       const behind = res.readableLength > 0;
-      if (now - seen < need && !behind && !wasBehind && !res.complete) tooSlow();
+      if (!behind && !wasBehind && !res.complete) {
+        if (now === seen) abort(new TimeoutError(where, `no data for ${window} ms`));
+        else if (now - seen < need) abort(new TimeoutError(where, `body slower than ${this.minBytesPerSec} bytes/s over ${window} ms`));
+      }
       seen = now;
       wasBehind = behind;
-    }, this.idleTimeoutMs);
+    }, window);
+    // The socket keeps the process alive while the body can still move; this timer need not.
+    t.unref();
     const stop = () => clearInterval(t);
     res.once('end', stop);
     res.once('close', stop);

@@ -148,6 +148,21 @@ describe('a hostile registry: blob Range reads', { timeout: 60_000 }, () => {
     assert.equal(got, data.length);
     await c1.close();
   });
+
+  test('a server that falls silent after a slow reader caught up still times out', async () => {
+    const c1 = client(h, { retries: 0, minBytesPerSec: 0 });
+    fromRule(h, isBlobGet, { kind: 'stall-after', bytes: 256 * 1024 });
+    const read = (async () => {
+      let got = 0;
+      for await (const chunk of c1.repository('lies/blob').streamBlob(digest)) {
+        if (got === 0) await new Promise((r) => setTimeout(r, 3 * TIMEOUT));
+        got += chunk.length;
+      }
+    })();
+    await rejectsWithin(read, (e) => e instanceof TimeoutError && /no data for 200 ms/.test(e.message), 3 * TIMEOUT + BUDGET);
+    h.rule = () => undefined;
+    await c1.close();
+  });
 });
 
 describe('a hostile registry: manifests', { timeout: 60_000 }, () => {
@@ -189,7 +204,7 @@ describe('a hostile registry: manifests', { timeout: 60_000 }, () => {
     ['negative config size', () => ({ config: { mediaType: MediaType.ociConfig, digest: good.config, size: -5 } }), 'config.size', /-5 is not/],
     ['bad digest', () => ({ layers: [desc({ digest: 'sha256:xyz' })] }), 'layers[0].digest', /"sha256:xyz" is not a digest/],
     ['not a media type', () => ({ layers: [desc({ mediaType: 'text html' })] }), 'layers[0].mediaType', /"text html" is not a media type/],
-    ['an index media type on a manifest', () => ({ mediaType: MediaType.ociConfig }), 'mediaType', /is not an image manifest media type/],
+    ['a config media type declared by a manifest', () => ({ mediaType: MediaType.ociConfig }), 'mediaType', /is not an image manifest media type/],
     ['annotations that are not strings', () => ({ annotations: { a: 1 } }), 'annotations["a"]', /1, not a string/],
     ['layers that are not a list', () => ({ layers: { 0: desc() } }), 'layers', /is an object, not a list/],
     ['schema 1', () => ({ schemaVersion: 1 }), 'schemaVersion', /is 1, not 2/],

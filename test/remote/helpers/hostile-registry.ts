@@ -22,6 +22,8 @@ export type Hostility =
   | { kind: 'overlong-body' }
   /** The right status and Content-Range, no length, then bytes forever. */
   | { kind: 'endless' }
+  /** The right headers and the first `bytes` of the body, then silence. */
+  | { kind: 'stall-after'; bytes: number }
   /** The right headers, then one body byte every `everyMs`. */
   | { kind: 'trickle'; everyMs: number }
   /** A status line, then one header byte every `everyMs`, never ending the headers. */
@@ -231,6 +233,10 @@ export async function startHostileRegistry(opts: HostileOptions = {}): Promise<H
         pump();
         return;
       }
+      case 'stall-after':
+        s.write(head(a.status, { ...a.headers, 'content-length': String(a.body.length) }));
+        s.write(a.body.subarray(0, h.bytes));
+        return;
       case 'trickle': {
         s.write(head(a.status, { ...a.headers, 'content-length': String(a.body.length) }));
         let i = 0;
