@@ -62,8 +62,6 @@ export interface HostileRegistry {
   putManifest(repo: string, bytes: Uint8Array | string, mediaType: string, tag?: string): string;
   /** Stores a one-platform OCI image of `layers` (bottom → top) and tags it. */
   putImage(repo: string, tag: string, layers: Uint8Array[]): { digest: string; layers: string[] };
-  /** Sockets that hostile answers still hold open. */
-  readonly openHostile: number;
   stop(): Promise<void>;
 }
 
@@ -81,7 +79,6 @@ export async function startHostileRegistry(opts: HostileOptions = {}): Promise<H
   const blobs = new Map<string, Buffer>();
   const manifests = new Map<string, { bytes: Buffer; mediaType: string }>();
   const sockets = new Set<net.Socket>();
-  const hostile = new Set<net.Socket>();
   const timers = new Set<NodeJS.Timeout>();
   const seen: HostileRequest[] = [];
   let n = 0;
@@ -109,9 +106,6 @@ export async function startHostileRegistry(opts: HostileOptions = {}): Promise<H
       const manifest = { schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: state.putBlob(config), size: config.length }, layers: descs };
       return { digest: state.putManifest(repo, JSON.stringify(manifest), OCI_MANIFEST, tag), layers: descs.map((d) => d.digest) };
     },
-    get openHostile() {
-      return hostile.size;
-    },
     async stop() {
       for (const t of timers) clearInterval(t);
       for (const s of sockets) s.destroy();
@@ -122,11 +116,9 @@ export async function startHostileRegistry(opts: HostileOptions = {}): Promise<H
   /** Takes the socket over from node:http: the answer is whatever bytes we write. */
   function raw(req: http.IncomingMessage, info: HostileRequest): net.Socket {
     const s = req.socket;
-    hostile.add(s);
     s.on('error', () => {});
     s.once('close', () => {
       info.bytesSent = s.bytesWritten;
-      hostile.delete(s);
     });
     return s;
   }
