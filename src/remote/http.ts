@@ -1,6 +1,6 @@
 /**
  * One HTTP attempt over node:http(s) with keep-alive agents (cheaper per request than
- * fetch on the hot Range path: benchmarking.md §6). No retries, redirects or auth here:
+ * fetch on the hot Range path: docs/benchmarking.md §6). No retries, redirects or auth here:
  * the registry client layers those on. Nothing a server does can hang a request or grow
  * memory without bound: connecting, waiting for headers, silence and a trickling body each
  * have a limit, and bodies are read against a byte cap or the exact length asked.

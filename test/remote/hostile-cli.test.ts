@@ -13,7 +13,7 @@ import path from 'node:path';
 import { openImage } from '../../src/image/open.ts';
 import { MediaType } from '../../src/remote/manifest.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
-import { obd, serve, type Served } from '../helpers/cli.ts';
+import { obd, serveJson, type ServeHandle } from '../helpers/cli.ts';
 import { assemble, CMD, ERR, RawClient, type Result } from '../nbd/helpers/client.ts';
 import { startHostileRegistry, type Hostility, type HostileRegistry } from './helpers/hostile-registry.ts';
 import { tempDir } from './helpers/blobs.ts';
@@ -45,7 +45,7 @@ async function rssKiB(pid: number): Promise<number> {
 
 describe('obd serve over a hostile registry', { timeout: 60_000 }, () => {
   let h: HostileRegistry;
-  let server: Served;
+  let server: ServeHandle;
   let expected: (r: { offset: number; length: number }) => Buffer;
   let sock: string;
   let dir: string;
@@ -60,7 +60,7 @@ describe('obd serve over a hostile registry', { timeout: 60_000 }, () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'obd-hostile-'));
     sock = path.join(dir, 'nbd.sock');
     // A retry, so a healthy fetch survives a loaded machine's hiccup; lies still fail within a second.
-    server = await serve([`${h.host}/lies/disk:v1`, '--socket', sock, '--timeout', '200', '--retries', '1']);
+    server = await serveJson([`${h.host}/lies/disk:v1`, '--socket', sock, '--timeout', '200', '--retries', '1']);
   });
   after(async () => {
     await server?.stop();
