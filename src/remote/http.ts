@@ -3,7 +3,8 @@
  * fetch on the hot Range path: docs/benchmarking.md §6). No retries, redirects or auth here:
  * the registry client layers those on. Nothing a server does can hang a request or grow
  * memory without bound: connecting, waiting for headers, silence and a trickling body each
- * have a limit, and bodies are read against a byte cap or the exact length asked.
+ * have a limit, and bodies are read against a byte cap or the exact length asked
+ * (docs/format.md §6).
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import https from 'node:https';

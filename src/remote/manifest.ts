@@ -72,7 +72,7 @@ export function isIndex(m: FetchedManifest): boolean {
   return m.mediaType === MediaType.ociIndex || m.mediaType === MediaType.dockerList;
 }
 
-/** Largest manifest or index accepted (containerd's limit): a bigger one is refused, not buffered. */
+/** Largest manifest or index accepted (containerd's limit; docs/format.md §6): a bigger one is refused, not buffered. */
 export const MAX_MANIFEST_BYTES = 4 << 20;
 /** Most layers an image manifest may list: far above real images (the reference stacks at most 255). */
 export const MAX_LAYERS = 4096;
