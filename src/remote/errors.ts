@@ -53,7 +53,10 @@ export class InvalidReferenceError extends ObdError {
   override readonly errno: Errno = 'EINVAL';
 }
 
-/** A manifest or index that breaks the OCI image spec; `field` names the offending part (e.g. `layers[3].size`). */
+/**
+ * A manifest or index that breaks the OCI image spec (docs/format.md §6); `field` names the
+ * offending part, e.g. `layers[3].size`.
+ */
 export class ManifestError extends InvalidReferenceError {
   readonly field: string;
   constructor(where: string, field: string, what: string) {

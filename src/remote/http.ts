@@ -17,16 +17,19 @@ export interface TransportOptions {
   proxy?: string;
   /** Accept any TLS certificate (self-signed registries). */
   insecure?: boolean;
-  /** Abort when no bytes move for this long (default 30 s; a body is checked once per period, so silence is caught within two). */
+  /**
+   * Abort when no bytes move for this long (default 30 s). A body is checked once per period,
+   * so its silence is caught within two.
+   */
   idleTimeoutMs?: number;
-  /** Abort when the TCP connection is not up after this long (default 10 s, at most the header timeout). */
+  /** Abort when the TCP connection is not up after this long (default 10 s, at most the header wait). */
   connectTimeoutMs?: number;
-  /** Abort when the response headers have not all arrived this long after the request was sent (default: the idle timeout). */
+  /** Abort when the response headers are not all in this long after sending (default: the idle timeout). */
   headerTimeoutMs?: number;
   /**
    * Abort a body slower than this many bytes per second, measured over each idle-timeout
    * window, so a server trickling a byte now and then cannot hold a request forever
-   * (default 1024; 0 turns the check off). Time the reader itself spends not reading is not counted.
+   * (default 1024; 0 turns the check off). Time the reader spends not reading is not counted.
    */
   minBytesPerSec?: number;
   /** Sockets per host (default 16). */

@@ -72,9 +72,9 @@ export function isIndex(m: FetchedManifest): boolean {
   return m.mediaType === MediaType.ociIndex || m.mediaType === MediaType.dockerList;
 }
 
-/** Largest manifest or index accepted (containerd's limit; docs/format.md §6): a bigger one is refused, not buffered. */
+/** Largest manifest or index (containerd's limit; docs/format.md §6): a bigger one is refused unread. */
 export const MAX_MANIFEST_BYTES = 4 << 20;
-/** Most layers an image manifest may list: far above real images (the reference stacks at most 255). */
+/** Most layers a manifest may list: far above real images (the reference stacks at most 255). */
 export const MAX_LAYERS = 4096;
 /** Most entries an image index may list. */
 export const MAX_INDEX_ENTRIES = 4096;
@@ -84,7 +84,7 @@ const INDEX_TYPES: ReadonlySet<string> = new Set([MediaType.ociIndex, MediaType.
 /** RFC 6838 type/subtype, each at most 127 characters. */
 const MEDIA_TYPE = /^[A-Za-z0-9][\w!#$&^.+-]{0,126}\/[A-Za-z0-9][\w!#$&^.+-]{0,126}$/;
 
-/** A value for an error message; never serialises untrusted structure (it may nest a million deep). */
+/** A value for an error message; never serialises untrusted structure (it may nest very deep). */
 function show(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v.length > 80 ? v.slice(0, 80) + '…' : v);
   if (typeof v === 'number' || typeof v === 'boolean' || v === null) return String(v);
