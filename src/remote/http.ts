@@ -22,9 +22,9 @@ export interface TransportOptions {
    * so its silence is caught within two.
    */
   idleTimeoutMs?: number;
-  /** Abort when the TCP connection is not up after this long (default 10 s, at most the header wait). */
+  /** Abort when the connection is not up after this long (default 10 s, at most the header wait). */
   connectTimeoutMs?: number;
-  /** Abort when the response headers are not all in this long after sending (default: the idle timeout). */
+  /** Abort when the response headers are not in this long after sending (default: the idle timeout). */
   headerTimeoutMs?: number;
   /**
    * Abort a body slower than this many bytes per second, measured over each idle-timeout

@@ -72,7 +72,7 @@ export function isIndex(m: FetchedManifest): boolean {
   return m.mediaType === MediaType.ociIndex || m.mediaType === MediaType.dockerList;
 }
 
-/** Largest manifest or index (containerd's limit; docs/format.md §6): a bigger one is refused unread. */
+/** Largest manifest or index (containerd's limit; docs/format.md §6); a bigger one is not read. */
 export const MAX_MANIFEST_BYTES = 4 << 20;
 /** Most layers a manifest may list: far above real images (the reference stacks at most 255). */
 export const MAX_LAYERS = 4096;
