@@ -133,6 +133,16 @@ export class Transport {
       r.setTimeout(this.idleTimeoutMs, () => {
         if (!response) abort(new TimeoutError(where, `no data for ${this.idleTimeoutMs} ms`));
       });
+      // Without a listener node:http drops an upgraded socket silently, leaving this promise hanging.
+      r.on('upgrade', (res, sock) => {
+        sock.destroy();
+        failure ??= new ProtocolError(where, `answered ${res.statusCode} ${res.statusMessage ?? ''}: a registry does not switch protocols`, res.statusCode);
+        reject(failure);
+      });
+      r.once('close', () => {
+        clearTimeout(headerTimer);
+        if (!response) reject(failure ?? new NetworkError(where, 'connection closed before a response'));
+      });
       r.on('error', (e) => {
         clearTimeout(headerTimer);
         // Also after the headers: a body the parser refused then reads as this, not as "aborted".

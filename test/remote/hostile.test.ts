@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CredentialStore } from '../../src/remote/auth.ts';
-import { AuthError, ManifestError, ProtocolError, RemoteError, TimeoutError } from '../../src/remote/errors.ts';
+import { AuthError, ManifestError, NetworkError, ProtocolError, RemoteError, TimeoutError } from '../../src/remote/errors.ts';
 import { resolveImage } from '../../src/remote/image.ts';
 import { FormatError } from '../../src/io/errors.ts';
 import { MAX_LAYERS, MAX_MANIFEST_BYTES, MediaType, sha256Digest } from '../../src/remote/manifest.ts';
@@ -78,10 +78,12 @@ describe('a hostile registry: blob Range reads', { timeout: 60_000 }, () => {
     { hostility: { kind: 'respond', status: 200, body: data.subarray(0, 65536) }, error: ProtocolError, message: /server ignored Range/ },
     { hostility: { kind: 'respond', status: 206, headers: { 'x-big': 'a'.repeat(40_000) } }, error: ProtocolError, message: /malformed HTTP response/ },
     { hostility: { kind: 'raw', bytes: 'SSH-2.0-OpenSSH_9.2\r\n' }, error: ProtocolError, message: /malformed HTTP response/ },
+    { hostility: { kind: 'raw', bytes: 'HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n' }, error: ProtocolError, message: /a registry does not switch protocols/ },
+    { hostility: { kind: 'raw', bytes: 'HTTP/1.1 100 Continue\r\n\r\n'.repeat(1000) }, error: NetworkError, message: /socket hang up/ },
     { hostility: { kind: 'raw', bytes: 'HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 4096-69631/1048576\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n' }, error: ProtocolError, message: /malformed HTTP response/ },
   ];
   for (const c of cases) {
-    const label = `${c.hostility.kind}${'delta' in c.hostility ? ` ${c.hostility.delta}` : ''}${c.hostility.kind === 'respond' ? ` ${c.hostility.status}${c.hostility.headers ? ' ' + Object.keys(c.hostility.headers).join() : ''}` : ''}${c.hostility.kind === 'raw' ? ` ${JSON.stringify(String(c.hostility.bytes).slice(0, 12))}` : ''}`;
+    const label = `${c.hostility.kind}${'delta' in c.hostility ? ` ${c.hostility.delta}` : ''}${c.hostility.kind === 'respond' ? ` ${c.hostility.status}${c.hostility.headers ? ' ' + Object.keys(c.hostility.headers).join() : ''}` : ''}${c.hostility.kind === 'raw' ? ` ${JSON.stringify(String(c.hostility.bytes).slice(0, 16))}` : ''}`;
     test(`${label}: a typed ${c.error.name} within the timeout, then the client reads right bytes again`, async () => {
       const c1 = client(h);
       const repo = c1.repository('lies/blob');
