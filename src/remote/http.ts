@@ -90,7 +90,8 @@ export class Transport {
     const { url } = req;
     const mod = url.protocol === 'https:' ? https : http;
     const agent = url.protocol === 'https:' ? this.#https : this.#http;
-    const headers: Record<string, string> = { 'user-agent': this.userAgent, ...req.headers };
+    // Bytes are taken as sent (digests, ranges and lengths are of the raw blob): no content coding.
+    const headers: Record<string, string> = { 'user-agent': this.userAgent, 'accept-encoding': 'identity', ...req.headers };
     const body = req.body;
     if (body !== undefined) headers['content-length'] = String(body instanceof Uint8Array ? body.length : body.length);
     const where = `${req.method} ${redact(url)}`;
@@ -106,6 +107,13 @@ export class Transport {
         response = res;
         clearTimeout(headerTimer);
         res.on('error', () => {});
+        const coding = res.headers['content-encoding'];
+        if (coding !== undefined && coding.toLowerCase() !== 'identity') {
+          failure = new ProtocolError(where, `answered with Content-Encoding "${coding.slice(0, 40)}" to a request for identity`, res.statusCode);
+          r.destroy(failure);
+          reject(failure);
+          return;
+        }
         this.#watchBody(res, where, abort);
         resolve({
           status: res.statusCode ?? 0,

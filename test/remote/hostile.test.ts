@@ -77,6 +77,7 @@ describe('a hostile registry: blob Range reads', { timeout: 60_000 }, () => {
     { hostility: { kind: 'respond', status: 302, headers: { location: 'file:///etc/passwd' } }, error: ProtocolError, message: /redirect to a file: URL, which is not followed/ },
     { hostility: { kind: 'respond', status: 200, body: data.subarray(0, 65536) }, error: ProtocolError, message: /server ignored Range/ },
     { hostility: { kind: 'respond', status: 206, headers: { 'x-big': 'a'.repeat(40_000) } }, error: ProtocolError, message: /malformed HTTP response/ },
+    { hostility: { kind: 'respond', status: 206, headers: { 'content-encoding': 'gzip', 'content-range': 'bytes 4096-69631/1048576' }, body: Buffer.alloc(65536) }, error: ProtocolError, message: /Content-Encoding "gzip" to a request for identity/ },
     { hostility: { kind: 'raw', bytes: 'SSH-2.0-OpenSSH_9.2\r\n' }, error: ProtocolError, message: /malformed HTTP response/ },
     { hostility: { kind: 'raw', bytes: 'HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n' }, error: ProtocolError, message: /a registry does not switch protocols/ },
     { hostility: { kind: 'raw', bytes: 'HTTP/1.1 100 Continue\r\n\r\n'.repeat(1000) }, error: NetworkError, message: /socket hang up/ },
