@@ -9,8 +9,9 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../io/errors.ts';
-import { NetworkError, ProtocolError, TimeoutError } from './errors.ts';
+import { isRetryable, NetworkError, ProtocolError, TimeoutError } from './errors.ts';
 
 export interface TransportOptions {
   /** `http://host:port` proxy for every request (P2P agents plug in here). */
@@ -288,4 +289,66 @@ function transportError(where: string, e: unknown, status: number | undefined, p
 function positive(v: number | undefined, name: string): number | undefined {
   if (v !== undefined && !(Number.isFinite(v) && v > 0)) throw new InvalidArgumentError(`${name} ${v} must be a positive number of milliseconds`);
   return v;
+}
+
+export interface RetryOptions {
+  /** Attempts after the first for retryable failures (default 4). */
+  retries?: number;
+  /** First backoff in milliseconds, doubled per attempt (default 200). */
+  retryBaseMs?: number;
+}
+
+const MAX_BACKOFF_MS = 5000;
+
+/** Runs `fn` again on retryable failures (network, timeout, 5xx/429), with exponential backoff and jitter. */
+export async function withRetries<T>(fn: () => Promise<T>, opts: RetryOptions = {}): Promise<T> {
+  const retries = opts.retries ?? 4;
+  const base = opts.retryBaseMs ?? 200;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!isRetryable(e) || attempt >= retries) throw e;
+      await sleep(Math.min(MAX_BACKOFF_MS, base * 2 ** attempt) * (0.5 + Math.random()));
+    }
+  }
+}
+
+/** The Range header asking for `length` bytes at `offset`. */
+export function rangeHeader(offset: number, length: number): string {
+  return `bytes=${offset}-${offset + length - 1}`;
+}
+
+export function parseContentRange(h: string | string[] | undefined): { start: number; end: number; total: number | undefined } | undefined {
+  const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/.exec(String(h ?? ''));
+  if (!m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? undefined : Number(m[3]) };
+}
+
+/**
+ * Fills `buf` from the response to a Range request for `buf.length` bytes at `offset` of a
+ * `total`-byte resource. Only a 206 whose Content-Range is exactly the asked range is taken,
+ * or a 200 carrying the whole resource when the whole was asked: a server ignoring Range
+ * cannot feed wrong bytes. Returns false (body untouched) for any other status, whose error
+ * the caller knows how to name.
+ */
+export async function takeRange(res: HttpResponse, buf: Uint8Array, offset: number, total: number): Promise<boolean> {
+  const end = offset + buf.length - 1;
+  const where = redact(res.url);
+  if (res.status === 206) {
+    const cr = parseContentRange(res.headers['content-range']);
+    if (!cr || cr.start !== offset || cr.end !== end || (cr.total !== undefined && cr.total !== total)) {
+      discard(res);
+      throw new ProtocolError(where, `asked bytes ${offset}-${end}/${total}, got Content-Range "${res.headers['content-range'] ?? ''}"`, 206);
+    }
+  } else if (res.status === 200) {
+    if (offset !== 0 || buf.length !== total || Number(res.headers['content-length']) !== total) {
+      res.stream.destroy();
+      throw new ProtocolError(where, `server ignored Range bytes=${offset}-${end} (answered 200)`, 200);
+    }
+  } else {
+    return false;
+  }
+  await readBodyInto(res, buf);
+  return true;
 }
