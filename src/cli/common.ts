@@ -2,9 +2,9 @@
  * What every `obd` command shares: printing (human or --json), progress bars on a TTY,
  * size parsing, and turning errors into one clear line plus an exit code.
  */
-import { rename, rm } from 'node:fs/promises';
 import { InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
+import { writeAtomic } from '../io/atomic.ts';
 import { ObdError } from '../io/errors.ts';
 import { parseSize } from '../io/util.ts';
 
@@ -77,19 +77,12 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
 }
 
 /**
- * Writes a file through a temporary name and renames it into place only on success, so a
- * failed or interrupted command leaves nothing half-written under the final name.
+ * Writes a file through a temporary name, fsyncs it and renames it into place only on success,
+ * so a failed or killed command leaves nothing half-written under the final name; the next
+ * run removes a killed run's temp (src/io/atomic.ts).
  */
-export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
-  const tmp = `${finalPath}.tmp-${process.pid}-${Date.now().toString(36)}`;
-  try {
-    const r = await write(tmp);
-    await rename(tmp, finalPath);
-    return r;
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+export function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
+  return writeAtomic(finalPath, write);
 }
 
 /**
