@@ -19,8 +19,9 @@ export function tempPath(final: string): string {
 }
 
 /**
- * Deletes the temps that killed writers left in `dir`: all of them, or only those of the
- * output named `base`. Resolves how many were removed.
+ * Deletes the temps (files or directories) that killed writers left in `dir`: all of them, or
+ * only those of the output named `base`. Best effort: a temp this user may not delete (another
+ * user's, in a shared /tmp) stays. Resolves how many were removed.
  */
 export async function removeStaleTemps(dir: string, base?: string): Promise<number> {
   let names: string[];
@@ -34,8 +35,12 @@ export async function removeStaleTemps(dir: string, base?: string): Promise<numb
   for (const name of names) {
     const m = TEMP.exec(name);
     if (!m || (base !== undefined && m[1] !== base) || processAlive(Number(m[2]))) continue;
-    await rm(path.join(dir, name), { force: true, recursive: true });
-    removed++;
+    try {
+      await rm(path.join(dir, name), { force: true, recursive: true });
+      removed++;
+    } catch {
+      // Not ours to remove.
+    }
   }
   return removed;
 }

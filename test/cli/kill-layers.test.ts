@@ -7,39 +7,14 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createCipheriv, createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { commitLayer } from '../../src/lsmt/commit.ts';
-import { WritableLayer } from '../../src/lsmt/writable.ts';
-import { killTrials, prng, sha256File, type KillTarget } from '../helpers/kill.ts';
+import { KILL_VSIZE, killTrials, noise, prng, scatteredWritable, sha256File, type KillTarget } from '../helpers/kill.ts';
 
 const KILLS = Number(process.env.OBD_KILL_TRIALS) || 8;
-const VSIZE = 24 << 20;
 const UUID = ['6f1d0c2e-0d7a-4c55-9a43-0c3e5b1f0a01', '6f1d0c2e-0d7a-4c55-9a43-0c3e5b1f0a02', '6f1d0c2e-0d7a-4c55-9a43-0c3e5b1f0a03'];
-
-/** Deterministic incompressible bytes (AES-CTR of zeros under a key named by the label). */
-export function noise(label: string, n: number): Buffer {
-  const key = createHash('sha256').update(label).digest();
-  return createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(n));
-}
-
-/** A writable layer of scattered writes (some overwritten, some trimmed): many mappings. */
-async function writable(data: string, index: string, label: string, uuid: string, parentUuid?: string): Promise<void> {
-  const rnd = prng(createHash('sha256').update(label).digest().readUInt32LE(0));
-  const w = await WritableLayer.create(data, index, { virtualSize: VSIZE, uuid, parentUuid });
-  try {
-    for (let i = 0; i < 700; i++) {
-      const len = (1 + Math.floor(rnd() * 16)) * 4096;
-      const at = Math.floor(rnd() * ((VSIZE - len) / 4096)) * 4096;
-      if (i % 9 === 8) await w.trim(at, len);
-      else await w.write(noise(`${label}-${i}`, len), at);
-    }
-  } finally {
-    await w.close();
-  }
-}
 
 /** A target whose output is one file: absent or byte-equal to the unkilled run's. */
 function fileTarget(work: string, inputs: string[], args: (out: string) => string[]): KillTarget {
@@ -77,15 +52,15 @@ describe('SIGKILL trials of layer-writing commands', { concurrency: 1 }, () => {
   before(async () => {
     root = await mkdtemp(path.join(os.tmpdir(), 'obd-kill-'));
     await mkdir(path.join(root, 'in'));
-    await writable(I('w.data'), I('w.index'), 'w', UUID[2]!, UUID[1]);
+    await scatteredWritable(I('w.data'), I('w.index'), 'w', UUID[2]!, UUID[1]);
     for (let k = 0; k < 2; k++) {
-      await writable(I(`l${k}.data`), I(`l${k}.index`), `l${k}`, UUID[k]!, k ? UUID[k - 1] : undefined);
+      await scatteredWritable(I(`l${k}.data`), I(`l${k}.index`), `l${k}`, UUID[k]!, k ? UUID[k - 1] : undefined);
       await commitLayer(I(`l${k}.data`), I(`l${k}.index`), I(`l${k}.lsmt`), { uuid: UUID[k] });
     }
     // A raw disk: the base's bytes with some blocks changed, some zeroed, the rest equal.
-    const disk = noise('disk', VSIZE);
+    const disk = noise('disk', KILL_VSIZE);
     const rnd = prng(7);
-    for (let b = 0; b < VSIZE / 65536; b++) if (rnd() < 0.3) disk.fill(0, b * 65536, (b + 1) * 65536);
+    for (let b = 0; b < KILL_VSIZE / 65536; b++) if (rnd() < 0.3) disk.fill(0, b * 65536, (b + 1) * 65536);
     await writeFile(I('disk.raw'), disk);
     inputs = [path.join(root, 'in'), ...(await readdir(path.join(root, 'in'))).map(I)];
   });

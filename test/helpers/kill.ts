@@ -10,11 +10,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createCipheriv, createHash } from 'node:crypto';
 import { createReadStream, watch } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { MAIN } from './cli.ts';
 
 export interface KillTarget {
@@ -67,6 +68,31 @@ export async function sha256File(file: string): Promise<string> {
   const h = createHash('sha256');
   for await (const c of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
   return 'sha256:' + h.digest('hex');
+}
+
+/** Virtual size of the trial layers. */
+export const KILL_VSIZE = 24 << 20;
+
+/** Deterministic incompressible bytes (AES-CTR of zeros under a key named by the label). */
+export function noise(label: string, n: number): Buffer {
+  const key = createHash('sha256').update(label).digest();
+  return createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(n));
+}
+
+/** A writable layer of scattered writes (some overwritten, some trimmed): many mappings. */
+export async function scatteredWritable(data: string, index: string, label: string, uuid: string, parentUuid?: string, writes = 700): Promise<void> {
+  const rnd = prng(createHash('sha256').update(label).digest().readUInt32LE(0));
+  const w = await WritableLayer.create(data, index, { virtualSize: KILL_VSIZE, uuid, parentUuid });
+  try {
+    for (let i = 0; i < writes; i++) {
+      const len = (1 + Math.floor(rnd() * 16)) * 4096;
+      const at = Math.floor(rnd() * ((KILL_VSIZE - len) / 4096)) * 4096;
+      if (i % 9 === 8) await w.trim(at, len);
+      else await w.write(noise(`${label}-${i}`, len), at);
+    }
+  } finally {
+    await w.close();
+  }
 }
 
 /** Digest of every input file, and the listing of every input directory. */
