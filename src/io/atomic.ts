@@ -3,7 +3,8 @@
  * fsynced, and the temp is renamed over the final name; the directory is fsynced after, so
  * the new name also survives a power cut. A run killed midway leaves only its temp: the next
  * run for the same output deletes temps whose writer process is gone and leaves a live
- * writer's alone (a pid reused since only keeps a stale temp a little longer).
+ * writer's alone (a pid reused since only keeps a stale temp a little longer; a writer in
+ * another pid namespace sharing the directory would look dead).
  */
 import { randomBytes } from 'node:crypto';
 import { open, readdir, rename, rm, writeFile } from 'node:fs/promises';

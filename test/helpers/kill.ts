@@ -71,7 +71,7 @@ export async function sha256File(file: string): Promise<string> {
 }
 
 /** Virtual size of the trial layers. */
-export const KILL_VSIZE = 24 << 20;
+export const KILL_VSIZE = 8 << 20;
 
 /** Deterministic incompressible bytes (AES-CTR of zeros under a key named by the label). */
 export function noise(label: string, n: number): Buffer {
@@ -80,7 +80,7 @@ export function noise(label: string, n: number): Buffer {
 }
 
 /** A writable layer of scattered writes (some overwritten, some trimmed): many mappings. */
-export async function scatteredWritable(data: string, index: string, label: string, uuid: string, parentUuid?: string, writes = 700): Promise<void> {
+export async function scatteredWritable(data: string, index: string, label: string, uuid: string, parentUuid?: string, writes = 250): Promise<void> {
   const rnd = prng(createHash('sha256').update(label).digest().readUInt32LE(0));
   const w = await WritableLayer.create(data, index, { virtualSize: KILL_VSIZE, uuid, parentUuid });
   try {

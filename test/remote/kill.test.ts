@@ -62,7 +62,7 @@ describe('SIGKILL trials of push and pull', { concurrency: 1 }, () => {
     root = await mkdtemp(path.join(os.tmpdir(), 'obd-kill-remote-'));
     await mkdir(path.join(root, 'in'));
     for (let k = 0; k < 2; k++) {
-      await scatteredWritable(I(`l${k}.data`), I(`l${k}.index`), `push-l${k}`, UUID[k]!, k ? UUID[k - 1] : undefined, 300);
+      await scatteredWritable(I(`l${k}.data`), I(`l${k}.index`), `push-l${k}`, UUID[k]!, k ? UUID[k - 1] : undefined, 150);
       await commitLayer(I(`l${k}.data`), I(`l${k}.index`), I(`l${k}.lsmt`), { uuid: UUID[k] });
       await rm(I(`l${k}.data`));
       await rm(I(`l${k}.index`));
