@@ -7,7 +7,7 @@
  * another pid namespace sharing the directory would look dead).
  */
 import { randomBytes } from 'node:crypto';
-import { open, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { open, readdir, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { wrapFsError } from './file.ts';
 import { processAlive } from './lock.ts';
@@ -48,7 +48,7 @@ export async function removeStaleTemps(dir: string, base?: string): Promise<numb
 
 /** fsyncs a file (or directory) by name: data written through other handles reaches the disk. */
 export async function syncPath(file: string): Promise<void> {
-  let fh;
+  let fh: FileHandle | undefined;
   try {
     fh = await open(file, 'r');
     await fh.sync();

@@ -75,7 +75,7 @@ describe('SIGKILL trials of layer-writing commands', { concurrency: 1 }, () => {
     ['obd import -z zstd', (out) => ['import', '--uuid', UUID[2]!, '-z', 'zstd', I('disk.raw'), out]],
   ];
   cases.forEach(([name, args], k) => {
-    test(`${name}: killed anywhere, no half-written output takes the final name; a rerun succeeds`, { timeout: 120_000 }, async (t) => {
+    test(`${name}: killed anywhere, no half-written output takes the final name; a rerun succeeds`, { timeout: 120_000 * Math.max(1, KILLS / 8) }, async (t) => {
       const work = path.join(root, `work${k}`);
       await mkdir(work);
       const s = await killTrials(fileTarget(work, inputs, args), KILLS, 1000 + k);

@@ -78,7 +78,7 @@ describe('SIGKILL trials of push and pull', { concurrency: 1 }, () => {
     await rm(root, { recursive: true, force: true });
   });
 
-  test('obd push oci:DIR:tag: index.json always valid, naming only complete blobs; a rerun succeeds', { timeout: 120_000 }, async (t) => {
+  test('obd push oci:DIR:tag: index.json always valid, naming only complete blobs; a rerun succeeds', { timeout: 120_000 * Math.max(1, KILLS / 8) }, async (t) => {
     const work = path.join(root, 'push-oci');
     const tmp = path.join(work, 'tmp');
     const layout = path.join(work, 'layout');
@@ -132,7 +132,7 @@ describe('SIGKILL trials of push and pull', { concurrency: 1 }, () => {
     assert.ok(s.partial >= KILLS / 3, `only ${s.partial} of ${KILLS} kills interrupted a write (${JSON.stringify(s)})`);
   });
 
-  test('obd push to a registry: a tag appears only with every blob complete; a rerun succeeds', { timeout: 120_000 }, async (t) => {
+  test('obd push to a registry: a tag appears only with every blob complete; a rerun succeeds', { timeout: 120_000 * Math.max(1, KILLS / 8) }, async (t) => {
     const work = path.join(root, 'push-reg');
     const tmp = path.join(work, 'tmp');
     await mkdir(tmp, { recursive: true });
@@ -181,7 +181,7 @@ describe('SIGKILL trials of push and pull', { concurrency: 1 }, () => {
     assert.ok(s.partial >= KILLS / 3, `only ${s.partial} of ${KILLS} kills interrupted a write (${JSON.stringify(s)})`);
   });
 
-  test('obd pull to a directory: files appear only complete, resumed downloads hash right; a rerun succeeds', { timeout: 120_000 }, async (t) => {
+  test('obd pull to a directory: files appear only complete, resumed downloads hash right; a rerun succeeds', { timeout: 120_000 * Math.max(1, KILLS / 8) }, async (t) => {
     const ref = `${reg.host}/kill-src/app:v1`;
     const pushed = await obd(['push', ...layers, ref]);
     assert.equal(pushed.code, 0, pushed.stderr);
