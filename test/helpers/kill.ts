@@ -135,10 +135,11 @@ function run(target: KillTarget, gen: number, kill: Kill): Promise<RunResult> {
     const guard = setTimeout(stop, 60_000);
     const timer = kill && 'afterMs' in kill ? setTimeout(stop, kill.afterMs) : undefined;
     const watchers = target.watch.map((dir) =>
+      // A directory removed while the watcher adds it only costs that directory's events.
       watch(dir, { recursive: true }, () => {
         if (events++ === 0) firstWrite = performance.now() - t0;
         if (kill && 'afterEvents' in kill && events === kill.afterEvents) stop();
-      }),
+      }).on('error', () => {}),
     );
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (d: string) => (stderr += d));
