@@ -105,7 +105,7 @@ async function fingerprint(inputs: string[]): Promise<string[]> {
   return out;
 }
 
-interface RunResult {
+export interface RunResult {
   /** Exited by itself with code 0 (else it was killed). */
   finished: boolean;
   /** Changes seen under the watched directories. */
@@ -114,14 +114,14 @@ interface RunResult {
   firstWrite: number;
 }
 
-type Kill = { afterEvents: number } | { afterMs: number } | undefined;
+export type Kill = { afterEvents: number } | { afterMs: number } | { when: () => boolean } | undefined;
 
 /**
  * Runs the CLI and SIGKILLs it at the `afterEvents`-th change under the watched directories
- * (a point in its own progress, however loaded the machine) or `afterMs` after spawning; with
- * no kill it must exit 0 by itself.
+ * (a point in its own progress, however loaded the machine), at the first change after which
+ * `when()` holds, or `afterMs` after spawning; with no kill it must exit 0 by itself.
  */
-function run(target: KillTarget, gen: number, kill: Kill): Promise<RunResult> {
+export function runObd(target: Pick<KillTarget, 'args' | 'env' | 'watch'>, gen: number, kill: Kill): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const args = target.args(gen);
@@ -138,7 +138,7 @@ function run(target: KillTarget, gen: number, kill: Kill): Promise<RunResult> {
       // A directory removed while the watcher adds it only costs that directory's events.
       watch(dir, { recursive: true }, () => {
         if (events++ === 0) firstWrite = performance.now() - t0;
-        if (kill && 'afterEvents' in kill && events === kill.afterEvents) stop();
+        if (kill && 'afterEvents' in kill ? events === kill.afterEvents : kill && 'when' in kill && kill.when()) stop();
       }).on('error', () => {}),
     );
     child.stderr.setEncoding('utf8');
@@ -164,7 +164,7 @@ export async function killTrials(target: KillTarget, kills: number, seed: number
   const rnd = prng(seed);
   const inputs = await fingerprint(target.inputs);
   let gen = 0;
-  const ref = await run(target, gen, undefined);
+  const ref = await runObd(target, gen, undefined);
   assert.ok(ref.events > 0, `obd ${target.args(gen).join(' ')} wrote nothing under ${target.watch.join(', ')}`);
   await target.record(gen);
   assert.equal((await target.check(gen, true)).complete, true);
@@ -175,7 +175,7 @@ export async function killTrials(target: KillTarget, kills: number, seed: number
   const stats: KillStats = { kills, partial: 0, complete: 0, reruns: 0, events, startMs: Math.round(ref.firstWrite) };
 
   const rerun = async (): Promise<void> => {
-    const r = await run(target, gen, undefined);
+    const r = await runObd(target, gen, undefined);
     stats.reruns++;
     events = Math.max(1, Math.min(events, r.events));
     assert.equal((await target.check(gen, true)).complete, true, `a rerun after a kill (generation ${gen}) did not complete the output`);
@@ -191,7 +191,7 @@ export async function killTrials(target: KillTarget, kills: number, seed: number
     [slots[j], slots[k]] = [slots[k]!, slots[j]!];
   }
   for (let i = 0; i < kills; i++) {
-    const r = await run(target, gen, i < early ? { afterMs: rnd() * ref.firstWrite } : { afterEvents: Math.max(1, Math.ceil((events * (slots[i - early]! + rnd())) / slots.length)) });
+    const r = await runObd(target, gen, i < early ? { afterMs: rnd() * ref.firstWrite } : { afterEvents: Math.max(1, Math.ceil((events * (slots[i - early]! + rnd())) / slots.length)) });
     const s = await target.check(gen, r.finished);
     if (r.finished) assert.ok(s.complete, `kill ${i}: the run finished but its output is not complete`);
     assert.deepEqual(await fingerprint(target.inputs), inputs, `an input changed (kill ${i})`);
