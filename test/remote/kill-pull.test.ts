@@ -5,7 +5,7 @@
  * partial downloads to the same image as a pull never killed. OBD_KILL_TRIALS=N runs N kills
  * (default 6).
  */
-import { describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, statSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
@@ -19,10 +19,12 @@ import { checkBlobDir, exists, KILL_TIMEOUT, KILLS, killFixture, startThrottle }
 
 describe('SIGKILL trials of pull', { concurrency: 1 }, () => {
   const f = killFixture();
-
-  test('obd pull to a directory: files appear only complete, resumed downloads hash right; a rerun succeeds', { timeout: KILL_TIMEOUT }, async (t) => {
+  before(async () => {
     const pushed = await obd(['push', ...f.layers, `${f.reg.host}/kill-src/app:v1`]);
     assert.equal(pushed.code, 0, pushed.stderr);
+  });
+
+  test('obd pull to a directory: files appear only complete, resumed downloads hash right; a rerun succeeds', { timeout: KILL_TIMEOUT }, async (t) => {
     const slow = await startThrottle(f.reg.port, 12 << 20);
     t.after(() => slow.stop());
     const ref = `${slow.host}/kill-src/app:v1`;
