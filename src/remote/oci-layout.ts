@@ -1,13 +1,15 @@
 /**
  * An OCI image-layout directory (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`) as a
  * Repository: the embedded default target, so push, pull and serve need no registry.
- * Blobs are written under a temporary name, digest-checked, then renamed into place;
- * index.json is replaced atomically.
+ * Blobs are written under a temporary name, digest-checked, fsynced, then renamed into place;
+ * index.json is replaced atomically, so a killed writer leaves only temps (removed by the
+ * next writer) and blobs nothing names yet.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { commitTemp, removeStaleTemps, tempPath, writeFileAtomic } from '../io/atomic.ts';
 import { FormatError } from '../io/errors.ts';
 import { FileSource, wrapFsError } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
@@ -56,8 +58,16 @@ export class OciLayout implements Repository {
       if (!(await exists(layout.dir))) layout.#created = [layout.dir];
       else layout.#created = ['oci-layout', 'index.json', ...((await exists(path.join(layout.dir, 'blobs'))) ? [] : ['blobs'])].map((f) => path.join(layout.dir, f));
       await mkdir(path.join(layout.dir, 'blobs', 'sha256'), { recursive: true });
-      await writeFile(marker, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-      await layout.#writeIndex({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] });
+      // The marker goes last: a directory killed while it was being made is made again, and
+      // an index.json it already has (tags) is kept.
+      if ((await stat(path.join(layout.dir, 'index.json')).catch(() => undefined)) === undefined) {
+        await layout.#writeIndex({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] });
+      }
+      await writeFileAtomic(marker, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    }
+    if (opts.create) {
+      await removeStaleTemps(layout.dir);
+      await removeStaleTemps(path.join(layout.dir, 'blobs', 'sha256'));
     }
     return layout;
   }
@@ -83,11 +93,8 @@ export class OciLayout implements Repository {
     return JSON.parse(bytes.toString('utf8')) as LayoutIndex;
   }
 
-  async #writeIndex(doc: LayoutIndex): Promise<void> {
-    const file = path.join(this.dir, 'index.json');
-    const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
-    await writeFile(tmp, JSON.stringify(doc, null, 2));
-    await rename(tmp, file);
+  #writeIndex(doc: LayoutIndex): Promise<void> {
+    return writeFileAtomic(path.join(this.dir, 'index.json'), JSON.stringify(doc, null, 2));
   }
 
   /** Tags present in index.json. */
@@ -175,7 +182,7 @@ export class OciLayout implements Repository {
     const have = await this.statBlob(digest);
     if (have === content.size) return 'exists';
     const file = this.blobPath(digest);
-    const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
+    const tmp = tempPath(file);
     await mkdir(path.dirname(file), { recursive: true });
     const fh = await open(tmp, 'w');
     try {
@@ -191,9 +198,8 @@ export class OciLayout implements Repository {
       }
       const actual = 'sha256:' + hash.digest('hex');
       if (actual !== digest) throw new DigestMismatchError(content.name, digest, actual);
-      await fh.sync();
       await fh.close();
-      await rename(tmp, file);
+      await commitTemp(tmp, file);
     } catch (e) {
       await fh.close().catch(() => {});
       await rm(tmp, { force: true });
@@ -205,10 +211,8 @@ export class OciLayout implements Repository {
   async #writeBlob(digest: string, bytes: Uint8Array): Promise<void> {
     const file = this.blobPath(digest);
     if ((await this.statBlob(digest)) === bytes.length) return;
-    const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
     await mkdir(path.dirname(file), { recursive: true });
-    await writeFile(tmp, bytes);
-    await rename(tmp, file);
+    await writeFileAtomic(file, bytes);
   }
 
   /** Removes the layout this open created (not a directory it was created in), e.g. after a failed copy. */
