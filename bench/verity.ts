@@ -1,5 +1,5 @@
 /**
- * Verity benchmarks (docs/format.md §6), each side by side in one run (docs/benchmarking.md
+ * Verity benchmarks (docs/format.md §7), each side by side in one run (docs/benchmarking.md
  * §3), client pinned to CPU 0 and the registry to CPU 1 (§2), data on /dev/shm (§1):
  *  1. cold random 4 KiB read latency from a loopback docker-registry: verified lazy source
  *     vs the same lazy source unverified, alternating per sample (goal ≤ 1.1×), plus the

@@ -2,10 +2,11 @@
  * What every `obd` command shares: printing (human or --json), progress bars on a TTY,
  * size parsing, and turning errors into one clear line plus an exit code.
  */
-import { rename, rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
+import { writeAtomic } from '../io/atomic.ts';
 import { NotFoundError, ObdError } from '../io/errors.ts';
 import { parseSize } from '../io/util.ts';
 
@@ -78,21 +79,14 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
 }
 
 /**
- * Writes a file through a temporary name and renames it into place only on success, so a
- * failed or interrupted command leaves nothing half-written under the final name.
+ * Writes a file through a temporary name, fsyncs it and renames it into place only on success,
+ * so a failed or killed command leaves nothing half-written under the final name; the next
+ * run removes a killed run's temp (src/io/atomic.ts).
  */
 export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
   const dir = path.dirname(path.resolve(finalPath));
   if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
-  const tmp = `${finalPath}.tmp-${process.pid}-${Date.now().toString(36)}`;
-  try {
-    const r = await write(tmp);
-    await rename(tmp, finalPath);
-    return r;
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  return writeAtomic(finalPath, write);
 }
 
 /**

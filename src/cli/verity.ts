@@ -1,6 +1,6 @@
 /**
  * `obd verity add`, `obd verify`, `obd cache ls|verify|gc`: verity trees for existing images,
- * integrity checks of images and of cache directories (docs/format.md §6.5).
+ * integrity checks of images and of cache directories (docs/format.md §7.5).
  */
 import { Option, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';

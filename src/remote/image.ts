@@ -35,7 +35,7 @@ export interface LazyOptions {
   refill?: number;
   /** Concurrent fetches per layer (default 8). */
   maxInflight?: number;
-  /** Refuse layers without a verity tree (docs/format.md §6.3). */
+  /** Refuse layers without a verity tree (docs/format.md §7.3). */
   requireVerity?: boolean;
 }
 

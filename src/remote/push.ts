@@ -6,9 +6,10 @@
  * pushing one new snapshot onto an existing image uploads only that layer.
  */
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { removeStaleTemps, tempPath } from '../io/atomic.ts';
 import { FormatError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
@@ -71,7 +72,7 @@ export interface PreparedLayer {
   blob: ByteSource;
   digest: string;
   size: number;
-  /** The blob's verity tree (docs/format.md §6), unless push skips trees. */
+  /** The blob's verity tree (docs/format.md §7), unless push skips trees. */
   tree?: BuiltTree;
 }
 
@@ -141,10 +142,13 @@ export function imageConfig(layers: readonly Descriptor[]): Uint8Array {
 export async function pushImage(files: readonly string[], ref: string | ImageReference, opts: PushOptions = {}): Promise<PushResult> {
   const r = await resolveReference(ref);
   const tag = r.tag ?? (r.digest ? undefined : DEFAULT_TAG);
+  // Compressed layers wait here for their upload; a killed push's leftovers go first.
+  const tmp = tempPath(path.join(os.tmpdir(), 'obd-push'));
   const opened = await openRepository(r, opts, true);
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'obd-push-'));
   const prepared: PreparedLayer[] = [];
   try {
+    await removeStaleTemps(os.tmpdir(), 'obd-push');
+    await mkdir(tmp, { mode: 0o700 });
     const repo = opened.repo;
     const base: Descriptor[] = [];
     if (opts.append) {

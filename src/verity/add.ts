@@ -1,5 +1,5 @@
 /**
- * `obd verity add` (docs/format.md §6.5): trees for an existing image's layers without
+ * `obd verity add` (docs/format.md §7.5): trees for an existing image's layers without
  * touching the layer blobs. Each layer is streamed once, checked against its digest (a tree
  * over wrong bytes would vouch for them), its tree uploaded; the manifest is pushed again with
  * the annotations added and the tag moved to it, followed by the referrer artifact.

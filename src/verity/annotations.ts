@@ -1,5 +1,5 @@
 /**
- * How an image carries its trees (docs/format.md §6.4): each layer descriptor names its
+ * How an image carries its trees (docs/format.md §7.4): each layer descriptor names its
  * tree's root, chunk size, digest and size in annotations (so the manifest digest covers
  * them), and one referrer artifact manifest (subject = the image manifest) lists the tree
  * blobs so registries keep them.

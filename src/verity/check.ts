@@ -1,5 +1,5 @@
 /**
- * `obd verify` (docs/format.md §6.5): every check an image's bytes allow, collected into a
+ * `obd verify` (docs/format.md §7.5): every check an image's bytes allow, collected into a
  * report instead of stopping at the first failure — each layer's digest, its verity tree
  * (rebuilt and compared byte for byte, root included), the zfile header, jump table and
  * block CRCs, the LSMT header, trailer and index rules (opening checks them, §2.3), and the

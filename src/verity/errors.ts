@@ -1,5 +1,5 @@
 /**
- * Typed failures of verified reads (docs/format.md §6). Both read as EIO through NBD.
+ * Typed failures of verified reads (docs/format.md §7). Both read as EIO through NBD.
  */
 import { ChecksumError, ObdError, type Errno } from '../io/errors.ts';
 

@@ -1,5 +1,5 @@
 /**
- * Opening a layer for verified lazy reads (docs/format.md §6.3): the blob's fetches go
+ * Opening a layer for verified lazy reads (docs/format.md §7.3): the blob's fetches go
  * through a VerifyingSource and its chunk store through a VerifiedStore, both checking
  * against the tree the layer descriptor names.
  */

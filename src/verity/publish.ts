@@ -1,5 +1,5 @@
 /**
- * Publishing trees (docs/format.md §6.4): a layer blob's digest and tree in one read pass,
+ * Publishing trees (docs/format.md §7.4): a layer blob's digest and tree in one read pass,
  * tree blobs uploaded next to the layers, the layer descriptors annotated, and after the
  * image manifest a referrer artifact listing the trees, reachable through the OCI
  * referrers tag `sha256-<hex>` (an index) so registries keep the tree blobs.

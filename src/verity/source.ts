@@ -1,5 +1,5 @@
 /**
- * Verified lazy reads (docs/format.md §6.3): VerifyingSource sits between a lazy source and
+ * Verified lazy reads (docs/format.md §7.3): VerifyingSource sits between a lazy source and
  * the network, so every fetched chunk is checked before the lazy source returns or stores
  * it; VerifiedStore sits in front of the lazy source's chunk store, so a unit held on disk
  * from an earlier run is checked once before it is served, and dropped when it fails.

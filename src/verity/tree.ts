@@ -1,5 +1,5 @@
 /**
- * The verity tree format (docs/format.md §6): a binary SHA-256 Merkle tree over a blob's
+ * The verity tree format (docs/format.md §7): a binary SHA-256 Merkle tree over a blob's
  * fixed-size chunks, with domain-separated leaf and node hashes, stored level by level
  * (leaves first, the root last) as one blob of 32-byte hashes.
  */

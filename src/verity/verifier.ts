@@ -1,5 +1,5 @@
 /**
- * Checking a blob's chunks against its verity tree (docs/format.md §6.3) while fetching
+ * Checking a blob's chunks against its verity tree (docs/format.md §7.3) while fetching
  * only the tree pages a read needs: one 4 KiB page per page level, fetched by Range from
  * the tree blob in parallel with the data, verified up to the trusted root and kept.
  */

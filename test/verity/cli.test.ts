@@ -1,5 +1,5 @@
 /**
- * Verity through the CLI (docs/format.md §6): a layer damaged in the registry's storage
+ * Verity through the CLI (docs/format.md §7): a layer damaged in the registry's storage
  * reads as EIO through NBD (qemu-io) while the rest of the disk reads and the server stays
  * up and heals once the blob is restored; `obd verity add` and `obd verify` on an OCI layout
  * and on layer files (exit 1 on damage or a broken chain); `obd cache ls|verify|gc`.

@@ -1,5 +1,5 @@
 /**
- * Verified images through a real docker-registry (docs/format.md §6): push publishes trees,
+ * Verified images through a real docker-registry (docs/format.md §7): push publishes trees,
  * a byte damaged in the registry's own storage fails only its range (typed, nothing cached)
  * and heals once restored; a poisoning proxy (flips, truncation, another blob's bytes with a
  * 206) never gets a wrong byte through; cache files damaged between runs are dropped and

@@ -1,5 +1,5 @@
 /**
- * The verity tree (docs/format.md §6): its shape and hashes by hand, paged verification
+ * The verity tree (docs/format.md §7): its shape and hashes by hand, paged verification
  * over one, two and three page levels, a lying source healed by the retry source or failing
  * with a typed error, and a store whose held unit was damaged on disk.
  */
