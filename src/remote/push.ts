@@ -22,8 +22,7 @@ import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
 import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, type Descriptor, type ImageManifest } from './manifest.ts';
 import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
 import type { PutBlobResult, Repository } from './store.ts';
-import { digestAndTree, publishReferrer, publishTree, type BuiltTree } from '../verity/publish.ts';
-import { DEFAULT_CHUNK } from '../verity/tree.ts';
+import { buildTree, publishReferrer, publishTree } from '../verity/publish.ts';
 
 /** Bytes of several sources one after another (e.g. tar header + zfile + tar trailer). */
 export class ConcatSource implements ByteSource {
@@ -60,7 +59,16 @@ export class ConcatSource implements ByteSource {
 
 /** sha256 digest of a whole source. */
 export async function digestSource(src: ByteSource, onProgress?: (done: number) => void): Promise<string> {
-  return (await digestAndTree(src, undefined, onProgress)).digest;
+  const hash = createHash('sha256');
+  const buf = new Uint8Array(1 << 20);
+  for (let pos = 0; pos < src.size; ) {
+    const n = await src.read(buf, pos);
+    if (n === 0) throw new FormatError(src.name, `ended at ${pos} of ${src.size} bytes`, pos);
+    hash.update(buf.subarray(0, n));
+    pos += n;
+    onProgress?.(pos);
+  }
+  return 'sha256:' + hash.digest('hex');
 }
 
 export type LayerKind = 'tar' | 'zfile' | 'lsmt';
@@ -72,15 +80,13 @@ export interface PreparedLayer {
   blob: ByteSource;
   digest: string;
   size: number;
-  /** The blob's verity tree (docs/format.md §7), unless push skips trees. */
-  tree?: BuiltTree;
 }
 
 /**
  * Turns a layer file into the blob to push. Plain LSMT is compressed into `tmpDir` with
  * the zfile writer (tar-wrapped, header rewritten like `overlaybd-commit -z -t`).
  */
-export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}, verity = true): Promise<PreparedLayer> {
+export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}): Promise<PreparedLayer> {
   let src: ByteSource = await FileSource.open(file);
   try {
     const kind: LayerKind = await probeOuter(src);
@@ -92,8 +98,7 @@ export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWri
       await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
       src = await FileSource.open(out);
     }
-    const { digest, tree } = await digestAndTree(src, verity ? DEFAULT_CHUNK : undefined);
-    return { file, kind, blob: src, digest, size: src.size, tree };
+    return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
   } catch (e) {
     await src.close();
     throw e;
@@ -109,7 +114,7 @@ export interface PushOptions extends RemoteOptions {
   fsType?: string;
   /** Compression for plain LSMT layers (default lz4, 4 KiB blocks, CRC on). */
   zfile?: ZFileWriterOptions;
-  /** Publish a verity tree per new layer (default true; `--no-verity` sets false). */
+  /** Publish a verity tree per new layer (docs/format.md §7; default true, `--no-verity` sets false). */
   verity?: boolean;
   onLayer?: (event: { file: string; digest: string; size: number; phase: 'prepared' | 'done'; result?: PutBlobResult }) => void;
   onProgress?: (sent: number, total: number) => void;
@@ -159,14 +164,14 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
       }
     }
     for (const f of files) {
-      const p = await prepareLayer(f, tmp, opts.zfile, opts.verity ?? true);
+      const p = await prepareLayer(f, tmp, opts.zfile);
       prepared.push(p);
       opts.onLayer?.({ file: f, digest: p.digest, size: p.size, phase: 'prepared' });
     }
-    // Tree blobs go up alongside the layers (they are small; their round trips overlap).
+    // Trees are built and uploaded while the layers upload: their hashing fills the waits.
     const described = prepared.map((p) => {
       const d = layerDescriptor(p.digest, p.size, opts.fsType);
-      return p.tree ? publishTree(repo, d, p.tree) : Promise.resolve(d);
+      return opts.verity === false ? Promise.resolve(d) : buildTree(p.blob).then((t) => publishTree(repo, d, t));
     });
     for (const d of described) d.catch(() => {});
     const total = prepared.reduce((a, p) => a + p.size, 0);

@@ -1,8 +1,8 @@
 /**
- * Publishing trees (docs/format.md §7.4): a layer blob's digest and tree in one read pass,
- * tree blobs uploaded next to the layers, the layer descriptors annotated, and after the
- * image manifest a referrer artifact listing the trees, reachable through the OCI
- * referrers tag `sha256-<hex>` (an index) so registries keep the tree blobs.
+ * Publishing trees (docs/format.md §7.4): a blob's tree (with its digest in the same read
+ * pass, for checks), tree blobs uploaded next to the layers, the layer descriptors
+ * annotated, and after the image manifest a referrer artifact listing the trees, reachable
+ * through the OCI referrers tag `sha256-<hex>` (an index) so registries keep the tree blobs.
  */
 import { createHash } from 'node:crypto';
 import { FormatError } from '../io/errors.ts';
@@ -36,20 +36,37 @@ export class TreeHasher {
   }
 }
 
-/** sha256 digest of a whole source and, when `chunk` is given, its verity tree: one read pass. */
-export async function digestAndTree(src: ByteSource, chunk: number | undefined, onProgress?: (done: number) => void): Promise<{ digest: string; tree: BuiltTree | undefined }> {
-  const hash = createHash('sha256');
-  const tree = chunk === undefined ? undefined : new TreeHasher(chunk, src.size);
+/** Feeds a whole source to `sink` in order, 1 MiB at a time. */
+async function feed(src: ByteSource, sink: (piece: Uint8Array) => void, onProgress?: (done: number) => void): Promise<void> {
   const buf = new Uint8Array(1 << 20);
   for (let pos = 0; pos < src.size; ) {
     const n = await src.read(buf, pos);
     if (n === 0) throw new FormatError(src.name, `ended at ${pos} of ${src.size} bytes`, pos);
-    const piece = buf.subarray(0, n);
-    hash.update(piece);
-    tree?.update(piece);
+    sink(buf.subarray(0, n));
     pos += n;
     onProgress?.(pos);
   }
+}
+
+/** The verity tree of a whole source. */
+export async function buildTree(src: ByteSource, chunk = DEFAULT_CHUNK): Promise<BuiltTree> {
+  const tree = new TreeHasher(chunk, src.size);
+  await feed(src, (p) => tree.update(p));
+  return tree.finish();
+}
+
+/** sha256 digest of a whole source and, when `chunk` is given, its verity tree: one read pass. */
+export async function digestAndTree(src: ByteSource, chunk: number | undefined, onProgress?: (done: number) => void): Promise<{ digest: string; tree: BuiltTree | undefined }> {
+  const hash = createHash('sha256');
+  const tree = chunk === undefined ? undefined : new TreeHasher(chunk, src.size);
+  await feed(
+    src,
+    (p) => {
+      hash.update(p);
+      tree?.update(p);
+    },
+    onProgress,
+  );
   return { digest: 'sha256:' + hash.digest('hex'), tree: tree?.finish() };
 }
 
