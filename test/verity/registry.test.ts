@@ -231,6 +231,26 @@ describe('verified images on a registry', () => {
     assert.deepEqual(await readFile(victim.file), layer0.bytes);
   });
 
+  test('an image copied without its trees (manifest and layers only, as skopeo copies) is refused with what to do', async () => {
+    const src = await openRemoteImage(ref, opts);
+    const c = new RegistryClient(reg.host, { retryBaseMs: 5 });
+    try {
+      const dst = c.repository('v/bare');
+      for (const d of [src.manifest.config, ...src.manifest.layers]) assert.equal(await dst.putBlob(d.digest, await src.repo.openBlob(d.digest, d.size), { mountFrom: ['v/img'] }), 'mounted');
+      const raw = await src.repo.getManifest(src.digest);
+      await dst.putManifest(raw.bytes, raw.mediaType, 'v1');
+    } finally {
+      await src.close();
+      await c.close();
+    }
+    const bare = await openRemoteImage(`${reg.host}/v/bare:v1`, opts);
+    try {
+      await assert.rejects(readRange(bare.lazy[0]!, 0, 512), (e: unknown) => e instanceof VerityMissingError && /verity tree is missing.*obd copy/.test(e.message));
+    } finally {
+      await bare.close();
+    }
+  });
+
   test('a manifest by tag that does not hash to the digest the registry names is refused', async () => {
     let seen = false;
     proxy.rule = (r) => (r.url.includes('/manifests/v1') && !seen ? ((seen = true), { kind: 'corrupt' }) : undefined);
