@@ -10,7 +10,7 @@
  *     share of the blob (goal ≤ 0.1 %);
  *  4. `obd verify` (library call) on a local zfile image vs `sha256sum` of the same file.
  *
- * Usage: node bench/verity.ts [--size 64M] [--samples 200] [--verify-size 1G] [--quick]
+ * Usage: node bench/verity.ts [--size 64M] [--samples 200] [--verify-size 1G] [--quick] [--only cold|warm|push|verify]
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -49,6 +49,8 @@ const arg = (name: string, def: string) => {
 const SIZE = parseSize(arg('--size', quick ? '16M' : '64M'));
 const SAMPLES = Number(arg('--samples', quick ? '40' : '200'));
 const VERIFY_SIZE = parseSize(arg('--verify-size', quick ? '128M' : '1G'));
+const ONLY = arg('--only', '');
+const part = (name: string) => !ONLY || ONLY === name;
 const UNIT = 256 * 1024;
 const K4 = 4096;
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
@@ -95,7 +97,7 @@ async function main(): Promise<void> {
     // 1. cold latency: fresh units, alternating; a fresh open of both sides per round.
     const cold = { plain: [] as number[], verified: [] as number[], firstPlain: [] as number[], firstVerified: [] as number[] };
     const units = Math.floor(SIZE / UNIT);
-    while (cold.plain.length < SAMPLES) {
+    while (part('cold') && cold.plain.length < SAMPLES) {
       await cache.drop(keys.plain);
       await cache.drop(keys.verified);
       const a = await open(false, keys.plain);
@@ -122,7 +124,7 @@ async function main(): Promise<void> {
       await a.close();
       await b.close();
     }
-    out.push(
+    if (part('cold')) out.push(
       '### Cold random 4 KiB read latency, verified vs unverified (same registry, same lazy source)',
       '',
       `Blob ${SIZE / 2 ** 20} MiB on a loopback docker-registry; ${cold.plain.length} samples alternating A/B, each a fresh 256 KiB refill unit; disk cache on /dev/shm; tree chunk 128 KiB.`,
@@ -139,117 +141,124 @@ async function main(): Promise<void> {
     );
 
     // 2. warm IOPS over complete cache entries.
-    await cache.drop(keys.plain);
-    await cache.drop(keys.verified);
-    const wa = await open(false, keys.plain);
-    const wb = await open(true, keys.verified);
-    await fillCache(wa);
-    await fillCache(wb);
-    const rows: string[] = [];
-    for (const qd of [1, 16]) {
-      const ratios: number[] = [];
-      const xa: number[] = [];
-      const xb: number[] = [];
-      await iops(wa, 0.3, qd);
-      await iops(wb, 0.3, qd);
-      for (let r = 0; r < (quick ? 8 : 25); r++) {
-        const x = await iops(wa, 0.2, qd);
-        const y = await iops(wb, 0.2, qd);
-        xa.push(x);
-        xb.push(y);
-        ratios.push(y / x);
+    if (part('warm')) {
+      await cache.drop(keys.plain);
+      await cache.drop(keys.verified);
+      const wa = await open(false, keys.plain);
+      const wb = await open(true, keys.verified);
+      await fillCache(wa);
+      await fillCache(wb);
+      const rows: string[] = [];
+      for (const qd of [1, 16]) {
+        const ratios: number[] = [];
+        const xa: number[] = [];
+        const xb: number[] = [];
+        await iops(wa, 0.3, qd);
+        await iops(wb, 0.3, qd);
+        for (let r = 0; r < (quick ? 8 : 25); r++) {
+          const x = await iops(wa, 0.2, qd);
+          const y = await iops(wb, 0.2, qd);
+          xa.push(x);
+          xb.push(y);
+          ratios.push(y / x);
+        }
+        rows.push(`| ${qd} | ${median(xa).toFixed(0)} | ${median(xb).toFixed(0)} | **${median(ratios).toFixed(2)}×** |`);
       }
-      rows.push(`| ${qd} | ${median(xa).toFixed(0)} | ${median(xb).toFixed(0)} | **${median(ratios).toFixed(2)}×** |`);
+      out.push(
+        '### Warm-cache random 4 KiB read IOPS, verified vs unverified',
+        '',
+        `Same blob, complete cache entries on /dev/shm (filled through each side's own path); pairs of 0.2 s slices alternating; median of per-pair ratios.`,
+        '',
+        '| queue depth | unverified IOPS | verified IOPS | ratio (goal ≥ 0.98×) |',
+        '|---|---|---|---|',
+        ...rows,
+        '',
+      );
+      await wa.close();
+      await wb.close();
     }
-    out.push(
-      '### Warm-cache random 4 KiB read IOPS, verified vs unverified',
-      '',
-      `Same blob, complete cache entries on /dev/shm (filled through each side's own path); pairs of 0.2 s slices alternating; median of per-pair ratios.`,
-      '',
-      '| queue depth | unverified IOPS | verified IOPS | ratio (goal ≥ 0.98×) |',
-      '|---|---|---|---|',
-      ...rows,
-      '',
-    );
-    await wa.close();
-    await wb.close();
     await cache.close();
 
     // 3. push with and without trees: one LSMT layer (half random, half zeros) compressed and uploaded.
-    const rawFile = path.join(shm, 'disk.raw');
-    const half = randomBytes(SIZE / 2);
-    await writeFile(rawFile, Buffer.concat([half, Buffer.alloc(SIZE / 2)]));
-    const layer = path.join(shm, 'layer.lsmt');
-    await importRaw(rawFile, layer);
-    const push = { plain: [] as number[], verified: [] as number[] };
-    for (let r = 0; r < (quick ? 2 : 5); r++) {
-      for (const verity of [false, true]) {
-        const t = performance.now();
-        await pushImage([layer], `${reg.host}/bench/push-${verity ? 'v' : 'p'}-${r}:v1`, { dockerConfig: false, verity });
-        (verity ? push.verified : push.plain).push(performance.now() - t);
+    if (part('push')) {
+      const rawFile = path.join(shm, 'disk.raw');
+      const half = randomBytes(SIZE / 2);
+      await writeFile(rawFile, Buffer.concat([half, Buffer.alloc(SIZE / 2)]));
+      const layer = path.join(shm, 'layer.lsmt');
+      await importRaw(rawFile, layer);
+      const push = { plain: [] as number[], verified: [] as number[] };
+      for (let r = 0; r < (quick ? 2 : 5); r++) {
+        for (const verity of [false, true]) {
+          const t = performance.now();
+          await pushImage([layer], `${reg.host}/bench/push-${verity ? 'v' : 'p'}-${r}:v1`, { dockerConfig: false, verity });
+          (verity ? push.verified : push.plain).push(performance.now() - t);
+        }
       }
+      const layerBlob = (await pushImage([layer], `${reg.host}/bench/push-size:v1`, { dockerConfig: false })).layers[0]!;
+      const treeBytes = new TreeShape(layerBlob.size, DEFAULT_CHUNK).bytes;
+      out.push(
+        '### Push time with trees vs without',
+        '',
+        `One ${SIZE / 2 ** 20} MiB LSMT layer (half random, half zeros), compressed (lz4, 4 KiB blocks), tar-wrapped and uploaded to a fresh repository each time; ${push.plain.length} rounds alternating; medians.`,
+        '',
+        '| push | median ms |',
+        '|---|---|',
+        `| --no-verity | ${median(push.plain).toFixed(0)} |`,
+        `| with trees (default) | ${median(push.verified).toFixed(0)} |`,
+        '',
+        `**Ratio with / without: ${(median(push.verified) / median(push.plain)).toFixed(2)}×** (goal ≤ 1.15×); tree ${treeBytes} bytes for a ${layerBlob.size}-byte blob = **${((100 * treeBytes) / layerBlob.size).toFixed(3)} %** (goal ≤ 0.1 %)`,
+        '',
+      );
+      await rm(rawFile);
     }
-    const layerBlob = (await pushImage([layer], `${reg.host}/bench/push-size:v1`, { dockerConfig: false })).layers[0]!;
-    const treeBytes = new TreeShape(layerBlob.size, DEFAULT_CHUNK).bytes;
-    out.push(
-      '### Push time with trees vs without',
-      '',
-      `One ${SIZE / 2 ** 20} MiB LSMT layer (half random, half zeros), compressed (lz4, 4 KiB blocks), tar-wrapped and uploaded to a fresh repository each time; ${push.plain.length} rounds alternating; medians.`,
-      '',
-      '| push | median ms |',
-      '|---|---|',
-      `| --no-verity | ${median(push.plain).toFixed(0)} |`,
-      `| with trees (default) | ${median(push.verified).toFixed(0)} |`,
-      '',
-      `**Ratio with / without: ${(median(push.verified) / median(push.plain)).toFixed(2)}×** (goal ≤ 1.15×); tree ${treeBytes} bytes for a ${layerBlob.size}-byte blob = **${((100 * treeBytes) / layerBlob.size).toFixed(3)} %** (goal ≤ 0.1 %)`,
-      '',
-    );
 
     // 4. obd verify vs sha256sum on a local zfile image.
-    const vraw = path.join(shm, 'verify.raw');
-    const chunk = randomBytes(1 << 20);
-    const zero = Buffer.alloc(1 << 20);
-    const parts: Buffer[] = [];
-    for (let i = 0; i < VERIFY_SIZE >> 20; i++) parts.push(i % 2 ? zero : chunk.map((b, j) => (j % 7 === 0 ? i & 0xff : b)) as Buffer);
-    await writeFile(vraw, Buffer.concat(parts));
-    parts.length = 0;
-    await rm(rawFile);
-    const vlayer = path.join(shm, 'verify.lsmt');
-    await importRaw(vraw, vlayer);
-    await rm(vraw);
-    const zfile = path.join(shm, 'verify.zfile');
-    await compressFile(vlayer, zfile, { algorithm: 'lz4', blockSize: 4096, crc: true });
-    await rm(vlayer);
-    const zsize = (await stat(zfile)).size;
-    const times = { sha: [] as number[], verify: [] as number[] };
-    for (let r = 0; r < (quick ? 2 : 3); r++) {
-      let t = performance.now();
-      await sh('sha256sum', [zfile]);
-      times.sha.push(performance.now() - t);
-      t = performance.now();
-      const rep = await checkImage([zfile]);
-      times.verify.push(performance.now() - t);
-      if (!rep.ok) throw new Error('verify failed on a sound image');
+    if (part('verify')) {
+      const vraw = path.join(shm, 'verify.raw');
+      const chunk = randomBytes(1 << 20);
+      const zero = Buffer.alloc(1 << 20);
+      const parts: Buffer[] = [];
+      for (let i = 0; i < VERIFY_SIZE >> 20; i++) parts.push(i % 2 ? zero : chunk.map((b, j) => (j % 7 === 0 ? i & 0xff : b)) as Buffer);
+      await writeFile(vraw, Buffer.concat(parts));
+      parts.length = 0;
+      const vlayer = path.join(shm, 'verify.lsmt');
+      await importRaw(vraw, vlayer);
+      await rm(vraw);
+      const zfile = path.join(shm, 'verify.zfile');
+      await compressFile(vlayer, zfile, { algorithm: 'lz4', blockSize: 4096, crc: true });
+      await rm(vlayer);
+      const zsize = (await stat(zfile)).size;
+      const times = { sha: [] as number[], verify: [] as number[] };
+      for (let r = 0; r < (quick ? 2 : 3); r++) {
+        let t = performance.now();
+        await sh('sha256sum', [zfile]);
+        times.sha.push(performance.now() - t);
+        t = performance.now();
+        const rep = await checkImage([zfile]);
+        times.verify.push(performance.now() - t);
+        if (!rep.ok) throw new Error('verify failed on a sound image');
+      }
+      const mbps = (ms: number) => (zsize / 2 ** 20 / (ms / 1000)).toFixed(0);
+      out.push(
+        '### obd verify throughput vs sha256sum',
+        '',
+        `A ${VERIFY_SIZE / 2 ** 20} MiB disk (half random, half zeros) as one LSMT layer compressed to a ${(zsize / 2 ** 20).toFixed(0)} MiB zfile (lz4, 4 KiB blocks, CRCs) on /dev/shm; ${times.sha.length} rounds alternating; medians. verify = sha256 of the blob, every zfile block CRC, the LSMT index (library call, no process start).`,
+        '',
+        '| tool | median ms | MiB/s of the file |',
+        '|---|---|---|',
+        `| sha256sum | ${median(times.sha).toFixed(0)} | ${mbps(median(times.sha))} |`,
+        `| obd verify | ${median(times.verify).toFixed(0)} | ${mbps(median(times.verify))} |`,
+        '',
+        `**Ratio verify / sha256sum (time): ${(median(times.verify) / median(times.sha)).toFixed(2)}×**`,
+        '',
+      );
     }
-    const mbps = (ms: number) => (zsize / 2 ** 20 / (ms / 1000)).toFixed(0);
-    out.push(
-      '### obd verify throughput vs sha256sum',
-      '',
-      `A ${VERIFY_SIZE / 2 ** 20} MiB disk (half random, half zeros) as one LSMT layer compressed to a ${(zsize / 2 ** 20).toFixed(0)} MiB zfile (lz4, 4 KiB blocks, CRCs) on /dev/shm; ${times.sha.length} rounds alternating; medians. verify = sha256 of the blob, every zfile block CRC, the LSMT index (library call, no process start).`,
-      '',
-      '| tool | median ms | MiB/s of the file |',
-      '|---|---|---|',
-      `| sha256sum | ${median(times.sha).toFixed(0)} | ${mbps(median(times.sha))} |`,
-      `| obd verify | ${median(times.verify).toFixed(0)} | ${mbps(median(times.verify))} |`,
-      '',
-      `**Ratio verify / sha256sum (time): ${(median(times.verify) / median(times.sha)).toFixed(2)}×**`,
-      '',
-    );
     await client.close();
   } finally {
     await reg.stop();
     await rm(shm, { recursive: true, force: true });
   }
+  if (ONLY) return void process.stdout.write(out.join('\n') + '\n');
   await writeResults(
     'verity',
     [

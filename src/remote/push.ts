@@ -19,10 +19,10 @@ import { probeOuter } from '../image/probe.ts';
 import { compressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
 import { RemoteNotFoundError } from './errors.ts';
 import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
-import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, type Descriptor, type ImageManifest } from './manifest.ts';
+import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, sha256Digest, type Descriptor, type ImageManifest } from './manifest.ts';
 import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
 import type { PutBlobResult, Repository } from './store.ts';
-import { buildTree, publishReferrer, publishTree } from '../verity/publish.ts';
+import { buildTree, publishEmptyConfig, publishReferrer, publishTree } from '../verity/publish.ts';
 
 /** Bytes of several sources one after another (e.g. tar header + zfile + tar trailer). */
 export class ConcatSource implements ByteSource {
@@ -173,7 +173,8 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
       const d = layerDescriptor(p.digest, p.size, opts.fsType);
       return opts.verity === false ? Promise.resolve(d) : buildTree(p.blob).then((t) => publishTree(repo, d, t));
     });
-    for (const d of described) d.catch(() => {});
+    const early = opts.verity === false ? [] : [publishEmptyConfig(repo)];
+    for (const d of [...described, ...early]) d.catch(() => {});
     const total = prepared.reduce((a, p) => a + p.size, 0);
     let sentBefore = 0;
     const layers: PushResult['layers'] = base.map((d) => ({ file: undefined, digest: d.digest, size: d.size, kind: 'existing' as const, result: 'exists' as const }));
@@ -185,8 +186,8 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
       layers.push({ file: p.file, digest: p.digest, size: p.size, kind: p.kind, result });
     }
     const descs = [...base, ...(await Promise.all(described))];
-    const { digest, config, size } = await putImage(repo, descs, tag);
-    await publishReferrer(repo, { mediaType: MediaType.ociManifest, digest, size }, descs);
+    await Promise.all(early);
+    const { digest, config } = await putImage(repo, descs, tag, (m) => publishReferrer(repo, m, descs));
     return { reference: formatReference(r), digest, config, layers };
   } catch (e) {
     await opened.abandon();
@@ -198,11 +199,18 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
   }
 }
 
-/** Uploads the config for `layers` and the manifest naming them; resolves the manifest digest. */
-export async function putImage(repo: Repository, layers: Descriptor[], tag: string | undefined): Promise<{ digest: string; config: string; size: number }> {
+/**
+ * Uploads the config for `layers` and the manifest naming them; resolves the manifest digest.
+ * `alongside` (what refers to the manifest: its verity referrer) runs while they go up.
+ */
+export async function putImage(
+  repo: Repository,
+  layers: Descriptor[],
+  tag: string | undefined,
+  alongside?: (manifest: Descriptor) => Promise<unknown>,
+): Promise<{ digest: string; config: string }> {
   const configBytes = imageConfig(layers);
   const configDigest = 'sha256:' + createHash('sha256').update(configBytes).digest('hex');
-  await repo.putBlob(configDigest, new MemorySource(configBytes, 'image config'));
   const manifest: ImageManifest = {
     schemaVersion: 2,
     mediaType: MediaType.ociManifest,
@@ -210,6 +218,9 @@ export async function putImage(repo: Repository, layers: Descriptor[], tag: stri
     layers,
   };
   const bytes = encodeJson(manifest);
-  const digest = await repo.putManifest(bytes, MediaType.ociManifest, tag);
-  return { digest, config: configDigest, size: bytes.length };
+  const [digest] = await Promise.all([
+    repo.putBlob(configDigest, new MemorySource(configBytes, 'image config')).then(() => repo.putManifest(bytes, MediaType.ociManifest, tag)),
+    alongside?.({ mediaType: MediaType.ociManifest, digest: sha256Digest(bytes), size: bytes.length }),
+  ]);
+  return { digest, config: configDigest };
 }

@@ -76,6 +76,11 @@ export async function publishTree(repo: Repository, layer: Descriptor, tree: Bui
   return withVerity(layer, { root: tree.root, chunk: tree.chunk, tree: tree.digest, treeSize: tree.bytes.length });
 }
 
+/** Uploads the referrer artifact's empty config (a push starts it early, off the critical path). */
+export function publishEmptyConfig(repo: Repository): Promise<unknown> {
+  return repo.putBlob(sha256Digest(EMPTY_CONFIG), new MemorySource(EMPTY_CONFIG, 'empty config'));
+}
+
 /**
  * Pushes the referrer artifact for the image manifest `subject` (when its layers carry
  * trees) and records it in the referrers tag index, replacing earlier verity artifacts.
@@ -88,7 +93,7 @@ export async function publishReferrer(repo: Repository, subject: Descriptor, lay
   const tag = referrersTag(subject.digest);
   // The artifact (after its config: registries check a manifest's blobs) while the tag index is read.
   const [digest, old] = await Promise.all([
-    repo.putBlob(sha256Digest(EMPTY_CONFIG), new MemorySource(EMPTY_CONFIG, 'empty config')).then(() => repo.putManifest(artifact, MediaType.ociManifest)),
+    publishEmptyConfig(repo).then(() => repo.putManifest(artifact, MediaType.ociManifest)),
     repo.getManifest(tag).catch((e: unknown) => {
       if (e instanceof RemoteNotFoundError) return undefined;
       throw e;
