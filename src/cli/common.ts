@@ -7,6 +7,7 @@ import { InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
 import { ObdError } from '../io/errors.ts';
 import { parseSize } from '../io/util.ts';
+import { removeOnStop } from './outputs.ts';
 
 /** Prints a result: JSON on stdout with --json, else the human text. */
 export function output(json: boolean | undefined, value: unknown, human: () => string): void {
@@ -82,6 +83,7 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
  */
 export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
   const tmp = `${finalPath}.tmp-${process.pid}-${Date.now().toString(36)}`;
+  const untrack = removeOnStop(tmp);
   try {
     const r = await write(tmp);
     await rename(tmp, finalPath);
@@ -89,6 +91,8 @@ export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string
   } catch (e) {
     await rm(tmp, { force: true });
     throw e;
+  } finally {
+    untrack();
   }
 }
 

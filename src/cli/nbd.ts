@@ -7,7 +7,9 @@ import type { BlockDevice } from '../io/types.ts';
 import { NbdServer, type NbdAddress, type NbdEvent, type NbdExportOptions } from '../nbd/index.ts';
 import type { ImageOptions } from '../image/open.ts';
 import { addCacheOptions, addRemoteOptions, cacheOptions, remoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
+import { NO_VERIFY_CHAIN, VERIFY_CHAIN, warn, withChainHint } from './chain.ts';
 import { onStopSignal } from './common.ts';
+import { argList, checkOutputs } from './outputs.ts';
 
 interface ServeOptions extends RemoteFlags, CacheFlags {
   download?: boolean;
@@ -40,7 +42,8 @@ export function register(program: Command): void {
     .option('--writable', 'serve the main export writable, through the upper layer of --upper (or of the image config)')
     .option('--upper <data index...>', 'writable upper layer: its data and index files (created when both are missing)')
     .option('--read-only', 'serve the main export read-only even when --upper is given')
-    .option('--verify-chain', "require each layer's parent uuid to match the layer below")
+    .option(...VERIFY_CHAIN)
+    .option(...NO_VERIFY_CHAIN)
     .option('--download', 'download remote layers in the background; reads switch to the local copy once its digest checks')
     .option('--download-rate <MiB/s>', 'background download rate limit (default 100)', Number)
     .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
@@ -85,7 +88,8 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   const imageOpts: ImageOptions = {
     ...remoteOptions(opts),
     ...cacheOptions(opts),
-    verifyChain: opts.verifyChain,
+    verifyChain: opts.verifyChain !== false,
+    onWarning: warn,
     download: opts.download ? { maxMBps: opts.downloadRate } : undefined,
     trace: opts.trace,
   };
@@ -96,9 +100,12 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
     if (images.length > 0) {
       const upper = opts.upper ? { data: opts.upper[0]!, index: opts.upper[1]! } : undefined;
       const readOnly = Boolean(opts.readOnly) || !opts.writable;
-      const dev = await openImage(images, { ...imageOpts, upper, readOnly });
+      if (upper) await checkOutputs(argList([upper.data, upper.index], '--upper file'), argList(images, '<image>'), true);
+      const dev = await withChainHint(() => openImage(images, { ...imageOpts, upper, readOnly }));
       devices.push(dev);
-      if (!readOnly && !dev.writable) throw new InvalidArgumentError(`${dev.name}: opened read-only although --writable was given`);
+      if (!readOnly && !dev.writable) {
+        throw new InvalidArgumentError(`--writable: ${dev.name} has no writable layer to record writes in; --upper DATA INDEX is missing`);
+      }
       table.set(mainName, { device: dev, readOnly, description: images.map((p) => path.basename(p)).join(' + ') });
     }
     for (const spec of extra) {
@@ -107,7 +114,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
       const files = spec.slice(eq + 1).split(',').filter(Boolean);
       if (files.length === 0) throw new InvalidArgumentError(`--export ${spec}: no image after "="`);
       if (table.has(name)) throw new InvalidArgumentError(`export "${name}" is given twice`);
-      const dev = await openImage(files, { ...imageOpts, readOnly: true, trace: undefined });
+      const dev = await withChainHint(() => openImage(files, { ...imageOpts, readOnly: true, trace: undefined }));
       devices.push(dev);
       table.set(name, { device: dev, readOnly: true, description: files.map((p) => path.basename(p)).join(' + ') });
     }
