@@ -3,6 +3,7 @@
  * image-layout directories. `addRemoteOptions`/`remoteOptions` and `addCacheOptions`/
  * `cacheOptions` are shared with `obd serve <ref>`.
  */
+import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { formatSize } from '../io/util.ts';
@@ -11,8 +12,13 @@ import { openRepository, resolveImage } from '../remote/image.ts';
 import { Annotation } from '../remote/manifest.ts';
 import { copyImage, pullImage } from '../remote/pull.ts';
 import { pushImage } from '../remote/push.ts';
-import { formatReference, parseReference, referenceTarget } from '../remote/reference.ts';
+import { DEFAULT_TAG, formatReference, parseReference, referenceTarget, type ImageReference } from '../remote/reference.ts';
+import { openLayerFiles, openLayerSource, type OpenedLayer } from '../image/open.ts';
+import { openLayer } from '../remote/image.ts';
+import { OciLayout } from '../remote/oci-layout.ts';
+import { NO_VERIFY_CHAIN, VERIFY_CHAIN, verifyLayers } from './chain.ts';
 import { intArg, output, progressBar, sizeArg } from './common.ts';
+import { checkOutputs, RefusedOutputError } from './outputs.ts';
 
 export interface RemoteFlags {
   plainHttp?: boolean;
@@ -65,6 +71,46 @@ export function cacheOptions(f: CacheFlags): LazyOptions {
 }
 
 
+/** Opens layer files to look at their headers, then closes them. */
+async function checkLayerFiles(files: string[], check: (layers: OpenedLayer[]) => void): Promise<void> {
+  const layers = await openLayerFiles(files);
+  try {
+    check(layers);
+  } finally {
+    await Promise.all(layers.map((l) => l.source.close()));
+  }
+}
+
+/** An `oci:DIR` target whose `tag` exists is refused unless `force` (registries replace tags as usual). */
+async function refuseExistingTag(target: ImageReference, tag: string | undefined, force: boolean | undefined): Promise<void> {
+  if (target.kind !== 'oci' || tag === undefined || force) return;
+  const layout = await OciLayout.open(target.path).catch(() => undefined);
+  if (layout && (await layout.tags()).includes(tag)) {
+    throw new RefusedOutputError(`${formatReference(target)}: the layout already has the tag "${tag}" (give --force to replace it)`);
+  }
+}
+
+/**
+ * The output rule for pull and copy: the target is never the source (the same layout and
+ * tag, or a pull into the layout it reads), and an existing target needs --force.
+ */
+async function refuseCopyTarget(src: string, dst: string, force: boolean | undefined): Promise<void> {
+  const s = parseReference(src);
+  if (!dst.startsWith('oci:')) {
+    // A pull into a directory: never the source layout; one that holds a pulled image needs --force.
+    await checkOutputs([{ path: dst, arg: '<dir>' }], s.kind === 'oci' ? [{ path: s.path, arg: '<ref>' }] : [], true);
+    await checkOutputs([{ path: path.join(dst, 'config.v1.json'), arg: '<dir>' }], [], force);
+    return;
+  }
+  const t = parseReference(dst);
+  // As copyImage tags the target.
+  const tag = t.tag ?? (t.digest ? undefined : (s.tag ?? DEFAULT_TAG));
+  if (s.kind === 'oci' && t.kind === 'oci' && tag === (s.tag ?? DEFAULT_TAG)) {
+    await checkOutputs([{ path: t.path, arg: '<dst>' }], [{ path: s.path, arg: '<src>' }], true);
+  }
+  await refuseExistingTag(t, tag, force);
+}
+
 export function register(program: Command): void {
   addRemoteOptions(
     program
@@ -77,15 +123,32 @@ export function register(program: Command): void {
       .option('--fs-type <type>', 'record the layer filesystem (blob-fs-type annotation), e.g. ext4')
       .addOption(new Option('-a, --algorithm <name>', 'codec for plain LSMT layers').choices(['lz4', 'zstd']).default('lz4'))
       .option('-b, --block-size <size>', 'zfile block size for plain LSMT layers', sizeArg, 4096)
+      .option(...VERIFY_CHAIN)
+      .option(...NO_VERIFY_CHAIN)
+      .option('-f, --force', 'replace the tag of an oci:DIR target that already exists (without --append)')
       .option('--json', 'print the result as JSON'),
-  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; algorithm: 'lz4' | 'zstd'; blockSize: number; json?: boolean }) => {
+  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; algorithm: 'lz4' | 'zstd'; blockSize: number; verifyChain?: boolean; force?: boolean; json?: boolean }) => {
     if (args.length < 2) throw new InvalidArgumentError('need at least one layer file and a target reference');
     const ref = args[args.length - 1]!;
     const files = args.slice(0, -1);
+    const target = parseReference(ref);
+    if (!o.append) await refuseExistingTag(target, target.tag ?? (target.digest ? undefined : DEFAULT_TAG), o.force);
+    if (files.length > 1) await checkLayerFiles(files, (layers) => verifyLayers(layers, o.verifyChain));
     const b = progressBar('push', !o.json);
     try {
       const r = await pushImage(files, ref, {
         ...remoteOptions(o),
+        checkBase: async (base) => {
+          const top = base.layers.at(-1);
+          if (!top || o.verifyChain === false) return;
+          const blob = await openLayer(base.repo, top, undefined);
+          try {
+            const l = await openLayerSource(blob);
+            await checkLayerFiles([files[0]!], ([bottom]) => verifyLayers([{ ...l, source: { name: `${ref} (its top layer ${top.digest})` } }, bottom!], true));
+          } finally {
+            await blob.close();
+          }
+        },
         append: o.append,
         mountFrom: o.mountFrom,
         fsType: o.fsType,
@@ -111,8 +174,10 @@ export function register(program: Command): void {
       .argument('<ref>', 'image reference (registry or oci:DIR)')
       .argument('<dir>', 'target directory, or oci:DIR for an OCI image layout')
       .option('-j, --jobs <n>', 'blobs downloaded at once', intArg, 3)
+      .option('-f, --force', 'pull again into a DIR that holds a pulled image, or replace the tag of an oci:DIR')
       .option('--json', 'print the result as JSON'),
-  ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; json?: boolean }) => {
+  ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; force?: boolean; json?: boolean }) => {
+    await refuseCopyTarget(ref, dir, o.force);
     const b = progressBar('pull', !o.json);
     try {
       if (dir.startsWith('oci:')) {
@@ -136,8 +201,10 @@ export function register(program: Command): void {
       .argument('<src>', 'source reference')
       .argument('<dst>', 'target reference')
       .option('--mount-from <repo...>', 'more repositories of the target registry to mount blobs from')
+      .option('-f, --force', 'replace the tag of an oci:DIR target that already exists')
       .option('--json', 'print the result as JSON'),
-  ).action(async (src: string, dst: string, o: RemoteFlags & { mountFrom?: string[]; json?: boolean }) => {
+  ).action(async (src: string, dst: string, o: RemoteFlags & { mountFrom?: string[]; force?: boolean; json?: boolean }) => {
+    await refuseCopyTarget(src, dst, o.force);
     const b = progressBar('copy', !o.json);
     try {
       const r = await copyImage(src, dst, { ...remoteOptions(o), mountFrom: o.mountFrom, onProgress: b.onProgress });

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { FormatError } from '../io/errors.ts';
+import { FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
@@ -119,6 +119,11 @@ export interface PushOptions extends RemoteOptions {
   fsType?: string;
   /** Compression for plain LSMT layers (default lz4, 4 KiB blocks, CRC on). */
   zfile?: ZFileWriterOptions;
+  /**
+   * Called with the layers of the image being appended to (empty when there is none) before
+   * anything is prepared or uploaded; throwing stops the push (e.g. a chain check).
+   */
+  checkBase?: (base: { repo: Repository; layers: readonly Descriptor[] }) => Promise<void>;
   onLayer?: (event: { file: string; digest: string; size: number; phase: 'prepared' | 'done'; result?: PutBlobResult }) => void;
   onProgress?: (sent: number, total: number) => void;
 }
@@ -163,9 +168,15 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
         if (!(e instanceof RemoteNotFoundError)) throw e;
       }
     }
+    await opts.checkBase?.({ repo, layers: base });
     for (const f of files) {
       const p = await prepareLayer(f, tmp, opts.zfile);
       prepared.push(p);
+      const again = [...base, ...prepared.slice(0, -1)].findIndex((d) => d.digest === p.digest);
+      if (again >= 0) {
+        const where = again < base.length ? `already layer ${again + 1} of ${base.length} of ${formatReference(r)}` : `given twice (as ${prepared[again - base.length]!.file})`;
+        throw new InvalidArgumentError(`${f}: ${where} (digest ${p.digest}); an image holds each layer once, nothing was pushed`);
+      }
       opts.onLayer?.({ file: f, digest: p.digest, size: p.size, phase: 'prepared' });
     }
     const total = prepared.reduce((a, p) => a + p.size, 0);
