@@ -146,11 +146,12 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   }
   lines.push('obd: look at it with:', ...inspectCommands(exports[0]!.uri).map((c) => `  ${c}`));
   lines.push('obd: press Ctrl-C to stop');
+  const pipeClosed = onOutputClosed();
   process.stderr.write(lines.join('\n') + '\n');
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, exports }) + '\n');
 
   const signals = onStopSignal('finishing running requests and closing');
-  await signals.stopped;
+  await Promise.race([signals.stopped, pipeClosed]);
   try {
     await server.close();
   } finally {
@@ -158,6 +159,23 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
     signals.dispose();
   }
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopped' }) + '\n');
+}
+
+/**
+ * Resolves when stdout or stderr turns out to be a closed pipe (EPIPE on a write, e.g.
+ * `obd serve -v 2>&1 | head -1` once head has exited), so the server stops and removes its
+ * socket and lock as on SIGTERM instead of dying on the write error. Linux tells a writer
+ * that its pipe has no reader only when it writes: the next log, ready or shutdown line
+ * finds it. The handlers stay until the process ends, as later writes fail the same way.
+ */
+function onOutputClosed(): Promise<void> {
+  return new Promise((resolve) => {
+    const closed = (e: NodeJS.ErrnoException): void => {
+      if (e.code === 'EPIPE') resolve();
+    };
+    process.stdout.on('error', closed);
+    process.stderr.on('error', closed);
+  });
 }
 
 /**
