@@ -146,11 +146,11 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   }
   lines.push('obd: look at it with:', ...inspectCommands(exports[0]!.uri).map((c) => `  ${c}`));
   lines.push('obd: press Ctrl-C to stop');
+  // Handlers first: a client may signal the moment it reads the ready line.
+  const signals = onStopSignal('finishing running requests and closing');
   const pipeClosed = onOutputClosed();
   process.stderr.write(lines.join('\n') + '\n');
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, exports }) + '\n');
-
-  const signals = onStopSignal('finishing running requests and closing');
   await Promise.race([signals.stopped, pipeClosed]);
   try {
     await server.close();
