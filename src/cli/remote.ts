@@ -144,7 +144,7 @@ export function register(program: Command): void {
           const blob = await openLayer(base.repo, top, undefined);
           try {
             const l = await openLayerSource(blob);
-            await checkLayerFiles([files[0]!], ([bottom]) => verifyLayers([{ ...l, source: { name: `${ref} (its top layer ${top.digest})` } }, bottom!], true));
+            await checkLayerFiles([files[0]!], ([bottom]) => verifyLayers([{ ...l, source: { name: `the top layer of ${ref} (${top.digest})` } }, bottom!], true));
           } finally {
             await blob.close();
           }

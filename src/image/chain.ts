@@ -41,11 +41,10 @@ export function checkChain(layers: readonly ChainMember[]): string[] {
         throw new BrokenChainError(`${l.name} (uuid ${l.uuid}) has no parent uuid, but it is stacked on ${below.name} (uuid ${below.uuid})`);
       }
       warnings.push(`${l.name}: has no uuid and no parent uuid, so cannot check that it belongs on ${below.name} (uuid ${below.uuid})`);
+    } else if (same(l.uuid, below.uuid)) {
+      throw new BrokenChainError(`${l.name}: the same layer (uuid ${l.uuid}) as the layer below it, ${below.name}; a stack holds each layer once`);
     } else if (!same(l.parentUuid, below.uuid)) {
-      const twice = same(l.uuid, below.uuid) ? `; it is the same layer as ${below.name}` : '';
-      throw new BrokenChainError(
-        `${l.name} (uuid ${l.uuid}): parent uuid ${l.parentUuid} does not match the uuid ${below.uuid} of the layer below it (${below.name})${twice}`,
-      );
+      throw new BrokenChainError(`${l.name} (uuid ${l.uuid}): parent uuid ${l.parentUuid} does not match the uuid ${below.uuid} of the layer below it (${below.name})`);
     }
   }
   return warnings;

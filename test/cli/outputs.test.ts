@@ -12,9 +12,8 @@ import { existsSync } from 'node:fs';
 import { copyFile, link, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { FIXTURES, R } from '../helpers/recipes.ts';
-import { MAIN, obd } from '../helpers/cli.ts';
+import { MAIN, obd, startServe } from '../helpers/cli.ts';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { missing, sha256File } from '../nbd/helpers/run.ts';
 
@@ -156,32 +155,20 @@ test('Ctrl-C or SIGTERM during zfile compress, import -z, merge -z and commit -z
   }
 });
 
-/** Starts `obd serve … --json` and waits for its ready line. */
-async function serve(args: string[], stderr: 'pipe' | 'ignore' = 'ignore'): Promise<{ child: ChildProcess; exit: Promise<number | null> }> {
-  const child = spawn(process.execPath, [MAIN, 'serve', ...args, '--json'], { stdio: ['ignore', 'pipe', stderr] });
-  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const rl = createInterface({ input: child.stdout! });
-  await new Promise<void>((resolve, reject) => {
-    rl.once('line', () => resolve());
-    void exit.then((code) => reject(new Error(`obd serve exited ${code}`)));
-  });
-  return { child, exit };
-}
-
 const peers = missing('nbdinfo');
 
 test('obd serve removes its socket and lock on SIGINT, and when its output pipe closes', { skip: peers.length ? `missing ${peers}` : false }, async () => {
   const w = await workspace();
   try {
     const upper = ['--writable', '--upper', w.f('up.data'), w.f('up.index')];
-    const a = await serve([w.f('monday.lsmt'), ...upper, '--socket', w.f('a.sock')]);
+    const a = await startServe([w.f('monday.lsmt'), ...upper, '--socket', w.f('a.sock')]);
     assert.ok(existsSync(w.f('a.sock')) && existsSync(w.f('up.data.lock')));
     a.child.kill('SIGINT');
     assert.equal(await a.exit, 0);
     assert.ok(!existsSync(w.f('a.sock')) && !existsSync(w.f('up.data.lock')), 'socket and lock removed on SIGINT');
 
     // As `obd serve -v 2>&1 | head -1`: the reader of its log has gone; the next log line finds it.
-    const b = await serve([w.f('monday.lsmt'), ...upper, '--socket', w.f('b.sock'), '-v'], 'pipe');
+    const b = await startServe([w.f('monday.lsmt'), ...upper, '--socket', w.f('b.sock'), '-v'], 'pipe');
     b.child.stderr!.destroy();
     const info = spawn('nbdinfo', [`nbd+unix:///?socket=${w.f('b.sock')}`], { stdio: 'ignore' });
     await new Promise((r) => info.once('exit', r));

@@ -1,5 +1,6 @@
 /** Running the `obd` CLI as a child process, the way users do. */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,4 +23,22 @@ export function obd(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: str
     child.on('close', (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(opts.input ?? '');
   });
+}
+
+export interface Serving {
+  child: ChildProcess;
+  /** The parsed ready line of `obd serve --json`. */
+  ready: { socket?: string; exports: { name: string; uri: string; readOnly: boolean; layers: number; size: number }[] };
+  exit: Promise<number | null>;
+}
+
+/** Starts `obd serve ARGS --json` and waits for its ready line; stop it with child.kill(). */
+export async function startServe(args: string[], stderr: 'pipe' | 'ignore' = 'ignore'): Promise<Serving> {
+  const child = spawn(process.execPath, [MAIN, 'serve', ...args, '--json'], { stdio: ['ignore', 'pipe', stderr] });
+  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', resolve);
+    void exit.then((code) => reject(new Error(`obd serve ${args.join(' ')} exited ${code}`)));
+  });
+  return { child, ready: JSON.parse(line), exit };
 }
