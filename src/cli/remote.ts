@@ -7,18 +7,23 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { formatSize } from '../io/util.ts';
+import { DEFAULT_CACHE_SIZE } from '../remote/cache.ts';
+import { DEFAULT_IDLE_TIMEOUT_MS } from '../remote/http.ts';
+import { DEFAULT_UNIT } from '../remote/lazy-source.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
 import { openRepository, resolveImage } from '../remote/image.ts';
 import { Annotation } from '../remote/manifest.ts';
 import { copyImage, pullImage } from '../remote/pull.ts';
 import { pushImage } from '../remote/push.ts';
-import { DEFAULT_TAG, formatReference, parseReference, referenceTarget, type ImageReference } from '../remote/reference.ts';
+import { DEFAULT_TAG, formatReference, referenceTarget, resolveReference, type ImageReference } from '../remote/reference.ts';
 import { openLayerFiles, openLayerSource, type OpenedLayer } from '../image/open.ts';
 import { openLayer } from '../remote/image.ts';
-import { OciLayout } from '../remote/oci-layout.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, verifyLayers } from './chain.ts';
 import { intArg, output, progressBar, sizeArg } from './common.ts';
 import { checkOutputs, RefusedOutputError } from './outputs.ts';
+
+/** Retries the CLI asks for (the registry client's own default). */
+const DEFAULT_RETRIES = 4;
 
 export interface RemoteFlags {
   plainHttp?: boolean;
@@ -38,8 +43,8 @@ export function addRemoteOptions(cmd: Command): Command {
     .option('--creds-file <file>', 'credentials file ({"auths": {...}} as docker config.json); ~/.docker/config.json is always read')
     .option('--proxy <url>', 'send every request through this HTTP proxy (e.g. a P2P agent)')
     .option('--platform <os/arch>', 'platform to pick from an image index (default linux/<this arch>)')
-    .option('--timeout <ms>', 'give up a request after this long without data', intArg)
-    .option('--retries <n>', 'retries for resets, timeouts and 5xx', intArg);
+    .addOption(new Option('--timeout <ms>', 'give up a request after this long without data').argParser(intArg).default(DEFAULT_IDLE_TIMEOUT_MS))
+    .addOption(new Option('--retries <n>', 'retries for resets, timeouts and 5xx').argParser(intArg).default(DEFAULT_RETRIES));
 }
 
 export function remoteOptions(f: RemoteFlags): RemoteOptions {
@@ -62,8 +67,8 @@ export interface CacheFlags {
 export function addCacheOptions(cmd: Command): Command {
   return cmd
     .option('--cache-dir <dir>', 'on-disk cache for remote layers (persistent; default: memory only)')
-    .option('--cache-size <size>', 'cache capacity (default 4G)', sizeArg)
-    .option('--refill <size>', 'refill unit for remote reads (default 256K)', sizeArg);
+    .addOption(new Option('--cache-size <size>', 'cache capacity').argParser(sizeArg).default(DEFAULT_CACHE_SIZE, '4G'))
+    .addOption(new Option('--refill <size>', 'refill unit for remote reads').argParser(sizeArg).default(DEFAULT_UNIT, '256K'));
 }
 
 export function cacheOptions(f: CacheFlags): LazyOptions {
@@ -81,33 +86,39 @@ async function checkLayerFiles(files: string[], check: (layers: OpenedLayer[]) =
   }
 }
 
-/** An `oci:DIR` target whose `tag` exists is refused unless `force` (registries replace tags as usual). */
+/**
+ * A local target (`oci:DIR`, `oci-archive:FILE`) that already holds an image at `tag` is
+ * refused unless `force`; registries replace tags as usual.
+ */
 async function refuseExistingTag(target: ImageReference, tag: string | undefined, force: boolean | undefined): Promise<void> {
-  if (target.kind !== 'oci' || tag === undefined || force) return;
-  const layout = await OciLayout.open(target.path).catch(() => undefined);
-  if (layout && (await layout.tags()).includes(tag)) {
-    throw new RefusedOutputError(`${formatReference(target)}: the layout already has the tag "${tag}" (give --force to replace it)`);
+  if (target.kind === 'registry' || tag === undefined || force) return;
+  const opened = await openRepository(target).catch(() => undefined);
+  if (!opened) return;
+  try {
+    const held = await opened.repo.getManifest(tag).then(() => true, () => false);
+    if (held) throw new RefusedOutputError(`${formatReference(target)}: already holds an image at the tag "${tag}" (give --force to replace it)`);
+  } finally {
+    await opened.close();
   }
 }
 
 /**
- * The output rule for pull and copy: the target is never the source (the same layout and
- * tag, or a pull into the layout it reads), and an existing target needs --force.
+ * The output rule for pull and copy: the target is never the source (the same layout or
+ * archive and tag, or a pull into the layout it reads), and an existing target needs --force.
  */
 async function refuseCopyTarget(src: string, dst: string, force: boolean | undefined): Promise<void> {
-  const s = parseReference(src);
-  if (!dst.startsWith('oci:')) {
+  const s = await resolveReference(src);
+  const local = s.kind === 'registry' ? [] : [{ path: s.path, arg: '<src>' }];
+  if (!dst.startsWith('oci:') && !dst.startsWith('oci-archive:')) {
     // A pull into a directory: never the source layout; one that holds a pulled image needs --force.
-    await checkOutputs([{ path: dst, arg: '<dir>' }], s.kind === 'oci' ? [{ path: s.path, arg: '<ref>' }] : [], true);
+    await checkOutputs([{ path: dst, arg: '<dir>' }], local, true);
     await checkOutputs([{ path: path.join(dst, 'config.v1.json'), arg: '<dir>' }], [], force);
     return;
   }
-  const t = parseReference(dst);
+  const t = await resolveReference(dst);
   // As copyImage tags the target.
   const tag = t.tag ?? (t.digest ? undefined : (s.tag ?? DEFAULT_TAG));
-  if (s.kind === 'oci' && t.kind === 'oci' && tag === (s.tag ?? DEFAULT_TAG)) {
-    await checkOutputs([{ path: t.path, arg: '<dst>' }], [{ path: s.path, arg: '<src>' }], true);
-  }
+  if (t.kind !== 'registry' && tag === (s.tag ?? DEFAULT_TAG)) await checkOutputs([{ path: t.path, arg: '<dst>' }], local, true);
   await refuseExistingTag(t, tag, force);
 }
 
@@ -121,17 +132,17 @@ export function register(program: Command): void {
       .option('--append', 'put the layers on top of the image already at the reference')
       .option('--mount-from <repo...>', 'repositories of the same registry to mount existing blobs from')
       .option('--fs-type <type>', 'record the layer filesystem (blob-fs-type annotation), e.g. ext4')
-      .addOption(new Option('-a, --algorithm <name>', 'codec for plain LSMT layers').choices(['lz4', 'zstd']).default('lz4'))
-      .option('-b, --block-size <size>', 'zfile block size for plain LSMT layers', sizeArg, 4096)
+      .addOption(new Option('-z, --compress <algorithm>', 'ZFile codec for plain LSMT layers (as commit -z)').choices(['lz4', 'zstd']).default('lz4'))
+      .addOption(new Option('--block-size <size>', 'ZFile block size for plain LSMT layers, 4K..64K').argParser(sizeArg).default(4096, '4K'))
       .option(...VERIFY_CHAIN)
       .option(...NO_VERIFY_CHAIN)
-      .option('-f, --force', 'replace the tag of an oci:DIR target that already exists (without --append)')
+      .option('-f, --force', 'replace an image already at an oci:DIR or oci-archive: target (without --append)')
       .option('--json', 'print the result as JSON'),
-  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; algorithm: 'lz4' | 'zstd'; blockSize: number; verifyChain?: boolean; force?: boolean; json?: boolean }) => {
+  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; compress: 'lz4' | 'zstd'; blockSize: number; verifyChain?: boolean; force?: boolean; json?: boolean }) => {
     if (args.length < 2) throw new InvalidArgumentError('need at least one layer file and a target reference');
     const ref = args[args.length - 1]!;
     const files = args.slice(0, -1);
-    const target = parseReference(ref);
+    const target = await resolveReference(ref);
     if (!o.append) await refuseExistingTag(target, target.tag ?? (target.digest ? undefined : DEFAULT_TAG), o.force);
     if (files.length > 1) await checkLayerFiles(files, (layers) => verifyLayers(layers, o.verifyChain));
     const b = progressBar('push', !o.json);
@@ -152,7 +163,7 @@ export function register(program: Command): void {
         append: o.append,
         mountFrom: o.mountFrom,
         fsType: o.fsType,
-        zfile: { algorithm: o.algorithm, blockSize: o.blockSize },
+        zfile: { algorithm: o.compress, blockSize: o.blockSize },
         onProgress: b.onProgress,
       });
       b.stop();
@@ -180,7 +191,7 @@ export function register(program: Command): void {
     await refuseCopyTarget(ref, dir, o.force);
     const b = progressBar('pull', !o.json);
     try {
-      if (dir.startsWith('oci:')) {
+      if (dir.startsWith('oci:') || dir.startsWith('oci-archive:')) {
         const r = await copyImage(ref, dir, { ...remoteOptions(o), onProgress: b.onProgress });
         b.stop();
         output(o.json, r, () => `${r.blobs.map((x) => `${x.result.padEnd(8)} ${x.digest} ${formatSize(x.size).padStart(10)}`).join('\n')}\ncopied ${r.source} → ${r.target}@${r.digest}`);
@@ -219,12 +230,17 @@ export function register(program: Command): void {
     program
       .command('inspect')
       .description('show an image manifest: layers, sizes and overlaybd annotations')
-      .argument('<ref>', 'image reference (registry or oci:DIR)')
+      .argument('<ref>', 'image reference (registry, oci:DIR, oci-archive:FILE or a layout directory)')
+      .option('--raw', 'print the manifest (or index) exactly as stored, byte for byte')
       .option('--json', 'print the result as JSON'),
-  ).action(async (ref: string, o: RemoteFlags & { json?: boolean }) => {
-    const r = parseReference(ref);
+  ).action(async (ref: string, o: RemoteFlags & { raw?: boolean; json?: boolean }) => {
+    const r = await resolveReference(ref);
     const opened = await openRepository(r, remoteOptions(o));
     try {
+      if (o.raw) {
+        process.stdout.write((await opened.repo.getManifest(referenceTarget(r))).bytes);
+        return;
+      }
       const img = await resolveImage(opened.repo, referenceTarget(r), remoteOptions(o).platform);
       const value = { reference: formatReference(r), digest: img.digest, mediaType: img.raw.mediaType, manifest: img.manifest };
       output(o.json, value, () =>
@@ -234,7 +250,8 @@ export function register(program: Command): void {
           ...img.manifest.layers.map((l, i) => {
             const a = l.annotations ?? {};
             const obd = a[Annotation.version] ? ` overlaybd ${a[Annotation.version]}${a[Annotation.fsType] ? ` ${a[Annotation.fsType]}` : ''}` : '';
-            return `layer ${i} ${l.digest} ${formatSize(l.size).padStart(10)}${obd}`;
+            const recompressed = /\+(gzip|zstd)$/.test(l.mediaType) ? ` ${l.mediaType} (a compressed stream, not servable)` : '';
+            return `layer ${i} ${l.digest} ${formatSize(l.size).padStart(10)}${obd}${recompressed}`;
           }),
         ].join('\n'),
       );

@@ -50,6 +50,11 @@ export class OutOfRangeError extends ObdError {
   }
 }
 
+/** A write reaches past the end of the device: the disk is full. */
+export class NoSpaceError extends ObdError {
+  override readonly errno: Errno = 'ENOSPC';
+}
+
 /** A write, trim or flush reached a read-only device. */
 export class ReadOnlyError extends ObdError {
   override readonly errno: Errno = 'EPERM';

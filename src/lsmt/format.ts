@@ -18,6 +18,32 @@ export const MAX_MOFFSET = 2 ** 55 - 1;
 export const MAX_RO_INDEX_ENTRIES = 1_000_000;
 export const MAX_RW_INDEX_ENTRIES = 128_000_000;
 export const NULL_UUID = '00000000-0000-0000-0000-000000000000';
+/**
+ * Largest virtual size accepted: the biggest multiple of 512 below 2^53, so every offset and
+ * length is an exact number (the format's 50-bit sector offsets would allow 2^59 bytes).
+ */
+export const MAX_VIRTUAL_SIZE = Math.floor(Number.MAX_SAFE_INTEGER / SECTOR) * SECTOR;
+
+/**
+ * Checks a layer's virtual size: a multiple of 512, at most MAX_VIRTUAL_SIZE, and covering
+ * everything its index maps (`mappedEnd`, bytes). 0 is accepted only when `allowZero` (a layer
+ * whose size comes from the layers below, as the reference's convertor writes them).
+ */
+export function checkVirtualSize(size: number, mappedEnd: number, file: string, at: number | undefined, allowZero: boolean): void {
+  const why =
+    size === 0
+      ? allowZero
+        ? undefined
+        : 'is zero'
+      : !Number.isSafeInteger(size) || size > MAX_VIRTUAL_SIZE
+        ? `exceeds the largest supported size ${MAX_VIRTUAL_SIZE}`
+        : size % SECTOR !== 0
+          ? 'is not a multiple of 512'
+          : size < mappedEnd
+            ? `is smaller than the data its index maps (up to byte ${mappedEnd})`
+            : undefined;
+  if (why) throw new FormatError(file, `virtual size ${size} ${why}`, at);
+}
 
 export const MAGIC0 = Uint8Array.of(0x4c, 0x53, 0x4d, 0x54, 0x00, 0x01, 0x02, 0x00);
 export const MAGIC1 = Uint8Array.of(0x65, 0x7e, 0x63, 0xd2, 0x94, 0x44, 0x08, 0x4c, 0xa2, 0xd2, 0xc8, 0xec, 0x4f, 0xcf, 0xae, 0x8a);

@@ -7,7 +7,7 @@
 import { ChainError, InvalidArgumentError, ShortReadError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import type { BlockDevice, ByteSink, ByteSource } from '../io/types.ts';
-import { isZero } from '../io/util.ts';
+import { ahead, isZero, settleAll } from '../io/util.ts';
 import { withSink, type ProgressFn } from './copy.ts';
 import { SECTOR, randomUuid } from './format.ts';
 import { checkedIdentity } from './identity.ts';
@@ -105,19 +105,14 @@ async function scan(
     // The image's last partial sector reads as zero padding.
     if (want < n) img.fill(0, want);
     if (base) jobs.push(base.read(b.base!.subarray(0, n), at));
-    await Promise.all(jobs);
+    await settleAll(jobs);
   };
-  let loading = vsize > 0 ? load(cur, 0) : Promise.resolve();
+  let loading = vsize > 0 ? ahead(load(cur, 0)) : Promise.resolve();
   for (let at = 0; at < vsize; at += chunk) {
     await loading;
     const nextAt = at + chunk;
-    loading = nextAt < vsize ? load(next, nextAt) : Promise.resolve();
-    try {
-      await emitChunk(cur, at, Math.min(chunk, vsize - at), bs, w, counts);
-    } catch (e) {
-      loading.catch(() => {});
-      throw e;
-    }
+    loading = nextAt < vsize ? ahead(load(next, nextAt)) : Promise.resolve();
+    await emitChunk(cur, at, Math.min(chunk, vsize - at), bs, w, counts);
     onProgress?.(Math.min(nextAt, vsize), vsize);
     [cur, next] = [next, cur];
   }

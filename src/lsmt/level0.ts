@@ -214,6 +214,12 @@ export class Level0Index {
     return t;
   }
 
+  /** End of the last mapping (sectors; 0 when empty). */
+  endSector(): number {
+    const last = this.#chunks.at(-1);
+    return last && last.n > 0 ? last.lastEnd() : 0;
+  }
+
   /** Sectors covered by data (not zeroed) mappings. */
   dataSectors(): number {
     let n = 0;

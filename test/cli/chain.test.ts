@@ -6,11 +6,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { FIXTURES, R } from '../helpers/recipes.ts';
-import { obd, startServe } from '../helpers/cli.ts';
+import { obd, serveJson, treeDigest } from '../helpers/cli.ts';
 import { missing, run, sha256, sha256File } from '../nbd/helpers/run.ts';
 
 const L = (n: string) => path.join(FIXTURES, 'lsmt', n);
@@ -26,12 +26,6 @@ async function workspace(): Promise<{ dir: string; f: (n: string) => string; don
   return { dir, f, done: () => rm(dir, { recursive: true, force: true }) };
 }
 
-async function digests(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const n of (await readdir(dir)).sort()) out[n] = await sha256File(path.join(dir, n)).catch(() => 'dir');
-  return out;
-}
-
 async function ok(args: string[]): Promise<{ stdout: string; stderr: string }> {
   const r = await obd(args);
   assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
@@ -42,7 +36,7 @@ test('every stacking command refuses layers out of order, naming both layers and
   const w = await workspace();
   try {
     const wrong = [w.f('tuesday.lsmt'), w.f('monday.lsmt')];
-    const before = await digests(w.dir);
+    const before = await treeDigest(w.dir);
     const commands: string[][] = [
       ['export', ...wrong, w.f('out.raw')],
       ['map', ...wrong],
@@ -56,12 +50,11 @@ test('every stacking command refuses layers out of order, naming both layers and
       assert.equal(r.code, 1, `${args[0]}: ${r.stderr}`);
       assert.match(r.stderr, new RegExp(`monday\\.lsmt \\(uuid ${A1}\\) has no parent uuid, but it is stacked on .*tuesday\\.lsmt \\(uuid ${A2}\\)`), args[0]);
       assert.match(r.stderr, /--no-verify-chain/, args[0]);
-      assert.deepEqual(await digests(w.dir), before, `${args[0]}: inputs unchanged, nothing written`);
+      assert.deepEqual(await treeDigest(w.dir), before, `${args[0]}: inputs unchanged, nothing written`);
     }
     for (const args of commands.slice(0, 5)) await ok([...args, '--no-verify-chain', '--json']);
-    const s = await startServe([...wrong, '--socket', w.f('s.sock'), '--no-verify-chain']);
-    s.child.kill('SIGTERM');
-    assert.equal(await s.exit, 0);
+    const s = await serveJson([...wrong, '--socket', w.f('s.sock'), '--no-verify-chain']);
+    assert.equal(await s.stop(), 0);
     assert.equal(await sha256File(w.f('monday.lsmt')), await sha256File(L('layer1.lsmt')));
   } finally {
     await w.done();
@@ -72,12 +65,12 @@ test('layers without a uuid are stacked with a warning on stderr; --json stdout 
   const w = await workspace();
   try {
     await ok(['commit', L('layer3-rw.data'), L('layer3-rw.index'), w.f('anon.lsmt'), '--uuid', NULL_UUID, '--parent', NULL_UUID]);
-    const before = await digests(w.dir);
+    const before = await treeDigest(w.dir);
     const r = await ok(['map', '--json', w.f('monday.lsmt'), w.f('anon.lsmt'), w.f('tuesday.lsmt')]);
     assert.equal(JSON.parse(r.stdout).layers.length, 3);
     assert.match(r.stderr, /^obd: warning: .*anon\.lsmt: has no uuid and no parent uuid/m);
     assert.match(r.stderr, /^obd: warning: .*tuesday\.lsmt: cannot check that it belongs on .*anon\.lsmt, which has no uuid/m);
-    assert.deepEqual(await digests(w.dir), before);
+    assert.deepEqual(await treeDigest(w.dir), before);
   } finally {
     await w.done();
   }
@@ -105,14 +98,14 @@ test('a writable upper of another virtual size is refused; --writable without --
   const w = await workspace();
   try {
     await ok(['create', w.f('small.data'), w.f('small.index'), '--size', '1M', '--parent', A2]);
-    const before = await digests(w.dir);
+    const before = await treeDigest(w.dir);
     let r = await obd(['serve', w.f('monday.lsmt'), w.f('tuesday.lsmt'), '--writable', '--upper', w.f('small.data'), w.f('small.index'), '--socket', w.f('s.sock')]);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /small\.data: the writable layer's virtual size 1048576 differs from the size 67108864 of the layers below it/);
     r = await obd(['serve', w.f('monday.lsmt'), '--writable', '--socket', w.f('s.sock')]);
     assert.notEqual(r.code, 0, r.stderr);
     assert.match(r.stderr, /--writable: .* --upper DATA INDEX is missing/);
-    assert.deepEqual(await digests(w.dir), before);
+    assert.deepEqual(await treeDigest(w.dir), before);
   } finally {
     await w.done();
   }
@@ -123,7 +116,7 @@ test('obd push --append of the image\'s top layer is refused, whatever its compr
   try {
     const ref = `oci:${w.f('images')}:v1`;
     await ok(['push', w.f('monday.lsmt'), w.f('tuesday.lsmt'), ref]);
-    const before = await digests(w.f('images'));
+    const before = await treeDigest(w.f('images'));
     // By uuid, before anything is compressed or uploaded: the same layer in any compression.
     let r = await obd(['push', '--append', '-a', 'zstd', w.f('tuesday.lsmt'), ref]);
     assert.equal(r.code, 1, r.stderr);
@@ -132,7 +125,7 @@ test('obd push --append of the image\'s top layer is refused, whatever its compr
     r = await obd(['push', '--append', '--no-verify-chain', w.f('tuesday.lsmt'), ref]);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /tuesday\.lsmt: already layer 2 of 2 of oci:.*:v1 \(digest sha256:[0-9a-f]{64}\); an image holds each layer once/);
-    assert.deepEqual(await digests(w.f('images')), before, 'the layout is unchanged');
+    assert.deepEqual(await treeDigest(w.f('images')), before, 'the layout is unchanged');
   } finally {
     await w.done();
   }
@@ -161,14 +154,13 @@ test('the README weekly cycle: import, import --base, create, serve --writable (
     /** Serves `week` writable over a new upper made with create --base, writes with qemu-io, commits it. */
     const day = async (name: string, qemuIo: string[]) => {
       await ok(['create', w.f(`${name}.data`), w.f(`${name}.index`), '--base', ...week]);
-      const s = await startServe([...week, '--writable', '--upper', w.f(`${name}.data`), w.f(`${name}.index`), '--socket', w.f(`${name}.sock`)]);
+      const s = await serveJson([...week, '--writable', '--upper', w.f(`${name}.data`), w.f(`${name}.index`), '--socket', w.f(`${name}.sock`)]);
       try {
         const io = await run('qemu-io', ['-f', 'raw', ...qemuIo.flatMap((c) => ['-c', c]), '-c', 'flush', s.ready.exports[0]!.uri]);
         assert.equal(io.code, 0, io.stderr);
       } finally {
-        s.child.kill('SIGTERM');
+        assert.equal(await s.stop(), 0);
       }
-      assert.equal(await s.exit, 0);
       await ok(['commit', w.f(`${name}.data`), w.f(`${name}.index`), w.f(`${name}.lsmt`), '-m', name, '-z', 'lz4']);
       week.push(w.f(`${name}.lsmt`));
     };

@@ -13,7 +13,7 @@ import { copyFile, link, mkdtemp, readdir, rm, symlink, writeFile } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import { FIXTURES, R } from '../helpers/recipes.ts';
-import { MAIN, obd, startServe } from '../helpers/cli.ts';
+import { MAIN, obd, serveJson, treeDigest } from '../helpers/cli.ts';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { missing, sha256File } from '../nbd/helpers/run.ts';
 
@@ -32,20 +32,13 @@ async function workspace(): Promise<{ dir: string; f: (n: string) => string; don
   return { dir, f, done: () => rm(dir, { recursive: true, force: true }) };
 }
 
-/** sha256 of every file in `dir`, to compare before and after a refused command. */
-async function digests(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const n of (await readdir(dir)).sort()) out[n] = await sha256File(path.join(dir, n)).catch(() => 'dir');
-  return out;
-}
-
 /** Runs `obd args`, expects exit 1 with `re` on stderr, and every file in dir unchanged (none added). */
 async function refused(dir: string, args: string[], re: RegExp): Promise<void> {
-  const before = await digests(dir);
+  const before = await treeDigest(dir);
   const r = await obd(args);
   assert.equal(r.code, 1, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
   assert.match(r.stderr, re, args.join(' '));
-  assert.deepEqual(await digests(dir), before, `${args.join(' ')}: inputs byte-identical, nothing written`);
+  assert.deepEqual(await treeDigest(dir), before, `${args.join(' ')}: inputs byte-identical, nothing written`);
 }
 
 test('an existing output is refused without --force: merge and export with the output forgotten', async () => {
@@ -90,11 +83,11 @@ test('OCI layouts and pull directories: an existing tag or pulled image needs --
     const layout = w.f('images');
     let r = await obd(['push', w.f('monday.lsmt'), w.f('tuesday.lsmt'), `oci:${layout}:v1`]);
     assert.equal(r.code, 0, r.stderr);
-    const before = await digests(path.join(layout));
+    const before = await treeDigest(path.join(layout));
     await refused(w.dir, ['push', w.f('monday.lsmt'), `oci:${layout}:v1`], /already has the tag "v1" \(give --force/);
     await refused(w.dir, ['copy', `oci:${layout}:v1`, `oci:${layout}:v1`, '--force'], /<dst> is the input <src>/);
     await refused(w.dir, ['pull', `oci:${layout}:v1`, layout, '--force'], /<dir> is the input <ref>/);
-    assert.deepEqual(await digests(layout), before, 'index.json unchanged');
+    assert.deepEqual(await treeDigest(layout), before, 'index.json unchanged');
     r = await obd(['pull', `oci:${layout}:v1`, w.f('pulled')]);
     assert.equal(r.code, 0, r.stderr);
     await refused(w.dir, ['pull', `oci:${layout}:v1`, w.f('pulled')], /config\.v1\.json: the output <dir> already exists/);
@@ -135,7 +128,7 @@ test('Ctrl-C or SIGTERM during zfile compress, import -z, merge -z and commit -z
     await layer.close();
     let r = await obd(['import', w.f('big.raw'), w.f('big.lsmt')]);
     assert.equal(r.code, 0, r.stderr);
-    const before = await digests(w.dir);
+    const before = await treeDigest(w.dir);
     const tmpExists = async () => (await readdir(w.dir)).some((n) => n.includes('.tmp-'));
     const cases: [string[], NodeJS.Signals, ((c: ChildProcess) => void)?][] = [
       // From a pipe kept open, so the command is certainly still running when stopped.
@@ -148,7 +141,7 @@ test('Ctrl-C or SIGTERM during zfile compress, import -z, merge -z and commit -z
       const s = await interrupt(args, tmpExists, signal, feed);
       assert.equal(s.code, signal === 'SIGINT' ? 130 : 143, `${args.join(' ')}: ${s.stderr}`);
       assert.match(s.stderr, /temporary output removed/);
-      assert.deepEqual(await digests(w.dir), before, `${args.join(' ')}: no output or temporary left, inputs unchanged`);
+      assert.deepEqual(await treeDigest(w.dir), before, `${args.join(' ')}: no output or temporary left, inputs unchanged`);
     }
   } finally {
     await w.done();
@@ -161,18 +154,18 @@ test('obd serve removes its socket and lock on SIGINT, and when its output pipe 
   const w = await workspace();
   try {
     const upper = ['--writable', '--upper', w.f('up.data'), w.f('up.index')];
-    const a = await startServe([w.f('monday.lsmt'), ...upper, '--socket', w.f('a.sock')]);
+    const a = await serveJson([w.f('monday.lsmt'), ...upper, '--socket', w.f('a.sock')]);
     assert.ok(existsSync(w.f('a.sock')) && existsSync(w.f('up.data.lock')));
     a.child.kill('SIGINT');
-    assert.equal(await a.exit, 0);
+    assert.equal(await a.exited, 0);
     assert.ok(!existsSync(w.f('a.sock')) && !existsSync(w.f('up.data.lock')), 'socket and lock removed on SIGINT');
 
     // As `obd serve -v 2>&1 | head -1`: the reader of its log has gone; the next log line finds it.
-    const b = await startServe([w.f('monday.lsmt'), ...upper, '--socket', w.f('b.sock'), '-v'], 'pipe');
+    const b = await serveJson([w.f('monday.lsmt'), ...upper, '--socket', w.f('b.sock'), '-v']);
     b.child.stderr!.destroy();
     const info = spawn('nbdinfo', [`nbd+unix:///?socket=${w.f('b.sock')}`], { stdio: 'ignore' });
     await new Promise((r) => info.once('exit', r));
-    assert.equal(await b.exit, 0);
+    assert.equal(await b.exited, 0);
     assert.ok(!existsSync(w.f('b.sock')) && !existsSync(w.f('up.data.lock')), 'socket and lock removed when the pipe closed');
     assert.equal(await sha256File(w.f('monday.lsmt')), await sha256File(L('layer1.lsmt')));
   } finally {
