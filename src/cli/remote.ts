@@ -106,9 +106,9 @@ async function refuseExistingTag(target: ImageReference, tag: string | undefined
  * The output rule for pull and copy: the target is never the source (the same layout or
  * archive and tag, or a pull into the layout it reads), and an existing target needs --force.
  */
-async function refuseCopyTarget(src: string, dst: string, force: boolean | undefined): Promise<void> {
+async function refuseCopyTarget(src: string, dst: string, force: boolean | undefined, srcArg: string): Promise<void> {
   const s = await resolveReference(src);
-  const local = s.kind === 'registry' ? [] : [{ path: s.path, arg: '<src>' }];
+  const local = s.kind === 'registry' ? [] : [{ path: s.path, arg: srcArg }];
   if (!dst.startsWith('oci:') && !dst.startsWith('oci-archive:')) {
     // A pull into a directory: never the source layout; one that holds a pulled image needs --force.
     await checkOutputs([{ path: dst, arg: '<dir>' }], local, true);
@@ -116,10 +116,14 @@ async function refuseCopyTarget(src: string, dst: string, force: boolean | undef
     return;
   }
   const t = await resolveReference(dst);
-  // As copyImage tags the target.
-  const tag = t.tag ?? (t.digest ? undefined : (s.tag ?? DEFAULT_TAG));
-  if (t.kind !== 'registry' && tag === (s.tag ?? DEFAULT_TAG)) await checkOutputs([{ path: t.path, arg: '<dst>' }], local, true);
+  const tag = targetTag(t);
+  if (t.kind !== 'registry' && tag === referenceTarget(s)) await checkOutputs([{ path: t.path, arg: '<dst>' }], local, true);
   await refuseExistingTag(t, tag, force);
+}
+
+/** The tag push and copy give the target: its own, else `latest` (none for a digest). */
+function targetTag(t: ImageReference): string | undefined {
+  return t.tag ?? (t.digest ? undefined : DEFAULT_TAG);
 }
 
 export function register(program: Command): void {
@@ -143,7 +147,7 @@ export function register(program: Command): void {
     const ref = args[args.length - 1]!;
     const files = args.slice(0, -1);
     const target = await resolveReference(ref);
-    if (!o.append) await refuseExistingTag(target, target.tag ?? (target.digest ? undefined : DEFAULT_TAG), o.force);
+    if (!o.append) await refuseExistingTag(target, targetTag(target), o.force);
     if (files.length > 1) await checkLayerFiles(files, (layers) => verifyLayers(layers, o.verifyChain));
     const b = progressBar('push', !o.json);
     try {
@@ -188,7 +192,7 @@ export function register(program: Command): void {
       .option('-f, --force', 'pull again into a DIR that holds a pulled image, or replace the tag of an oci:DIR')
       .option('--json', 'print the result as JSON'),
   ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; force?: boolean; json?: boolean }) => {
-    await refuseCopyTarget(ref, dir, o.force);
+    await refuseCopyTarget(ref, dir, o.force, '<ref>');
     const b = progressBar('pull', !o.json);
     try {
       if (dir.startsWith('oci:') || dir.startsWith('oci-archive:')) {
@@ -215,7 +219,7 @@ export function register(program: Command): void {
       .option('-f, --force', 'replace the tag of an oci:DIR target that already exists')
       .option('--json', 'print the result as JSON'),
   ).action(async (src: string, dst: string, o: RemoteFlags & { mountFrom?: string[]; force?: boolean; json?: boolean }) => {
-    await refuseCopyTarget(src, dst, o.force);
+    await refuseCopyTarget(src, dst, o.force, '<src>');
     const b = progressBar('copy', !o.json);
     try {
       const r = await copyImage(src, dst, { ...remoteOptions(o), mountFrom: o.mountFrom, onProgress: b.onProgress });

@@ -67,7 +67,7 @@ test('layers without a uuid are stacked with a warning on stderr; --json stdout 
     await ok(['commit', L('layer3-rw.data'), L('layer3-rw.index'), w.f('anon.lsmt'), '--uuid', NULL_UUID, '--parent', NULL_UUID]);
     const before = await treeDigest(w.dir);
     const r = await ok(['map', '--json', w.f('monday.lsmt'), w.f('anon.lsmt'), w.f('tuesday.lsmt')]);
-    assert.equal(JSON.parse(r.stdout).layers.length, 3);
+    assert.ok(Array.isArray(JSON.parse(r.stdout)), 'stdout is the JSON map alone');
     assert.match(r.stderr, /^obd: warning: .*anon\.lsmt: has no uuid and no parent uuid/m);
     assert.match(r.stderr, /^obd: warning: .*tuesday\.lsmt: cannot check that it belongs on .*anon\.lsmt, which has no uuid/m);
     assert.deepEqual(await treeDigest(w.dir), before);
@@ -118,7 +118,7 @@ test('obd push --append of the image\'s top layer is refused, whatever its compr
     await ok(['push', w.f('monday.lsmt'), w.f('tuesday.lsmt'), ref]);
     const before = await treeDigest(w.f('images'));
     // By uuid, before anything is compressed or uploaded: the same layer in any compression.
-    let r = await obd(['push', '--append', '-a', 'zstd', w.f('tuesday.lsmt'), ref]);
+    let r = await obd(['push', '--append', '-z', 'zstd', w.f('tuesday.lsmt'), ref]);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, new RegExp(`tuesday\\.lsmt: the same layer \\(uuid ${A2}\\) as the layer below it, the top layer of oci:.*:v1 \\(sha256:[0-9a-f]{64}\\)`));
     // By digest, even without the chain check.

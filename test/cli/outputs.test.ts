@@ -84,7 +84,7 @@ test('OCI layouts and pull directories: an existing tag or pulled image needs --
     let r = await obd(['push', w.f('monday.lsmt'), w.f('tuesday.lsmt'), `oci:${layout}:v1`]);
     assert.equal(r.code, 0, r.stderr);
     const before = await treeDigest(path.join(layout));
-    await refused(w.dir, ['push', w.f('monday.lsmt'), `oci:${layout}:v1`], /already has the tag "v1" \(give --force/);
+    await refused(w.dir, ['push', w.f('monday.lsmt'), `oci:${layout}:v1`], /already holds an image at the tag "v1" \(give --force/);
     await refused(w.dir, ['copy', `oci:${layout}:v1`, `oci:${layout}:v1`, '--force'], /<dst> is the input <src>/);
     await refused(w.dir, ['pull', `oci:${layout}:v1`, layout, '--force'], /<dir> is the input <ref>/);
     assert.deepEqual(await treeDigest(layout), before, 'index.json unchanged');
@@ -93,7 +93,7 @@ test('OCI layouts and pull directories: an existing tag or pulled image needs --
     await refused(w.dir, ['pull', `oci:${layout}:v1`, w.f('pulled')], /config\.v1\.json: the output <dir> already exists/);
     r = await obd(['copy', `oci:${layout}:v1`, `oci:${layout}:v2`]);
     assert.equal(r.code, 0, r.stderr);
-    await refused(w.dir, ['copy', `oci:${layout}:v1`, `oci:${layout}:v2`], /already has the tag "v2"/);
+    await refused(w.dir, ['copy', `oci:${layout}:v1`, `oci:${layout}:v2`], /already holds an image at the tag "v2"/);
     r = await obd(['push', w.f('monday.lsmt'), `oci:${layout}:v1`, '--force']);
     assert.equal(r.code, 0, r.stderr);
   } finally {
