@@ -175,10 +175,9 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
     for (const f of files) {
       const p = await prepareLayer(f, tmp, opts.zfile);
       prepared.push(p);
-      const again = [...base, ...prepared.slice(0, -1)].findIndex((d) => d.digest === p.digest);
+      const again = base.findIndex((d) => d.digest === p.digest);
       if (again >= 0) {
-        const where = again < base.length ? `already layer ${again + 1} of ${base.length} of ${formatReference(r)}` : `given twice (as ${prepared[again - base.length]!.file})`;
-        throw new InvalidArgumentError(`${f}: ${where} (digest ${p.digest}); an image holds each layer once, nothing was pushed`);
+        throw new InvalidArgumentError(`${f}: already layer ${again + 1} of ${base.length} of ${formatReference(r)} (digest ${p.digest}); nothing was appended`);
       }
       opts.onLayer?.({ file: f, digest: p.digest, size: p.size, phase: 'prepared' });
     }
