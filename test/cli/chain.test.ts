@@ -6,11 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FIXTURES, R } from '../helpers/recipes.ts';
-import { obd, serveJson, treeDigest } from '../helpers/cli.ts';
+import { obd, serveJson, treeDigest, fixtureCopies } from '../helpers/cli.ts';
 import { missing, run, sha256, sha256File } from '../nbd/helpers/run.ts';
 
 const L = (n: string) => path.join(FIXTURES, 'lsmt', n);
@@ -18,13 +17,7 @@ const A1 = 'A1A1A1A1-0000-4000-8000-000000000001';
 const A2 = 'A2A2A2A2-0000-4000-8000-000000000002';
 const NULL_UUID = '00000000-0000-0000-0000-000000000000';
 
-async function workspace(): Promise<{ dir: string; f: (n: string) => string; done: () => Promise<void> }> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-chain-'));
-  const f = (n: string) => path.join(dir, n);
-  await copyFile(L('layer1.lsmt'), f('monday.lsmt'));
-  await copyFile(L('layer2.lsmt'), f('tuesday.lsmt'));
-  return { dir, f, done: () => rm(dir, { recursive: true, force: true }) };
-}
+const workspace = () => fixtureCopies('obd-chain-', { 'monday.lsmt': L('layer1.lsmt'), 'tuesday.lsmt': L('layer2.lsmt') });
 
 async function ok(args: string[]): Promise<{ stdout: string; stderr: string }> {
   const r = await obd(args);

@@ -9,27 +9,26 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, link, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { link, readdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FIXTURES, R } from '../helpers/recipes.ts';
-import { MAIN, obd, serveJson, treeDigest } from '../helpers/cli.ts';
+import { MAIN, obd, serveJson, treeDigest, fixtureCopies, type Workspace } from '../helpers/cli.ts';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { missing, sha256File } from '../nbd/helpers/run.ts';
 
 const L = (n: string) => path.join(FIXTURES, 'lsmt', n);
 
-/** A temp dir holding copies of layer1..3 (monday, tuesday, wednesday) and a raw disk. */
-async function workspace(): Promise<{ dir: string; f: (n: string) => string; done: () => Promise<void> }> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-outputs-'));
-  const f = (n: string) => path.join(dir, n);
-  await copyFile(L('layer1.lsmt'), f('monday.lsmt'));
-  await copyFile(L('layer2.lsmt'), f('tuesday.lsmt'));
-  await copyFile(L('layer3.lsmt'), f('wednesday.lsmt'));
-  await copyFile(L('layer3-rw.data'), f('rw.data'));
-  await copyFile(L('layer3-rw.index'), f('rw.index'));
-  await writeFile(f('t.raw'), R('outputs-raw', 1 << 20));
-  return { dir, f, done: () => rm(dir, { recursive: true, force: true }) };
+/** A temp dir holding copies of layer1..3 (monday, tuesday, wednesday), layer 3's writable pair and a raw disk. */
+async function workspace(): Promise<Workspace> {
+  const w = await fixtureCopies('obd-outputs-', {
+    'monday.lsmt': L('layer1.lsmt'),
+    'tuesday.lsmt': L('layer2.lsmt'),
+    'wednesday.lsmt': L('layer3.lsmt'),
+    'rw.data': L('layer3-rw.data'),
+    'rw.index': L('layer3-rw.index'),
+  });
+  await writeFile(w.f('t.raw'), R('outputs-raw', 1 << 20));
+  return w;
 }
 
 /** Runs `obd args`, expects exit 1 with `re` on stderr, and every file in dir unchanged (none added). */

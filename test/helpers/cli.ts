@@ -1,7 +1,8 @@
 /** Running the `obd` CLI as a child process, the way users do. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -79,4 +80,18 @@ export async function treeDigest(dir: string): Promise<Record<string, string>> {
     out[path.relative(dir, p)] = createHash('sha256').update(await readFile(p)).digest('hex');
   }
   return out;
+}
+
+export interface Workspace {
+  dir: string;
+  f: (name: string) => string;
+  done: () => Promise<void>;
+}
+
+/** A fresh temp dir holding copies of files (new name → source path), so tests never write fixtures. */
+export async function fixtureCopies(prefix: string, copies: Record<string, string>): Promise<Workspace> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  const f = (n: string) => path.join(dir, n);
+  for (const [name, from] of Object.entries(copies)) await copyFile(from, f(name));
+  return { dir, f, done: () => rm(dir, { recursive: true, force: true }) };
 }
