@@ -11,13 +11,12 @@ import { DEFAULT_CACHE_SIZE } from '../remote/cache.ts';
 import { DEFAULT_IDLE_TIMEOUT_MS } from '../remote/http.ts';
 import { DEFAULT_UNIT } from '../remote/lazy-source.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
-import { openRepository, resolveImage } from '../remote/image.ts';
+import { openLayer, openRepository, resolveImage } from '../remote/image.ts';
 import { Annotation } from '../remote/manifest.ts';
 import { copyImage, pullImage } from '../remote/pull.ts';
 import { pushImage } from '../remote/push.ts';
 import { DEFAULT_TAG, formatReference, referenceTarget, resolveReference, type ImageReference } from '../remote/reference.ts';
 import { openLayerFiles, openLayerSource, type OpenedLayer } from '../image/open.ts';
-import { openLayer } from '../remote/image.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, verifyLayers } from './chain.ts';
 import { intArg, output, progressBar, sizeArg } from './common.ts';
 import { checkOutputs, RefusedOutputError } from './outputs.ts';
@@ -140,7 +139,7 @@ export function register(program: Command): void {
       .addOption(new Option('--block-size <size>', 'ZFile block size for plain LSMT layers, 4K..64K').argParser(sizeArg).default(4096, '4K'))
       .option(...VERIFY_CHAIN)
       .option(...NO_VERIFY_CHAIN)
-      .option('-f, --force', 'replace an image already at an oci:DIR or oci-archive: target (without --append)')
+      .option('-f, --force', 'replace the image already at an oci:DIR or oci-archive: target tag (without --append)')
       .option('--json', 'print the result as JSON'),
   ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; compress: 'lz4' | 'zstd'; blockSize: number; verifyChain?: boolean; force?: boolean; json?: boolean }) => {
     if (args.length < 2) throw new InvalidArgumentError('need at least one layer file and a target reference');
@@ -189,7 +188,7 @@ export function register(program: Command): void {
       .argument('<ref>', 'image reference (registry or oci:DIR)')
       .argument('<dir>', 'target directory, or oci:DIR for an OCI image layout')
       .option('-j, --jobs <n>', 'blobs downloaded at once', intArg, 3)
-      .option('-f, --force', 'pull again into a DIR that holds a pulled image, or replace the tag of an oci:DIR')
+      .option('-f, --force', 'pull again into a DIR that holds a pulled image, or replace the image at an oci:DIR or oci-archive: tag')
       .option('--json', 'print the result as JSON'),
   ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; force?: boolean; json?: boolean }) => {
     await refuseCopyTarget(ref, dir, o.force, '<ref>');
@@ -216,7 +215,7 @@ export function register(program: Command): void {
       .argument('<src>', 'source reference')
       .argument('<dst>', 'target reference')
       .option('--mount-from <repo...>', 'more repositories of the target registry to mount blobs from')
-      .option('-f, --force', 'replace the tag of an oci:DIR target that already exists')
+      .option('-f, --force', 'replace the image already at an oci:DIR or oci-archive: target tag')
       .option('--json', 'print the result as JSON'),
   ).action(async (src: string, dst: string, o: RemoteFlags & { mountFrom?: string[]; force?: boolean; json?: boolean }) => {
     await refuseCopyTarget(src, dst, o.force, '<src>');
