@@ -1,5 +1,5 @@
 /**
- * The two interfaces everything composes through (see docs/design.md).
+ * The two interfaces everything composes through (see docs/design.md §1).
  *
  * A ByteSource is a blob: bytes with a size. A BlockDevice is a virtual disk that can also
  * describe what backs each range. Wrappers take one of these and are one themselves.
@@ -86,6 +86,10 @@ export interface BlockDevice {
    * the methods present (capabilitiesOf) when it is missing.
    */
   readonly capabilities?: DeviceCapabilities;
+  /** uuid of the device's top layer, when it has layers with identities (LSMT stacks and uppers). */
+  readonly uuid?: string;
+  /** Parent uuid recorded by the device's top layer. */
+  readonly parentUuid?: string;
   /** Fills `buf` entirely with the bytes at `offset`. The range must lie inside `size`. */
   read(buf: Uint8Array, offset: number): Promise<void>;
   /** Describes [offset, offset+length) as consecutive extents covering the whole range. */

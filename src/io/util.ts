@@ -1,4 +1,4 @@
-import { OutOfRangeError, ShortReadError } from './errors.ts';
+import { InvalidArgumentError, OutOfRangeError, ShortReadError } from './errors.ts';
 import type { ByteSource } from './types.ts';
 
 /** Reads exactly `buf.length` bytes at `offset` or throws a ShortReadError. */
@@ -93,11 +93,11 @@ const MAX_SECTOR_ALIGNED = 2 ** 53 - 512;
 /** Parses sizes such as `64G`, `512K`, `1.5M`, `4096` (binary units). */
 export function parseSize(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$/i.exec(text);
-  if (!m) throw new Error(`not a size: "${text}" (examples: 4096, 64K, 10M, 64G, 1T)`);
+  if (!m) throw new InvalidArgumentError(`not a size: "${text}" (examples: 4096, 64K, 10M, 64G, 1T)`);
   const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }[m[2]!.toLowerCase()]!;
   const v = Number(m[1]) * mult;
-  if (v > Number.MAX_SAFE_INTEGER) throw new Error(`"${text}" is too large: sizes are below 8P (2^53 bytes); the largest disk is ${MAX_SECTOR_ALIGNED} bytes (8P - 512)`);
-  if (!Number.isSafeInteger(v)) throw new Error(`not a whole number of bytes: "${text}"`);
+  if (v > Number.MAX_SAFE_INTEGER) throw new InvalidArgumentError(`"${text}" is too large: sizes are below 8P (2^53 bytes); the largest disk is ${MAX_SECTOR_ALIGNED} bytes (8P - 512)`);
+  if (!Number.isSafeInteger(v)) throw new InvalidArgumentError(`not a whole number of bytes: "${text}"`);
   return v;
 }
 

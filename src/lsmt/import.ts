@@ -11,8 +11,6 @@ import { ahead, isZero, settleAll } from '../io/util.ts';
 import { withSink, type ProgressFn } from './copy.ts';
 import { SECTOR, randomUuid } from './format.ts';
 import { checkedIdentity } from './identity.ts';
-import { Stack } from './stack.ts';
-import { WritableLayer } from './writable.ts';
 import { SealedLayerWriter, type LayerWriteStats } from './writer.ts';
 
 export interface ImportOptions {
@@ -43,9 +41,7 @@ const CHUNK = 4 << 20;
 
 /** The uuid of the top layer of a stack-like base, when it has one. */
 export function topUuid(dev: BlockDevice | undefined): string | undefined {
-  if (dev instanceof Stack) return dev.layers.at(-1)!.uuid;
-  if (dev instanceof WritableLayer) return dev.uuid;
-  return undefined;
+  return dev?.uuid;
 }
 
 /** Imports the raw image `raw` (a path or source) into a sealed layer at/into `out`. */

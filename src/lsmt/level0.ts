@@ -1,5 +1,5 @@
 /**
- * The in-memory level-0 index of a writable layer (the reference's `Index0`, reference.md
+ * The in-memory level-0 index of a writable layer (the reference's `Index0`, docs/format.md
  * §2.4): a sorted, non-overlapping set of mappings where each insert cuts away whatever it
  * covers — entries fully inside are erased, partly covered ones are trimmed (moffset
  * advanced unless zeroed), and an entry strictly containing the new range is split in two.

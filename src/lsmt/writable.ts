@@ -1,5 +1,5 @@
 /**
- * An append-only writable LSMT layer (reference.md §2.4, append mode): a data file
+ * An append-only writable LSMT layer (docs/format.md §2.4): a data file
  * (header flags 3, then data appended) and an index file (header flags 1, then 16-byte
  * entries in write order), optionally on top of a read-only device whose bytes show through
  * wherever this layer has no mapping.
@@ -46,7 +46,6 @@ import { checkUuid } from './identity.ts';
 import { wrapWriteError } from './io-errors.ts';
 import { Level0Index } from './level0.ts';
 import { RangeLocks } from './range-lock.ts';
-import { Stack } from './stack.ts';
 import type { MappingTable } from './table.ts';
 
 /** Longest data piece one entry gets, as the reference splits writes (4 MiB). */
@@ -570,10 +569,10 @@ export class WritableLayer implements BlockDevice {
 
 /** The parent uuid must name the top layer of the lower device (when it has layers with uuids). */
 function checkParent(file: string, parentUuid: string, lower: BlockDevice): void {
-  const top = lower instanceof Stack ? lower.layers.at(-1)! : lower instanceof WritableLayer ? lower : undefined;
-  if (!top) return;
-  if (isNullUuid(parentUuid) || parentUuid.toUpperCase() !== top.uuid.toUpperCase()) {
-    throw new ChainError(`${file}: parent uuid ${parentUuid} does not match the uuid ${top.uuid} of the layer below it (${lower.name})`);
+  const top = lower.uuid;
+  if (top === undefined) return;
+  if (isNullUuid(parentUuid) || parentUuid.toUpperCase() !== top.toUpperCase()) {
+    throw new ChainError(`${file}: parent uuid ${parentUuid} does not match the uuid ${top} of the layer below it (${lower.name})`);
   }
 }
 

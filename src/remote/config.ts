@@ -1,5 +1,5 @@
 /**
- * The reference's per-device image config (config.v1.json, reference.md §4.1) → outer layer
+ * The reference's per-device image config (config.v1.json, docs/format.md §4.1) → outer layer
  * sources bottom → top (local files, or lazy cached registry blobs under `repoBlobUrl`),
  * the writable upper's files, and the download / trace / result settings.
  */

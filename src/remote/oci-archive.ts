@@ -167,13 +167,14 @@ export class OciArchive implements Repository {
       if (!m) return [];
       text = Buffer.from(await this.#readMember(m)).toString('utf8');
     }
+    let doc: { manifests?: unknown };
     try {
-      const doc = JSON.parse(text);
-      if (!Array.isArray(doc.manifests)) throw new Error('no "manifests" array');
-      return doc.manifests;
+      doc = JSON.parse(text);
     } catch (e) {
       throw new InvalidReferenceError(`${this.name}: unreadable index.json: ${(e as Error).message}`);
     }
+    if (!Array.isArray(doc?.manifests)) throw new InvalidReferenceError(`${this.name}: unreadable index.json: no "manifests" array`);
+    return doc.manifests as Descriptor[];
   }
 
   async getManifest(reference: string): Promise<FetchedManifest> {

@@ -1,7 +1,7 @@
 /**
  * The tar wrapper layer blobs are shipped in: one member whose payload is the zfile (or LSMT)
  * blob. The reader finds the member in place; the writer produces the reference's exact bytes
- * (reference.md §3.8): a PAX header carrying the real size, a ustar header with size 0, the
+ * (docs/format.md §3.8): a PAX header carrying the real size, a ustar header with size 0, the
  * payload at 1536, zero padding to 512 and two zero blocks.
  */
 import type { ByteSource } from '../io/types.ts';
