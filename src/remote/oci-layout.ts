@@ -6,12 +6,13 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { FormatError } from '../io/errors.ts';
 import { FileSource, wrapFsError } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { DigestMismatchError, InvalidReferenceError, RemoteNotFoundError } from './errors.ts';
-import { Annotation, MediaType, sha256Digest, sniffMediaType, type Descriptor, type FetchedManifest } from './manifest.ts';
+import { Annotation, MAX_MANIFEST_BYTES, MediaType, parseIndex, sha256Digest, sniffMediaType, type Descriptor, type FetchedManifest } from './manifest.ts';
 import { DEFAULT_TAG, isDigest } from './reference.ts';
 import type { PutBlobOptions, PutBlobResult, Repository } from './store.ts';
 
@@ -43,11 +44,11 @@ export class OciLayout implements Repository {
     const layout = new OciLayout(path.resolve(dir));
     const marker = path.join(layout.dir, 'oci-layout');
     try {
-      const doc = JSON.parse(await readFile(marker, 'utf8'));
+      const doc = JSON.parse((await readCapped(marker, 65536)).toString('utf8'));
       if (typeof doc.imageLayoutVersion !== 'string') throw new InvalidReferenceError(`${marker}: no imageLayoutVersion`);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
-        if (e instanceof InvalidReferenceError) throw e;
+        if (e instanceof InvalidReferenceError || e instanceof FormatError) throw e;
         throw new InvalidReferenceError(`${marker}: not an OCI layout marker: ${(e as Error).message}`);
       }
       if (!opts.create) throw new RemoteNotFoundError(layout.dir, 'OCI image layout (oci-layout file)');
@@ -69,15 +70,17 @@ export class OciLayout implements Repository {
 
   async #readIndex(): Promise<LayoutIndex> {
     const file = path.join(this.dir, 'index.json');
-    let doc: LayoutIndex;
+    let bytes: Buffer;
     try {
-      doc = JSON.parse(await readFile(file, 'utf8'));
+      bytes = await readCapped(file, MAX_MANIFEST_BYTES);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] };
-      throw new InvalidReferenceError(`${file}: unreadable index: ${(e as Error).message}`);
+      throw e;
     }
-    if (!Array.isArray(doc.manifests)) throw new InvalidReferenceError(`${file}: no "manifests" array`);
-    return doc;
+    // Validated like any index; kept whole so a rewrite does not drop fields we do not know.
+    const fetched = { bytes, digest: 'index.json', mediaType: MediaType.ociIndex };
+    parseIndex(fetched, this.name);
+    return JSON.parse(bytes.toString('utf8')) as LayoutIndex;
   }
 
   async #writeIndex(doc: LayoutIndex): Promise<void> {
@@ -103,10 +106,10 @@ export class OciLayout implements Repository {
     }
     let bytes: Buffer;
     try {
-      bytes = await readFile(this.blobPath(digest));
+      bytes = await readCapped(this.blobPath(digest), MAX_MANIFEST_BYTES);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new RemoteNotFoundError(this.name, `manifest ${digest}`);
-      throw wrapFsError(this.blobPath(digest), e);
+      throw e;
     }
     const actual = sha256Digest(bytes);
     if (actual !== digest) throw new DigestMismatchError(this.blobPath(digest), digest, actual);
@@ -215,4 +218,30 @@ export class OciLayout implements Repository {
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * Reads a small JSON file whole, refusing one larger than `limit` before reading it (a
+ * layout is input too: a huge index.json must not be pulled into memory). ENOENT passes
+ * through untouched for the caller to decide.
+ */
+async function readCapped(file: string, limit: number): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(file, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw e;
+    throw wrapFsError(file, e);
+  }
+  try {
+    const st = await fh.stat();
+    // A device or FIFO planted in the layout would read forever.
+    if (!st.isFile()) throw new FormatError(file, 'not a regular file');
+    if (st.size > limit) throw new FormatError(file, `${st.size} bytes, more than the ${limit} a manifest or index may have`);
+    return await fh.readFile();
+  } catch (e) {
+    throw e instanceof FormatError ? e : wrapFsError(file, e);
+  } finally {
+    await fh.close();
+  }
 }

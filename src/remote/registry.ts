@@ -8,7 +8,7 @@ import type { ByteSource } from '../io/types.ts';
 import { Authenticator, CredentialStore } from './auth.ts';
 import { AuthError, DigestMismatchError, isRetryable, NetworkError, ProtocolError, RemoteNotFoundError, ServerError } from './errors.ts';
 import { discard, readBody, readBodyInto, redact, Transport, type BodySource, type HttpResponse, type TransportOptions } from './http.ts';
-import { MANIFEST_ACCEPT, sha256Digest, sniffMediaType, type FetchedManifest } from './manifest.ts';
+import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, sha256Digest, sniffMediaType, type FetchedManifest } from './manifest.ts';
 import { isDigest, isLoopbackHost } from './reference.ts';
 import type { PutBlobOptions, PutBlobResult, Repository } from './store.ts';
 
@@ -26,6 +26,8 @@ export interface RegistryOptions extends TransportOptions {
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** Redirects followed per request; a loop ends here with a ProtocolError. */
+export const MAX_REDIRECTS = 5;
 const MAX_BACKOFF_MS = 5000;
 
 /** A connection to one registry host; hands out repositories sharing its sockets. */
@@ -117,8 +119,8 @@ export class RegistryRepository implements Repository {
       }
       if (REDIRECTS.has(res.status) && res.headers.location && (req.method === 'GET' || req.method === 'HEAD')) {
         discard(res);
-        if (++redirects > 5) throw new ProtocolError(redact(url), 'more than 5 redirects', res.status);
-        url = new URL(res.headers.location, url);
+        if (++redirects > MAX_REDIRECTS) throw new ProtocolError(redact(req.url), `more than ${MAX_REDIRECTS} redirects (last to ${redact(url)})`, res.status);
+        url = redirectTarget(url, res.headers.location, res.status);
         continue;
       }
       if (res.status >= 500 || res.status === 429) {
@@ -174,7 +176,7 @@ export class RegistryRepository implements Repository {
     return this.#retry(async () => {
       const res = await this.#send({ method: 'GET', url: this.url(`manifests/${reference}`), headers: { accept: MANIFEST_ACCEPT } }, this.#pull);
       if (res.status !== 200) await this.#fail(res, `manifest ${reference}`);
-      const bytes = await readBody(res, 4 << 20);
+      const bytes = await readBody(res, MAX_MANIFEST_BYTES);
       const digest = sha256Digest(bytes);
       if (isDigest(reference) && reference.startsWith('sha256:') && digest !== reference) throw new DigestMismatchError(`${this.name} manifest`, reference, digest);
       const ct = String(res.headers['content-type'] ?? '').split(';')[0]!.trim();
@@ -382,6 +384,18 @@ function sourceBody(src: ByteSource, offset: number, length: number, progress: (
       }
     },
   };
+}
+
+/** Where a redirect points; only http(s) targets are followed. */
+function redirectTarget(from: URL, location: string, status: number): URL {
+  let to: URL;
+  try {
+    to = new URL(location, from);
+  } catch {
+    throw new ProtocolError(redact(from), `redirect to a malformed Location "${location.slice(0, 200)}"`, status);
+  }
+  if (to.protocol !== 'http:' && to.protocol !== 'https:') throw new ProtocolError(redact(from), `redirect to a ${to.protocol} URL, which is not followed`, status);
+  return to;
 }
 
 export function parseContentRange(h: string | string[] | undefined): { start: number; end: number; total: number | undefined } | undefined {

@@ -31,6 +31,9 @@ export interface ServeHandle {
   /** The JSON lines printed so far (the first is `ready`). */
   events: Record<string, unknown>[];
   ready: { exports: { uri: string }[]; host?: string; port?: number; socket?: string };
+  readonly pid: number;
+  /** What the server wrote on stderr so far. */
+  stderr(): string;
   /** SIGTERM, then the exit code once it is gone. */
   stop(): Promise<number | null>;
   /** The process, for other signals or closing its pipes; `exited` resolves its exit code. */
@@ -57,6 +60,8 @@ export function serveJson(args: string[]): Promise<ServeHandle> {
           resolve({
             events,
             ready: events[0] as ServeHandle['ready'],
+            pid: child.pid!,
+            stderr: () => err,
             stop: async () => {
               child.kill('SIGTERM');
               return exited;
