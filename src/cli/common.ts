@@ -9,6 +9,7 @@ import cliProgress from 'cli-progress';
 import { writeAtomic } from '../io/atomic.ts';
 import { NotFoundError, ObdError } from '../io/errors.ts';
 import { parseSize } from '../io/util.ts';
+import { removeOnStop } from './outputs.ts';
 
 /** Prints a result: JSON on stdout with --json, else the human text. */
 export function output(json: boolean | undefined, value: unknown, human: () => string): void {
@@ -86,7 +87,15 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
 export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
   const dir = path.dirname(path.resolve(finalPath));
   if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
-  return writeAtomic(finalPath, write);
+  return writeAtomic(finalPath, async (tmp) => {
+    // Ctrl-C removes the temp; writeAtomic removes it on failure and renames it on success.
+    const untrack = removeOnStop(tmp);
+    try {
+      return await write(tmp);
+    } finally {
+      untrack();
+    }
+  });
 }
 
 /**
