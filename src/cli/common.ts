@@ -9,11 +9,23 @@ import cliProgress from 'cli-progress';
 import { writeAtomic } from '../io/atomic.ts';
 import { NotFoundError, ObdError } from '../io/errors.ts';
 import { parseSize } from '../io/util.ts';
+import { removeOnStop } from './outputs.ts';
 
 /** Prints a result: JSON on stdout with --json, else the human text. */
 export function output(json: boolean | undefined, value: unknown, human: () => string): void {
   if (json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
-  else process.stdout.write(human() + (human().endsWith('\n') ? '' : '\n'));
+  else {
+    const text = printable(human());
+    process.stdout.write(text + (text.endsWith('\n') ? '' : '\n'));
+  }
+}
+
+/**
+ * Human output shows what registries and files say (annotations, media types, user tags):
+ * control characters are written as escapes, so a hostile value cannot drive the terminal.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 /** Commander argument parser for sizes with K/M/G/T suffixes. */
@@ -86,7 +98,15 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
 export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
   const dir = path.dirname(path.resolve(finalPath));
   if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
-  return writeAtomic(finalPath, write);
+  return writeAtomic(finalPath, async (tmp) => {
+    // Ctrl-C removes the temp; writeAtomic removes it on failure and renames it on success.
+    const untrack = removeOnStop(tmp);
+    try {
+      return await write(tmp);
+    } finally {
+      untrack();
+    }
+  });
 }
 
 /**

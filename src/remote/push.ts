@@ -10,7 +10,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { removeStaleTemps, tempPath } from '../io/atomic.ts';
-import { FormatError } from '../io/errors.ts';
+import { FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
@@ -116,6 +116,11 @@ export interface PushOptions extends RemoteOptions {
   zfile?: ZFileWriterOptions;
   /** Publish a verity tree per new layer (docs/format.md §7; default true, `--no-verity` sets false). */
   verity?: boolean;
+  /**
+   * Called with the layers of the image being appended to (empty when there is none) before
+   * anything is prepared or uploaded; throwing stops the push (e.g. a chain check).
+   */
+  checkBase?: (base: { repo: Repository; layers: readonly Descriptor[] }) => Promise<void>;
   onLayer?: (event: { file: string; digest: string; size: number; phase: 'prepared' | 'done'; result?: PutBlobResult }) => void;
   onProgress?: (sent: number, total: number) => void;
 }
@@ -163,9 +168,14 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
         if (!(e instanceof RemoteNotFoundError)) throw e;
       }
     }
+    await opts.checkBase?.({ repo, layers: base });
     for (const f of files) {
       const p = await prepareLayer(f, tmp, opts.zfile);
       prepared.push(p);
+      const again = base.findIndex((d) => d.digest === p.digest);
+      if (again >= 0) {
+        throw new InvalidArgumentError(`${f}: already layer ${again + 1} of ${base.length} of ${formatReference(r)} (digest ${p.digest}); nothing was appended`);
+      }
       opts.onLayer?.({ file: f, digest: p.digest, size: p.size, phase: 'prepared' });
     }
     // Trees are built and uploaded while the layers upload: their hashing fills the waits.

@@ -17,7 +17,7 @@ import { startRegistry, type RunningRegistry } from './registry.ts';
 export const KILLS = Number(process.env.OBD_KILL_TRIALS) || 6;
 /** Per-test timeout, growing with OBD_KILL_TRIALS. */
 export const KILL_TIMEOUT = 120_000 * Math.max(1, KILLS / 6);
-const UUID = ['0b6f54f1-3a51-4d7e-8f1c-6d2b9e0c7a01', '0b6f54f1-3a51-4d7e-8f1c-6d2b9e0c7a02'];
+const UUID = ['0b6f54f1-3a51-4d7e-8f1c-6d2b9e0c7a01', '0b6f54f1-3a51-4d7e-8f1c-6d2b9e0c7a02', '0b6f54f1-3a51-4d7e-8f1c-6d2b9e0c7a03'];
 
 export const exists = (p: string) => stat(p).then(() => true, () => false);
 
@@ -37,14 +37,16 @@ export function killFixture(): KillFixture {
     f.root = await mkdtemp(path.join(os.tmpdir(), 'obd-kill-remote-'));
     const I = (name: string) => path.join(f.root, 'in', name);
     await mkdir(path.join(f.root, 'in'));
-    for (let k = 0; k < 2; k++) {
+    // Three chained layers, the top one shipped as a zfile.
+    for (let k = 0; k < 3; k++) {
       await scatteredWritable(I(`l${k}.data`), I(`l${k}.index`), `push-l${k}`, UUID[k]!, k ? UUID[k - 1] : undefined, 150);
       await commitLayer(I(`l${k}.data`), I(`l${k}.index`), I(`l${k}.lsmt`), { uuid: UUID[k] });
       await rm(I(`l${k}.data`));
       await rm(I(`l${k}.index`));
     }
-    const z = await obd(['zfile', 'compress', I('l1.lsmt'), I('l2.zfile')]);
+    const z = await obd(['zfile', 'compress', I('l2.lsmt'), I('l2.zfile')]);
     assert.equal(z.code, 0, z.stderr);
+    await rm(I('l2.lsmt'));
     f.layers = [I('l0.lsmt'), I('l1.lsmt'), I('l2.zfile')];
     f.inputs = [path.join(f.root, 'in'), ...f.layers];
     f.reg = await startRegistry();
