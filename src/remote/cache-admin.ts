@@ -1,8 +1,10 @@
 /**
  * `obd cache ls|verify|gc` on a cache directory: what is held, a check of every held unit
  * (its CRC, and the blob's sha256 once every unit is held; bad units are dropped so they are
- * fetched again), and eviction by size and age. Only whole files are removed and metadata is
- * replaced by rename, so a server using the same directory never reads a half-removed entry.
+ * fetched again), and eviction by size and age. A server may use the directory meanwhile: its
+ * files in the making are left alone, metadata is replaced by rename, and every process checks
+ * a unit (CRC, or the verity tree) before its first use, so nothing here makes it serve a
+ * wrong byte; at worst a unit is fetched again.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -42,7 +44,7 @@ async function unitOf(dir: string): Promise<number | undefined> {
 }
 
 async function withCache<T>(dir: string, unit: number | undefined, fn: (c: BlobCache) => Promise<T>): Promise<T> {
-  const cache = await BlobCache.open({ dir, unit: unit ?? (await unitOf(dir)), capacity: Number.MAX_SAFE_INTEGER });
+  const cache = await BlobCache.open({ dir, unit: unit ?? (await unitOf(dir)), capacity: Number.MAX_SAFE_INTEGER, tidy: false });
   try {
     return await fn(cache);
   } finally {

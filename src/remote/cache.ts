@@ -40,6 +40,11 @@ export interface BlobCacheOptions {
   unit?: number;
   /** How long new units may wait before their metadata is published (default 1000 ms). */
   publishDelayMs?: number;
+  /**
+   * Remove leftovers (temp metadata, data files without metadata) when opening (default true);
+   * false for a second process looking at a directory a server may be writing (`obd cache`).
+   */
+  tidy?: boolean;
 }
 
 interface Known {
@@ -57,6 +62,7 @@ export class BlobCache {
   readonly capacity: number;
   readonly unit: number;
   readonly publishDelayMs: number;
+  readonly #tidy: boolean;
   readonly #known = new Map<string, Known>();
   readonly #opening = new Map<string, Promise<CacheEntry>>();
   #usage = 0;
@@ -69,6 +75,7 @@ export class BlobCache {
     this.capacity = opts.capacity ?? DEFAULT_CACHE_SIZE;
     this.unit = checkUnit(opts.unit ?? DEFAULT_UNIT);
     this.publishDelayMs = opts.publishDelayMs ?? 1000;
+    this.#tidy = opts.tidy ?? true;
   }
 
   /** Opens (creating) a cache directory and indexes the blobs already in it. */
@@ -108,18 +115,14 @@ export class BlobCache {
       const names = await readdir(d);
       const metas = new Set(names.filter((n) => n.endsWith('.meta')).map((n) => n.slice(0, -5)));
       for (const n of names) {
-        if (n.includes('.meta.tmp') || (n.endsWith('.data') && !metas.has(n.slice(0, -5)))) await rm(path.join(d, n), { force: true });
+        if (this.#tidy && (n.includes('.meta.tmp') || (n.endsWith('.data') && !metas.has(n.slice(0, -5))))) await rm(path.join(d, n), { force: true });
       }
       for (const stem of metas) {
         const base = path.join(d, stem);
         const meta = await readMeta(base + '.meta');
-        if (!meta || meta.unit !== this.unit) {
-          await removeFiles(base);
-          continue;
-        }
-        const key = sub === 'key' ? meta.key : `${sub}:${stem}`;
-        if (!key) {
-          await removeFiles(base);
+        const key = sub === 'key' ? meta?.key : `${sub}:${stem}`;
+        if (!meta || meta.unit !== this.unit || !key) {
+          if (this.#tidy) await removeFiles(base);
           continue;
         }
         const bytes = heldBytes(meta.bitmap, meta.size, meta.unit);
