@@ -8,7 +8,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { FileSource } from '../io/file.ts';
+import { FileSource, isFile } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { verifyChain } from '../lsmt/stack.ts';
 import { openLayerSource, type OpenedLayer } from '../image/open.ts';
@@ -113,7 +113,7 @@ async function itemsOf(specs: readonly string[], opts: CheckOptions, tmp: string
       return { name: src.name, digest: lower?.digest, size: src.size, verity: undefined, open: async () => src };
     });
   }
-  if (only && !(await FileSource.open(only).then((f) => (f.close(), true), () => false))) {
+  if (only && !(await isFile(only))) {
     const r = await resolveReference(only);
     const repo = await openRepository(r, opts);
     cleanup.push(() => repo.close());
