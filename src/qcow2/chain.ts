@@ -11,7 +11,8 @@ import type { ByteSource } from '../io/types.ts';
 import { readAt } from '../io/util.ts';
 import { Qcow2UnsupportedError } from './errors.ts';
 import { Qcow2File } from './file.ts';
-import { Qcow2Device, RawDevice } from './device.ts';
+import { Qcow2Device } from './device.ts';
+import { RawDevice } from '../io/raw.ts';
 import { hasQcow2Magic, type HeaderOptions } from './header.ts';
 
 /** Deeper chains than this are taken for a loop qemu would refuse too. */

@@ -1,12 +1,12 @@
 /**
- * Block devices over disk image files: a raw file, and a qcow2 file over its backing device
+ * A qcow2 file as a block device over its backing device
  * (qcow2.txt: unallocated clusters read from the backing file, or zeros past its end or
  * without one). Extents name the chain position (bottom = 0) that backs each range, so an
  * import reads only what some image allocates.
  */
 import { OutOfRangeError } from '../io/errors.ts';
-import type { BlockDevice, ByteSource, Extent, ExtentKind } from '../io/types.ts';
-import { readExact, settleAll } from '../io/util.ts';
+import type { BlockDevice, Extent, ExtentKind } from '../io/types.ts';
+import { settleAll } from '../io/util.ts';
 import { RUN_COMPRESSED, RUN_DATA, RUN_UNALLOCATED, RUN_ZERO, type Qcow2File } from './file.ts';
 
 /** Appends an extent, joining it to the previous one when kind and layer match. */
@@ -25,31 +25,6 @@ async function readClipped(dev: BlockDevice | undefined, buf: Uint8Array, offset
   const n = dev ? Math.max(0, Math.min(buf.length, dev.size - offset)) : 0;
   if (n > 0) await dev!.read(buf.subarray(0, n), offset);
   if (n < buf.length) buf.fill(0, n);
-}
-
-/** A raw image file as a device: all data, its last partial sector padded with zeros. */
-export class RawDevice implements BlockDevice {
-  readonly name: string;
-  readonly size: number;
-  readonly layerCount = 1;
-  readonly writable = false;
-  readonly source: ByteSource;
-  constructor(source: ByteSource) {
-    this.source = source;
-    this.name = source.name;
-    this.size = source.size;
-  }
-  async read(buf: Uint8Array, offset: number): Promise<void> {
-    checkRange(this, offset, buf.length);
-    await readExact(this.source, buf, offset);
-  }
-  async extents(offset: number, length: number): Promise<Extent[]> {
-    checkRange(this, offset, length);
-    return length > 0 ? [{ offset, length, kind: 'data', layer: 0 }] : [];
-  }
-  close(): Promise<void> {
-    return this.source.close();
-  }
 }
 
 /** A qcow2 file over its backing device (raw, qcow2, or none). */
