@@ -42,6 +42,8 @@ export interface DeviceImportOptions extends ImportOptions {
   plan?: AsyncIterable<Extent> | Iterable<Extent>;
   /** Write zero and hole ranges of the plan, and all-zero data blocks, as zeroed extents (ignores base). */
   keepZeros?: boolean;
+  /** The layer's virtual size (default: the device's, in whole sectors); the device reads zeros past its end. */
+  virtualSize?: number;
 }
 
 export interface ImportStats extends LayerWriteStats {
@@ -89,7 +91,7 @@ export async function importDevice(dev: BlockDevice, out: ByteSink | string, opt
   if (!Number.isInteger(bs) || bs < SECTOR || bs % SECTOR !== 0 || bs > 1 << 20) {
     throw new InvalidArgumentError(`block size ${bs} must be a multiple of 512 from 512 to 1 MiB`);
   }
-  const vsize = Math.ceil(dev.size / SECTOR) * SECTOR;
+  const vsize = opts.virtualSize ?? Math.ceil(dev.size / SECTOR) * SECTOR;
   const base = opts.keepZeros ? undefined : opts.base;
   if (opts.base && opts.base.size !== vsize) {
     throw new ChainError(`${dev.name}: image size ${vsize} differs from the base's virtual size ${opts.base.size} (${opts.base.name})`);
