@@ -10,6 +10,7 @@ import { InvalidArgumentError, OutOfRangeError } from '../io/errors.ts';
 import type { BlockDevice, Extent } from '../io/types.ts';
 import { settleAll } from '../io/util.ts';
 import { NbdClientError } from './errors.ts';
+import type { NbdAddress } from './server.ts';
 import {
   CMD_BLOCK_STATUS,
   CMD_DISC,
@@ -47,8 +48,6 @@ import {
 const MAX_READ = 4 << 20;
 /** Largest block status request (a u32 length). */
 const MAX_STATUS = 1 << 30;
-
-export type NbdAddress = { socket: string } | { host: string; port: number };
 
 /** Parses `nbd://HOST[:PORT]/NAME` or `nbd+unix:///NAME?socket=PATH`. */
 export function parseNbdUri(uri: string): { address: NbdAddress; exportName: string } {

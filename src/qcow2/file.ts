@@ -146,6 +146,7 @@ export class Qcow2File {
         const entryAt = this.#l1[l1i]! + e;
         if (hi & 0x40000000) {
           const { host, bytes } = this.#compressed(hi, lo, bits);
+          if (bytes <= 0) throw new FormatError(this.name, `compressed guest cluster ${c} starts at ${host}, past the end of the file (${this.source.size} bytes)`, entryAt);
           push(at, cEnd - at, RUN_COMPRESSED, host, bytes);
           at = cEnd;
           continue;
