@@ -4,9 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import path from 'node:path';
+import { openImage } from '../../src/image/open.ts';
+import type { Extent } from '../../src/io/types.ts';
 import { NbdClient } from '../../src/nbd/client.ts';
+import { startServer } from '../nbd/helpers/server.ts';
+import { FIXTURES } from '../helpers/recipes.ts';
 import { obd } from '../helpers/cli.ts';
-import { tempDir } from '../snapshots/helpers.ts';
+import { readAll, tempDir } from '../snapshots/helpers.ts';
 import { MiB, SKIP, makeChain, qemuImg, qemuIo, qemuNbd, qemuRaw, stackBytes } from './helpers.ts';
 
 async function obdOk(args: string[]): Promise<any> {
@@ -82,6 +87,35 @@ test('--dirty-bitmap imports only the dirty extents as a delta over --base (incr
     }
     assert.equal((await stackBytes([t.file('full.lsmt')])).length, 16 * MiB);
   } finally {
+    await t.done();
+  }
+});
+
+test("our own NBD server's export imports through the client, which sees the same data extents", async () => {
+  const stack = await openImage(['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n)));
+  const srv = await startServer({ exports: { stack } });
+  const t = await tempDir();
+  try {
+    const client = await NbdClient.connect(srv.uri('stack'));
+    const dataRanges = (es: Extent[]) => {
+      const out: [number, number][] = [];
+      for (const e of es) {
+        if (e.kind !== 'data') continue;
+        const last = out.at(-1);
+        if (last && last[1] === e.offset) last[1] += e.length;
+        else out.push([e.offset, e.offset + e.length]);
+      }
+      return out;
+    };
+    const theirs = dataRanges(await stack.extents(0, stack.size));
+    assert.ok(theirs.length > 3);
+    assert.deepEqual(dataRanges(await client.extents(0, client.size)), theirs);
+    await client.close();
+    await obdOk(['import', srv.uri('stack'), t.file('copy.lsmt')]);
+    assert.ok((await stackBytes([t.file('copy.lsmt')])).equals(Buffer.from(await readAll(stack))));
+  } finally {
+    await srv.stop();
+    await stack.close();
     await t.done();
   }
 });
