@@ -6,6 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { openStack } from '../../src/image/open.ts';
+import assert from 'node:assert/strict';
+import { obd } from '../helpers/cli.ts';
 import { missing, must } from '../nbd/helpers/run.ts';
 import { readAll } from '../snapshots/helpers.ts';
 
@@ -29,6 +31,13 @@ export async function qemuRaw(file: string, dir: string): Promise<Buffer> {
   const out = path.join(dir, `${path.basename(file)}.qemu.raw`);
   await qemuImg('convert', '-O', 'raw', file, out);
   return readFile(out);
+}
+
+/** Runs `obd ARGS --json`, which must succeed, and returns its parsed output. */
+export async function obdOk(args: string[]): Promise<any> {
+  const r = await obd([...args, '--json']);
+  assert.equal(r.code, 0, `obd ${args.join(' ')}: ${r.stderr}`);
+  return JSON.parse(r.stdout);
 }
 
 /** The flattened bytes of layer files stacked bottom first. */

@@ -9,13 +9,7 @@ import { test } from 'node:test';
 import { openStack } from '../../src/image/open.ts';
 import { obd } from '../helpers/cli.ts';
 import { tempDir } from '../snapshots/helpers.ts';
-import { SKIP, makeChain, qemuImg, qemuRaw, stackBytes } from './helpers.ts';
-
-async function obdOk(args: string[]): Promise<any> {
-  const r = await obd([...args, '--json']);
-  assert.equal(r.code, 0, `obd ${args.join(' ')}: ${r.stderr}`);
-  return JSON.parse(r.stdout);
-}
+import { SKIP, obdOk, makeChain, qemuImg, qemuRaw, stackBytes } from './helpers.ts';
 
 test('a qcow2 chain flattens into one layer of its non-zero data, and a delta over --base', { skip: SKIP }, async () => {
   const t = await tempDir();

@@ -12,13 +12,7 @@ import { startServer } from '../nbd/helpers/server.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
 import { obd } from '../helpers/cli.ts';
 import { readAll, tempDir } from '../snapshots/helpers.ts';
-import { MiB, SKIP, makeChain, qemuImg, qemuIo, qemuNbd, qemuRaw, stackBytes } from './helpers.ts';
-
-async function obdOk(args: string[]): Promise<any> {
-  const r = await obd([...args, '--json']);
-  assert.equal(r.code, 0, `obd ${args.join(' ')}: ${r.stderr}`);
-  return JSON.parse(r.stdout);
-}
+import { MiB, SKIP, obdOk, makeChain, qemuImg, qemuIo, qemuNbd, qemuRaw, stackBytes } from './helpers.ts';
 
 test('an NBD export imports as qemu reads it, reading only what block status calls data', { skip: SKIP }, async () => {
   const t = await tempDir();
