@@ -79,7 +79,7 @@ export async function writeLayerOutput<T extends LayerWriteStats>(
   });
 }
 
-export function describeOutput(target: string, r: { layer: LayerWriteStats; zfile?: ZFileWriteStats }): string {
+function describeOutput(target: string, r: { layer: LayerWriteStats; zfile?: ZFileWriteStats }): string {
   const l = r.layer;
   const z = r.zfile ? `, compressed to ${formatSize(r.zfile.outputSize)}` : '';
   return `${target}: ${l.entries} entries, ${formatSize(l.dataBytes)} of data, layer ${formatSize(l.fileSize)}${z}`;

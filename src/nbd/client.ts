@@ -376,13 +376,14 @@ export class NbdClient implements BlockDevice {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (!this.#failed) {
+    if (!this.#failed && !this.#sock.destroyed) {
       const req = Buffer.alloc(28);
       req.writeUInt32BE(REQUEST_MAGIC, 0);
       req.writeUInt16BE(CMD_DISC, 6);
-      this.#sock.write(req);
+      // The server closes the connection after a disconnect request; waiting for the write
+      // to be handed over is enough.
+      await new Promise<void>((r) => this.#sock.end(req, () => r()));
     }
-    await new Promise<void>((r) => this.#sock.end(r));
     this.#sock.destroy();
   }
 }
