@@ -16,6 +16,7 @@ export const INCOMPAT_DATA_FILE = 1 << 2;
 export const INCOMPAT_COMPRESSION = 1 << 3;
 export const INCOMPAT_EXTL2 = 1 << 4;
 const INCOMPAT_KNOWN = 0x1f;
+const MAX_L1_ENTRIES = (32 << 20) / 8;
 
 const EXT_END = 0;
 const EXT_BACKING_FORMAT = 0xe2792aca;
@@ -148,6 +149,8 @@ export async function readHeader(src: ByteSource, opts: HeaderOptions = {}): Pro
 
   const l2Entries = clusterSize / (extendedL2 ? 16 : 8);
   const needL1 = Math.ceil(size / clusterSize / l2Entries);
+  // qemu's own limit; it also bounds what a hostile header can make us allocate.
+  if (l1Size > MAX_L1_ENTRIES) throw new FormatError(file, `L1 table of ${l1Size} entries is larger than qemu's limit of ${MAX_L1_ENTRIES} (32 MiB)`, 36);
   if (l1Size < needL1) throw new FormatError(file, `L1 table of ${l1Size} entries cannot map the virtual size ${size} (needs ${needL1})`, 36);
   if (l1Size > 0 && (l1Offset % clusterSize !== 0 || l1Offset === 0 || l1Offset + l1Size * 8 > src.size)) {
     throw new FormatError(file, `L1 table at ${l1Offset} (${l1Size} entries) is not cluster-aligned inside the file of ${src.size} bytes`, 40);

@@ -164,6 +164,11 @@ test('dirty and corrupt images are refused unless forced; encryption, external d
     await whole.close();
     await writeFile(cut, head.subarray(0, 65536));
     await assert.rejects(openQcow2Chain(cut, { force: true }), (e) => e instanceof FormatError && /L1 table/.test(e.message));
+    // A hostile L1 size is refused before anything that large is read.
+    const huge = Buffer.from(head);
+    huge.writeUInt32BE(0x01000000, 36);
+    await writeFile(t.file('huge.qcow2'), huge);
+    await assert.rejects(openQcow2Chain(t.file('huge.qcow2'), { force: true }), (e) => e instanceof FormatError && /qemu's limit/.test(e.message));
   } finally {
     await t.done();
   }
