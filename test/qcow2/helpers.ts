@@ -70,8 +70,13 @@ export async function makeChain(dir: string): Promise<{ base: string; mid: strin
 }
 
 /** A qemu-nbd serving `file` on a unix socket until stop(). */
-export async function qemuNbd(file: string, sock: string, args: string[] = []): Promise<{ uri: string; stop: () => Promise<void> }> {
-  const child: ChildProcess = spawn('qemu-nbd', ['-r', '-t', '-k', sock, ...args, file], { stdio: ['ignore', 'ignore', 'pipe'] });
+export function qemuNbd(file: string, sock: string, args: string[] = []): Promise<{ uri: string; stop: () => Promise<void> }> {
+  return nbdPeer('qemu-nbd', ['-r', '-t', '-k', sock, ...args, file], sock);
+}
+
+/** An NBD server process (qemu-nbd, nbdkit -f) listening on `sock` until stop(). */
+export async function nbdPeer(cmd: string, args: string[], sock: string): Promise<{ uri: string; stop: () => Promise<void> }> {
+  const child: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -79,7 +84,7 @@ export async function qemuNbd(file: string, sock: string, args: string[] = []): 
     if (await access(sock).then(() => true, () => false)) break;
     if (child.exitCode !== null || i > 100) {
       child.kill();
-      throw new Error(`qemu-nbd did not start: ${stderr.trim()}`);
+      throw new Error(`${cmd} did not start: ${stderr.trim()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }

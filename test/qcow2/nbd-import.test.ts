@@ -12,7 +12,9 @@ import { startServer } from '../nbd/helpers/server.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
 import { obd } from '../helpers/cli.ts';
 import { readAll, tempDir } from '../snapshots/helpers.ts';
-import { MiB, SKIP, obdOk, makeChain, qemuImg, qemuIo, qemuNbd, qemuRaw, stackBytes } from './helpers.ts';
+import { readdir } from 'node:fs/promises';
+import { missing } from '../nbd/helpers/run.ts';
+import { MiB, SKIP, obdOk, makeChain, nbdPeer, qemuImg, qemuIo, qemuNbd, qemuRaw, stackBytes } from './helpers.ts';
 
 test('an NBD export imports as qemu reads it, reading only what block status calls data', { skip: SKIP }, async () => {
   const t = await tempDir();
@@ -110,6 +112,20 @@ test("our own NBD server's export imports through the client, which sees the sam
   } finally {
     await srv.stop();
     await stack.close();
+    await t.done();
+  }
+});
+
+test('a server error while reading fails the import with the offset, and leaves no output', { skip: missing('nbdkit').length ? 'nbdkit missing' : false }, async () => {
+  const t = await tempDir();
+  const srv = await nbdPeer('nbdkit', ['-f', '-U', t.file('k.sock'), '--filter=error', 'pattern', '16M', 'error-pread-rate=1', 'error-pread=EIO'], t.file('k.sock'));
+  try {
+    const r = await obd(['import', srv.uri, t.file('k.lsmt')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^obd: nbd\+unix:.*server error 5 for read of \d+ bytes at \d+/m);
+    assert.deepEqual((await readdir(t.dir)).filter((n) => n.startsWith('k.lsmt')), [], 'no output, not even a temporary one');
+  } finally {
+    await srv.stop();
     await t.done();
   }
 });
