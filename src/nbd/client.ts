@@ -44,8 +44,12 @@ import {
   STRUCTURED_REPLY_MAGIC,
 } from './protocol.ts';
 
-/** Largest read request sent (servers must accept 32 MiB; smaller keeps several in flight). */
-const MAX_READ = 4 << 20;
+/**
+ * Largest read request sent. Servers must accept 32 MiB, but 1 MiB pieces keep several in
+ * flight per import batch, so the server reads ahead while we write (4 MiB pieces imported
+ * from qemu-nbd ~1.3× slower).
+ */
+const MAX_READ = 1 << 20;
 /** Largest block status request (a u32 length). */
 const MAX_STATUS = 1 << 30;
 
