@@ -5,7 +5,7 @@
  */
 import { FileSource } from '../io/file.ts';
 import { RawDevice } from '../io/raw.ts';
-import { InvalidArgumentError } from '../io/errors.ts';
+import { InvalidArgumentError, NotSupportedError } from '../io/errors.ts';
 import type { BlockDevice, Extent } from '../io/types.ts';
 import { isQcow2, openQcow2Chain, type Qcow2Chain } from '../qcow2/chain.ts';
 
@@ -38,7 +38,8 @@ export async function openDisk(spec: string, opts: DiskOptions = {}): Promise<Op
     const client = await NbdClient.connect(spec, { metaContexts: bitmap === undefined ? [] : [DIRTY_BITMAP_PREFIX + bitmap] });
     return { kind: 'nbd', device: client, uri: spec, ...(bitmap === undefined ? {} : { plan: dirtyPlan(client, bitmap) }) };
   }
-  if (opts.dirtyBitmap !== undefined) throw new InvalidArgumentError(`--dirty-bitmap reads a qemu dirty bitmap over NBD; ${spec} is not an NBD URI (export it with qemu-nbd -B NAME)`);
+  if (/^nbds(\+unix|\+tcp)?:\/\//i.test(spec)) throw new NotSupportedError(`${spec}: NBD over TLS is not supported (serve it without TLS on a unix socket or loopback)`);
+  if (opts.dirtyBitmap !== undefined) throw new InvalidArgumentError(`a dirty bitmap is read over NBD, and ${spec} is not an NBD URI (export the image with qemu-nbd -B NAME)`);
   const src = await FileSource.open(spec);
   let qcow2: boolean;
   try {

@@ -7,7 +7,7 @@ import { FormatError } from '../../src/io/errors.ts';
 import { openQcow2Chain } from '../../src/qcow2/chain.ts';
 import { Qcow2UnsupportedError, UncleanImageError } from '../../src/qcow2/errors.ts';
 import { readAll, tempDir } from '../snapshots/helpers.ts';
-import { MiB, SKIP, makeChain, qemuImg, qemuIo, qemuRaw } from './helpers.ts';
+import { MiB, SKIP, makeChain, obdOk, qemuImg, qemuIo, qemuRaw, stackBytes } from './helpers.ts';
 
 async function readsAsQemu(file: string, dir: string): Promise<void> {
   const chain = await openQcow2Chain(file);
@@ -78,12 +78,13 @@ test('version 2 images and cluster sizes from 512 B to 2 MiB', { skip: SKIP }, a
   }
 });
 
-test('backing files: relative to the image, absolute, raw, smaller than the image', { skip: SKIP }, async () => {
+test('backing files: relative to the image, absolute, raw, larger and smaller than the image; --chain over them', { skip: SKIP }, async () => {
   const t = await tempDir();
   try {
     await mkdir(t.file('disks/base'), { recursive: true });
     const raw = t.file('disks/base/base.raw');
-    await writeFile(raw, Buffer.alloc(3 * MiB, 0x21));
+    // The raw base is larger than the middle image: past the middle's end the top reads zeros.
+    await writeFile(raw, Buffer.alloc(6 * MiB, 0x21));
     // Relative to the overlay's directory, not to the working directory.
     const mid = t.file('disks/mid.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', 'base/base.raw', mid, '4M');
@@ -95,6 +96,12 @@ test('backing files: relative to the image, absolute, raw, smaller than the imag
     const chain = await openQcow2Chain(top);
     assert.deepEqual(chain.images.map((i) => [path.relative(t.dir, i.path), i.format]), [['disks/base/base.raw', 'raw'], ['disks/mid.qcow2', 'qcow2'], ['top.qcow2', 'qcow2']]);
     await chain.device.close();
+    // One layer per image: the middle layer hides the base past its own end.
+    const r = await obdOk(['import', top, t.file('layers'), '--chain']);
+    assert.deepEqual(r.layers.map((l: { format: string }) => l.format), ['raw', 'qcow2', 'qcow2']);
+    const stacked = await stackBytes(r.layers.map((l: { file: string }) => path.join(t.file('layers'), l.file)));
+    assert.ok(stacked.equals(await qemuRaw(top, t.dir)));
+    assert.ok(stacked.subarray(4 * MiB + 4096, 5 * MiB).every((x) => x === 0));
     // Without the backing format extension the format is probed: hide the extension by
     // giving it a type no reader knows (qemu then probes too).
     const probed = t.file('probed.qcow2');
