@@ -1,5 +1,5 @@
 /**
- * Incremental backup reads (qemu's flow, docs/interop/bitmaps.rst): the export's
+ * Incremental backup reads (the flow of qemu's incremental backups): the export's
  * `qemu:dirty-bitmap:NAME` context marks the ranges written since the bitmap was enabled
  * (flag 1 = dirty). The plan holds those ranges only, each split by base:allocation into
  * data and zero, so an import reads just the dirty data and takes the rest to be unchanged.

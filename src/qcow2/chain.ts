@@ -5,7 +5,7 @@
  */
 import { realpath } from 'node:fs/promises';
 import path from 'node:path';
-import { ChainError, FormatError } from '../io/errors.ts';
+import { ChainError, FormatError, NotFoundError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { readAt } from '../io/util.ts';
@@ -52,7 +52,10 @@ export async function openQcow2Chain(file: string, opts: OpenChainOptions = {}):
       if (seen.has(real)) throw new ChainError(`${cur}: backing chain loops back to this file`);
       if (seen.size >= MAX_DEPTH) throw new ChainError(`${file}: backing chain deeper than ${MAX_DEPTH} images`);
       seen.add(real);
-      const src = await FileSource.open(cur);
+      const namedBy = opened.at(-1)?.path;
+      const src = await FileSource.open(cur).catch((e) => {
+        throw namedBy && e instanceof NotFoundError ? new NotFoundError(`${cur}: no such file (the backing file of ${namedBy})`, { cause: e }) : e;
+      });
       const magic = await isQcow2(src).catch(async (e) => {
         await src.close();
         throw e;
@@ -64,11 +67,11 @@ export async function openQcow2Chain(file: string, opts: OpenChainOptions = {}):
       }
       if (format !== 'qcow2') {
         await src.close();
-        throw new Qcow2UnsupportedError(opened.at(-1)?.path ?? cur, `backing format "${format}"`, 'only raw and qcow2 backing files are read');
+        throw new Qcow2UnsupportedError(namedBy ?? cur, `backing format "${format}"`, 'only raw and qcow2 backing files are read');
       }
       if (!magic) {
         await src.close();
-        throw new FormatError(cur, opened.length ? `named as a qcow2 backing file by ${opened.at(-1)!.path}, but has no qcow2 magic` : 'not a qcow2 image (no QFI\\xfb magic)', 0);
+        throw new FormatError(cur, namedBy ? `named as a qcow2 backing file by ${namedBy}, but has no qcow2 magic` : 'not a qcow2 image (no QFI\\xfb magic)', 0);
       }
       const q = await Qcow2File.open(src, opts).catch(async (e) => {
         await src.close();

@@ -1,5 +1,5 @@
 /**
- * Compressed clusters (qcow2.txt "Compressed Clusters Descriptor"): raw deflate for zlib
+ * Compressed clusters (docs/qcow2.md): raw deflate for zlib
  * images, one zstd frame for zstd images. The stored span is rounded up to 512-byte
  * sectors and may end in the start of the next compressed cluster, so decoding must stop
  * at the end of its own stream. The last decoded cluster is kept: readers ask for pieces of

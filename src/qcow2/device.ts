@@ -1,6 +1,6 @@
 /**
  * A qcow2 file as a block device over its backing device
- * (qcow2.txt: unallocated clusters read from the backing file, or zeros past its end or
+ * (docs/qcow2.md: unallocated clusters read from the backing file, or zeros past its end or
  * without one). Extents name the chain position (bottom = 0) that backs each range, so an
  * import reads only what some image allocates.
  */

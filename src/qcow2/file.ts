@@ -1,6 +1,6 @@
 /**
- * One qcow2 file on its own (no backing): the L1/L2 cluster mapping (qcow2.txt "Cluster
- * mapping" and "Extended L2 Entries") turned into runs of what the file itself stores for a
+ * One qcow2 file on its own (no backing): the L1/L2 cluster mapping (docs/qcow2.md,
+ * "Mapping a guest offset") turned into runs of what the file itself stores for a
  * guest range, and reading those runs. Refcounts are not needed for reading and are never
  * looked at. Backing files are composed above this, in device.ts.
  */
@@ -178,7 +178,7 @@ export class Qcow2File {
     return r;
   }
 
-  /** Host offset and byte span of a compressed cluster descriptor (qcow2.txt). */
+  /** Host offset and byte span of a compressed cluster descriptor (docs/qcow2.md). */
   #compressed(hi: number, lo: number, bits: number): { host: number; bytes: number } {
     const d = (BigInt(hi & 0x3fffffff) << 32n) | BigInt(lo);
     const x = BigInt(62 - (bits - 8));

@@ -1,6 +1,6 @@
 /**
- * The qcow2 header and header extensions (qemu docs/interop/qcow2.txt, "Header" and "Header
- * extensions"): versions 2 and 3, all big-endian. Parsing validates what reading relies on
+ * The qcow2 header and header extensions (docs/qcow2.md, from qemu's qcow2.txt): versions
+ * 2 and 3, all big-endian. Parsing validates what reading relies on
  * and refuses what it cannot honour, naming the file, offset and expectation.
  */
 import { FormatError } from '../io/errors.ts';

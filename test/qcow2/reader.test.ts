@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
-import { FormatError } from '../../src/io/errors.ts';
+import { FormatError, NotFoundError } from '../../src/io/errors.ts';
 import { openQcow2Chain } from '../../src/qcow2/chain.ts';
 import { Qcow2UnsupportedError, UncleanImageError } from '../../src/qcow2/errors.ts';
 import { readAll, tempDir } from '../snapshots/helpers.ts';
@@ -159,6 +159,10 @@ test('dirty and corrupt images are refused unless forced; encryption, external d
     const ext = t.file('ext.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${t.file('ext.data')}`, ext, '1M');
     await assert.rejects(openQcow2Chain(ext), (e) => e instanceof Qcow2UnsupportedError && /external data file/.test(e.message));
+
+    const orphan = t.file('orphan.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', 'gone.qcow2', '-u', orphan, '1M');
+    await assert.rejects(openQcow2Chain(orphan), (e) => e instanceof NotFoundError && e.message.includes('gone.qcow2') && e.message.includes(`backing file of ${orphan}`));
 
     const notQcow2 = t.file('plain.raw');
     await writeFile(notQcow2, Buffer.alloc(4096));
