@@ -15,6 +15,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { access, mkdir, open, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openStack } from '../src/image/open.ts';
@@ -142,6 +143,7 @@ async function main(): Promise<void> {
   await rm(DIR, { recursive: true, force: true });
   await mkdir(DIR, { recursive: true });
   const parts: string[] = [`## qcow2 and NBD import\n`];
+  const load0 = os.loadavg()[0]!.toFixed(1);
   try {
     // One image: the raw source, converted by qemu-img.
     const raw = f('disk.raw');
@@ -242,6 +244,7 @@ async function main(): Promise<void> {
     } finally {
       srv.kill();
     }
+    parts.push(`\nLoad average (1 min) at the start and end of the run: ${load0} → ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} CPUs; on a shared machine compare the ratios of one run only.\n`);
     await writeResults('qcow2', parts.join('\n') + '\n');
   } finally {
     await rm(DIR, { recursive: true, force: true });
