@@ -3,7 +3,7 @@
  * from them (`qemu-img convert -O raw`), which every test compares against.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { access, readFile } from 'node:fs/promises';
+import { access, open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { openStack } from '../../src/image/open.ts';
 import assert from 'node:assert/strict';
@@ -31,6 +31,19 @@ export async function qemuRaw(file: string, dir: string): Promise<Buffer> {
   const out = path.join(dir, `${path.basename(file)}.qemu.raw`);
   await qemuImg('convert', '-O', 'raw', file, out);
   return readFile(out);
+}
+
+/** Sets `bit` in the header byte at `at` (incompatible_features is the u64 at 72: byte 79 holds bits 0–7). */
+export async function setHeaderBit(file: string, at: number, bit: number): Promise<void> {
+  const fh = await open(file, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, at);
+    b[0]! |= bit;
+    await fh.write(b, 0, 1, at);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Runs `obd ARGS --json`, which must succeed, and returns its parsed output. */

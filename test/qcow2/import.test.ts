@@ -3,13 +3,13 @@
  * flattened bytes equal `qemu-img convert -O raw` of the source.
  */
 import assert from 'node:assert/strict';
-import { open, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { openStack } from '../../src/image/open.ts';
 import { obd } from '../helpers/cli.ts';
 import { tempDir } from '../snapshots/helpers.ts';
-import { SKIP, obdOk, makeChain, qemuImg, qemuRaw, stackBytes } from './helpers.ts';
+import { SKIP, obdOk, makeChain, qemuImg, qemuRaw, setHeaderBit, stackBytes } from './helpers.ts';
 
 test('a qcow2 chain flattens into one layer of its non-zero data, and a delta over --base', { skip: SKIP }, async () => {
   const t = await tempDir();
@@ -93,9 +93,7 @@ test('import refuses a dirty qcow2 image with one clear line unless --force, and
   try {
     const f = t.file('d.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', f, '1M');
-    const fh = await open(f, 'r+');
-    await fh.write(Buffer.from([1]), 0, 1, 79);
-    await fh.close();
+    await setHeaderBit(f, 79, 1);
     const r = await obd(['import', f, t.file('d.lsmt')]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^obd: .*d\.qcow2: the image is marked dirty .*--force/);

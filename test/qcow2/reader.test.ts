@@ -1,13 +1,13 @@
 /** The qcow2 reader against images qemu wrote: bytes, extents, backing files, refusals. */
 import assert from 'node:assert/strict';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { FormatError, NotFoundError } from '../../src/io/errors.ts';
 import { openQcow2Chain } from '../../src/qcow2/chain.ts';
 import { Qcow2UnsupportedError, UncleanImageError } from '../../src/qcow2/errors.ts';
 import { readAll, tempDir } from '../snapshots/helpers.ts';
-import { MiB, SKIP, makeChain, obdOk, qemuImg, qemuIo, qemuRaw, stackBytes } from './helpers.ts';
+import { MiB, SKIP, makeChain, obdOk, qemuImg, qemuIo, qemuRaw, setHeaderBit, stackBytes } from './helpers.ts';
 
 async function readsAsQemu(file: string, dir: string): Promise<void> {
   const chain = await openQcow2Chain(file);
@@ -120,15 +120,6 @@ test('backing files: relative to the image, absolute, raw, larger and smaller th
   }
 });
 
-async function setHeaderBit(file: string, at: number, bit: number): Promise<void> {
-  const fh = await open(file, 'r+');
-  const b = Buffer.alloc(1);
-  await fh.read(b, 0, 1, at);
-  b[0]! |= bit;
-  await fh.write(b, 0, 1, at);
-  await fh.close();
-}
-
 test('dirty and corrupt images are refused unless forced; encryption, external data files and unknown features are refused', { skip: SKIP }, async () => {
   const t = await tempDir();
   try {
@@ -169,11 +160,8 @@ test('dirty and corrupt images are refused unless forced; encryption, external d
     await assert.rejects(openQcow2Chain(notQcow2), (e) => e instanceof FormatError && /no QFI/.test(e.message));
     // A truncated image: its L1 table lies past the end of the file.
     const cut = t.file('cut.qcow2');
-    const whole = await open(f, 'r');
-    const head = Buffer.alloc(65536);
-    await whole.read(head, 0, 65536, 0);
-    await whole.close();
-    await writeFile(cut, head.subarray(0, 65536));
+    const head = Buffer.from((await readFile(f)).subarray(0, 65536));
+    await writeFile(cut, head);
     await assert.rejects(openQcow2Chain(cut, { force: true }), (e) => e instanceof FormatError && /L1 table/.test(e.message));
     // A hostile L1 size is refused before anything that large is read.
     const huge = Buffer.from(head);
