@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
-import { FormatError, NotFoundError } from '../../src/io/errors.ts';
+import { ChecksumError, FormatError, NotFoundError } from '../../src/io/errors.ts';
+import type { Qcow2Device } from '../../src/qcow2/device.ts';
+import { RUN_COMPRESSED } from '../../src/qcow2/file.ts';
 import { openQcow2Chain } from '../../src/qcow2/chain.ts';
 import { Qcow2UnsupportedError, UncleanImageError } from '../../src/qcow2/errors.ts';
 import { readAll, tempDir } from '../snapshots/helpers.ts';
@@ -168,6 +170,31 @@ test('dirty and corrupt images are refused unless forced; encryption, external d
     huge.writeUInt32BE(0x01000000, 36);
     await writeFile(t.file('huge.qcow2'), huge);
     await assert.rejects(openQcow2Chain(t.file('huge.qcow2'), { force: true }), (e) => e instanceof FormatError && /qemu's limit/.test(e.message));
+  } finally {
+    await t.done();
+  }
+});
+
+test('a damaged compressed cluster (zlib or zstd) fails its read with the file and offset', { skip: SKIP }, async () => {
+  const t = await tempDir();
+  try {
+    for (const type of ['zlib', 'zstd']) {
+      const f = t.file(`${type}.qcow2`);
+      await qemuImg('create', '-q', '-f', 'qcow2', '-o', `compression_type=${type}`, f, '1M');
+      await qemuIo(f, ['write -c -P 0x5a 0 64k']);
+      const chain = await openQcow2Chain(f);
+      const dev = chain.device as Qcow2Device;
+      const runs = await dev.file.runs(0, 65536);
+      assert.equal(runs.kind[0], RUN_COMPRESSED);
+      const host = runs.host[0]!;
+      await chain.device.close();
+      const img = await readFile(f);
+      img.fill(0xff, host, host + 16);
+      await writeFile(f, img);
+      const damaged = await openQcow2Chain(f);
+      await assert.rejects(damaged.device.read(new Uint8Array(4096), 0), (e) => e instanceof ChecksumError && e.message.startsWith(`${f} @${host}: compressed cluster (${type}`));
+      await damaged.device.close();
+    }
   } finally {
     await t.done();
   }
