@@ -44,8 +44,12 @@ export { SealedLayerWriter, writeSealedLayer, type LayerIdentity, type LayerWrit
 export { WritableLayer, type WritableCreateOptions, type WritableOpenOptions, type RecoveryReport, type WritableStats } from './lsmt/writable.ts';
 export { commitLayer, commitWritable, type CommitOptions, type CommitStats } from './lsmt/commit.ts';
 export { flattenStack, type FlattenOptions, type FlattenStats } from './lsmt/flatten.ts';
-export { importRaw, type ImportOptions, type ImportStats } from './lsmt/import.ts';
+export { importRaw, importDevice, deviceExtents, type ImportOptions, type DeviceImportOptions, type ImportStats } from './lsmt/import.ts';
 export { LayerIoError } from './lsmt/io-errors.ts';
+
+// qcow2 images and their backing chains, read-only; disks to import (raw, qcow2, NBD).
+export * from './qcow2/index.ts';
+export { openDisk, isNbdUri, type OpenedDisk, type DiskOptions } from './image/disk.ts';
 
 // ZFile compression (namespaced: its format constants share names with LSMT's).
 export * as zfile from './zfile/index.ts';
@@ -55,5 +59,5 @@ export { ZFileReader, ZFileWriter, isZFile, openTarEntry } from './zfile/index.t
 export * as remote from './remote/index.ts';
 export { pushImage, pullImage, copyImage, openRemoteImage, openImageConfig, openImageSources, parseReference } from './remote/index.ts';
 
-// The NBD server.
+// The NBD server, and a client that reads exports.
 export * from './nbd/index.ts';

@@ -7,3 +7,4 @@ export * from './sink.ts';
 export * from './fd-io.ts';
 export * from './lock.ts';
 export * from './crc.ts';
+export * from './raw.ts';
