@@ -52,5 +52,9 @@ export { ZFileReader, ZFileWriter, isZFile, openTarEntry, compressFile, decompre
 export * as remote from './remote/index.ts';
 export { pushImage, pullImage, copyImage, openRemoteImage, openImageConfig, openImageSources, parseReference } from './remote/index.ts';
 
+/** Verity trees: verified lazy reads, trees for existing images, image checks (also as the `verity` namespace). */
+export * as verity from './verity/index.ts';
+export { addVerity, checkImage, VerityError, VerityMissingError } from './verity/index.ts';
+
 /** The NBD server, and a client that reads exports. */
 export * from './nbd/index.ts';

@@ -10,6 +10,7 @@ export { RegistryClient, type RegistryOptions } from './registry.ts';
 export { OciLayout } from './oci-layout.ts';
 export { LazySource, type LazySourceOptions } from './lazy-source.ts';
 export { BlobCache, type BlobCacheOptions } from './cache.ts';
+export { listCache, verifyCache, gcCache, type CacheListing, type CacheVerifyReport, type CacheGcOptions } from './cache-admin.ts';
 export { openRemoteImage, openRepository, type RemoteOptions, type LazyOptions, type RemoteImage } from './image.ts';
 export { openImageConfig, parseImageConfig, type ImageConfigV1, type DownloadConfig, type LowerConfig, type OpenedImageConfig } from './config.ts';
 export { pushImage, type PushOptions, type PushResult } from './push.ts';
