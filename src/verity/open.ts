@@ -44,7 +44,7 @@ export async function verifyLayer(
   const verifier = new TreeVerifier(v, tree, { retry: direct ? await direct.openBlob(v.tree, v.treeSize) : undefined, attempts: opts.attempts });
   const retry = direct ? await direct.openBlob(desc.digest, desc.size) : undefined;
   return {
-    blob: new VerifyingSource(blob, verifier, { retry, attempts: opts.attempts }),
+    blob: new VerifyingSource(blob, verifier, { retry, attempts: opts.attempts, via: direct ? { inner: 'through the proxy', retry: 'directly' } : undefined }),
     store: store && new VerifiedStore(store, verifier),
     verifier,
   };

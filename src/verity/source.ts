@@ -16,6 +16,8 @@ export interface VerifyingSourceOptions {
   retry?: ByteSource;
   /** Fetches of a chunk before the failure stands (default 3). */
   attempts?: number;
+  /** How the two sources are reached, for messages (e.g. "through the proxy", "directly"). */
+  via?: { inner: string; retry: string };
 }
 
 /**
@@ -29,6 +31,7 @@ export class VerifyingSource extends ForwardingSource {
   readonly verifier: TreeVerifier;
   readonly #retry: ByteSource | undefined;
   readonly #attempts: number;
+  readonly #via: { inner: string; retry: string } | undefined;
   /** Chunk checks that failed, chunk refetches, and fetches that failed and went to `retry`. */
   readonly stats = { failures: 0, refetches: 0, fallbacks: 0 };
 
@@ -37,6 +40,7 @@ export class VerifyingSource extends ForwardingSource {
     this.verifier = verifier;
     this.#retry = opts.retry;
     this.#attempts = Math.max(1, opts.attempts ?? 3);
+    this.#via = opts.via;
     if (verifier.shape.size !== inner.size) throw new VerityError(inner.name, 0, `the tree covers ${verifier.shape.size} bytes, the blob has ${inner.size}`, [inner.name]);
   }
 
@@ -55,24 +59,25 @@ export class VerifyingSource extends ForwardingSource {
     const aligned = lo === offset && hi === offset + n;
     const work = aligned ? buf.subarray(0, n) : new Uint8Array(hi - lo);
     const tree = this.verifier.prepare(c0, c1);
+    const tried = [this.#label(this.inner)];
     try {
       await readExactly(this.inner, work, lo);
     } catch (e) {
       // A proxy that breaks every answer (truncates, resets) is gone around as well.
       if (!this.#retry) throw e;
       this.stats.fallbacks++;
+      tried.push(this.#label(this.#retry));
       await readExactly(this.#retry, work, lo);
     }
     await tree;
-    await this.#settle(work, c0, c1);
+    await this.#settle(work, c0, c1, tried);
     if (!aligned) buf.set(work.subarray(offset - lo, offset - lo + n));
     return n;
   }
 
   /** Re-fetches the chunks of `work` that fail until they pass or the attempts run out. */
-  async #settle(work: Uint8Array, c0: number, c1: number): Promise<void> {
+  async #settle(work: Uint8Array, c0: number, c1: number, tried: string[]): Promise<void> {
     const chunk = this.verifier.chunk;
-    const tried = [this.inner.name];
     for (let attempt = 1; ; attempt++) {
       const bad = await this.verifier.check(work, c0);
       if (bad < 0) return;
@@ -81,12 +86,17 @@ export class VerifyingSource extends ForwardingSource {
       if (attempt >= this.#attempts) throw new VerityError(this.inner.name, at, `chunk ${bad} does not match the verity tree`, tried);
       // Everything from the first bad chunk on is fetched again: one request, and later chunks are rechecked anyway.
       const src = this.#retry ?? this.inner;
-      tried.push(src.name);
+      tried.push(this.#label(src));
       this.stats.refetches++;
       const rest = work.subarray((bad - c0) * chunk, Math.min(work.length, (c1 - c0 + 1) * chunk));
       const got = await src.read(rest, at);
       if (got !== rest.length) throw new ShortReadError(src.name, at, rest.length, got);
     }
+  }
+
+  #label(src: ByteSource): string {
+    const via = src === this.inner ? this.#via?.inner : this.#via?.retry;
+    return via ? `${src.name} (${via})` : src.name;
   }
 
   override async close(): Promise<void> {
