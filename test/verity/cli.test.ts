@@ -1,8 +1,9 @@
 /**
  * Verity through the CLI (docs/format.md §7): a layer damaged in the registry's storage
  * reads as EIO through NBD (qemu-io) while the rest of the disk reads and the server stays
- * up and heals once the blob is restored; `obd verity add` and `obd verify` on an OCI layout
- * and on layer files (exit 1 on damage or a broken chain); `obd cache ls|verify|gc`.
+ * up and heals once the blob is restored; `obd verify` on a registry reference, a pulled
+ * config.v1.json, an OCI layout and layer files (exit 1 on damage or a broken chain);
+ * `obd verity add`; `obd cache ls|verify|gc`.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -56,6 +57,17 @@ test('a byte damaged in the registry: EIO through NBD for its range only, the se
     await writeFile(blob, good);
     assert.equal(await server.stop(), 0);
   }
+
+  // obd verify on the registry reference (layers downloaded once) and on a pulled config.v1.json.
+  const remoteCheck = await obd(['verify', '--json', ref]);
+  assert.equal(remoteCheck.code, 0, remoteCheck.stdout + remoteCheck.stderr);
+  const rr = JSON.parse(remoteCheck.stdout) as { chain: { ok: boolean }; layers: { checks: { check: string; ok: boolean }[] }[] };
+  assert.deepEqual(rr.layers.map((l) => l.checks.map((c) => `${c.check}:${c.ok}`).join(' ')), Array(3).fill('digest:true tree:true zfile:true lsmt:true'));
+  assert.ok(rr.chain.ok);
+  assert.equal((await obd(['pull', ref, path.join(dir, 'pulled')])).code, 0);
+  const cfgCheck = await obd(['verify', '--json', path.join(dir, 'pulled', 'config.v1.json')]);
+  assert.equal(cfgCheck.code, 0, cfgCheck.stdout + cfgCheck.stderr);
+  assert.ok((JSON.parse(cfgCheck.stdout) as { layers: { digest: string }[] }).layers.every((l) => l.digest?.startsWith('sha256:')));
 
   // The cache commands on a cache this image filled.
   const cacheDir = path.join(dir, 'cache');
