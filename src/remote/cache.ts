@@ -332,6 +332,10 @@ export class CacheEntry implements ChunkStore {
   readonly #verified: Uint8Array;
   #held = 0;
   #gen = 0;
+  /** Per unit: bumped whenever the unit is stored or forgotten (see generation()). */
+  readonly #unitGen: Uint32Array;
+  /** Units being written: a second writer of the same unit skips, so the bytes are one writer's. */
+  readonly #writing = new Set<number>();
   #ops = 0;
   #drained: (() => void) | undefined;
   #barrier: Promise<void> | undefined;
@@ -350,6 +354,7 @@ export class CacheEntry implements ChunkStore {
     this.units = meta.crcs.length;
     this.#meta = meta;
     this.#verified = new Uint8Array(this.units);
+    this.#unitGen = new Uint32Array(this.units);
     for (let i = 0; i < this.units; i++) if (this.has(i)) this.#held++;
   }
 
@@ -447,8 +452,14 @@ export class CacheEntry implements ChunkStore {
   }
 
   /** Drops unit `u` from the held set (corrupt on disk, or its bytes proved wrong upstream). */
+  /** Changes whenever unit `i`'s held bytes may have changed (stored, forgotten, entry emptied). */
+  generation(i: number): number {
+    return this.#gen * 2 ** 32 + this.#unitGen[i]!;
+  }
+
   forget(u: number): void {
     if (!this.has(u)) return;
+    this.#unitGen[u]!++;
     this.#set(u, false);
     this.#verified[u] = 0;
     this.#held--;
@@ -457,16 +468,22 @@ export class CacheEntry implements ChunkStore {
     this.#schedulePublish();
   }
 
-  async put(i: number, data: Uint8Array): Promise<void> {
+  async put(i: number, data: Uint8Array): Promise<boolean> {
     if (data.length !== this.#unitLength(i)) throw new InvalidArgumentError(`${this.dataPath}: unit ${i} must be ${this.#unitLength(i)} bytes, got ${data.length}`);
     const fh = await this.#enter();
     let added = false;
     try {
-      if (this.has(i)) return;
+      if (this.has(i) || this.#writing.has(i)) return false;
+      this.#writing.add(i);
       const gen = this.#gen;
       const crc = crc32c(data as Buffer);
-      await writeFull(fh, data, i * this.unit);
-      if (gen !== this.#gen || this.has(i)) return;
+      try {
+        await writeFull(fh, data, i * this.unit);
+      } finally {
+        this.#writing.delete(i);
+      }
+      if (gen !== this.#gen || this.has(i)) return false;
+      this.#unitGen[i]!++;
       this.#meta.crcs[i] = crc;
       this.#verified[i] = 1;
       this.#set(i, true);
@@ -481,6 +498,7 @@ export class CacheEntry implements ChunkStore {
       this.cache._account(this.#known, data.length);
       if (this.#held === this.units) void this.checkComplete().catch(() => {});
     }
+    return added;
   }
 
   /**

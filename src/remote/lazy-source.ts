@@ -25,8 +25,16 @@ export interface ChunkStore {
   readHeldSync?(buf: Uint8Array, offset: number): boolean | undefined;
   /** Drops unit `i` (it proved corrupt), so it is fetched again. */
   forget(i: number): void;
-  /** Keeps unit `i` (`data` is the whole unit, shorter only at the blob's end). */
-  put(i: number, data: Uint8Array): Promise<void>;
+  /**
+   * Keeps unit `i` (`data` is the whole unit, shorter only at the blob's end). May resolve
+   * whether these bytes were stored (false: the unit was held already, or being written).
+   */
+  put(i: number, data: Uint8Array): Promise<boolean | void>;
+  /**
+   * Optional: a number that changes whenever unit `i`'s held bytes may have changed (stored,
+   * forgotten, the store emptied), for a wrapper that remembers which units it checked.
+   */
+  generation?(i: number): number;
   close(): Promise<void>;
 }
 

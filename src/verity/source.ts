@@ -110,12 +110,15 @@ export class VerifyingSource extends ForwardingSource {
  * A chunk store whose units are checked against the tree the first time this process reads
  * them (units put here were fetched through a VerifyingSource and count as checked). A unit
  * that fails is forgotten, so the lazy source fetches it again; the synchronous path serves
- * only checked units.
+ * only checked units. A check holds for the unit's bytes of the moment: when the store below
+ * says they may have changed since (its generation moved: another user of a shared cache
+ * entry forgot and stored the unit again), the unit is checked again.
  */
 export class VerifiedStore implements ChunkStore {
   readonly inner: ChunkStore;
   readonly verifier: TreeVerifier;
-  readonly #checked: Uint8Array;
+  /** Per unit: the store's generation when it was checked, or -1. */
+  readonly #stamp: Float64Array;
   readonly #size: number;
   readonly stats = { checked: 0, dropped: 0 };
 
@@ -123,7 +126,7 @@ export class VerifiedStore implements ChunkStore {
     this.inner = inner;
     this.verifier = verifier;
     this.#size = verifier.shape.size;
-    this.#checked = new Uint8Array(Math.max(1, Math.ceil(this.#size / inner.unit)));
+    this.#stamp = new Float64Array(Math.max(1, Math.ceil(this.#size / inner.unit))).fill(-1);
   }
 
   get unit(): number {
@@ -134,17 +137,35 @@ export class VerifiedStore implements ChunkStore {
     return this.inner.has(i);
   }
 
+  #gen(u: number): number {
+    return this.inner.generation?.(u) ?? 0;
+  }
+
+  #checked(u: number): boolean {
+    return this.#stamp[u] === this.#gen(u);
+  }
+
+  /** Sum of the generations of units [first, last]; generations only grow, so any change moves it. */
+  #gens(first: number, last: number): number {
+    let g = 0;
+    for (let u = first; u <= last; u++) g += this.#gen(u);
+    return g;
+  }
+
   readHeldSync(buf: Uint8Array, offset: number): boolean | undefined {
     if (!this.inner.readHeldSync) return undefined;
     const last = Math.floor((offset + buf.length - 1) / this.unit);
-    for (let u = Math.floor(offset / this.unit); u <= last; u++) if (!this.#checked[u]) return undefined;
+    for (let u = Math.floor(offset / this.unit); u <= last; u++) if (!this.#checked(u)) return undefined;
     return this.inner.readHeldSync(buf, offset);
   }
 
   async readHeld(buf: Uint8Array, offset: number): Promise<boolean> {
+    const first = Math.floor(offset / this.unit);
     const last = Math.floor((offset + buf.length - 1) / this.unit);
-    for (let u = Math.floor(offset / this.unit); u <= last; u++) if (!this.#checked[u] && !(await this.#check(u))) return false;
-    return this.inner.readHeld(buf, offset);
+    for (let u = first; u <= last; u++) if (!this.#checked(u) && !(await this.#check(u))) return false;
+    const before = this.#gens(first, last);
+    // Bytes that changed while they were read are not the ones checked: the network answers.
+    return (await this.inner.readHeld(buf, offset)) && this.#gens(first, last) === before;
   }
 
   /**
@@ -155,13 +176,15 @@ export class VerifiedStore implements ChunkStore {
     const span = Math.max(this.unit, this.verifier.chunk);
     const start = Math.floor((u * this.unit) / span) * span;
     const bytes = new Uint8Array(Math.min(span, this.#size - start));
-    if (!(await this.inner.readHeld(bytes, start))) return false;
     const first = start / this.unit;
     const last = Math.ceil((start + bytes.length) / this.unit) - 1;
+    const before = this.#gens(first, last);
+    if (!(await this.inner.readHeld(bytes, start))) return false;
     this.stats.checked++;
     const ok = (await this.verifier.check(bytes, start / this.verifier.chunk)) < 0;
+    if (this.#gens(first, last) !== before) return false;
     for (let i = first; i <= last; i++) {
-      if (ok) this.#checked[i] = 1;
+      if (ok) this.#stamp[i] = this.#gen(i);
       else this.inner.forget(i);
     }
     if (!ok) this.stats.dropped++;
@@ -169,15 +192,16 @@ export class VerifiedStore implements ChunkStore {
   }
 
   forget(i: number): void {
-    this.#checked[i] = 0;
+    this.#stamp[i] = -1;
     this.inner.forget(i);
   }
 
-  async put(i: number, data: Uint8Array): Promise<void> {
+  async put(i: number, data: Uint8Array): Promise<boolean | void> {
     // A held but unchecked copy would be kept by the store instead of these checked bytes.
-    if (!this.#checked[i] && this.inner.has(i)) this.inner.forget(i);
-    await this.inner.put(i, data);
-    if (this.inner.has(i)) this.#checked[i] = 1;
+    if (!this.#checked(i) && this.inner.has(i)) this.inner.forget(i);
+    const stored = await this.inner.put(i, data);
+    if (stored === true || (stored === undefined && this.inner.has(i))) this.#stamp[i] = this.#gen(i);
+    return stored;
   }
 
   close(): Promise<void> {

@@ -6,9 +6,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { MemorySource } from '../../src/io/memory.ts';
 import type { ByteSource } from '../../src/io/types.ts';
 import { LazySource, MemoryChunkStore } from '../../src/remote/lazy-source.ts';
+import { BlobCache } from '../../src/remote/cache.ts';
 import { VerityError } from '../../src/verity/errors.ts';
 import { digestAndTree } from '../../src/verity/publish.ts';
 import { VerifiedStore, VerifyingSource } from '../../src/verity/source.ts';
@@ -154,6 +158,34 @@ test('a held unit damaged in the store is dropped on first use and fetched again
   assert.deepEqual(Buffer.from(out), data.subarray(524288, 524288 + 4096));
   assert.equal(store.stats.checked, 2);
   assert.equal(lazy.tryReadSync(out, 524288), 4096);
+});
+
+test('a cache entry shared with an unverified reader: a unit it forgot and stored again is checked again', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-verity-shared-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const size = 800_000;
+  const data = R('verity-shared', size);
+  const { tree, root } = treeOf(data, 131072);
+  const cache = await BlobCache.open({ dir });
+  const key = 'sha256:' + createHash('sha256').update(data).digest('hex');
+  const verified = new VerifiedStore(await cache.entry(key, size), new TreeVerifier({ root, chunk: 131072, size }, new MemorySource(tree, 'tree')));
+  const a = new LazySource(new MemorySource(data, 'honest'), { store: verified });
+  const b = new LazySource(new LyingSource(data, 300_000, 100, 'liar'), { store: await cache.entry(key, size) });
+  const out = new Uint8Array(1000);
+  await a.read(out, 299_500);
+  await a.settle();
+  assert.equal(a.tryReadSync(out, 299_500), 1000, 'checked, served synchronously');
+  await b.evict(262144, 1);
+  await b.read(out, 299_500);
+  await b.settle();
+  assert.notDeepEqual(Buffer.from(out), data.subarray(299_500, 300_500), 'the unverified reader stored the lie');
+  assert.equal(a.tryReadSync(out, 299_500), undefined, 'the stored-again unit is not served unchecked');
+  assert.equal(await a.read(out, 299_500), 1000);
+  assert.deepEqual(Buffer.from(out), data.subarray(299_500, 300_500));
+  assert.equal(verified.stats.dropped, 1);
+  await a.close();
+  await b.close();
+  await cache.close();
 });
 
 test('digestAndTree: one pass gives the sha256 and the same tree as the builder', async () => {
