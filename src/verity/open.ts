@@ -42,6 +42,8 @@ export async function verifyLayer(
   const tree = await repo.openBlob(v.tree, v.treeSize);
   const direct = opts.direct;
   const verifier = new TreeVerifier(v, tree, { retry: direct ? await direct.openBlob(v.tree, v.treeSize) : undefined, attempts: opts.attempts });
+  // Opening the layer reads its first chunk: that leaf page and the upper pages every read needs go out now.
+  void verifier.prepare(0, 0);
   const retry = direct ? await direct.openBlob(desc.digest, desc.size) : undefined;
   return {
     blob: new VerifyingSource(blob, verifier, { retry, attempts: opts.attempts, via: direct ? { inner: 'through the proxy', retry: 'directly' } : undefined }),
