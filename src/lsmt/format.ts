@@ -164,29 +164,57 @@ export interface Mapping {
   tag: number;
 }
 
+/*
+ * The 16-byte entry layout (docs/format.md §2.2) lives here and nowhere else: word 0 holds
+ * offset (bits 0–49) and length (50–63), word 1 moffset (0–54), zeroed (55) and tag (56–63),
+ * both little-endian. Each u64 is read as two u32 halves so no BigInt is involved. Hot paths
+ * (the sealed index loader, the writable log's replay and its pending entries) call the
+ * field functions below directly, which allocate nothing and which V8 inlines;
+ * decodeEntry/encodeEntry are the same layout as a Mapping object.
+ * test/lsmt/entry-layout.test.ts checks every user against an independent BigInt encoding.
+ */
+
+/** Offset field (sectors) of the entry at byte `at`; INVALID_OFFSET marks padding. */
+export function entryOffset(dv: DataView, at: number): number {
+  return dv.getUint32(at, true) + (dv.getUint32(at + 4, true) & 0x3ffff) * 2 ** 32;
+}
+
+/** Length field (sectors) of the entry at byte `at`. */
+export function entryLength(dv: DataView, at: number): number {
+  return dv.getUint32(at + 4, true) >>> 18;
+}
+
+/** Moffset field (sectors into the data) of the entry at byte `at`. */
+export function entryMoffset(dv: DataView, at: number): number {
+  return dv.getUint32(at + 8, true) + (dv.getUint32(at + 12, true) & 0x7fffff) * 2 ** 32;
+}
+
+/** Zeroed flag of the entry at byte `at`. */
+export function entryZeroed(dv: DataView, at: number): boolean {
+  return (dv.getUint8(at + 14) & 0x80) !== 0;
+}
+
+/** Tag byte of the entry at byte `at`. */
+export function entryTag(dv: DataView, at: number): number {
+  return dv.getUint8(at + 15);
+}
+
+/** Writes one entry from its fields at byte `at` of `dv` (the tag is taken modulo 256). */
+export function writeEntry(dv: DataView, at: number, offset: number, length: number, moffset: number, zeroed: boolean, tag: number): void {
+  dv.setUint32(at, offset >>> 0, true);
+  dv.setUint32(at + 4, (Math.floor(offset / 2 ** 32) | (length << 18)) >>> 0, true);
+  dv.setUint32(at + 8, moffset >>> 0, true);
+  dv.setUint32(at + 12, (Math.floor(moffset / 2 ** 32) | (zeroed ? 1 << 23 : 0) | ((tag & 0xff) << 24)) >>> 0, true);
+}
+
 /** Decodes the entry at byte `at` of `dv`. */
 export function decodeEntry(dv: DataView, at: number): Mapping {
-  const lo0 = dv.getUint32(at, true);
-  const hi0 = dv.getUint32(at + 4, true);
-  const lo1 = dv.getUint32(at + 8, true);
-  const hi1 = dv.getUint32(at + 12, true);
-  return {
-    offset: lo0 + (hi0 & 0x3ffff) * 2 ** 32,
-    length: hi0 >>> 18,
-    moffset: lo1 + (hi1 & 0x7fffff) * 2 ** 32,
-    zeroed: ((hi1 >>> 23) & 1) === 1,
-    tag: hi1 >>> 24,
-  };
+  return { offset: entryOffset(dv, at), length: entryLength(dv, at), moffset: entryMoffset(dv, at), zeroed: entryZeroed(dv, at), tag: entryTag(dv, at) };
 }
 
 /** Encodes `m` at byte `at` of `dv`. */
 export function encodeEntry(dv: DataView, at: number, m: Mapping): void {
-  const offHi = Math.floor(m.offset / 2 ** 32);
-  const moffHi = Math.floor(m.moffset / 2 ** 32);
-  dv.setUint32(at, m.offset >>> 0, true);
-  dv.setUint32(at + 4, (offHi | (m.length << 18)) >>> 0, true);
-  dv.setUint32(at + 8, m.moffset >>> 0, true);
-  dv.setUint32(at + 12, (moffHi | (m.zeroed ? 1 << 23 : 0) | ((m.tag & 0xff) << 24)) >>> 0, true);
+  writeEntry(dv, at, m.offset, m.length, m.moffset, m.zeroed, m.tag);
 }
 
 export const PADDING_ENTRY: Mapping = Object.freeze({ offset: INVALID_OFFSET, length: 0, moffset: 0, zeroed: false, tag: 0 });

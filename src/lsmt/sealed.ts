@@ -17,6 +17,10 @@ import {
   MAX_RO_INDEX_ENTRIES,
   SECTOR,
   checkVirtualSize,
+  entryLength,
+  entryMoffset,
+  entryOffset,
+  entryZeroed,
   parseHeaderTrailer,
   type HeaderTrailer,
 } from './format.ts';
@@ -87,7 +91,8 @@ export async function openSealedLayer(src: ByteSource): Promise<SealedLayer> {
 
 /**
  * Decodes a sealed index: drops padding, resets tags, and checks order and that every
- * entry's data lies in [sector 8, dataEnd).
+ * entry's data lies in [sector 8, dataEnd). Reads the fields in place with format.ts's
+ * entry functions (no Mapping object per entry).
  */
 export function decodeSealedIndex(bytes: Uint8Array, file: string, fileOffset: number, dataEndSector: number): MappingTable {
   const n = bytes.length / ENTRY_SIZE;
@@ -96,16 +101,12 @@ export function decodeSealedIndex(bytes: Uint8Array, file: string, fileOffset: n
   let prevEnd = 0;
   for (let i = 0; i < n; i++) {
     const at = i * ENTRY_SIZE;
-    const lo0 = dv.getUint32(at, true);
-    const hi0 = dv.getUint32(at + 4, true);
-    const lo1 = dv.getUint32(at + 8, true);
-    const hi1 = dv.getUint32(at + 12, true);
-    const offset = lo0 + (hi0 & 0x3ffff) * 2 ** 32;
+    const offset = entryOffset(dv, at);
     if (offset === INVALID_OFFSET) continue;
-    const length = hi0 >>> 18;
-    const moffset = lo1 + (hi1 & 0x7fffff) * 2 ** 32;
-    const zeroed = ((hi1 >>> 23) & 1) === 1;
+    const length = entryLength(dv, at);
     if (length === 0) continue;
+    const moffset = entryMoffset(dv, at);
+    const zeroed = entryZeroed(dv, at);
     const where = fileOffset + at;
     if (offset < prevEnd) {
       throw new FormatError(file, `index entry ${i} (offset ${offset}, length ${length} sectors) overlaps or precedes the previous entry ending at ${prevEnd}: index not sorted`, where);
