@@ -24,19 +24,15 @@ import {
   parseHeaderTrailer,
   type HeaderTrailer,
 } from './format.ts';
+import type { Layer } from './layer.ts';
 import { MappingTable } from './table.ts';
 
-export interface SealedLayer {
-  readonly source: ByteSource;
+/** An LSMT sealed layer: a Layer plus the header and trailer it was read from. */
+export interface SealedLayer extends Layer {
   readonly header: HeaderTrailer;
   readonly trailer: HeaderTrailer;
-  /** Live entries (padding dropped, tags reset to 0), sorted and non-overlapping. */
-  readonly index: MappingTable;
   /** Entries on disk including padding. */
   readonly indexEntriesOnDisk: number;
-  readonly virtualSize: number;
-  readonly uuid: string;
-  readonly parentUuid: string;
 }
 
 /** Parses and validates a sealed layer read from `src`. Fails with a FormatError naming the check. */
@@ -86,6 +82,7 @@ export async function openSealedLayer(src: ByteSource): Promise<SealedLayer> {
     virtualSize: trailer.virtualSize,
     uuid: trailer.uuid,
     parentUuid: header.parentUuid,
+    description: header.userTag,
   };
 }
 

@@ -13,13 +13,10 @@ import { FormatError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
-import { readAt } from '../io/util.ts';
-import { hasLsmtMagic } from '../lsmt/format.ts';
-import { isZFile } from '../zfile/reader.ts';
-import { openTarEntry, tarHeaderBlocks, tarTrailerSize } from '../zfile/tar.ts';
+import { tarHeaderBlocks, tarTrailerSize } from '../zfile/tar.ts';
+import { probeOuter } from '../image/probe.ts';
 import { compressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
 import { RemoteNotFoundError } from './errors.ts';
-import { RecompressedLayerError, sniffStreamCompression } from './recompressed.ts';
 import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
 import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, type Descriptor, type ImageManifest } from './manifest.ts';
 import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
@@ -90,21 +87,14 @@ export interface PreparedLayer {
 export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}): Promise<PreparedLayer> {
   let src: ByteSource = await FileSource.open(file);
   try {
-    let kind: LayerKind;
-    if (await openTarEntry(src)) kind = 'tar';
-    else if (await isZFile(src)) {
-      kind = 'zfile';
+    const kind: LayerKind = await probeOuter(src);
+    if (kind === 'zfile') {
       src = new ConcatSource(`tar(${src.name})`, [new MemorySource(tarHeaderBlocks(src.size), 'tar header'), src, new MemorySource(new Uint8Array(tarTrailerSize(src.size)), 'tar trailer')]);
-    } else if (src.size >= 512 && hasLsmtMagic(await readAt(src, 0, 512))) {
-      kind = 'lsmt';
+    } else if (kind === 'lsmt') {
       await src.close();
       const out = path.join(tmpDir, `${path.basename(file)}.${Date.now().toString(36)}.tar`);
       await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
       src = await FileSource.open(out);
-    } else {
-      const compression = sniffStreamCompression(await readAt(src, 0, Math.min(4, src.size)));
-      if (compression) throw new RecompressedLayerError(file, compression);
-      throw new FormatError(file, 'not an overlaybd layer (expected an LSMT layer, a zfile, or a tar-wrapped one)', 0);
     }
     return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
   } catch (e) {
