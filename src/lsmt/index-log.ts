@@ -32,8 +32,7 @@
  * past the end of the data file; a writer cuts the file there, so appends follow the last
  * good entry. Padding entries are skipped. `recovery` says what was dropped.
  */
-import type { ObdError } from '../io/errors.ts';
-import { FormatError, ShortReadError } from '../io/errors.ts';
+import { FormatError, ShortReadError, type ObdError } from '../io/errors.ts';
 import { writeFull } from '../io/sink.ts';
 import { ENTRY_SIZE, HT_SPACE, INVALID_OFFSET, MAX_RW_INDEX_ENTRIES, SECTOR, entryLength, entryMoffset, entryOffset, entryZeroed, writeEntry } from './format.ts';
 import { wrapWriteError } from './io-errors.ts';
