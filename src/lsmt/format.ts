@@ -165,38 +165,39 @@ export interface Mapping {
 }
 
 /*
- * The 16-byte entry layout (docs/format.md §2.2) lives here and nowhere else: word 0 holds
- * offset (bits 0–49) and length (50–63), word 1 moffset (0–54), zeroed (55) and tag (56–63),
- * both little-endian. Each u64 is read as two u32 halves so no BigInt is involved. Hot paths
- * (the sealed index loader, the writable log's replay and its pending entries) call the
- * field functions below directly, which allocate nothing and which V8 inlines;
- * decodeEntry/encodeEntry are the same layout as a Mapping object.
- * test/lsmt/entry-layout.test.ts checks every user against an independent BigInt encoding.
+ * The 16-byte entry layout (docs/format.md §2.2) lives here and nowhere else. An entry is
+ * read as four little-endian u32 words, lo0 hi0 lo1 hi1 (bytes 0, 4, 8, 12), so no BigInt is
+ * involved: offset = bits 0–49 and length = bits 50–63 of lo0:hi0; moffset = bits 0–54,
+ * zeroed = bit 55 and tag = bits 56–63 of lo1:hi1. Hot paths (the sealed index loader, the
+ * writable log's replay and pending entries) read the words themselves and call the field
+ * functions below, which allocate nothing and which V8 inlines; decodeEntry/encodeEntry are
+ * the same layout as a Mapping object. test/lsmt/entry-layout.test.ts checks every user
+ * against an independent BigInt encoding.
  */
 
-/** Offset field (sectors) of the entry at byte `at`; INVALID_OFFSET marks padding. */
-export function entryOffset(dv: DataView, at: number): number {
-  return dv.getUint32(at, true) + (dv.getUint32(at + 4, true) & 0x3ffff) * 2 ** 32;
+/** Offset field (sectors) from words lo0, hi0; INVALID_OFFSET marks padding. */
+export function entryOffset(lo0: number, hi0: number): number {
+  return lo0 + (hi0 & 0x3ffff) * 2 ** 32;
 }
 
-/** Length field (sectors) of the entry at byte `at`. */
-export function entryLength(dv: DataView, at: number): number {
-  return dv.getUint32(at + 4, true) >>> 18;
+/** Length field (sectors) from word hi0. */
+export function entryLength(hi0: number): number {
+  return hi0 >>> 18;
 }
 
-/** Moffset field (sectors into the data) of the entry at byte `at`. */
-export function entryMoffset(dv: DataView, at: number): number {
-  return dv.getUint32(at + 8, true) + (dv.getUint32(at + 12, true) & 0x7fffff) * 2 ** 32;
+/** Moffset field (sectors into the data) from words lo1, hi1. */
+export function entryMoffset(lo1: number, hi1: number): number {
+  return lo1 + (hi1 & 0x7fffff) * 2 ** 32;
 }
 
-/** Zeroed flag of the entry at byte `at`. */
-export function entryZeroed(dv: DataView, at: number): boolean {
-  return (dv.getUint8(at + 14) & 0x80) !== 0;
+/** Zeroed flag from word hi1. */
+export function entryZeroed(hi1: number): boolean {
+  return (hi1 & 0x800000) !== 0;
 }
 
-/** Tag byte of the entry at byte `at`. */
-export function entryTag(dv: DataView, at: number): number {
-  return dv.getUint8(at + 15);
+/** Tag byte from word hi1. */
+export function entryTag(hi1: number): number {
+  return hi1 >>> 24;
 }
 
 /** Writes one entry from its fields at byte `at` of `dv` (the tag is taken modulo 256). */
@@ -209,7 +210,15 @@ export function writeEntry(dv: DataView, at: number, offset: number, length: num
 
 /** Decodes the entry at byte `at` of `dv`. */
 export function decodeEntry(dv: DataView, at: number): Mapping {
-  return { offset: entryOffset(dv, at), length: entryLength(dv, at), moffset: entryMoffset(dv, at), zeroed: entryZeroed(dv, at), tag: entryTag(dv, at) };
+  const hi0 = dv.getUint32(at + 4, true);
+  const hi1 = dv.getUint32(at + 12, true);
+  return {
+    offset: entryOffset(dv.getUint32(at, true), hi0),
+    length: entryLength(hi0),
+    moffset: entryMoffset(dv.getUint32(at + 8, true), hi1),
+    zeroed: entryZeroed(hi1),
+    tag: entryTag(hi1),
+  };
 }
 
 /** Encodes `m` at byte `at` of `dv`. */

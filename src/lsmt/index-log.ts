@@ -103,14 +103,16 @@ export class IndexLog {
       const { bytesRead } = await index.read(buf, 0, want, HT_SPACE + first * ENTRY_SIZE);
       if (bytesRead !== want) throw new ShortReadError(indexPath, HT_SPACE + first * ENTRY_SIZE, want, bytesRead);
       for (let at = 0; at < want; at += ENTRY_SIZE) {
-        const offset = entryOffset(dv, at);
+        const hi0 = dv.getUint32(at + 4, true);
+        const offset = entryOffset(dv.getUint32(at, true), hi0);
         if (offset === INVALID_OFFSET) {
           valid++;
           continue;
         }
-        const length = entryLength(dv, at);
-        const moffset = entryMoffset(dv, at);
-        const zeroed = entryZeroed(dv, at);
+        const length = entryLength(hi0);
+        const hi1 = dv.getUint32(at + 12, true);
+        const moffset = entryMoffset(dv.getUint32(at + 8, true), hi1);
+        const zeroed = entryZeroed(hi1);
         if (length === 0 || moffset < HEADER_SECTORS || (zeroed ? moffset > dataEndSector : moffset + length > dataSectors)) break scan;
         l0.insert(offset, length, moffset, zeroed);
         valid++;

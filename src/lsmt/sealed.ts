@@ -98,12 +98,14 @@ export function decodeSealedIndex(bytes: Uint8Array, file: string, fileOffset: n
   let prevEnd = 0;
   for (let i = 0; i < n; i++) {
     const at = i * ENTRY_SIZE;
-    const offset = entryOffset(dv, at);
+    const hi0 = dv.getUint32(at + 4, true);
+    const offset = entryOffset(dv.getUint32(at, true), hi0);
     if (offset === INVALID_OFFSET) continue;
-    const length = entryLength(dv, at);
+    const length = entryLength(hi0);
     if (length === 0) continue;
-    const moffset = entryMoffset(dv, at);
-    const zeroed = entryZeroed(dv, at);
+    const hi1 = dv.getUint32(at + 12, true);
+    const moffset = entryMoffset(dv.getUint32(at + 8, true), hi1);
+    const zeroed = entryZeroed(hi1);
     const where = fileOffset + at;
     if (offset < prevEnd) {
       throw new FormatError(file, `index entry ${i} (offset ${offset}, length ${length} sectors) overlaps or precedes the previous entry ending at ${prevEnd}: index not sorted`, where);

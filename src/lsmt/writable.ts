@@ -2,10 +2,8 @@
  * An append-only writable LSMT layer as a block device (docs/format.md §2.4): reads, writes,
  * trims and extents over its current entries, optionally on top of a read-only device whose
  * bytes show through wherever this layer has no mapping. A write appends its data to the
- * data file and then hands the entry to the index log (index-log.ts, which describes the
- * durability protocol: an entry reaches the index file only after its data is synced, so
- * every write completed before a flush survives a crash); the files themselves are opened,
- * locked and created by writable-files.ts.
+ * data file, then hands the entry to the index log (index-log.ts: when entries become durable,
+ * and why a failed flush stops writes); writable-files.ts creates, opens and locks the files.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { ChainError, ClosedError, InvalidArgumentError, OutOfRangeError, ReadOnlyError, ShortReadError } from '../io/errors.ts';

@@ -73,7 +73,8 @@ test('format.ts writes the layout of docs/format.md §2.2 and reads it back, fie
       assert.deepEqual(b, want);
       const dv = new DataView(want.buffer);
       assert.deepEqual(decodeEntry(dv, 0), m);
-      assert.deepEqual([entryOffset(dv, 0), entryLength(dv, 0), entryMoffset(dv, 0), entryZeroed(dv, 0), entryTag(dv, 0)], [m.offset, m.length, m.moffset, m.zeroed, m.tag]);
+      const [lo0, hi0, lo1, hi1] = [0, 4, 8, 12].map((at) => dv.getUint32(at, true)) as [number, number, number, number];
+      assert.deepEqual([entryOffset(lo0, hi0), entryLength(hi0), entryMoffset(lo1, hi1), entryZeroed(hi1), entryTag(hi1)], [m.offset, m.length, m.moffset, m.zeroed, m.tag]);
     }),
     { numRuns: 2000 },
   );
