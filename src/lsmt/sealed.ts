@@ -88,8 +88,8 @@ export async function openSealedLayer(src: ByteSource): Promise<SealedLayer> {
 
 /**
  * Decodes a sealed index: drops padding, resets tags, and checks order and that every
- * entry's data lies in [sector 8, dataEnd). Reads the fields in place with format.ts's
- * entry functions (no Mapping object per entry).
+ * entry's data lies in [sector 8, dataEnd). Reads each entry's words in place and decodes
+ * them with format.ts's field functions (no Mapping object per entry).
  */
 export function decodeSealedIndex(bytes: Uint8Array, file: string, fileOffset: number, dataEndSector: number): MappingTable {
   const n = bytes.length / ENTRY_SIZE;
