@@ -4,19 +4,20 @@
  * name and renamed into place only when complete.
  */
 import { Option, type Command } from 'commander';
-import { openStack } from '../image/open.ts';
-import { ChainError, InvalidArgumentError } from '../io/errors.ts';
+import { InvalidArgumentError } from '../io/errors.ts';
 import type { ByteSink } from '../io/types.ts';
 import { formatSize } from '../io/util.ts';
 import { commitLayer, type CommitStats } from '../lsmt/commit.ts';
 import { flattenStack } from '../lsmt/flatten.ts';
 import { importRaw } from '../lsmt/import.ts';
-import type { Stack } from '../lsmt/stack.ts';
 import { lockHolder } from '../io/lock.ts';
 import { WritableLayer } from '../lsmt/writable.ts';
 import type { LayerWriteStats } from '../lsmt/writer.ts';
 import type { ZFileWriteStats } from '../zfile/writer.ts';
+import { randomUuid } from '../lsmt/format.ts';
+import { NO_VERIFY_CHAIN, openVerifiedStack, VERIFY_CHAIN } from './chain.ts';
 import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
+import { argList, checkOutputs, FORCE } from './outputs.ts';
 
 interface CompressOpts {
   compress?: 'lz4' | 'zstd';
@@ -75,16 +76,6 @@ function describeOutput(target: string, r: { layer: LayerWriteStats; zfile?: ZFi
   return `${target}: ${l.entries} entries, ${formatSize(l.dataBytes)} of data, layer ${formatSize(l.fileSize)}${z}`;
 }
 
-/** Opens layers as a stack; a broken uuid chain names the way out. */
-async function openChecked(files: string[], verify: boolean): Promise<Stack> {
-  try {
-    return await openStack(files, { verifyChain: verify });
-  } catch (e) {
-    if (e instanceof ChainError) throw new ChainError(`${e.message} (check the layer order, or pass --no-verify-chain)`, { cause: e });
-    throw e;
-  }
-}
-
 export function register(program: Command): void {
   program
     .command('create')
@@ -95,13 +86,16 @@ export function register(program: Command): void {
     .option('--uuid <uuid>', 'uuid of the new layer (default: random)')
     .option('--parent <uuid>', 'parent uuid (the layer it will sit on)')
     .option('--base <layer...>', 'the layers it will sit on, bottom first: parent = top uuid, size defaults to the stack\'s')
-    .option('-f, --force', 'replace existing files')
+    .option(...VERIFY_CHAIN)
+    .option(...NO_VERIFY_CHAIN)
+    .option('-f, --force', 'replace existing files (never the base layers)')
     .option('--json', 'print JSON')
-    .action(async (data: string, index: string, o: { size?: number; uuid?: string; parent?: string; base?: string[]; force?: boolean; json?: boolean }) => {
+    .action(async (data: string, index: string, o: { size?: number; uuid?: string; parent?: string; base?: string[]; verifyChain?: boolean; force?: boolean; json?: boolean }) => {
+      await checkOutputs([{ path: data, arg: '<data>' }, { path: index, arg: '<index>' }], argList(o.base ?? [], '--base layer'), o.force);
       let size = o.size;
       let parent = o.parent;
       if (o.base?.length) {
-        const stack = await openStack(o.base);
+        const stack = await openVerifiedStack(o.base, o.verifyChain);
         try {
           size ??= stack.size;
           parent ??= stack.layers.at(-1)!.uuid;
@@ -124,14 +118,16 @@ export function register(program: Command): void {
       .argument('<data>', 'writable layer data file')
       .argument('<index>', 'writable layer index file')
       .argument('<out>', 'committed layer to write')
-      .option('--uuid <uuid>', 'uuid of the committed layer (default: none, as overlaybd-commit)')
+      .option('--uuid <uuid>', 'uuid of the committed layer (default: a new random one; 00000000-0000-0000-0000-000000000000 for none, as overlaybd-commit)')
       .option('--keep-uuid', "give the committed layer the writable layer's own uuid")
       .option('--parent <uuid>', "parent uuid (default: the writable layer's)")
       .option('-m, --tag <text>', 'user tag / commit message (at most 256 bytes)')
+      .option(...FORCE)
       .option('--json', 'print JSON'),
-  ).action(async (data: string, index: string, out: string, o: IdentityOpts & CompressOpts & { keepUuid?: boolean }) => {
+  ).action(async (data: string, index: string, out: string, o: IdentityOpts & CompressOpts & { keepUuid?: boolean; force?: boolean }) => {
     if (o.keepUuid && o.uuid) throw new InvalidArgumentError('give either --uuid or --keep-uuid');
-    let uuid = o.uuid;
+    await checkOutputs([{ path: out, arg: '<out>' }], [{ path: data, arg: '<data>' }, { path: index, arg: '<index>' }], o.force);
+    let uuid = o.uuid ?? randomUuid();
     if (o.keepUuid) {
       const l = await WritableLayer.open(data, index, { readOnly: true });
       uuid = l.uuid;
@@ -155,13 +151,16 @@ export function register(program: Command): void {
       .option('--uuid <uuid>', 'uuid of the merged layer (default: none)')
       .option('--parent <uuid>', "parent uuid (default: the bottom layer's)")
       .option('-m, --tag <text>', 'user tag (at most 256 bytes)')
-      .option('--no-verify-chain', "do not require each layer's parent uuid to match the layer below")
+      .option(...VERIFY_CHAIN)
+      .option(...NO_VERIFY_CHAIN)
+      .option(...FORCE)
       .option('--json', 'print JSON'),
-  ).action(async (files: string[], o: IdentityOpts & CompressOpts & { verifyChain: boolean }) => {
+  ).action(async (files: string[], o: IdentityOpts & CompressOpts & { verifyChain?: boolean; force?: boolean }) => {
     const layers = [...files];
     const out = layers.pop()!;
     if (layers.length === 0) throw new InvalidArgumentError('give at least one layer and then the output file');
-    const stack = await openChecked(layers, o.verifyChain);
+    await checkOutputs([{ path: out, arg: '<output>' }], argList(layers, 'layer'), o.force);
+    const stack = await openVerifiedStack(layers, o.verifyChain);
     const p = progressBar('merge', !o.json);
     try {
       const r = await writeLayerOutput(out, o, (sink) => flattenStack(stack, sink, { uuid: o.uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }));
@@ -184,10 +183,13 @@ export function register(program: Command): void {
       .option('--uuid <uuid>', 'uuid of the new layer (default: random)')
       .option('--parent <uuid>', "parent uuid (default: the base's top layer uuid)")
       .option('-m, --tag <text>', 'user tag (at most 256 bytes)')
-      .option('--no-verify-chain', "do not require the base layers' parent uuids to chain")
+      .option(...VERIFY_CHAIN)
+      .option(...NO_VERIFY_CHAIN)
+      .option(...FORCE)
       .option('--json', 'print JSON'),
-  ).action(async (disk: string, out: string, o: IdentityOpts & CompressOpts & { base?: string[]; granularity?: number; verifyChain: boolean }) => {
-    const base = o.base?.length ? await openChecked(o.base, o.verifyChain) : undefined;
+  ).action(async (disk: string, out: string, o: IdentityOpts & CompressOpts & { base?: string[]; granularity?: number; verifyChain?: boolean; force?: boolean }) => {
+    await checkOutputs([{ path: out, arg: '<out>' }], [{ path: disk, arg: '<disk>' }, ...argList(o.base ?? [], '--base layer')], o.force);
+    const base = o.base?.length ? await openVerifiedStack(o.base, o.verifyChain) : undefined;
     const p = progressBar('import', !o.json);
     try {
       const r = await writeLayerOutput(out, o, (sink) =>

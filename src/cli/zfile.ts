@@ -8,6 +8,7 @@ import { ZFileReader, type ZFileInfo } from '../zfile/reader.ts';
 import { compressFile, compressStream, decompressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
 import { hex, type Algorithm, type ZFileHeader } from '../zfile/format.ts';
 import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
+import { checkOutputs, FORCE } from './outputs.ts';
 
 
 /** Opens a zfile at `path`, peeling a tar wrapper when there is one. */
@@ -62,8 +63,10 @@ export function register(program: Command): void {
     .option('-t, --tar', 'wrap the zfile in a tar member, as layer blobs are shipped')
     .option('--overwrite-header', 'rewrite the header with the final index (as overlaybd-commit -z does)')
     .option('-j, --threads <n>', 'compression threads (output is identical for any count)', intArg, 1)
+    .option(...FORCE)
     .option('--json', 'print the result as JSON')
-    .action(async (input: string, out: string, o: { algorithm: Algorithm; level?: number; blockSize: number; crc: boolean; tar?: boolean; overwriteHeader?: boolean; threads: number; json?: boolean }) => {
+    .action(async (input: string, out: string, o: { algorithm: Algorithm; level?: number; blockSize: number; crc: boolean; tar?: boolean; overwriteHeader?: boolean; threads: number; force?: boolean; json?: boolean }) => {
+      await checkOutputs([{ path: out, arg: '<out>' }], [{ path: input, arg: '<in>' }], o.force);
       const opts: ZFileWriterOptions = {
         algorithm: o.algorithm,
         level: o.level,
@@ -94,8 +97,10 @@ export function register(program: Command): void {
     .description('decompress a zfile (tar-wrapped or not) into a plain file')
     .argument('<in>', 'zfile')
     .argument('<out>', 'output file')
+    .option(...FORCE)
     .option('--json', 'print the result as JSON')
-    .action(async (input: string, out: string, o: { json?: boolean }) => {
+    .action(async (input: string, out: string, o: { force?: boolean; json?: boolean }) => {
+      await checkOutputs([{ path: out, arg: '<out>' }], [{ path: input, arg: '<in>' }], o.force);
       const p = progressBar('decompress', !o.json);
       const t0 = performance.now();
       let stats;

@@ -5,6 +5,7 @@
  * a registry reference.
  */
 import { writeFile } from 'node:fs/promises';
+import { chainMembers, checkChain } from './chain.ts';
 import { ChainError, InvalidArgumentError, NotFoundError } from '../io/errors.ts';
 import { FileSource, isFile } from '../io/file.ts';
 import type { BlockDevice, ByteSource } from '../io/types.ts';
@@ -80,7 +81,14 @@ export interface ImageOptions extends RemoteOptions, LazyOptions {
   /** Writable layer on top; created (sized like the stack, parent = its top layer) when both files are missing. */
   upper?: { data: string; index: string };
   readOnly?: boolean;
+  /**
+   * Require each layer's parent uuid (and the upper's) to be the uuid of the layer below it;
+   * links that cannot be checked (no uuid) go to onWarning. Default off: a program that
+   * stacks layers knows their order; the CLI turns it on.
+   */
   verifyChain?: boolean;
+  /** Told what could not be checked (e.g. a layer without a uuid); the library prints nothing. */
+  onWarning?: (message: string) => void;
   /** Start background downloads of remote layers (with this configuration). */
   download?: DownloadConfig | boolean;
   /** Trace file: an empty file records this run's reads, a recorded trace is replayed. */
@@ -122,7 +130,13 @@ export async function openImage(args: readonly string[], opts: ImageOptions = {}
   for (const a of args) {
     if (!(await isFile(a))) throw new NotFoundError(`${a}: no such layer file`);
   }
-  const stack = await openStack(args, { verifyChain: opts.verifyChain });
+  const stack = await openStack(args);
+  try {
+    verifyStack(stack, opts);
+  } catch (e) {
+    await stack.close();
+    throw e;
+  }
   return withUpper(stack, opts.upper, opts);
 }
 
@@ -143,7 +157,6 @@ async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> 
       openLayerSource(s, { wrapDecoded: recorder ? (d) => new TracingSource(d, i, recorder!) : undefined }),
     );
     stack = new Stack(layers, {
-      verifyChain: opts.verifyChain,
       name: srcs.name,
       ownsSources: false,
       onClose: async () => {
@@ -154,6 +167,7 @@ async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> 
         await srcs.close();
       },
     });
+    verifyStack(stack, opts);
     if (mode.mode === 'replay') {
       replayTrace(
         mode.records,
@@ -190,9 +204,32 @@ async function withUpper(stack: Stack, upper: ImageSources['upper'], opts: Image
       if (readOnly) throw new NotFoundError(`${upper.data}: no such writable layer (it is created only when the image is opened writable)`);
       return await WritableLayer.create(upper.data, upper.index, { virtualSize: stack.size, parentUuid: stack.layers.at(-1)!.uuid, lower: stack });
     }
-    return await WritableLayer.open(upper.data, upper.index, { lower: stack, readOnly, verifyParent: opts.verifyChain });
+    const layer = await WritableLayer.open(upper.data, upper.index, { lower: stack, readOnly });
+    try {
+      if (layer.size !== stack.size) {
+        throw new ChainError(
+          `${upper.data}: the writable layer's virtual size ${layer.size} differs from the size ${stack.size} of the layers below it (${stack.name}): ` +
+            'it was made for another disk',
+        );
+      }
+      if (opts.verifyChain) {
+        const top = stack.layers.at(-1)!;
+        const warnings = checkChain([{ name: top.source.name, uuid: top.uuid, parentUuid: top.parentUuid }, { name: upper.data, uuid: layer.uuid, parentUuid: layer.parentUuid }]);
+        for (const w of warnings) opts.onWarning?.(w);
+      }
+    } catch (e) {
+      await layer.close();
+      throw e;
+    }
+    return layer;
   } catch (e) {
     await stack.close();
     throw e;
   }
+}
+
+/** The chain check of ImageOptions.verifyChain, on an opened stack. */
+function verifyStack(stack: Stack, opts: ImageOptions): void {
+  if (!opts.verifyChain) return;
+  for (const w of checkChain(chainMembers(stack.layers))) opts.onWarning?.(w);
 }

@@ -121,7 +121,7 @@ async function notALayer(name: string, inner: ByteSource, wrapping: readonly str
   const inside = wrapping.length ? ` (inside the ${wrapping.join(' > ')} wrapper)` : '';
   const known = LOOK_ALIKES.find((l) => l.probe(head));
   if (known) return known.error(name, inside, head);
-  return new FormatError(name, `not an LSMT layer (no LSMT magic at offset 0${inside}), nor a zfile or a tar-wrapped layer`, 0);
+  return new FormatError(name, `not an overlaybd layer: not an LSMT layer (no LSMT magic at offset 0${inside}), nor a zfile or a tar-wrapped layer`, 0);
 }
 
 function readHead(src: ByteSource, n: number): Promise<Uint8Array> {

@@ -6,10 +6,11 @@
  * pushing one new snapshot onto an existing image uploads only that layer.
  */
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { FormatError } from '../io/errors.ts';
+import { removeStaleTemps, tempPath } from '../io/atomic.ts';
+import { FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
@@ -112,6 +113,11 @@ export interface PushOptions extends RemoteOptions {
   fsType?: string;
   /** Compression for plain LSMT layers (default lz4, 4 KiB blocks, CRC on). */
   zfile?: ZFileWriterOptions;
+  /**
+   * Called with the layers of the image being appended to (empty when there is none) before
+   * anything is prepared or uploaded; throwing stops the push (e.g. a chain check).
+   */
+  checkBase?: (base: { repo: Repository; layers: readonly Descriptor[] }) => Promise<void>;
   onLayer?: (event: { file: string; digest: string; size: number; phase: 'prepared' | 'done'; result?: PutBlobResult }) => void;
   onProgress?: (sent: number, total: number) => void;
 }
@@ -143,10 +149,13 @@ export function imageConfig(layers: readonly Descriptor[]): Uint8Array {
 export async function pushImage(files: readonly string[], ref: string | ImageReference, opts: PushOptions = {}): Promise<PushResult> {
   const r = await resolveReference(ref);
   const tag = r.tag ?? (r.digest ? undefined : DEFAULT_TAG);
+  // Compressed layers wait here for their upload; a killed push's leftovers go first.
+  const tmp = tempPath(path.join(os.tmpdir(), 'obd-push'));
   const opened = await openRepository(r, opts, true);
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'obd-push-'));
   const prepared: PreparedLayer[] = [];
   try {
+    await removeStaleTemps(os.tmpdir(), 'obd-push');
+    await mkdir(tmp, { mode: 0o700 });
     const repo = opened.repo;
     const base: Descriptor[] = [];
     if (opts.append) {
@@ -156,9 +165,14 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
         if (!(e instanceof RemoteNotFoundError)) throw e;
       }
     }
+    await opts.checkBase?.({ repo, layers: base });
     for (const f of files) {
       const p = await prepareLayer(f, tmp, opts.zfile);
       prepared.push(p);
+      const again = base.findIndex((d) => d.digest === p.digest);
+      if (again >= 0) {
+        throw new InvalidArgumentError(`${f}: already layer ${again + 1} of ${base.length} of ${formatReference(r)} (digest ${p.digest}); nothing was appended`);
+      }
       opts.onLayer?.({ file: f, digest: p.digest, size: p.size, phase: 'prepared' });
     }
     const total = prepared.reduce((a, p) => a + p.size, 0);
