@@ -9,7 +9,8 @@ import type { ByteSink } from '../io/types.ts';
 import { formatSize } from '../io/util.ts';
 import { commitLayer, type CommitStats } from '../lsmt/commit.ts';
 import { flattenStack } from '../lsmt/flatten.ts';
-import { importRaw } from '../lsmt/import.ts';
+import { openDisk } from '../image/disk.ts';
+import { importDevice } from '../lsmt/import.ts';
 import { lockHolder } from '../io/lock.ts';
 import { WritableLayer } from '../lsmt/writable.ts';
 import type { LayerWriteStats } from '../lsmt/writer.ts';
@@ -19,14 +20,23 @@ import { NO_VERIFY_CHAIN, openVerifiedStack, VERIFY_CHAIN } from './chain.ts';
 import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
 import { argList, checkOutputs, FORCE } from './outputs.ts';
 
-interface CompressOpts {
+export interface CompressOpts {
   compress?: 'lz4' | 'zstd';
   blockSize?: number;
   tar?: boolean;
   threads?: number;
 }
 
-interface IdentityOpts {
+export interface ImportOpts extends IdentityOpts, CompressOpts {
+  base?: string[];
+  chain?: boolean;
+  dirtyBitmap?: string;
+  force?: boolean;
+  granularity?: number;
+  verifyChain: boolean;
+}
+
+export interface IdentityOpts {
   uuid?: string;
   parent?: string;
   tag?: string;
@@ -47,7 +57,7 @@ function compressOptions(cmd: Command): Command {
  * Writes a sealed layer to `target` atomically, through a ZFile writer when asked, and
  * reports the layer stats plus the compressed output's.
  */
-async function writeLayerOutput<T extends LayerWriteStats>(
+export async function writeLayerOutput<T extends LayerWriteStats>(
   target: string,
   o: CompressOpts,
   write: (out: ByteSink | string) => Promise<T>,
@@ -175,31 +185,58 @@ export function register(program: Command): void {
   compressOptions(
     program
       .command('import')
-      .description('make a layer from a raw disk image: its non-zero blocks, or only what differs from --base')
-      .argument('<disk>', 'raw disk image')
-      .argument('<out>', 'layer to write')
+      .description('make a layer from a disk: a raw file, a qcow2 image (through its backing chain) or an NBD export; its non-zero blocks, or only what differs from --base')
+      .argument('<disk>', 'raw disk image, qcow2 image, or NBD URI (nbd://HOST:PORT/NAME, nbd+unix:///NAME?socket=PATH)')
+      .argument('<out>', 'layer to write (with --chain: the directory for the layers)')
       .option('--base <layer...>', 'layers the result will sit on, bottom first: store only blocks that differ')
+      .option('--chain', 'qcow2: one layer per image of the backing chain, bottom first, into the directory <out>, with a manifest.json')
+      .option('--dirty-bitmap <name>', 'NBD: read only what the qemu dirty bitmap NAME marks, as a delta over --base (incremental backup)')
       .option('--granularity <size>', 'comparison block size, a multiple of 512 (default 4K)', sizeArg)
       .option('--uuid <uuid>', 'uuid of the new layer (default: random)')
-      .option('--parent <uuid>', "parent uuid (default: the base's top layer uuid)")
+      .option('--parent <uuid>', "parent uuid (default: the base's top layer uuid; with --chain: of the bottom layer)")
       .option('-m, --tag <text>', 'user tag (at most 256 bytes)')
       .option(...VERIFY_CHAIN)
       .option(...NO_VERIFY_CHAIN)
       .option(...FORCE)
-      .option('--json', 'print JSON'),
-  ).action(async (disk: string, out: string, o: IdentityOpts & CompressOpts & { base?: string[]; granularity?: number; verifyChain?: boolean; force?: boolean }) => {
-    await checkOutputs([{ path: out, arg: '<out>' }], [{ path: disk, arg: '<disk>' }, ...argList(o.base ?? [], '--base layer')], o.force);
+      .option('--json', 'print JSON')
+      .addHelpText(
+        'after',
+        `
+--force also lets a qcow2 image marked dirty or corrupt be read (qemu-img check -r all would repair it).
+
+Examples:
+  obd import disk.raw disk.lsmt
+  obd import vm.qcow2 vm.lsmt                         # flattened through its backing chain
+  obd import top.qcow2 layers/ --chain -z zstd        # one layer per image, + layers/manifest.json
+  obd import nbd+unix:///?socket=/tmp/vm.sock vm.lsmt # anything qemu-nbd or nbdkit serves
+  obd import nbd://127.0.0.1:10809/vm inc.lsmt --dirty-bitmap b1 --base vm.lsmt
+`,
+      ),
+  ).action(async (disk: string, out: string, o: ImportOpts) => {
+    if (o.chain) {
+      const { importChainCommand } = await import('./import-chain.ts');
+      return importChainCommand(disk, out, o, writeLayerOutput);
+    }
+    if (o.dirtyBitmap !== undefined && !o.base?.length) throw new InvalidArgumentError('--dirty-bitmap writes a delta: give the layers it sits on with --base');
+    const local = /^nbds?(\+unix)?:\/\//.test(disk) ? [] : [{ path: disk, arg: '<disk>' }];
+    await checkOutputs([{ path: out, arg: '<out>' }], [...local, ...argList(o.base ?? [], '--base layer')], o.force);
     const base = o.base?.length ? await openVerifiedStack(o.base, o.verifyChain) : undefined;
     const p = progressBar('import', !o.json);
     try {
-      const r = await writeLayerOutput(out, o, (sink) =>
-        importRaw(disk, sink, { base, blockSize: o.granularity, uuid: o.uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }),
-      );
-      p.stop();
-      const l = r.layer;
-      output(o.json, { input: disk, output: out, ...l, compressed: r.zfile ?? null }, () =>
-        `${describeOutput(out, r)}: ${l.dataBlocks} data and ${l.zeroedBlocks} zeroed blocks of ${formatSize(l.blockSize)}${base ? ' differ from the base' : ''}`,
-      );
+      const src = await openDisk(disk, { force: o.force, dirtyBitmap: o.dirtyBitmap });
+      try {
+        const r = await writeLayerOutput(out, o, (sink) =>
+          importDevice(src.device, sink, { base, plan: src.plan, blockSize: o.granularity, uuid: o.uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }),
+        );
+        p.stop();
+        const l = r.layer;
+        const images = src.kind === 'qcow2' ? src.chain.images.map((i) => ({ path: i.path, format: i.format })) : undefined;
+        output(o.json, { input: disk, kind: src.kind, ...(images ? { chain: images } : {}), output: out, ...l, compressed: r.zfile ?? null }, () =>
+          `${describeOutput(out, r)}: ${l.dataBlocks} data and ${l.zeroedBlocks} zeroed blocks of ${formatSize(l.blockSize)}${base ? ' differ from the base' : ''}${images && images.length > 1 ? ` (${images.length} qcow2 chain images flattened)` : ''}`,
+        );
+      } finally {
+        await src.device.close();
+      }
     } finally {
       p.stop();
       await base?.close();

@@ -98,13 +98,13 @@ export interface ImageOptions extends RemoteOptions, LazyOptions {
 }
 
 /**
- * True when `arg` names an image source rather than a layer file: an existing .json file, a
- * transport (`docker://`, `oci:`, `oci-archive:`, or one the reference parser refuses), an OCI
- * layout directory, or a reference whose first component is a registry host (has a dot or a
- * port, or is localhost — docker's rule), so a mistyped path never becomes a network request.
+ * True when `arg` names an image by reference rather than a layer file: a transport
+ * (`docker://`, `oci:`, `oci-archive:`, or one the reference parser refuses), an OCI layout
+ * directory, or a reference whose first component is a registry host (has a dot or a port, or
+ * is localhost — docker's rule), so a mistyped path never becomes a network request.
  */
-async function isImageSpec(arg: string): Promise<boolean> {
-  if (await isFile(arg)) return arg.endsWith('.json');
+async function isReference(arg: string): Promise<boolean> {
+  if (await isFile(arg)) return false;
   if (transportOf(arg) !== undefined || TRANSPORTS.some((t) => arg.startsWith(t))) return true;
   if ((await resolveReference(arg).catch(() => undefined))?.kind === 'oci') return true;
   const slash = arg.indexOf('/');
@@ -119,14 +119,40 @@ async function isImageSpec(arg: string): Promise<boolean> {
   }
 }
 
+/** A place an image can live: whether a command's image arguments name it, and how to open it. */
+export interface ImageLocation {
+  readonly kind: 'config' | 'reference' | 'layers';
+  matches(args: readonly string[]): Promise<boolean>;
+  open(args: readonly string[], opts: ImageOptions): Promise<BlockDevice>;
+}
+
+/** Every kind of image location, tried in order; the last (layer files) takes what is left. */
+export const IMAGE_LOCATIONS: readonly ImageLocation[] = [
+  {
+    kind: 'config',
+    matches: async (args) => args.length === 1 && args[0]!.endsWith('.json') && (await isFile(args[0]!)),
+    open: (args, opts) => openSpec(args[0]!, opts, 'config'),
+  },
+  {
+    kind: 'reference',
+    matches: async (args) => args.length === 1 && (await isReference(args[0]!)),
+    open: (args, opts) => openSpec(args[0]!, opts, 'reference'),
+  },
+  { kind: 'layers', matches: async () => true, open: openLayerFilesImage },
+];
+
 /**
  * Opens an image: layer files bottom → top, or one config.v1.json, `oci:DIR[:tag]` or
- * registry reference. With an upper (given, or from the config) the result is writable
- * unless `readOnly`. Closing the device closes everything it opened.
+ * registry reference (see IMAGE_LOCATIONS). With an upper (given, or from the config) the
+ * result is writable unless `readOnly`. Closing the device closes everything it opened.
  */
 export async function openImage(args: readonly string[], opts: ImageOptions = {}): Promise<BlockDevice> {
   if (args.length === 0) throw new InvalidArgumentError('no image given: name layer files, a config.v1.json, oci:DIR or a registry reference');
-  if (args.length === 1 && (await isImageSpec(args[0]!))) return openSpec(args[0]!, opts);
+  for (const loc of IMAGE_LOCATIONS) if (await loc.matches(args)) return loc.open(args, opts);
+  throw new InvalidArgumentError(`no way to open ${args.join(' ')}`);
+}
+
+async function openLayerFilesImage(args: readonly string[], opts: ImageOptions): Promise<BlockDevice> {
   for (const a of args) {
     if (!(await isFile(a))) throw new NotFoundError(`${a}: no such layer file`);
   }
@@ -140,13 +166,13 @@ export async function openImage(args: readonly string[], opts: ImageOptions = {}
   return withUpper(stack, opts.upper, opts);
 }
 
-async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> {
+async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'reference'): Promise<BlockDevice> {
   // Loaded here so commands on local files do not load the registry client at start-up.
-  const [{ openImageSources }, { TraceRecorder, TracingSource, replayTrace, traceMode }] = await Promise.all([
+  const [{ configSources, referenceSources }, { TraceRecorder, TracingSource, replayTrace, traceMode }] = await Promise.all([
     import('../remote/sources.ts'),
     import('../remote/trace.ts'),
   ]);
-  const srcs = await openImageSources(spec, opts);
+  const srcs = await (kind === 'config' ? configSources : referenceSources)(spec, opts);
   let recorder: TraceRecorder | undefined;
   let stack: Stack;
   try {
