@@ -9,7 +9,7 @@ import { ObdError } from '../../src/io/errors.ts';
 import { HT_SPACE } from '../../src/lsmt/format.ts';
 import { IndexLog } from '../../src/lsmt/index-log.ts';
 import { WritableFiles } from '../../src/lsmt/writable-files.ts';
-import { tempDir } from '../snapshots/helpers.ts';
+import { tempDir } from './helpers.ts';
 
 test('flush is the durable point: a reopen recovers exactly the entries flushed before it', async () => {
   const t = await tempDir();
