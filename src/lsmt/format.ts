@@ -70,10 +70,6 @@ export interface HeaderTrailer {
   userTag: string;
 }
 
-export function isHeader(ht: HeaderTrailer): boolean {
-  return (ht.flags & FLAG_HEADER) !== 0;
-}
-
 /** True when the first bytes carry both LSMT magics. */
 export function hasLsmtMagic(b: Uint8Array): boolean {
   if (b.length < 24) return false;
@@ -227,12 +223,3 @@ export function encodeEntry(dv: DataView, at: number, m: Mapping): void {
 }
 
 export const PADDING_ENTRY: Mapping = Object.freeze({ offset: INVALID_OFFSET, length: 0, moffset: 0, zeroed: false, tag: 0 });
-
-/** Encodes entries, padded with invalid entries to a multiple of `padTo` entries. */
-export function encodeEntries(list: readonly Mapping[], padTo = 1): Uint8Array {
-  const n = list.length === 0 ? 0 : Math.ceil(list.length / padTo) * padTo;
-  const out = new Uint8Array(n * ENTRY_SIZE);
-  const dv = new DataView(out.buffer);
-  for (let i = 0; i < n; i++) encodeEntry(dv, i * ENTRY_SIZE, i < list.length ? list[i]! : PADDING_ENTRY);
-  return out;
-}
