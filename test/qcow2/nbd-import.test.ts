@@ -11,7 +11,7 @@ import { NbdClient } from '../../src/nbd/client.ts';
 import { startServer } from '../nbd/helpers/server.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
 import { obd } from '../helpers/cli.ts';
-import { readAll, inDir } from '../snapshots/helpers.ts';
+import { inDir, readAll } from '../snapshots/helpers.ts';
 import { readdir } from 'node:fs/promises';
 import { missing } from '../nbd/helpers/run.ts';
 import { MiB, SKIP, obdOk, makeChain, nbdPeer, qemuImg, qemuIo, qemuNbd, qemuRaw, stackBytes } from './helpers.ts';

@@ -8,7 +8,7 @@ import type { Qcow2Device } from '../../src/qcow2/device.ts';
 import { RUN_COMPRESSED } from '../../src/qcow2/file.ts';
 import { openQcow2Chain } from '../../src/qcow2/chain.ts';
 import { Qcow2UnsupportedError, UncleanImageError } from '../../src/qcow2/errors.ts';
-import { readAll, inDir } from '../snapshots/helpers.ts';
+import { inDir, readAll } from '../snapshots/helpers.ts';
 import { MiB, SKIP, makeChain, obdOk, qemuImg, qemuIo, qemuRaw, setHeaderBit, stackBytes } from './helpers.ts';
 import { withTempDir } from '../helpers/temp.ts';
 

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { CRASH_VSIZE, applyOp, crashOp } from './crash-ops.ts';
-import { prng, readAll, inDir } from './helpers.ts';
+import { inDir, prng, readAll } from './helpers.ts';
 import { tempDir } from '../helpers/temp.ts';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'crash-child.ts');

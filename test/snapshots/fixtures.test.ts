@@ -12,7 +12,7 @@ import { Stack } from '../../src/lsmt/stack.ts';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { ZFileWriter } from '../../src/zfile/writer.ts';
 import { DIGESTS } from '../helpers/recipes.ts';
-import { LSMT, deviceDigest, loadOps, replay, inDir } from './helpers.ts';
+import { LSMT, deviceDigest, inDir, loadOps, replay } from './helpers.ts';
 import { tempDir, withTempDir } from '../helpers/temp.ts';
 
 const U3 = 'a3a3a3a3-0000-4000-8000-000000000003';

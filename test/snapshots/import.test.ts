@@ -9,7 +9,7 @@ import { importRaw } from '../../src/lsmt/import.ts';
 import { openSealedLayer } from '../../src/lsmt/sealed.ts';
 import { Stack } from '../../src/lsmt/stack.ts';
 import { DIGESTS } from '../helpers/recipes.ts';
-import { LSMT, deviceDigest, prng, readAll, inDir } from './helpers.ts';
+import { LSMT, deviceDigest, inDir, prng, readAll } from './helpers.ts';
 import { withTempDir } from '../helpers/temp.ts';
 
 async function layerFrom(sink: MemorySink, name: string) {

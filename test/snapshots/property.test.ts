@@ -12,7 +12,7 @@ import { openSealedLayer } from '../../src/lsmt/sealed.ts';
 import { Stack } from '../../src/lsmt/stack.ts';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { buildLayer } from '../helpers/layers.ts';
-import { readAll, inDir } from './helpers.ts';
+import { inDir, readAll } from './helpers.ts';
 import { tempDir, withTempDir } from '../helpers/temp.ts';
 
 const SIZE = 192 * 1024;

@@ -7,7 +7,7 @@ import { ENTRY_SIZE, HT_SPACE, decodeEntry, parseHeaderTrailer } from '../../src
 import { Stack } from '../../src/lsmt/stack.ts';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { buildLayer } from '../helpers/layers.ts';
-import { LSMT, readAll, inDir } from './helpers.ts';
+import { LSMT, inDir, readAll } from './helpers.ts';
 import { withTempDir } from '../helpers/temp.ts';
 
 async function entries(indexPath: string) {
