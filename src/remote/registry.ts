@@ -4,6 +4,7 @@
  * carry Authorization to another origin, and retries with backoff and jitter.
  */
 import type { ByteSource } from '../io/types.ts';
+import { readable } from '../io/util.ts';
 import { Authenticator, CredentialStore } from './auth.ts';
 import { AuthError, DigestMismatchError, isRetryable, NetworkError, ProtocolError, RemoteNotFoundError, ServerError } from './errors.ts';
 import { discard, parseContentRange, rangeHeader, readBody, redact, takeRange, Transport, withRetries, type BodySource, type HttpResponse, type TransportOptions } from './http.ts';
@@ -388,10 +389,10 @@ export class RegistryBlobSource implements ByteSource {
   }
 
   async read(buf: Uint8Array, offset: number): Promise<number> {
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
-    if (n === 0) return 0;
-    await this.repository.readRange(this.digest, n === buf.length ? buf : buf.subarray(0, n), offset, this.size);
-    return n;
+    const view = readable(buf, offset, this.size);
+    if (view.length === 0) return 0;
+    await this.repository.readRange(this.digest, view, offset, this.size);
+    return view.length;
   }
 
   async close(): Promise<void> {}
