@@ -15,7 +15,7 @@ import { DIGESTS, FIXTURES } from '../helpers/recipes.ts';
 import { obd, serveJson } from '../helpers/cli.ts';
 import { openRemoteImage } from '../../src/remote/image.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
-import { tempDir } from '../remote/helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const run = promisify(execFile);
 const LAYERS = ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n));

@@ -29,7 +29,7 @@ import { TreeShape } from '../../src/verity/tree.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
 import { startRegistry, type RunningRegistry } from '../remote/helpers/registry.ts';
 import { startFaultProxy, type FaultProxy } from '../remote/helpers/fault-proxy.ts';
-import { tempDir } from '../remote/helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const L = (n: number) => path.join(FIXTURES, 'lsmt', `layer${n}.lsmt`);
 const SHA_123 = '2e934e7aadac27b164b562713673cdd0fd295e063f4edc6cf6fde77a54dcc967';

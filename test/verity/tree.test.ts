@@ -6,9 +6,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { MemorySource } from '../../src/io/memory.ts';
 import type { ByteSource } from '../../src/io/types.ts';
 import { LazySource, MemoryChunkStore } from '../../src/remote/lazy-source.ts';
@@ -19,6 +16,7 @@ import { VerifiedStore, VerifyingSource } from '../../src/verity/source.ts';
 import { TreeBuilder, TreeShape } from '../../src/verity/tree.ts';
 import { TreeVerifier } from '../../src/verity/verifier.ts';
 import { R } from '../helpers/recipes.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const sha = (...parts: Uint8Array[]) => {
   const h = createHash('sha256');
@@ -161,8 +159,7 @@ test('a held unit damaged in the store is dropped on first use and fetched again
 });
 
 test('a cache entry shared with an unverified reader: a unit it forgot and stored again is checked again', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-verity-shared-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'obd-verity-shared-');
   const size = 800_000;
   const data = R('verity-shared', size);
   const { tree, root } = treeOf(data, 131072);
