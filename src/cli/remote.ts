@@ -13,6 +13,7 @@ import { DEFAULT_UNIT } from '../remote/lazy-source.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
 import { openLayer, openRepository, resolveImage } from '../remote/image.ts';
 import { Annotation } from '../remote/manifest.ts';
+import { VerityAnnotation } from '../verity/annotations.ts';
 import { copyImage, pullImage } from '../remote/pull.ts';
 import { pushImage } from '../remote/push.ts';
 import { DEFAULT_TAG, formatReference, referenceTarget, resolveReference, type ImageReference } from '../remote/reference.ts';
@@ -258,7 +259,8 @@ export function register(program: Command): void {
             const a = l.annotations ?? {};
             const obd = a[Annotation.version] ? ` overlaybd ${a[Annotation.version]}${a[Annotation.fsType] ? ` ${a[Annotation.fsType]}` : ''}` : '';
             const recompressed = /\+(gzip|zstd)$/.test(l.mediaType) ? ` ${l.mediaType} (a compressed stream, not servable)` : '';
-            return `layer ${i} ${l.digest} ${formatSize(l.size).padStart(10)}${obd}${recompressed}`;
+            const verity = a[VerityAnnotation.root] ? ` verity (tree ${a[VerityAnnotation.tree]})` : '';
+            return `layer ${i} ${l.digest} ${formatSize(l.size).padStart(10)}${obd}${verity}${recompressed}`;
           }),
         ].join('\n'),
       );

@@ -107,6 +107,8 @@ test('obd verity add and obd verify on an OCI layout and on layer files', async 
   const added = await obd(['verity', 'add', '--json', layout]);
   assert.equal(added.code, 0, added.stderr);
   assert.deepEqual((JSON.parse(added.stdout) as { layers: { added: boolean }[] }).layers.map((l) => l.added), [true, true, true]);
+  const inspected = await obd(['inspect', layout]);
+  assert.equal((inspected.stdout.match(/ verity \(tree sha256:/g) ?? []).length, 3, inspected.stdout);
   const v = await obd(['verify', '--json', layout]);
   assert.equal(v.code, 0, v.stdout + v.stderr);
   const report = JSON.parse(v.stdout) as { ok: boolean; chain: { ok: boolean }; layers: { checks: { check: string; ok: boolean }[] }[] };
