@@ -64,6 +64,7 @@ export function register(program: Command): void {
     .description('list the blobs held: digest, bytes held of the size, last use')
     .argument('<dir>', 'cache directory')
     .option('--json', 'print the listing as JSON')
+    .addHelpText('after', '\nExamples:\n  obd cache ls /var/cache/obd\n  obd cache ls --json /var/cache/obd | jq \'.blobs[] | select(.bytes == .size)\'   # fully held blobs\n')
     .action(async (dir: string, o: { json?: boolean }) => {
       const r = await listCache(dir);
       output(o.json, r, () => [...r.blobs.map((b) => `${b.key} ${formatSize(b.bytes).padStart(10)} of ${formatSize(b.size).padStart(10)}  ${b.lastUse}`), `${r.blobs.length} blobs, ${formatSize(r.usage)}`].join('\n'));
@@ -73,6 +74,7 @@ export function register(program: Command): void {
     .description('check every held unit (CRC; sha256 of complete blobs); bad units are dropped so they are fetched again; exits 1 when any was bad')
     .argument('<dir>', 'cache directory')
     .option('--json', 'print the report as JSON')
+    .addHelpText('after', '\nExamples:\n  obd cache verify /var/cache/obd\n  obd cache verify --json /var/cache/obd || echo "damaged units were dropped"\n')
     .action(async (dir: string, o: { json?: boolean }) => {
       const b = progressBar('cache verify', !o.json);
       try {
