@@ -1,16 +1,13 @@
 /**
  * `obd push`, `obd pull`, `obd copy`, `obd inspect`: images in OCI registries and OCI
  * image-layout directories. `addRemoteOptions`/`remoteOptions` and `addCacheOptions`/
- * `cacheOptions` are shared with `obd serve <ref>`.
+ * `cacheOptions` are shared with `obd serve <ref>`; the registry stack itself is imported by
+ * the commands that use it, so `obd serve` of local files does not load it.
  */
 import { Option, type Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { formatSize } from '../io/util.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
-import { openRepository, resolveImage } from '../remote/image.ts';
-import { Annotation } from '../remote/manifest.ts';
-import { copyImage, pullImage } from '../remote/pull.ts';
-import { pushImage } from '../remote/push.ts';
 import { formatReference, parseReference, referenceTarget } from '../remote/reference.ts';
 import { intArg, output, progressBar, sizeArg } from './common.ts';
 
@@ -84,6 +81,7 @@ export function register(program: Command): void {
     const files = args.slice(0, -1);
     const b = progressBar('push', !o.json);
     try {
+      const { pushImage } = await import('../remote/push.ts');
       const r = await pushImage(files, ref, {
         ...remoteOptions(o),
         append: o.append,
@@ -115,6 +113,7 @@ export function register(program: Command): void {
   ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; json?: boolean }) => {
     const b = progressBar('pull', !o.json);
     try {
+      const { copyImage, pullImage } = await import('../remote/pull.ts');
       if (dir.startsWith('oci:')) {
         const r = await copyImage(ref, dir, { ...remoteOptions(o), onProgress: b.onProgress });
         b.stop();
@@ -140,6 +139,7 @@ export function register(program: Command): void {
   ).action(async (src: string, dst: string, o: RemoteFlags & { mountFrom?: string[]; json?: boolean }) => {
     const b = progressBar('copy', !o.json);
     try {
+      const { copyImage } = await import('../remote/pull.ts');
       const r = await copyImage(src, dst, { ...remoteOptions(o), mountFrom: o.mountFrom, onProgress: b.onProgress });
       b.stop();
       output(o.json, r, () => `${r.blobs.map((x) => `${x.result.padEnd(8)} ${x.digest} ${formatSize(x.size).padStart(10)}`).join('\n')}\ncopied ${r.source} → ${r.target}@${r.digest}`);
@@ -155,6 +155,7 @@ export function register(program: Command): void {
       .argument('<ref>', 'image reference (registry or oci:DIR)')
       .option('--json', 'print the result as JSON'),
   ).action(async (ref: string, o: RemoteFlags & { json?: boolean }) => {
+    const [{ openRepository, resolveImage }, { Annotation }] = await Promise.all([import('../remote/image.ts'), import('../remote/manifest.ts')]);
     const r = parseReference(ref);
     const opened = await openRepository(r, remoteOptions(o));
     try {
