@@ -108,6 +108,14 @@ export async function isZFile(src: ByteSource): Promise<boolean> {
  */
 let scratch = Buffer.alloc(0);
 
+/**
+ * Buffers of FETCH_MAX bytes for large runs of the asynchronous path (whole-file reads fetch
+ * run after run), reused once a run is decoded; small runs get buffers of their own size.
+ */
+const runBuffers: Buffer[] = [];
+const RUN_BUFFERS_KEPT = 4;
+const RUN_POOL_MIN = 64 << 10;
+
 interface Deferred {
   entry: CacheEntry;
   resolve: (d: Uint8Array) => void;
@@ -396,9 +404,12 @@ export class ZFileReader implements ByteSource {
       promise.catch(() => {});
       (pending ??= new Map()).set(k, { entry: this.#cache.addPending(k, promise), resolve, reject });
     }
+    let run: Buffer | undefined;
     try {
       const at = this.table.offset(i);
-      const raw = Buffer.allocUnsafe(this.table.offset(j) + this.table.length(j) - at);
+      const bytes = this.table.offset(j) + this.table.length(j) - at;
+      run = bytes > RUN_POOL_MIN && bytes <= FETCH_MAX ? (runBuffers.pop() ?? Buffer.allocUnsafe(FETCH_MAX)) : Buffer.allocUnsafe(bytes);
+      const raw = run.subarray(0, bytes);
       await readExact(this.source, raw, at);
       if (this.#closed) throw new ClosedError(this.name);
       for (let k = i, p = 0; k <= j; k++) {
@@ -424,6 +435,8 @@ export class ZFileReader implements ByteSource {
         }
       }
       throw e;
+    } finally {
+      if (run?.length === FETCH_MAX && runBuffers.length < RUN_BUFFERS_KEPT) runBuffers.push(run);
     }
   }
 
