@@ -10,7 +10,7 @@
  * --baseline runs another checkout's `obd` (its src/cli/main.ts) alternately with this one,
  * for a before/after comparison in one run.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -31,7 +31,8 @@ const LAYERS = 20;
 const WRITES = 1024;
 const OBD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'obd.js');
 const baseline = args.includes('--baseline') ? path.resolve(args[args.indexOf('--baseline') + 1]!, 'src', 'cli', 'main.ts') : undefined;
-const ENTRIES: [string, string][] = [['obd', OBD], ...(baseline ? [[`baseline (${path.dirname(path.dirname(path.dirname(baseline)))})`, baseline] as [string, string]] : [])];
+const baseRev = baseline ? execFileSync('git', ['-C', path.dirname(baseline), 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() : '';
+const ENTRIES: [string, string][] = [['obd', OBD], ...(baseline ? [[`baseline ${baseRev}`, baseline] as [string, string]] : [])];
 
 interface Sample {
   ready: number;
