@@ -1,57 +1,12 @@
 #!/usr/bin/env node
 /**
- * `obd` launcher, in plain JavaScript so that starting it needs no TypeScript stripping.
- *
- * Node strips the types of every `.ts` module it loads with a WebAssembly compiler that costs
- * ~35 ms to load on each run, about half of a short command's start-up; Node's compile cache
- * keeps compiled code but not the stripped text. This launcher keeps the stripped text in the
- * compile-cache directory, keyed by the source's content, so a warm start loads no stripper.
+ * `obd` launcher, in plain JavaScript so that starting it strips no TypeScript: Node's compile
+ * cache keeps the compiled code and src/runtime/strip-cache.js the type-stripped sources.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import module from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { crc32 } from 'node:zlib';
+import { useStripCache } from '../runtime/strip-cache.js';
 
 module.enableCompileCache?.();
-const base = module.getCompileCacheDir?.();
-if (base && module.registerHooks && module.stripTypeScriptTypes) {
-  const dir = path.join(base, 'obd-ts');
-  let made = false;
-  module.registerHooks({
-    load(url, context, nextLoad) {
-      if (!url.startsWith('file:') || !url.endsWith('.ts')) return nextLoad(url, context);
-      const source = readFileSync(fileURLToPath(url), 'utf8');
-      // Stripping depends only on the text, so the text alone names the entry.
-      const file = path.join(dir, `${crc32(source).toString(16)}-${source.length}.js`);
-      let js;
-      try {
-        js = readFileSync(file, 'utf8');
-      } catch {
-        js = strip(source);
-        try {
-          if (!made) mkdirSync(dir, { recursive: true });
-          made = true;
-          const tmp = `${file}.${process.pid}.tmp`;
-          writeFileSync(tmp, js);
-          renameSync(tmp, file);
-        } catch {
-          // A read-only or full cache directory only costs the next run its speed.
-        }
-      }
-      return { format: 'module', source: js, shortCircuit: true };
-    },
-  });
-}
+const cacheDir = module.getCompileCacheDir?.();
+if (cacheDir) useStripCache(cacheDir);
 await import('./program.ts');
-
-/** Node's own stripping (whitespace in place of types, so positions hold), without its "experimental" warning. */
-function strip(source) {
-  const emit = process.emitWarning;
-  process.emitWarning = () => {};
-  try {
-    return module.stripTypeScriptTypes(source, { mode: 'strip' });
-  } finally {
-    process.emitWarning = emit;
-  }
-}
