@@ -45,7 +45,7 @@ export { WritableLayer, type WritableCreateOptions, type WritableOpenOptions, ty
 export { commitLayer, commitWritable, type CommitOptions, type CommitStats } from './lsmt/commit.ts';
 export { flattenStack, type FlattenOptions, type FlattenStats } from './lsmt/flatten.ts';
 export { importRaw, type ImportOptions, type ImportStats } from './lsmt/import.ts';
-export { NoSpaceError, LayerIoError } from './lsmt/io-errors.ts';
+export { LayerIoError } from './lsmt/io-errors.ts';
 
 // ZFile compression (namespaced: its format constants share names with LSMT's).
 export * as zfile from './zfile/index.ts';

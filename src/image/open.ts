@@ -5,21 +5,18 @@
  * a registry reference.
  */
 import { writeFile } from 'node:fs/promises';
-import { ChainError, FormatError, InvalidArgumentError, NotFoundError } from '../io/errors.ts';
+import { ChainError, InvalidArgumentError, NotFoundError } from '../io/errors.ts';
 import { FileSource, isFile } from '../io/file.ts';
 import type { BlockDevice, ByteSource } from '../io/types.ts';
-import { readAt } from '../io/util.ts';
-import { hasLsmtMagic } from '../lsmt/format.ts';
-import { openSealedLayer, type SealedLayer } from '../lsmt/sealed.ts';
+import type { SealedLayer } from '../lsmt/sealed.ts';
 import { Stack, type StackOptions } from '../lsmt/stack.ts';
 import { WritableLayer } from '../lsmt/writable.ts';
 import type { DownloadConfig } from '../remote/config.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
-import { parseReference } from '../remote/reference.ts';
+import { parseReference, resolveReference, transportOf, TRANSPORTS } from '../remote/reference.ts';
 import type { ImageSources } from '../remote/sources.ts';
 import type { ReplayResult, TraceRecorder } from '../remote/trace.ts';
-import { isZFile, ZFileReader } from '../zfile/reader.ts';
-import { openTarEntry } from '../zfile/tar.ts';
+import { probeLayer } from './probe.ts';
 
 /** How a layer blob was wrapped, outermost first (e.g. ['tar', 'zfile', 'lsmt']). */
 export type Wrapping = ('tar' | 'zfile' | 'lsmt')[];
@@ -35,26 +32,9 @@ export interface LayerSourceOptions {
   wrapDecoded?: (decoded: ByteSource) => ByteSource;
 }
 
-/** Peels tar and zfile wrappers off `src` and opens the LSMT layer inside. */
+/** Peels tar and zfile wrappers off `src` and opens the LSMT layer inside (see probe.ts). */
 export async function openLayerSource(src: ByteSource, opts: LayerSourceOptions = {}): Promise<OpenedLayer> {
-  const wrapping: Wrapping = [];
-  let cur: ByteSource = src;
-  const tar = await openTarEntry(cur);
-  if (tar) {
-    wrapping.push('tar');
-    cur = tar;
-  }
-  if (await isZFile(cur)) {
-    wrapping.push('zfile');
-    cur = await ZFileReader.open(cur);
-  }
-  const head = await readAt(cur, 0, Math.min(512, cur.size));
-  if (!hasLsmtMagic(head)) {
-    const inside = wrapping.length ? ` inside the ${wrapping.join(' > ')} wrapper` : '';
-    throw new FormatError(src.name, `not an LSMT layer (no LSMT magic at offset 0${inside})`, 0);
-  }
-  wrapping.push('lsmt');
-  const layer = await openSealedLayer(opts.wrapDecoded ? opts.wrapDecoded(cur) : cur);
+  const { layer, wrapping } = await probeLayer(src, opts.wrapDecoded);
   return { ...layer, wrapping, storedBytes: src.size };
 }
 
@@ -110,13 +90,15 @@ export interface ImageOptions extends RemoteOptions, LazyOptions {
 }
 
 /**
- * True when `arg` names an image source rather than a layer file: an existing .json file,
- * `oci:…`, or a reference whose first component is a registry host (has a dot or a port,
- * or is localhost — docker's rule), so a mistyped path never becomes a network request.
+ * True when `arg` names an image source rather than a layer file: an existing .json file, a
+ * transport (`docker://`, `oci:`, `oci-archive:`, or one the reference parser refuses), an OCI
+ * layout directory, or a reference whose first component is a registry host (has a dot or a
+ * port, or is localhost — docker's rule), so a mistyped path never becomes a network request.
  */
 async function isImageSpec(arg: string): Promise<boolean> {
-  if (arg.startsWith('oci:')) return true;
   if (await isFile(arg)) return arg.endsWith('.json');
+  if (transportOf(arg) !== undefined || TRANSPORTS.some((t) => arg.startsWith(t))) return true;
+  if ((await resolveReference(arg).catch(() => undefined))?.kind === 'oci') return true;
   const slash = arg.indexOf('/');
   if (slash <= 0) return false;
   const host = arg.slice(0, slash);

@@ -1,6 +1,6 @@
 /**
  * Opening a sealed (committed) LSMT layer: header and trailer validation, index loading
- * (reference.md §2.1 open-time checks). The result is a parsed layer; reading goes
+ * (docs/format.md §2.3). The result is a parsed layer; reading goes
  * through a Stack (a single layer is a stack of one).
  */
 import { FormatError } from '../io/errors.ts';
@@ -16,22 +16,19 @@ import {
   INVALID_OFFSET,
   MAX_RO_INDEX_ENTRIES,
   SECTOR,
+  checkVirtualSize,
   parseHeaderTrailer,
   type HeaderTrailer,
 } from './format.ts';
+import type { Layer } from './layer.ts';
 import { MappingTable } from './table.ts';
 
-export interface SealedLayer {
-  readonly source: ByteSource;
+/** An LSMT sealed layer: a Layer plus the header and trailer it was read from. */
+export interface SealedLayer extends Layer {
   readonly header: HeaderTrailer;
   readonly trailer: HeaderTrailer;
-  /** Live entries (padding dropped, tags reset to 0), sorted and non-overlapping. */
-  readonly index: MappingTable;
   /** Entries on disk including padding. */
   readonly indexEntriesOnDisk: number;
-  readonly virtualSize: number;
-  readonly uuid: string;
-  readonly parentUuid: string;
 }
 
 /** Parses and validates a sealed layer read from `src`. Fails with a FormatError naming the check. */
@@ -71,6 +68,7 @@ export async function openSealedLayer(src: ByteSource): Promise<SealedLayer> {
     throw new FormatError(file, `index [${trailer.indexOffset}, +${indexBytes}) runs past the trailer at ${trailerAt}`, trailerAt + 32);
   }
   const index = decodeSealedIndex(await readAt(src, trailer.indexOffset, indexBytes), file, trailer.indexOffset, trailer.indexOffset / SECTOR);
+  checkVirtualSize(trailer.virtualSize, tableEnd(index) * SECTOR, file, trailerAt + 48, true);
   return {
     source: src,
     header,
@@ -80,6 +78,7 @@ export async function openSealedLayer(src: ByteSource): Promise<SealedLayer> {
     virtualSize: trailer.virtualSize,
     uuid: trailer.uuid,
     parentUuid: header.parentUuid,
+    description: header.userTag,
   };
 }
 
@@ -119,4 +118,9 @@ export function decodeSealedIndex(bytes: Uint8Array, file: string, fileOffset: n
     t.push(offset, length, moffset, zeroed, 0);
   }
   return t;
+}
+
+/** End of the last mapping of a sorted table (sectors; 0 when empty). */
+export function tableEnd(t: MappingTable): number {
+  return t.count > 0 ? t.offset[t.count - 1]! + t.length[t.count - 1]! : 0;
 }

@@ -22,6 +22,9 @@ import { writeFull } from '../io/sink.ts';
 import { checkUnit, DEFAULT_UNIT, type ChunkStore } from './lazy-source.ts';
 import { isDigest } from './reference.ts';
 
+/** Cache capacity when none is given. */
+export const DEFAULT_CACHE_SIZE = 4 * 2 ** 30;
+
 /**
  * Unit-sized buffers for checking units against their CRCs, by unit size, shared by every
  * entry: opening an image of many layers checks many units, and a fresh buffer per check made
@@ -69,7 +72,7 @@ export class BlobCache {
 
   private constructor(opts: BlobCacheOptions) {
     this.dir = path.resolve(opts.dir);
-    this.capacity = opts.capacity ?? 4 * 2 ** 30;
+    this.capacity = opts.capacity ?? DEFAULT_CACHE_SIZE;
     this.unit = checkUnit(opts.unit ?? DEFAULT_UNIT);
     this.publishDelayMs = opts.publishDelayMs ?? 1000;
   }

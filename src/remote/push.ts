@@ -13,15 +13,13 @@ import { FormatError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
-import { readAt } from '../io/util.ts';
-import { hasLsmtMagic } from '../lsmt/format.ts';
-import { isZFile } from '../zfile/reader.ts';
-import { openTarEntry, tarHeaderBlocks, tarTrailerSize } from '../zfile/tar.ts';
+import { tarHeaderBlocks, tarTrailerSize } from '../zfile/tar.ts';
+import { probeOuter } from '../image/probe.ts';
 import { compressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
 import { RemoteNotFoundError } from './errors.ts';
 import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
 import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, type Descriptor, type ImageManifest } from './manifest.ts';
-import { formatReference, parseReference, referenceTarget, DEFAULT_TAG, type ImageReference } from './reference.ts';
+import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
 import type { PutBlobResult, Repository } from './store.ts';
 
 /** Bytes of several sources one after another (e.g. tar header + zfile + tar trailer). */
@@ -89,19 +87,14 @@ export interface PreparedLayer {
 export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}): Promise<PreparedLayer> {
   let src: ByteSource = await FileSource.open(file);
   try {
-    let kind: LayerKind;
-    if (await openTarEntry(src)) kind = 'tar';
-    else if (await isZFile(src)) {
-      kind = 'zfile';
+    const kind: LayerKind = await probeOuter(src);
+    if (kind === 'zfile') {
       src = new ConcatSource(`tar(${src.name})`, [new MemorySource(tarHeaderBlocks(src.size), 'tar header'), src, new MemorySource(new Uint8Array(tarTrailerSize(src.size)), 'tar trailer')]);
-    } else if (src.size >= 512 && hasLsmtMagic(await readAt(src, 0, 512))) {
-      kind = 'lsmt';
+    } else if (kind === 'lsmt') {
       await src.close();
       const out = path.join(tmpDir, `${path.basename(file)}.${Date.now().toString(36)}.tar`);
       await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
       src = await FileSource.open(out);
-    } else {
-      throw new FormatError(file, 'not an overlaybd layer (expected an LSMT layer, a zfile, or a tar-wrapped one)', 0);
     }
     return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
   } catch (e) {
@@ -148,7 +141,7 @@ export function imageConfig(layers: readonly Descriptor[]): Uint8Array {
 
 /** Pushes `files` (bottom → top) as the image `ref`. */
 export async function pushImage(files: readonly string[], ref: string | ImageReference, opts: PushOptions = {}): Promise<PushResult> {
-  const r = typeof ref === 'string' ? parseReference(ref) : ref;
+  const r = await resolveReference(ref);
   const tag = r.tag ?? (r.digest ? undefined : DEFAULT_TAG);
   const opened = await openRepository(r, opts, true);
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'obd-push-'));
@@ -181,6 +174,9 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
     const descs = [...base, ...prepared.map((p) => layerDescriptor(p.digest, p.size, opts.fsType))];
     const { digest, config } = await putImage(repo, descs, tag);
     return { reference: formatReference(r), digest, config, layers };
+  } catch (e) {
+    await opened.abandon();
+    throw e;
   } finally {
     for (const p of prepared) await p.blob.close().catch(() => {});
     await rm(tmp, { recursive: true, force: true });
