@@ -113,11 +113,14 @@ async function inputs(): Promise<void> {
 
 async function startup(): Promise<string> {
   const lsmt = f('layer.lsmt');
-  const [help, info, ...refs] = sideBySide(haveRef ? [obd('--help'), obd('info', lsmt), ref('overlaybd-zfile', '--help'), ref('overlaybd-commit', '--help')] : [obd('--help'), obd('info', lsmt)]);
+  const [help, info, serve, ...refs] = sideBySide(
+    haveRef ? [obd('--help'), obd('info', lsmt), obd('serve', '--help'), ref('overlaybd-zfile', '--help'), ref('overlaybd-commit', '--help')] : [obd('--help'), obd('info', lsmt), obd('serve', '--help')],
+  );
   const node = sideBySide([[process.execPath, ['-e', '0']]])[0]!;
   const rows = [
     ['`obd --help` (loads every command)', fmt(ms(help!)), haveRef ? fmt(ms(refs[0]!)) : NO_REF, haveRef ? x(ratio(help!, refs[0]!)) : ''],
     ['`obd info LAYER` (a local command)', fmt(ms(info!)), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(info!, refs[1]!)) : ''],
+    ['`obd serve --help` (the serve command loaded)', fmt(ms(serve!)), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(serve!, refs[1]!)) : ''],
     ['(`node -e 0`: the runtime alone)', fmt(ms(node)), '', ''],
   ];
   return [
