@@ -14,7 +14,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { crc32c } from '@node-rs/crc32';
+import { crc32c } from '../io/crc.ts';
 import { ClosedError, InvalidArgumentError } from '../io/errors.ts';
 import { wrapFsError } from '../io/file.ts';
 import { SyncReadGate, preadFull } from '../io/fd-io.ts';
@@ -24,6 +24,14 @@ import { isDigest } from './reference.ts';
 
 /** Cache capacity when none is given. */
 export const DEFAULT_CACHE_SIZE = 4 * 2 ** 30;
+
+/**
+ * Unit-sized buffers for checking units against their CRCs, by unit size, shared by every
+ * entry: opening an image of many layers checks many units, and a fresh buffer per check made
+ * the memory of a start grow with them.
+ */
+const verifyBuffers = new Map<number, Buffer[]>();
+const VERIFY_BUFFERS_KEPT = 4;
 
 const MAGIC = Buffer.from('OBDCACHE');
 const VERSION = 1;
@@ -427,10 +435,16 @@ export class CacheEntry implements ChunkStore {
   /** Checks a unit loaded from a previous run against its stored CRC; drops it on mismatch. */
   async #verify(fh: FileHandle, u: number): Promise<boolean> {
     const len = this.#unitLength(u);
-    const b = Buffer.allocUnsafe(len);
-    if ((await preadFull(fh.fd, b, u * this.unit)) === len && crc32c(b) === this.#meta.crcs[u]) {
-      this.#verified[u] = 1;
-      return true;
+    const free = verifyBuffers.get(this.unit) ?? verifyBuffers.set(this.unit, []).get(this.unit)!;
+    const whole = free.pop() ?? Buffer.allocUnsafe(this.unit);
+    try {
+      const b = whole.subarray(0, len);
+      if ((await preadFull(fh.fd, b, u * this.unit)) === len && crc32c(b) === this.#meta.crcs[u]) {
+        this.#verified[u] = 1;
+        return true;
+      }
+    } finally {
+      if (free.length < VERIFY_BUFFERS_KEPT) free.push(whole);
     }
     this.forget(u);
     return false;

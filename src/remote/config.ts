@@ -169,6 +169,7 @@ export async function openImageConfig(file: string, opts: RemoteOptions & LazyOp
       const store = cache ? await cache.entry(l.digest, size) : undefined;
       const lazy = new LazySource(new RegistryBlobSource(repo, l.digest, size), { store, unit: opts.refill, maxInflight: opts.maxInflight });
       layers.push(lazy);
+      lazy.prefetchEnds();
       remote.push({ lazy, repo, digest: l.digest, dir: l.dir ? at(l.dir) : undefined });
     }
   } catch (e) {

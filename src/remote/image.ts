@@ -117,7 +117,11 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
   };
   try {
     const img = await resolveImage(opened.repo, referenceTarget(r), opts.platform);
-    for (const d of img.manifest.layers) layers.push(await openLayer(opened.repo, d, cache, opts));
+    for (const d of img.manifest.layers) {
+      const l = await openLayer(opened.repo, d, cache, opts);
+      layers.push(l);
+      if (l instanceof LazySource) l.prefetchEnds();
+    }
     return {
       reference: formatReference(r),
       digest: img.digest,
