@@ -1,0 +1,105 @@
+/**
+ * The worker thread that runs fuzz cases, so the runner can stop one that hangs (even in a
+ * synchronous loop) by terminating the thread. It builds each target's seeds once, runs
+ * every seed unmutated for the expected output, then answers one message per case.
+ * Unhandled rejections and uncaught exceptions are charged to the case that was running
+ * (or, when they come later, reported as late with the last case's number).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parentPort } from 'node:worker_threads';
+import { makeCase } from './cases.ts';
+import { classifyError, classifyOutput, describeError } from './classify.ts';
+import type { CaseClass, Outcome, Seed, Target, TargetContext } from './target.ts';
+import { findTarget } from './targets/index.ts';
+import type { ToRunner, ToWorker } from './messages.ts';
+
+interface Loaded {
+  target: Target;
+  seeds: Seed[];
+  expected: Uint8Array[];
+}
+
+const port = parentPort!;
+const send = (m: ToRunner, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer ?? []);
+const loaded = new Map<string, Loaded>();
+let ctx: TargetContext;
+let current: { target: string; caseNo: number; stray: unknown[] } | undefined;
+let last: { target: string; caseNo: number } | undefined;
+
+function stray(e: unknown, how: string): void {
+  const what = `${how}: ${describeError(e)}`;
+  if (current) current.stray.push(what);
+  else if (last) send({ type: 'late', target: last.target, caseNo: last.caseNo, detail: what });
+}
+process.on('unhandledRejection', (e) => stray(e, 'unhandled rejection'));
+process.on('uncaughtException', (e) => stray(e, 'uncaught exception'));
+
+const turns = async (n: number) => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+async function load(name: string): Promise<Loaded> {
+  const have = loaded.get(name);
+  if (have) return have;
+  const target = findTarget(name);
+  if (!target) throw new Error(`no fuzz target "${name}"`);
+  const seeds = await target.seeds(ctx);
+  const expected: Uint8Array[] = [];
+  for (const s of seeds) {
+    const o = await target.run(s, s.bytes, ctx);
+    if (!('output' in o)) {
+      if (o.verdict !== 'exact') throw new Error(`${name}: seed ${s.name} does not run cleanly: ${o.verdict} ${o.detail}`);
+      expected.push(new Uint8Array(0));
+    } else expected.push(o.output);
+  }
+  const l = { target, seeds, expected };
+  loaded.set(name, l);
+  return l;
+}
+
+async function runCase(l: Loaded, runSeed: string, caseNo: number): Promise<ToRunner> {
+  const c = makeCase(l.seeds, runSeed, l.target.name, caseNo);
+  const seed = l.seeds[c.seedIndex]!;
+  const started = performance.now();
+  current = { target: l.target.name, caseNo, stray: [] };
+  let cls: CaseClass;
+  let detail = '';
+  try {
+    const o: Outcome = await l.target.run(seed, c.bytes, ctx);
+    if ('output' in o) cls = classifyOutput(l.expected[c.seedIndex]!, o.output, seed.guarded && !c.resealed);
+    else ({ verdict: cls, detail } = o);
+  } catch (e) {
+    ({ cls, detail } = classifyError(e));
+  }
+  // Pieces a failed read abandoned may still settle: give them a few turns to show up.
+  await turns(3);
+  if (current.stray.length) {
+    cls = 'crash';
+    detail = [...current.stray, detail].filter(Boolean).join('; ');
+  }
+  last = { target: l.target.name, caseNo };
+  current = undefined;
+  return { type: 'result', target: l.target.name, caseNo, cls, detail, seed: seed.name, ops: c.ops, ms: performance.now() - started };
+}
+
+port.on('message', async (m: ToWorker) => {
+  try {
+    if (m.type === 'init') {
+      ctx = { tmp: await mkdtemp(path.join(os.tmpdir(), 'obd-fuzz-')), readCap: m.readCap };
+      send({ type: 'ready', tmp: ctx.tmp });
+    } else if (m.type === 'load') {
+      const l = await load(m.target);
+      send({ type: 'loaded', target: m.target, seeds: l.seeds.length });
+    } else if (m.type === 'case') {
+      send(await runCase(await load(m.target), m.runSeed, m.caseNo));
+    } else if (m.type === 'close') {
+      for (const l of loaded.values()) await l.target.close?.();
+      await rm(ctx.tmp, { recursive: true, force: true });
+      send({ type: 'closed' });
+    }
+  } catch (e) {
+    send({ type: 'fatal', detail: describeError(e) });
+  }
+});
