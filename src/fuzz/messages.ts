@@ -2,7 +2,7 @@
 import type { CaseClass } from './target.ts';
 
 export type ToWorker =
-  | { type: 'init'; readCap: number }
+  | { type: 'init'; readCap: number; tmpRoot: string }
   | { type: 'load'; target: string }
   | { type: 'case'; target: string; runSeed: string; caseNo: number }
   | { type: 'close' };

@@ -120,7 +120,7 @@ const TOTAL = OPS.reduce((s, [w]) => s + w, 0);
 /** Applies one to three mutations to a copy of `seed`. `donors` feed splices. */
 export function mutateBytes(seed: Uint8Array, fields: readonly Field[], rng: Rng, donors: readonly Uint8Array[] = [seed]): Mutated {
   // A copy: Buffer#slice would be a view, and mutations would reach the seed.
-  let b = new Uint8Array(seed);
+  let b: Uint8Array = new Uint8Array(seed);
   const ops: string[] = [];
   const n = 1 + (rng.chance(0.3) ? rng.int(3) : 0);
   for (let i = 0; i < n; i++) {

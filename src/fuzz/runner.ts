@@ -4,6 +4,7 @@
  * every case's class per target and writes each failing input (and what was done to it)
  * under the reports directory.
  */
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +27,8 @@ export interface FuzzOptions {
   caseTimeoutMs?: number;
   /** Most bytes of content one case reads back (default 64 MiB). */
   readCap?: number;
+  /** Where workers make their temporary directories (default /dev/shm when present: fsync is free there). */
+  tmpRoot?: string;
   /** Run only this case number (of each target named): reproduces a reported case. */
   only?: number;
   onProgress?: (r: FuzzReport) => void;
@@ -97,8 +100,8 @@ class Runner {
     });
   }
 
-  async start(readCap: number): Promise<void> {
-    const r = await this.call({ type: 'init', readCap }, LOAD_TIMEOUT_MS);
+  async start(readCap: number, tmpRoot: string): Promise<void> {
+    const r = await this.call({ type: 'init', readCap, tmpRoot }, LOAD_TIMEOUT_MS);
     if (r.type !== 'ready') throw new Error(`fuzz worker did not start: ${JSON.stringify(r)}`);
     this.tmp = r.tmp;
   }
@@ -145,6 +148,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   for (const t of opts.targets) if (!findTarget(t)) throw new Error(`no fuzz target "${t}"`);
   const caseTimeout = opts.caseTimeoutMs ?? 10_000;
   const readCap = opts.readCap ?? 64 << 20;
+  const tmpRoot = opts.tmpRoot ?? (existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());
   const t0 = performance.now();
   const report: FuzzReport = { seed: opts.seed, started: new Date().toISOString(), seconds: 0, cases: 0, counts: {}, failures: [] };
   for (const t of opts.targets) report.counts[t] = emptyCounts();
@@ -173,17 +177,21 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   };
 
   let runner = new Runner(onLate);
-  await runner.start(readCap);
+  await runner.start(readCap, tmpRoot);
   const next = new Map(opts.targets.map((t) => [t, opts.only ?? 0]));
+  // Each target gets an equal share of the time, so slow targets do not starve fast ones.
+  const spent = new Map(opts.targets.map((t) => [t, 0]));
   try {
-    for (let i = 0; ; i++) {
+    for (;;) {
       const elapsed = (performance.now() - t0) / 1000;
       if (report.cases >= (opts.only !== undefined ? opts.targets.length : opts.count) || elapsed >= opts.seconds) break;
-      const target = opts.targets[i % opts.targets.length]!;
+      const target = opts.only !== undefined ? opts.targets[report.cases]! : [...spent].reduce((a, b) => (b[1] < a[1] ? b : a))[0];
       const caseNo = next.get(target)!;
       next.set(target, caseNo + 1);
       await runner.load(target);
+      const began = performance.now();
       const r = await runner.call({ type: 'case', target, runSeed: opts.seed, caseNo }, caseTimeout);
+      spent.set(target, spent.get(target)! + performance.now() - began);
       report.cases++;
       if (r.type === 'result') {
         report.counts[target]![r.cls]++;
@@ -195,7 +203,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         fail({ target, caseNo, cls, detail, seed: '?', ops: [] });
         await runner.stop(false);
         runner = new Runner(onLate);
-        await runner.start(readCap);
+        await runner.start(readCap, tmpRoot);
       }
       if (opts.onProgress && report.cases % 500 === 0) opts.onProgress({ ...report, seconds: (performance.now() - t0) / 1000 });
     }

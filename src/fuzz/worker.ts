@@ -6,7 +6,6 @@
  * (or, when they come later, reported as late with the last case's number).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import { makeCase } from './cases.ts';
@@ -87,7 +86,7 @@ async function runCase(l: Loaded, runSeed: string, caseNo: number): Promise<ToRu
 port.on('message', async (m: ToWorker) => {
   try {
     if (m.type === 'init') {
-      ctx = { tmp: await mkdtemp(path.join(os.tmpdir(), 'obd-fuzz-')), readCap: m.readCap };
+      ctx = { tmp: await mkdtemp(path.join(m.tmpRoot, 'obd-fuzz-')), readCap: m.readCap };
       send({ type: 'ready', tmp: ctx.tmp });
     } else if (m.type === 'load') {
       const l = await load(m.target);

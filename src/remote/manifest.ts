@@ -72,7 +72,7 @@ export function isIndex(m: FetchedManifest): boolean {
   return m.mediaType === MediaType.ociIndex || m.mediaType === MediaType.dockerList;
 }
 
-function checkDescriptor(d: unknown, where: string): Descriptor {
+export function checkDescriptor(d: unknown, where: string): Descriptor {
   const x = d as Descriptor;
   if (!x || typeof x.mediaType !== 'string' || typeof x.digest !== 'string' || !isDigest(x.digest) || !Number.isSafeInteger(x.size) || x.size < 0) {
     throw new InvalidReferenceError(`${where}: malformed descriptor ${JSON.stringify(d)?.slice(0, 200)}`);

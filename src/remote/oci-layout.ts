@@ -11,7 +11,7 @@ import path from 'node:path';
 import { FileSource, wrapFsError } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { DigestMismatchError, InvalidReferenceError, RemoteNotFoundError } from './errors.ts';
-import { Annotation, MediaType, sha256Digest, sniffMediaType, type Descriptor, type FetchedManifest } from './manifest.ts';
+import { Annotation, checkDescriptor, MediaType, sha256Digest, sniffMediaType, type Descriptor, type FetchedManifest } from './manifest.ts';
 import { DEFAULT_TAG, isDigest } from './reference.ts';
 import type { PutBlobOptions, PutBlobResult, Repository } from './store.ts';
 
@@ -66,7 +66,8 @@ export class OciLayout implements Repository {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] };
       throw new InvalidReferenceError(`${file}: unreadable index: ${(e as Error).message}`);
     }
-    if (!Array.isArray(doc.manifests)) throw new InvalidReferenceError(`${file}: no "manifests" array`);
+    if (typeof doc !== 'object' || doc === null || !Array.isArray(doc.manifests)) throw new InvalidReferenceError(`${file}: no "manifests" array`);
+    doc.manifests.forEach((d, i) => checkDescriptor(d, `${file} manifests[${i}]`));
     return doc;
   }
 

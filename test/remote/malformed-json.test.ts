@@ -1,0 +1,50 @@
+/**
+ * Found by the fuzzing harness (npm run fuzz): config.v1.json and OCI-layout documents whose
+ * members have the wrong JSON type crashed with TypeErrors (and leaked open layer files);
+ * they must be refused with typed errors naming the member.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { openImage } from '../../src/image/open.ts';
+import { InvalidReferenceError } from '../../src/remote/errors.ts';
+import { OciLayout } from '../../src/remote/oci-layout.ts';
+import { FIXTURES } from '../helpers/recipes.ts';
+import { tempDir } from './helpers/blobs.ts';
+
+const layer = path.join(FIXTURES, 'lsmt', 'layer1.lsmt');
+
+test('config.v1.json members of the wrong type are refused with InvalidReferenceError', async (t) => {
+  const dir = await tempDir(t);
+  await copyFile(layer, path.join(dir, 'base.lsmt'));
+  const cases: [string, unknown][] = [
+    ['upper.data', { lowers: [{ file: 'base.lsmt' }], upper: { data: 511, index: 'up.index' } }],
+    ['upper.index', { lowers: [{ file: 'base.lsmt' }], upper: { data: 'up.data', index: ['x'] } }],
+    ['lowers[1]', { lowers: [{ file: 'base.lsmt' }, null] }],
+    ['lowers[0].file', { lowers: [{ file: true }] }],
+    ['lowers[0].dir', { lowers: [{ dir: 2 ** 53 }] }],
+    ['resultFile', { lowers: [{ file: 'base.lsmt' }], resultFile: {} }],
+    ['recordTracePath', { lowers: [{ file: 'base.lsmt' }], recordTracePath: 0.5 }],
+    ['NUL byte', { lowers: [{ file: 'base.lsmt' }], upper: { data: '\0', index: 'up.index' } }],
+    ['no lowers', null],
+  ];
+  for (const [what, doc] of cases) {
+    const file = path.join(dir, 'config.v1.json');
+    await writeFile(file, JSON.stringify(doc));
+    await assert.rejects(openImage([file]), (e) => e instanceof InvalidReferenceError, what);
+  }
+});
+
+test('an OCI layout index.json with malformed descriptors is refused with InvalidReferenceError', async (t) => {
+  const dir = await tempDir(t);
+  await OciLayout.open(dir, { create: true });
+  const digest = 'sha256:' + 'a'.repeat(64);
+  for (const manifests of [[{ mediaType: 'application/vnd.oci.image.index.v1+json', digest: [digest], size: 10 }], [null], [{ digest, size: -1 }]]) {
+    await writeFile(path.join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
+    await assert.rejects(openImage([`oci:${dir}:latest`]), (e) => e instanceof InvalidReferenceError, JSON.stringify(manifests));
+  }
+  await mkdir(path.join(dir, 'x'), { recursive: true });
+  await writeFile(path.join(dir, 'index.json'), 'null');
+  await assert.rejects(openImage([`oci:${dir}:latest`]), InvalidReferenceError);
+});
