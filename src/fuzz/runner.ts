@@ -68,7 +68,8 @@ class Runner {
   tmp: string | undefined;
 
   constructor(onLate: (m: Extract<ToRunner, { type: 'late' }>) => void) {
-    this.#worker = new Worker(new URL('./worker.ts', import.meta.url));
+    // A heap bound turns a runaway allocation into a dead worker (a crash) instead of a dead machine.
+    this.#worker = new Worker(new URL('./worker.ts', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: 1536 } });
     this.#worker.on('message', (m: ToRunner) => {
       if (m.type === 'late') return onLate(m);
       const w = this.#waiting;
