@@ -14,7 +14,7 @@
 import { parseArgs } from 'node:util';
 import { CLASSES, FAILING } from '../src/fuzz/target.ts';
 import { runFuzz, type FuzzReport } from '../src/fuzz/runner.ts';
-import { TARGETS } from '../src/fuzz/targets/index.ts';
+import { DEFAULT_TARGETS, listTargets } from '../src/fuzz/targets/index.ts';
 
 const { values } = parseArgs({
   options: {
@@ -46,7 +46,7 @@ if (values.help) {
   process.exit(0);
 }
 if (values.list) {
-  for (const t of TARGETS) process.stdout.write(`${t.name.padEnd(12)} ${t.about}\n`);
+  for (const t of listTargets()) process.stdout.write(`${t.name.padEnd(12)} ${t.about}${t.hidden ? ' (only when named)' : ''}\n`);
   process.exit(0);
 }
 
@@ -66,7 +66,7 @@ const report = await runFuzz({
   seed,
   seconds: only === undefined ? num('seconds', values.seconds, 60) : Infinity,
   count: num('count', values.count, Infinity),
-  targets: values.target ?? TARGETS.map((t) => t.name),
+  targets: values.target ?? DEFAULT_TARGETS,
   reportsDir: values.reports!,
   caseTimeoutMs: num('timeout', values.timeout, 10_000),
   only,

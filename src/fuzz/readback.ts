@@ -1,12 +1,13 @@
 /**
  * Reading back what the product opened, bounded: a device's size, extents and the bytes of
- * every 1 MiB window that holds data (as `obd export` walks it), or a byte source's content,
- * never more than `cap` bytes. A broken interface contract (extents that do not tile the
+ * every 256 KiB window that holds data (as `obd export` walks it), or a byte source's content,
+ * never more than `cap` bytes; the bytes are kept as a sha256. A broken interface contract (extents that do not tile the
  * range, a short read inside the source) is reported as a ContractError, a crash-class ending.
  */
+import { createHash } from 'node:crypto';
 import type { BlockDevice, ByteSource } from '../io/types.ts';
 
-const WINDOW = 1 << 20;
+const WINDOW = 256 << 10;
 /** Longest range asked of extents() at once, so a huge size costs steps, as in export. */
 const EXTENTS_STEP = 2 ** 40;
 
@@ -21,6 +22,8 @@ function u64(v: number): Uint8Array {
 const KIND = { hole: 0, zero: 1, data: 2 } as const;
 
 export async function readDevice(dev: BlockDevice, cap: number): Promise<Uint8Array> {
+  // Offsets past 2^53 are not exact in a double: such a size cannot be walked or served right.
+  if (!Number.isSafeInteger(dev.size) || dev.size < 0) throw new ContractError(`${dev.name}: size ${dev.size} is not an exact byte count`);
   const parts: Uint8Array[] = [u64(dev.size)];
   const windows: number[] = [];
   const desc: number[] = [];
@@ -43,23 +46,28 @@ export async function readDevice(dev: BlockDevice, cap: number): Promise<Uint8Ar
     pos += len;
   }
   parts.push(new Uint8Array(new Float64Array(desc).buffer));
+  // One buffer and a digest: fresh large buffers cost more than the reads here (page faults).
+  const h = createHash('sha256');
+  const buf = new Uint8Array(WINDOW);
   for (const w of windows) {
     const off = w * WINDOW;
-    const buf = new Uint8Array(Math.min(WINDOW, dev.size - off));
-    await dev.read(buf, off);
-    parts.push(u64(off), buf);
+    const view = buf.subarray(0, Math.min(WINDOW, dev.size - off));
+    await dev.read(view, off);
+    h.update(u64(off)).update(view);
   }
+  parts.push(h.digest());
   return Buffer.concat(parts);
 }
 
 export async function readSource(src: ByteSource, cap: number): Promise<Uint8Array> {
   const n = Math.min(src.size, cap);
-  const out = new Uint8Array(8 + n);
-  out.set(u64(src.size));
-  for (let off = 0; off < n; off += WINDOW) {
-    const view = out.subarray(8 + off, 8 + Math.min(n, off + WINDOW));
+  const h = createHash('sha256');
+  const buf = new Uint8Array(4 * WINDOW);
+  for (let off = 0; off < n; off += buf.length) {
+    const view = buf.subarray(0, Math.min(buf.length, n - off));
     const got = await src.read(view, off);
     if (got !== view.length) throw new ContractError(`${src.name}: read at ${off} gave ${got} of ${view.length} bytes inside the size ${src.size}`);
+    h.update(view);
   }
-  return out;
+  return Buffer.concat([u64(src.size), h.digest()]);
 }

@@ -12,7 +12,7 @@ import { Worker } from 'node:worker_threads';
 import { makeCase } from './cases.ts';
 import type { ToRunner, ToWorker } from './messages.ts';
 import { CLASSES, FAILING, type CaseClass, type Seed } from './target.ts';
-import { findTarget } from './targets/index.ts';
+import { hasTarget, loadTarget } from './targets/index.ts';
 
 export interface FuzzOptions {
   seed: string;
@@ -134,19 +134,19 @@ class SeedStore {
     let s = this.#seeds.get(target);
     if (!s) {
       this.#tmp ??= mkdtemp(path.join(os.tmpdir(), 'obd-fuzz-seeds-'));
-      s = this.#tmp.then((tmp) => findTarget(target)!.seeds({ tmp, readCap: 0 }));
+      s = this.#tmp.then(async (tmp) => (await loadTarget(target)).seeds({ tmp, readCap: 0 }));
       this.#seeds.set(target, s);
     }
     return s;
   }
   async close(): Promise<void> {
-    for (const t of this.#seeds.keys()) await findTarget(t)!.close?.();
+    for (const t of this.#seeds.keys()) await (await loadTarget(t)).close?.();
     if (this.#tmp) await rm(await this.#tmp, { recursive: true, force: true });
   }
 }
 
 export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
-  for (const t of opts.targets) if (!findTarget(t)) throw new Error(`no fuzz target "${t}"`);
+  for (const t of opts.targets) if (!hasTarget(t)) throw new Error(`no fuzz target "${t}"`);
   const caseTimeout = opts.caseTimeoutMs ?? 10_000;
   const readCap = opts.readCap ?? 64 << 20;
   const tmpRoot = opts.tmpRoot ?? (existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());

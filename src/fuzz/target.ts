@@ -45,8 +45,6 @@ export interface TargetContext {
 
 export interface Target {
   readonly name: string;
-  /** What the target covers, for --list. */
-  readonly about: string;
   /** Builds the seeds (deterministically: a case is rebuilt from its number). */
   seeds(ctx: TargetContext): Promise<Seed[]>;
   /** Opens and reads `input` (a mutation of `seed.bytes`) the way the product does. */

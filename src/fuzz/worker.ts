@@ -11,7 +11,7 @@ import { parentPort } from 'node:worker_threads';
 import { makeCase } from './cases.ts';
 import { classifyError, classifyOutput, describeError } from './classify.ts';
 import type { CaseClass, Outcome, Seed, Target, TargetContext } from './target.ts';
-import { findTarget } from './targets/index.ts';
+import { loadTarget } from './targets/index.ts';
 import type { ToRunner, ToWorker } from './messages.ts';
 
 interface Loaded {
@@ -42,8 +42,7 @@ const turns = async (n: number) => {
 async function load(name: string): Promise<Loaded> {
   const have = loaded.get(name);
   if (have) return have;
-  const target = findTarget(name);
-  if (!target) throw new Error(`no fuzz target "${name}"`);
+  const target = await loadTarget(name);
   const seeds = await target.seeds(ctx);
   const expected: Uint8Array[] = [];
   for (const s of seeds) {

@@ -75,7 +75,6 @@ const json = (doc: unknown) => Buffer.from(JSON.stringify(doc, null, 2));
 
 export const configTarget: Target = {
   name: 'config',
-  about: 'config.v1.json: lowers (file, dir), upper, resultFile, trace path (openImage on the config → reads)',
   async seeds(ctx) {
     const [base, top] = await twoLayers(ctx);
     const blobs = path.join(ctx.tmp, 'config-blobs');
@@ -119,7 +118,6 @@ function manifestDocs(layers: Uint8Array[]) {
 
 export const manifestTarget: Target = {
   name: 'manifest',
-  about: 'OCI/docker manifests and indexes (media type sniffing, parseManifest/parseIndex, platform choice)',
   async seeds(ctx) {
     const d = manifestDocs(await twoLayers(ctx));
     const list = json({ ...JSON.parse(d.index.toString()), mediaType: MediaType.dockerList });
@@ -142,7 +140,6 @@ type LayoutPart = 'index.json' | 'oci-layout' | 'image-index' | 'manifest';
 
 export const ociLayoutTarget: Target = {
   name: 'oci-layout',
-  about: 'OCI image layouts: index.json, oci-layout, image index and manifest blobs (openImage on oci:DIR:tag → reads)',
   async seeds(ctx) {
     const layers = await twoLayers(ctx);
     const d = manifestDocs(layers);

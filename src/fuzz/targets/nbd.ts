@@ -226,7 +226,6 @@ async function serve(ctx: TargetContext): Promise<Served> {
 
 export const nbdTarget: Target = {
   name: 'nbd',
-  about: 'the NBD server: handshake options and transmission requests (mutated client streams, then a witness client)',
   async seeds() {
     return sessions().map(([name, s]) => ({ name, bytes: s.bytes(), fields: s.fields, guarded: false }));
   },

@@ -45,7 +45,6 @@ const LAYERS = [new MemorySource(content('trace-l0', 4 * MiB), 'l0'), new Memory
 
 export const traceTarget: Target = {
   name: 'trace',
-  about: 'prefetch trace files (decodeTrace, then replayTrace over two layers)',
   async seeds() {
     const records: TraceRecord[] = [
       { op: 'R', layer: 0, offset: 0, count: 4096 },
@@ -94,7 +93,6 @@ function resealMeta(b: Uint8Array): Uint8Array {
 
 export const cacheTarget: Target = {
   name: 'cache',
-  about: 'blob-cache entries: metadata (bitmap, unit CRCs) and data files (BlobCache reopened → lazy reads)',
   async seeds(ctx) {
     const out: Seed[] = [];
     for (const [label, units] of [['partial', [0, 1, 3, 5]], ['complete', [0, 1, 2, 3, 4, 5]]] as const) {

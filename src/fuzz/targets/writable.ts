@@ -34,7 +34,6 @@ async function generatedPair(ctx: TargetContext): Promise<Pair> {
 
 export const writableTarget: Target = {
   name: 'writable',
-  about: 'writable layers: data + index file pairs (WritableLayer.open with recovery → extents + reads)',
   async seeds(ctx) {
     const pairs: Pair[] = [
       { name: 'layer3-rw', data: await readFixture('lsmt/layer3-rw.data'), index: await readFixture('lsmt/layer3-rw.index') },
