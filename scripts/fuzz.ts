@@ -1,6 +1,6 @@
 /**
  * npm run fuzz -- [--seed S] [--seconds N] [--count N] [--target NAME]... [--case N]
- *                 [--reports DIR] [--timeout MS] [--json] [--list]
+ *                 [--reports DIR] [--timeout MS] [--json] [--markdown FILE] [--list]
  *
  * Mutates valid seeds of every parser and protocol (src/fuzz/targets) and classifies each
  * case. Exits 1 when a case read back changed bytes a format should have caught, crashed
@@ -8,12 +8,17 @@
  *
  * Examples:
  *   npm run fuzz -- --seconds 60                         # a minute, a random seed
- *   npm run fuzz -- --seed 7 --count 200000 --json       # the long run of docs/benchmarks.md
+ *   npm run fuzz -- --seed 7 --count 200000 --seconds 7200 --markdown bench/results/fuzz.md
+ *                                                        # the long run (then npm run bench -- --assemble)
  *   npm run fuzz -- --seed 7 --target zfile --case 1234  # reproduce one reported case
  */
 import { parseArgs } from 'node:util';
-import { CLASSES, FAILING } from '../src/fuzz/target.ts';
-import { runFuzz, type FuzzReport } from '../src/fuzz/runner.ts';
+import { spawnSync } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import { failureText, markdownSection, textTable } from '../src/fuzz/report.ts';
+import { FAILING } from '../src/fuzz/target.ts';
+import { runFuzz } from '../src/fuzz/runner.ts';
 import { DEFAULT_TARGETS, listTargets } from '../src/fuzz/targets/index.ts';
 
 const { values } = parseArgs({
@@ -26,6 +31,7 @@ const { values } = parseArgs({
     reports: { type: 'string', default: 'fuzz-reports' },
     timeout: { type: 'string', default: '10000' },
     json: { type: 'boolean', default: false },
+    markdown: { type: 'string' },
     list: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -39,6 +45,7 @@ if (values.help) {
       '  --count     most cases in all                        --target   only these targets (repeatable)',
       '  --case      run one case number (reproduce a report) --reports  where failing inputs go (default fuzz-reports)',
       '  --timeout   ms before a case counts as a hang (default 10000)',
+      '  --json      the report as JSON                       --markdown FILE  the docs/benchmarks.md section',
       'examples: npm run fuzz -- --seconds 60 · npm run fuzz -- --seed 7 --target zfile --case 1234',
       '',
     ].join('\n'),
@@ -73,19 +80,14 @@ const report = await runFuzz({
   onProgress: values.json || !process.stderr.isTTY ? undefined : (r) => process.stderr.write(`\r${r.cases} cases, ${r.failures.length} failing, ${r.seconds.toFixed(0)} s `),
 });
 
-function table(r: FuzzReport): string {
-  const head = ['target', ...CLASSES, 'total'];
-  const rows = Object.entries(r.counts).map(([t, c]) => [t, ...CLASSES.map((k) => String(c[k])), String(CLASSES.reduce((s, k) => s + c[k], 0))]);
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  return [head, ...rows].map((row) => row.map((x, i) => (i ? x.padStart(w[i]!) : x.padEnd(w[i]!))).join('  ')).join('\n');
-}
-
 if (values.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
 else {
   if (process.stderr.isTTY) process.stderr.write('\n');
-  process.stdout.write(`seed ${report.seed}: ${report.cases} cases in ${report.seconds.toFixed(1)} s\n${table(report)}\n`);
-  for (const f of report.failures) {
-    process.stdout.write(`\n${f.cls.toUpperCase()} ${f.target} case ${f.caseNo} (seed ${f.seed}; ${f.ops.join(', ')})\n  ${f.detail}\n  input: ${f.file}\n  again: ${f.reproduce}\n`);
-  }
+  process.stdout.write(`seed ${report.seed}: ${report.cases} cases in ${report.seconds.toFixed(1)} s\n${textTable(report)}\n`);
+  if (report.failures.length) process.stdout.write(`\n${failureText(report)}\n`);
+}
+if (values.markdown) {
+  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim() || 'unknown';
+  await writeFile(values.markdown, markdownSection(report, { node: process.version, commit, nice: os.getPriority() }));
 }
 process.exit(report.failures.some((f) => FAILING.has(f.cls)) ? 1 : 0);

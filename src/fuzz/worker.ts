@@ -2,9 +2,11 @@
  * The worker thread that runs fuzz cases, so the runner can stop one that hangs (even in a
  * synchronous loop) by terminating the thread. It builds each target's seeds once, runs
  * every seed unmutated for the expected output, then answers one message per case.
- * Unhandled rejections and uncaught exceptions are charged to the case that was running
- * (or, when they come later, reported as late with the last case's number).
+ * Unhandled rejections, uncaught exceptions and file descriptors left open are charged to
+ * the case that was running (or, when they come later, reported as late with the last
+ * case's number).
  */
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parentPort } from 'node:worker_threads';
@@ -35,6 +37,9 @@ function stray(e: unknown, how: string): void {
 process.on('unhandledRejection', (e) => stray(e, 'unhandled rejection'));
 process.on('uncaughtException', (e) => stray(e, 'uncaught exception'));
 
+/** Open descriptors of the process (Linux), to catch a failed open that leaves files open. */
+const fds = existsSync('/proc/self/fd') ? () => readdirSync('/proc/self/fd').length : () => 0;
+
 const turns = async (n: number) => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
@@ -61,6 +66,7 @@ async function runCase(l: Loaded, runSeed: string, caseNo: number): Promise<ToRu
   const c = makeCase(l.seeds, runSeed, l.target.name, caseNo);
   const seed = l.seeds[c.seedIndex]!;
   const started = performance.now();
+  const fdsBefore = fds();
   current = { target: l.target.name, caseNo, stray: [] };
   let cls: CaseClass;
   let detail = '';
@@ -73,6 +79,12 @@ async function runCase(l: Loaded, runSeed: string, caseNo: number): Promise<ToRu
   }
   // Pieces a failed read abandoned may still settle: give them a few turns to show up.
   await turns(3);
+  if (fds() > fdsBefore) {
+    // Sockets and handles may close a moment later: look again before calling it a leak.
+    await new Promise((r) => setTimeout(r, 50));
+    const leaked = fds() - fdsBefore;
+    if (leaked > 0) current.stray.push(`${leaked} file descriptor(s) left open by the case`);
+  }
   if (current.stray.length) {
     cls = 'crash';
     detail = [...current.stray, detail].filter(Boolean).join('; ');
