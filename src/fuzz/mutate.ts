@@ -75,7 +75,7 @@ const OPS: readonly [weight: number, op: Op][] = [
   }],
   [2, (b, rng, fields) => {
     const at = position(rng, b.length, fields);
-    const n = Math.min(b.length - at, 1 + rng.int(rng.chance(0.8) ? 16 : 4096));
+    const n = Math.min(b.length - at, 1 + rng.int(rng.pick([16, 16, 16, 16, 4096, 4096, 262144])));
     const v = rng.chance(0.5) ? 0 : rng.int(256);
     b.fill(v, at, at + n);
     return [b, `fill [${at}, +${n}) with 0x${v.toString(16)}`];

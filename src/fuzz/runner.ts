@@ -154,27 +154,24 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const report: FuzzReport = { seed: opts.seed, started: new Date().toISOString(), seconds: 0, cases: 0, counts: {}, failures: [] };
   for (const t of opts.targets) report.counts[t] = emptyCounts();
   const seeds = new SeedStore();
-  const pendingWrites: Promise<void>[] = [];
 
-  const fail = (f: Omit<Failure, 'file' | 'reproduce'>) => {
+  // Awaited before the next case starts: the worker counts the process's open descriptors.
+  const fail = async (f: Omit<Failure, 'file' | 'reproduce'>) => {
     const file = path.join(opts.reportsDir, `${f.target}-${f.caseNo}.bin`);
     const failure: Failure = { ...f, file, reproduce: `npm run fuzz -- --seed ${opts.seed} --target ${f.target} --case ${f.caseNo}` };
     report.failures.push(failure);
-    pendingWrites.push(
-      (async () => {
-        const all = await seeds.get(f.target);
-        const c = makeCase(all, opts.seed, f.target, f.caseNo);
-        failure.seed = all[c.seedIndex]!.name;
-        failure.ops = c.ops;
-        await mkdir(opts.reportsDir, { recursive: true });
-        await writeFile(file, c.bytes);
-        await writeFile(file.replace(/\.bin$/, '.json'), JSON.stringify({ ...failure, runSeed: opts.seed }, null, 2) + '\n');
-      })(),
-    );
+    const all = await seeds.get(f.target);
+    const c = makeCase(all, opts.seed, f.target, f.caseNo);
+    failure.seed = all[c.seedIndex]!.name;
+    failure.ops = c.ops;
+    await mkdir(opts.reportsDir, { recursive: true });
+    await writeFile(file, c.bytes);
+    await writeFile(file.replace(/\.bin$/, '.json'), JSON.stringify({ ...failure, runSeed: opts.seed }, null, 2) + '\n');
   };
+  const late: Promise<void>[] = [];
   const onLate = (m: { target: string; caseNo: number; detail: string }) => {
     report.counts[m.target]!.crash++;
-    fail({ target: m.target, caseNo: m.caseNo, cls: 'crash', detail: `after the case ended: ${m.detail}`, seed: '?', ops: [] });
+    late.push(fail({ target: m.target, caseNo: m.caseNo, cls: 'crash', detail: `after the case ended: ${m.detail}`, seed: '?', ops: [] }));
   };
 
   let runner = new Runner(onLate);
@@ -196,12 +193,12 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
       report.cases++;
       if (r.type === 'result') {
         report.counts[target]![r.cls]++;
-        if (FAILING.has(r.cls)) fail({ target, caseNo, cls: r.cls, detail: r.detail, seed: r.seed, ops: r.ops });
+        if (FAILING.has(r.cls)) await fail({ target, caseNo, cls: r.cls, detail: r.detail, seed: r.seed, ops: r.ops });
       } else {
         const cls: CaseClass = r.type === 'timeout' ? 'hang' : 'crash';
         report.counts[target]![cls]++;
         const detail = r.type === 'timeout' ? `no answer within ${caseTimeout} ms` : 'detail' in r ? r.detail : r.type;
-        fail({ target, caseNo, cls, detail, seed: '?', ops: [] });
+        await fail({ target, caseNo, cls, detail, seed: '?', ops: [] });
         await runner.stop(false);
         runner = new Runner(onLate);
         await runner.start(readCap, tmpRoot);
@@ -210,7 +207,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     }
   } finally {
     await runner.stop(true);
-    await Promise.allSettled(pendingWrites);
+    await Promise.allSettled(late);
     await seeds.close();
   }
   report.seconds = (performance.now() - t0) / 1000;

@@ -17,12 +17,19 @@ import { content, layerBytes, lsmtFields, lsmtIndexOffset, MiB, readFixture, sam
 import type { Outcome, Seed, Target, TargetContext } from '../target.ts';
 
 /**
- * A memory source that answers only asynchronously, as remote and large file reads do, so
- * pieces of one read are in flight together (half of the inputs, chosen by their bytes).
+ * A memory source that answers asynchronously (as remote and large file reads do), or
+ * every other read asynchronously (as a file source does when the page cache is cold for
+ * some pieces), so pieces of one read are in flight together and may fail at different times.
  */
 class AsyncSource extends MemorySource {
-  override tryReadSync(): undefined {
-    return undefined;
+  readonly #every: number;
+  #calls = 0;
+  constructor(bytes: Uint8Array, name: string, every: number) {
+    super(bytes, name);
+    this.#every = every;
+  }
+  override tryReadSync(buf: Uint8Array, offset: number): number | undefined {
+    return ++this.#calls % this.#every === 0 ? super.tryReadSync(buf, offset) : undefined;
   }
   override async read(buf: Uint8Array, offset: number): Promise<number> {
     await new Promise((r) => setImmediate(r));
@@ -30,8 +37,10 @@ class AsyncSource extends MemorySource {
   }
 }
 
+/** A third of the inputs (chosen by their bytes) each: synchronous, asynchronous, mixed. */
 function source(input: Uint8Array, name: string): ByteSource {
-  return (input.length + (input[input.length >> 1] ?? 0)) % 2 ? new AsyncSource(input, name) : new MemorySource(input, name);
+  const mode = (input.length + (input[input.length >> 1] ?? 0)) % 3;
+  return mode === 0 ? new MemorySource(input, name) : new AsyncSource(input, name, mode === 1 ? Infinity : 2);
 }
 
 async function readLayer(input: Uint8Array, name: string, cap: number): Promise<Outcome> {
