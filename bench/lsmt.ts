@@ -4,7 +4,7 @@
  *     plain binary search over the same typed array (the reference's std::lower_bound path).
  *  2. Random 4 KiB reads in-process through stacks of N = 1…256 layers, each layer holding
  *     ~1k scattered 4 KiB extents over a 1 GiB disk (fixed seed), files on tmpfs so the
- *     page cache cannot drop them (benchmarking.md §1). Reported as IOPS and N/1 ratios, next
+ *     page cache cannot drop them (docs/benchmarking.md §1). Reported as IOPS and N/1 ratios, next
  *     to the bare preads those reads issue (the kernel's share) and to the same layers as a
  *     qcow2 backing chain read in-process by qemu-io.
  *
@@ -281,7 +281,7 @@ async function readBench(dir: string): Promise<string> {
     state.set(n, { st, fds, openMs, offs, plans, runs: { base: [], mapped: [], uniform: [] }, lookupNs: [] });
   }
   const qcow = await qcowPeer(dir, layers, state.get(top)!.st, state.get(1)!.offs.base.subarray(0, quick ? 20_000 : 50_000));
-  // Alternate A B A B … so drift hits every N alike (benchmarking.md §3).
+  // Alternate A B A B … so drift hits every N alike (docs/benchmarking.md §3).
   for (let round = 0; round < (quick ? 2 : 5); round++) {
     for (const n of cases) {
       const s = state.get(n)!;

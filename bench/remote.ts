@@ -1,6 +1,6 @@
 /**
  * Remote-layer benchmarks, each side by side with its peer in one run (ratios are what
- * count on a shared machine; see notes/benchmarking.md):
+ * count on a shared machine; see docs/benchmarking.md):
  *  1. cold random 4 KiB read latency: lazy source (cache miss → one refill-unit GET, disk
  *     cache on /dev/shm) vs one raw keep-alive HTTP Range GET of 4 KiB from the same
  *     loopback docker-registry (goal ≤ 2×);

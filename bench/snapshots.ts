@@ -11,7 +11,7 @@
  *  3. `obd import` of a 1 GiB raw disk (fully allocated, 25 % of 4 KiB blocks random, the
  *     rest zeros) vs `qemu-img convert -O qcow2` of the same file, alternating runs.
  *
- * Everything runs on tmpfs (benchmarking.md §1) and pinned to one CPU, the peers included
+ * Everything runs on tmpfs (docs/benchmarking.md §1) and pinned to one CPU, the peers included
  * (§2). Run: node bench/snapshots.ts [--quick] [--only commit|iops|import]
  * (OBD_BENCH_VERBOSE=1 prints every import timing).
  */

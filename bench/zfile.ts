@@ -179,7 +179,7 @@ async function main(): Promise<void> {
       variants.push([`zfile ${algorithm}/${blockSize / 1024}K`, z]);
     }
     // Pinned to one CPU (JS thread and libuv pool together) so queue-depth-1 latency does not
-    // depend on cross-CPU wake-ups (notes/benchmarking.md §2).
+    // depend on cross-CPU wake-ups (docs/benchmarking.md §2).
     const child = spawnSync('taskset', ['-c', '0', process.execPath, fileURLToPath(import.meta.url), '--iops', raw, ...variants.map(([n, z]) => `${n}=${z ?? ''}`)], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],

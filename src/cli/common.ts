@@ -2,10 +2,11 @@
  * What every `obd` command shares: printing (human or --json), progress bars on a TTY,
  * size parsing, and turning errors into one clear line plus an exit code.
  */
-import { rename, rm } from 'node:fs/promises';
+import { rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
-import { ObdError } from '../io/errors.ts';
+import { NotFoundError, ObdError } from '../io/errors.ts';
 import { parseSize } from '../io/util.ts';
 
 /** Prints a result: JSON on stdout with --json, else the human text. */
@@ -81,6 +82,8 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
  * failed or interrupted command leaves nothing half-written under the final name.
  */
 export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
+  const dir = path.dirname(path.resolve(finalPath));
+  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
   const tmp = `${finalPath}.tmp-${process.pid}-${Date.now().toString(36)}`;
   try {
     const r = await write(tmp);
@@ -120,12 +123,38 @@ export function onStopSignal(doing: string): { stopped: Promise<NodeJS.Signals>;
   };
 }
 
-/** One line for the user; a stack only for unexpected failures or with OBD_DEBUG set. */
-export function reportError(e: unknown): number {
+/** True when the command line asks for JSON: then failures are JSON on stdout too. */
+export function wantsJson(argv: readonly string[] = process.argv): boolean {
+  const end = argv.indexOf('--');
+  return (end < 0 ? argv : argv.slice(0, end)).includes('--json');
+}
+
+/** A failure as `{"error": {code, type, message, file?, offset?, url?}}`; code is the errno-style name. */
+export function errorJson(e: unknown): { error: Record<string, unknown> } {
+  const err = e instanceof Error ? e : new Error(String(e));
+  const x = err as Error & { errno?: unknown; code?: unknown; file?: unknown; offset?: unknown; url?: unknown };
+  const usage = typeof x.code === 'string' && x.code.startsWith('commander.');
+  const out: Record<string, unknown> = {
+    code: err instanceof ObdError ? err.errno : usage ? 'EINVAL' : typeof x.code === 'string' ? x.code : 'EIO',
+    type: usage ? x.code : err.name,
+    message: err.message.replace(/^error: /, ''),
+  };
+  for (const k of ['file', 'offset', 'url'] as const) if (x[k] !== undefined) out[k] = x[k];
+  return { error: out };
+}
+
+/**
+ * One line for the user (or the JSON error with --json); a stack only for unexpected failures
+ * or with OBD_DEBUG set. Returns the exit code: 1 for expected failures, 2 for bugs.
+ */
+export function reportError(e: unknown, json = wantsJson()): number {
   const err = e as Error;
-  if (process.env.OBD_DEBUG) console.error(err);
-  else if (err instanceof ObdError) console.error(`obd: ${err.message}`);
-  else if ((err as NodeJS.ErrnoException)?.code && err.message) console.error(`obd: ${err.message}`);
+  const expected = err instanceof ObdError || (typeof (err as NodeJS.ErrnoException)?.code === 'string' && !!err.message);
+  if (json) {
+    process.stdout.write(JSON.stringify(errorJson(err)) + '\n');
+    if (process.env.OBD_DEBUG || !expected) console.error(err);
+  } else if (process.env.OBD_DEBUG) console.error(err);
+  else if (expected) console.error(`obd: ${err.message}`);
   else console.error(err);
-  return err instanceof ObdError ? 1 : 2;
+  return expected ? 1 : 2;
 }

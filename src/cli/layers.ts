@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { exportRaw } from '../image/export.ts';
 import { describeLayer, type LayerInfo } from '../image/info.ts';
-import { openLayerFile, openStack } from '../image/open.ts';
+import { stackMap } from '../image/map.ts';
+import { openLayerFile, openStack, type OpenedLayer } from '../image/open.ts';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { formatSize } from '../io/util.ts';
 import { atomicOutput, output, progress } from './common.ts';
@@ -53,20 +54,21 @@ export function register(program: Command): void {
     .command('map')
     .description('list the extents of a stack: data, zeroed or hole, and the layer backing each')
     .argument('<layer...>', 'layer files, bottom first')
-    .option('--json', 'print JSON')
+    .option('--json', "print qemu-img map's JSON: start, length, depth (1 = top layer, 0 = none), present, zero, data, offset")
+    .addHelpText('after', '\nExamples:\n  obd map base.lsmt app.lsmt\n  obd map --json base.lsmt app.lsmt | jq \'.[] | select(.depth == 1)\'     # what the top layer holds\n')
     .action(async (files: string[], opts: { json?: boolean }) => {
       const stack = await openStack(files);
       try {
+        if (opts.json) {
+          const plain = stack.layers.map((l) => (l as OpenedLayer).wrapping.length === 1);
+          process.stdout.write(JSON.stringify(stackMap(stack, plain)) + '\n');
+          return;
+        }
         const exts = await stack.extents(0, stack.size);
-        output(opts.json, { size: stack.size, layers: files, extents: exts, mergedIndexEntries: stack.index.count }, () =>
-          [
-            `${'offset'.padStart(14)} ${'length'.padStart(14)}  kind  layer`,
-            ...exts.map(
-              (e) =>
-                `${String(e.offset).padStart(14)} ${String(e.length).padStart(14)}  ${e.kind.padEnd(4)}  ${e.layer < 0 ? '-' : `${e.layer} ${files[e.layer]}`}`,
-            ),
-          ].join('\n'),
+        const rows = exts.map(
+          (e) => `${String(e.offset).padStart(14)} ${String(e.length).padStart(14)}  ${e.kind.padEnd(4)}  ${e.layer < 0 ? '-' : `${e.layer} ${files[e.layer]}`}`,
         );
+        process.stdout.write([`${'offset'.padStart(14)} ${'length'.padStart(14)}  kind  layer`, ...rows].join('\n') + '\n');
       } finally {
         await stack.close();
       }

@@ -1,7 +1,7 @@
 /** `obd serve`: export images over NBD until SIGINT/SIGTERM. */
 import os from 'node:os';
 import path from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';
 import type { BlockDevice } from '../io/types.ts';
 import { NbdServer, type NbdAddress, type NbdEvent, type NbdExportOptions } from '../nbd/index.ts';
@@ -30,7 +30,7 @@ export function register(program: Command): void {
     .description('serve images over NBD (unix socket or TCP) until Ctrl-C')
     .argument('[image...]', 'the main export: layer files bottom → top, or one config.v1.json, oci:DIR[:tag] or registry reference (read lazily)')
     .option('--socket <path>', 'listen on this unix socket (default: a new one in the temp directory)')
-    .option('--listen <host:port>', 'listen on TCP instead, e.g. 127.0.0.1:10809', hostPort)
+    .option('--listen <[host:]port>', 'listen on TCP instead: a bare port binds 127.0.0.1 (e.g. 10809), or give HOST:PORT (0.0.0.0:10809)', hostPort)
     .option(
       '--export <name[=image,...]>',
       'without "=": the name of the main export (default ""); with "=": one more read-only export made of the ' +
@@ -42,9 +42,9 @@ export function register(program: Command): void {
     .option('--read-only', 'serve the main export read-only even when --upper is given')
     .option('--verify-chain', "require each layer's parent uuid to match the layer below")
     .option('--download', 'download remote layers in the background; reads switch to the local copy once its digest checks')
-    .option('--download-rate <MiB/s>', 'background download rate limit (default 100)', Number)
+    .addOption(new Option('--download-rate <MiB/s>', 'background download rate limit').argParser(Number).default(100))
     .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
-    .option('--json', 'print one JSON line on stdout once listening')
+    .option('--json', 'report on stdout as JSON lines: ready (once listening), error, stopping, stopped')
     .option('-v, --verbose', 'log connections and errors on stderr');
   addCacheOptions(addRemoteOptions(cmd))
     .addHelpText(
@@ -55,7 +55,7 @@ Examples:
   obd serve base.lsmt app.lsmt --socket /tmp/obd.sock
   qemu-img info "nbd+unix:///?socket=/tmp/obd.sock"
   nbdinfo --map=qemu:allocation-depth "nbd+unix:///?socket=/tmp/obd.sock"
-  obd serve base.lsmt --export base --export app=base.lsmt,app.lsmt --listen 127.0.0.1:10809
+  obd serve base.lsmt --export base --export app=base.lsmt,app.lsmt --listen 10809
   obd serve base.lsmt app.lsmt --writable --upper rw.data rw.index --socket /tmp/obd.sock
   obd serve oci:./images:v1 --socket /tmp/obd.sock
   obd serve localhost:5000/disks/vm1:v1 --cache-dir /var/cache/obd --writable --upper rw.data rw.index
@@ -64,10 +64,11 @@ Examples:
     .action(serve);
 }
 
+/** `PORT` (on 127.0.0.1, so nothing is exposed by accident), `HOST:PORT` or `[IPv6]:PORT`. */
 function hostPort(text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
+  const m = /^(?:(?:\[([^\]]+)\]|([^:]*)):)?(\d+)$/.exec(text);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new InvalidArgumentError(`expected HOST:PORT, e.g. 127.0.0.1:10809 (got "${text}")`);
+  if (!m || port > 65535) throw new InvalidArgumentError(`expected PORT or HOST:PORT, e.g. 10809 or 0.0.0.0:10809 (got "${text}")`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
@@ -119,7 +120,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   const server = new NbdServer({
     exports: table,
     defaultExport: images.length > 0 ? mainName : undefined,
-    onEvent: opts.verbose ? logEvent : undefined,
+    onEvent: opts.json ? (e) => jsonEvent(e, opts.verbose) : opts.verbose ? logEvent : undefined,
   });
   const addr: NbdAddress = opts.listen ?? { socket: opts.socket ?? path.join(os.tmpdir(), `obd-${process.pid}.sock`) };
   try {
@@ -143,7 +144,8 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, exports }) + '\n');
 
   const signals = onStopSignal('finishing running requests and closing');
-  await signals.stopped;
+  const signal = await signals.stopped;
+  if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');
   try {
     await server.close();
   } finally {
@@ -167,6 +169,16 @@ export function inspectCommands(uri: string, dir = '/tmp/obd'): string[] {
     `sudo mount -o ro,noload "$(sudo losetup -r -f --show ${dir}/fuse/disk)" ${dir}/mnt && ls ${dir}/mnt`,
     `sudo umount ${dir}/mnt && sudo umount ${dir}/fuse     # detach again`,
   ];
+}
+
+/** `serve --json`: failures always, connections too with --verbose; stderr keeps the human log. */
+function jsonEvent(e: NbdEvent, verbose: boolean | undefined): void {
+  if (verbose) logEvent(e);
+  const failed = e.type === 'protocol-error' || e.type === 'io-error';
+  if (!failed && !verbose) return;
+  const { error, ...rest } = e as NbdEvent & { error?: unknown };
+  const line = failed ? { event: 'error', ...rest, ...(error === undefined ? {} : { message: error instanceof Error ? error.message : String(error) }) } : { event: e.type, ...rest };
+  process.stdout.write(JSON.stringify(line) + '\n');
 }
 
 function logEvent(e: NbdEvent): void {

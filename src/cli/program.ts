@@ -1,7 +1,7 @@
 /** `obd`: the command line over the overlaybd-ts library. Commands live in one file per area. */
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { AREAS } from './areas.ts';
-import { reportError } from './common.ts';
+import { reportError, wantsJson } from './common.ts';
 
 const program = new Command('obd')
   .description('OverlayBD layered block-device images: LSMT layers, ZFile compression, registries, NBD export')
@@ -13,9 +13,18 @@ const program = new Command('obd')
 const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
 const owner = AREAS.find(([commands]) => first !== undefined && commands.includes(first));
 
+// With --json, usage errors are reported as JSON as well: commander throws instead of printing.
+const json = wantsJson();
+if (json) program.exitOverride().configureOutput({ outputError: () => {} });
+
 try {
   for (const [, load] of owner ? [owner] : AREAS) (await load()).register(program);
   await program.parseAsync(process.argv);
 } catch (e) {
-  process.exitCode = reportError(e);
+  // A CommanderError (thrown only with --json) carries its exit code: 0 after --help or --version.
+  if (!(e instanceof CommanderError)) process.exitCode = reportError(e, json);
+  else {
+    if (e.exitCode !== 0) reportError(e, json);
+    process.exitCode = e.exitCode;
+  }
 }

@@ -6,13 +6,19 @@
 import { Option, type Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { formatSize } from '../io/util.ts';
+import { DEFAULT_CACHE_SIZE } from '../remote/cache.ts';
+import { DEFAULT_IDLE_TIMEOUT_MS } from '../remote/http.ts';
+import { DEFAULT_UNIT } from '../remote/lazy-source.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
 import { openRepository, resolveImage } from '../remote/image.ts';
 import { Annotation } from '../remote/manifest.ts';
 import { copyImage, pullImage } from '../remote/pull.ts';
 import { pushImage } from '../remote/push.ts';
-import { formatReference, parseReference, referenceTarget } from '../remote/reference.ts';
+import { formatReference, referenceTarget, resolveReference } from '../remote/reference.ts';
 import { intArg, output, progressBar, sizeArg } from './common.ts';
+
+/** Retries the CLI asks for (the registry client's own default). */
+const DEFAULT_RETRIES = 4;
 
 export interface RemoteFlags {
   plainHttp?: boolean;
@@ -32,8 +38,8 @@ export function addRemoteOptions(cmd: Command): Command {
     .option('--creds-file <file>', 'credentials file ({"auths": {...}} as docker config.json); ~/.docker/config.json is always read')
     .option('--proxy <url>', 'send every request through this HTTP proxy (e.g. a P2P agent)')
     .option('--platform <os/arch>', 'platform to pick from an image index (default linux/<this arch>)')
-    .option('--timeout <ms>', 'give up a request after this long without data', intArg)
-    .option('--retries <n>', 'retries for resets, timeouts and 5xx', intArg);
+    .addOption(new Option('--timeout <ms>', 'give up a request after this long without data').argParser(intArg).default(DEFAULT_IDLE_TIMEOUT_MS))
+    .addOption(new Option('--retries <n>', 'retries for resets, timeouts and 5xx').argParser(intArg).default(DEFAULT_RETRIES));
 }
 
 export function remoteOptions(f: RemoteFlags): RemoteOptions {
@@ -56,8 +62,8 @@ export interface CacheFlags {
 export function addCacheOptions(cmd: Command): Command {
   return cmd
     .option('--cache-dir <dir>', 'on-disk cache for remote layers (persistent; default: memory only)')
-    .option('--cache-size <size>', 'cache capacity (default 4G)', sizeArg)
-    .option('--refill <size>', 'refill unit for remote reads (default 256K)', sizeArg);
+    .addOption(new Option('--cache-size <size>', 'cache capacity').argParser(sizeArg).default(DEFAULT_CACHE_SIZE, '4G'))
+    .addOption(new Option('--refill <size>', 'refill unit for remote reads').argParser(sizeArg).default(DEFAULT_UNIT, '256K'));
 }
 
 export function cacheOptions(f: CacheFlags): LazyOptions {
@@ -75,10 +81,10 @@ export function register(program: Command): void {
       .option('--append', 'put the layers on top of the image already at the reference')
       .option('--mount-from <repo...>', 'repositories of the same registry to mount existing blobs from')
       .option('--fs-type <type>', 'record the layer filesystem (blob-fs-type annotation), e.g. ext4')
-      .addOption(new Option('-a, --algorithm <name>', 'codec for plain LSMT layers').choices(['lz4', 'zstd']).default('lz4'))
-      .option('-b, --block-size <size>', 'zfile block size for plain LSMT layers', sizeArg, 4096)
+      .addOption(new Option('-z, --compress <algorithm>', 'ZFile codec for plain LSMT layers (as commit -z)').choices(['lz4', 'zstd']).default('lz4'))
+      .addOption(new Option('--block-size <size>', 'ZFile block size for plain LSMT layers, 4K..64K').argParser(sizeArg).default(4096, '4K'))
       .option('--json', 'print the result as JSON'),
-  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; algorithm: 'lz4' | 'zstd'; blockSize: number; json?: boolean }) => {
+  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; compress: 'lz4' | 'zstd'; blockSize: number; json?: boolean }) => {
     if (args.length < 2) throw new InvalidArgumentError('need at least one layer file and a target reference');
     const ref = args[args.length - 1]!;
     const files = args.slice(0, -1);
@@ -89,7 +95,7 @@ export function register(program: Command): void {
         append: o.append,
         mountFrom: o.mountFrom,
         fsType: o.fsType,
-        zfile: { algorithm: o.algorithm, blockSize: o.blockSize },
+        zfile: { algorithm: o.compress, blockSize: o.blockSize },
         onProgress: b.onProgress,
       });
       b.stop();
@@ -115,7 +121,7 @@ export function register(program: Command): void {
   ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; json?: boolean }) => {
     const b = progressBar('pull', !o.json);
     try {
-      if (dir.startsWith('oci:')) {
+      if (dir.startsWith('oci:') || dir.startsWith('oci-archive:')) {
         const r = await copyImage(ref, dir, { ...remoteOptions(o), onProgress: b.onProgress });
         b.stop();
         output(o.json, r, () => `${r.blobs.map((x) => `${x.result.padEnd(8)} ${x.digest} ${formatSize(x.size).padStart(10)}`).join('\n')}\ncopied ${r.source} → ${r.target}@${r.digest}`);
@@ -152,12 +158,17 @@ export function register(program: Command): void {
     program
       .command('inspect')
       .description('show an image manifest: layers, sizes and overlaybd annotations')
-      .argument('<ref>', 'image reference (registry or oci:DIR)')
+      .argument('<ref>', 'image reference (registry, oci:DIR, oci-archive:FILE or a layout directory)')
+      .option('--raw', 'print the manifest (or index) exactly as stored, byte for byte')
       .option('--json', 'print the result as JSON'),
-  ).action(async (ref: string, o: RemoteFlags & { json?: boolean }) => {
-    const r = parseReference(ref);
+  ).action(async (ref: string, o: RemoteFlags & { raw?: boolean; json?: boolean }) => {
+    const r = await resolveReference(ref);
     const opened = await openRepository(r, remoteOptions(o));
     try {
+      if (o.raw) {
+        process.stdout.write((await opened.repo.getManifest(referenceTarget(r))).bytes);
+        return;
+      }
       const img = await resolveImage(opened.repo, referenceTarget(r), remoteOptions(o).platform);
       const value = { reference: formatReference(r), digest: img.digest, mediaType: img.raw.mediaType, manifest: img.manifest };
       output(o.json, value, () =>
@@ -167,7 +178,8 @@ export function register(program: Command): void {
           ...img.manifest.layers.map((l, i) => {
             const a = l.annotations ?? {};
             const obd = a[Annotation.version] ? ` overlaybd ${a[Annotation.version]}${a[Annotation.fsType] ? ` ${a[Annotation.fsType]}` : ''}` : '';
-            return `layer ${i} ${l.digest} ${formatSize(l.size).padStart(10)}${obd}`;
+            const recompressed = /\+(gzip|zstd)$/.test(l.mediaType) ? ` ${l.mediaType} (a compressed stream, not servable)` : '';
+            return `layer ${i} ${l.digest} ${formatSize(l.size).padStart(10)}${obd}${recompressed}`;
           }),
         ].join('\n'),
       );

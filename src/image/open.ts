@@ -15,7 +15,8 @@ import { Stack, type StackOptions } from '../lsmt/stack.ts';
 import { WritableLayer } from '../lsmt/writable.ts';
 import type { DownloadConfig } from '../remote/config.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
-import { parseReference } from '../remote/reference.ts';
+import { RecompressedLayerError, sniffStreamCompression } from '../remote/recompressed.ts';
+import { parseReference, resolveReference, transportOf, TRANSPORTS } from '../remote/reference.ts';
 import type { ImageSources } from '../remote/sources.ts';
 import type { ReplayResult, TraceRecorder } from '../remote/trace.ts';
 import { isZFile, ZFileReader } from '../zfile/reader.ts';
@@ -50,6 +51,8 @@ export async function openLayerSource(src: ByteSource, opts: LayerSourceOptions 
   }
   const head = await readAt(cur, 0, Math.min(512, cur.size));
   if (!hasLsmtMagic(head)) {
+    const compression = wrapping.length === 0 ? sniffStreamCompression(head) : undefined;
+    if (compression) throw new RecompressedLayerError(src.name, compression);
     const inside = wrapping.length ? ` inside the ${wrapping.join(' > ')} wrapper` : '';
     throw new FormatError(src.name, `not an LSMT layer (no LSMT magic at offset 0${inside})`, 0);
   }
@@ -110,13 +113,15 @@ export interface ImageOptions extends RemoteOptions, LazyOptions {
 }
 
 /**
- * True when `arg` names an image source rather than a layer file: an existing .json file,
- * `oci:…`, or a reference whose first component is a registry host (has a dot or a port,
- * or is localhost — docker's rule), so a mistyped path never becomes a network request.
+ * True when `arg` names an image source rather than a layer file: an existing .json file, a
+ * transport (`docker://`, `oci:`, `oci-archive:`, or one the reference parser refuses), an OCI
+ * layout directory, or a reference whose first component is a registry host (has a dot or a
+ * port, or is localhost — docker's rule), so a mistyped path never becomes a network request.
  */
 async function isImageSpec(arg: string): Promise<boolean> {
-  if (arg.startsWith('oci:')) return true;
   if (await isFile(arg)) return arg.endsWith('.json');
+  if (transportOf(arg) !== undefined || TRANSPORTS.some((t) => arg.startsWith(t))) return true;
+  if ((await resolveReference(arg).catch(() => undefined))?.kind === 'oci') return true;
   const slash = arg.indexOf('/');
   if (slash <= 0) return false;
   const host = arg.slice(0, slash);

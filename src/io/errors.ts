@@ -3,7 +3,7 @@
  * can map it to an exit code or an errno without parsing messages. `errno` is the POSIX
  * name the NBD server reports for the failure.
  */
-export type Errno = 'EIO' | 'EINVAL' | 'EPERM' | 'ENOSPC' | 'ENOTSUP' | 'ENOENT' | 'EOVERFLOW' | 'ESHUTDOWN' | 'EBUSY';
+export type Errno = 'EIO' | 'EINVAL' | 'EPERM' | 'ENOSPC' | 'ENOTSUP' | 'ENOENT' | 'EOVERFLOW' | 'ESHUTDOWN' | 'EBUSY' | 'ENOMEM';
 
 export class ObdError extends Error {
   readonly errno: Errno = 'EIO';
@@ -50,6 +50,11 @@ export class OutOfRangeError extends ObdError {
   }
 }
 
+/** A write reaches past the end of the device: the disk is full. */
+export class NoSpaceError extends ObdError {
+  override readonly errno: Errno = 'ENOSPC';
+}
+
 /** A write, trim or flush reached a read-only device. */
 export class ReadOnlyError extends ObdError {
   override readonly errno: Errno = 'EPERM';
@@ -81,6 +86,11 @@ export class NotSupportedError extends ObdError {
   override readonly errno: Errno = 'ENOTSUP';
 }
 
+/** The filesystem refused access (EACCES, EPERM) or is mounted read-only (EROFS). */
+export class PermissionError extends ObdError {
+  override readonly errno: Errno = 'EPERM';
+}
+
 /** A file or blob that should exist does not. */
 export class NotFoundError extends ObdError {
   override readonly errno: Errno = 'ENOENT';
@@ -89,4 +99,27 @@ export class NotFoundError extends ObdError {
 /** Another process is using the file in a way that excludes this operation. */
 export class BusyError extends ObdError {
   override readonly errno: Errno = 'EBUSY';
+}
+
+/**
+ * The one mapping from Node system error codes (fs, sockets) to errnos; codes not listed are
+ * EIO. Typed errors that wrap a system error use it, and the NBD server maps errnos onward.
+ */
+const ERRNO_OF_CODE: Readonly<Record<string, Errno>> = {
+  ENOENT: 'ENOENT',
+  EPERM: 'EPERM',
+  EACCES: 'EPERM',
+  EROFS: 'EPERM',
+  ENOSPC: 'ENOSPC',
+  EDQUOT: 'ENOSPC',
+  EFBIG: 'ENOSPC',
+  EINVAL: 'EINVAL',
+  ENOMEM: 'ENOMEM',
+};
+
+/** The errno a failure stands for: a typed error's own, a system error's by its code, else EIO. */
+export function errnoOf(e: unknown): Errno {
+  if (e instanceof ObdError) return e.errno;
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return (typeof code === 'string' && Object.hasOwn(ERRNO_OF_CODE, code) && ERRNO_OF_CODE[code]) || 'EIO';
 }

@@ -1,6 +1,6 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { SyncReadGate, preadFull } from './fd-io.ts';
-import { ClosedError, NotFoundError, ObdError } from './errors.ts';
+import { ClosedError, NotFoundError, ObdError, PermissionError, errnoOf } from './errors.ts';
 import type { ByteSource } from './types.ts';
 
 export interface FileSourceOptions {
@@ -73,11 +73,11 @@ export async function isFile(path: string): Promise<boolean> {
   return (await stat(path).catch(() => undefined))?.isFile() ?? false;
 }
 
-/** Turns a Node fs error into a typed error that names the path. */
+/** Turns a Node fs error into a typed error that names the path (errnos as errnoOf). */
 export function wrapFsError(path: string, e: unknown): Error {
-  const err = e as NodeJS.ErrnoException;
-  if (err?.code === 'ENOENT') return new NotFoundError(`${path}: no such file`, { cause: e });
-  if (err?.code === 'EACCES' || err?.code === 'EPERM') return new ObdError(`${path}: permission denied`, { cause: e });
-  if (err?.code === 'EISDIR') return new ObdError(`${path}: is a directory`, { cause: e });
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT') return new NotFoundError(`${path}: no such file`, { cause: e });
+  if (errnoOf(e) === 'EPERM') return new PermissionError(`${path}: ${code === 'EROFS' ? 'read-only file system' : 'permission denied'}`, { cause: e });
+  if (code === 'EISDIR') return new ObdError(`${path}: is a directory`, { cause: e });
   return e instanceof Error ? e : new ObdError(String(e));
 }

@@ -1,3 +1,4 @@
+import { declareCapabilities } from './capabilities.ts';
 import { OutOfRangeError } from './errors.ts';
 import type { BlockDevice, ByteSink, ByteSource, Extent } from './types.ts';
 
@@ -36,6 +37,7 @@ export class MemoryDevice implements BlockDevice {
   readonly size: number;
   readonly layerCount = 1;
   readonly writable = true;
+  readonly capabilities = declareCapabilities({ write: true, trim: true, flush: true });
   readonly bytes: Uint8Array;
   /** Per sector: 0 = never written, 1 = data, 2 = trimmed. */
   readonly #state: Uint8Array;

@@ -1,5 +1,5 @@
 /**
- * The two interfaces everything composes through (see docs/design.md).
+ * The two interfaces everything composes through (see docs/design.md §1).
  *
  * A ByteSource is a blob: bytes with a size. A BlockDevice is a virtual disk that can also
  * describe what backs each range. Wrappers take one of these and are one themselves.
@@ -46,6 +46,33 @@ export interface Extent {
   layer: number;
 }
 
+/**
+ * What a device can do, declared as data so exports (src/ops) decide once instead of probing
+ * methods per request. Emulated operations are done by src/ops/device-ops.ts.
+ */
+export interface DeviceCapabilities {
+  /** write() is present and the device accepts writes. */
+  readonly writable: boolean;
+  /** trim() is present: discarded ranges read as zeros afterwards. */
+  readonly trim: boolean;
+  /** How write-zeroes is done: by trimming (fast, leaves holes) or by writing zeros. */
+  readonly zero: 'trim' | 'write' | 'none';
+  /** How FUA is honoured: the device has no FUA of its own, so writes are followed by a flush. */
+  readonly fua: 'flush' | 'none';
+  /** flush() is present. */
+  readonly flush: boolean;
+  /** Reading a range warms what lies below (a cache, a lazy download): CACHE/prefetch is useful. */
+  readonly prefetch: boolean;
+  /** extents() describes real allocation (holes, zeroed ranges, layers). */
+  readonly extents: boolean;
+  /** Unit that discards are aligned to, and the smallest request worth making (bytes). */
+  readonly minBlock: number;
+  /** Requests of this size and alignment are served best (bytes). */
+  readonly preferredBlock: number;
+  /** Largest single request the device takes (bytes). */
+  readonly maxRequest: number;
+}
+
 /** A virtual disk. Reads never return short: unbacked ranges read as zeros. */
 export interface BlockDevice {
   readonly name: string;
@@ -54,6 +81,15 @@ export interface BlockDevice {
   /** Number of layers below this device's top (1 for a single layer); feeds allocation depth. */
   readonly layerCount: number;
   readonly writable: boolean;
+  /**
+   * What the device can do. Optional for devices written elsewhere: src/ops derives it from
+   * the methods present (capabilitiesOf) when it is missing.
+   */
+  readonly capabilities?: DeviceCapabilities;
+  /** uuid of the device's top layer, when it has layers with identities (LSMT stacks and uppers). */
+  readonly uuid?: string;
+  /** Parent uuid recorded by the device's top layer. */
+  readonly parentUuid?: string;
   /** Fills `buf` entirely with the bytes at `offset`. The range must lie inside `size`. */
   read(buf: Uint8Array, offset: number): Promise<void>;
   /** Describes [offset, offset+length) as consecutive extents covering the whole range. */

@@ -1,4 +1,4 @@
-import { OutOfRangeError, ShortReadError } from './errors.ts';
+import { InvalidArgumentError, OutOfRangeError, ShortReadError } from './errors.ts';
 import type { ByteSource } from './types.ts';
 
 /** Reads exactly `buf.length` bytes at `offset` or throws a ShortReadError. */
@@ -22,6 +22,28 @@ export async function readAt(src: ByteSource, offset: number, length: number): P
 export async function settleAll(jobs: readonly Promise<unknown>[]): Promise<void> {
   const settled = await Promise.allSettled(jobs);
   for (const s of settled) if (s.status === 'rejected') throw s.reason;
+}
+
+/**
+ * For a loop that starts several reads into one buffer and then fails synchronously: waits
+ * for the reads already started (their own failures are absorbed), then rejects with `error`.
+ * Rejecting at once would let the caller reuse the buffer while those reads still fill it.
+ */
+export function failAfter(jobs: readonly Promise<unknown>[] | undefined, error: unknown): Promise<never> {
+  if (!jobs || jobs.length === 0) return Promise.reject(error);
+  return Promise.allSettled(jobs).then(() => {
+    throw error;
+  });
+}
+
+/**
+ * Marks a read-ahead as observed: it is awaited only after other work (a write of the previous
+ * chunk), and a failure meanwhile must not be an unhandled rejection that kills the process.
+ * The returned promise still rejects for whoever awaits it.
+ */
+export function ahead<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
 }
 
 /** A window [base, base+size) of another source, e.g. a tar member. */
@@ -65,13 +87,17 @@ export function writeU64(dv: DataView, off: number, v: number): void {
   dv.setUint32(off + 4, Math.floor(v / 2 ** 32), true);
 }
 
+/** The largest byte count that is a whole number of 512-byte sectors and exact in a double. */
+const MAX_SECTOR_ALIGNED = 2 ** 53 - 512;
+
 /** Parses sizes such as `64G`, `512K`, `1.5M`, `4096` (binary units). */
 export function parseSize(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$/i.exec(text);
-  if (!m) throw new Error(`not a size: "${text}" (examples: 4096, 64K, 10M, 64G, 1T)`);
+  if (!m) throw new InvalidArgumentError(`not a size: "${text}" (examples: 4096, 64K, 10M, 64G, 1T)`);
   const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }[m[2]!.toLowerCase()]!;
   const v = Number(m[1]) * mult;
-  if (!Number.isSafeInteger(v)) throw new Error(`not a whole number of bytes: "${text}"`);
+  if (v > Number.MAX_SAFE_INTEGER) throw new InvalidArgumentError(`"${text}" is too large: sizes are below 8P (2^53 bytes); the largest disk is ${MAX_SECTOR_ALIGNED} bytes (8P - 512)`);
+  if (!Number.isSafeInteger(v)) throw new InvalidArgumentError(`not a whole number of bytes: "${text}"`);
   return v;
 }
 

@@ -1,5 +1,5 @@
 /**
- * Commit: sealing a writable layer into a committed layer (reference.md §2.5). Only live
+ * Commit: sealing a writable layer into a committed layer (docs/format.md §2.5). Only live
  * data is kept (overwritten and trimmed bytes are dropped), copied in logical order; the
  * identity comes from the data-file header unless the caller overrides it, and — as
  * overlaybd-commit — the uuid is the null uuid unless one is given.

@@ -16,6 +16,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { ShortReadError } from '../io/errors.ts';
+import { ahead, failAfter, settleAll } from '../io/util.ts';
 import { FileSink } from '../io/sink.ts';
 import type { ByteSink, ByteSource } from '../io/types.ts';
 import { SECTOR } from './format.ts';
@@ -132,42 +133,41 @@ export async function copyMappings(
     const jobs: Promise<void>[] = [];
     const r = b.reads;
     let sinceYield = 0;
-    for (let k = 0; k < r.length; k += 4) {
-      const src = sources[r[k]!]!;
-      const view = b.buf.subarray(r[k + 2]!, r[k + 2]! + r[k + 3]!);
-      const n = src.tryReadSync?.(view, r[k + 1]!);
-      if (n === undefined) {
-        jobs.push(readFull(src, view, r[k + 1]!));
-        continue;
-      }
-      if (n !== view.length) throw new ShortReadError(src.name, r[k + 1]!, view.length, n);
-      sinceYield += n;
-      if (sinceYield >= SYNC_SLICE) {
-        sinceYield = 0;
-        await yieldToLoop();
-      }
-    }
-    await Promise.all(jobs);
-  };
-
-  plan(cur);
-  let filling = fill(cur);
-  while (cur.n > 0) {
-    await filling;
-    plan(next);
-    filling = next.n > 0 ? fill(next) : Promise.resolve();
     try {
-      for (let k = 0; k < cur.n; k++) {
-        if (cur.zeroed[k] === 1) {
-          await writer.addZeroed(cur.offset[k]!, cur.sectors[k]!, cur.tag[k]!);
-        } else {
-          const at = cur.bufAt[k]!;
-          await writer.addData(cur.offset[k]!, cur.buf.subarray(at, at + cur.sectors[k]! * SECTOR), cur.tag[k]!);
+      for (let k = 0; k < r.length; k += 4) {
+        const src = sources[r[k]!]!;
+        const view = b.buf.subarray(r[k + 2]!, r[k + 2]! + r[k + 3]!);
+        const n = src.tryReadSync?.(view, r[k + 1]!);
+        if (n === undefined) {
+          jobs.push(readFull(src, view, r[k + 1]!));
+          continue;
+        }
+        if (n !== view.length) throw new ShortReadError(src.name, r[k + 1]!, view.length, n);
+        sinceYield += n;
+        if (sinceYield >= SYNC_SLICE) {
+          sinceYield = 0;
+          await yieldToLoop();
         }
       }
     } catch (e) {
-      filling.catch(() => {});
-      throw e;
+      return failAfter(jobs, e);
+    }
+    await settleAll(jobs);
+  };
+
+  plan(cur);
+  let filling = ahead(fill(cur));
+  while (cur.n > 0) {
+    await filling;
+    plan(next);
+    filling = next.n > 0 ? ahead(fill(next)) : Promise.resolve();
+    for (let k = 0; k < cur.n; k++) {
+      if (cur.zeroed[k] === 1) {
+        await writer.addZeroed(cur.offset[k]!, cur.sectors[k]!, cur.tag[k]!);
+      } else {
+        const at = cur.bufAt[k]!;
+        await writer.addData(cur.offset[k]!, cur.buf.subarray(at, at + cur.sectors[k]! * SECTOR), cur.tag[k]!);
+      }
     }
     done += cur.bytes;
     onProgress?.(done, total);

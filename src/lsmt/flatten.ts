@@ -1,5 +1,5 @@
 /**
- * Merge / flatten: one sealed layer whose reads equal a whole stack's (reference.md §2.8).
+ * Merge / flatten: one sealed layer whose reads equal a whole stack's (docs/format.md §2.8).
  * The stack's merged index is compacted as a commit would: virtual size from the top
  * layer's header, parent uuid from the bottom layer's header, null uuid unless given, and
  * each entry tagged with its source layer's position counted from the top.

@@ -1,8 +1,8 @@
 /**
  * LSMT on-disk structures: the 4096-byte header/trailer and 16-byte index entries
- * (spec/lsmt.md, reference.md §2.1–2.2). Pure encode/decode; no I/O.
+ * (docs/format.md §2.1–2.2). Pure encode/decode; no I/O.
  */
-import { FormatError } from '../io/errors.ts';
+import { FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { readU64, writeU64 } from '../io/util.ts';
 
 export const SECTOR = 512;
@@ -18,6 +18,33 @@ export const MAX_MOFFSET = 2 ** 55 - 1;
 export const MAX_RO_INDEX_ENTRIES = 1_000_000;
 export const MAX_RW_INDEX_ENTRIES = 128_000_000;
 export const NULL_UUID = '00000000-0000-0000-0000-000000000000';
+/**
+ * Largest virtual size accepted: the biggest multiple of 512 below 2^53, so every offset and
+ * length is an exact number (the format's 50-bit sector offsets would allow 2^59 bytes).
+ */
+export const MAX_VIRTUAL_SIZE = Math.floor(Number.MAX_SAFE_INTEGER / SECTOR) * SECTOR;
+
+/**
+ * Checks a layer's virtual size (docs/format.md §2.10): a multiple of 512, at most
+ * MAX_VIRTUAL_SIZE, and covering everything its index maps (`mappedEnd`, bytes). 0 is accepted
+ * only when `allowZero` (a layer whose size comes from the layers below, as the reference's
+ * convertor writes them).
+ */
+export function checkVirtualSize(size: number, mappedEnd: number, file: string, at: number | undefined, allowZero: boolean): void {
+  const why =
+    size === 0
+      ? allowZero
+        ? undefined
+        : 'is zero'
+      : !Number.isSafeInteger(size) || size > MAX_VIRTUAL_SIZE
+        ? `exceeds the largest supported size ${MAX_VIRTUAL_SIZE}`
+        : size % SECTOR !== 0
+          ? 'is not a multiple of 512'
+          : size < mappedEnd
+            ? `is smaller than the data its index maps (up to byte ${mappedEnd})`
+            : undefined;
+  if (why) throw new FormatError(file, `virtual size ${size} ${why}`, at);
+}
 
 export const MAGIC0 = Uint8Array.of(0x4c, 0x53, 0x4d, 0x54, 0x00, 0x01, 0x02, 0x00);
 export const MAGIC1 = Uint8Array.of(0x65, 0x7e, 0x63, 0xd2, 0x94, 0x44, 0x08, 0x4c, 0xa2, 0xd2, 0xc8, 0xec, 0x4f, 0xcf, 0xae, 0x8a);
@@ -100,7 +127,7 @@ export function encodeHeaderTrailer(ht: HeaderTrailer): Uint8Array {
   b[132] = ht.version;
   b[133] = ht.subVersion;
   const tag = Buffer.from(ht.userTag, 'utf8');
-  if (tag.length > 256) throw new RangeError(`user tag is ${tag.length} bytes; at most 256 fit`);
+  if (tag.length > 256) throw new InvalidArgumentError(`user tag is ${tag.length} bytes; at most 256 fit`);
   b.set(tag, 134);
   return b;
 }
@@ -114,7 +141,7 @@ export function isUuid(s: string): boolean {
 /** Upper-case UUID as the reference writes it; '' means none (the all-zero UUID). */
 export function normalizeUuid(s: string | undefined): string {
   if (!s) return NULL_UUID;
-  if (!isUuid(s)) throw new RangeError(`not a UUID: "${s}" (expected 8-4-4-4-12 hex digits)`);
+  if (!isUuid(s)) throw new InvalidArgumentError(`not a UUID: "${s}" (expected 8-4-4-4-12 hex digits)`);
   return s.toUpperCase();
 }
 

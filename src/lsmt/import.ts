@@ -7,12 +7,10 @@
 import { ChainError, InvalidArgumentError, ShortReadError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import type { BlockDevice, ByteSink, ByteSource } from '../io/types.ts';
-import { isZero } from '../io/util.ts';
+import { ahead, isZero, settleAll } from '../io/util.ts';
 import { withSink, type ProgressFn } from './copy.ts';
 import { SECTOR, randomUuid } from './format.ts';
 import { checkedIdentity } from './identity.ts';
-import { Stack } from './stack.ts';
-import { WritableLayer } from './writable.ts';
 import { SealedLayerWriter, type LayerWriteStats } from './writer.ts';
 
 export interface ImportOptions {
@@ -43,9 +41,7 @@ const CHUNK = 4 << 20;
 
 /** The uuid of the top layer of a stack-like base, when it has one. */
 export function topUuid(dev: BlockDevice | undefined): string | undefined {
-  if (dev instanceof Stack) return dev.layers.at(-1)!.uuid;
-  if (dev instanceof WritableLayer) return dev.uuid;
-  return undefined;
+  return dev?.uuid;
 }
 
 /** Imports the raw image `raw` (a path or source) into a sealed layer at/into `out`. */
@@ -105,19 +101,14 @@ async function scan(
     // The image's last partial sector reads as zero padding.
     if (want < n) img.fill(0, want);
     if (base) jobs.push(base.read(b.base!.subarray(0, n), at));
-    await Promise.all(jobs);
+    await settleAll(jobs);
   };
-  let loading = vsize > 0 ? load(cur, 0) : Promise.resolve();
+  let loading = vsize > 0 ? ahead(load(cur, 0)) : Promise.resolve();
   for (let at = 0; at < vsize; at += chunk) {
     await loading;
     const nextAt = at + chunk;
-    loading = nextAt < vsize ? load(next, nextAt) : Promise.resolve();
-    try {
-      await emitChunk(cur, at, Math.min(chunk, vsize - at), bs, w, counts);
-    } catch (e) {
-      loading.catch(() => {});
-      throw e;
-    }
+    loading = nextAt < vsize ? ahead(load(next, nextAt)) : Promise.resolve();
+    await emitChunk(cur, at, Math.min(chunk, vsize - at), bs, w, counts);
     onProgress?.(Math.min(nextAt, vsize), vsize);
     [cur, next] = [next, cur];
   }

@@ -1,16 +1,23 @@
 /**
  * Failures of writes into layer files, typed so the NBD server can answer ENOSPC for a full
- * disk and EIO for the rest, with messages naming the file and offset.
+ * disk and the system error's errno (errnoOf) for the rest, with messages naming the file
+ * and offset.
  */
-import { ObdError, type Errno } from '../io/errors.ts';
+import { ObdError, errnoOf, type Errno } from '../io/errors.ts';
 
 /** The filesystem holding a layer file is full (or over quota). */
 export class NoSpaceError extends ObdError {
   override readonly errno: Errno = 'ENOSPC';
 }
 
-/** A write, sync or truncate of a layer file failed. */
-export class LayerIoError extends ObdError {}
+/** A write, sync or truncate of a layer file failed; `errno` is the system error's (errnoOf). */
+export class LayerIoError extends ObdError {
+  override readonly errno: Errno;
+  constructor(message: string, options?: ErrorOptions & { errno?: Errno }) {
+    super(message, options);
+    this.errno = options?.errno ?? 'EIO';
+  }
+}
 
 /** Wraps a Node fs error raised while `what` at byte `offset` of `file`. */
 export function wrapWriteError(file: string, what: string, offset: number | undefined, e: unknown): ObdError {
@@ -18,6 +25,7 @@ export function wrapWriteError(file: string, what: string, offset: number | unde
   const code = (e as NodeJS.ErrnoException)?.code;
   const where = offset === undefined ? '' : ` @${offset}`;
   const reason = e instanceof Error ? e.message : String(e);
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new NoSpaceError(`${file}${where}: no space left while ${what}`, { cause: e });
-  return new LayerIoError(`${file}${where}: ${what} failed: ${reason}`, { cause: e });
+  const errno = errnoOf(e);
+  if (errno === 'ENOSPC') return new NoSpaceError(`${file}${where}: no space left while ${what}${code === 'EFBIG' ? ' (file too large)' : ''}`, { cause: e });
+  return new LayerIoError(`${file}${where}: ${what} failed: ${reason}`, { cause: e, errno });
 }

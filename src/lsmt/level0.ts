@@ -1,5 +1,5 @@
 /**
- * The in-memory level-0 index of a writable layer (the reference's `Index0`, reference.md
+ * The in-memory level-0 index of a writable layer (the reference's `Index0`, docs/format.md
  * §2.4): a sorted, non-overlapping set of mappings where each insert cuts away whatever it
  * covers — entries fully inside are erased, partly covered ones are trimmed (moffset
  * advanced unless zeroed), and an entry strictly containing the new range is split in two.
@@ -212,6 +212,12 @@ export class Level0Index {
       for (let i = 0; i < ch.n; i++) t.push(ch.off[i]!, ch.len[i]!, ch.moff[i]!, ch.zero[i] === 1, layer);
     }
     return t;
+  }
+
+  /** End of the last mapping (sectors; 0 when empty). */
+  endSector(): number {
+    const last = this.#chunks.at(-1);
+    return last && last.n > 0 ? last.lastEnd() : 0;
   }
 
   /** Sectors covered by data (not zeroed) mappings. */

@@ -1,6 +1,7 @@
 /**
  * One merged index over a stack of layers: for every sector, the topmost layer with any
- * mapping (data or zeroed) there wins (the reference's painter's algorithm, §2.7).
+ * mapping (data or zeroed) there wins (the reference's painter's algorithm, docs/format.md
+ * §2.7).
  *
  * Built by a single sweep over all entries sorted by offset with a max-heap of the layers
  * active at the sweep position: O(T log N) for T entries in N layers, where the

@@ -1,6 +1,6 @@
 /**
  * Opening a sealed (committed) LSMT layer: header and trailer validation, index loading
- * (reference.md §2.1 open-time checks). The result is a parsed layer; reading goes
+ * (docs/format.md §2.3). The result is a parsed layer; reading goes
  * through a Stack (a single layer is a stack of one).
  */
 import { FormatError } from '../io/errors.ts';
@@ -16,6 +16,7 @@ import {
   INVALID_OFFSET,
   MAX_RO_INDEX_ENTRIES,
   SECTOR,
+  checkVirtualSize,
   parseHeaderTrailer,
   type HeaderTrailer,
 } from './format.ts';
@@ -71,6 +72,7 @@ export async function openSealedLayer(src: ByteSource): Promise<SealedLayer> {
     throw new FormatError(file, `index [${trailer.indexOffset}, +${indexBytes}) runs past the trailer at ${trailerAt}`, trailerAt + 32);
   }
   const index = decodeSealedIndex(await readAt(src, trailer.indexOffset, indexBytes), file, trailer.indexOffset, trailer.indexOffset / SECTOR);
+  checkVirtualSize(trailer.virtualSize, tableEnd(index) * SECTOR, file, trailerAt + 48, true);
   return {
     source: src,
     header,
@@ -119,4 +121,9 @@ export function decodeSealedIndex(bytes: Uint8Array, file: string, fileOffset: n
     t.push(offset, length, moffset, zeroed, 0);
   }
   return t;
+}
+
+/** End of the last mapping of a sorted table (sectors; 0 when empty). */
+export function tableEnd(t: MappingTable): number {
+  return t.count > 0 ? t.offset[t.count - 1]! + t.length[t.count - 1]! : 0;
 }

@@ -5,12 +5,13 @@
  * file become one file read.
  */
 import { ChainError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
+import { declareCapabilities } from '../io/capabilities.ts';
 import type { BlockDevice, ByteSource, Extent, ExtentKind } from '../io/types.ts';
-import { settleAll } from '../io/util.ts';
+import { failAfter, settleAll } from '../io/util.ts';
 import { SECTOR, isNullUuid } from './format.ts';
 import { IndexLookup, REC } from './lookup.ts';
 import { mergeIndexes } from './merged-index.ts';
-import type { SealedLayer } from './sealed.ts';
+import { tableEnd, type SealedLayer } from './sealed.ts';
 import type { MappingTable } from './table.ts';
 
 export interface StackOptions {
@@ -27,6 +28,7 @@ export class Stack implements BlockDevice {
   readonly name: string;
   readonly size: number;
   readonly writable = false;
+  readonly capabilities = declareCapabilities({ write: false, trim: false, flush: false });
   readonly layers: readonly SealedLayer[];
   readonly index: MappingTable;
   readonly lookup: IndexLookup;
@@ -44,13 +46,21 @@ export class Stack implements BlockDevice {
     this.#owns = opts.ownsSources ?? true;
     this.#onClose = opts.onClose;
     this.name = opts.name ?? (layers.length === 1 ? layers[0]!.source.name : `stack of ${layers.length} layers (top ${layers.at(-1)!.source.name})`);
-    this.size = stackVirtualSize(layers);
+    this.size = checkStackSize(layers);
     this.index = mergeIndexes(layers.map((l) => l.index));
     this.lookup = new IndexLookup(this.index);
   }
 
   get layerCount(): number {
     return this.layers.length;
+  }
+
+  get uuid(): string {
+    return this.layers.at(-1)!.uuid;
+  }
+
+  get parentUuid(): string {
+    return this.layers.at(-1)!.parentUuid;
   }
 
   read(buf: Uint8Array, offset: number): Promise<void> {
@@ -80,10 +90,28 @@ export class Stack implements BlockDevice {
   }
 }
 
-/** The topmost non-zero virtual size (reference.md §2.10). */
+/** The topmost non-zero virtual size (docs/format.md §2.10). */
 export function stackVirtualSize(layers: readonly SealedLayer[]): number {
   for (let i = layers.length - 1; i >= 0; i--) if (layers[i]!.virtualSize > 0) return layers[i]!.virtualSize;
   return 0;
+}
+
+/**
+ * The stack's size, checked: some layer must set it, and no layer may map data past it (the
+ * reads there would silently drop that data).
+ */
+function checkStackSize(layers: readonly SealedLayer[]): number {
+  const size = stackVirtualSize(layers);
+  const top = layers.at(-1)!.source.name;
+  if (size === 0) throw new ChainError(`${top}: no layer of the stack sets a virtual size (every one is 0)`);
+  for (const l of layers) {
+    const end = tableEnd(l.index) * SECTOR;
+    if (end > size) {
+      const from = layers.findLast((x) => x.virtualSize > 0)!;
+      throw new ChainError(`${l.source.name}: maps data up to byte ${end}, past the stack's virtual size ${size} (set by ${from.source.name})`);
+    }
+  }
+  return size;
 }
 
 /** Checks every layer's parent uuid against the uuid of the layer below it. */
@@ -158,9 +186,14 @@ export function readMapped(lookup: IndexLookup, sources: readonly ByteSource[], 
   if (!more) return readPiece(sources[rLayer]!, buf, rBuf, rLen, rFile) ?? DONE;
   more.push(rLayer, rFile, rBuf, rLen);
   let jobs: Promise<void>[] | undefined;
-  for (let k = 0; k < more.length; k += 4) {
-    const job = readPiece(sources[more[k]!]!, buf, more[k + 2]!, more[k + 3]!, more[k + 1]!);
-    if (job) (jobs ??= []).push(job);
+  try {
+    for (let k = 0; k < more.length; k += 4) {
+      const job = readPiece(sources[more[k]!]!, buf, more[k + 2]!, more[k + 3]!, more[k + 1]!);
+      if (job) (jobs ??= []).push(job);
+    }
+  } catch (e) {
+    // A later piece failed at once: the read settles only after the earlier ones have.
+    return failAfter(jobs, e);
   }
   return jobs ? settleAll(jobs) : DONE;
 }

@@ -1,5 +1,5 @@
 /**
- * An append-only writable LSMT layer (reference.md §2.4, append mode): a data file
+ * An append-only writable LSMT layer (docs/format.md §2.4): a data file
  * (header flags 3, then data appended) and an index file (header flags 1, then 16-byte
  * entries in write order), optionally on top of a read-only device whose bytes show through
  * wherever this layer has no mapping.
@@ -18,8 +18,9 @@ import { ChainError, ClosedError, FormatError, InvalidArgumentError, NotSupporte
 import { wrapFsError } from '../io/file.ts';
 import { WriterLock, assertUnlocked } from '../io/lock.ts';
 import { writeFull } from '../io/sink.ts';
-import { settleAll } from '../io/util.ts';
-import type { BlockDevice, ByteSource, Extent } from '../io/types.ts';
+import { failAfter, settleAll } from '../io/util.ts';
+import type { BlockDevice, ByteSource, DeviceCapabilities, Extent } from '../io/types.ts';
+import { declareCapabilities } from '../io/capabilities.ts';
 import {
   ENTRY_SIZE,
   FLAG_DATA,
@@ -35,6 +36,8 @@ import {
   encodeHeaderTrailer,
   isNullUuid,
   parseHeaderTrailer,
+  checkVirtualSize,
+  MAX_VIRTUAL_SIZE,
   randomUuid,
   type HeaderTrailer,
 } from './format.ts';
@@ -43,7 +46,6 @@ import { checkUuid } from './identity.ts';
 import { wrapWriteError } from './io-errors.ts';
 import { Level0Index } from './level0.ts';
 import { RangeLocks } from './range-lock.ts';
-import { Stack } from './stack.ts';
 import type { MappingTable } from './table.ts';
 
 /** Longest data piece one entry gets, as the reference splits writes (4 MiB). */
@@ -113,6 +115,7 @@ export class WritableLayer implements BlockDevice {
   readonly indexPath: string;
   readonly layerCount: number;
   readonly writable: boolean;
+  readonly capabilities: DeviceCapabilities;
   readonly uuid: string;
   readonly parentUuid: string;
   readonly recovery: RecoveryReport;
@@ -171,6 +174,7 @@ export class WritableLayer implements BlockDevice {
     this.#lower = opts.lower;
     this.#ownsLower = opts.ownsLower ?? true;
     this.writable = !opts.readOnly;
+    this.capabilities = declareCapabilities({ write: this.writable, trim: true, flush: true });
     this.layerCount = (opts.lower?.layerCount ?? 0) + 1;
     const self = this;
     this.dataSource = {
@@ -187,8 +191,8 @@ export class WritableLayer implements BlockDevice {
   /** Creates a new data + index file pair (refusing to replace existing files unless asked). */
   static async create(dataPath: string, indexPath: string, opts: WritableCreateOptions): Promise<WritableLayer> {
     let vsize = opts.virtualSize;
-    if (!Number.isSafeInteger(vsize) || vsize < 0 || vsize % SECTOR !== 0) {
-      throw new InvalidArgumentError(`virtual size ${vsize} must be a whole number of 512-byte sectors`);
+    if (!Number.isSafeInteger(vsize) || vsize < 0 || vsize % SECTOR !== 0 || vsize > MAX_VIRTUAL_SIZE) {
+      throw new InvalidArgumentError(`virtual size ${vsize} must be a whole number of 512-byte sectors, at most ${MAX_VIRTUAL_SIZE}`);
     }
     if (vsize === 0 && opts.lower) vsize = opts.lower.size;
     if (path.resolve(dataPath) === path.resolve(indexPath)) throw new InvalidArgumentError(`${dataPath}: the data and index files must be different files`);
@@ -264,7 +268,7 @@ export class WritableLayer implements BlockDevice {
         size = opts.lower.size;
         if (!opts.readOnly) await rewriteVirtualSize(files, st.header, st.indexHeader, size);
       }
-      if (size % SECTOR !== 0) throw new FormatError(indexPath, `virtual size ${size} is not a multiple of 512`, 48);
+      checkVirtualSize(size, st.l0.endSector() * SECTOR, indexPath, 48, false);
       return new WritableLayer(files, { ...st, size }, opts);
     } catch (e) {
       await Promise.allSettled([data.close(), index?.close(), lock?.release()]);
@@ -327,28 +331,33 @@ export class WritableLayer implements BlockDevice {
       if (lowTo > from) (jobs ??= []).push(lower!.read(buf.subarray(from - offset, lowTo - offset), from));
       if (to > lowTo) buf.fill(0, Math.max(from, lowTo) - offset, to - offset);
     };
-    this.#l0.visit(Math.floor(offset / SECTOR), Math.ceil(end / SECTOR), (o, l, m, z) => {
-      let s = o * SECTOR;
-      let fileOff = m * SECTOR;
-      if (s < offset) {
-        fileOff += offset - s;
-        s = offset;
-      }
-      const e = Math.min((o + l) * SECTOR, end);
-      if (s > pos) gap(pos, s);
-      if (z) {
-        buf.fill(0, s - offset, e - offset);
-      } else if (rLen > 0 && rBuf + rLen === s - offset && rFile + rLen === fileOff) {
-        rLen += e - s;
-      } else {
-        if (rLen > 0) (jobs ??= []).push(this.#readData(buf.subarray(rBuf, rBuf + rLen), rFile, true));
-        rBuf = s - offset;
-        rFile = fileOff;
-        rLen = e - s;
-      }
-      pos = e;
-    });
-    if (pos < end) gap(pos, end);
+    try {
+      this.#l0.visit(Math.floor(offset / SECTOR), Math.ceil(end / SECTOR), (o, l, m, z) => {
+        let s = o * SECTOR;
+        let fileOff = m * SECTOR;
+        if (s < offset) {
+          fileOff += offset - s;
+          s = offset;
+        }
+        const e = Math.min((o + l) * SECTOR, end);
+        if (s > pos) gap(pos, s);
+        if (z) {
+          buf.fill(0, s - offset, e - offset);
+        } else if (rLen > 0 && rBuf + rLen === s - offset && rFile + rLen === fileOff) {
+          rLen += e - s;
+        } else {
+          if (rLen > 0) (jobs ??= []).push(this.#readData(buf.subarray(rBuf, rBuf + rLen), rFile, true));
+          rBuf = s - offset;
+          rFile = fileOff;
+          rLen = e - s;
+        }
+        pos = e;
+      });
+      if (pos < end) gap(pos, end);
+    } catch (e) {
+      // A lower device that throws at once must not settle this read before the pieces already started.
+      return failAfter(jobs, e);
+    }
     if (rLen > 0) {
       const last = this.#readData(buf.subarray(rBuf, rBuf + rLen), rFile, true);
       if (!jobs) return last.then(() => {});
@@ -560,10 +569,10 @@ export class WritableLayer implements BlockDevice {
 
 /** The parent uuid must name the top layer of the lower device (when it has layers with uuids). */
 function checkParent(file: string, parentUuid: string, lower: BlockDevice): void {
-  const top = lower instanceof Stack ? lower.layers.at(-1)! : lower instanceof WritableLayer ? lower : undefined;
-  if (!top) return;
-  if (isNullUuid(parentUuid) || parentUuid.toUpperCase() !== top.uuid.toUpperCase()) {
-    throw new ChainError(`${file}: parent uuid ${parentUuid} does not match the uuid ${top.uuid} of the layer below it (${lower.name})`);
+  const top = lower.uuid;
+  if (top === undefined) return;
+  if (isNullUuid(parentUuid) || parentUuid.toUpperCase() !== top.toUpperCase()) {
+    throw new ChainError(`${file}: parent uuid ${parentUuid} does not match the uuid ${top} of the layer below it (${lower.name})`);
   }
 }
 

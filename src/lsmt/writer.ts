@@ -1,5 +1,5 @@
 /**
- * Writing sealed LSMT layers with the reference's exact layout (reference.md §2.3, §2.5):
+ * Writing sealed LSMT layers with the reference's exact layout (docs/format.md §2.3, §2.5):
  * header (flags 7) · data in logical order from sector 8 · index padded to 256 entries ·
  * trailer (flags 6). Entries are cut into 64-sector copy steps and re-joined left to right
  * while the joined length stays strictly below 16383 sectors — the rule that makes our

@@ -8,6 +8,7 @@
  */
 import type { Socket } from 'node:net';
 import type { BlockDevice } from '../io/types.ts';
+import type { DeviceOps, OpKind } from '../ops/device-ops.ts';
 import { NbdDisconnect } from './errors.ts';
 import type { ExportTable, ResolvedExport } from './exports.ts';
 import { negotiate } from './handshake.ts';
@@ -27,11 +28,8 @@ import {
   CMD_TRIM,
   CMD_WRITE,
   CMD_WRITE_ZEROES,
-  MIN_BLOCK,
   NBD_EINVAL,
-  NBD_ENOSPC,
   NBD_ENOTSUP,
-  NBD_EPERM,
   NBD_ESHUTDOWN,
   PREFERRED_BLOCK,
   REPLY_FLAG_DONE,
@@ -86,8 +84,15 @@ const CLOSED = 3;
 const STATUS_MAX = 1024 * 1024 * 1024;
 /** Reads at least this long ask the device for extents so holes go out as hole chunks. */
 const SPARSE_READ_MIN = 64 * 1024;
-const ZEROS = new Uint8Array(1024 * 1024);
 const COMMAND_NAMES = ['READ', 'WRITE', 'DISC', 'FLUSH', 'TRIM', 'CACHE', 'WRITE_ZEROES', 'BLOCK_STATUS'];
+
+/** The operation each command's range and read-only checks are those of. */
+const OP_OF: OpKind[] = [];
+OP_OF[CMD_READ] = 'read';
+OP_OF[CMD_TRIM] = 'trim';
+OP_OF[CMD_CACHE] = 'cache';
+OP_OF[CMD_WRITE_ZEROES] = 'zero';
+OP_OF[CMD_BLOCK_STATUS] = 'extents';
 
 /** Flags each command accepts (FUA is valid on every command once advertised). */
 const ALLOWED_FLAGS: number[] = [];
@@ -117,6 +122,7 @@ export class NbdConnection {
   // Negotiated state.
   #exp: ResolvedExport | undefined;
   #dev: BlockDevice | undefined;
+  #ops: DeviceOps | undefined;
   #structured = false;
   #ctxBase = false;
   #ctxDepth = false;
@@ -256,6 +262,7 @@ export class NbdConnection {
       }
       this.#exp = result.export;
       this.#dev = result.export.device;
+      this.#ops = result.export.ops;
       this.#structured = result.structured;
       this.#ctxBase = result.baseAllocation;
       this.#ctxDepth = result.allocationDepth;
@@ -436,80 +443,85 @@ export class NbdConnection {
       this.#replyError(cHi, cLo, NBD_EINVAL, `flags 0x${flags.toString(16)} are not valid for ${COMMAND_NAMES[type]}`);
       return;
     }
-    const size = this.#exp!.size;
-    const past = offset + len > size;
+    const ops = this.#ops!;
+    const fua = (flags & CMD_FLAG_FUA) !== 0;
     switch (type) {
       case CMD_READ:
-        if (past) return this.#rangeError(cHi, cLo, NBD_EINVAL, offset, len);
+        if (this.#refused(OP_OF[type]!, cHi, cLo, offset, len)) return;
         if (len > this.#limits.maxPayload) return this.#tooLong(cHi, cLo, len);
-        this.#begin(len);
-        void this.#read(flags, cHi, cLo, offset, len);
-        return;
+        return void this.#run(type, cHi, cLo, offset, len, len, () => this.#read(flags, cHi, cLo, offset, len));
       case CMD_FLUSH:
-        this.#begin(0);
-        void this.#flush(cHi, cLo);
-        return;
+        return void this.#run(type, cHi, cLo, 0, 0, 0, () => ops.flush());
       case CMD_TRIM:
-        if (this.#exp!.readOnly) return this.#replyError(cHi, cLo, NBD_EPERM, 'export is read-only');
-        if (past) return this.#rangeError(cHi, cLo, NBD_EINVAL, offset, len);
-        this.#begin(0);
-        void this.#trim(flags, cHi, cLo, offset, len);
-        return;
-      case CMD_WRITE_ZEROES:
-        if (this.#exp!.readOnly) return this.#replyError(cHi, cLo, NBD_EPERM, 'export is read-only');
-        if (past) return this.#rangeError(cHi, cLo, NBD_ENOSPC, offset, len);
-        this.#begin(0);
-        void this.#writeZeroes(flags, cHi, cLo, offset, len);
-        return;
+        if (this.#refused(OP_OF[type]!, cHi, cLo, offset, len)) return;
+        return void this.#run(type, cHi, cLo, offset, len, 0, () => ops.trim(offset, len, { fua }));
+      case CMD_WRITE_ZEROES: {
+        if (this.#refused(OP_OF[type]!, cHi, cLo, offset, len)) return;
+        const mayTrim = !(flags & CMD_FLAG_NO_HOLE);
+        if (flags & CMD_FLAG_FAST_ZERO && !ops.fastZero(mayTrim)) return this.#replyError(cHi, cLo, NBD_ENOTSUP, 'zeroing without holes is no faster than writing');
+        return void this.#run(type, cHi, cLo, offset, len, 0, () => ops.zero(offset, len, { mayTrim, fua }));
+      }
       case CMD_CACHE:
-        if (past) return this.#rangeError(cHi, cLo, NBD_EINVAL, offset, len);
+        if (this.#refused(OP_OF[type]!, cHi, cLo, offset, len)) return;
         if (len > this.#limits.maxPayload) return this.#tooLong(cHi, cLo, len);
-        this.#begin(0);
-        void this.#cache(cHi, cLo, offset, len);
-        return;
+        return void this.#run(type, cHi, cLo, offset, len, 0, () => ops.cache(offset, len));
       case CMD_BLOCK_STATUS:
         if (!this.#ctxBase && !this.#ctxDepth) return this.#replyError(cHi, cLo, NBD_EINVAL, 'no metadata context was selected');
-        if (len === 0 || past) return this.#rangeError(cHi, cLo, NBD_EINVAL, offset, len);
-        this.#begin(0);
-        void this.#blockStatus(flags, cHi, cLo, offset, len);
-        return;
+        if (len === 0) return this.#replyError(cHi, cLo, NBD_EINVAL, 'block status of an empty range');
+        if (this.#refused(OP_OF[type]!, cHi, cLo, offset, len)) return;
+        return void this.#run(type, cHi, cLo, offset, len, 0, () => this.#blockStatus(flags, cHi, cLo, offset, len));
     }
   }
 
-  #rangeError(cHi: number, cLo: number, error: number, offset: number, len: number): void {
-    this.#replyError(cHi, cLo, error, `range [${offset}, ${offset + len}) is outside the export size ${this.#exp!.size}`);
+  /** Answers a request the operations would refuse (range, read-only) without running it. */
+  #refused(kind: OpKind, cHi: number, cLo: number, offset: number, len: number): boolean {
+    const bad = this.#ops!.refusal(kind, offset, len);
+    if (bad) this.#replyError(cHi, cLo, nbdErrorOf(bad), bad.message);
+    return bad !== undefined;
   }
 
   #tooLong(cHi: number, cLo: number, len: number): void {
     this.#replyError(cHi, cLo, NBD_EINVAL, `length ${len} exceeds the maximum payload ${this.#limits.maxPayload}`);
   }
 
-  async #read(flags: number, cHi: number, cLo: number, offset: number, len: number): Promise<void> {
+  /**
+   * The one frame every command runs in: counted as in flight, failures answered with their
+   * errno and reported, the slot given back whatever happens. `work` sends the reply of a
+   * command that returns data; the others get a plain OK.
+   */
+  async #run(command: number, cHi: number, cLo: number, offset: number, len: number, bytes: number, work: () => Promise<void | true>): Promise<void> {
+    this.#begin(bytes);
     try {
-      if (!this.#structured) {
-        const out = this.#hooks.pool.get(SIMPLE_REPLY_SIZE + len);
-        putSimpleReply(out, 0, 0, cHi, cLo);
-        try {
-          if (len > 0) await this.#dev!.read(out.subarray(SIMPLE_REPLY_SIZE), offset);
-        } catch (e) {
-          this.#hooks.pool.put(out);
-          throw e;
-        }
-        this.#send(out, true);
-      } else if (len === 0) {
-        const out = Buffer.allocUnsafe(CHUNK_HEADER_SIZE);
-        putChunkHeader(out, 0, REPLY_FLAG_DONE, REPLY_TYPE_NONE, cHi, cLo, 0);
-        this.#send(out);
-      } else if (len < SPARSE_READ_MIN || flags & CMD_FLAG_DF) {
-        this.#send(await this.#dataChunk(cHi, cLo, offset, len, true), true);
-      } else {
-        await this.#sparseRead(cHi, cLo, offset, len);
-      }
+      if ((await work()) !== true) this.#replyOk(cHi, cLo);
     } catch (e) {
-      this.#ioError(CMD_READ, cHi, cLo, offset, len, e);
+      this.#ioError(command, cHi, cLo, offset, len, e);
     } finally {
-      this.#end(len);
+      this.#end(bytes);
     }
+  }
+
+  /** Sends the read's reply itself (true: no plain OK). */
+  async #read(flags: number, cHi: number, cLo: number, offset: number, len: number): Promise<true> {
+    if (!this.#structured) {
+      const out = this.#hooks.pool.get(SIMPLE_REPLY_SIZE + len);
+      putSimpleReply(out, 0, 0, cHi, cLo);
+      try {
+        if (len > 0) await this.#ops!.read(out.subarray(SIMPLE_REPLY_SIZE), offset);
+      } catch (e) {
+        this.#hooks.pool.put(out);
+        throw e;
+      }
+      this.#send(out, true);
+    } else if (len === 0) {
+      const out = Buffer.allocUnsafe(CHUNK_HEADER_SIZE);
+      putChunkHeader(out, 0, REPLY_FLAG_DONE, REPLY_TYPE_NONE, cHi, cLo, 0);
+      this.#send(out);
+    } else if (len < SPARSE_READ_MIN || flags & CMD_FLAG_DF) {
+      this.#send(await this.#dataChunk(cHi, cLo, offset, len, true), true);
+    } else {
+      await this.#sparseRead(cHi, cLo, offset, len);
+    }
+    return true;
   }
 
   /** One OFFSET_DATA chunk (a pooled buffer) holding the device bytes of [offset, offset+len). */
@@ -519,7 +531,7 @@ export class NbdConnection {
     putChunkHeader(out, 0, done ? REPLY_FLAG_DONE : 0, REPLY_TYPE_OFFSET_DATA, cHi, cLo, 8 + len);
     putU64(out, CHUNK_HEADER_SIZE, offset);
     try {
-      await this.#dev!.read(out.subarray(CHUNK_HEADER_SIZE + 8), offset);
+      await this.#ops!.read(out.subarray(CHUNK_HEADER_SIZE + 8), offset);
     } catch (e) {
       pool.put(out);
       throw e;
@@ -529,7 +541,7 @@ export class NbdConnection {
 
   /** A large structured read: data chunks for stored ranges, hole chunks for zero ranges. */
   async #sparseRead(cHi: number, cLo: number, offset: number, len: number): Promise<void> {
-    const segments = planRead(await this.#dev!.extents(offset, len), PREFERRED_BLOCK);
+    const segments = planRead(await this.#ops!.extents(offset, len), PREFERRED_BLOCK);
     if (segments.length <= 1 && !segments[0]?.hole) {
       this.#send(await this.#dataChunk(cHi, cLo, offset, len, true), true);
       return;
@@ -561,120 +573,25 @@ export class NbdConnection {
     if ((flags & ~ALLOWED_FLAGS[CMD_WRITE]!) !== 0) {
       return this.#replyError(cHi, cLo, NBD_EINVAL, `flags 0x${flags.toString(16)} are not valid for WRITE`);
     }
-    if (this.#exp!.readOnly) return this.#replyError(cHi, cLo, NBD_EPERM, 'export is read-only');
-    if (offset + data.length > this.#exp!.size) return this.#rangeError(cHi, cLo, NBD_ENOSPC, offset, data.length);
-    this.#begin(data.length);
-    void this.#write(flags, cHi, cLo, offset, data);
+    if (this.#refused('write', cHi, cLo, offset, data.length)) return;
+    void this.#run(CMD_WRITE, cHi, cLo, offset, data.length, data.length, () => this.#ops!.write(data, offset, { fua: (flags & CMD_FLAG_FUA) !== 0 }));
   }
 
-  async #write(flags: number, cHi: number, cLo: number, offset: number, data: Buffer): Promise<void> {
-    try {
-      const dev = this.#dev!;
-      if (data.length > 0) await dev.write!(data, offset);
-      if (flags & CMD_FLAG_FUA) await dev.flush?.();
-      this.#replyOk(cHi, cLo);
-    } catch (e) {
-      this.#ioError(CMD_WRITE, cHi, cLo, offset, data.length, e);
-    } finally {
-      this.#end(data.length);
-    }
-  }
-
-  async #flush(cHi: number, cLo: number): Promise<void> {
-    try {
-      await this.#dev!.flush?.();
-      this.#replyOk(cHi, cLo);
-    } catch (e) {
-      this.#ioError(CMD_FLUSH, cHi, cLo, 0, 0, e);
-    } finally {
-      this.#end(0);
-    }
-  }
-
-  async #trim(flags: number, cHi: number, cLo: number, offset: number, len: number): Promise<void> {
-    try {
-      const dev = this.#dev!;
-      // TRIM is a hint: only whole sectors are discarded, so devices never see partial ones.
-      const a = Math.ceil(offset / MIN_BLOCK) * MIN_BLOCK;
-      const b = Math.floor((offset + len) / MIN_BLOCK) * MIN_BLOCK;
-      if (a < b && dev.trim) {
-        await dev.trim(a, b - a);
-        if (flags & CMD_FLAG_FUA) await dev.flush?.();
-      }
-      this.#replyOk(cHi, cLo);
-    } catch (e) {
-      this.#ioError(CMD_TRIM, cHi, cLo, offset, len, e);
-    } finally {
-      this.#end(0);
-    }
-  }
-
-  async #writeZeroes(flags: number, cHi: number, cLo: number, offset: number, len: number): Promise<void> {
-    try {
-      const dev = this.#dev!;
-      // Trimmed ranges read back as zeros, which makes trimming the fast way to zero; with
-      // NO_HOLE (or no trim) the zeros must be written, which is not fast.
-      const viaTrim = !(flags & CMD_FLAG_NO_HOLE) && typeof dev.trim === 'function';
-      if (flags & CMD_FLAG_FAST_ZERO && !viaTrim) {
-        this.#replyError(cHi, cLo, NBD_ENOTSUP, 'zeroing without holes is no faster than writing');
-        return;
-      }
-      const end = offset + len;
-      const a = Math.ceil(offset / MIN_BLOCK) * MIN_BLOCK;
-      const b = Math.floor(end / MIN_BLOCK) * MIN_BLOCK;
-      if (viaTrim && a < b) {
-        if (a > offset) await writeZeros(dev, offset, a);
-        await dev.trim!(a, b - a);
-        if (end > b) await writeZeros(dev, b, end);
-      } else {
-        await writeZeros(dev, offset, end);
-      }
-      if (flags & CMD_FLAG_FUA) await dev.flush?.();
-      this.#replyOk(cHi, cLo);
-    } catch (e) {
-      this.#ioError(CMD_WRITE_ZEROES, cHi, cLo, offset, len, e);
-    } finally {
-      this.#end(0);
-    }
-  }
-
-  /** CACHE: reads the range through the device (which warms any cache below), discarding it. */
-  async #cache(cHi: number, cLo: number, offset: number, len: number): Promise<void> {
-    try {
-      const step = Math.min(len, ZEROS.length);
-      const scratch = Buffer.allocUnsafe(step);
-      for (let pos = offset; pos < offset + len; pos += step) {
-        const n = Math.min(step, offset + len - pos);
-        await this.#dev!.read(scratch.subarray(0, n), pos);
-      }
-      this.#replyOk(cHi, cLo);
-    } catch (e) {
-      this.#ioError(CMD_CACHE, cHi, cLo, offset, len, e);
-    } finally {
-      this.#end(0);
-    }
-  }
-
-  async #blockStatus(flags: number, cHi: number, cLo: number, offset: number, len: number): Promise<void> {
-    try {
-      const dev = this.#dev!;
-      const extents = await dev.extents(offset, Math.min(len, STATUS_MAX));
-      this.#send(
-        statusReply(extents, {
-          cookieHi: cHi,
-          cookieLo: cLo,
-          base: this.#ctxBase,
-          depth: this.#ctxDepth,
-          layerCount: dev.layerCount,
-          reqOne: (flags & CMD_FLAG_REQ_ONE) !== 0,
-          maxDescriptors: this.#limits.maxDescriptors,
-        }),
-      );
-    } catch (e) {
-      this.#ioError(CMD_BLOCK_STATUS, cHi, cLo, offset, len, e);
-    } finally {
-      this.#end(0);
-    }
+  /** Sends the status reply itself (true: no plain OK). */
+  async #blockStatus(flags: number, cHi: number, cLo: number, offset: number, len: number): Promise<true> {
+    const extents = await this.#ops!.extents(offset, Math.min(len, STATUS_MAX));
+    this.#send(
+      statusReply(extents, {
+        cookieHi: cHi,
+        cookieLo: cLo,
+        base: this.#ctxBase,
+        depth: this.#ctxDepth,
+        layerCount: this.#dev!.layerCount,
+        reqOne: (flags & CMD_FLAG_REQ_ONE) !== 0,
+        maxDescriptors: this.#limits.maxDescriptors,
+      }),
+    );
+    return true;
   }
 
   // ---- ending ----
@@ -685,7 +602,7 @@ export class NbdConnection {
     this.#phase = CLOSING;
     if (!this.#exp!.readOnly) {
       try {
-        await this.#dev!.flush?.();
+        await this.#ops!.flush();
       } catch (e) {
         this.#hooks.emit({ type: 'io-error', connection: this.id, export: this.#exp!.name, command: 'FLUSH', offset: 0, length: 0, error: e });
       }
@@ -719,11 +636,5 @@ export class NbdConnection {
     this.#reason = reason;
     this.#phase = CLOSING;
     this.#socket.destroy();
-  }
-}
-
-async function writeZeros(dev: BlockDevice, from: number, to: number): Promise<void> {
-  for (let pos = from; pos < to; pos += ZEROS.length) {
-    await dev.write!(ZEROS.subarray(0, Math.min(ZEROS.length, to - pos)), pos);
   }
 }

@@ -3,6 +3,7 @@
  * transmission flags and block-size constraints.
  */
 import type { BlockDevice } from '../io/types.ts';
+import { DeviceOps } from '../ops/device-ops.ts';
 import { NbdServerError } from './errors.ts';
 import {
   FLAG_CAN_MULTI_CONN,
@@ -32,6 +33,8 @@ export type NbdExportTable = Map<string, BlockDevice | NbdExportOptions> | Recor
 export interface ResolvedExport {
   readonly name: string;
   readonly device: BlockDevice;
+  /** The checked, emulating operations every connection to this export goes through. */
+  readonly ops: DeviceOps;
   readonly description: string;
   readonly readOnly: boolean;
   readonly size: number;
@@ -54,11 +57,13 @@ export class ExportTable {
       }
       const opts: NbdExportOptions = 'device' in value ? value : { device: value };
       const dev = opts.device;
+      const ops = new DeviceOps(dev, { readOnly: opts.readOnly });
       this.#byName.set(name, {
         name,
         device: dev,
+        ops,
         description: opts.description ?? '',
-        readOnly: Boolean(opts.readOnly) || !dev.writable || typeof dev.write !== 'function',
+        readOnly: ops.readOnly,
         size: dev.size,
         minBlock: dev.size % MIN_BLOCK === 0 ? MIN_BLOCK : 1,
       });
@@ -90,7 +95,7 @@ export function transmissionFlags(exp: ResolvedExport, structured: boolean): num
   if (exp.readOnly) flags |= FLAG_READ_ONLY;
   else {
     flags |= FLAG_SEND_FLUSH | FLAG_SEND_FUA | FLAG_SEND_WRITE_ZEROES | FLAG_SEND_FAST_ZERO;
-    if (typeof exp.device.trim === 'function') flags |= FLAG_SEND_TRIM;
+    if (exp.ops.capabilities.trim) flags |= FLAG_SEND_TRIM;
   }
   if (structured) flags |= FLAG_SEND_DF;
   return flags;

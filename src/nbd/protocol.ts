@@ -2,7 +2,7 @@
  * NBD wire constants (all fields big-endian) from the NBD protocol document
  * (NetworkBlockDevice/nbd doc/proto.md), plus the mapping from typed errors to NBD errors.
  */
-import { ObdError, type Errno } from '../io/errors.ts';
+import { errnoOf, type Errno } from '../io/errors.ts';
 
 export const NBDMAGIC = 0x4e42444d41474943n;
 export const IHAVEOPT = 0x49484156454f5054n;
@@ -126,24 +126,12 @@ const ERRNO_TO_NBD: Record<Errno, number> = {
   EOVERFLOW: NBD_EOVERFLOW,
   ESHUTDOWN: NBD_ESHUTDOWN,
   EBUSY: NBD_EIO,
-};
-
-const NODE_CODE_TO_NBD: Record<string, number> = {
-  EPERM: NBD_EPERM,
-  EACCES: NBD_EPERM,
-  EROFS: NBD_EPERM,
-  ENOSPC: NBD_ENOSPC,
-  EDQUOT: NBD_ENOSPC,
-  EFBIG: NBD_ENOSPC,
-  EINVAL: NBD_EINVAL,
   ENOMEM: NBD_ENOMEM,
 };
 
-/** The NBD error for a failure: typed errors by `errno`, Node system errors by `code`, else EIO. */
+/** The NBD error for a failure: its errno (errnoOf: typed errors' own, system errors' by code). */
 export function nbdErrorOf(e: unknown): number {
-  if (e instanceof ObdError) return ERRNO_TO_NBD[e.errno] ?? NBD_EIO;
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  return (code && NODE_CODE_TO_NBD[code]) || NBD_EIO;
+  return ERRNO_TO_NBD[errnoOf(e)] ?? NBD_EIO;
 }
 
 /** `nbd+unix:///NAME?socket=PATH` or `nbd://HOST:PORT/NAME` (RFC-style NBD URIs). */

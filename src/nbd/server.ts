@@ -3,8 +3,9 @@
  * number of connections. The server does not own the devices: it flushes writable ones on
  * close, and the caller closes them afterwards.
  */
-import { lstat, unlink } from 'node:fs/promises';
+import { lstat, stat, unlink } from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
 import { NbdConnection, type ConnectionLimits, type NbdEvent } from './connection.ts';
 import { NbdServerError } from './errors.ts';
 import { ExportTable, type NbdExportTable, type ResolvedExport } from './exports.ts';
@@ -103,7 +104,12 @@ export class NbdServer {
   async listen(addr: NbdAddress): Promise<NbdAddress> {
     if (this.#server) throw new NbdServerError('the server is already listening');
     if (this.#closing) throw new NbdServerError('the server is closed');
-    if ('socket' in addr) await removeStaleSocket(addr.socket);
+    if ('socket' in addr) {
+      // Binding in a missing directory fails with EACCES, which points the user the wrong way.
+      const dir = path.dirname(path.resolve(addr.socket));
+      if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new NbdServerError(`cannot listen on ${addr.socket}: no such directory ${dir}`);
+      await removeStaleSocket(addr.socket);
+    }
     const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.#accept(s));
     await new Promise<void>((resolve, reject) => {
       const fail = (e: NodeJS.ErrnoException) => {
@@ -176,9 +182,8 @@ export class NbdServer {
     await stopped;
     const errors: unknown[] = [];
     for (const exp of this.#exports.list()) {
-      if (exp.readOnly || !exp.device.flush) continue;
       try {
-        await exp.device.flush();
+        await exp.ops.flush();
       } catch (e) {
         errors.push(e);
       }

@@ -22,6 +22,9 @@ import { writeFull } from '../io/sink.ts';
 import { checkUnit, DEFAULT_UNIT, type ChunkStore } from './lazy-source.ts';
 import { isDigest } from './reference.ts';
 
+/** Cache capacity when none is given. */
+export const DEFAULT_CACHE_SIZE = 4 * 2 ** 30;
+
 const MAGIC = Buffer.from('OBDCACHE');
 const VERSION = 1;
 const HEADER = 40;
@@ -61,7 +64,7 @@ export class BlobCache {
 
   private constructor(opts: BlobCacheOptions) {
     this.dir = path.resolve(opts.dir);
-    this.capacity = opts.capacity ?? 4 * 2 ** 30;
+    this.capacity = opts.capacity ?? DEFAULT_CACHE_SIZE;
     this.unit = checkUnit(opts.unit ?? DEFAULT_UNIT);
     this.publishDelayMs = opts.publishDelayMs ?? 1000;
   }

@@ -1,10 +1,11 @@
 /**
- * The reference's per-device image config (config.v1.json, reference.md §4.1) → outer layer
+ * The reference's per-device image config (config.v1.json, docs/format.md §4.1) → outer layer
  * sources bottom → top (local files, or lazy cached registry blobs under `repoBlobUrl`),
  * the writable upper's files, and the download / trace / result settings.
  */
 import { access, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { NotFoundError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { CredentialStore } from './auth.ts';
@@ -66,6 +67,13 @@ export interface OpenedImageConfig {
 
 /** Local blob names tried in a lower's dir, in the reference's order. */
 const LOCAL_NAMES = ['overlaybd.commit', '.commit', 'overlaybd.sealed'];
+
+/** When the blob sits where `obd pull` puts it next to the config, the pulled directory was moved. */
+async function movedHint(configPath: string, digest: string): Promise<string> {
+  const here = path.join(path.dirname(configPath), 'blobs', ...digest.split(':'));
+  if (!(await exists(here))) return '';
+  return ` (it is at ${here}: the pulled directory was moved, and config.v1.json records absolute paths; run obd pull again into the new place, which fetches nothing already there)`;
+}
 
 async function exists(p: string): Promise<boolean> {
   return access(p).then(
@@ -164,7 +172,10 @@ export async function openImageConfig(file: string, opts: RemoteOptions & LazyOp
         continue;
       }
       if (!l.digest) throw new InvalidReferenceError(`${abs}: lowers[${i}] has no local blob (${candidates.join(', ') || 'no file or dir'}) and no digest`);
-      if (!config.repoBlobUrl) throw new InvalidReferenceError(`${abs}: lowers[${i}] is remote (${l.digest}) but repoBlobUrl is empty`);
+      if (!config.repoBlobUrl) {
+        const expected = candidates.length ? `expected its blob at ${candidates.join(' or ')}, which does not exist${await movedHint(abs, l.digest)}` : 'it names no file or dir';
+        throw new NotFoundError(`${abs}: lowers[${i}] (${l.digest}): ${expected}; and the config has no repoBlobUrl to fetch it from`);
+      }
       if (!repo) {
         const where = parseRepoBlobUrl(config.repoBlobUrl);
         const credentials = opts.credentials ?? (await CredentialStore.load({ credsFile: opts.credsFile, dockerConfig: opts.dockerConfig }));

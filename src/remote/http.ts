@@ -1,6 +1,6 @@
 /**
  * One HTTP attempt over node:http(s) with keep-alive agents (cheaper per request than
- * fetch on the hot Range path: benchmarking.md §6). No retries, redirects or auth here:
+ * fetch on the hot Range path: docs/benchmarking.md §6). No retries, redirects or auth here:
  * the registry client layers those on. Every socket has an idle timeout, so nothing hangs.
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';

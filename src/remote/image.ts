@@ -9,8 +9,9 @@ import { BlobCache } from './cache.ts';
 import { InvalidReferenceError } from './errors.ts';
 import { LazySource } from './lazy-source.ts';
 import { hostPlatform, isIndex, parseIndex, parseManifest, selectPlatform, type Descriptor, type FetchedManifest, type ImageManifest, type Platform } from './manifest.ts';
+import { OciArchive } from './oci-archive.ts';
 import { OciLayout } from './oci-layout.ts';
-import { parseReference, referenceTarget, formatReference, type ImageReference } from './reference.ts';
+import { resolveReference, referenceTarget, formatReference, type ImageReference } from './reference.ts';
 import { RegistryBlobSource, RegistryClient, type RegistryOptions } from './registry.ts';
 import type { Repository } from './store.ts';
 
@@ -37,18 +38,24 @@ export interface LazyOptions {
 
 export interface OpenedRepository {
   repo: Repository;
+  /** Undoes what opening created (a new OCI layout), after the operation writing into it failed. */
+  abandon(): Promise<void>;
   close(): Promise<void>;
 }
 
-/** Opens the place a reference points at; `create` makes a missing OCI layout. */
+/** Opens the place a reference points at; `create` makes a missing OCI layout (or archive, when it is closed). */
 export async function openRepository(ref: ImageReference, opts: RemoteOptions = {}, create = false): Promise<OpenedRepository> {
   if (ref.kind === 'oci') {
     const layout = await OciLayout.open(ref.path, { create });
-    return { repo: layout, close: () => layout.close() };
+    return { repo: layout, abandon: () => layout.removeIfCreated(), close: () => layout.close() };
+  }
+  if (ref.kind === 'oci-archive') {
+    const archive = await OciArchive.open(ref.path, { create });
+    return { repo: archive, abandon: async () => {}, close: () => archive.close() };
   }
   const credentials = opts.credentials ?? (await CredentialStore.load({ credsFile: opts.credsFile, dockerConfig: opts.dockerConfig }));
   const client = new RegistryClient(ref.host, { ...opts, credentials });
-  return { repo: client.repository(ref.repository), close: () => client.close() };
+  return { repo: client.repository(ref.repository), abandon: async () => {}, close: () => client.close() };
 }
 
 export interface ResolvedImage {
@@ -98,7 +105,7 @@ export async function openLayer(repo: Repository, desc: Descriptor, cache: BlobC
  * (repository connection, cache if it opened one); close() releases it all.
  */
 export async function openRemoteImage(ref: string | ImageReference, opts: RemoteOptions & LazyOptions = {}): Promise<RemoteImage> {
-  const r = typeof ref === 'string' ? parseReference(ref) : ref;
+  const r = await resolveReference(ref);
   const opened = await openRepository(r, opts);
   const ownCache = !opts.cache && opts.cacheDir && r.kind === 'registry' ? await BlobCache.open({ dir: opts.cacheDir, capacity: opts.cacheSize, unit: opts.refill }) : undefined;
   const cache = opts.cache ?? ownCache;

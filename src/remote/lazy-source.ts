@@ -53,6 +53,8 @@ export function checkUnit(unit: number): number {
 interface Flight {
   /** The unit's bytes once fetched. */
   data: Promise<Uint8Array>;
+  /** A reader found these bytes corrupt: they must not reach (or stay in) the store. */
+  evicted?: boolean;
 }
 
 export class LazySource implements ByteSource {
@@ -165,7 +167,10 @@ export class LazySource implements ByteSource {
       this.#flights.set(i, flight);
       first ??= flight;
       const settle = data.then(
-        (d) => this.store.put(i, d).catch(() => {}),
+        async (d) => {
+          if (!flight.evicted) await this.store.put(i, d).catch(() => {});
+          if (flight.evicted) this.store.forget(i);
+        },
         () => {},
       );
       const done = settle.finally(() => {
@@ -197,12 +202,21 @@ export class LazySource implements ByteSource {
 
   /**
    * Forgets the units holding [offset, offset+length): a reader found them corrupt (a bad
-   * block CRC), so the next read fetches them again. A verified local copy is kept.
+   * block CRC), so the next read fetches them again. A unit whose fetch has just delivered
+   * those bytes is still in flight (on its way to the store): it is dropped too, or the
+   * retry would read the same bad bytes back. A verified local copy is kept.
    */
   async evict(offset: number, length: number): Promise<void> {
     if (this.#local || length <= 0) return;
     const last = Math.floor((offset + length - 1) / this.unit);
-    for (let u = Math.floor(offset / this.unit); u <= last; u++) if (!this.#flights.has(u)) this.store.forget(u);
+    for (let u = Math.floor(offset / this.unit); u <= last; u++) {
+      const flight = this.#flights.get(u);
+      if (flight) {
+        flight.evicted = true;
+        this.#flights.delete(u);
+      }
+      this.store.forget(u);
+    }
   }
 
   /** Waits until every unit fetched so far has been handed to the store. */

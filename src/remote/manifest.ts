@@ -81,13 +81,14 @@ export function checkDescriptor(d: unknown, where: string): Descriptor {
 }
 
 function parseJson(m: FetchedManifest, name: string): Record<string, unknown> {
+  let doc: unknown;
   try {
-    const doc = JSON.parse(Buffer.from(m.bytes).toString('utf8'));
-    if (typeof doc !== 'object' || doc === null) throw new Error('not an object');
-    return doc;
+    doc = JSON.parse(Buffer.from(m.bytes).toString('utf8'));
   } catch (e) {
     throw new InvalidReferenceError(`${name}: manifest ${m.digest} is not JSON: ${(e as Error).message}`);
   }
+  if (typeof doc !== 'object' || doc === null) throw new InvalidReferenceError(`${name}: manifest ${m.digest} is not JSON: not an object`);
+  return doc as Record<string, unknown>;
 }
 
 /** The media type a manifest declares, or that its shape implies. */

@@ -21,10 +21,17 @@ interface LayoutIndex {
   manifests: Descriptor[];
 }
 
+/** The index entry tagged `tag`; `latest` also finds the only entry of an index that has one (as skopeo). */
+export function findTagged(manifests: readonly Descriptor[], tag: string): Descriptor | undefined {
+  return manifests.find((m) => (m.annotations?.[Annotation.refName] ?? '') === tag) ?? (tag === DEFAULT_TAG && manifests.length === 1 ? manifests[0] : undefined);
+}
+
 export class OciLayout implements Repository {
   readonly dir: string;
   readonly name: string;
   #writes: Promise<unknown> = Promise.resolve();
+  /** What this open created: the directory, or the layout's files inside an existing one. */
+  #created: string[] = [];
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -44,6 +51,9 @@ export class OciLayout implements Repository {
         throw new InvalidReferenceError(`${marker}: not an OCI layout marker: ${(e as Error).message}`);
       }
       if (!opts.create) throw new RemoteNotFoundError(layout.dir, 'OCI image layout (oci-layout file)');
+      const exists = async (p: string) => (await stat(p).catch(() => undefined)) !== undefined;
+      if (!(await exists(layout.dir))) layout.#created = [layout.dir];
+      else layout.#created = ['oci-layout', 'index.json', ...((await exists(path.join(layout.dir, 'blobs'))) ? [] : ['blobs'])].map((f) => path.join(layout.dir, f));
       await mkdir(path.join(layout.dir, 'blobs', 'sha256'), { recursive: true });
       await writeFile(marker, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
       await layout.#writeIndex({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] });
@@ -87,8 +97,7 @@ export class OciLayout implements Repository {
     let digest = reference;
     let mediaType: string | undefined;
     if (!isDigest(reference)) {
-      const idx = await this.#readIndex();
-      const d = idx.manifests.find((m) => (m.annotations?.[Annotation.refName] ?? '') === reference) ?? (reference === DEFAULT_TAG && idx.manifests.length === 1 ? idx.manifests[0] : undefined);
+      const d = findTagged((await this.#readIndex()).manifests, reference);
       if (!d) throw new RemoteNotFoundError(this.name, `tag "${reference}"`);
       digest = d.digest;
       mediaType = d.mediaType;
@@ -198,6 +207,12 @@ export class OciLayout implements Repository {
     await mkdir(path.dirname(file), { recursive: true });
     await writeFile(tmp, bytes);
     await rename(tmp, file);
+  }
+
+  /** Removes the layout this open created (not a directory it was created in), e.g. after a failed copy. */
+  async removeIfCreated(): Promise<void> {
+    for (const p of this.#created) await rm(p, { recursive: true, force: true });
+    this.#created = [];
   }
 
   async close(): Promise<void> {}

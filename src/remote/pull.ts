@@ -9,7 +9,7 @@ import { downloadBlob } from './download.ts';
 import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
 import { OciLayout } from './oci-layout.ts';
 import type { Descriptor } from './manifest.ts';
-import { formatReference, parseReference, referenceTarget, DEFAULT_TAG, type ImageReference } from './reference.ts';
+import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
 import type { PutBlobResult } from './store.ts';
 
 export interface PullOptions extends RemoteOptions {
@@ -42,7 +42,7 @@ async function inParallel<T>(items: readonly T[], limit: number, fn: (item: T) =
  * again after an interruption continue where they stopped.
  */
 export async function pullImage(ref: string | ImageReference, dir: string, opts: PullOptions = {}): Promise<PullResult> {
-  const r = typeof ref === 'string' ? parseReference(ref) : ref;
+  const r = await resolveReference(ref);
   const opened = await openRepository(r, opts);
   try {
     const repo = opened.repo;
@@ -87,16 +87,18 @@ export interface CopyResult {
 
 /**
  * Copies one image (the platform's manifest, its config and layers) from `src` to `dst`,
- * tagging it with the target's tag (or the source's, or latest).
+ * tagging it with the target's tag (`latest` when it names none, as push does). The source
+ * is resolved before the target is opened, and a layout the copy created is removed again
+ * when the copy fails.
  */
 export async function copyImage(src: string | ImageReference, dst: string | ImageReference, opts: PullOptions & { mountFrom?: string[] } = {}): Promise<CopyResult> {
-  const s = typeof src === 'string' ? parseReference(src) : src;
-  const t = typeof dst === 'string' ? parseReference(dst) : dst;
+  const s = await resolveReference(src);
+  const t = await resolveReference(dst);
   const from = await openRepository(s, opts);
   try {
+    const img = await resolveImage(from.repo, referenceTarget(s), opts.platform);
     const to = await openRepository(t, opts, true);
     try {
-      const img = await resolveImage(from.repo, referenceTarget(s), opts.platform);
       const sameRegistry = s.kind === 'registry' && t.kind === 'registry' && s.host === t.host;
       const mountFrom = [...(opts.mountFrom ?? []), ...(sameRegistry ? [s.repository] : [])];
       const all = [img.manifest.config, ...img.manifest.layers];
@@ -120,9 +122,12 @@ export async function copyImage(src: string | ImageReference, dst: string | Imag
         before += d.size;
         opts.onProgress?.(before, total);
       }
-      const tag = t.tag ?? (t.digest ? undefined : (s.tag ?? DEFAULT_TAG));
+      const tag = t.tag ?? (t.digest ? undefined : DEFAULT_TAG);
       const digest = await to.repo.putManifest(img.raw.bytes, img.raw.mediaType, tag);
       return { source: formatReference(s), target: formatReference(t), digest, blobs };
+    } catch (e) {
+      await to.abandon();
+      throw e;
     } finally {
       await to.close();
     }

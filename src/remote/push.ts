@@ -19,9 +19,10 @@ import { isZFile } from '../zfile/reader.ts';
 import { openTarEntry, tarHeaderBlocks, tarTrailerSize } from '../zfile/tar.ts';
 import { compressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
 import { RemoteNotFoundError } from './errors.ts';
+import { RecompressedLayerError, sniffStreamCompression } from './recompressed.ts';
 import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
 import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, type Descriptor, type ImageManifest } from './manifest.ts';
-import { formatReference, parseReference, referenceTarget, DEFAULT_TAG, type ImageReference } from './reference.ts';
+import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
 import type { PutBlobResult, Repository } from './store.ts';
 
 /** Bytes of several sources one after another (e.g. tar header + zfile + tar trailer). */
@@ -101,6 +102,8 @@ export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWri
       await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
       src = await FileSource.open(out);
     } else {
+      const compression = sniffStreamCompression(await readAt(src, 0, Math.min(4, src.size)));
+      if (compression) throw new RecompressedLayerError(file, compression);
       throw new FormatError(file, 'not an overlaybd layer (expected an LSMT layer, a zfile, or a tar-wrapped one)', 0);
     }
     return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
@@ -148,7 +151,7 @@ export function imageConfig(layers: readonly Descriptor[]): Uint8Array {
 
 /** Pushes `files` (bottom → top) as the image `ref`. */
 export async function pushImage(files: readonly string[], ref: string | ImageReference, opts: PushOptions = {}): Promise<PushResult> {
-  const r = typeof ref === 'string' ? parseReference(ref) : ref;
+  const r = await resolveReference(ref);
   const tag = r.tag ?? (r.digest ? undefined : DEFAULT_TAG);
   const opened = await openRepository(r, opts, true);
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'obd-push-'));
@@ -181,6 +184,9 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
     const descs = [...base, ...prepared.map((p) => layerDescriptor(p.digest, p.size, opts.fsType))];
     const { digest, config } = await putImage(repo, descs, tag);
     return { reference: formatReference(r), digest, config, layers };
+  } catch (e) {
+    await opened.abandon();
+    throw e;
   } finally {
     for (const p of prepared) await p.blob.close().catch(() => {});
     await rm(tmp, { recursive: true, force: true });

@@ -1,7 +1,11 @@
 /**
- * Image references: `host[:port]/repo[:tag|@sha256:…]` (Docker Hub defaults when the first
- * component is not a host) and `oci:PATH[:tag|@digest]` for an OCI image-layout directory.
+ * Image references, in the transports skopeo users type: `[docker://]host[:port]/repo[:tag|@sha256:…]`
+ * (Docker Hub defaults when the first component is not a host), `oci:PATH[:tag|@digest]` for an
+ * OCI image-layout directory, `oci-archive:FILE[:tag|@digest]` for one packed in a tar, and a
+ * bare path naming an existing layout. Any other transport is an error, never a registry lookup.
  */
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import { InvalidReferenceError } from './errors.ts';
 
 export interface RegistryReference {
@@ -22,7 +26,15 @@ export interface LayoutReference {
   readonly digest: string | undefined;
 }
 
-export type ImageReference = RegistryReference | LayoutReference;
+export interface ArchiveReference {
+  readonly kind: 'oci-archive';
+  /** The tar file holding the layout. */
+  readonly path: string;
+  readonly tag: string | undefined;
+  readonly digest: string | undefined;
+}
+
+export type ImageReference = RegistryReference | LayoutReference | ArchiveReference;
 
 export const DEFAULT_TAG = 'latest';
 const DOCKER_HUB = 'docker.io';
@@ -44,10 +56,71 @@ export function referenceTarget(ref: ImageReference): string {
   return ref.digest ?? ref.tag ?? DEFAULT_TAG;
 }
 
+export const TRANSPORTS = ['docker://', 'oci:', 'oci-archive:'] as const;
+/** skopeo transports this project does not read, named so the error can say so. */
+const OTHER_TRANSPORTS = ['dir', 'docker-archive', 'docker-daemon', 'containers-storage', 'ostree', 'sif', 'tarball'];
+
 /** Parses a reference; throws InvalidReferenceError naming the text and the broken part. */
 export function parseReference(text: string): ImageReference {
-  if (text.startsWith('oci:')) return parseLayout(text);
-  return parseRegistry(text);
+  if (text.startsWith('docker://')) {
+    if (text.length === 9) throw new InvalidReferenceError(`${text}: missing the image after "docker://"`);
+    return parseRegistry(text.slice(9), text);
+  }
+  if (text.startsWith('oci:')) return parseLayout(text, 'oci');
+  if (text.startsWith('oci-archive:')) return parseLayout(text, 'oci-archive');
+  checkTransport(text);
+  if (looksLikePath(text)) {
+    throw new InvalidReferenceError(`${text}: not an OCI image layout (no ${text.replace(/\/$/, '')}/oci-layout); write oci:${text} to create one there`);
+  }
+  return parseRegistry(text, text);
+}
+
+/**
+ * Like parseReference, and a text without a transport that names an existing OCI image-layout
+ * directory (optionally followed by `:TAG`) is that layout. Parsed references pass through.
+ */
+export async function resolveReference(ref: string | ImageReference): Promise<ImageReference> {
+  if (typeof ref !== 'string') return ref;
+  if (TRANSPORTS.some((t) => ref.startsWith(t))) return parseReference(ref);
+  if (await isLayoutDir(ref)) return { kind: 'oci', path: ref, tag: undefined, digest: undefined };
+  const colon = ref.lastIndexOf(':');
+  if (colon > 0 && colon > ref.lastIndexOf('/') && (await isLayoutDir(ref.slice(0, colon)))) return parseReference(`oci:${ref}`);
+  return parseReference(ref);
+}
+
+async function isLayoutDir(dir: string): Promise<boolean> {
+  try {
+    return (await stat(path.join(dir, 'oci-layout'))).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function looksLikePath(text: string): boolean {
+  return text.startsWith('/') || text.startsWith('./') || text.startsWith('../') || text.startsWith('~') || text === '.' || text === '..';
+}
+
+/**
+ * The transport `text` starts with: `scheme://`, or `word:` when what follows the colon up to
+ * the first slash is no port (so `localhost:5000/repo` and `alpine:3.18` have none).
+ */
+export function transportOf(text: string): string | undefined {
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(text);
+  if (scheme) return `${scheme[1]}://`;
+  const word = /^([A-Za-z][A-Za-z0-9_.-]*):([^/]*)/.exec(text);
+  if (!word) return undefined;
+  if (OTHER_TRANSPORTS.includes(word[1]!) || (text[word[0].length] === '/' && !/^[0-9]+$/.test(word[2]!))) return `${word[1]}:`;
+  return undefined;
+}
+
+/** Refuses the transports not handled here: each would otherwise become a Docker Hub lookup of a mangled name. */
+function checkTransport(text: string): void {
+  const t = transportOf(text);
+  if (t === undefined) return;
+  const supported = 'docker://HOST/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE[:TAG] or the path of an OCI layout';
+  if (OTHER_TRANSPORTS.includes(t.slice(0, -1))) throw new InvalidReferenceError(`${text}: the skopeo transport "${t}" is not supported; use ${supported}`);
+  const hint = /^https?:/i.test(t) ? ' (for a registry write docker://HOST/REPO:TAG; loopback registries use plain HTTP, others take --plain-http)' : '';
+  throw new InvalidReferenceError(`${text}: unknown transport "${t}"; use ${supported}${hint}`);
 }
 
 function splitTagDigest(text: string, whole: string): { name: string; tag?: string; digest?: string } {
@@ -69,15 +142,15 @@ function splitTagDigest(text: string, whole: string): { name: string; tag?: stri
   return { name, tag, digest };
 }
 
-function parseLayout(text: string): LayoutReference {
-  const { name, tag, digest } = splitTagDigest(text.slice(4), text);
-  if (name === '') throw new InvalidReferenceError(`${text}: missing the layout directory after "oci:"`);
-  return { kind: 'oci', path: name, tag, digest };
+function parseLayout(text: string, kind: 'oci' | 'oci-archive'): LayoutReference | ArchiveReference {
+  const { name, tag, digest } = splitTagDigest(text.slice(kind.length + 1), text);
+  if (name === '') throw new InvalidReferenceError(`${text}: missing the ${kind === 'oci' ? 'layout directory' : 'archive file'} after "${kind}:"`);
+  return { kind, path: name, tag, digest };
 }
 
-function parseRegistry(text: string): RegistryReference {
-  if (text === '' || /\s/.test(text)) throw new InvalidReferenceError(`"${text}": not an image reference`);
-  const { name, tag, digest } = splitTagDigest(text, text);
+function parseRegistry(ref: string, text: string): RegistryReference {
+  if (ref === '' || /\s/.test(ref)) throw new InvalidReferenceError(`"${text}": not an image reference`);
+  const { name, tag, digest } = splitTagDigest(ref, text);
   const parts = name.split('/');
   let registry = DOCKER_HUB;
   const first = parts[0]!;
@@ -101,7 +174,7 @@ function parseRegistry(text: string): RegistryReference {
 /** Formats a reference back to text (normalised: Docker Hub names keep their `docker.io/` prefix). */
 export function formatReference(ref: ImageReference): string {
   const suffix = (ref.tag ? `:${ref.tag}` : '') + (ref.digest ? `@${ref.digest}` : '');
-  return ref.kind === 'oci' ? `oci:${ref.path}${suffix}` : `${ref.registry}/${ref.repository}${suffix}`;
+  return ref.kind === 'registry' ? `${ref.registry}/${ref.repository}${suffix}` : `${ref.kind}:${ref.path}${suffix}`;
 }
 
 /** True for hosts on this machine, which default to plain HTTP. */

@@ -1,5 +1,5 @@
 /**
- * Prefetch traces in the reference's binary format (reference.md §5.4): record which
+ * Prefetch traces in the reference's binary format (docs/format.md §5): record which
  * ranges of which layer a run read, then replay them later with bounded concurrency to
  * warm the cache before the workload asks. Offsets are in each layer's decoded (LSMT)
  * byte space, so the recorder wraps the layer sources after tar/zfile are peeled.
@@ -8,6 +8,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { rawCrc32c } from '../io/crc.ts';
 import { FormatError, NotSupportedError } from '../io/errors.ts';
 import type { ByteSource } from '../io/types.ts';
+import { ForwardingSource } from '../io/forwarding.ts';
 
 export const TRACE_MAGIC = 0xc2ef1820;
 const HEADER = 24;
@@ -80,27 +81,23 @@ export class TraceRecorder {
 }
 
 /** Passes reads through to `inner` and records each as an 'R' of layer `layer`. */
-export class TracingSource implements ByteSource {
-  readonly inner: ByteSource;
+export class TracingSource extends ForwardingSource {
   readonly layer: number;
   readonly recorder: TraceRecorder;
   constructor(inner: ByteSource, layer: number, recorder: TraceRecorder) {
-    this.inner = inner;
+    super(inner);
     this.layer = layer;
     this.recorder = recorder;
   }
-  get name(): string {
-    return this.inner.name;
-  }
-  get size(): number {
-    return this.inner.size;
-  }
-  read(buf: Uint8Array, offset: number): Promise<number> {
+  override read(buf: Uint8Array, offset: number): Promise<number> {
     this.recorder.record('R', this.layer, offset, buf.length);
     return this.inner.read(buf, offset);
   }
-  close(): Promise<void> {
-    return this.inner.close();
+  /** Reads served from memory or the page cache are recorded too: a replay must warm them as well. */
+  override tryReadSync(buf: Uint8Array, offset: number): number | undefined {
+    const n = this.inner.tryReadSync?.(buf, offset);
+    if (n !== undefined) this.recorder.record('R', this.layer, offset, buf.length);
+    return n;
   }
 }
 

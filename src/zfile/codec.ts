@@ -5,6 +5,8 @@
  */
 import { createRequire } from 'node:module';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
+import { NotSupportedError } from '../io/errors.ts';
+import { CompressionError } from './errors.ts';
 import { ALGO_LZ4, ALGO_ZSTD, ZSTD_DEFAULT_LEVEL } from './format.ts';
 
 interface Lz4Binding {
@@ -35,7 +37,7 @@ class Lz4Codec implements BlockCodec {
   }
   compress(src: Uint8Array, out: Uint8Array, at: number, room: number): number {
     const n = this.#lz4.encodeBlock(src, out, at, at + room);
-    if (n <= 0) throw new Error(`lz4: ${src.length} bytes did not fit in ${room}`);
+    if (n <= 0) throw new CompressionError(`lz4: ${src.length} bytes did not fit in ${room}`);
     return n;
   }
   decompress(src: Uint8Array, out: Uint8Array): number {
@@ -70,5 +72,5 @@ class ZstdCodec implements BlockCodec {
 export function createCodec(algo: number, level = 0): BlockCodec {
   if (algo === ALGO_LZ4) return new Lz4Codec();
   if (algo === ALGO_ZSTD) return new ZstdCodec(level || ZSTD_DEFAULT_LEVEL);
-  throw new Error(`no codec for algorithm ${algo}`);
+  throw new NotSupportedError(`no codec for algorithm ${algo}`);
 }

@@ -7,6 +7,7 @@
 import { Worker } from 'node:worker_threads';
 import type { BlockParams } from './compress-blocks.ts';
 import type { CompressDone, CompressJob } from './compress-worker.ts';
+import { CompressionError } from './errors.ts';
 
 /** A batch of input blocks and the buffers its compressed form goes into. */
 export interface Batch {
@@ -41,8 +42,8 @@ export class CompressPool {
       const slot: Slot = { worker, inFlight: 0 };
       worker.unref();
       worker.on('message', (m: CompressDone) => this.#done(m));
-      worker.on('error', (e) => this.#fail(slot, e));
-      worker.on('exit', (code) => this.#fail(slot, new Error(`compression worker exited with code ${code}`)));
+      worker.on('error', (e) => this.#fail(slot, new CompressionError(`compression worker failed: ${e.message}`, { cause: e })));
+      worker.on('exit', (code) => this.#fail(slot, new CompressionError(`compression worker exited with code ${code}`)));
       this.#slots.push(slot);
     }
   }
@@ -88,7 +89,7 @@ export class CompressPool {
     this.#pending.delete(m.id);
     if (--p.slot.inFlight === 0) p.slot.worker.unref();
     if (m.error !== undefined) {
-      p.reject(new Error(`compression worker: ${m.error}`));
+      p.reject(new CompressionError(`compression worker: ${m.error}`));
       return;
     }
     p.resolve({
@@ -112,7 +113,7 @@ export class CompressPool {
 
   async close(): Promise<void> {
     if (shared.get(this.#slots.length) === this) shared.delete(this.#slots.length);
-    this.#failure ??= new Error('compression pool closed');
+    this.#failure ??= new CompressionError('compression pool closed');
     const slots = this.#slots.splice(0);
     await Promise.all(slots.map((s) => s.worker.terminate()));
   }

@@ -2,7 +2,7 @@
  * Typed ZFile errors. They extend the project-wide kinds so callers that only know
  * FormatError / ChecksumError still handle them, and add what a ZFile failure is about.
  */
-import { ChecksumError, FormatError } from '../io/errors.ts';
+import { ChecksumError, FormatError, ObdError } from '../io/errors.ts';
 
 /** A header, trailer, jump table or tar wrapper that breaks the format. `check` names the rule. */
 export class ZFileFormatError extends FormatError {
@@ -29,3 +29,6 @@ export class ZFileChecksumError extends ChecksumError {
     this.block = block;
   }
 }
+
+/** Compressing blocks failed: a codec could not encode, a worker failed or exited, the pool was closed. */
+export class CompressionError extends ObdError {}

@@ -1,5 +1,5 @@
 /**
- * ZFile on-disk structures (spec/zfile.md, reference.md §3): the 512-byte header/trailer,
+ * ZFile on-disk structures (docs/format.md §3.1–3.3): the 512-byte header/trailer,
  * constants and validation. Pure encode/decode; no I/O.
  */
 import { readU64, writeU64 } from '../io/util.ts';

@@ -1,4 +1,4 @@
-/** The ZFile area: format, tar wrapper, reader and writer (see spec/zfile.md). */
+/** The ZFile area: format, tar wrapper, reader and writer (docs/format.md §3). */
 export * from './format.ts';
 export * from './tar.ts';
 export { isZFile, ZFileReader, type ZFileReaderOptions, type ZFileInfo, type VerifyOptions, type VerifyReport } from './reader.ts';

@@ -1,7 +1,7 @@
 /**
  * The tar wrapper layer blobs are shipped in: one member whose payload is the zfile (or LSMT)
  * blob. The reader finds the member in place; the writer produces the reference's exact bytes
- * (reference.md §3.8): a PAX header carrying the real size, a ustar header with size 0, the
+ * (docs/format.md §3.8): a PAX header carrying the real size, a ustar header with size 0, the
  * payload at 1536, zero padding to 512 and two zero blocks.
  */
 import type { ByteSource } from '../io/types.ts';
@@ -17,7 +17,7 @@ const MAX_PAX_SIZE = 1 << 20;
 
 const latin1 = new TextDecoder('latin1');
 
-function field(b: Uint8Array, off: number, len: number): string {
+export function field(b: Uint8Array, off: number, len: number): string {
   let end = off;
   while (end < off + len && b[end] !== 0) end++;
   return latin1.decode(b.subarray(off, end));
@@ -36,7 +36,7 @@ function checksums(h: Uint8Array): [number, number] {
 }
 
 /** Parses a numeric field: octal text (space/NUL padded) or GNU base-256 (high bit set). */
-function numeric(h: Uint8Array, off: number, len: number): number | undefined {
+export function numeric(h: Uint8Array, off: number, len: number): number | undefined {
   if (h[off]! & 0x80) {
     let v = h[off]! & 0x3f;
     for (let i = 1; i < len; i++) v = v * 256 + h[off + i]!;
@@ -50,7 +50,7 @@ function numeric(h: Uint8Array, off: number, len: number): number | undefined {
 }
 
 /** True when `h` is a ustar (POSIX or GNU) header block with a valid checksum. */
-function isTarHeader(h: Uint8Array): boolean {
+export function isTarHeader(h: Uint8Array): boolean {
   const magic = field(h, 257, 6);
   const version = latin1.decode(h.subarray(263, 265));
   const posix = magic === 'ustar' && version === '00';
@@ -62,26 +62,24 @@ function isTarHeader(h: Uint8Array): boolean {
   return stored === u || stored === s;
 }
 
-/** Reads the `size` record of a PAX extended header, if present. */
-function paxSize(records: Uint8Array, file: string, at: number): number | undefined {
+/** The records of a PAX extended header (`path`, `size`, …). */
+export function paxRecords(records: Uint8Array, file: string, at: number): Map<string, string> {
+  const out = new Map<string, string>();
   let pos = 0;
-  let size: number | undefined;
   while (pos < records.length && records[pos] !== 0) {
     const sp = records.indexOf(0x20, pos);
     const len = sp < 0 ? NaN : Number(latin1.decode(records.subarray(pos, sp)));
     if (!Number.isSafeInteger(len) || len <= sp - pos + 1 || pos + len > records.length || records[pos + len - 1] !== 0x0a) {
       throw new ZFileFormatError(file, 'tar-pax', 'malformed PAX record', at + pos);
     }
-    const kv = latin1.decode(records.subarray(sp + 1, pos + len - 1));
+    const kv = new TextDecoder().decode(records.subarray(sp + 1, pos + len - 1));
     const eq = kv.indexOf('=');
-    if (eq > 0 && kv.slice(0, eq) === 'size') {
-      const v = Number(kv.slice(eq + 1));
-      if (!/^\d+$/.test(kv.slice(eq + 1)) || !Number.isSafeInteger(v)) throw new ZFileFormatError(file, 'tar-pax', `bad PAX size "${kv.slice(eq + 1)}"`, at + pos);
-      size = v;
-    }
+    if (eq > 0) out.set(kv.slice(0, eq), kv.slice(eq + 1));
     pos += len;
   }
-  return size;
+  const size = out.get('size');
+  if (size !== undefined && (!/^\d+$/.test(size) || !Number.isSafeInteger(Number(size)))) throw new ZFileFormatError(file, 'tar-pax', `bad PAX size "${size}"`, at);
+  return out;
 }
 
 /**
@@ -107,7 +105,8 @@ export async function openTarEntry(src: ByteSource): Promise<SliceSource | null>
       if (type === 'x') {
         const records = new Uint8Array(hsize);
         await readExact(src, records, dataAt);
-        size = paxSize(records, src.name, dataAt) ?? size;
+        const v = paxRecords(records, src.name, dataAt).get('size');
+        if (v !== undefined) size = Number(v);
       }
       at = dataAt + Math.ceil(hsize / TAR_BLOCK) * TAR_BLOCK;
     } else if (type === '0' || type === '\0' || type === '7') {
@@ -126,16 +125,16 @@ export async function openTarEntry(src: ByteSource): Promise<SliceSource | null>
   }
 }
 
-function putString(b: Uint8Array, off: number, text: string): void {
+export function putString(b: Uint8Array, off: number, text: string): void {
   for (let i = 0; i < text.length; i++) b[off + i] = text.charCodeAt(i);
 }
 
 /** Right-aligned octal in `width` characters, space padded (the reference's style). */
-function octal(v: number, width: number): string {
+export function octal(v: number, width: number): string {
   return v.toString(8).padStart(width, ' ');
 }
 
-function putChecksum(h: Uint8Array): void {
+export function putChecksum(h: Uint8Array): void {
   const [u] = checksums(h);
   putString(h, 148, octal(u, 6) + ' \0');
 }

@@ -8,6 +8,7 @@ import type { ByteSink } from '../io/types.ts';
 import { FileSink } from '../io/sink.ts';
 import { FileSource } from '../io/file.ts';
 import { ClosedError, InvalidArgumentError, ShortReadError } from '../io/errors.ts';
+import { ahead } from '../io/util.ts';
 import { createCodec, type BlockCodec } from './codec.ts';
 import { compressBlocks, outputCapacity, type BlockParams } from './compress-blocks.ts';
 import { CompressPool, type Batch } from './compress-pool.ts';
@@ -336,21 +337,16 @@ async function pump(
   let cur = Buffer.allocUnsafe(Math.min(chunk, Math.max(size, 1)));
   let next = Buffer.allocUnsafe(cur.length);
   let pos = 0;
-  let reading = size > 0 ? read(cur, 0) : Promise.resolve(0);
-  try {
-    while (pos < size) {
-      const n = await reading;
-      if (n === 0) break;
-      const at = pos + n;
-      reading = at < size ? read(next, at) : Promise.resolve(0);
-      await write(n === cur.length ? cur : cur.subarray(0, n));
-      pos = at;
-      onProgress?.(pos, size);
-      [cur, next] = [next, cur];
-    }
-  } catch (e) {
-    reading.catch(() => {});
-    throw e;
+  let reading = size > 0 ? ahead(read(cur, 0)) : Promise.resolve(0);
+  while (pos < size) {
+    const n = await reading;
+    if (n === 0) break;
+    const at = pos + n;
+    reading = at < size ? ahead(read(next, at)) : Promise.resolve(0);
+    await write(n === cur.length ? cur : cur.subarray(0, n));
+    pos = at;
+    onProgress?.(pos, size);
+    [cur, next] = [next, cur];
   }
   await reading;
   return pos;

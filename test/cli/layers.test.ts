@@ -74,6 +74,8 @@ test('obd map lists extents with the layer that backs each', async () => {
   const r = await obd(['map', '--json', L('layer1.lsmt'), L('layer2.lsmt')]);
   assert.equal(r.code, 0, r.stderr);
   const m = JSON.parse(r.stdout);
-  assert.deepEqual(m.extents[0], { offset: 0, length: 32768, kind: 'zero', layer: 1 });
-  assert.equal(m.extents.reduce((s: number, e: { length: number }) => s + e.length, 0), 67108864);
+  assert.deepEqual(m[0], { start: 0, length: 32768, depth: 1, present: true, zero: true, data: false });
+  assert.equal(m.reduce((s: number, e: { length: number }) => s + e.length, 0), 67108864);
+  const human = await obd(['map', L('layer1.lsmt'), L('layer2.lsmt')]);
+  assert.match(human.stdout, /^ +0 +32768 +zero +1 .*layer2\.lsmt$/m);
 });

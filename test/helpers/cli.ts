@@ -1,5 +1,7 @@
 /** Running the `obd` CLI as a child process, the way users do. */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,4 +24,54 @@ export function obd(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: str
     child.on('close', (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(opts.input ?? '');
   });
+}
+
+export interface ServeHandle {
+  /** The JSON lines printed so far (the first is `ready`). */
+  events: Record<string, unknown>[];
+  ready: { exports: { uri: string }[]; host?: string; port?: number; socket?: string };
+  /** SIGTERM, then the exit code once it is gone. */
+  stop(): Promise<number | null>;
+}
+
+/** Starts `obd serve --json ARGS` and resolves once its `ready` line is out. */
+export function serveJson(args: string[]): Promise<ServeHandle> {
+  const child = spawn(process.execPath, [MAIN, 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const events: Record<string, unknown>[] = [];
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  return new Promise((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      out += d;
+      for (let nl = out.indexOf('\n'); nl >= 0; nl = out.indexOf('\n')) {
+        events.push(JSON.parse(out.slice(0, nl)));
+        out = out.slice(nl + 1);
+        if (events.length === 1 && events[0]!.event !== 'ready') reject(new Error(`obd serve: ${JSON.stringify(events[0])} ${err}`));
+        else if (events.length === 1) {
+          resolve({
+            events,
+            ready: events[0] as ServeHandle['ready'],
+            stop: async () => {
+              child.kill('SIGTERM');
+              return exited;
+            },
+          });
+        }
+      }
+    });
+    exited.then((code) => reject(new Error(`obd serve exited (${code}) before it was ready: ${err}`)));
+  });
+}
+
+/** Every file under `dir` with its sha256, to show that a command left its inputs alone. */
+export async function treeDigest(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!e.isFile()) continue;
+    const p = path.join(e.parentPath, e.name);
+    out[path.relative(dir, p)] = createHash('sha256').update(await readFile(p)).digest('hex');
+  }
+  return out;
 }

@@ -1,19 +1,20 @@
 /**
  * A lazily served remote image through a faulty network: while blob requests fail, NBD
  * reads fail with EIO and the server stays up; once the network heals, the same server
- * serves the exact image, and a corrupting hop never poisons the cache.
+ * serves the exact image, and a corrupting hop never poisons the cache: corrupt bodies are
+ * fetched again, and what the copy through it delivers is compared with the image.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { openImage } from '../../src/image/open.ts';
 import { NbdServer } from '../../src/nbd/index.ts';
 import { pushImage } from '../../src/remote/push.ts';
-import { DIGESTS, FIXTURES } from '../helpers/recipes.ts';
+import { DIGESTS, FIXTURES, sha256 } from '../helpers/recipes.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
 import { startFaultProxy } from '../remote/helpers/fault-proxy.ts';
 
@@ -43,9 +44,21 @@ test('NBD over a failing registry: EIO while it fails, exact data once it heals,
     await assert.rejects(run('nbdcopy', [uri, path.join(dir, 'a.raw')]), /Input\/output error|EIO|error/i);
     proxy.rule = (r) => (isBlobGet(r) ? { kind: 'reset' } : undefined);
     await assert.rejects(run('qemu-io', ['-f', 'raw', '-c', 'read 4M 64k', uri]));
-    // A hop that corrupts bodies: whatever is served must still be right or an error.
-    proxy.rule = (r) => (isBlobGet(r) && r.n % 3 === 0 ? { kind: 'corrupt' } : undefined);
-    await run('nbdcopy', [uri, path.join(dir, 'b.raw')]).catch(() => {});
+    // A hop that corrupts bodies: whatever is served must be right or an error.
+    const copy = (name: string) => run('nbdcopy', [uri, path.join(dir, name)]).then(() => readFile(path.join(dir, name)), (e: Error) => e);
+    // Every body corrupted: the block CRCs catch it and refetches cannot cure it, so the copy
+    // fails with EIO (it could only succeed if every flip missed the data, and then be exact).
+    proxy.rule = (r) => (isBlobGet(r) ? { kind: 'corrupt' } : undefined);
+    const broken = await copy('b.raw');
+    if (broken instanceof Error) assert.match(broken.message, /Input\/output error/);
+    else assert.equal(sha256(broken), DIGESTS.layer123);
+    // Two corrupted bodies fit in the reader's refetches (3 per read): the copy completes, exact.
+    let corrupted = 0;
+    proxy.rule = (r) => (isBlobGet(r) && r.n % 3 === 0 && corrupted < 2 ? (corrupted++, { kind: 'corrupt' }) : undefined);
+    const healed = await copy('c.raw');
+    assert.equal(corrupted, 2, 'the proxy corrupted two bodies');
+    assert.ok(!(healed instanceof Error), `copy through two corrupted bodies failed: ${healed}`);
+    assert.equal(sha256(healed), DIGESTS.layer123);
     proxy.rule = () => undefined;
     const { stdout } = await run('bash', ['-c', `nbdcopy '${uri}' - | sha256sum`]);
     assert.equal(stdout.split(' ')[0], DIGESTS.layer123);

@@ -9,7 +9,7 @@ type T = [number, number, number, number?];
 const table = (rows: T[]) => MappingTable.from(rows.map(([offset, length, moffset]) => ({ offset, length, moffset, zeroed: false, tag: 0 })));
 const rows = (t: MappingTable) => t.toArray().map((m) => [m.offset, m.length, m.moffset, m.tag]);
 
-// Reference test vector (reference.md §2.7). Its tags count top-first (0 = top read-only layer,
+// Reference test vector (docs/format.md §2.7). Its tags count top-first (0 = top read-only layer,
 // the writable layer gets the number of read-only layers); ours count bottom-first.
 const U: T[] = [[5, 5, 0], [10, 10, 50], [100, 10, 20]];
 const R0: T[] = [[0, 1, 7], [2, 4, 5], [15, 10, 22], [30, 15, 89], [87, 50, 32], [150, 10, 84]];

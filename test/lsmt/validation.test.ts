@@ -1,12 +1,16 @@
 /** Every open-time check of a sealed layer, each triggered by one corruption of a fixture copy. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { MemorySource } from '../../src/io/memory.ts';
-import { FormatError } from '../../src/io/errors.ts';
+import { ChainError, FormatError } from '../../src/io/errors.ts';
 import { ENTRY_SIZE, encodeEntry } from '../../src/lsmt/format.ts';
 import { openSealedLayer } from '../../src/lsmt/sealed.ts';
+import { Stack } from '../../src/lsmt/stack.ts';
+import { WritableLayer } from '../../src/lsmt/writable.ts';
+import { buildLayer } from '../helpers/layers.ts';
 import { openLayerFile } from '../../src/image/open.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
 
@@ -92,4 +96,46 @@ test('on-disk tags are ignored and padding entries skipped', async () => {
 test('openLayerFile names a missing file and a non-layer file', async () => {
   await assert.rejects(openLayerFile('/nonexistent/x.lsmt'), { name: 'NotFoundError', message: /\/nonexistent\/x\.lsmt: no such file/ });
   await assert.rejects(openLayerFile(path.join(FIXTURES, 'MANIFEST.md')), { name: 'FormatError', message: /MANIFEST\.md.*not an LSMT layer/ });
+});
+
+for (const [what, vsize, message] of [
+  ['2^63', 2n ** 63n, /virtual size \d+ exceeds the largest supported size/],
+  ['2^53', 2n ** 53n, /exceeds the largest supported size/],
+  ['not a multiple of 512', 64n * 1024n * 1024n + 100n, /is not a multiple of 512/],
+  ['smaller than the mapped data', 4096n, /is smaller than the data its index maps/],
+] as const) {
+  test(`trailer virtual size ${what}`, () => rejects(corrupt((b) => void b.writeBigUInt64LE(vsize, TRAILER + 48)), message, TRAILER + 48));
+}
+
+test('a stack whose every layer has virtual size 0, or whose size hides data of a lower layer, is refused', async () => {
+  const zero = await openSealedLayer(corrupt((b) => void b.writeBigUInt64LE(0n, TRAILER + 48)));
+  assert.throws(() => new Stack([zero]), (e: unknown) => e instanceof ChainError && /no layer of the stack sets a virtual size/.test(e.message));
+  const MiB = 1 << 20;
+  const base = await buildLayer({ virtualSize: 2 * MiB }, [{ offset: MiB, data: new Uint8Array(4096).fill(7) }], 'base.lsmt');
+  const top = await buildLayer({ virtualSize: MiB }, [{ offset: 0, data: new Uint8Array(4096).fill(8) }], 'top.lsmt');
+  assert.throws(() => new Stack([base, top]), (e: unknown) => e instanceof ChainError && /base\.lsmt: maps data up to byte 1052672, past the stack's virtual size 1048576 \(set by top\.lsmt\)/.test(e.message));
+  // A layer of size 0 takes its size from below, as the reference's convertor writes them.
+  const inherit = await buildLayer({ virtualSize: 0 }, [{ offset: 0, data: new Uint8Array(4096).fill(9) }], 'inherit.lsmt');
+  assert.equal(new Stack([base, inherit]).size, 2 * MiB);
+});
+
+test('a writable layer whose virtual size is zero (alone) or hides its own data is refused', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'obd-vsize-'));
+  try {
+    const data = path.join(dir, 'rw.data');
+    const index = path.join(dir, 'rw.index');
+    const rw = await WritableLayer.create(data, index, { virtualSize: 1 << 20 });
+    await rw.write(new Uint8Array(4096).fill(1), 512 * 1024);
+    await rw.close();
+    for (const [vsize, message] of [[0n, /virtual size 0 is zero/], [4096n, /is smaller than the data its index maps/], [2n ** 63n, /exceeds the largest supported size/]] as const) {
+      for (const f of [data, index]) {
+        const b = readFileSync(f);
+        b.writeBigUInt64LE(vsize, 48);
+        writeFileSync(f, b);
+      }
+      await assert.rejects(WritableLayer.open(data, index), (e: unknown) => e instanceof FormatError && message.test(e.message));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

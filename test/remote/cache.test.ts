@@ -10,7 +10,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import type { ByteSource } from '../../src/io/types.ts';
 import { BlobCache } from '../../src/remote/cache.ts';
-import { LazySource } from '../../src/remote/lazy-source.ts';
+import { LazySource, type ChunkStore } from '../../src/remote/lazy-source.ts';
 import { downloadBlob, fillCache, RateLimiter, startBackgroundDownload } from '../../src/remote/download.ts';
 import { OciLayout } from '../../src/remote/oci-layout.ts';
 import { DigestMismatchError } from '../../src/remote/errors.ts';
@@ -264,5 +264,46 @@ test('constant eviction under concurrent reads never yields wrong bytes', async 
   await cache.settle();
   assert.ok(cache.usage <= 256 * K + 3 * unit, `usage ${cache.usage}`);
   for (const l of lazies) await l.close();
+  await cache.close();
+});
+
+test('evicting a unit whose fetch is still on its way to the store drops it: the retry fetches again, the store is not poisoned', async (t) => {
+  const dir = await tempDir(t);
+  const data = blob('evict-in-flight', 256 * K).bytes;
+  // The first fetch is corrupted on the way (one byte flipped), as by a bad network hop.
+  const remote = new CountingSource(data);
+  const read = remote.read.bind(remote);
+  remote.read = async (buf, offset) => {
+    const n = await read(buf, offset);
+    if (remote.reads === 1) buf[100] ^= 0x5a;
+    return n;
+  };
+  const cache = await BlobCache.open({ dir, capacity: 64 << 20, unit: 64 * K });
+  const disk = await cache.entry('sha256:' + 'e'.repeat(64), data.length);
+  // Hold the store's writes, so the fetched unit is still in flight when the reader evicts it.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const store: ChunkStore = {
+    unit: disk.unit,
+    has: (i) => disk.has(i),
+    readHeld: (b, o) => disk.readHeld(b, o),
+    forget: (i) => disk.forget(i),
+    put: async (i, d) => (await held, disk.put(i, d)),
+    close: () => disk.close(),
+  };
+  const lazy = new LazySource(remote, { store });
+  const buf = Buffer.alloc(4096);
+  await lazy.read(buf, 0);
+  assert.notDeepEqual(buf, data.subarray(0, 4096), 'the first fetch arrives corrupted');
+  await lazy.evict(0, 4096);
+  await lazy.read(buf, 0);
+  assert.deepEqual(buf, data.subarray(0, 4096), 'the retry after evict fetches again');
+  assert.equal(remote.reads, 2);
+  release();
+  await lazy.settle();
+  const again = Buffer.alloc(64 * K);
+  await lazy.read(again, 0);
+  assert.deepEqual(again, data.subarray(0, 64 * K), 'the corrupted fetch never reached the store');
+  await lazy.close();
   await cache.close();
 });

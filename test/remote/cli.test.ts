@@ -60,9 +60,10 @@ describe('obd remote commands', () => {
     assert.equal(pl.digest, pr.digest);
     assert.ok(pl.layers.every((l: { fetched: boolean }) => l.fetched));
 
+    // A target that names no tag gets `latest`, as in push (and skopeo's docker://), not the source's tag.
     const copy = await obd(['pull', '--json', '--creds-file', creds, ref, `oci:${path.join(home, 'layout')}`], home);
     assert.equal(copy.code, 0, copy.stderr);
-    const human = await obd(['inspect', `oci:${path.join(home, 'layout')}:v1`], home);
+    const human = await obd(['inspect', `oci:${path.join(home, 'layout')}:latest`], home);
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, /layer 1 sha256:[0-9a-f]{64} .* overlaybd 0\.1\.0 ext4/);
   });

@@ -28,6 +28,16 @@ test('OCI layout references', () => {
   assert.deepEqual(parseReference(`oci:/x@${D}`), { kind: 'oci', path: '/x', tag: undefined, digest: D });
 });
 
+test("skopeo's transports parse; unknown ones and paths that are no layout are refused before any lookup", () => {
+  assert.deepEqual(parseReference('docker://127.0.0.1:5000/a:v1'), parseReference('127.0.0.1:5000/a:v1'));
+  assert.deepEqual(parseReference('oci-archive:/tmp/a.tar:v1'), { kind: 'oci-archive', path: '/tmp/a.tar', tag: 'v1', digest: undefined });
+  assert.equal(formatReference(parseReference('oci-archive:a.tar:v1')), 'oci-archive:a.tar:v1');
+  for (const ok of ['localhost:5000/x', 'alpine:3.18', 'reg.io:443/a/b:c']) assert.equal(parseReference(ok).kind, 'registry', ok);
+  for (const bad of ['foo://x', 'https://reg.io/a', 'ftp:host/x', 'dir:/tmp/x', 'docker-archive:a.tar', 'docker://', 'oci-archive:', './not-a-layout', '/abs/path']) {
+    assert.throws(() => parseReference(bad), InvalidReferenceError, bad);
+  }
+});
+
 test('malformed references are rejected with the reason', () => {
   for (const bad of ['', 'UPPER/case', 'host:5000/repo:bad tag', 'repo@sha256:1234', 'a//b', 'oci:', 'repo:' + 'x'.repeat(200)]) {
     assert.throws(() => parseReference(bad), InvalidReferenceError, bad);

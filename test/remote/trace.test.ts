@@ -5,7 +5,8 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { crc32c } from '@node-rs/crc32';
 import { FormatError } from '../../src/io/errors.ts';
-import { decodeTrace, encodeTrace, TRACE_MAGIC, traceMode, type TraceRecord } from '../../src/remote/trace.ts';
+import { decodeTrace, encodeTrace, replayTrace, TRACE_MAGIC, TraceRecorder, TracingSource, traceMode, type TraceRecord } from '../../src/remote/trace.ts';
+import { MemorySource } from '../../src/io/memory.ts';
 import { tempDir } from './helpers/blobs.ts';
 
 test('trace layout: 24-byte header and records, raw CRC32C over the records', () => {
@@ -52,9 +53,26 @@ test('trace path modes: missing → off, empty → record, trace → replay', as
   await assert.rejects(traceMode(path.join(dir, 'list')), /file-list prefetch/);
 });
 
+test('a tracing wrapper keeps the synchronous fast path and eviction of what it wraps, and records both kinds of read', async () => {
+  const evicted: number[] = [];
+  const inner = new MemorySource(new Uint8Array(8192).fill(5), 'blob');
+  const withEvict = Object.assign(inner, { evict: async (o: number) => void evicted.push(o) });
+  const rec = new TraceRecorder();
+  const t = new TracingSource(withEvict, 3, rec);
+  const buf = new Uint8Array(100);
+  assert.equal(t.tryReadSync(buf, 10), 100);
+  assert.equal(await t.read(buf, 200), 100);
+  await t.evict(4096, 4096);
+  assert.deepEqual(evicted, [4096]);
+  assert.deepEqual(rec.records, [
+    { op: 'R', layer: 3, offset: 10, count: 100 },
+    { op: 'R', layer: 3, offset: 200, count: 100 },
+  ]);
+  assert.equal(t.name, 'blob');
+  assert.equal(t.size, 8192);
+});
+
 test('replaying a record with a huge count reads only what the layer holds, at once (found by the fuzzer)', async () => {
-  const { MemorySource } = await import('../../src/io/memory.ts');
-  const { replayTrace } = await import('../../src/remote/trace.ts');
   const layer = new MemorySource(new Uint8Array(3 << 20), 'l0');
   const t0 = performance.now();
   const r = await replayTrace([{ op: 'R', layer: 0, offset: 1 << 20, count: 2 ** 52 }, { op: 'R', layer: 0, offset: 2 ** 40, count: 4096 }], [layer]);

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,5 +89,26 @@ test('obd zfile fails with a clear message and non-zero exit on damage and bad i
     const algo = obd('compress', path.join(dir, 'plain.bin'), path.join(dir, 'x.zfile'), '--algorithm', 'gzip');
     assert.notEqual(algo.code, 0);
     assert.equal(existsSync(path.join(dir, 'x.zfile')), false);
+  });
+});
+
+test('obd zfile decompress of a damaged block names file, block and offset, and leaves no output', async () => {
+  await withTmp(async (dir) => {
+    const input = path.join(dir, 'in.bin');
+    writeFileSync(input, randomBytes(16 << 20));
+    const good = path.join(dir, 'good.zfile');
+    assert.equal(obd('compress', input, good).code, 0);
+    // Damage in later chunks too: the read-ahead then fails while the previous chunk is written.
+    for (const at of [1_100_000, 5_000_000, 9_000_000, 13_000_000]) {
+      const bytes = readFileSync(good);
+      bytes[at]! ^= 0xff;
+      const bad = path.join(dir, 'bad.zfile');
+      writeFileSync(bad, bytes);
+      const out = path.join(dir, 'out.bin');
+      const r = obd('decompress', bad, out);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^obd: .*bad\.zfile @\d+: block \d+: CRC mismatch[^\n]*\n$/, `damage at ${at}`);
+      assert.deepEqual(readdirSync(dir).sort(), ['bad.zfile', 'good.zfile', 'in.bin'], `damage at ${at}: nothing left behind`);
+    }
   });
 });
