@@ -77,6 +77,7 @@ const report = await runFuzz({
   reportsDir: values.reports!,
   caseTimeoutMs: num('timeout', values.timeout, 10_000),
   only,
+  onCase: only === undefined ? undefined : (c) => process.stdout.write(`${c.target} case ${c.caseNo} (seed ${c.seed}; ${c.ops.join(', ')}): ${c.cls} ${c.detail}\n`),
   onProgress: values.json || !process.stderr.isTTY ? undefined : (r) => process.stderr.write(`\r${r.cases} cases, ${r.failures.length} failing, ${r.seconds.toFixed(0)} s `),
 });
 

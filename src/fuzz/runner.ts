@@ -32,6 +32,8 @@ export interface FuzzOptions {
   /** Run only this case number (of each target named): reproduces a reported case. */
   only?: number;
   onProgress?: (r: FuzzReport) => void;
+  /** Called with every case's ending (e.g. to show what a reproduced case did). */
+  onCase?: (c: { target: string; caseNo: number; cls: CaseClass; detail: string; seed: string; ops: string[] }) => void;
 }
 
 export interface Failure {
@@ -193,6 +195,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
       report.cases++;
       if (r.type === 'result') {
         report.counts[target]![r.cls]++;
+        opts.onCase?.(r);
         if (FAILING.has(r.cls)) await fail({ target, caseNo, cls: r.cls, detail: r.detail, seed: r.seed, ops: r.ops });
       } else {
         const cls: CaseClass = r.type === 'timeout' ? 'hang' : 'crash';
