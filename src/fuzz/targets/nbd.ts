@@ -233,9 +233,9 @@ export const nbdTarget: Target = {
     served ??= serve(ctx);
     const srv = await served;
     srv.events.length = 0;
-    const closed = await session(srv.socket, input, 3000);
+    const closed = await session(srv.socket, input, 5000);
     const verdict = (verdict: CaseClass, detail: string) => ({ verdict, detail });
-    if (!closed) return verdict('hang', 'the server kept the connection open 3 s after the client half-closed it');
+    if (!closed) return verdict('hang', 'the server kept the connection open 5 s after the client half-closed it');
     let got: Buffer[];
     try {
       got = await witnessRead(srv.socket, WITNESS);
