@@ -17,6 +17,7 @@ const ENTRIES: readonly Entry[] = [
   { name: 'zfile', about: 'zfiles: header, trailer, jump table, blocks (ZFileReader.open → whole content)', load: async () => (await import('./layers.ts')).zfileTarget },
   { name: 'layer-zfile', about: 'LSMT layers inside zfiles (openLayerSource peels the zfile, then the layer is read)', load: async () => (await import('./layers.ts')).layerZFileTarget },
   { name: 'tar', about: 'tar wrappers around zfiles and layers (openTarEntry: PAX and ustar headers, sizes)', load: async () => (await import('./layers.ts')).tarTarget },
+  { name: 'stack', about: 'one mutated layer among sound ones: merged index, chain check (Stack with verifyChain → extents + reads)', load: async () => (await import('./layers.ts')).stackTarget },
   { name: 'writable', about: 'writable layers: data + index file pairs (WritableLayer.open with recovery → extents + reads)', load: async () => (await import('./writable.ts')).writableTarget },
   { name: 'config', about: 'config.v1.json: lowers (file, dir), upper, resultFile, trace path (openImage on the config → reads)', load: async () => (await import('./images.ts')).configTarget },
   { name: 'manifest', about: 'OCI/docker manifests and indexes (media type sniffing, parseManifest/parseIndex, platform choice)', load: async () => (await import('./images.ts')).manifestTarget },

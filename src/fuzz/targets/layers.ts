@@ -1,8 +1,9 @@
 /**
  * Layer blobs as the product opens them (openLayerSource: tar → zfile → LSMT, then a
  * stack), and zfiles as ZFileReader opens them: plain LSMT layers, zfiles, layers inside
- * zfiles, and tar wrappers around both.
+ * zfiles, tar wrappers around both, and one mutated layer inside a stack of sound ones.
  */
+import path from 'node:path';
 import { MemorySource } from '../../io/memory.ts';
 import type { ByteSource } from '../../io/types.ts';
 import { openLayerSource } from '../../image/open.ts';
@@ -197,4 +198,41 @@ export const tarTarget: Target = {
     ];
   },
   run: (seed, input, ctx) => (seed.meta?.kind === 'zfile' ? readZFile(input, seed.name, ctx.readCap) : readLayer(input, seed.name, ctx.readCap)),
+};
+
+/** Layers a stack seed puts around the mutated one (bottom → top, '*' = the mutated layer). */
+const STACKS: [mutated: string, around: string[], guarded: boolean][] = [
+  ['lsmt/layer2.lsmt', ['lsmt/layer1.lsmt', '*'], false],
+  ['lsmt/layer3.lsmt', ['lsmt/layer1.lsmt', 'lsmt/layer2.lsmt', '*'], false],
+  ['lsmt/layer1.lz4bs4.zfile', ['*', 'lsmt/layer2.lsmt', 'lsmt/layer3.lsmt'], true],
+];
+
+export const stackTarget: Target = {
+  name: 'stack',
+  async seeds() {
+    const out: Seed[] = [];
+    for (const [mutated, around, guarded] of STACKS) {
+      const bytes = await readFixture(mutated);
+      const others = await Promise.all(around.map((f) => (f === '*' ? undefined : readFixture(f))));
+      const fields = mutated.endsWith('.zfile') ? zfileFields(bytes) : lsmtFields(bytes, lsmtIndexOffset(bytes));
+      out.push({ name: `${around.map((f) => (f === '*' ? `[${path.basename(mutated)}]` : path.basename(f))).join('+')}`, bytes, fields, guarded, meta: { others } });
+    }
+    return out;
+  },
+  async run(seed, input, ctx) {
+    const others = seed.meta!.others as (Uint8Array | undefined)[];
+    const layers = [];
+    try {
+      for (const [i, b] of others.entries()) layers.push(await openLayerSource(b ? new MemorySource(b, `layer${i}`) : source(input, seed.name)));
+      const stack = new Stack(layers, { verifyChain: true });
+      layers.length = 0;
+      try {
+        return { output: await readDevice(stack, ctx.readCap) };
+      } finally {
+        await stack.close();
+      }
+    } finally {
+      await Promise.all(layers.map((l) => l.source.close()));
+    }
+  },
 };
