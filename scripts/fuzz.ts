@@ -69,8 +69,12 @@ function num(name: string, text: string | undefined, fallback: number): number {
 
 const only = values.case === undefined ? undefined : num('case', values.case, 0);
 const seed = values.seed ?? String(Math.floor(Math.random() * 2 ** 31));
+// Ctrl-C or a kill ends the run after the current case, cleaning up and reporting what ran.
+const stop = new AbortController();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop.abort());
 const report = await runFuzz({
   seed,
+  signal: stop.signal,
   seconds: only === undefined ? num('seconds', values.seconds, 60) : Infinity,
   count: num('count', values.count, Infinity),
   targets: values.target ?? DEFAULT_TARGETS,

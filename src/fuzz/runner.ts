@@ -32,6 +32,8 @@ export interface FuzzOptions {
   /** Run only this case number (of each target named): reproduces a reported case. */
   only?: number;
   onProgress?: (r: FuzzReport) => void;
+  /** Stops the run after the case in progress (the report covers the cases run). */
+  signal?: AbortSignal;
   /** Called with every case's ending (e.g. to show what a reproduced case did). */
   onCase?: (c: { target: string; caseNo: number; cls: CaseClass; detail: string; seed: string; ops: string[] }) => void;
 }
@@ -184,7 +186,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   try {
     for (;;) {
       const elapsed = (performance.now() - t0) / 1000;
-      if (report.cases >= (opts.only !== undefined ? opts.targets.length : opts.count) || elapsed >= opts.seconds) break;
+      if (report.cases >= (opts.only !== undefined ? opts.targets.length : opts.count) || elapsed >= opts.seconds || opts.signal?.aborted) break;
       const target = opts.only !== undefined ? opts.targets[report.cases]! : [...spent].reduce((a, b) => (b[1] < a[1] ? b : a))[0];
       const caseNo = next.get(target)!;
       next.set(target, caseNo + 1);
