@@ -110,8 +110,9 @@ function wrapTar(payload: Uint8Array): Uint8Array {
 
 const ID = { uuid: 'f0f0f0f0-0000-4000-8000-000000000001', parentUuid: '', virtualSize: 4 * MiB };
 
-function lsmtSeed(name: string, bytes: Uint8Array, guarded = false): Seed {
-  return { name, bytes, fields: lsmtFields(bytes, lsmtIndexOffset(bytes)), guarded };
+/** Plain LSMT has no checksums: any change it reads back is undetectable. */
+function lsmtSeed(name: string, bytes: Uint8Array): Seed {
+  return { name, bytes, fields: lsmtFields(bytes, lsmtIndexOffset(bytes)), guarded: false };
 }
 
 export const lsmtTarget: Target = {
@@ -225,7 +226,7 @@ export const stackTarget: Target = {
     try {
       for (const [i, b] of others.entries()) layers.push(await openLayerSource(b ? new MemorySource(b, `layer${i}`) : source(input, seed.name)));
       const stack = new Stack(layers, { verifyChain: true });
-      layers.length = 0;
+      layers.length = 0; // the stack closes them now
       try {
         return { output: await readDevice(stack, ctx.readCap) };
       } finally {
