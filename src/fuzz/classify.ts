@@ -3,7 +3,7 @@
  * changed output means for a guarded or unguarded format.
  */
 import { ObdError } from '../io/errors.ts';
-import type { CaseClass } from './target.ts';
+import type { CaseClass, Outcome } from './target.ts';
 
 /** A refusal the product meant: one of its typed errors. */
 export function isTypedError(e: unknown): boolean {
@@ -22,7 +22,20 @@ export function classifyError(e: unknown): { cls: CaseClass; detail: string } {
   return { cls: isTypedError(e) ? 'typed' : 'crash', detail: describeError(e) };
 }
 
-export function classifyOutput(expected: Uint8Array, got: Uint8Array, guarded: boolean): CaseClass {
-  if (Buffer.from(expected.buffer, expected.byteOffset, expected.length).equals(got)) return 'exact';
-  return guarded ? 'undetected' : 'undetectable';
+type Output = Exclude<Outcome, { verdict: CaseClass }>;
+
+const same = (a: Uint8Array | null | undefined, b: Uint8Array | null | undefined) => !!a && !!b && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
+
+/**
+ * A read-back against the seed's: an untyped failure is a crash; any window that read
+ * without error must match the seed's, else the change was undetectable or undetected;
+ * a typed failure with everything else intact is a refusal.
+ */
+export function classifyOutput(expected: Output, got: Output, guarded: boolean): { cls: CaseClass; detail: string } {
+  if (got.failure !== undefined && !isTypedError(got.failure)) return { cls: 'crash', detail: describeError(got.failure) };
+  const changed = !same(expected.output, got.output) || [...(got.windows ?? [])].some(([off, d]) => d !== null && !same(d, expected.windows?.get(off)));
+  const after = got.failure === undefined ? '' : `read back other bytes beside a refused read: ${describeError(got.failure)}`;
+  if (changed) return { cls: guarded ? 'undetected' : 'undetectable', detail: after };
+  if (got.failure !== undefined) return { cls: 'typed', detail: describeError(got.failure) };
+  return { cls: 'exact', detail: '' };
 }

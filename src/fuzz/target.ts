@@ -33,8 +33,11 @@ export interface Seed {
   meta?: Record<string, unknown>;
 }
 
-/** What a run gives back: output to compare with the seed's, or a verdict of its own. */
-export type Outcome = { output: Uint8Array } | { verdict: CaseClass; detail: string };
+/**
+ * What a run gives back: output to compare with the seed's (optionally read in windows, some
+ * of which may have failed: the others must still match), or a verdict of its own.
+ */
+export type Outcome = { output: Uint8Array; windows?: Map<number, Uint8Array | null>; failure?: unknown } | { verdict: CaseClass; detail: string };
 
 export interface TargetContext {
   /** A private temporary directory for this worker (emptied between cases by the target). */

@@ -19,7 +19,7 @@ import type { ToRunner, ToWorker } from './messages.ts';
 interface Loaded {
   target: Target;
   seeds: Seed[];
-  expected: Uint8Array[];
+  expected: Outcome[];
 }
 
 const port = parentPort!;
@@ -49,13 +49,12 @@ async function load(name: string): Promise<Loaded> {
   if (have) return have;
   const target = await loadTarget(name);
   const seeds = await target.seeds(ctx);
-  const expected: Uint8Array[] = [];
+  const expected: Outcome[] = [];
   for (const s of seeds) {
     const o = await target.run(s, s.bytes, ctx);
-    if (!('output' in o)) {
-      if (o.verdict !== 'exact') throw new Error(`${name}: seed ${s.name} does not run cleanly: ${o.verdict} ${o.detail}`);
-      expected.push(new Uint8Array(0));
-    } else expected.push(o.output);
+    const clean = 'output' in o ? o.failure === undefined : o.verdict === 'exact';
+    if (!clean) throw new Error(`${name}: seed ${s.name} does not run cleanly: ${'output' in o ? describeError(o.failure) : `${o.verdict} ${o.detail}`}`);
+    expected.push(o);
   }
   const l = { target, seeds, expected };
   loaded.set(name, l);
@@ -72,19 +71,19 @@ async function runCase(l: Loaded, runSeed: string, caseNo: number): Promise<ToRu
   let detail = '';
   try {
     const o: Outcome = await l.target.run(seed, c.bytes, ctx);
-    if ('output' in o) cls = classifyOutput(l.expected[c.seedIndex]!, o.output, seed.guarded && !c.resealed);
-    else ({ verdict: cls, detail } = o);
+    const want = l.expected[c.seedIndex]!;
+    if ('output' in o && 'output' in want) ({ cls, detail } = classifyOutput(want, o, seed.guarded && !c.resealed));
+    else if ('verdict' in o) ({ verdict: cls, detail } = o);
+    else throw new Error(`${l.target.name}: seed ${seed.name} gave a verdict, the case an output`);
   } catch (e) {
     ({ cls, detail } = classifyError(e));
   }
   // Pieces a failed read abandoned may still settle: give them a few turns to show up.
   await turns(3);
-  if (fds() > fdsBefore) {
-    // Sockets and handles may close a moment later: look again before calling it a leak.
-    await new Promise((r) => setTimeout(r, 50));
-    const leaked = fds() - fdsBefore;
-    if (leaked > 0) current.stray.push(`${leaked} file descriptor(s) left open by the case`);
-  }
+  // Sockets and handles may close a moment later (a busy machine is slow): look again for up
+  // to a second before calling it a leak.
+  for (let waited = 0; fds() > fdsBefore && waited < 1000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+  if (fds() > fdsBefore) current.stray.push(`${fds() - fdsBefore} file descriptor(s) left open by the case`);
   if (current.stray.length) {
     cls = 'crash';
     detail = [...current.stray, detail].filter(Boolean).join('; ');

@@ -1,13 +1,14 @@
 /**
  * Found by the fuzzing harness (npm run fuzz): config.v1.json and OCI-layout documents whose
- * members have the wrong JSON type crashed with TypeErrors (and leaked open layer files);
- * they must be refused with typed errors naming the member.
+ * members have the wrong JSON type crashed with TypeErrors (and leaked open layer files), and
+ * a file name too long escaped as a raw ENAMETOOLONG; they must be refused with typed errors.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { openImage } from '../../src/image/open.ts';
+import { InvalidArgumentError } from '../../src/io/errors.ts';
 import { InvalidReferenceError } from '../../src/remote/errors.ts';
 import { OciLayout } from '../../src/remote/oci-layout.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
@@ -34,6 +35,14 @@ test('config.v1.json members of the wrong type are refused with InvalidReference
     await writeFile(file, JSON.stringify(doc));
     await assert.rejects(openImage([file]), (e) => e instanceof InvalidReferenceError, what);
   }
+});
+
+test('a config naming a writable layer whose file name is too long is refused with a typed error', async (t) => {
+  const dir = await tempDir(t);
+  await copyFile(layer, path.join(dir, 'base.lsmt'));
+  const file = path.join(dir, 'config.v1.json');
+  await writeFile(file, JSON.stringify({ lowers: [{ file: 'base.lsmt' }], upper: { data: 'a'.repeat(4096), index: 'up.index' } }));
+  await assert.rejects(openImage([file]), (e) => e instanceof InvalidArgumentError && /too long/.test(e.message));
 });
 
 test('an OCI layout index.json with malformed descriptors is refused with InvalidReferenceError', async (t) => {

@@ -45,7 +45,7 @@ async function inCaseDir<T>(ctx: TargetContext, fn: (dir: string) => Promise<T>)
 async function readImage(spec: string, cap: number): Promise<Outcome> {
   const dev = await openImage([spec]);
   try {
-    return { output: await readDevice(dev, cap) };
+    return await readDevice(dev, cap);
   } finally {
     await dev.close();
   }

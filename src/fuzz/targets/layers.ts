@@ -48,7 +48,7 @@ async function readLayer(input: Uint8Array, name: string, cap: number): Promise<
   const layer = await openLayerSource(source(input, name));
   const stack = new Stack([layer]);
   try {
-    return { output: await readDevice(stack, cap) };
+    return await readDevice(stack, cap);
   } finally {
     await stack.close();
   }
@@ -58,7 +58,7 @@ async function readZFile(input: Uint8Array, name: string, cap: number): Promise<
   const src = source(input, name);
   const reader = await ZFileReader.open((await openTarEntry(src)) ?? src);
   try {
-    return { output: await readSource(reader, cap) };
+    return await readSource(reader, cap);
   } finally {
     await reader.close();
   }
@@ -201,22 +201,29 @@ export const tarTarget: Target = {
   run: (seed, input, ctx) => (seed.meta?.kind === 'zfile' ? readZFile(input, seed.name, ctx.readCap) : readLayer(input, seed.name, ctx.readCap)),
 };
 
-/** Layers a stack seed puts around the mutated one (bottom → top, '*' = the mutated layer). */
-const STACKS: [mutated: string, around: string[], guarded: boolean][] = [
-  ['lsmt/layer2.lsmt', ['lsmt/layer1.lsmt', '*'], false],
-  ['lsmt/layer3.lsmt', ['lsmt/layer1.lsmt', 'lsmt/layer2.lsmt', '*'], false],
-  ['lsmt/layer1.lz4bs4.zfile', ['*', 'lsmt/layer2.lsmt', 'lsmt/layer3.lsmt'], true],
+/**
+ * Stacks around the mutated layer (bottom → top, '*' = the mutated one; `zfile` compresses it
+ * with CRCs first). The sound layers answer asynchronously, so a window's earlier pieces are
+ * still in flight when a later piece of the mutated layer fails at once.
+ */
+const STACKS: { mutated: string; zfile?: boolean; around: string[] }[] = [
+  { mutated: 'lsmt/layer2.lsmt', around: ['lsmt/layer1.lsmt', '*'] },
+  { mutated: 'lsmt/layer3.lsmt', zfile: true, around: ['lsmt/layer1.lsmt', 'lsmt/layer2.lsmt', '*'] },
+  { mutated: 'lsmt/layer1.lz4bs4.zfile', around: ['*', 'lsmt/layer2.lsmt', 'lsmt/layer3.lsmt'] },
 ];
 
 export const stackTarget: Target = {
   name: 'stack',
-  async seeds() {
+  async seeds(ctx) {
     const out: Seed[] = [];
-    for (const [mutated, around, guarded] of STACKS) {
-      const bytes = await readFixture(mutated);
+    for (const { mutated, zfile, around } of STACKS) {
+      const raw = await readFixture(mutated);
+      const bytes = zfile ? await zfileBytes(ctx.tmp, raw, { algorithm: 'lz4' }) : raw;
+      const compressed = zfile || mutated.endsWith('.zfile');
       const others = await Promise.all(around.map((f) => (f === '*' ? undefined : readFixture(f))));
-      const fields = mutated.endsWith('.zfile') ? zfileFields(bytes) : lsmtFields(bytes, lsmtIndexOffset(bytes));
-      out.push({ name: `${around.map((f) => (f === '*' ? `[${path.basename(mutated)}]` : path.basename(f))).join('+')}`, bytes, fields, guarded, meta: { others } });
+      const fields = compressed ? zfileFields(bytes) : lsmtFields(bytes, lsmtIndexOffset(bytes));
+      const name = around.map((f) => (f === '*' ? `[${path.basename(mutated)}${zfile ? '.zfile' : ''}]` : path.basename(f))).join('+');
+      out.push({ name, bytes, fields, guarded: compressed, reseal: compressed ? resealZFile : undefined, meta: { others } });
     }
     return out;
   },
@@ -224,11 +231,11 @@ export const stackTarget: Target = {
     const others = seed.meta!.others as (Uint8Array | undefined)[];
     const layers = [];
     try {
-      for (const [i, b] of others.entries()) layers.push(await openLayerSource(b ? new MemorySource(b, `layer${i}`) : source(input, seed.name)));
+      for (const [i, b] of others.entries()) layers.push(await openLayerSource(b ? new AsyncSource(b, `layer${i}`, Infinity) : source(input, seed.name)));
       const stack = new Stack(layers, { verifyChain: true });
       layers.length = 0; // the stack closes them now
       try {
-        return { output: await readDevice(stack, ctx.readCap) };
+        return await readDevice(stack, ctx.readCap);
       } finally {
         await stack.close();
       }

@@ -127,8 +127,8 @@ export const cacheTarget: Target = {
       const lazy = new LazySource(new MemorySource(BLOB, 'upstream'), { store: entry });
       try {
         // Twice: the second read is served from what the first left in the cache.
-        await readSource(lazy, ctx.readCap);
-        return { output: await readSource(lazy, ctx.readCap) };
+        const first = await readSource(lazy, ctx.readCap);
+        return first.failure === undefined ? await readSource(lazy, ctx.readCap) : first;
       } finally {
         await lazy.close();
       }

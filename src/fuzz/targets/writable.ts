@@ -55,7 +55,7 @@ export const writableTarget: Target = {
     try {
       const layer = await WritableLayer.open(data, index);
       try {
-        return { output: await readDevice(layer, ctx.readCap) };
+        return await readDevice(layer, ctx.readCap);
       } finally {
         await layer.close();
       }
