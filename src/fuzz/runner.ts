@@ -16,7 +16,7 @@ import { hasTarget, loadTarget } from './targets/index.ts';
 
 export interface FuzzOptions {
   seed: string;
-  /** Stop after this long (seconds). */
+  /** Stop after this long (seconds of cases: building seeds and starting workers do not count). */
   seconds: number;
   /** Stop after this many cases in all. */
   count: number;
@@ -183,14 +183,20 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const next = new Map(opts.targets.map((t) => [t, opts.only ?? 0]));
   // Each target gets an equal share of the time, so slow targets do not starve fast ones.
   const spent = new Map(opts.targets.map((t) => [t, 0]));
+  let setupMs = 0;
+  const setup = async (f: () => Promise<void>) => {
+    const began = performance.now();
+    await f();
+    setupMs += performance.now() - began;
+  };
   try {
     for (;;) {
-      const elapsed = (performance.now() - t0) / 1000;
+      const elapsed = (performance.now() - t0 - setupMs) / 1000;
       if (report.cases >= (opts.only !== undefined ? opts.targets.length : opts.count) || elapsed >= opts.seconds || opts.signal?.aborted) break;
       const target = opts.only !== undefined ? opts.targets[report.cases]! : [...spent].reduce((a, b) => (b[1] < a[1] ? b : a))[0];
       const caseNo = next.get(target)!;
       next.set(target, caseNo + 1);
-      await runner.load(target);
+      await setup(() => runner.load(target));
       const began = performance.now();
       const r = await runner.call({ type: 'case', target, runSeed: opts.seed, caseNo }, caseTimeout);
       spent.set(target, spent.get(target)! + performance.now() - began);
@@ -204,9 +210,11 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         report.counts[target]![cls]++;
         const detail = r.type === 'timeout' ? `no answer within ${caseTimeout} ms` : 'detail' in r ? r.detail : r.type;
         await fail({ target, caseNo, cls, detail, seed: '?', ops: [] });
-        await runner.stop(false);
-        runner = new Runner(onLate);
-        await runner.start(readCap, tmpRoot);
+        await setup(async () => {
+          await runner.stop(false);
+          runner = new Runner(onLate);
+          await runner.start(readCap, tmpRoot);
+        });
       }
       if (opts.onProgress && report.cases % 500 === 0) opts.onProgress({ ...report, seconds: (performance.now() - t0) / 1000 });
     }
