@@ -242,6 +242,10 @@ export const nbdTarget: Target = {
     } catch (e) {
       return verdict('crash', `the server no longer serves a well-behaved client: ${(e as Error).message}`);
     }
+    // Every connection of the case (session and witness) must be over on the server's side too.
+    const open = () => srv.events.filter((e) => e.type === 'connect').length - srv.events.filter((e) => e.type === 'disconnect').length;
+    for (let waited = 0; open() > 0 && waited < 5000; waited += 10) await new Promise((r) => setTimeout(r, 10));
+    if (open() > 0) return verdict('hang', `the server still holds ${open()} connection(s) 5 s after its clients left`);
     const wrong = got.findIndex((b, i) => !b.equals(srv.expected[i]!));
     if (wrong >= 0) return verdict('undetected', `the witness read ${WITNESS[wrong]!.join('+')} returned other bytes`);
     for (const e of srv.events) {
