@@ -29,7 +29,8 @@ export function failureText(r: FuzzReport): string {
   return r.failures.map((f) => `${f.cls.toUpperCase()} ${f.target} case ${f.caseNo} (seed ${f.seed}; ${f.ops.join(', ')})\n  ${f.detail}\n  input: ${f.file}\n  again: ${f.reproduce}`).join('\n\n');
 }
 
-export function markdownSection(r: FuzzReport, env: { node: string; commit: string; nice: number }): string {
+/** The docs/benchmarks.md section; `notes` (one paragraph each) follow the table. */
+export function markdownSection(r: FuzzReport, env: { node: string; commit: string; nice: number }, notes: readonly string[] = []): string {
   const num = (s: string) => (/^\d+$/.test(s) ? Number(s).toLocaleString('en-US') : s);
   const lines = [
     '## Fuzzing (npm run fuzz)',
@@ -45,6 +46,7 @@ export function markdownSection(r: FuzzReport, env: { node: string; commit: stri
     r.failures.length ? `Failing cases (${r.failures.length}):` : 'No case changed guarded bytes, crashed or hung.',
     ...r.failures.slice(0, 30).map((f) => `- ${f.cls} ${f.target} #${f.caseNo} (${f.seed}): ${f.detail.replace(/\|/g, '\\|').slice(0, 240)} — \`${f.reproduce}\``),
     '',
+    ...notes.flatMap((n) => [n, '']),
   ];
   return lines.join('\n');
 }
