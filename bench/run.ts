@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const ORDER = ['lsmt', 'snapshots', 'zfile', 'nbd', 'remote'];
+const ORDER = ['lsmt', 'snapshots', 'zfile', 'nbd', 'remote', 'qcow2'];
 const args = process.argv.slice(2);
 const names = args.filter((a) => !a.startsWith('-'));
 const flags = args.filter((a) => a.startsWith('-') && a !== '--assemble');

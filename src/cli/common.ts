@@ -2,17 +2,30 @@
  * What every `obd` command shares: printing (human or --json), progress bars on a TTY,
  * size parsing, and turning errors into one clear line plus an exit code.
  */
-import { rename, rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
+import { writeAtomic } from '../io/atomic.ts';
 import { NotFoundError, ObdError } from '../io/errors.ts';
 import { parseSize } from '../io/util.ts';
+import { removeOnStop } from './outputs.ts';
 
 /** Prints a result: JSON on stdout with --json, else the human text. */
 export function output(json: boolean | undefined, value: unknown, human: () => string): void {
   if (json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
-  else process.stdout.write(human() + (human().endsWith('\n') ? '' : '\n'));
+  else {
+    const text = printable(human());
+    process.stdout.write(text + (text.endsWith('\n') ? '' : '\n'));
+  }
+}
+
+/**
+ * Human output shows what registries and files say (annotations, media types, user tags):
+ * control characters are written as escapes, so a hostile value cannot drive the terminal.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 /** Commander argument parser for sizes with K/M/G/T suffixes. */
@@ -78,21 +91,22 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
 }
 
 /**
- * Writes a file through a temporary name and renames it into place only on success, so a
- * failed or interrupted command leaves nothing half-written under the final name.
+ * Writes a file through a temporary name, fsyncs it and renames it into place only on success,
+ * so a failed or killed command leaves nothing half-written under the final name; the next
+ * run removes a killed run's temp (src/io/atomic.ts).
  */
 export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
   const dir = path.dirname(path.resolve(finalPath));
   if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
-  const tmp = `${finalPath}.tmp-${process.pid}-${Date.now().toString(36)}`;
-  try {
-    const r = await write(tmp);
-    await rename(tmp, finalPath);
-    return r;
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  return writeAtomic(finalPath, async (tmp) => {
+    // Ctrl-C removes the temp; writeAtomic removes it on failure and renames it on success.
+    const untrack = removeOnStop(tmp);
+    try {
+      return await write(tmp);
+    } finally {
+      untrack();
+    }
+  });
 }
 
 /**

@@ -3,26 +3,29 @@ import type { Command } from 'commander';
 import { exportRaw } from '../image/export.ts';
 import { describeLayer, type LayerInfo } from '../image/info.ts';
 import { stackMap } from '../image/map.ts';
-import { openLayerFile, openStack, type OpenedLayer } from '../image/open.ts';
+import { openLayerFiles, type OpenedLayer } from '../image/open.ts';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { formatSize } from '../io/util.ts';
+import { NO_VERIFY_CHAIN, VERIFY_CHAIN, openVerifiedStack, verifyLayers } from './chain.ts';
 import { atomicOutput, output, progress } from './common.ts';
+import { argList, checkOutputs, FORCE } from './outputs.ts';
 
 export function register(program: Command): void {
   program
     .command('info')
-    .description('show the header, trailer and index summary of one or more layers')
+    .description('show the header, trailer and index summary of one or more layers (several: a stack, bottom first, whose chain is checked)')
     .argument('<layer...>', 'layer files (plain LSMT, zfile-compressed or tar-wrapped)')
+    .option(...VERIFY_CHAIN)
+    .option(...NO_VERIFY_CHAIN)
     .option('--json', 'print JSON')
-    .action(async (files: string[], opts: { json?: boolean }) => {
-      const infos: LayerInfo[] = [];
-      for (const f of files) {
-        const l = await openLayerFile(f);
-        try {
-          infos.push(describeLayer(l, f));
-        } finally {
-          await l.source.close();
-        }
+    .action(async (files: string[], opts: { json?: boolean; verifyChain?: boolean }) => {
+      const layers = await openLayerFiles(files);
+      let infos: LayerInfo[];
+      try {
+        verifyLayers(layers, opts.verifyChain);
+        infos = layers.map((l, i) => describeLayer(l, files[i]!));
+      } finally {
+        await Promise.all(layers.map((l) => l.source.close()));
       }
       output(opts.json, files.length === 1 ? infos[0] : infos, () => infos.map(humanInfo).join('\n'));
     });
@@ -31,13 +34,16 @@ export function register(program: Command): void {
     .command('export')
     .description('write the flattened virtual disk of a stack as a sparse raw image')
     .argument('<files...>', 'layer files, bottom first, then the raw image to write')
-    .option('--verify-chain', 'require each layer\'s parent uuid to match the layer below')
+    .option(...VERIFY_CHAIN)
+    .option(...NO_VERIFY_CHAIN)
+    .option(...FORCE)
     .option('--json', 'print JSON')
-    .action(async (files: string[], opts: { json?: boolean; verifyChain?: boolean }) => {
+    .action(async (files: string[], opts: { json?: boolean; verifyChain?: boolean; force?: boolean }) => {
       const all = [...files];
       const target = all.pop()!;
       if (all.length === 0) throw new InvalidArgumentError('give at least one layer and then the output file');
-      const stack = await openStack(all, { verifyChain: opts.verifyChain });
+      await checkOutputs([{ path: target, arg: '<output>' }], argList(all, 'layer'), opts.force);
+      const stack = await openVerifiedStack(all, opts.verifyChain);
       try {
         const bar = progress('export', stack.size, !opts.json);
         const stats = await atomicOutput(target, (tmp) => exportRaw(stack, tmp, (d) => bar.update(d)));
@@ -54,10 +60,12 @@ export function register(program: Command): void {
     .command('map')
     .description('list the extents of a stack: data, zeroed or hole, and the layer backing each')
     .argument('<layer...>', 'layer files, bottom first')
+    .option(...VERIFY_CHAIN)
+    .option(...NO_VERIFY_CHAIN)
     .option('--json', "print qemu-img map's JSON: start, length, depth (1 = top layer, 0 = none), present, zero, data, offset")
     .addHelpText('after', '\nExamples:\n  obd map base.lsmt app.lsmt\n  obd map --json base.lsmt app.lsmt | jq \'.[] | select(.depth == 1)\'     # what the top layer holds\n')
-    .action(async (files: string[], opts: { json?: boolean }) => {
-      const stack = await openStack(files);
+    .action(async (files: string[], opts: { json?: boolean; verifyChain?: boolean }) => {
+      const stack = await openVerifiedStack(files, opts.verifyChain);
       try {
         if (opts.json) {
           const plain = stack.layers.map((l) => (l as OpenedLayer).wrapping.length === 1);

@@ -7,7 +7,9 @@ import type { BlockDevice } from '../io/types.ts';
 import { NbdServer, type NbdAddress, type NbdEvent, type NbdExportOptions } from '../nbd/index.ts';
 import type { ImageOptions } from '../image/open.ts';
 import { addCacheOptions, addRemoteOptions, cacheOptions, remoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
+import { NO_VERIFY_CHAIN, VERIFY_CHAIN, warn, withChainHint } from './chain.ts';
 import { onStopSignal } from './common.ts';
+import { argList, checkOutputs } from './outputs.ts';
 
 interface ServeOptions extends RemoteFlags, CacheFlags {
   download?: boolean;
@@ -40,7 +42,8 @@ export function register(program: Command): void {
     .option('--writable', 'serve the main export writable, through the upper layer of --upper (or of the image config)')
     .option('--upper <data index...>', 'writable upper layer: its data and index files (created when both are missing)')
     .option('--read-only', 'serve the main export read-only even when --upper is given')
-    .option('--verify-chain', "require each layer's parent uuid to match the layer below")
+    .option(...VERIFY_CHAIN)
+    .option(...NO_VERIFY_CHAIN)
     .option('--download', 'download remote layers in the background; reads switch to the local copy once its digest checks')
     .addOption(new Option('--download-rate <MiB/s>', 'background download rate limit').argParser(Number).default(100))
     .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
@@ -86,7 +89,8 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   const imageOpts: ImageOptions = {
     ...remoteOptions(opts),
     ...cacheOptions(opts),
-    verifyChain: opts.verifyChain,
+    verifyChain: opts.verifyChain !== false,
+    onWarning: warn,
     download: opts.download ? { maxMBps: opts.downloadRate } : undefined,
     trace: opts.trace,
   };
@@ -97,9 +101,12 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
     if (images.length > 0) {
       const upper = opts.upper ? { data: opts.upper[0]!, index: opts.upper[1]! } : undefined;
       const readOnly = Boolean(opts.readOnly) || !opts.writable;
-      const dev = await openImage(images, { ...imageOpts, upper, readOnly });
+      if (upper) await checkOutputs(argList([upper.data, upper.index], '--upper file'), argList(images, '<image>'), true);
+      const dev = await withChainHint(() => openImage(images, { ...imageOpts, upper, readOnly }));
       devices.push(dev);
-      if (!readOnly && !dev.writable) throw new InvalidArgumentError(`${dev.name}: opened read-only although --writable was given`);
+      if (!readOnly && !dev.writable) {
+        throw new InvalidArgumentError(`--writable: ${dev.name} has no writable layer to record writes in; --upper DATA INDEX is missing`);
+      }
       table.set(mainName, { device: dev, readOnly, description: images.map((p) => path.basename(p)).join(' + ') });
     }
     for (const spec of extra) {
@@ -108,7 +115,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
       const files = spec.slice(eq + 1).split(',').filter(Boolean);
       if (files.length === 0) throw new InvalidArgumentError(`--export ${spec}: no image after "="`);
       if (table.has(name)) throw new InvalidArgumentError(`export "${name}" is given twice`);
-      const dev = await openImage(files, { ...imageOpts, readOnly: true, trace: undefined });
+      const dev = await withChainHint(() => openImage(files, { ...imageOpts, readOnly: true, trace: undefined }));
       devices.push(dev);
       table.set(name, { device: dev, readOnly: true, description: files.map((p) => path.basename(p)).join(' + ') });
     }
@@ -140,11 +147,12 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   }
   lines.push('obd: look at it with:', ...inspectCommands(exports[0]!.uri).map((c) => `  ${c}`));
   lines.push('obd: press Ctrl-C to stop');
+  // Handlers first: a client may signal the moment it reads the ready line.
+  const signals = onStopSignal('finishing running requests and closing');
+  const pipeClosed = onOutputClosed();
   process.stderr.write(lines.join('\n') + '\n');
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, exports }) + '\n');
-
-  const signals = onStopSignal('finishing running requests and closing');
-  const signal = await signals.stopped;
+  const signal = await Promise.race([signals.stopped, pipeClosed]);
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');
   try {
     await server.close();
@@ -153,6 +161,24 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
     signals.dispose();
   }
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopped' }) + '\n');
+}
+
+/**
+ * Resolves when stdout or stderr turns out to be a closed pipe (EPIPE on a write, e.g.
+ * `obd serve -v 2>&1 | head -1` once head has exited), so the server stops and removes its
+ * socket and lock as on SIGTERM instead of dying on the write error. Linux tells a writer
+ * that its pipe has no reader only when it writes: the next log, ready or shutdown line
+ * finds it. The handlers stay until the process ends, as later writes fail the same way.
+ */
+function onOutputClosed(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const closed = (e: NodeJS.ErrnoException): void => {
+      // Reported as the signal a C server would have died of.
+      if (e.code === 'EPIPE') resolve('SIGPIPE');
+    };
+    process.stdout.on('error', closed);
+    process.stderr.on('error', closed);
+  });
 }
 
 /**

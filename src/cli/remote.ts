@@ -3,6 +3,7 @@
  * image-layout directories. `addRemoteOptions`/`remoteOptions` and `addCacheOptions`/
  * `cacheOptions` are shared with `obd serve <ref>`.
  */
+import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { formatSize } from '../io/util.ts';
@@ -10,12 +11,15 @@ import { DEFAULT_CACHE_SIZE } from '../remote/cache.ts';
 import { DEFAULT_IDLE_TIMEOUT_MS } from '../remote/http.ts';
 import { DEFAULT_UNIT } from '../remote/lazy-source.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
-import { openRepository, resolveImage } from '../remote/image.ts';
+import { openLayer, openRepository, resolveImage } from '../remote/image.ts';
 import { Annotation } from '../remote/manifest.ts';
 import { copyImage, pullImage } from '../remote/pull.ts';
 import { pushImage } from '../remote/push.ts';
-import { formatReference, referenceTarget, resolveReference } from '../remote/reference.ts';
+import { DEFAULT_TAG, formatReference, referenceTarget, resolveReference, type ImageReference } from '../remote/reference.ts';
+import { openLayerFiles, openLayerSource, type OpenedLayer } from '../image/open.ts';
+import { NO_VERIFY_CHAIN, VERIFY_CHAIN, verifyLayers } from './chain.ts';
 import { intArg, output, progressBar, sizeArg } from './common.ts';
+import { checkOutputs, RefusedOutputError } from './outputs.ts';
 
 /** Retries the CLI asks for (the registry client's own default). */
 const DEFAULT_RETRIES = 4;
@@ -71,6 +75,56 @@ export function cacheOptions(f: CacheFlags): LazyOptions {
 }
 
 
+/** Opens layer files to look at their headers, then closes them. */
+async function checkLayerFiles(files: string[], check: (layers: OpenedLayer[]) => void): Promise<void> {
+  const layers = await openLayerFiles(files);
+  try {
+    check(layers);
+  } finally {
+    await Promise.all(layers.map((l) => l.source.close()));
+  }
+}
+
+/**
+ * A local target (`oci:DIR`, `oci-archive:FILE`) that already holds an image at `tag` is
+ * refused unless `force`; registries replace tags as usual.
+ */
+async function refuseExistingTag(target: ImageReference, tag: string | undefined, force: boolean | undefined): Promise<void> {
+  if (target.kind === 'registry' || tag === undefined || force) return;
+  const opened = await openRepository(target).catch(() => undefined);
+  if (!opened) return;
+  try {
+    const held = await opened.repo.getManifest(tag).then(() => true, () => false);
+    if (held) throw new RefusedOutputError(`${formatReference(target)}: already holds an image at the tag "${tag}" (give --force to replace it)`);
+  } finally {
+    await opened.close();
+  }
+}
+
+/**
+ * The output rule for pull and copy: the target is never the source (the same layout or
+ * archive and tag, or a pull into the layout it reads), and an existing target needs --force.
+ */
+async function refuseCopyTarget(src: string, dst: string, force: boolean | undefined, srcArg: string): Promise<void> {
+  const s = await resolveReference(src);
+  const local = s.kind === 'registry' ? [] : [{ path: s.path, arg: srcArg }];
+  if (!dst.startsWith('oci:') && !dst.startsWith('oci-archive:')) {
+    // A pull into a directory: never the source layout; one that holds a pulled image needs --force.
+    await checkOutputs([{ path: dst, arg: '<dir>' }], local, true);
+    await checkOutputs([{ path: path.join(dst, 'config.v1.json'), arg: '<dir>' }], [], force);
+    return;
+  }
+  const t = await resolveReference(dst);
+  const tag = targetTag(t);
+  if (t.kind !== 'registry' && tag === referenceTarget(s)) await checkOutputs([{ path: t.path, arg: '<dst>' }], local, true);
+  await refuseExistingTag(t, tag, force);
+}
+
+/** The tag push and copy give the target: its own, else `latest` (none for a digest). */
+function targetTag(t: ImageReference): string | undefined {
+  return t.tag ?? (t.digest ? undefined : DEFAULT_TAG);
+}
+
 export function register(program: Command): void {
   addRemoteOptions(
     program
@@ -83,15 +137,32 @@ export function register(program: Command): void {
       .option('--fs-type <type>', 'record the layer filesystem (blob-fs-type annotation), e.g. ext4')
       .addOption(new Option('-z, --compress <algorithm>', 'ZFile codec for plain LSMT layers (as commit -z)').choices(['lz4', 'zstd']).default('lz4'))
       .addOption(new Option('--block-size <size>', 'ZFile block size for plain LSMT layers, 4K..64K').argParser(sizeArg).default(4096, '4K'))
+      .option(...VERIFY_CHAIN)
+      .option(...NO_VERIFY_CHAIN)
+      .option('-f, --force', 'replace the image already at an oci:DIR or oci-archive: target tag (without --append)')
       .option('--json', 'print the result as JSON'),
-  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; compress: 'lz4' | 'zstd'; blockSize: number; json?: boolean }) => {
+  ).action(async (args: string[], o: RemoteFlags & { append?: boolean; mountFrom?: string[]; fsType?: string; compress: 'lz4' | 'zstd'; blockSize: number; verifyChain?: boolean; force?: boolean; json?: boolean }) => {
     if (args.length < 2) throw new InvalidArgumentError('need at least one layer file and a target reference');
     const ref = args[args.length - 1]!;
     const files = args.slice(0, -1);
+    const target = await resolveReference(ref);
+    if (!o.append) await refuseExistingTag(target, targetTag(target), o.force);
+    if (files.length > 1) await checkLayerFiles(files, (layers) => verifyLayers(layers, o.verifyChain));
     const b = progressBar('push', !o.json);
     try {
       const r = await pushImage(files, ref, {
         ...remoteOptions(o),
+        checkBase: async (base) => {
+          const top = base.layers.at(-1);
+          if (!top || o.verifyChain === false) return;
+          const blob = await openLayer(base.repo, top, undefined);
+          try {
+            const l = await openLayerSource(blob);
+            await checkLayerFiles([files[0]!], ([bottom]) => verifyLayers([{ ...l, source: { name: `the top layer of ${ref} (${top.digest})` } }, bottom!], true));
+          } finally {
+            await blob.close();
+          }
+        },
         append: o.append,
         mountFrom: o.mountFrom,
         fsType: o.fsType,
@@ -117,8 +188,10 @@ export function register(program: Command): void {
       .argument('<ref>', 'image reference (registry or oci:DIR)')
       .argument('<dir>', 'target directory, or oci:DIR for an OCI image layout')
       .option('-j, --jobs <n>', 'blobs downloaded at once', intArg, 3)
+      .option('-f, --force', 'pull again into a DIR that holds a pulled image, or replace the image at an oci:DIR or oci-archive: tag')
       .option('--json', 'print the result as JSON'),
-  ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; json?: boolean }) => {
+  ).action(async (ref: string, dir: string, o: RemoteFlags & { jobs: number; force?: boolean; json?: boolean }) => {
+    await refuseCopyTarget(ref, dir, o.force, '<ref>');
     const b = progressBar('pull', !o.json);
     try {
       if (dir.startsWith('oci:') || dir.startsWith('oci-archive:')) {
@@ -142,8 +215,10 @@ export function register(program: Command): void {
       .argument('<src>', 'source reference')
       .argument('<dst>', 'target reference')
       .option('--mount-from <repo...>', 'more repositories of the target registry to mount blobs from')
+      .option('-f, --force', 'replace the image already at an oci:DIR or oci-archive: target tag')
       .option('--json', 'print the result as JSON'),
-  ).action(async (src: string, dst: string, o: RemoteFlags & { mountFrom?: string[]; json?: boolean }) => {
+  ).action(async (src: string, dst: string, o: RemoteFlags & { mountFrom?: string[]; force?: boolean; json?: boolean }) => {
+    await refuseCopyTarget(src, dst, o.force, '<src>');
     const b = progressBar('copy', !o.json);
     try {
       const r = await copyImage(src, dst, { ...remoteOptions(o), mountFrom: o.mountFrom, onProgress: b.onProgress });

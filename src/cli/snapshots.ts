@@ -4,28 +4,39 @@
  * name and renamed into place only when complete.
  */
 import { Option, type Command } from 'commander';
-import { openStack } from '../image/open.ts';
-import { ChainError, InvalidArgumentError } from '../io/errors.ts';
+import { InvalidArgumentError } from '../io/errors.ts';
 import type { ByteSink } from '../io/types.ts';
 import { formatSize } from '../io/util.ts';
 import { commitLayer, type CommitStats } from '../lsmt/commit.ts';
 import { flattenStack } from '../lsmt/flatten.ts';
-import { importRaw } from '../lsmt/import.ts';
-import type { Stack } from '../lsmt/stack.ts';
+import { openDisk } from '../image/disk.ts';
+import { importDevice } from '../lsmt/import.ts';
 import { lockHolder } from '../io/lock.ts';
 import { WritableLayer } from '../lsmt/writable.ts';
 import type { LayerWriteStats } from '../lsmt/writer.ts';
 import type { ZFileWriteStats } from '../zfile/writer.ts';
+import { randomUuid } from '../lsmt/format.ts';
+import { NO_VERIFY_CHAIN, openVerifiedStack, VERIFY_CHAIN } from './chain.ts';
 import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
+import { argList, checkOutputs, FORCE } from './outputs.ts';
 
-interface CompressOpts {
+export interface CompressOpts {
   compress?: 'lz4' | 'zstd';
   blockSize?: number;
   tar?: boolean;
   threads?: number;
 }
 
-interface IdentityOpts {
+export interface ImportOpts extends IdentityOpts, CompressOpts {
+  base?: string[];
+  chain?: boolean;
+  dirtyBitmap?: string;
+  force?: boolean;
+  granularity?: number;
+  verifyChain: boolean;
+}
+
+export interface IdentityOpts {
   uuid?: string;
   parent?: string;
   tag?: string;
@@ -46,7 +57,7 @@ function compressOptions(cmd: Command): Command {
  * Writes a sealed layer to `target` atomically, through a ZFile writer when asked, and
  * reports the layer stats plus the compressed output's.
  */
-async function writeLayerOutput<T extends LayerWriteStats>(
+export async function writeLayerOutput<T extends LayerWriteStats>(
   target: string,
   o: CompressOpts,
   write: (out: ByteSink | string) => Promise<T>,
@@ -75,16 +86,6 @@ function describeOutput(target: string, r: { layer: LayerWriteStats; zfile?: ZFi
   return `${target}: ${l.entries} entries, ${formatSize(l.dataBytes)} of data, layer ${formatSize(l.fileSize)}${z}`;
 }
 
-/** Opens layers as a stack; a broken uuid chain names the way out. */
-async function openChecked(files: string[], verify: boolean): Promise<Stack> {
-  try {
-    return await openStack(files, { verifyChain: verify });
-  } catch (e) {
-    if (e instanceof ChainError) throw new ChainError(`${e.message} (check the layer order, or pass --no-verify-chain)`, { cause: e });
-    throw e;
-  }
-}
-
 export function register(program: Command): void {
   program
     .command('create')
@@ -95,13 +96,16 @@ export function register(program: Command): void {
     .option('--uuid <uuid>', 'uuid of the new layer (default: random)')
     .option('--parent <uuid>', 'parent uuid (the layer it will sit on)')
     .option('--base <layer...>', 'the layers it will sit on, bottom first: parent = top uuid, size defaults to the stack\'s')
-    .option('-f, --force', 'replace existing files')
+    .option(...VERIFY_CHAIN)
+    .option(...NO_VERIFY_CHAIN)
+    .option('-f, --force', 'replace existing files (never the base layers)')
     .option('--json', 'print JSON')
-    .action(async (data: string, index: string, o: { size?: number; uuid?: string; parent?: string; base?: string[]; force?: boolean; json?: boolean }) => {
+    .action(async (data: string, index: string, o: { size?: number; uuid?: string; parent?: string; base?: string[]; verifyChain?: boolean; force?: boolean; json?: boolean }) => {
+      await checkOutputs([{ path: data, arg: '<data>' }, { path: index, arg: '<index>' }], argList(o.base ?? [], '--base layer'), o.force);
       let size = o.size;
       let parent = o.parent;
       if (o.base?.length) {
-        const stack = await openStack(o.base);
+        const stack = await openVerifiedStack(o.base, o.verifyChain);
         try {
           size ??= stack.size;
           parent ??= stack.layers.at(-1)!.uuid;
@@ -124,14 +128,16 @@ export function register(program: Command): void {
       .argument('<data>', 'writable layer data file')
       .argument('<index>', 'writable layer index file')
       .argument('<out>', 'committed layer to write')
-      .option('--uuid <uuid>', 'uuid of the committed layer (default: none, as overlaybd-commit)')
+      .option('--uuid <uuid>', 'uuid of the committed layer (default: a new random one; 00000000-0000-0000-0000-000000000000 for none, as overlaybd-commit)')
       .option('--keep-uuid', "give the committed layer the writable layer's own uuid")
       .option('--parent <uuid>', "parent uuid (default: the writable layer's)")
       .option('-m, --tag <text>', 'user tag / commit message (at most 256 bytes)')
+      .option(...FORCE)
       .option('--json', 'print JSON'),
-  ).action(async (data: string, index: string, out: string, o: IdentityOpts & CompressOpts & { keepUuid?: boolean }) => {
+  ).action(async (data: string, index: string, out: string, o: IdentityOpts & CompressOpts & { keepUuid?: boolean; force?: boolean }) => {
     if (o.keepUuid && o.uuid) throw new InvalidArgumentError('give either --uuid or --keep-uuid');
-    let uuid = o.uuid;
+    await checkOutputs([{ path: out, arg: '<out>' }], [{ path: data, arg: '<data>' }, { path: index, arg: '<index>' }], o.force);
+    let uuid = o.uuid ?? randomUuid();
     if (o.keepUuid) {
       const l = await WritableLayer.open(data, index, { readOnly: true });
       uuid = l.uuid;
@@ -155,13 +161,16 @@ export function register(program: Command): void {
       .option('--uuid <uuid>', 'uuid of the merged layer (default: none)')
       .option('--parent <uuid>', "parent uuid (default: the bottom layer's)")
       .option('-m, --tag <text>', 'user tag (at most 256 bytes)')
-      .option('--no-verify-chain', "do not require each layer's parent uuid to match the layer below")
+      .option(...VERIFY_CHAIN)
+      .option(...NO_VERIFY_CHAIN)
+      .option(...FORCE)
       .option('--json', 'print JSON'),
-  ).action(async (files: string[], o: IdentityOpts & CompressOpts & { verifyChain: boolean }) => {
+  ).action(async (files: string[], o: IdentityOpts & CompressOpts & { verifyChain?: boolean; force?: boolean }) => {
     const layers = [...files];
     const out = layers.pop()!;
     if (layers.length === 0) throw new InvalidArgumentError('give at least one layer and then the output file');
-    const stack = await openChecked(layers, o.verifyChain);
+    await checkOutputs([{ path: out, arg: '<output>' }], argList(layers, 'layer'), o.force);
+    const stack = await openVerifiedStack(layers, o.verifyChain);
     const p = progressBar('merge', !o.json);
     try {
       const r = await writeLayerOutput(out, o, (sink) => flattenStack(stack, sink, { uuid: o.uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }));
@@ -176,28 +185,58 @@ export function register(program: Command): void {
   compressOptions(
     program
       .command('import')
-      .description('make a layer from a raw disk image: its non-zero blocks, or only what differs from --base')
-      .argument('<disk>', 'raw disk image')
-      .argument('<out>', 'layer to write')
+      .description('make a layer from a disk: a raw file, a qcow2 image (through its backing chain) or an NBD export; its non-zero blocks, or only what differs from --base')
+      .argument('<disk>', 'raw disk image, qcow2 image, or NBD URI (nbd://HOST:PORT/NAME, nbd+unix:///NAME?socket=PATH)')
+      .argument('<out>', 'layer to write (with --chain: the directory for the layers)')
       .option('--base <layer...>', 'layers the result will sit on, bottom first: store only blocks that differ')
+      .option('--chain', 'qcow2: one layer per image of the backing chain, bottom first, into the directory <out>, with a manifest.json')
+      .option('--dirty-bitmap <name>', 'NBD: read only what the qemu dirty bitmap NAME marks, as a delta over --base (incremental backup)')
       .option('--granularity <size>', 'comparison block size, a multiple of 512 (default 4K)', sizeArg)
       .option('--uuid <uuid>', 'uuid of the new layer (default: random)')
-      .option('--parent <uuid>', "parent uuid (default: the base's top layer uuid)")
+      .option('--parent <uuid>', "parent uuid (default: the base's top layer uuid; with --chain: of the bottom layer)")
       .option('-m, --tag <text>', 'user tag (at most 256 bytes)')
-      .option('--no-verify-chain', "do not require the base layers' parent uuids to chain")
-      .option('--json', 'print JSON'),
-  ).action(async (disk: string, out: string, o: IdentityOpts & CompressOpts & { base?: string[]; granularity?: number; verifyChain: boolean }) => {
-    const base = o.base?.length ? await openChecked(o.base, o.verifyChain) : undefined;
+      .option(...VERIFY_CHAIN)
+      .option(...NO_VERIFY_CHAIN)
+      .option(...FORCE)
+      .option('--json', 'print JSON')
+      .addHelpText(
+        'after',
+        `
+--force also lets a qcow2 image marked dirty or corrupt be read (qemu-img check -r all would repair it).
+
+Examples:
+  obd import disk.raw disk.lsmt
+  obd import vm.qcow2 vm.lsmt                         # flattened through its backing chain
+  obd import top.qcow2 layers/ --chain -z zstd        # one layer per image, + layers/manifest.json
+  obd import nbd+unix:///?socket=/tmp/vm.sock vm.lsmt # anything qemu-nbd or nbdkit serves
+  obd import nbd://127.0.0.1:10809/vm inc.lsmt --dirty-bitmap b1 --base vm.lsmt
+`,
+      ),
+  ).action(async (disk: string, out: string, o: ImportOpts) => {
+    if (o.chain) {
+      const { importChainCommand } = await import('./import-chain.ts');
+      return importChainCommand(disk, out, o, writeLayerOutput);
+    }
+    if (o.dirtyBitmap !== undefined && !o.base?.length) throw new InvalidArgumentError('--dirty-bitmap writes a delta: give the layers it sits on with --base');
+    const local = /^nbds?(\+unix)?:\/\//.test(disk) ? [] : [{ path: disk, arg: '<disk>' }];
+    await checkOutputs([{ path: out, arg: '<out>' }], [...local, ...argList(o.base ?? [], '--base layer')], o.force);
+    const base = o.base?.length ? await openVerifiedStack(o.base, o.verifyChain) : undefined;
     const p = progressBar('import', !o.json);
     try {
-      const r = await writeLayerOutput(out, o, (sink) =>
-        importRaw(disk, sink, { base, blockSize: o.granularity, uuid: o.uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }),
-      );
-      p.stop();
-      const l = r.layer;
-      output(o.json, { input: disk, output: out, ...l, compressed: r.zfile ?? null }, () =>
-        `${describeOutput(out, r)}: ${l.dataBlocks} data and ${l.zeroedBlocks} zeroed blocks of ${formatSize(l.blockSize)}${base ? ' differ from the base' : ''}`,
-      );
+      const src = await openDisk(disk, { force: o.force, dirtyBitmap: o.dirtyBitmap });
+      try {
+        const r = await writeLayerOutput(out, o, (sink) =>
+          importDevice(src.device, sink, { base, plan: src.plan, blockSize: o.granularity, uuid: o.uuid, parentUuid: o.parent, userTag: o.tag, onProgress: p.onProgress }),
+        );
+        p.stop();
+        const l = r.layer;
+        const images = src.kind === 'qcow2' ? src.chain.images.map((i) => ({ path: i.path, format: i.format })) : undefined;
+        output(o.json, { input: disk, kind: src.kind, ...(images ? { chain: images } : {}), output: out, ...l, compressed: r.zfile ?? null }, () =>
+          `${describeOutput(out, r)}: ${l.dataBlocks} data and ${l.zeroedBlocks} zeroed blocks of ${formatSize(l.blockSize)}${base ? ' differ from the base' : ''}${images && images.length > 1 ? ` (${images.length} qcow2 chain images flattened)` : ''}`,
+        );
+      } finally {
+        await src.device.close();
+      }
     } finally {
       p.stop();
       await base?.close();

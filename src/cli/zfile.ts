@@ -8,6 +8,7 @@ import { ZFileReader, type ZFileInfo } from '../zfile/reader.ts';
 import { compressFile, compressStream, decompressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
 import { hex, type Algorithm, type ZFileHeader } from '../zfile/format.ts';
 import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
+import { checkOutputs, FORCE } from './outputs.ts';
 
 
 /** Opens a zfile at `path`, peeling a tar wrapper when there is one. */
@@ -55,17 +56,20 @@ export function register(program: Command): void {
     .description('compress a file into a zfile')
     .argument('<in>', 'input file, or - for standard input')
     .argument('<out>', 'output zfile')
-    .addOption(new Option('-a, --algorithm <name>', 'codec').choices(['lz4', 'zstd']).default('lz4'))
+    .addOption(new Option('-z, --compress <algorithm>', 'codec, as in commit, import and push').choices(['lz4', 'zstd']).default('lz4'))
+    .addOption(new Option('-a, --algorithm <name>', 'the same as --compress (the name overlaybd-zfile users know)').choices(['lz4', 'zstd']))
     .option('-l, --level <n>', 'zstd level 1..22 (default 3, as the reference)', intArg)
-    .option('-b, --block-size <size>', 'uncompressed bytes per block, 4K..64K, power of two', sizeArg, 4096)
+    .addOption(new Option('-b, --block-size <size>', 'uncompressed bytes per block, 4K..64K, power of two').argParser(sizeArg).default(4096, '4K'))
     .option('--no-crc', 'do not store a CRC after each block')
     .option('-t, --tar', 'wrap the zfile in a tar member, as layer blobs are shipped')
     .option('--overwrite-header', 'rewrite the header with the final index (as overlaybd-commit -z does)')
     .option('-j, --threads <n>', 'compression threads (output is identical for any count)', intArg, 1)
+    .option(...FORCE)
     .option('--json', 'print the result as JSON')
-    .action(async (input: string, out: string, o: { algorithm: Algorithm; level?: number; blockSize: number; crc: boolean; tar?: boolean; overwriteHeader?: boolean; threads: number; json?: boolean }) => {
+    .action(async (input: string, out: string, o: { compress: Algorithm; algorithm?: Algorithm; level?: number; blockSize: number; crc: boolean; tar?: boolean; overwriteHeader?: boolean; threads: number; force?: boolean; json?: boolean }) => {
+      await checkOutputs([{ path: out, arg: '<out>' }], [{ path: input, arg: '<in>' }], o.force);
       const opts: ZFileWriterOptions = {
-        algorithm: o.algorithm,
+        algorithm: o.algorithm ?? o.compress,
         level: o.level,
         blockSize: o.blockSize,
         crc: o.crc,
@@ -94,8 +98,10 @@ export function register(program: Command): void {
     .description('decompress a zfile (tar-wrapped or not) into a plain file')
     .argument('<in>', 'zfile')
     .argument('<out>', 'output file')
+    .option(...FORCE)
     .option('--json', 'print the result as JSON')
-    .action(async (input: string, out: string, o: { json?: boolean }) => {
+    .action(async (input: string, out: string, o: { force?: boolean; json?: boolean }) => {
+      await checkOutputs([{ path: out, arg: '<out>' }], [{ path: input, arg: '<in>' }], o.force);
       const p = progressBar('decompress', !o.json);
       const t0 = performance.now();
       let stats;

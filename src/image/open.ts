@@ -5,22 +5,19 @@
  * a registry reference.
  */
 import { writeFile } from 'node:fs/promises';
-import { ChainError, FormatError, InvalidArgumentError, NotFoundError } from '../io/errors.ts';
+import { chainMembers, checkChain } from './chain.ts';
+import { ChainError, InvalidArgumentError, NotFoundError } from '../io/errors.ts';
 import { FileSource, isFile } from '../io/file.ts';
 import type { BlockDevice, ByteSource } from '../io/types.ts';
-import { readAt } from '../io/util.ts';
-import { hasLsmtMagic } from '../lsmt/format.ts';
-import { openSealedLayer, type SealedLayer } from '../lsmt/sealed.ts';
+import type { SealedLayer } from '../lsmt/sealed.ts';
 import { Stack, type StackOptions } from '../lsmt/stack.ts';
 import { WritableLayer } from '../lsmt/writable.ts';
 import type { DownloadConfig } from '../remote/config.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
-import { RecompressedLayerError, sniffStreamCompression } from '../remote/recompressed.ts';
 import { parseReference, resolveReference, transportOf, TRANSPORTS } from '../remote/reference.ts';
 import type { ImageSources } from '../remote/sources.ts';
 import type { ReplayResult, TraceRecorder } from '../remote/trace.ts';
-import { isZFile, ZFileReader } from '../zfile/reader.ts';
-import { openTarEntry } from '../zfile/tar.ts';
+import { probeLayer } from './probe.ts';
 
 /** How a layer blob was wrapped, outermost first (e.g. ['tar', 'zfile', 'lsmt']). */
 export type Wrapping = ('tar' | 'zfile' | 'lsmt')[];
@@ -36,28 +33,9 @@ export interface LayerSourceOptions {
   wrapDecoded?: (decoded: ByteSource) => ByteSource;
 }
 
-/** Peels tar and zfile wrappers off `src` and opens the LSMT layer inside. */
+/** Peels tar and zfile wrappers off `src` and opens the LSMT layer inside (see probe.ts). */
 export async function openLayerSource(src: ByteSource, opts: LayerSourceOptions = {}): Promise<OpenedLayer> {
-  const wrapping: Wrapping = [];
-  let cur: ByteSource = src;
-  const tar = await openTarEntry(cur);
-  if (tar) {
-    wrapping.push('tar');
-    cur = tar;
-  }
-  if (await isZFile(cur)) {
-    wrapping.push('zfile');
-    cur = await ZFileReader.open(cur);
-  }
-  const head = await readAt(cur, 0, Math.min(512, cur.size));
-  if (!hasLsmtMagic(head)) {
-    const compression = wrapping.length === 0 ? sniffStreamCompression(head) : undefined;
-    if (compression) throw new RecompressedLayerError(src.name, compression);
-    const inside = wrapping.length ? ` inside the ${wrapping.join(' > ')} wrapper` : '';
-    throw new FormatError(src.name, `not an LSMT layer (no LSMT magic at offset 0${inside})`, 0);
-  }
-  wrapping.push('lsmt');
-  const layer = await openSealedLayer(opts.wrapDecoded ? opts.wrapDecoded(cur) : cur);
+  const { layer, wrapping } = await probeLayer(src, opts.wrapDecoded);
   return { ...layer, wrapping, storedBytes: src.size };
 }
 
@@ -103,7 +81,14 @@ export interface ImageOptions extends RemoteOptions, LazyOptions {
   /** Writable layer on top; created (sized like the stack, parent = its top layer) when both files are missing. */
   upper?: { data: string; index: string };
   readOnly?: boolean;
+  /**
+   * Require each layer's parent uuid (and the upper's) to be the uuid of the layer below it;
+   * links that cannot be checked (no uuid) go to onWarning. Default off: a program that
+   * stacks layers knows their order; the CLI turns it on.
+   */
   verifyChain?: boolean;
+  /** Told what could not be checked (e.g. a layer without a uuid); the library prints nothing. */
+  onWarning?: (message: string) => void;
   /** Start background downloads of remote layers (with this configuration). */
   download?: DownloadConfig | boolean;
   /** Trace file: an empty file records this run's reads, a recorded trace is replayed. */
@@ -113,13 +98,13 @@ export interface ImageOptions extends RemoteOptions, LazyOptions {
 }
 
 /**
- * True when `arg` names an image source rather than a layer file: an existing .json file, a
- * transport (`docker://`, `oci:`, `oci-archive:`, or one the reference parser refuses), an OCI
- * layout directory, or a reference whose first component is a registry host (has a dot or a
- * port, or is localhost — docker's rule), so a mistyped path never becomes a network request.
+ * True when `arg` names an image by reference rather than a layer file: a transport
+ * (`docker://`, `oci:`, `oci-archive:`, or one the reference parser refuses), an OCI layout
+ * directory, or a reference whose first component is a registry host (has a dot or a port, or
+ * is localhost — docker's rule), so a mistyped path never becomes a network request.
  */
-async function isImageSpec(arg: string): Promise<boolean> {
-  if (await isFile(arg)) return arg.endsWith('.json');
+async function isReference(arg: string): Promise<boolean> {
+  if (await isFile(arg)) return false;
   if (transportOf(arg) !== undefined || TRANSPORTS.some((t) => arg.startsWith(t))) return true;
   if ((await resolveReference(arg).catch(() => undefined))?.kind === 'oci') return true;
   const slash = arg.indexOf('/');
@@ -134,28 +119,60 @@ async function isImageSpec(arg: string): Promise<boolean> {
   }
 }
 
+/** A place an image can live: whether a command's image arguments name it, and how to open it. */
+export interface ImageLocation {
+  readonly kind: 'config' | 'reference' | 'layers';
+  matches(args: readonly string[]): Promise<boolean>;
+  open(args: readonly string[], opts: ImageOptions): Promise<BlockDevice>;
+}
+
+/** Every kind of image location, tried in order; the last (layer files) takes what is left. */
+export const IMAGE_LOCATIONS: readonly ImageLocation[] = [
+  {
+    kind: 'config',
+    matches: async (args) => args.length === 1 && args[0]!.endsWith('.json') && (await isFile(args[0]!)),
+    open: (args, opts) => openSpec(args[0]!, opts, 'config'),
+  },
+  {
+    kind: 'reference',
+    matches: async (args) => args.length === 1 && (await isReference(args[0]!)),
+    open: (args, opts) => openSpec(args[0]!, opts, 'reference'),
+  },
+  { kind: 'layers', matches: async () => true, open: openLayerFilesImage },
+];
+
 /**
  * Opens an image: layer files bottom → top, or one config.v1.json, `oci:DIR[:tag]` or
- * registry reference. With an upper (given, or from the config) the result is writable
- * unless `readOnly`. Closing the device closes everything it opened.
+ * registry reference (see IMAGE_LOCATIONS). With an upper (given, or from the config) the
+ * result is writable unless `readOnly`. Closing the device closes everything it opened.
  */
 export async function openImage(args: readonly string[], opts: ImageOptions = {}): Promise<BlockDevice> {
   if (args.length === 0) throw new InvalidArgumentError('no image given: name layer files, a config.v1.json, oci:DIR or a registry reference');
-  if (args.length === 1 && (await isImageSpec(args[0]!))) return openSpec(args[0]!, opts);
+  for (const loc of IMAGE_LOCATIONS) if (await loc.matches(args)) return loc.open(args, opts);
+  throw new InvalidArgumentError(`no way to open ${args.join(' ')}`);
+}
+
+async function openLayerFilesImage(args: readonly string[], opts: ImageOptions): Promise<BlockDevice> {
   for (const a of args) {
     if (!(await isFile(a))) throw new NotFoundError(`${a}: no such layer file`);
   }
-  const stack = await openStack(args, { verifyChain: opts.verifyChain });
+  const stack = await openStack(args);
+  try {
+    verifyStack(stack, opts);
+  } catch (e) {
+    await stack.close();
+    throw e;
+  }
   return withUpper(stack, opts.upper, opts);
 }
 
-async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> {
+async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'reference'): Promise<BlockDevice> {
   // Loaded here so commands on local files do not load the registry client at start-up.
-  const [{ openImageSources }, { TraceRecorder, TracingSource, replayTrace, traceMode }] = await Promise.all([
+  const [{ configSources, referenceSources }, { TraceRecorder, TracingSource, replayTrace, traceMode }] = await Promise.all([
     import('../remote/sources.ts'),
     import('../remote/trace.ts'),
   ]);
-  const srcs = await openImageSources(spec, opts);
+  const srcs = await (kind === 'config' ? configSources : referenceSources)(spec, opts);
   let recorder: TraceRecorder | undefined;
   let stack: Stack;
   try {
@@ -166,7 +183,6 @@ async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> 
       openLayerSource(s, { wrapDecoded: recorder ? (d) => new TracingSource(d, i, recorder!) : undefined }),
     );
     stack = new Stack(layers, {
-      verifyChain: opts.verifyChain,
       name: srcs.name,
       ownsSources: false,
       onClose: async () => {
@@ -177,6 +193,7 @@ async function openSpec(spec: string, opts: ImageOptions): Promise<BlockDevice> 
         await srcs.close();
       },
     });
+    verifyStack(stack, opts);
     if (mode.mode === 'replay') {
       replayTrace(
         mode.records,
@@ -213,9 +230,32 @@ async function withUpper(stack: Stack, upper: ImageSources['upper'], opts: Image
       if (readOnly) throw new NotFoundError(`${upper.data}: no such writable layer (it is created only when the image is opened writable)`);
       return await WritableLayer.create(upper.data, upper.index, { virtualSize: stack.size, parentUuid: stack.layers.at(-1)!.uuid, lower: stack });
     }
-    return await WritableLayer.open(upper.data, upper.index, { lower: stack, readOnly, verifyParent: opts.verifyChain });
+    const layer = await WritableLayer.open(upper.data, upper.index, { lower: stack, readOnly });
+    try {
+      if (layer.size !== stack.size) {
+        throw new ChainError(
+          `${upper.data}: the writable layer's virtual size ${layer.size} differs from the size ${stack.size} of the layers below it (${stack.name}): ` +
+            'it was made for another disk',
+        );
+      }
+      if (opts.verifyChain) {
+        const top = stack.layers.at(-1)!;
+        const warnings = checkChain([{ name: top.source.name, uuid: top.uuid, parentUuid: top.parentUuid }, { name: upper.data, uuid: layer.uuid, parentUuid: layer.parentUuid }]);
+        for (const w of warnings) opts.onWarning?.(w);
+      }
+    } catch (e) {
+      await layer.close();
+      throw e;
+    }
+    return layer;
   } catch (e) {
     await stack.close();
     throw e;
   }
+}
+
+/** The chain check of ImageOptions.verifyChain, on an opened stack. */
+function verifyStack(stack: Stack, opts: ImageOptions): void {
+  if (!opts.verifyChain) return;
+  for (const w of checkChain(chainMembers(stack.layers))) opts.onWarning?.(w);
 }

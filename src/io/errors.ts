@@ -50,7 +50,7 @@ export class OutOfRangeError extends ObdError {
   }
 }
 
-/** A write reaches past the end of the device: the disk is full. */
+/** No room: a write past the end of a device, or a full filesystem under a layer file. */
 export class NoSpaceError extends ObdError {
   override readonly errno: Errno = 'ENOSPC';
 }

@@ -2,6 +2,7 @@ import { open, stat, type FileHandle } from 'node:fs/promises';
 import { SyncReadGate, preadFull } from './fd-io.ts';
 import { ClosedError, InvalidArgumentError, NotFoundError, ObdError, PermissionError, errnoOf } from './errors.ts';
 import type { ByteSource } from './types.ts';
+import { readable } from './util.ts';
 
 export interface FileSourceOptions {
   /** 'auto' (default): small reads may be synchronous (see SyncReadGate); 'async': never. */
@@ -49,16 +50,15 @@ export class FileSource implements ByteSource {
 
   tryReadSync(buf: Uint8Array, offset: number): number | undefined {
     if (!this.#fh) throw new ClosedError(this.name);
-    const want = Math.min(buf.length, this.size - offset);
-    if (want <= 0) return 0;
-    return this.#gate.read(this.#fd, want === buf.length ? buf : buf.subarray(0, want), offset);
+    const view = readable(buf, offset, this.size);
+    if (view.length === 0) return 0;
+    return this.#gate.read(this.#fd, view, offset);
   }
 
   async read(buf: Uint8Array, offset: number): Promise<number> {
     const n = this.tryReadSync(buf, offset);
     if (n !== undefined) return n;
-    const want = Math.min(buf.length, this.size - offset);
-    return preadFull(this.#fd, want === buf.length ? buf : buf.subarray(0, want), offset);
+    return preadFull(this.#fd, readable(buf, offset, this.size), offset);
   }
 
   async close(): Promise<void> {

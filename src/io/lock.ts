@@ -7,7 +7,8 @@
 import { open, readFile, unlink } from 'node:fs/promises';
 import { BusyError } from './errors.ts';
 
-function alive(pid: number): boolean {
+/** Whether process `pid` exists (EPERM: it does, under another user). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -21,7 +22,7 @@ export async function lockHolder(file: string): Promise<number | undefined> {
   const text = await readFile(`${file}.lock`, 'utf8').catch(() => undefined);
   if (text === undefined) return undefined;
   const pid = Number.parseInt(text, 10);
-  return Number.isSafeInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
+  return Number.isSafeInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
 }
 
 /** Throws BusyError when a live process holds the writer lock on `file`. */

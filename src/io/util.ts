@@ -46,6 +46,16 @@ export function ahead<T>(p: Promise<T>): Promise<T> {
   return p;
 }
 
+/**
+ * The part of `buf` a read at `offset` of a `size`-byte source can fill: `buf` itself when it
+ * fits, a shorter view at the end of the source, an empty one at or past it. Every source's
+ * read clamps with this, so a short read means the end and nothing else.
+ */
+export function readable(buf: Uint8Array, offset: number, size: number): Uint8Array {
+  const n = Math.max(0, Math.min(buf.length, size - offset));
+  return n === buf.length ? buf : buf.subarray(0, n);
+}
+
 /** A window [base, base+size) of another source, e.g. a tar member. */
 export class SliceSource implements ByteSource {
   readonly name: string;
@@ -60,14 +70,14 @@ export class SliceSource implements ByteSource {
     this.name = name ?? `${inner.name}[${base}+${size}]`;
   }
   read(buf: Uint8Array, offset: number): Promise<number> {
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
-    if (n === 0) return Promise.resolve(0);
-    return this.inner.read(n === buf.length ? buf : buf.subarray(0, n), this.base + offset);
+    const view = readable(buf, offset, this.size);
+    if (view.length === 0) return Promise.resolve(0);
+    return this.inner.read(view, this.base + offset);
   }
   tryReadSync(buf: Uint8Array, offset: number): number | undefined {
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
-    if (n === 0) return 0;
-    return this.inner.tryReadSync?.(n === buf.length ? buf : buf.subarray(0, n), this.base + offset);
+    const view = readable(buf, offset, this.size);
+    if (view.length === 0) return 0;
+    return this.inner.tryReadSync?.(view, this.base + offset);
   }
   async evict(offset: number, length: number): Promise<void> {
     await this.inner.evict?.(this.base + offset, length);

@@ -8,6 +8,7 @@ import type { ByteSink } from '../io/types.ts';
 import { copyMappings, withSink, type ProgressFn } from './copy.ts';
 import { checkedIdentity } from './identity.ts';
 import type { SealedLayer } from './sealed.ts';
+import type { Layer } from './layer.ts';
 import { Stack } from './stack.ts';
 import { SealedLayerWriter, type LayerWriteStats } from './writer.ts';
 
@@ -28,20 +29,25 @@ export interface FlattenStats extends LayerWriteStats {
   layers: number;
 }
 
+/** The reference takes the size from a layer's header; a layer from elsewhere has only its own. */
+function headerOf(l: Layer): { virtualSize: number } {
+  return (l as Partial<SealedLayer>).header ?? l;
+}
+
 /**
  * Writes the flattened `input` (a Stack, or sealed layers bottom → top) into `out`: a path
  * (synced; removed on failure) or a sink the caller finishes. Sources stay open.
  */
-export async function flattenStack(input: Stack | readonly SealedLayer[], out: ByteSink | string, opts: FlattenOptions = {}): Promise<FlattenStats> {
+export async function flattenStack(input: Stack | readonly Layer[], out: ByteSink | string, opts: FlattenOptions = {}): Promise<FlattenStats> {
   const stack = input instanceof Stack ? input : new Stack(input, { ownsSources: false });
   const layers = stack.layers;
   const n = layers.length;
   const top = layers[n - 1]!;
   const id = checkedIdentity({
     // The reference reads the top header; a zero there would make an unusable layer.
-    virtualSize: top.header.virtualSize || stack.size,
+    virtualSize: headerOf(top).virtualSize || stack.size,
     uuid: opts.uuid,
-    parentUuid: opts.parentUuid ?? layers[0]!.header.parentUuid,
+    parentUuid: opts.parentUuid ?? layers[0]!.parentUuid,
     userTag: opts.userTag,
   });
   const sources = layers.map((l) => l.source);

@@ -70,10 +70,6 @@ export interface HeaderTrailer {
   userTag: string;
 }
 
-export function isHeader(ht: HeaderTrailer): boolean {
-  return (ht.flags & FLAG_HEADER) !== 0;
-}
-
 /** True when the first bytes carry both LSMT magics. */
 export function hasLsmtMagic(b: Uint8Array): boolean {
   if (b.length < 24) return false;
@@ -164,38 +160,66 @@ export interface Mapping {
   tag: number;
 }
 
+/*
+ * The 16-byte entry layout (docs/format.md §2.2) lives here and nowhere else. An entry is
+ * read as four little-endian u32 words, lo0 hi0 lo1 hi1 (bytes 0, 4, 8, 12), so no BigInt is
+ * involved: offset = bits 0–49 and length = bits 50–63 of lo0:hi0; moffset = bits 0–54,
+ * zeroed = bit 55 and tag = bits 56–63 of lo1:hi1. Hot paths (the sealed index loader, the
+ * writable log's replay and pending entries) read the words themselves and call the field
+ * functions below, which allocate nothing and which V8 inlines; decodeEntry/encodeEntry are
+ * the same layout as a Mapping object. test/lsmt/entry-layout.test.ts checks every user
+ * against an independent BigInt encoding.
+ */
+
+/** Offset field (sectors) from words lo0, hi0; INVALID_OFFSET marks padding. */
+export function entryOffset(lo0: number, hi0: number): number {
+  return lo0 + (hi0 & 0x3ffff) * 2 ** 32;
+}
+
+/** Length field (sectors) from word hi0. */
+export function entryLength(hi0: number): number {
+  return hi0 >>> 18;
+}
+
+/** Moffset field (sectors into the data) from words lo1, hi1. */
+export function entryMoffset(lo1: number, hi1: number): number {
+  return lo1 + (hi1 & 0x7fffff) * 2 ** 32;
+}
+
+/** Zeroed flag from word hi1. */
+export function entryZeroed(hi1: number): boolean {
+  return (hi1 & 0x800000) !== 0;
+}
+
+/** Tag byte from word hi1. */
+export function entryTag(hi1: number): number {
+  return hi1 >>> 24;
+}
+
+/** Writes one entry from its fields at byte `at` of `dv` (the tag is taken modulo 256). */
+export function writeEntry(dv: DataView, at: number, offset: number, length: number, moffset: number, zeroed: boolean, tag: number): void {
+  dv.setUint32(at, offset >>> 0, true);
+  dv.setUint32(at + 4, (Math.floor(offset / 2 ** 32) | (length << 18)) >>> 0, true);
+  dv.setUint32(at + 8, moffset >>> 0, true);
+  dv.setUint32(at + 12, (Math.floor(moffset / 2 ** 32) | (zeroed ? 1 << 23 : 0) | ((tag & 0xff) << 24)) >>> 0, true);
+}
+
 /** Decodes the entry at byte `at` of `dv`. */
 export function decodeEntry(dv: DataView, at: number): Mapping {
-  const lo0 = dv.getUint32(at, true);
   const hi0 = dv.getUint32(at + 4, true);
-  const lo1 = dv.getUint32(at + 8, true);
   const hi1 = dv.getUint32(at + 12, true);
   return {
-    offset: lo0 + (hi0 & 0x3ffff) * 2 ** 32,
-    length: hi0 >>> 18,
-    moffset: lo1 + (hi1 & 0x7fffff) * 2 ** 32,
-    zeroed: ((hi1 >>> 23) & 1) === 1,
-    tag: hi1 >>> 24,
+    offset: entryOffset(dv.getUint32(at, true), hi0),
+    length: entryLength(hi0),
+    moffset: entryMoffset(dv.getUint32(at + 8, true), hi1),
+    zeroed: entryZeroed(hi1),
+    tag: entryTag(hi1),
   };
 }
 
 /** Encodes `m` at byte `at` of `dv`. */
 export function encodeEntry(dv: DataView, at: number, m: Mapping): void {
-  const offHi = Math.floor(m.offset / 2 ** 32);
-  const moffHi = Math.floor(m.moffset / 2 ** 32);
-  dv.setUint32(at, m.offset >>> 0, true);
-  dv.setUint32(at + 4, (offHi | (m.length << 18)) >>> 0, true);
-  dv.setUint32(at + 8, m.moffset >>> 0, true);
-  dv.setUint32(at + 12, (moffHi | (m.zeroed ? 1 << 23 : 0) | ((m.tag & 0xff) << 24)) >>> 0, true);
+  writeEntry(dv, at, m.offset, m.length, m.moffset, m.zeroed, m.tag);
 }
 
 export const PADDING_ENTRY: Mapping = Object.freeze({ offset: INVALID_OFFSET, length: 0, moffset: 0, zeroed: false, tag: 0 });
-
-/** Encodes entries, padded with invalid entries to a multiple of `padTo` entries. */
-export function encodeEntries(list: readonly Mapping[], padTo = 1): Uint8Array {
-  const n = list.length === 0 ? 0 : Math.ceil(list.length / padTo) * padTo;
-  const out = new Uint8Array(n * ENTRY_SIZE);
-  const dv = new DataView(out.buffer);
-  for (let i = 0; i < n; i++) encodeEntry(dv, i * ENTRY_SIZE, i < list.length ? list[i]! : PADDING_ENTRY);
-  return out;
-}

@@ -3,12 +3,9 @@
  * disk and the system error's errno (errnoOf) for the rest, with messages naming the file
  * and offset.
  */
-import { ObdError, errnoOf, type Errno } from '../io/errors.ts';
+import { NoSpaceError, ObdError, errnoOf, type Errno } from '../io/errors.ts';
 
-/** The filesystem holding a layer file is full (or over quota). */
-export class NoSpaceError extends ObdError {
-  override readonly errno: Errno = 'ENOSPC';
-}
+export { NoSpaceError };
 
 /** A write, sync or truncate of a layer file failed; `errno` is the system error's (errnoOf). */
 export class LayerIoError extends ObdError {

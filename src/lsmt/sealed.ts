@@ -17,22 +17,22 @@ import {
   MAX_RO_INDEX_ENTRIES,
   SECTOR,
   checkVirtualSize,
+  entryLength,
+  entryMoffset,
+  entryOffset,
+  entryZeroed,
   parseHeaderTrailer,
   type HeaderTrailer,
 } from './format.ts';
+import type { Layer } from './layer.ts';
 import { MappingTable } from './table.ts';
 
-export interface SealedLayer {
-  readonly source: ByteSource;
+/** An LSMT sealed layer: a Layer plus the header and trailer it was read from. */
+export interface SealedLayer extends Layer {
   readonly header: HeaderTrailer;
   readonly trailer: HeaderTrailer;
-  /** Live entries (padding dropped, tags reset to 0), sorted and non-overlapping. */
-  readonly index: MappingTable;
   /** Entries on disk including padding. */
   readonly indexEntriesOnDisk: number;
-  readonly virtualSize: number;
-  readonly uuid: string;
-  readonly parentUuid: string;
 }
 
 /** Parses and validates a sealed layer read from `src`. Fails with a FormatError naming the check. */
@@ -82,12 +82,14 @@ export async function openSealedLayer(src: ByteSource): Promise<SealedLayer> {
     virtualSize: trailer.virtualSize,
     uuid: trailer.uuid,
     parentUuid: header.parentUuid,
+    description: header.userTag,
   };
 }
 
 /**
  * Decodes a sealed index: drops padding, resets tags, and checks order and that every
- * entry's data lies in [sector 8, dataEnd).
+ * entry's data lies in [sector 8, dataEnd). Reads each entry's words in place and decodes
+ * them with format.ts's field functions (no Mapping object per entry).
  */
 export function decodeSealedIndex(bytes: Uint8Array, file: string, fileOffset: number, dataEndSector: number): MappingTable {
   const n = bytes.length / ENTRY_SIZE;
@@ -96,16 +98,14 @@ export function decodeSealedIndex(bytes: Uint8Array, file: string, fileOffset: n
   let prevEnd = 0;
   for (let i = 0; i < n; i++) {
     const at = i * ENTRY_SIZE;
-    const lo0 = dv.getUint32(at, true);
     const hi0 = dv.getUint32(at + 4, true);
-    const lo1 = dv.getUint32(at + 8, true);
-    const hi1 = dv.getUint32(at + 12, true);
-    const offset = lo0 + (hi0 & 0x3ffff) * 2 ** 32;
+    const offset = entryOffset(dv.getUint32(at, true), hi0);
     if (offset === INVALID_OFFSET) continue;
-    const length = hi0 >>> 18;
-    const moffset = lo1 + (hi1 & 0x7fffff) * 2 ** 32;
-    const zeroed = ((hi1 >>> 23) & 1) === 1;
+    const length = entryLength(hi0);
     if (length === 0) continue;
+    const hi1 = dv.getUint32(at + 12, true);
+    const moffset = entryMoffset(dv.getUint32(at + 8, true), hi1);
+    const zeroed = entryZeroed(hi1);
     const where = fileOffset + at;
     if (offset < prevEnd) {
       throw new FormatError(file, `index entry ${i} (offset ${offset}, length ${length} sectors) overlaps or precedes the previous entry ending at ${prevEnd}: index not sorted`, where);

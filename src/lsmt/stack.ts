@@ -11,7 +11,8 @@ import { failAfter, settleAll } from '../io/util.ts';
 import { SECTOR, isNullUuid } from './format.ts';
 import { IndexLookup, REC } from './lookup.ts';
 import { mergeIndexes } from './merged-index.ts';
-import { tableEnd, type SealedLayer } from './sealed.ts';
+import type { Layer } from './layer.ts';
+import { tableEnd } from './sealed.ts';
 import type { MappingTable } from './table.ts';
 
 export interface StackOptions {
@@ -29,7 +30,7 @@ export class Stack implements BlockDevice {
   readonly size: number;
   readonly writable = false;
   readonly capabilities = declareCapabilities({ write: false, trim: false, flush: false });
-  readonly layers: readonly SealedLayer[];
+  readonly layers: readonly Layer[];
   readonly index: MappingTable;
   readonly lookup: IndexLookup;
   readonly #sources: ByteSource[];
@@ -37,7 +38,7 @@ export class Stack implements BlockDevice {
   readonly #onClose: (() => Promise<void>) | undefined;
   #closing: Promise<void> | undefined;
 
-  constructor(layers: readonly SealedLayer[], opts: StackOptions = {}) {
+  constructor(layers: readonly Layer[], opts: StackOptions = {}) {
     if (layers.length === 0) throw new ChainError('a stack needs at least one layer');
     if (layers.length > 65535) throw new ChainError(`a stack holds at most 65535 layers, got ${layers.length}`);
     if (opts.verifyChain) verifyChain(layers);
@@ -91,7 +92,7 @@ export class Stack implements BlockDevice {
 }
 
 /** The topmost non-zero virtual size (docs/format.md §2.10). */
-export function stackVirtualSize(layers: readonly SealedLayer[]): number {
+export function stackVirtualSize(layers: readonly Layer[]): number {
   for (let i = layers.length - 1; i >= 0; i--) if (layers[i]!.virtualSize > 0) return layers[i]!.virtualSize;
   return 0;
 }
@@ -100,7 +101,7 @@ export function stackVirtualSize(layers: readonly SealedLayer[]): number {
  * The stack's size, checked: some layer must set it, and no layer may map data past it (the
  * reads there would silently drop that data).
  */
-function checkStackSize(layers: readonly SealedLayer[]): number {
+function checkStackSize(layers: readonly Layer[]): number {
   const size = stackVirtualSize(layers);
   const top = layers.at(-1)!.source.name;
   if (size === 0) throw new ChainError(`${top}: no layer of the stack sets a virtual size (every one is 0)`);

@@ -13,3 +13,8 @@ export class NbdDisconnect extends ObdError {
 export class NbdServerError extends ObdError {
   override readonly errno: Errno = 'EINVAL';
 }
+
+/** An NBD server refused or broke the conversation with our client (handshake, reply, error reply). */
+export class NbdClientError extends ObdError {
+  override readonly errno: Errno = 'EIO';
+}

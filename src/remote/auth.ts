@@ -101,6 +101,11 @@ export function parseChallenge(header: string): Challenge | undefined {
   return { scheme: m[1]!.toLowerCase(), params };
 }
 
+/** Longest token accepted (registries' header limits are around 8–16 KiB). */
+const MAX_TOKEN_CHARS = 16384;
+/** An `expires_in` beyond a day is not believed (a token is refetched on 401 anyway). */
+const MAX_TOKEN_LIFE_S = 86400;
+
 interface Token {
   value: string;
   expires: number;
@@ -167,6 +172,7 @@ export class Authenticator {
     } catch {
       throw new AuthError(redact(url), `Bearer realm "${realm}" is not a URL`, 401);
     }
+    if (tokenUrl.protocol !== 'http:' && tokenUrl.protocol !== 'https:') throw new AuthError(redact(url), `Bearer realm "${realm.slice(0, 200)}" is not an http(s) URL`, 401);
     if (ch.params.service) tokenUrl.searchParams.set('service', ch.params.service);
     const scopes = new Set((ch.params.scope ?? '').split(' ').filter(Boolean));
     for (const s of scope.split(' ')) if (s) scopes.add(s);
@@ -184,9 +190,14 @@ export class Authenticator {
     } catch {
       throw new ProtocolError(redact(tokenUrl), 'token response is not JSON', res.status);
     }
-    const value = doc.token ?? doc.access_token;
+    const value = doc?.token ?? doc?.access_token;
     if (!value) throw new ProtocolError(redact(tokenUrl), 'token response has neither "token" nor "access_token"', res.status);
-    const lifeMs = (doc.expires_in && doc.expires_in > 0 ? doc.expires_in : 60) * 1000;
+    // The token goes into a header: anything but visible ASCII could split or smuggle it.
+    if (typeof value !== 'string' || value.length > MAX_TOKEN_CHARS || !/^[\x21-\x7e]+$/.test(value)) {
+      throw new ProtocolError(redact(tokenUrl), `token is not a string of at most ${MAX_TOKEN_CHARS} visible ASCII characters`, res.status);
+    }
+    const expiresIn = typeof doc.expires_in === 'number' && Number.isFinite(doc.expires_in) && doc.expires_in > 0 ? Math.min(doc.expires_in, MAX_TOKEN_LIFE_S) : 60;
+    const lifeMs = expiresIn * 1000;
     const start = doc.issued_at ? Math.min(Date.parse(doc.issued_at) || Date.now(), Date.now()) : Date.now();
     this.#tokens.set(scope, { value, expires: start + lifeMs - Math.min(this.#marginMs, lifeMs / 2) });
   }

@@ -53,6 +53,18 @@ export class InvalidReferenceError extends ObdError {
   override readonly errno: Errno = 'EINVAL';
 }
 
+/**
+ * A manifest or index that breaks the OCI image spec (docs/format.md §6); `field` names the
+ * offending part, e.g. `layers[3].size`.
+ */
+export class ManifestError extends InvalidReferenceError {
+  readonly field: string;
+  constructor(where: string, field: string, what: string) {
+    super(`${where}: ${field} ${what}`);
+    this.field = field;
+  }
+}
+
 /** True for failures another attempt may cure. */
 export function isRetryable(e: unknown): boolean {
   return e instanceof NetworkError || e instanceof TimeoutError || e instanceof ServerError;

@@ -1,20 +1,38 @@
 /**
  * One HTTP attempt over node:http(s) with keep-alive agents (cheaper per request than
  * fetch on the hot Range path: docs/benchmarking.md §6). No retries, redirects or auth here:
- * the registry client layers those on. Every socket has an idle timeout, so nothing hangs.
+ * the registry client layers those on. Nothing a server does can hang a request or grow
+ * memory without bound: connecting, waiting for headers, silence and a trickling body each
+ * have a limit, and bodies are read against a byte cap or the exact length asked
+ * (docs/format.md §6).
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
-import { NetworkError, ProtocolError, TimeoutError } from './errors.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { InvalidArgumentError } from '../io/errors.ts';
+import { isRetryable, NetworkError, ProtocolError, TimeoutError } from './errors.ts';
 
 export interface TransportOptions {
   /** `http://host:port` proxy for every request (P2P agents plug in here). */
   proxy?: string;
   /** Accept any TLS certificate (self-signed registries). */
   insecure?: boolean;
-  /** Abort when no bytes move for this long (default 30 s). */
+  /**
+   * Abort when no bytes move for this long (default 30 s). A body is checked once per period,
+   * so its silence is caught within two.
+   */
   idleTimeoutMs?: number;
+  /** Abort when the connection is not up after this long (default 10 s, at most the header wait). */
+  connectTimeoutMs?: number;
+  /** Abort when the response headers are not in this long after sending (default: the idle timeout). */
+  headerTimeoutMs?: number;
+  /**
+   * Abort a body slower than this many bytes per second, measured over each idle-timeout
+   * window, so a server trickling a byte now and then cannot hold a request forever
+   * (default 1024; 0 turns the check off). Time the reader spends not reading is not counted.
+   */
+  minBytesPerSec?: number;
   /** Sockets per host (default 16). */
   maxSockets?: number;
   userAgent?: string;
@@ -38,20 +56,29 @@ export interface HttpResponse {
   readonly headers: IncomingHttpHeaders;
   readonly url: URL;
   readonly stream: IncomingMessage;
-  /** Why the transport aborted the exchange (an idle timeout), if it did. */
+  /** Why the exchange failed below the body stream (a timeout, a malformed response), if it did. */
   readonly abortReason: Error | undefined;
 }
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_MIN_BYTES_PER_SEC = 1024;
 
 export class Transport {
   readonly idleTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  readonly headerTimeoutMs: number;
+  readonly minBytesPerSec: number;
   readonly userAgent: string;
   #http: http.Agent;
   #https: https.Agent;
 
   constructor(opts: TransportOptions = {}) {
-    this.idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.idleTimeoutMs = positive(opts.idleTimeoutMs, 'idleTimeoutMs') ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.headerTimeoutMs = positive(opts.headerTimeoutMs, 'headerTimeoutMs') ?? this.idleTimeoutMs;
+    this.connectTimeoutMs = positive(opts.connectTimeoutMs, 'connectTimeoutMs') ?? Math.min(DEFAULT_CONNECT_TIMEOUT_MS, this.headerTimeoutMs);
+    this.minBytesPerSec = opts.minBytesPerSec ?? DEFAULT_MIN_BYTES_PER_SEC;
+    if (!(this.minBytesPerSec >= 0)) throw new InvalidArgumentError(`minBytesPerSec ${opts.minBytesPerSec} must be a byte rate >= 0`);
     this.userAgent = opts.userAgent ?? 'overlaybd-ts/0.1';
     const proxyEnv = opts.proxy ? { HTTP_PROXY: opts.proxy, HTTPS_PROXY: opts.proxy, NO_PROXY: '' } : undefined;
     const common = { keepAlive: true, maxSockets: opts.maxSockets ?? 16, scheduling: 'lifo' as const, ...(proxyEnv ? { proxyEnv } : {}) };
@@ -64,14 +91,31 @@ export class Transport {
     const { url } = req;
     const mod = url.protocol === 'https:' ? https : http;
     const agent = url.protocol === 'https:' ? this.#https : this.#http;
-    const headers: Record<string, string> = { 'user-agent': this.userAgent, ...req.headers };
+    // Bytes are taken as sent (digests, ranges and lengths are of the raw blob): no content coding.
+    const headers: Record<string, string> = { 'user-agent': this.userAgent, 'accept-encoding': 'identity', ...req.headers };
     const body = req.body;
     if (body !== undefined) headers['content-length'] = String(body instanceof Uint8Array ? body.length : body.length);
     const where = `${req.method} ${redact(url)}`;
     return new Promise((resolve, reject) => {
       let failure: Error | undefined;
+      const abort = (e: TimeoutError) => {
+        failure ??= e;
+        r.destroy(failure);
+      };
+      let headerTimer: NodeJS.Timeout | undefined;
+      let response: IncomingMessage | undefined;
       const r = mod.request(url, { method: req.method, headers, agent }, (res) => {
+        response = res;
+        clearTimeout(headerTimer);
         res.on('error', () => {});
+        const coding = res.headers['content-encoding'];
+        if (coding !== undefined && coding.toLowerCase() !== 'identity') {
+          failure = new ProtocolError(where, `answered with Content-Encoding "${coding.slice(0, 40)}" to a request for identity`, res.statusCode);
+          r.destroy(failure);
+          reject(failure);
+          return;
+        }
+        this.#watchBody(res, where, abort);
         resolve({
           status: res.statusCode ?? 0,
           headers: res.headers,
@@ -82,11 +126,38 @@ export class Transport {
           },
         });
       });
-      r.setTimeout(this.idleTimeoutMs, () => {
-        failure = new TimeoutError(where, `no data for ${this.idleTimeoutMs} ms`);
-        r.destroy(failure);
+      // Counted from the end of the upload: a slow request body is the idle timeout's business.
+      r.once('finish', () => {
+        if (!failure && !response) headerTimer = setTimeout(() => abort(new TimeoutError(where, `no response headers within ${this.headerTimeoutMs} ms of sending`)), this.headerTimeoutMs);
       });
-      r.on('error', (e) => reject(failure ?? new NetworkError(where, e.message, undefined, { cause: e })));
+      r.on('socket', (sock) => {
+        if (!sock.connecting) return;
+        const t = setTimeout(() => abort(new TimeoutError(where, `not connected within ${this.connectTimeoutMs} ms`)), this.connectTimeoutMs);
+        const done = () => clearTimeout(t);
+        sock.once('connect', done);
+        sock.once('close', done);
+      });
+      // Until the headers arrive (upload included); the body is #watchBody's, since node:http
+      // reports a socket timeout only once and cannot tell a paused reader from a silent server.
+      r.setTimeout(this.idleTimeoutMs, () => {
+        if (!response) abort(new TimeoutError(where, `no data for ${this.idleTimeoutMs} ms`));
+      });
+      // Without a listener node:http drops an upgraded socket silently, leaving this promise hanging.
+      r.on('upgrade', (res, sock) => {
+        sock.destroy();
+        failure ??= new ProtocolError(where, `answered ${res.statusCode} ${res.statusMessage ?? ''}: a registry does not switch protocols`, res.statusCode);
+        reject(failure);
+      });
+      r.once('close', () => {
+        clearTimeout(headerTimer);
+        if (!response) reject(failure ?? new NetworkError(where, 'connection closed before a response'));
+      });
+      r.on('error', (e) => {
+        clearTimeout(headerTimer);
+        // Also after the headers: a body the parser refused then reads as this, not as "aborted".
+        failure ??= transportError(where, e, response?.statusCode);
+        reject(failure);
+      });
       if (body === undefined) r.end();
       else if (body instanceof Uint8Array) r.end(body);
       else {
@@ -95,6 +166,35 @@ export class Transport {
         s.pipe(r);
       }
     });
+  }
+
+  /**
+   * Aborts a body that moves no bytes, or fewer than the minimum rate asks, in a window of
+   * `idleTimeoutMs`. Counted on the socket, so it costs nothing per chunk; a window that
+   * starts or ends with bytes left unread (back-pressure, a rate-limited download) is the
+   * reader's doing and passes.
+   */
+  #watchBody(res: IncomingMessage, where: string, abort: (e: TimeoutError) => void): void {
+    const sock = res.socket;
+    const window = this.idleTimeoutMs;
+    const need = (this.minBytesPerSec * window) / 1000;
+    let seen = sock.bytesRead;
+    let wasBehind = false;
+    const t = setInterval(() => {
+      const now = sock.bytesRead;
+      const behind = res.readableLength > 0;
+      if (!behind && !wasBehind && !res.complete) {
+        if (now === seen) abort(new TimeoutError(where, `no data for ${window} ms`));
+        else if (now - seen < need) abort(new TimeoutError(where, `body slower than ${this.minBytesPerSec} bytes/s over ${window} ms`));
+      }
+      seen = now;
+      wasBehind = behind;
+    }, window);
+    // The socket keeps the process alive while the body can still move; this timer need not.
+    t.unref();
+    const stop = () => clearInterval(t);
+    res.once('end', stop);
+    res.once('close', stop);
   }
 
   close(): void {
@@ -110,6 +210,11 @@ export function redact(url: URL): string {
 
 /** Reads a whole (small) body; refuses more than `limit` bytes. */
 export async function readBody(res: HttpResponse, limit = 8 << 20): Promise<Buffer> {
+  const announced = contentLength(res);
+  if (announced !== undefined && announced > limit) {
+    res.stream.destroy();
+    throw new ProtocolError(redact(res.url), `response announces ${announced} bytes, more than the ${limit} allowed`, res.status);
+  }
   const chunks: Buffer[] = [];
   let n = 0;
   try {
@@ -129,6 +234,11 @@ export async function readBody(res: HttpResponse, limit = 8 << 20): Promise<Buff
 
 /** Reads exactly `buf.length` body bytes into `buf` (no copies beyond the socket chunks). */
 export async function readBodyInto(res: HttpResponse, buf: Uint8Array): Promise<void> {
+  const announced = contentLength(res);
+  if (announced !== undefined && announced !== buf.length) {
+    res.stream.destroy();
+    throw new ProtocolError(redact(res.url), `Content-Length ${announced} is not the ${buf.length} bytes asked`, res.status);
+  }
   let n = 0;
   try {
     for await (const c of res.stream as AsyncIterable<Buffer>) {
@@ -145,16 +255,100 @@ export async function readBodyInto(res: HttpResponse, buf: Uint8Array): Promise<
   if (n !== buf.length) throw new NetworkError(redact(res.url), `body ended after ${n} of ${buf.length} bytes`, res.status);
 }
 
+/** The Content-Length a response announces, if it announces one. */
+export function contentLength(res: HttpResponse): number | undefined {
+  const h = res.headers['content-length'];
+  return h === undefined ? undefined : Number(h);
+}
+
 /** Drops a body we do not need while keeping the socket reusable when it is small. */
 export function discard(res: HttpResponse): void {
-  const len = Number(res.headers['content-length'] ?? NaN);
-  if (Number.isFinite(len) && len <= 65536) res.stream.resume();
+  const len = contentLength(res);
+  if (len !== undefined && len <= 65536) res.stream.resume();
   else res.stream.destroy();
 }
 
 function mapBodyError(res: HttpResponse, e: unknown): Error {
   if (e instanceof NetworkError || e instanceof TimeoutError || e instanceof ProtocolError) return e;
   if (res.abortReason) return res.abortReason;
-  const err = e as Error;
-  return new NetworkError(redact(res.url), `body failed: ${err?.message ?? String(e)}`, res.status, { cause: e });
+  return transportError(redact(res.url), e, res.status, 'body failed: ');
+}
+
+/**
+ * A socket-level failure as a typed error: a response the HTTP parser refuses (llhttp's
+ * HPE_* codes: bad framing, oversized headers, a bad chunk) is the server breaking the
+ * protocol, which another try will not mend; anything else is the network's doing.
+ */
+function transportError(where: string, e: unknown, status: number | undefined, prefix = ''): Error {
+  const err = e as NodeJS.ErrnoException;
+  const text = `${prefix}${err?.message ?? String(e)}`;
+  if (typeof err?.code === 'string' && err.code.startsWith('HPE_')) return new ProtocolError(where, `malformed HTTP response: ${text}`, status, { cause: e });
+  return new NetworkError(where, text, status, { cause: e });
+}
+
+function positive(v: number | undefined, name: string): number | undefined {
+  if (v !== undefined && !(Number.isFinite(v) && v > 0)) throw new InvalidArgumentError(`${name} ${v} must be a positive number of milliseconds`);
+  return v;
+}
+
+export interface RetryOptions {
+  /** Attempts after the first for retryable failures (default 4). */
+  retries?: number;
+  /** First backoff in milliseconds, doubled per attempt (default 200). */
+  retryBaseMs?: number;
+}
+
+const MAX_BACKOFF_MS = 5000;
+
+/** Runs `fn` again on retryable failures (network, timeout, 5xx/429), with exponential backoff and jitter. */
+export async function withRetries<T>(fn: () => Promise<T>, opts: RetryOptions = {}): Promise<T> {
+  const retries = opts.retries ?? 4;
+  const base = opts.retryBaseMs ?? 200;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!isRetryable(e) || attempt >= retries) throw e;
+      await sleep(Math.min(MAX_BACKOFF_MS, base * 2 ** attempt) * (0.5 + Math.random()));
+    }
+  }
+}
+
+/** The Range header asking for `length` bytes at `offset`. */
+export function rangeHeader(offset: number, length: number): string {
+  return `bytes=${offset}-${offset + length - 1}`;
+}
+
+export function parseContentRange(h: string | string[] | undefined): { start: number; end: number; total: number | undefined } | undefined {
+  const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/.exec(String(h ?? ''));
+  if (!m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? undefined : Number(m[3]) };
+}
+
+/**
+ * Fills `buf` from the response to a Range request for `buf.length` bytes at `offset` of a
+ * `total`-byte resource. Only a 206 whose Content-Range is exactly the asked range is taken,
+ * or a 200 carrying the whole resource when the whole was asked: a server ignoring Range
+ * cannot feed wrong bytes. Returns false (body untouched) for any other status, whose error
+ * the caller knows how to name.
+ */
+export async function takeRange(res: HttpResponse, buf: Uint8Array, offset: number, total: number): Promise<boolean> {
+  const end = offset + buf.length - 1;
+  const where = redact(res.url);
+  if (res.status === 206) {
+    const cr = parseContentRange(res.headers['content-range']);
+    if (!cr || cr.start !== offset || cr.end !== end || (cr.total !== undefined && cr.total !== total)) {
+      discard(res);
+      throw new ProtocolError(where, `asked bytes ${offset}-${end}/${total}, got Content-Range "${res.headers['content-range'] ?? ''}"`, 206);
+    }
+  } else if (res.status === 200) {
+    if (offset !== 0 || buf.length !== total || Number(res.headers['content-length']) !== total) {
+      res.stream.destroy();
+      throw new ProtocolError(where, `server ignored Range bytes=${offset}-${end} (answered 200)`, 200);
+    }
+  } else {
+    return false;
+  }
+  await readBodyInto(res, buf);
+  return true;
 }

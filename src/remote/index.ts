@@ -1,18 +1,17 @@
-/** Remote layers: references, registry and OCI-layout stores, lazy cached sources, push/pull. */
+/**
+ * The remote area's public part: image references, registries and OCI layouts as stores,
+ * opening images lazily through a cache, push / pull / copy, and the reference's
+ * config.v1.json. Transport internals (HTTP, auth, chunk stores) stay inside.
+ */
 export * from './errors.ts';
-export * from './reference.ts';
-export * from './manifest.ts';
-export * from './store.ts';
-export * from './http.ts';
-export * from './auth.ts';
-export * from './registry.ts';
-export * from './oci-layout.ts';
-export * from './lazy-source.ts';
-export * from './cache.ts';
-export * from './download.ts';
-export * from './trace.ts';
-export * from './image.ts';
-export * from './config.ts';
-export * from './push.ts';
-export * from './pull.ts';
-export * from './sources.ts';
+export { parseReference, resolveReference, formatReference, type ImageReference, type RegistryReference, type LayoutReference, type ArchiveReference } from './reference.ts';
+export type { Repository } from './store.ts';
+export { RegistryClient, type RegistryOptions } from './registry.ts';
+export { OciLayout } from './oci-layout.ts';
+export { LazySource, type LazySourceOptions } from './lazy-source.ts';
+export { BlobCache, type BlobCacheOptions } from './cache.ts';
+export { openRemoteImage, openRepository, type RemoteOptions, type LazyOptions, type RemoteImage } from './image.ts';
+export { openImageConfig, parseImageConfig, type ImageConfigV1, type DownloadConfig, type LowerConfig, type OpenedImageConfig } from './config.ts';
+export { pushImage, type PushOptions, type PushResult } from './push.ts';
+export { pullImage, copyImage, type PullOptions, type PullResult, type CopyResult } from './pull.ts';
+export { openImageSources, type ImageSources } from './sources.ts';

@@ -1,17 +1,20 @@
 /**
  * An OCI image-layout directory (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`) as a
  * Repository: the embedded default target, so push, pull and serve need no registry.
- * Blobs are written under a temporary name, digest-checked, then renamed into place;
- * index.json is replaced atomically.
+ * Blobs are written under a temporary name, digest-checked, fsynced, then renamed into place;
+ * index.json is replaced atomically, so a killed writer leaves only temps (removed by the
+ * next writer) and blobs nothing names yet.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { commitTemp, removeStaleTemps, tempPath, writeFileAtomic } from '../io/atomic.ts';
+import { FormatError } from '../io/errors.ts';
 import { FileSource, wrapFsError } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { DigestMismatchError, InvalidReferenceError, RemoteNotFoundError } from './errors.ts';
-import { Annotation, checkDescriptor, MediaType, sha256Digest, sniffMediaType, type Descriptor, type FetchedManifest } from './manifest.ts';
+import { Annotation, MAX_MANIFEST_BYTES, MediaType, parseIndex, sha256Digest, sniffMediaType, type Descriptor, type FetchedManifest } from './manifest.ts';
 import { DEFAULT_TAG, isDigest } from './reference.ts';
 import type { PutBlobOptions, PutBlobResult, Repository } from './store.ts';
 
@@ -43,11 +46,11 @@ export class OciLayout implements Repository {
     const layout = new OciLayout(path.resolve(dir));
     const marker = path.join(layout.dir, 'oci-layout');
     try {
-      const doc = JSON.parse(await readFile(marker, 'utf8'));
+      const doc = JSON.parse((await readCapped(marker, 65536)).toString('utf8'));
       if (typeof doc.imageLayoutVersion !== 'string') throw new InvalidReferenceError(`${marker}: no imageLayoutVersion`);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
-        if (e instanceof InvalidReferenceError) throw e;
+        if (e instanceof InvalidReferenceError || e instanceof FormatError) throw e;
         throw new InvalidReferenceError(`${marker}: not an OCI layout marker: ${(e as Error).message}`);
       }
       if (!opts.create) throw new RemoteNotFoundError(layout.dir, 'OCI image layout (oci-layout file)');
@@ -55,8 +58,16 @@ export class OciLayout implements Repository {
       if (!(await exists(layout.dir))) layout.#created = [layout.dir];
       else layout.#created = ['oci-layout', 'index.json', ...((await exists(path.join(layout.dir, 'blobs'))) ? [] : ['blobs'])].map((f) => path.join(layout.dir, f));
       await mkdir(path.join(layout.dir, 'blobs', 'sha256'), { recursive: true });
-      await writeFile(marker, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-      await layout.#writeIndex({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] });
+      // The marker goes last: a directory killed while it was being made is made again, and
+      // an index.json it already has (tags) is kept.
+      if ((await stat(path.join(layout.dir, 'index.json')).catch(() => undefined)) === undefined) {
+        await layout.#writeIndex({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] });
+      }
+      await writeFileAtomic(marker, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    }
+    if (opts.create) {
+      await removeStaleTemps(layout.dir);
+      await removeStaleTemps(path.join(layout.dir, 'blobs', 'sha256'));
     }
     return layout;
   }
@@ -69,23 +80,21 @@ export class OciLayout implements Repository {
 
   async #readIndex(): Promise<LayoutIndex> {
     const file = path.join(this.dir, 'index.json');
-    let doc: LayoutIndex;
+    let bytes: Buffer;
     try {
-      doc = JSON.parse(await readFile(file, 'utf8'));
+      bytes = await readCapped(file, MAX_MANIFEST_BYTES);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] };
-      throw new InvalidReferenceError(`${file}: unreadable index: ${(e as Error).message}`);
+      throw e;
     }
-    if (typeof doc !== 'object' || doc === null || !Array.isArray(doc.manifests)) throw new InvalidReferenceError(`${file}: no "manifests" array`);
-    doc.manifests.forEach((d, i) => checkDescriptor(d, `${file} manifests[${i}]`));
-    return doc;
+    // Validated like any index; kept whole so a rewrite does not drop fields we do not know.
+    const fetched = { bytes, digest: 'index.json', mediaType: MediaType.ociIndex };
+    parseIndex(fetched, this.name);
+    return JSON.parse(bytes.toString('utf8')) as LayoutIndex;
   }
 
-  async #writeIndex(doc: LayoutIndex): Promise<void> {
-    const file = path.join(this.dir, 'index.json');
-    const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
-    await writeFile(tmp, JSON.stringify(doc, null, 2));
-    await rename(tmp, file);
+  #writeIndex(doc: LayoutIndex): Promise<void> {
+    return writeFileAtomic(path.join(this.dir, 'index.json'), JSON.stringify(doc, null, 2));
   }
 
   /** Tags present in index.json. */
@@ -104,10 +113,10 @@ export class OciLayout implements Repository {
     }
     let bytes: Buffer;
     try {
-      bytes = await readFile(this.blobPath(digest));
+      bytes = await readCapped(this.blobPath(digest), MAX_MANIFEST_BYTES);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new RemoteNotFoundError(this.name, `manifest ${digest}`);
-      throw wrapFsError(this.blobPath(digest), e);
+      throw e;
     }
     const actual = sha256Digest(bytes);
     if (actual !== digest) throw new DigestMismatchError(this.blobPath(digest), digest, actual);
@@ -173,7 +182,7 @@ export class OciLayout implements Repository {
     const have = await this.statBlob(digest);
     if (have === content.size) return 'exists';
     const file = this.blobPath(digest);
-    const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
+    const tmp = tempPath(file);
     await mkdir(path.dirname(file), { recursive: true });
     const fh = await open(tmp, 'w');
     try {
@@ -189,9 +198,8 @@ export class OciLayout implements Repository {
       }
       const actual = 'sha256:' + hash.digest('hex');
       if (actual !== digest) throw new DigestMismatchError(content.name, digest, actual);
-      await fh.sync();
       await fh.close();
-      await rename(tmp, file);
+      await commitTemp(tmp, file);
     } catch (e) {
       await fh.close().catch(() => {});
       await rm(tmp, { force: true });
@@ -203,10 +211,8 @@ export class OciLayout implements Repository {
   async #writeBlob(digest: string, bytes: Uint8Array): Promise<void> {
     const file = this.blobPath(digest);
     if ((await this.statBlob(digest)) === bytes.length) return;
-    const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
     await mkdir(path.dirname(file), { recursive: true });
-    await writeFile(tmp, bytes);
-    await rename(tmp, file);
+    await writeFileAtomic(file, bytes);
   }
 
   /** Removes the layout this open created (not a directory it was created in), e.g. after a failed copy. */
@@ -216,4 +222,30 @@ export class OciLayout implements Repository {
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * Reads a small JSON file whole, refusing one larger than `limit` before reading it (a
+ * layout is input too: a huge index.json must not be pulled into memory). ENOENT passes
+ * through untouched for the caller to decide.
+ */
+async function readCapped(file: string, limit: number): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(file, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw e;
+    throw wrapFsError(file, e);
+  }
+  try {
+    const st = await fh.stat();
+    // A device or FIFO planted in the layout would read forever.
+    if (!st.isFile()) throw new FormatError(file, 'not a regular file');
+    if (st.size > limit) throw new FormatError(file, `${st.size} bytes, more than the ${limit} a manifest or index may have`);
+    return await fh.readFile();
+  } catch (e) {
+    throw e instanceof FormatError ? e : wrapFsError(file, e);
+  } finally {
+    await fh.close();
+  }
 }

@@ -3,8 +3,9 @@
  * config.v1.json that `obd serve` opens directly; or a copy between any two repositories
  * (registry ↔ OCI layout ↔ registry), mounting across repositories of one registry.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomic } from '../io/atomic.ts';
 import { downloadBlob } from './download.ts';
 import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
 import { OciLayout } from './oci-layout.ts';
@@ -38,8 +39,9 @@ async function inParallel<T>(items: readonly T[], limit: number, fn: (item: T) =
 
 /**
  * Downloads `ref` into `dir`: blobs/sha256/<hex> (layers, config), manifest.json and
- * config.v1.json (lowers bottom → top with absolute `file` paths, digest and size). Runs
- * again after an interruption continue where they stopped.
+ * config.v1.json (lowers bottom → top with absolute `file` paths, digest and size), each file
+ * appearing only when complete, config.v1.json last. Runs again after an interruption
+ * continue where they stopped.
  */
 export async function pullImage(ref: string | ImageReference, dir: string, opts: PullOptions = {}): Promise<PullResult> {
   const r = await resolveReference(ref);
@@ -68,10 +70,10 @@ export async function pullImage(ref: string | ImageReference, dir: string, opts:
       fetched.set(d.digest, got);
       report();
     });
-    await writeFile(path.join(root, 'manifest.json'), img.raw.bytes);
+    await writeFileAtomic(path.join(root, 'manifest.json'), img.raw.bytes);
     const layers = img.manifest.layers.map((d) => ({ digest: d.digest, size: d.size, file: fileOf(d), fetched: fetched.get(d.digest) ?? false }));
     const configPath = path.join(root, 'config.v1.json');
-    await writeFile(configPath, JSON.stringify({ lowers: layers.map((l) => ({ file: l.file, digest: l.digest, size: l.size })), resultFile: '' }, null, 2) + '\n');
+    await writeFileAtomic(configPath, JSON.stringify({ lowers: layers.map((l) => ({ file: l.file, digest: l.digest, size: l.size })), resultFile: '' }, null, 2) + '\n');
     return { reference: formatReference(r), digest: img.digest, configPath, layers };
   } finally {
     await opened.close();

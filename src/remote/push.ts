@@ -6,20 +6,18 @@
  * pushing one new snapshot onto an existing image uploads only that layer.
  */
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { FormatError } from '../io/errors.ts';
+import { removeStaleTemps, tempPath } from '../io/atomic.ts';
+import { FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
-import { readAt } from '../io/util.ts';
-import { hasLsmtMagic } from '../lsmt/format.ts';
-import { isZFile } from '../zfile/reader.ts';
-import { openTarEntry, tarHeaderBlocks, tarTrailerSize } from '../zfile/tar.ts';
+import { tarHeaderBlocks, tarTrailerSize } from '../zfile/tar.ts';
+import { probeOuter } from '../image/probe.ts';
 import { compressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
 import { RemoteNotFoundError } from './errors.ts';
-import { RecompressedLayerError, sniffStreamCompression } from './recompressed.ts';
 import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
 import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, type Descriptor, type ImageManifest } from './manifest.ts';
 import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
@@ -90,21 +88,14 @@ export interface PreparedLayer {
 export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}): Promise<PreparedLayer> {
   let src: ByteSource = await FileSource.open(file);
   try {
-    let kind: LayerKind;
-    if (await openTarEntry(src)) kind = 'tar';
-    else if (await isZFile(src)) {
-      kind = 'zfile';
+    const kind: LayerKind = await probeOuter(src);
+    if (kind === 'zfile') {
       src = new ConcatSource(`tar(${src.name})`, [new MemorySource(tarHeaderBlocks(src.size), 'tar header'), src, new MemorySource(new Uint8Array(tarTrailerSize(src.size)), 'tar trailer')]);
-    } else if (src.size >= 512 && hasLsmtMagic(await readAt(src, 0, 512))) {
-      kind = 'lsmt';
+    } else if (kind === 'lsmt') {
       await src.close();
       const out = path.join(tmpDir, `${path.basename(file)}.${Date.now().toString(36)}.tar`);
       await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
       src = await FileSource.open(out);
-    } else {
-      const compression = sniffStreamCompression(await readAt(src, 0, Math.min(4, src.size)));
-      if (compression) throw new RecompressedLayerError(file, compression);
-      throw new FormatError(file, 'not an overlaybd layer (expected an LSMT layer, a zfile, or a tar-wrapped one)', 0);
     }
     return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
   } catch (e) {
@@ -122,6 +113,11 @@ export interface PushOptions extends RemoteOptions {
   fsType?: string;
   /** Compression for plain LSMT layers (default lz4, 4 KiB blocks, CRC on). */
   zfile?: ZFileWriterOptions;
+  /**
+   * Called with the layers of the image being appended to (empty when there is none) before
+   * anything is prepared or uploaded; throwing stops the push (e.g. a chain check).
+   */
+  checkBase?: (base: { repo: Repository; layers: readonly Descriptor[] }) => Promise<void>;
   onLayer?: (event: { file: string; digest: string; size: number; phase: 'prepared' | 'done'; result?: PutBlobResult }) => void;
   onProgress?: (sent: number, total: number) => void;
 }
@@ -153,10 +149,13 @@ export function imageConfig(layers: readonly Descriptor[]): Uint8Array {
 export async function pushImage(files: readonly string[], ref: string | ImageReference, opts: PushOptions = {}): Promise<PushResult> {
   const r = await resolveReference(ref);
   const tag = r.tag ?? (r.digest ? undefined : DEFAULT_TAG);
+  // Compressed layers wait here for their upload; a killed push's leftovers go first.
+  const tmp = tempPath(path.join(os.tmpdir(), 'obd-push'));
   const opened = await openRepository(r, opts, true);
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'obd-push-'));
   const prepared: PreparedLayer[] = [];
   try {
+    await removeStaleTemps(os.tmpdir(), 'obd-push');
+    await mkdir(tmp, { mode: 0o700 });
     const repo = opened.repo;
     const base: Descriptor[] = [];
     if (opts.append) {
@@ -166,9 +165,14 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
         if (!(e instanceof RemoteNotFoundError)) throw e;
       }
     }
+    await opts.checkBase?.({ repo, layers: base });
     for (const f of files) {
       const p = await prepareLayer(f, tmp, opts.zfile);
       prepared.push(p);
+      const again = base.findIndex((d) => d.digest === p.digest);
+      if (again >= 0) {
+        throw new InvalidArgumentError(`${f}: already layer ${again + 1} of ${base.length} of ${formatReference(r)} (digest ${p.digest}); nothing was appended`);
+      }
       opts.onLayer?.({ file: f, digest: p.digest, size: p.size, phase: 'prepared' });
     }
     const total = prepared.reduce((a, p) => a + p.size, 0);

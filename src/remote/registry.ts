@@ -3,12 +3,12 @@
  * (POST + PUT, chunked PATCH, cross-repository mount), with auth, redirects that never
  * carry Authorization to another origin, and retries with backoff and jitter.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { ByteSource } from '../io/types.ts';
+import { readable } from '../io/util.ts';
 import { Authenticator, CredentialStore } from './auth.ts';
 import { AuthError, DigestMismatchError, isRetryable, NetworkError, ProtocolError, RemoteNotFoundError, ServerError } from './errors.ts';
-import { discard, readBody, readBodyInto, redact, Transport, type BodySource, type HttpResponse, type TransportOptions } from './http.ts';
-import { MANIFEST_ACCEPT, sha256Digest, sniffMediaType, type FetchedManifest } from './manifest.ts';
+import { discard, parseContentRange, rangeHeader, readBody, redact, takeRange, Transport, withRetries, type BodySource, type HttpResponse, type TransportOptions } from './http.ts';
+import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, sha256Digest, sniffMediaType, type FetchedManifest } from './manifest.ts';
 import { isDigest, isLoopbackHost } from './reference.ts';
 import type { PutBlobOptions, PutBlobResult, Repository } from './store.ts';
 
@@ -26,7 +26,8 @@ export interface RegistryOptions extends TransportOptions {
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
-const MAX_BACKOFF_MS = 5000;
+/** Redirects followed per request; a loop ends here with a ProtocolError. */
+export const MAX_REDIRECTS = 5;
 
 /** A connection to one registry host; hands out repositories sharing its sockets. */
 export class RegistryClient {
@@ -117,8 +118,8 @@ export class RegistryRepository implements Repository {
       }
       if (REDIRECTS.has(res.status) && res.headers.location && (req.method === 'GET' || req.method === 'HEAD')) {
         discard(res);
-        if (++redirects > 5) throw new ProtocolError(redact(url), 'more than 5 redirects', res.status);
-        url = new URL(res.headers.location, url);
+        if (++redirects > MAX_REDIRECTS) throw new ProtocolError(redact(req.url), `more than ${MAX_REDIRECTS} redirects (last to ${redact(url)})`, res.status);
+        url = redirectTarget(url, res.headers.location, res.status);
         continue;
       }
       if (res.status >= 500 || res.status === 429) {
@@ -129,19 +130,9 @@ export class RegistryRepository implements Repository {
     }
   }
 
-  /** Runs `fn` again on retryable failures, with exponential backoff and jitter. */
-  async #retry<T>(fn: () => Promise<T>): Promise<T> {
-    const retries = this.client.opts.retries ?? 4;
-    const base = this.client.opts.retryBaseMs ?? 200;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await fn();
-      } catch (e) {
-        if (!isRetryable(e) || attempt >= retries) throw e;
-        const delay = Math.min(MAX_BACKOFF_MS, base * 2 ** attempt) * (0.5 + Math.random());
-        await sleep(delay);
-      }
-    }
+  /** Runs `fn` again on retryable failures (the client's retry settings). */
+  #retry<T>(fn: () => Promise<T>): Promise<T> {
+    return withRetries(fn, this.client.opts);
   }
 
   /** Turns an unexpected status into the matching typed error (reads the registry's error JSON). */
@@ -174,7 +165,7 @@ export class RegistryRepository implements Repository {
     return this.#retry(async () => {
       const res = await this.#send({ method: 'GET', url: this.url(`manifests/${reference}`), headers: { accept: MANIFEST_ACCEPT } }, this.#pull);
       if (res.status !== 200) await this.#fail(res, `manifest ${reference}`);
-      const bytes = await readBody(res, 4 << 20);
+      const bytes = await readBody(res, MAX_MANIFEST_BYTES);
       const digest = sha256Digest(bytes);
       if (isDigest(reference) && reference.startsWith('sha256:') && digest !== reference) throw new DigestMismatchError(`${this.name} manifest`, reference, digest);
       const ct = String(res.headers['content-type'] ?? '').split(';')[0]!.trim();
@@ -216,25 +207,9 @@ export class RegistryRepository implements Repository {
    * when the whole blob was asked; a server ignoring Range cannot feed wrong bytes.
    */
   async readRange(digest: string, buf: Uint8Array, offset: number, blobSize: number): Promise<void> {
-    const end = offset + buf.length - 1;
     await this.#retry(async () => {
-      const res = await this.#send({ method: 'GET', url: this.blobUrl(digest), headers: { range: `bytes=${offset}-${end}` } }, this.#pull);
-      const where = redact(res.url);
-      if (res.status === 206) {
-        const cr = parseContentRange(res.headers['content-range']);
-        if (!cr || cr.start !== offset || cr.end !== end || (cr.total !== undefined && cr.total !== blobSize)) {
-          discard(res);
-          throw new ProtocolError(where, `asked bytes ${offset}-${end}/${blobSize}, got Content-Range "${res.headers['content-range'] ?? ''}"`, 206);
-        }
-      } else if (res.status === 200) {
-        if (offset !== 0 || buf.length !== blobSize || Number(res.headers['content-length']) !== blobSize) {
-          res.stream.destroy();
-          throw new ProtocolError(where, `server ignored Range bytes=${offset}-${end} (answered 200)`, 200);
-        }
-      } else {
-        await this.#fail(res, `blob ${digest} range ${offset}-${end}`);
-      }
-      await readBodyInto(res, buf);
+      const res = await this.#send({ method: 'GET', url: this.blobUrl(digest), headers: { range: rangeHeader(offset, buf.length) } }, this.#pull);
+      if (!(await takeRange(res, buf, offset, blobSize))) await this.#fail(res, `blob ${digest} range ${offset}-${offset + buf.length - 1}`);
     });
   }
 
@@ -384,10 +359,16 @@ function sourceBody(src: ByteSource, offset: number, length: number, progress: (
   };
 }
 
-export function parseContentRange(h: string | string[] | undefined): { start: number; end: number; total: number | undefined } | undefined {
-  const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/.exec(String(h ?? ''));
-  if (!m) return undefined;
-  return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? undefined : Number(m[3]) };
+/** Where a redirect points; only http(s) targets are followed. */
+function redirectTarget(from: URL, location: string, status: number): URL {
+  let to: URL;
+  try {
+    to = new URL(location, from);
+  } catch {
+    throw new ProtocolError(redact(from), `redirect to a malformed Location "${location.slice(0, 200)}"`, status);
+  }
+  if (to.protocol !== 'http:' && to.protocol !== 'https:') throw new ProtocolError(redact(from), `redirect to a ${to.protocol} URL, which is not followed`, status);
+  return to;
 }
 
 /** A registry blob as a ByteSource: each read is one Range GET into the caller's buffer. */
@@ -405,10 +386,10 @@ export class RegistryBlobSource implements ByteSource {
   }
 
   async read(buf: Uint8Array, offset: number): Promise<number> {
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
-    if (n === 0) return 0;
-    await this.repository.readRange(this.digest, n === buf.length ? buf : buf.subarray(0, n), offset, this.size);
-    return n;
+    const view = readable(buf, offset, this.size);
+    if (view.length === 0) return 0;
+    await this.repository.readRange(this.digest, view, offset, this.size);
+    return view.length;
   }
 
   async close(): Promise<void> {}

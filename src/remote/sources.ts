@@ -31,10 +31,17 @@ export interface ImageSources {
 }
 
 export async function openImageSources(spec: string, opts: RemoteOptions & LazyOptions = {}): Promise<ImageSources> {
-  if (spec.endsWith('.json') && (await isFile(spec))) {
-    const c = await openImageConfig(spec, opts);
-    return { name: c.path, layers: c.layers, upper: c.upper, tracePath: c.tracePath, reportResult: (e) => c.reportResult(e), startDownloads: (o) => c.startDownloads(o), close: () => c.close() };
-  }
+  return spec.endsWith('.json') && (await isFile(spec)) ? configSources(spec, opts) : referenceSources(spec, opts);
+}
+
+/** The sources a config.v1.json names (local or remote lowers, its upper, trace and result file). */
+export async function configSources(path: string, opts: RemoteOptions & LazyOptions = {}): Promise<ImageSources> {
+  const c = await openImageConfig(path, opts);
+  return { name: c.path, layers: c.layers, upper: c.upper, tracePath: c.tracePath, reportResult: (e) => c.reportResult(e), startDownloads: (o) => c.startDownloads(o), close: () => c.close() };
+}
+
+/** The layer blobs of an image reference (registry, oci:DIR, oci-archive:FILE, layout path), read lazily. */
+export async function referenceSources(spec: string, opts: RemoteOptions & LazyOptions = {}): Promise<ImageSources> {
   const img = await openRemoteImage(spec, opts);
   let downloads: { stop(): Promise<void> } | undefined;
   return {

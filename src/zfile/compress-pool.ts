@@ -120,8 +120,3 @@ export class CompressPool {
 }
 
 const shared = new Map<number, CompressPool>();
-
-/** Stops the shared pools' workers (they are unref'd, so this is only needed for a tidy exit). */
-export async function closeSharedPools(): Promise<void> {
-  await Promise.all([...shared.values()].map((p) => p.close()));
-}

@@ -1,6 +1,7 @@
-/** The ZFile area: format, tar wrapper, reader and writer (docs/format.md §3). */
-export * from './format.ts';
-export * from './tar.ts';
+/** The ZFile area's public part: reading and writing zfiles, and the tar wrapper layer blobs ship in (docs/format.md §3). */
+export type { Algorithm, ZFileHeader } from './format.ts';
+export { ZFileChecksumError, ZFileFormatError, CompressionError } from './errors.ts';
+export { openTarEntry } from './tar.ts';
 export { isZFile, ZFileReader, type ZFileReaderOptions, type ZFileInfo, type VerifyOptions, type VerifyReport } from './reader.ts';
 export {
   ZFileWriter,
@@ -9,7 +10,6 @@ export {
   decompressFile,
   type ZFileWriterOptions,
   type ZFileWriteStats,
-  type PatchableSink,
   type ConvertOptions,
   type DecompressStats,
 } from './writer.ts';

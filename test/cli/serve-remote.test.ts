@@ -4,41 +4,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { DIGESTS, FIXTURES } from '../helpers/recipes.ts';
-import { MAIN, obd } from '../helpers/cli.ts';
+import { obd, serveJson } from '../helpers/cli.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
 
 const run = promisify(execFile);
 const LAYERS = ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n));
-
-/** Starts `obd serve ARGS --json`, waits for its ready line, returns the URI and a stopper. */
-async function serve(args: string[]): Promise<{ uri: string; stop: () => Promise<number | null> }> {
-  const child = spawn(process.execPath, [MAIN, 'serve', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d) => (err += d));
-  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-  const ready = await new Promise<{ exports: { uri: string }[] }>((resolve, reject) => {
-    child.stdout.on('data', (d) => {
-      out += d;
-      const line = out.split('\n')[0]!;
-      if (out.includes('\n')) resolve(JSON.parse(line));
-    });
-    exited.then((code) => reject(new Error(`obd serve exited (${code}): ${err}`)));
-  });
-  return {
-    uri: ready.exports[0]!.uri,
-    stop: async () => {
-      child.kill('SIGTERM');
-      return exited;
-    },
-  };
-}
 
 async function sha256Of(uri: string): Promise<string> {
   const { stdout } = await run('bash', ['-c', `nbdcopy '${uri}' - | sha256sum`]);
@@ -54,9 +30,9 @@ test('push to a registry, serve it lazily through the cache; with the registry g
     assert.equal(pushed.code, 0, pushed.stderr);
     const cache = path.join(dir, 'cache');
 
-    const cold = await serve([ref, '--cache-dir', cache, '--socket', path.join(dir, 'a.sock')]);
+    const cold = await serveJson([ref, '--cache-dir', cache, '--socket', path.join(dir, 'a.sock')]);
     try {
-      assert.equal(await sha256Of(cold.uri), DIGESTS.layer123);
+      assert.equal(await sha256Of(cold.ready.exports[0]!.uri), DIGESTS.layer123);
     } finally {
       assert.equal(await cold.stop(), 0);
     }
@@ -84,12 +60,12 @@ test('an OCI layout is the default repo: push, append a snapshot, serve it with 
     assert.equal(appended.layers.length, 3);
     assert.equal(appended.layers.filter((l: { result: string }) => l.result === 'exists').length, 2, 'only the new layer is uploaded');
 
-    const s = await serve([ref, '--writable', '--upper', path.join(dir, 'rw.data'), path.join(dir, 'rw.index'), '--socket', path.join(dir, 's.sock')]);
+    const s = await serveJson([ref, '--writable', '--upper', path.join(dir, 'rw.data'), path.join(dir, 'rw.index'), '--socket', path.join(dir, 's.sock')]);
     try {
-      assert.equal(await sha256Of(s.uri), DIGESTS.layer123);
-      await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x61 1M 64k', s.uri]);
-      await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x61 1M 64k', s.uri]);
-      const { stdout } = await run('nbdinfo', ['--map=qemu:allocation-depth', '--json', s.uri]);
+      assert.equal(await sha256Of(s.ready.exports[0]!.uri), DIGESTS.layer123);
+      await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x61 1M 64k', s.ready.exports[0]!.uri]);
+      await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x61 1M 64k', s.ready.exports[0]!.uri]);
+      const { stdout } = await run('nbdinfo', ['--map=qemu:allocation-depth', '--json', s.ready.exports[0]!.uri]);
       const depth1 = JSON.parse(stdout).filter((e: { type: number }) => e.type === 1);
       assert.ok(depth1.some((e: { offset: number }) => e.offset <= 1048576), 'the write is backed by the top (upper) layer');
     } finally {

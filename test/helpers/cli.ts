@@ -1,7 +1,8 @@
 /** Running the `obd` CLI as a child process, the way users do. */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -30,8 +31,14 @@ export interface ServeHandle {
   /** The JSON lines printed so far (the first is `ready`). */
   events: Record<string, unknown>[];
   ready: { exports: { uri: string }[]; host?: string; port?: number; socket?: string };
+  readonly pid: number;
+  /** What the server wrote on stderr so far. */
+  stderr(): string;
   /** SIGTERM, then the exit code once it is gone. */
   stop(): Promise<number | null>;
+  /** The process, for other signals or closing its pipes; `exited` resolves its exit code. */
+  child: ChildProcess;
+  exited: Promise<number | null>;
 }
 
 /** Starts `obd serve --json ARGS` and resolves once its `ready` line is out. */
@@ -53,10 +60,14 @@ export function serveJson(args: string[]): Promise<ServeHandle> {
           resolve({
             events,
             ready: events[0] as ServeHandle['ready'],
+            pid: child.pid!,
+            stderr: () => err,
             stop: async () => {
               child.kill('SIGTERM');
               return exited;
             },
+            child,
+            exited,
           });
         }
       }
@@ -74,4 +85,18 @@ export async function treeDigest(dir: string): Promise<Record<string, string>> {
     out[path.relative(dir, p)] = createHash('sha256').update(await readFile(p)).digest('hex');
   }
   return out;
+}
+
+export interface Workspace {
+  dir: string;
+  f: (name: string) => string;
+  done: () => Promise<void>;
+}
+
+/** A fresh temp dir holding copies of files (new name → source path), so tests never write fixtures. */
+export async function fixtureCopies(prefix: string, copies: Record<string, string>): Promise<Workspace> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  const f = (n: string) => path.join(dir, n);
+  for (const [name, from] of Object.entries(copies)) await copyFile(from, f(name));
+  return { dir, f, done: () => rm(dir, { recursive: true, force: true }) };
 }

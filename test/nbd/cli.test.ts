@@ -136,7 +136,7 @@ describe('obd serve', { timeout: 120_000, skip: absent.length ? `peer tools miss
       [[L(1), '--socket', 'x', '--listen', '127.0.0.1:1'], /not both/],
       [[L(1), '--listen', 'nowhere'], /HOST:PORT/],
       [[L(1), '--upper', 'only-one'], /DATA INDEX/],
-      [[L(1), '--writable', '--socket', path.join(dir, 'w.sock')], /opened read-only although --writable/],
+      [[L(1), '--writable', '--socket', path.join(dir, 'w.sock')], /--upper DATA INDEX is missing/],
       [[L(1), '--export', 'a', '--export', 'b'], /one name/],
       [[path.join(dir, 'missing.lsmt'), '--socket', path.join(dir, 'm.sock')], /missing\.lsmt/],
     ];

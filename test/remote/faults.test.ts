@@ -141,7 +141,9 @@ describe('faults on a Basic-auth registry', () => {
   test('a corrupted body is caught by the digest check and the blob is refetched', async (t) => {
     const dir = await tempDir(t);
     const cache = await BlobCache.open({ dir, capacity: 64 << 20, unit: 256 * 1024 });
-    const c = client(proxy.host);
+    // A generous timeout: the proxy holds the corrupted body back until it has it all, and a
+    // retry after a timeout on a loaded machine would fetch clean bytes instead.
+    const c = client(proxy.host, { idleTimeoutMs: 10_000 });
     let corrupted = 0;
     proxy.rule = (r) => (isBlobGet(r) && r.headers.authorization && corrupted++ === 1 ? { kind: 'corrupt' } : undefined);
     const entry = await cache.entry(data.digest, data.bytes.length);

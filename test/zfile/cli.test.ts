@@ -112,3 +112,16 @@ test('obd zfile decompress of a damaged block names file, block and offset, and 
     }
   });
 });
+
+test('obd zfile compress takes -z/--compress like commit, import and push (and -a/--algorithm)', async () => {
+  await withTmp(async (dir) => {
+    const input = path.join(dir, 'in.bin');
+    writeFileSync(input, zinputOdd());
+    const a = obd('compress', input, path.join(dir, 'a.zfile'), '-z', 'zstd', '--block-size', '16K', '--json');
+    const b = obd('compress', input, path.join(dir, 'b.zfile'), '--algorithm', 'zstd', '--block-size', '16K');
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(b.code, 0, b.stderr);
+    assert.equal(JSON.parse(a.stdout).algorithm, 'zstd');
+    assert.ok(readFileSync(path.join(dir, 'a.zfile')).equals(readFileSync(path.join(dir, 'b.zfile'))));
+  });
+});

@@ -128,12 +128,17 @@ export async function startFaultProxy(upstream: { host: string; port: number }):
     up.on('error', () => res.socket?.destroy());
     req.pipe(up);
   });
+  const port = await listenTracked(server, sockets);
+  Object.assign(state, { port, host: `127.0.0.1:${port}` });
+  return state;
+}
+
+/** Listens on a free loopback port, keeping every connection in `sockets` (so stop() can end them). */
+export async function listenTracked(server: http.Server, sockets: Set<net.Socket>): Promise<number> {
   server.on('connection', (s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  Object.assign(state, { port, host: `127.0.0.1:${port}` });
-  return state;
+  return (server.address() as net.AddressInfo).port;
 }

@@ -1,0 +1,36 @@
+/**
+ * A raw disk image as a block device: every byte is data; a last partial sector reads as
+ * zero padding, as qemu sizes raw images in whole sectors.
+ */
+import { OutOfRangeError, ShortReadError } from './errors.ts';
+import type { BlockDevice, ByteSource, Extent } from './types.ts';
+
+export class RawDevice implements BlockDevice {
+  readonly name: string;
+  readonly size: number;
+  readonly layerCount = 1;
+  readonly writable = false;
+  readonly source: ByteSource;
+  constructor(source: ByteSource) {
+    this.source = source;
+    this.name = source.name;
+    this.size = Math.ceil(source.size / 512) * 512;
+  }
+  #check(offset: number, length: number): void {
+    if (offset < 0 || length < 0 || offset + length > this.size) throw new OutOfRangeError(this.name, offset, length, this.size);
+  }
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    this.#check(offset, buf.length);
+    const want = Math.max(0, Math.min(buf.length, this.source.size - offset));
+    const got = want > 0 ? await this.source.read(want === buf.length ? buf : buf.subarray(0, want), offset) : 0;
+    if (got !== want) throw new ShortReadError(this.name, offset, want, got);
+    if (want < buf.length) buf.fill(0, want);
+  }
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    this.#check(offset, length);
+    return length > 0 ? [{ offset, length, kind: 'data', layer: 0 }] : [];
+  }
+  close(): Promise<void> {
+    return this.source.close();
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * The two files of a writable LSMT layer (docs/format.md §2.4) and their lifetime: creating
+ * the pair, opening it (checking both headers and taking the writer lock), recording a new
+ * virtual size, closing. What is inside the index file past its header is the index log's
+ * business (index-log.ts); what the data means is the device's (writable.ts).
+ */
+import { open, rm, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { ChainError, FormatError, InvalidArgumentError, NotSupportedError } from '../io/errors.ts';
+import { wrapFsError } from '../io/file.ts';
+import { WriterLock, assertUnlocked } from '../io/lock.ts';
+import { writeFull } from '../io/sink.ts';
+import {
+  FLAG_DATA,
+  FLAG_HEADER,
+  FLAG_SEALED,
+  FLAG_SPARSE,
+  HT_SPACE,
+  HT_STRUCT_SIZE,
+  SECTOR,
+  encodeHeaderTrailer,
+  parseHeaderTrailer,
+  randomUuid,
+  type HeaderTrailer,
+} from './format.ts';
+import { checkUuid } from './identity.ts';
+import { wrapWriteError } from './io-errors.ts';
+
+export interface FilesCreateOptions {
+  /** Bytes, already checked by the caller. */
+  virtualSize: number;
+  /** Default: a new random uuid, as overlaybd-create does. */
+  uuid?: string;
+  parentUuid?: string;
+  /** Replace existing files (default: refuse, as overlaybd-create does). */
+  overwrite?: boolean;
+}
+
+export interface FilesOpenOptions {
+  readOnly?: boolean;
+  /** Read-only: open even while another process has the layer open for writing (inspection). */
+  allowWriter?: boolean;
+}
+
+export class WritableFiles {
+  readonly dataPath: string;
+  readonly indexPath: string;
+  readonly data: FileHandle;
+  readonly index: FileHandle;
+  /** Data-file header. */
+  readonly header: HeaderTrailer;
+  readonly indexHeader: HeaderTrailer;
+  /** Sizes of the files when they were opened (bytes). */
+  readonly dataSize: number;
+  readonly indexSize: number;
+  /** Held while the layer is open for writing, so no other process writes or commits it. */
+  readonly #lock: WriterLock | undefined;
+
+  private constructor(
+    f: { dataPath: string; indexPath: string; data: FileHandle; index: FileHandle; lock: WriterLock | undefined },
+    header: HeaderTrailer,
+    indexHeader: HeaderTrailer,
+    dataSize: number,
+    indexSize: number,
+  ) {
+    this.dataPath = f.dataPath;
+    this.indexPath = f.indexPath;
+    this.data = f.data;
+    this.index = f.index;
+    this.#lock = f.lock;
+    this.header = header;
+    this.indexHeader = indexHeader;
+    this.dataSize = dataSize;
+    this.indexSize = indexSize;
+  }
+
+  /** Where appending to the data file resumes: its end rounded up to a sector, past the header. */
+  get dataEnd(): number {
+    return Math.max(HT_SPACE, Math.ceil(this.dataSize / SECTOR) * SECTOR);
+  }
+
+  /**
+   * Creates the pair with its two headers, synced along with their directory entries, and
+   * holds the writer lock. Refuses existing files unless `overwrite`.
+   */
+  static async create(dataPath: string, indexPath: string, opts: FilesCreateOptions): Promise<WritableFiles> {
+    if (path.resolve(dataPath) === path.resolve(indexPath)) throw new InvalidArgumentError(`${dataPath}: the data and index files must be different files`);
+    const header: HeaderTrailer = {
+      flags: FLAG_HEADER | FLAG_DATA,
+      indexOffset: 0,
+      indexSize: 0,
+      virtualSize: opts.virtualSize,
+      uuid: checkUuid('uuid', opts.uuid ?? randomUuid()),
+      parentUuid: checkUuid('parent uuid', opts.parentUuid),
+      version: 1,
+      subVersion: 1,
+      userTag: '',
+    };
+    const indexHeader: HeaderTrailer = { ...header, flags: FLAG_HEADER, indexOffset: HT_SPACE };
+    const flag = opts.overwrite ? 'w+' : 'wx+';
+    if (opts.overwrite) await assertUnlocked(dataPath, 'replace it');
+    const data = await openFile(dataPath, flag);
+    let index: FileHandle;
+    let lock: WriterLock;
+    try {
+      lock = await WriterLock.acquire(dataPath);
+    } catch (e) {
+      await data.close();
+      throw e;
+    }
+    try {
+      index = await openFile(indexPath, flag);
+    } catch (e) {
+      await data.close();
+      await removeQuietly(dataPath);
+      await lock.release();
+      throw e;
+    }
+    try {
+      await writeFull(data, encodeHeaderTrailer(header), 0);
+      await writeFull(index, encodeHeaderTrailer(indexHeader), 0);
+      await data.datasync();
+      await index.datasync();
+      await syncDirs([dataPath, indexPath]);
+    } catch (e) {
+      await Promise.allSettled([data.close(), index.close()]);
+      await removeQuietly(dataPath);
+      await removeQuietly(indexPath);
+      await lock.release();
+      throw wrapWriteError(dataPath, 'creating the writable layer', undefined, e);
+    }
+    return new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, HT_SPACE, HT_SPACE);
+  }
+
+  /**
+   * Opens an existing pair and checks that both headers are what a writable layer's files
+   * carry and belong together. A writer takes the lock first (recovery will cut a torn tail);
+   * a reader refuses a layer another process is writing unless `allowWriter`.
+   */
+  static async open(dataPath: string, indexPath: string, opts: FilesOpenOptions = {}): Promise<WritableFiles> {
+    const flag = opts.readOnly ? 'r' : 'r+';
+    const data = await openFile(dataPath, flag);
+    let index: FileHandle | undefined;
+    let lock: WriterLock | undefined;
+    try {
+      if (!opts.readOnly) lock = await WriterLock.acquire(dataPath);
+      else if (!opts.allowWriter) await assertUnlocked(dataPath, 'read it');
+      index = await openFile(indexPath, flag);
+      const header = await readHeader(data, dataPath);
+      checkDataHeader(header, dataPath);
+      const indexHeader = await readHeader(index, indexPath);
+      checkIndexHeader(indexHeader, indexPath);
+      if (indexHeader.uuid.toUpperCase() !== header.uuid.toUpperCase()) {
+        throw new ChainError(`${indexPath}: index file belongs to layer ${indexHeader.uuid}, but ${dataPath} is layer ${header.uuid}`);
+      }
+      const dataSize = (await data.stat()).size;
+      const indexSize = (await index.stat()).size;
+      return new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, dataSize, indexSize);
+    } catch (e) {
+      await Promise.allSettled([data.close(), index?.close(), lock?.release()]);
+      throw e;
+    }
+  }
+
+  /** Records a new virtual size in both headers (offset 48), durably. */
+  async setVirtualSize(size: number): Promise<void> {
+    try {
+      await writeFull(this.data, encodeHeaderTrailer({ ...this.header, virtualSize: size }), 0);
+      await writeFull(this.index, encodeHeaderTrailer({ ...this.indexHeader, virtualSize: size }), 0);
+      await this.data.datasync();
+      await this.index.datasync();
+    } catch (e) {
+      throw wrapWriteError(this.dataPath, 'recording the virtual size', 48, e);
+    }
+    this.header.virtualSize = size;
+    this.indexHeader.virtualSize = size;
+  }
+
+  /** Closes both files, then gives up the writer lock. */
+  async close(): Promise<void> {
+    await Promise.allSettled([this.data.close(), this.index.close()]);
+    await this.#lock?.release();
+  }
+}
+
+function checkDataHeader(h: HeaderTrailer, file: string): void {
+  const f = h.flags;
+  if (!(f & FLAG_HEADER)) throw new FormatError(file, `header flags ${f}: is-header bit (1) not set`, 28);
+  if (!(f & FLAG_DATA)) throw new FormatError(file, `header flags ${f}: this is an index file, not a data file (are DATA and INDEX swapped?)`, 28);
+  if (f & FLAG_SEALED) throw new FormatError(file, `header flags ${f}: this is a sealed (committed) layer, not a writable data file`, 28);
+  if (f & FLAG_SPARSE) {
+    throw new NotSupportedError(`${file}: sparse writable layers (header flag 16, overlaybd-create -s) are not supported; create an append-mode layer`);
+  }
+}
+
+function checkIndexHeader(h: HeaderTrailer, file: string): void {
+  const f = h.flags;
+  if (!(f & FLAG_HEADER)) throw new FormatError(file, `header flags ${f}: is-header bit (1) not set`, 28);
+  if (f & FLAG_DATA) throw new FormatError(file, `header flags ${f}: this is a data file, not an index file (are DATA and INDEX swapped?)`, 28);
+  if (f & FLAG_SEALED) throw new FormatError(file, `header flags ${f}: sealed bit set on an index file`, 28);
+  if (h.indexOffset !== HT_SPACE) throw new FormatError(file, `index_offset is ${h.indexOffset}, expected ${HT_SPACE} for a writable index file`, 32);
+}
+
+async function readHeader(fh: FileHandle, file: string): Promise<HeaderTrailer> {
+  const buf = new Uint8Array(HT_STRUCT_SIZE);
+  const { bytesRead } = await fh.read(buf, 0, HT_STRUCT_SIZE, 0);
+  if (bytesRead < HT_STRUCT_SIZE) throw new FormatError(file, `too small for an LSMT header: ${bytesRead} bytes`, 0);
+  return parseHeaderTrailer(buf, file, 0);
+}
+
+async function openFile(p: string, flag: string): Promise<FileHandle> {
+  try {
+    return await open(p, flag);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException)?.code === 'EEXIST') throw new InvalidArgumentError(`${p}: already exists (refusing to overwrite)`, { cause: e });
+    throw wrapFsError(p, e);
+  }
+}
+
+async function removeQuietly(p: string): Promise<void> {
+  await rm(p, { force: true }).catch(() => {});
+}
+
+/** Makes the new directory entries durable (a crash right after create keeps the files). */
+async function syncDirs(files: string[]): Promise<void> {
+  for (const dir of new Set(files.map((f) => path.dirname(path.resolve(f))))) {
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(dir, 'r');
+      await fh.sync();
+    } catch {
+      // Some filesystems cannot sync a directory; the files themselves are synced.
+    } finally {
+      await fh?.close();
+    }
+  }
+}
