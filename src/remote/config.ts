@@ -6,7 +6,7 @@
 import { access, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { NotFoundError } from '../io/errors.ts';
-import { FileSource } from '../io/file.ts';
+import { FileSource, wrapFsError } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { CredentialStore } from './auth.ts';
 import { BlobCache } from './cache.ts';
@@ -205,7 +205,9 @@ export async function openImageConfig(file: string, opts: RemoteOptions & LazyOp
     async reportResult(error?: unknown) {
       if (!resultFile) return;
       const reason = error instanceof Error ? error.message : error === undefined ? '' : String(error);
-      await writeFile(resultFile, error === undefined ? 'success' : `failed:${reason}`);
+      await writeFile(resultFile, error === undefined ? 'success' : `failed:${reason}`).catch((e) => {
+        throw wrapFsError(resultFile, e);
+      });
     },
     startDownloads(overrides?: DownloadConfig) {
       const d = { ...config.download, ...overrides };

@@ -1,10 +1,12 @@
 /**
  * Found by the fuzzing harness (npm run fuzz): config.v1.json and OCI-layout documents whose
  * members have the wrong JSON type crashed with TypeErrors (and leaked open layer files), and
- * a file name too long escaped as a raw ENAMETOOLONG; they must be refused with typed errors.
+ * a file name too long escaped as a raw ENAMETOOLONG (a result file's, after the layers were
+ * open, which then stayed open); they must be refused with typed errors, closing what was opened.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { openImage } from '../../src/image/open.ts';
@@ -43,6 +45,17 @@ test('a config naming a writable layer whose file name is too long is refused wi
   const file = path.join(dir, 'config.v1.json');
   await writeFile(file, JSON.stringify({ lowers: [{ file: 'base.lsmt' }], upper: { data: 'a'.repeat(4096), index: 'up.index' } }));
   await assert.rejects(openImage([file]), (e) => e instanceof InvalidArgumentError && /too long/.test(e.message));
+});
+
+test('a result file that cannot be written fails the open with a typed error and leaves no layer file open', async (t) => {
+  const dir = await tempDir(t);
+  await copyFile(layer, path.join(dir, 'base.lsmt'));
+  const file = path.join(dir, 'config.v1.json');
+  await writeFile(file, JSON.stringify({ lowers: Array.from({ length: 8 }, () => ({ file: 'base.lsmt' })), resultFile: 'r'.repeat(4096) }));
+  const fds = () => readdirSync('/proc/self/fd').length;
+  const before = fds();
+  await assert.rejects(openImage([file]), (e) => e instanceof InvalidArgumentError && /too long/.test(e.message));
+  assert.equal(fds(), before, 'the opened layer files were closed');
 });
 
 test('an OCI layout index.json with malformed descriptors is refused with InvalidReferenceError', async (t) => {
