@@ -2,15 +2,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { openImage, NbdServer, ObdError, zfile, remote, WritableLayer } from 'overlaybd-ts';
 import { FIXTURES, TEXT } from './helpers/recipes.ts';
+import { tempDir } from './helpers/temp.ts';
 
-test('public API: open an image, read it, serve it over NBD', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-api-'));
+test('public API: open an image, read it, serve it over NBD', async (t) => {
+  const dir = await tempDir(t, 'obd-api-');
   const disk = await openImage(['layer1.lsmt', 'layer2.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n)));
   const server = new NbdServer({ exports: { '': disk } });
   try {
@@ -24,7 +23,6 @@ test('public API: open an image, read it, serve it over NBD', async () => {
   } finally {
     await server.close();
     await disk.close();
-    await rm(dir, { recursive: true, force: true });
   }
   assert.equal(typeof zfile.ZFileWriter.create, 'function');
   assert.equal(typeof remote.pushImage, 'function');

@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
-import { mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rename, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MapEntry } from '../../src/image/map.ts';
@@ -15,7 +15,7 @@ import { FIXTURES, sha256 } from '../helpers/recipes.ts';
 import { obd, serveJson, treeDigest } from '../helpers/cli.ts';
 import { must } from '../nbd/helpers/run.ts';
 import { freePort } from '../remote/helpers/registry.ts';
-import { tempDir } from '../remote/helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const L = (n: string) => path.join(FIXTURES, 'lsmt', n);

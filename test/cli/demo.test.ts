@@ -1,17 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { MAIN, obd } from '../helpers/cli.ts';
+import { tempDir, withTempDir } from '../helpers/temp.ts';
 
 const run = promisify(execFile);
 
 test('obd demo --no-serve builds three snapshot layers whose stack equals the final disk', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-demo-'));
-  try {
+  await withTempDir(async (dir) => {
     const r = await obd(['demo', '--no-serve', '--json', '--dir', dir]);
     assert.equal(r.code, 0, r.stderr);
     const s = JSON.parse(r.stdout);
@@ -28,13 +26,11 @@ test('obd demo --no-serve builds three snapshot layers whose stack equals the fi
     const inspected = await obd(['inspect', '--json', s.image]);
     assert.equal(inspected.code, 0, inspected.stderr);
     assert.equal(JSON.parse(inspected.stdout).manifest.layers.length, 3);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  }, 'obd-demo-');
 });
 
-test('obd demo serves the stack over NBD until SIGINT; qemu-img and nbdcopy read it', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-demo-'));
+test('obd demo serves the stack over NBD until SIGINT; qemu-img and nbdcopy read it', async (t) => {
+  const dir = await tempDir(t, 'obd-demo-');
   const child = spawn(process.execPath, [MAIN, 'demo', '--json', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     let out = '';
@@ -59,6 +55,5 @@ test('obd demo serves the stack over NBD until SIGINT; qemu-img and nbdcopy read
     assert.equal(await exited, 0);
   } finally {
     child.kill('SIGKILL');
-    await rm(dir, { recursive: true, force: true });
   }
 });

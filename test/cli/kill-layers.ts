@@ -5,13 +5,13 @@
  * rerun writes the same bytes as a run that was never killed. OBD_KILL_TRIALS=N runs N kills
  * per command (default 6).
  */
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { commitLayer } from '../../src/lsmt/commit.ts';
 import { KILL_VSIZE, killTrials, noise, prng, scatteredWritable, sha256File, type KillTarget } from '../helpers/kill.ts';
+import { suiteTempDir } from '../helpers/temp.ts';
 
 const KILLS = Number(process.env.OBD_KILL_TRIALS) || 6;
 const UUID = ['6f1d0c2e-0d7a-4c55-9a43-0c3e5b1f0a01', '6f1d0c2e-0d7a-4c55-9a43-0c3e5b1f0a02', '6f1d0c2e-0d7a-4c55-9a43-0c3e5b1f0a03'];
@@ -51,11 +51,12 @@ export type Input = (name: string) => string;
 /** One describe block of kill trials, one test per [name, arguments] case. */
 export function layerKillSuite(title: string, seed: number, cases: Array<[string, (I: Input, out: string) => string[]]>): void {
   describe(title, { concurrency: 1 }, () => {
+    const tmp = suiteTempDir('obd-kill-');
     let root: string;
     let inputs: string[];
     const I = (name: string) => path.join(root, 'in', name);
     before(async () => {
-      root = await mkdtemp(path.join(os.tmpdir(), 'obd-kill-'));
+      root = tmp.path;
       await mkdir(path.join(root, 'in'));
       await scatteredWritable(I('w.data'), I('w.index'), 'w', UUID[2]!, UUID[1]);
       for (let k = 0; k < 2; k++) {
@@ -69,7 +70,6 @@ export function layerKillSuite(title: string, seed: number, cases: Array<[string
       await writeFile(I('disk.raw'), disk);
       inputs = [path.join(root, 'in'), ...(await readdir(path.join(root, 'in'))).map(I)];
     });
-    after(() => rm(root, { recursive: true, force: true }));
 
     cases.forEach(([name, args], k) => {
       test(`${name}: killed anywhere, no half-written output takes the final name; a rerun succeeds`, { timeout: 120_000 * Math.max(1, KILLS / 6) }, async (t) => {

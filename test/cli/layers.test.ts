@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { DIGESTS, FIXTURES, sha256 } from '../helpers/recipes.ts';
 import { obd } from '../helpers/cli.ts';
+import { withTempDir } from '../helpers/temp.ts';
 
 const L = (n: string) => path.join(FIXTURES, 'lsmt', n);
 
@@ -33,8 +33,7 @@ test('obd info on a compressed layer shows the wrapping; human output names the 
 });
 
 test('obd export writes the flattened disk, sparse, with the manifest digest', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-export-'));
-  try {
+  await withTempDir(async (dir) => {
     const out = path.join(dir, 'disk.raw');
     const r = await obd(['export', '--json', L('layer1.lsmt'), L('layer2.lsmt'), L('layer3.lsmt'), out]);
     assert.equal(r.code, 0, r.stderr);
@@ -42,14 +41,11 @@ test('obd export writes the flattened disk, sparse, with the manifest digest', a
     assert.equal(sha256(await readFile(out)), DIGESTS.layer123);
     const st = await stat(out);
     assert.ok(st.blocks * 512 < 16 * 1024 * 1024, `sparse: ${st.blocks * 512} bytes allocated`);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  }, 'obd-export-');
 });
 
 test('bad input: clear message, non-zero exit, nothing half-written', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-export-'));
-  try {
+  await withTempDir(async (dir) => {
     let r = await obd(['info', path.join(dir, 'missing.lsmt')]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /missing\.lsmt: no such file/);
@@ -65,9 +61,7 @@ test('bad input: clear message, non-zero exit, nothing half-written', async () =
     assert.deepEqual(await readdir(dir), []);
     r = await obd(['export', L('layer1.lsmt')]);
     assert.notEqual(r.code, 0);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  }, 'obd-export-');
 });
 
 test('obd map lists extents with the layer that backs each', async () => {

@@ -5,13 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { DIGESTS, FIXTURES } from '../helpers/recipes.ts';
 import { obd, serveJson } from '../helpers/cli.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
+import { tempDir, withTempDir } from '../helpers/temp.ts';
 
 const run = promisify(execFile);
 const LAYERS = ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n));
@@ -21,8 +20,8 @@ async function sha256Of(uri: string): Promise<string> {
   return stdout.split(' ')[0]!;
 }
 
-test('push to a registry, serve it lazily through the cache; with the registry gone, serve fails cleanly', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-serve-remote-'));
+test('push to a registry, serve it lazily through the cache; with the registry gone, serve fails cleanly', async (t) => {
+  const dir = await tempDir(t, 'obd-serve-remote-');
   const registry = await startRegistry();
   try {
     const ref = `${registry.host}/disks/fixture:v1`;
@@ -44,13 +43,11 @@ test('push to a registry, serve it lazily through the cache; with the registry g
     assert.match(down.stderr, /obd: .*127\.0\.0\.1/);
   } finally {
     await registry.stop();
-    await rm(dir, { recursive: true, force: true });
   }
 });
 
 test('an OCI layout is the default repo: push, append a snapshot, serve it with a writable upper', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-serve-oci-'));
-  try {
+  await withTempDir(async (dir) => {
     const ref = `oci:${path.join(dir, 'images')}:v1`;
     let r = await obd(['push', ...LAYERS.slice(0, 2), ref]);
     assert.equal(r.code, 0, r.stderr);
@@ -71,7 +68,5 @@ test('an OCI layout is the default repo: push, append a snapshot, serve it with 
     } finally {
       assert.equal(await s.stop(), 0);
     }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  }, 'obd-serve-oci-');
 });

@@ -1,10 +1,10 @@
 /** Running the `obd` CLI as a child process, the way users do. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { copyFile, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { makeTempDir, removeTempDir } from './temp.ts';
 
 export const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
 
@@ -95,8 +95,8 @@ export interface Workspace {
 
 /** A fresh temp dir holding copies of files (new name → source path), so tests never write fixtures. */
 export async function fixtureCopies(prefix: string, copies: Record<string, string>): Promise<Workspace> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  const dir = await makeTempDir(prefix);
   const f = (n: string) => path.join(dir, n);
   for (const [name, from] of Object.entries(copies)) await copyFile(from, f(name));
-  return { dir, f, done: () => rm(dir, { recursive: true, force: true }) };
+  return { dir, f, done: () => removeTempDir(dir) };
 }

@@ -1,26 +1,20 @@
 /** Opening whole images: layer files, config.v1.json, OCI layouts; upper layers; traces. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { openImage } from '../../src/image/open.ts';
 import { pushImage } from '../../src/remote/push.ts';
 import { decodeTrace } from '../../src/remote/trace.ts';
 import { DIGESTS, FIXTURES } from '../helpers/recipes.ts';
 import { deviceDigest } from '../helpers/layers.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const L = (n: string) => path.join(FIXTURES, 'lsmt', n);
 const LAYERS = ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map(L);
 
-async function tmp(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-image-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 test('layer files with a new upper: created over the stack, writes land on top, reopen read-only sees them', async (t) => {
-  const dir = await tmp(t);
+  const dir = await tempDir(t, 'obd-image-');
   const upper = { data: path.join(dir, 'rw.data'), index: path.join(dir, 'rw.index') };
   const dev = await openImage(LAYERS, { upper });
   assert.equal(dev.writable, true);
@@ -44,7 +38,7 @@ test('layer files with a new upper: created over the stack, writes land on top, 
 });
 
 test('an upper that must exist for a read-only open, or is half present, is refused', async (t) => {
-  const dir = await tmp(t);
+  const dir = await tempDir(t, 'obd-image-');
   await assert.rejects(openImage(LAYERS, { upper: { data: path.join(dir, 'd'), index: path.join(dir, 'i') }, readOnly: true }), { name: 'NotFoundError' });
   await writeFile(path.join(dir, 'd'), '');
   await assert.rejects(openImage(LAYERS, { upper: { data: path.join(dir, 'd'), index: path.join(dir, 'i') } }), /exists but .* does not/);
@@ -56,7 +50,7 @@ test('a mistyped layer path is a clear error, never a registry request', async (
 });
 
 test('config.v1.json with local lowers, an upper and a resultFile', async (t) => {
-  const dir = await tmp(t);
+  const dir = await tempDir(t, 'obd-image-');
   const cfg = path.join(dir, 'config.v1.json');
   await writeFile(
     cfg,
@@ -75,7 +69,7 @@ test('config.v1.json with local lowers, an upper and a resultFile', async (t) =>
 });
 
 test('an OCI layout is an image: push the fixture layers, serve them lazily, record and replay a trace', async (t) => {
-  const dir = await tmp(t);
+  const dir = await tempDir(t, 'obd-image-');
   const layout = `oci:${path.join(dir, 'layout')}:v1`;
   await pushImage(LAYERS, layout);
   const trace = path.join(dir, 'trace');

@@ -7,8 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { openImage } from '../../src/image/open.ts';
@@ -17,19 +16,19 @@ import { pushImage } from '../../src/remote/push.ts';
 import { DIGESTS, FIXTURES, sha256 } from '../helpers/recipes.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
 import { startFaultProxy } from '../remote/helpers/fault-proxy.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const run = promisify(execFile);
 const LAYERS = ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n));
 const isBlobGet = (r: { method: string; url: string }) => r.method === 'GET' && /\/blobs\/sha256:/.test(r.url);
 
 test('NBD over a failing registry: EIO while it fails, exact data once it heals, the server stays up', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-faults-'));
+  const dir = await tempDir(t, 'obd-faults-');
   const registry = await startRegistry();
   const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(registry.host.split(':')[1]) });
   t.after(async () => {
     await proxy.stop();
     await registry.stop();
-    await rm(dir, { recursive: true, force: true });
   });
   await pushImage(LAYERS, `${registry.host}/faults/img:v1`, { plainHttp: true });
   const ref = `127.0.0.1:${proxy.port}/faults/img:v1`;

@@ -2,14 +2,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { removeStaleTemps, tempPath, writeAtomic, writeFileAtomic } from '../../src/io/atomic.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 test('removeStaleTemps removes the temps of dead writers of one output, and nothing else', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-atomic-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'obd-atomic-');
   const dead = spawnSync(process.execPath, ['-e', '']).pid!;
   const names = [`out.tmp-${dead}-0a1b`, `out.tmp-${process.pid}-0a1b`, `other.tmp-${dead}-0a1b`, 'out', 'out.tmp-notes', `out.tmp-${dead}`];
   for (const n of names) await writeFile(path.join(dir, n), 'x');
@@ -22,8 +21,7 @@ test('removeStaleTemps removes the temps of dead writers of one output, and noth
 });
 
 test('writeAtomic: the final name appears only complete; a failure leaves neither it nor the temp', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-atomic-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'obd-atomic-');
   const out = path.join(dir, 'out');
   await writeFileAtomic(out, 'first');
   await assert.rejects(

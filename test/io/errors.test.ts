@@ -5,13 +5,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { access, constants, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { access, constants, open, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { NotFoundError, PermissionError, errnoOf } from '../../src/io/errors.ts';
 import { FileSource, wrapFsError } from '../../src/io/file.ts';
 import { wrapWriteError } from '../../src/lsmt/io-errors.ts';
 import { NBD_EINVAL, NBD_EIO, NBD_ENOMEM, NBD_ENOSPC, NBD_EPERM, nbdErrorOf } from '../../src/nbd/protocol.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 /** An error shaped as Node's fs raises it (for codes a test cannot provoke, e.g. EROFS). */
 function systemError(code: string): NodeJS.ErrnoException {
@@ -46,8 +46,7 @@ test('a system error maps to one NBD error, raw or wrapped by the opener or the 
 });
 
 test('EACCES from the filesystem is a PermissionError that the NBD server answers EPERM', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-errno-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'obd-errno-');
   const file = path.join(dir, 'plain');
   await writeFile(file, 'x', { mode: 0o644 });
   // No execute bit: access(X_OK) fails with EACCES even for root.
@@ -61,8 +60,7 @@ test('EACCES from the filesystem is a PermissionError that the NBD server answer
 });
 
 test('a missing file is a NotFoundError naming the path, answered EIO as a raw ENOENT is', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-errno-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'obd-errno-');
   const missing = path.join(dir, 'missing.lsmt');
   const e = await FileSource.open(missing).then(() => undefined, (err: unknown) => err);
   assert.ok(e instanceof NotFoundError);

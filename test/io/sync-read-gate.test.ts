@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
 import { closeSync, openSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { SyncReadGate } from '../../src/io/fd-io.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 test('SyncReadGate reads synchronously, backs off after a run of slow reads, and comes back', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-gate-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'obd-gate-');
   const file = path.join(dir, 'f');
   writeFileSync(file, Buffer.from('0123456789'));
   const fd = openSync(file, 'r');

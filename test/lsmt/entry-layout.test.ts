@@ -27,7 +27,8 @@ import { IndexLog } from '../../src/lsmt/index-log.ts';
 import { Level0Index } from '../../src/lsmt/level0.ts';
 import { decodeSealedIndex } from '../../src/lsmt/sealed.ts';
 import { WritableFiles } from '../../src/lsmt/writable-files.ts';
-import { tempDir } from '../snapshots/helpers.ts';
+import { inDir } from '../snapshots/helpers.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 /** The layout straight from the table: word 0 = offset | length << 50, word 1 = moffset | zeroed << 55 | tag << 56. */
 function layout(m: Mapping): Uint8Array {
@@ -108,55 +109,51 @@ test('the sealed index loader reads what the layout says, skipping padding and e
   );
 });
 
-test('the writable log writes its pending entries in the layout and replays them as the canonical decoder reads them', async () => {
-  const t = await tempDir();
+test('the writable log writes its pending entries in the layout and replays them as the canonical decoder reads them', async (ctx) => {
+  const t = inDir(await tempDir(ctx));
   const data = t.file('d');
   const index = t.file('i');
   // A sparse data file of 2^40 bytes, so replay keeps entries with moffsets up to 2^31 sectors.
   const DATA_BYTES = 2 ** 40;
   const dataSectors = DATA_BYTES / 512;
-  try {
-    await (await WritableFiles.create(data, index, { virtualSize: 0 })).close();
-    await truncate(data, DATA_BYTES);
-    // Mostly entries replay keeps, some with a moffset anywhere (replay stops at the first).
-    const inData = fc.integer({ min: HT_SPACE / 512, max: dataSectors - MAX_ENTRY_SECTORS });
-    const moffset = fc.oneof({ arbitrary: inData, weight: 8 }, { arbitrary: moffsetArb, weight: 1 });
-    await fc.assert(
-      fc.asyncProperty(fc.array(entryArb(moffset), { minLength: 1, maxLength: 40 }), async (list) => {
-        await truncate(index, HT_SPACE);
-        const files = await WritableFiles.open(data, index);
-        try {
-          const log = await IndexLog.recover(files, true);
-          for (const m of list) log.append(m.offset, m.length, m.moffset, m.zeroed);
-          assert.equal(log.pendingCount, list.length);
-          await log.flush();
-          assert.equal(log.pendingCount, 0);
-        } finally {
-          await files.close();
-        }
-        const bytes = new Uint8Array(await readFile(index)).subarray(HT_SPACE);
-        assert.deepEqual(bytes, layoutAll(list.map((m) => ({ ...m, tag: 0 }))));
+  await (await WritableFiles.create(data, index, { virtualSize: 0 })).close();
+  await truncate(data, DATA_BYTES);
+  // Mostly entries replay keeps, some with a moffset anywhere (replay stops at the first).
+  const inData = fc.integer({ min: HT_SPACE / 512, max: dataSectors - MAX_ENTRY_SECTORS });
+  const moffset = fc.oneof({ arbitrary: inData, weight: 8 }, { arbitrary: moffsetArb, weight: 1 });
+  await fc.assert(
+    fc.asyncProperty(fc.array(entryArb(moffset), { minLength: 1, maxLength: 40 }), async (list) => {
+      await truncate(index, HT_SPACE);
+      const files = await WritableFiles.open(data, index);
+      try {
+        const log = await IndexLog.recover(files, true);
+        for (const m of list) log.append(m.offset, m.length, m.moffset, m.zeroed);
+        assert.equal(log.pendingCount, list.length);
+        await log.flush();
+        assert.equal(log.pendingCount, 0);
+      } finally {
+        await files.close();
+      }
+      const bytes = new Uint8Array(await readFile(index)).subarray(HT_SPACE);
+      assert.deepEqual(bytes, layoutAll(list.map((m) => ({ ...m, tag: 0 }))));
 
-        const model = new Level0Index();
-        const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-        let good = 0;
-        for (; good < list.length; good++) {
-          const m = decodeEntry(dv, good * ENTRY_SIZE);
-          if (m.moffset < HT_SPACE / 512 || (m.zeroed ? m.moffset > dataSectors : m.moffset + m.length > dataSectors)) break;
-          model.insert(m.offset, m.length, m.moffset, m.zeroed);
-        }
-        const reopened = await WritableFiles.open(data, index, { readOnly: true });
-        try {
-          const replayed = await IndexLog.recover(reopened, false);
-          assert.deepEqual(replayed.recovery, { entriesOnDisk: list.length, droppedEntries: list.length - good, droppedBytes: (list.length - good) * ENTRY_SIZE });
-          assert.deepEqual(replayed.entries.toTable().toArray(), model.toTable().toArray());
-        } finally {
-          await reopened.close();
-        }
-      }),
-      { numRuns: 60 },
-    );
-  } finally {
-    await t.done();
-  }
+      const model = new Level0Index();
+      const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+      let good = 0;
+      for (; good < list.length; good++) {
+        const m = decodeEntry(dv, good * ENTRY_SIZE);
+        if (m.moffset < HT_SPACE / 512 || (m.zeroed ? m.moffset > dataSectors : m.moffset + m.length > dataSectors)) break;
+        model.insert(m.offset, m.length, m.moffset, m.zeroed);
+      }
+      const reopened = await WritableFiles.open(data, index, { readOnly: true });
+      try {
+        const replayed = await IndexLog.recover(reopened, false);
+        assert.deepEqual(replayed.recovery, { entriesOnDisk: list.length, droppedEntries: list.length - good, droppedBytes: (list.length - good) * ENTRY_SIZE });
+        assert.deepEqual(replayed.entries.toTable().toArray(), model.toTable().toArray());
+      } finally {
+        await reopened.close();
+      }
+    }),
+    { numRuns: 60 },
+  );
 });

@@ -1,8 +1,7 @@
 /** Every open-time check of a sealed layer, each triggered by one corruption of a fixture copy. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { MemorySource } from '../../src/io/memory.ts';
 import { ChainError, FormatError } from '../../src/io/errors.ts';
@@ -13,6 +12,7 @@ import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { buildLayer } from '../helpers/layers.ts';
 import { openLayerFile } from '../../src/image/open.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
+import { withTempDir } from '../helpers/temp.ts';
 
 const ORIG = readFileSync(path.join(FIXTURES, 'lsmt', 'layer1.lsmt'));
 const TRAILER = ORIG.length - 4096;
@@ -120,8 +120,7 @@ test('a stack whose every layer has virtual size 0, or whose size hides data of 
 });
 
 test('a writable layer whose virtual size is zero (alone) or hides its own data is refused', async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'obd-vsize-'));
-  try {
+  await withTempDir(async (dir) => {
     const data = path.join(dir, 'rw.data');
     const index = path.join(dir, 'rw.index');
     const rw = await WritableLayer.create(data, index, { virtualSize: 1 << 20 });
@@ -135,7 +134,5 @@ test('a writable layer whose virtual size is zero (alone) or hides its own data 
       }
       await assert.rejects(WritableLayer.open(data, index), (e: unknown) => e instanceof FormatError && message.test(e.message));
     }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  }, 'obd-vsize-');
 });

@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FileSource } from '../../src/io/file.ts';
 import { MemorySink } from '../../src/io/memory.ts';
@@ -11,6 +10,7 @@ import { SealedLayerWriter, writeSealedLayer } from '../../src/lsmt/writer.ts';
 import { openLayerFile } from '../../src/image/open.ts';
 import { FIXTURES, R } from '../helpers/recipes.ts';
 import { buildLayer } from '../helpers/layers.ts';
+import { withTempDir } from '../helpers/temp.ts';
 
 const L = (n: string) => path.join(FIXTURES, 'lsmt', n);
 
@@ -37,8 +37,7 @@ for (const n of ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt']) {
 }
 
 test('writeSealedLayer: layout, identity fields and read-back', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-writer-'));
-  try {
+  await withTempDir(async (dir) => {
     const file = path.join(dir, 'x.lsmt');
     const a = R('writer-a', 20 * 1024 * 1024); // longer than one entry can describe
     const b = R('writer-b', 4096);
@@ -73,9 +72,7 @@ test('writeSealedLayer: layout, identity fields and read-back', async () => {
     } finally {
       await l.source.close();
     }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  }, 'obd-writer-');
 });
 
 test('writer refuses overlapping, unaligned and out-of-range extents', async () => {

@@ -7,8 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +16,7 @@ import { HT_SPACE } from '../../src/lsmt/format.ts';
 import { ZFileReader } from '../../src/zfile/reader.ts';
 import { MAIN, obd } from '../helpers/cli.ts';
 import { ERR, RawClient, assemble } from './helpers/client.ts';
+import { suiteTempDir } from '../helpers/temp.ts';
 
 const MiB = 1 << 20;
 const SIZE = 16 * MiB;
@@ -43,8 +43,9 @@ describe('a bad block in a served layer', { timeout: 120_000 }, () => {
   let socket: string;
   let disk: Buffer;
 
+  const tmp = suiteTempDir('obd-badblock-');
   before(async () => {
-    d = await mkdtemp(path.join(os.tmpdir(), 'obd-badblock-'));
+    d = tmp.path;
     disk = pattern(0, SIZE, 0n);
     await writeFile(path.join(d, 'a.raw'), disk);
     disk.set(pattern(B_FROM, B_TO, SALT), B_FROM);
@@ -81,7 +82,6 @@ describe('a bad block in a served layer', { timeout: 120_000 }, () => {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
     }
-    await rm(d, { recursive: true, force: true });
   });
 
   it('fails only the reads that touch it, over simple and structured replies, on several connections', async () => {

@@ -2,15 +2,14 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { FIXTURES } from '../helpers/recipes.ts';
 import { RawClient } from './helpers/client.ts';
 import { missing, must, run, sha256File } from './helpers/run.ts';
+import { suiteTempDir } from '../helpers/temp.ts';
 
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
 const L = (n: number) => path.join(FIXTURES, 'lsmt', `layer${n}.lsmt`);
@@ -46,14 +45,10 @@ async function serve(args: string[]): Promise<Served> {
 const absent = missing('nbdinfo', 'nbdcopy', 'qemu-img');
 
 describe('obd serve', { timeout: 120_000, skip: absent.length ? `peer tools missing: ${absent.join(', ')}` : false }, () => {
-  let dir: string;
-  before(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'obd-serve-'));
-  });
-  after(() => rm(dir, { recursive: true, force: true }));
+  const tmp = suiteTempDir('obd-serve-');
 
   it('serves a stack plus a named export, then stops cleanly on SIGTERM', async () => {
-    const socket = path.join(dir, 'a.sock');
+    const socket = path.join(tmp.path, 'a.sock');
     const s = await serve([L(1), L(2), L(3), '--socket', socket, '--export', 'L1=' + L(1)]);
     try {
       assert.equal(s.ready.event, 'ready');
@@ -66,7 +61,7 @@ describe('obd serve', { timeout: 120_000, skip: absent.length ? `peer tools miss
       for (let i = 0; i < 100 && !/serving 2 exports/.test(s.stderr()); i++) await new Promise((r) => setTimeout(r, 20));
       assert.match(s.stderr(), /serving 2 exports/);
       for (const [e, sha] of [[s.ready.exports[0]!, SHA_123], [s.ready.exports[1]!, SHA_1]] as const) {
-        const out = path.join(dir, `copy-${e.name || 'default'}.raw`);
+        const out = path.join(tmp.path, `copy-${e.name || 'default'}.raw`);
         await must('nbdcopy', [e.uri, out]);
         assert.equal(await sha256File(out), sha);
       }
@@ -100,9 +95,9 @@ describe('obd serve', { timeout: 120_000, skip: absent.length ? `peer tools miss
   });
 
   it('serves a writable upper layer; what was written is there when reopened read-only', async () => {
-    const data = path.join(dir, 'rw.data');
-    const index = path.join(dir, 'rw.index');
-    const socket = path.join(dir, 'rw.sock');
+    const data = path.join(tmp.path, 'rw.data');
+    const index = path.join(tmp.path, 'rw.index');
+    const socket = path.join(tmp.path, 'rw.sock');
     const w = await serve([L(1), L(2), L(3), '--writable', '--upper', data, index, '--socket', socket]);
     try {
       const e = w.ready.exports[0]!;
@@ -136,9 +131,9 @@ describe('obd serve', { timeout: 120_000, skip: absent.length ? `peer tools miss
       [[L(1), '--socket', 'x', '--listen', '127.0.0.1:1'], /not both/],
       [[L(1), '--listen', 'nowhere'], /HOST:PORT/],
       [[L(1), '--upper', 'only-one'], /DATA INDEX/],
-      [[L(1), '--writable', '--socket', path.join(dir, 'w.sock')], /--upper DATA INDEX is missing/],
+      [[L(1), '--writable', '--socket', path.join(tmp.path, 'w.sock')], /--upper DATA INDEX is missing/],
       [[L(1), '--export', 'a', '--export', 'b'], /one name/],
-      [[path.join(dir, 'missing.lsmt'), '--socket', path.join(dir, 'm.sock')], /missing\.lsmt/],
+      [[path.join(tmp.path, 'missing.lsmt'), '--socket', path.join(tmp.path, 'm.sock')], /missing\.lsmt/],
     ];
     for (const [args, re] of cases) {
       const r = await run(process.execPath, [MAIN, 'serve', ...args]);

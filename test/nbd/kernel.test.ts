@@ -4,10 +4,9 @@
  * committed after unmounting and read back as a third layer.
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, mkdtemp, rm, truncate, unlink, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { copyFile, mkdir, truncate, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { openImage } from '../../src/image/open.ts';
 import { MemoryDevice } from '../../src/io/memory.ts';
 import { commitLayer } from '../../src/lsmt/commit.ts';
@@ -17,6 +16,7 @@ import { R, TEXT } from '../helpers/recipes.ts';
 import { Teardown, attach, kernelSkipReason, mountFs, treeDigest, umount } from './helpers/kernel.ts';
 import { must, sha256File } from './helpers/run.ts';
 import { startServer } from './helpers/server.ts';
+import { suiteTempDir } from '../helpers/temp.ts';
 
 const MiB = 1 << 20;
 const skip = kernelSkipReason();
@@ -31,11 +31,7 @@ async function writeFiles(root: string, sub: string, label: string): Promise<voi
 }
 
 describe('nbd through the kernel', { skip, timeout: 180_000 }, () => {
-  let dir: string;
-  before(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'obd-nbd-kernel-'));
-  });
-  after(() => rm(dir, { recursive: true, force: true }));
+  const tmp = suiteTempDir('obd-nbd-kernel-');
 
   it('ext4 on a RAM-disk export: mkfs, write, unmount, detach, reattach, compare', async () => {
     const td = new Teardown();
@@ -46,9 +42,9 @@ describe('nbd through the kernel', { skip, timeout: 180_000 }, () => {
       const first = new Teardown();
       let written: Map<string, string>;
       try {
-        const { loop } = await attach(srv.uri('ram'), dir, first);
+        const { loop } = await attach(srv.uri('ram'), tmp.path, first);
         await must('mkfs.ext4', ['-q', '-F', loop]);
-        const mnt = await mountFs(loop, dir, first);
+        const mnt = await mountFs(loop, tmp.path, first);
         await writeFiles(mnt, 'a', 'ram');
         written = await treeDigest(mnt);
         assert.equal(written.size, 22);
@@ -57,8 +53,8 @@ describe('nbd through the kernel', { skip, timeout: 180_000 }, () => {
       }
       // The bytes are in the server's device, not just in some kernel cache.
       assert.ok(Buffer.from(ram.bytes.buffer).indexOf(R('ram-big', 4096)) >= 0, 'file data reached the device');
-      const { loop } = await attach(srv.uri('ram'), dir, td, { readOnly: true });
-      const again = await mountFs(loop, dir, td, ['ro', 'noload']);
+      const { loop } = await attach(srv.uri('ram'), tmp.path, td, { readOnly: true });
+      const again = await mountFs(loop, tmp.path, td, ['ro', 'noload']);
       assert.deepEqual(await treeDigest(again), written);
     } finally {
       await td.run();
@@ -68,7 +64,7 @@ describe('nbd through the kernel', { skip, timeout: 180_000 }, () => {
   it('ext4 from a layered image, then a writable upper layer committed and read back', async () => {
     // Build the image: ext4 with files (layer 1), then changes to it (layer 2).
     const td = new Teardown();
-    const work = path.join(dir, 'layered');
+    const work = path.join(tmp.path, 'layered');
     await mkdir(work);
     const base = path.join(work, 'base.img');
     const app = path.join(work, 'app.img');
@@ -109,8 +105,8 @@ describe('nbd through the kernel', { skip, timeout: 180_000 }, () => {
       const flat = path.join(work, 'flat.raw');
       await must('nbdcopy', [srv.uri('img'), flat]);
       assert.equal(await sha256File(flat), await sha256File(app), 'the flattened stack is the app image');
-      const { loop } = await attach(srv.uri('img'), dir, td, { readOnly: true });
-      const mnt = await mountFs(loop, dir, td, ['ro', 'noload']);
+      const { loop } = await attach(srv.uri('img'), tmp.path, td, { readOnly: true });
+      const mnt = await mountFs(loop, tmp.path, td, ['ro', 'noload']);
       assert.deepEqual(await treeDigest(mnt), expectApp);
     } finally {
       await td.run();
@@ -123,8 +119,8 @@ describe('nbd through the kernel', { skip, timeout: 180_000 }, () => {
     try {
       const srv = await startServer({ exports: { rw: upper } });
       td.add(() => srv.stop());
-      const { loop } = await attach(srv.uri('rw'), dir, td);
-      const mnt = await mountFs(loop, dir, td);
+      const { loop } = await attach(srv.uri('rw'), tmp.path, td);
+      const mnt = await mountFs(loop, tmp.path, td);
       await writeFiles(mnt, 'upper', 'upper');
       await unlink(path.join(mnt, 'app', 'big.bin'));
       await writeFile(path.join(mnt, 'base', 'small-5.bin'), R('rewritten', 70000));
@@ -143,8 +139,8 @@ describe('nbd through the kernel', { skip, timeout: 180_000 }, () => {
       assert.equal(final.layerCount, 3);
       const srv = await startServer({ exports: { '': final } });
       td.add(() => srv.stop());
-      const { loop } = await attach(srv.uri(), dir, td, { readOnly: true });
-      const mnt = await mountFs(loop, dir, td, ['ro', 'noload']);
+      const { loop } = await attach(srv.uri(), tmp.path, td, { readOnly: true });
+      const mnt = await mountFs(loop, tmp.path, td, ['ro', 'noload']);
       const got = await treeDigest(mnt);
       assert.deepEqual(got, expectFinal);
       assert.ok(got.has(path.join('upper', 'big.bin')) && !got.has(path.join('app', 'big.bin')));

@@ -8,12 +8,13 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { openStack } from '../../src/image/open.ts';
 import { obd } from '../helpers/cli.ts';
-import { tempDir } from '../snapshots/helpers.ts';
+import { inDir } from '../snapshots/helpers.ts';
 import { SKIP, obdOk, makeChain, qemuImg, qemuRaw, setHeaderBit, stackBytes } from './helpers.ts';
+import { withTempDir } from '../helpers/temp.ts';
 
 test('a qcow2 chain flattens into one layer of its non-zero data, and a delta over --base', { skip: SKIP }, async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const c = await makeChain(t.dir);
     const want = await qemuRaw(c.top, t.dir);
     const flat = await obdOk(['import', c.top, t.file('flat.lsmt')]);
@@ -35,9 +36,7 @@ test('a qcow2 chain flattens into one layer of its non-zero data, and a delta ov
     assert.equal(delta.parentUuid, mid.uuid);
     assert.ok(delta.dataBytes < flat.dataBytes / 2, 'the delta holds what the top changed, not the whole disk');
     assert.ok((await stackBytes([t.file('mid.lsmt'), t.file('delta.lsmt')])).equals(want));
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
 /** The ranges image `file` itself allocates (data or zero), widened to 4 KiB blocks. */
@@ -47,8 +46,8 @@ async function ownRanges(file: string): Promise<[number, number][]> {
 }
 
 test('--chain writes one layer per image holding what that image stores; stacked they read as each image', { skip: SKIP }, async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const c = await makeChain(t.dir);
     const out = t.file('layers');
     const r = await obdOk(['import', c.top, out, '--chain']);
@@ -83,14 +82,12 @@ test('--chain writes one layer per image holding what that image stores; stacked
     const z = await obdOk(['import', c.top, t.file('zlayers'), '--chain', '-z', 'lz4']);
     assert.ok(z.layers.every((l: { compressed: unknown }) => l.compressed));
     assert.ok((await stackBytes(z.layers.map((l: { file: string }) => path.join(t.file('zlayers'), l.file)))).equals(await qemuRaw(c.top, t.dir)));
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
 test('import refuses a dirty qcow2 image with one clear line unless --force, and bad option mixes', { skip: SKIP }, async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const f = t.file('d.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', f, '1M');
     await setHeaderBit(f, 79, 1);
@@ -106,7 +103,5 @@ test('import refuses a dirty qcow2 image with one clear line unless --force, and
     const bitmap = await obd(['import', t.file('x.raw'), t.file('o.lsmt'), '--dirty-bitmap', 'b', '--base', t.file('d.lsmt')]);
     assert.equal(bitmap.code, 1);
     assert.match(bitmap.stderr, /not an NBD URI/);
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });

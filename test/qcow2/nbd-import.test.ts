@@ -11,14 +11,15 @@ import { NbdClient } from '../../src/nbd/client.ts';
 import { startServer } from '../nbd/helpers/server.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
 import { obd } from '../helpers/cli.ts';
-import { readAll, tempDir } from '../snapshots/helpers.ts';
+import { inDir, readAll } from '../snapshots/helpers.ts';
 import { readdir } from 'node:fs/promises';
 import { missing } from '../nbd/helpers/run.ts';
 import { MiB, SKIP, obdOk, makeChain, nbdPeer, qemuImg, qemuIo, qemuNbd, qemuRaw, stackBytes } from './helpers.ts';
+import { tempDir, withTempDir } from '../helpers/temp.ts';
 
 test('an NBD export imports as qemu reads it, reading only what block status calls data', { skip: SKIP }, async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const c = await makeChain(t.dir);
     const srv = await qemuNbd(c.top, t.file('nbd.sock'), ['-f', 'qcow2']);
     try {
@@ -38,14 +39,12 @@ test('an NBD export imports as qemu reads it, reading only what block status cal
     } finally {
       await srv.stop();
     }
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
 test('--dirty-bitmap imports only the dirty extents as a delta over --base (incremental backup)', { skip: SKIP }, async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const disk = t.file('disk.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', disk, '16M');
     await qemuIo(disk, ['write -P 0x11 0 4M', 'write -P 0x12 6M 1M']);
@@ -82,15 +81,13 @@ test('--dirty-bitmap imports only the dirty extents as a delta over --base (incr
       await srv.stop();
     }
     assert.equal((await stackBytes([t.file('full.lsmt')])).length, 16 * MiB);
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
-test("our own NBD server's export imports through the client, which sees the same data extents", async () => {
+test("our own NBD server's export imports through the client, which sees the same data extents", async (ctx) => {
   const stack = await openImage(['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n)));
   const srv = await startServer({ exports: { stack } });
-  const t = await tempDir();
+  const t = inDir(await tempDir(ctx, 'obd-snap-'));
   try {
     const client = await NbdClient.connect(srv.uri('stack'));
     const dataRanges = (es: Extent[]) => {
@@ -112,12 +109,11 @@ test("our own NBD server's export imports through the client, which sees the sam
   } finally {
     await srv.stop();
     await stack.close();
-    await t.done();
   }
 });
 
-test('a server error while reading fails the import with the offset, and leaves no output', { skip: missing('nbdkit').length ? 'nbdkit missing' : false }, async () => {
-  const t = await tempDir();
+test('a server error while reading fails the import with the offset, and leaves no output', { skip: missing('nbdkit').length ? 'nbdkit missing' : false }, async (ctx) => {
+  const t = inDir(await tempDir(ctx, 'obd-snap-'));
   const srv = await nbdPeer('nbdkit', ['-f', '-U', t.file('k.sock'), '--filter=error', 'pattern', '16M', 'error-pread-rate=1', 'error-pread=EIO'], t.file('k.sock'));
   try {
     const r = await obd(['import', srv.uri, t.file('k.lsmt')]);
@@ -126,6 +122,5 @@ test('a server error while reading fails the import with the offset, and leaves 
     assert.deepEqual((await readdir(t.dir)).filter((n) => n.startsWith('k.lsmt')), [], 'no output, not even a temporary one');
   } finally {
     await srv.stop();
-    await t.done();
   }
 });

@@ -8,8 +8,9 @@ import type { Qcow2Device } from '../../src/qcow2/device.ts';
 import { RUN_COMPRESSED } from '../../src/qcow2/file.ts';
 import { openQcow2Chain } from '../../src/qcow2/chain.ts';
 import { Qcow2UnsupportedError, UncleanImageError } from '../../src/qcow2/errors.ts';
-import { readAll, tempDir } from '../snapshots/helpers.ts';
+import { inDir, readAll } from '../snapshots/helpers.ts';
 import { MiB, SKIP, makeChain, obdOk, qemuImg, qemuIo, qemuRaw, setHeaderBit, stackBytes } from './helpers.ts';
+import { withTempDir } from '../helpers/temp.ts';
 
 async function readsAsQemu(file: string, dir: string): Promise<void> {
   const chain = await openQcow2Chain(file);
@@ -48,8 +49,8 @@ async function extentsAsQemu(file: string): Promise<void> {
 }
 
 test('a chain with compressed (zlib, zstd), zero and subcluster-allocated clusters reads as qemu reads it', { skip: SKIP }, async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const c = await makeChain(t.dir);
     for (const f of [c.base, c.mid, c.top]) {
       await readsAsQemu(f, t.dir);
@@ -59,14 +60,12 @@ test('a chain with compressed (zlib, zstd), zero and subcluster-allocated cluste
     assert.deepEqual(chain.images.map((i) => path.basename(i.path)), ['base.qcow2', 'mid.qcow2', 'top.qcow2']);
     assert.deepEqual(chain.images.map((i) => i.format), ['qcow2', 'qcow2', 'qcow2']);
     await chain.device.close();
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
 test('version 2 images and cluster sizes from 512 B to 2 MiB', { skip: SKIP }, async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     for (const [opts, name, cluster] of [['compat=0.10,cluster_size=64k', 'v2.qcow2', '64k'], ['cluster_size=512', 'c512.qcow2', '64k'], ['cluster_size=2M', 'c2m.qcow2', '2M'], ['cluster_size=16k,extended_l2=on', 'c16k.qcow2', '16k']] as const) {
       const f = t.file(name);
       await qemuImg('create', '-q', '-f', 'qcow2', '-o', opts, f, '9M');
@@ -75,14 +74,12 @@ test('version 2 images and cluster sizes from 512 B to 2 MiB', { skip: SKIP }, a
       await readsAsQemu(f, t.dir);
       await extentsAsQemu(f);
     }
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
 test('backing files: relative to the image, absolute, raw, larger and smaller than the image; --chain over them', { skip: SKIP }, async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     await mkdir(t.file('disks/base'), { recursive: true });
     const raw = t.file('disks/base/base.raw');
     // The raw base is larger than the middle image: past the middle's end the top reads zeros.
@@ -117,14 +114,12 @@ test('backing files: relative to the image, absolute, raw, larger and smaller th
     const p = await openQcow2Chain(probed);
     assert.equal(p.images[0]!.format, 'raw');
     await p.device.close();
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
 test('dirty and corrupt images are refused unless forced; encryption, external data files and unknown features are refused', { skip: SKIP }, async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const f = t.file('d.qcow2');
     await qemuImg('create', '-q', '-f', 'qcow2', f, '1M');
     await qemuIo(f, ['write -P 0x12 0 4k']);
@@ -170,14 +165,12 @@ test('dirty and corrupt images are refused unless forced; encryption, external d
     huge.writeUInt32BE(0x01000000, 36);
     await writeFile(t.file('huge.qcow2'), huge);
     await assert.rejects(openQcow2Chain(t.file('huge.qcow2'), { force: true }), (e) => e instanceof FormatError && /qemu's limit/.test(e.message));
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
 test('a damaged compressed cluster (zlib or zstd) fails its read with the file and offset', { skip: SKIP }, async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     for (const type of ['zlib', 'zstd']) {
       const f = t.file(`${type}.qcow2`);
       await qemuImg('create', '-q', '-f', 'qcow2', '-o', `compression_type=${type}`, f, '1M');
@@ -195,7 +188,5 @@ test('a damaged compressed cluster (zlib or zstd) fails its read with the file a
       await assert.rejects(damaged.device.read(new Uint8Array(4096), 0), (e) => e instanceof ChecksumError && e.message.startsWith(`${f} @${host}: compressed cluster (${type}`));
       await damaged.device.close();
     }
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });

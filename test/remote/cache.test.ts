@@ -14,7 +14,8 @@ import { LazySource, type ChunkStore } from '../../src/remote/lazy-source.ts';
 import { downloadBlob, fillCache, RateLimiter, startBackgroundDownload } from '../../src/remote/download.ts';
 import { OciLayout } from '../../src/remote/oci-layout.ts';
 import { DigestMismatchError } from '../../src/remote/errors.ts';
-import { blob, tempDir } from './helpers/blobs.ts';
+import { blob } from './helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 /** A real in-memory source that counts reads and can hold them until released. */
 class CountingSource implements ByteSource {

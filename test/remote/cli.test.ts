@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { FIXTURES } from '../helpers/recipes.ts';
 import { startRegistry, type RunningRegistry } from './helpers/registry.ts';
-import { tempDir } from './helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const OBD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
 const run = promisify(execFile);

@@ -15,7 +15,8 @@ import { RegistryBlobSource, RegistryClient, type RegistryOptions } from '../../
 import { startRegistry, type RunningRegistry } from './helpers/registry.ts';
 import { startTokenServer, type TokenServer } from './helpers/token-server.ts';
 import { startFaultProxy, type Fault, type FaultProxy } from './helpers/fault-proxy.ts';
-import { blob, tempDir, type TestBlob } from './helpers/blobs.ts';
+import { blob, type TestBlob } from './helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const USER = { username: 'alice', password: 'pw' };
 const isBlobGet = (r: { method: string; url: string }) => r.method === 'GET' && /\/blobs\/sha256:/.test(r.url);

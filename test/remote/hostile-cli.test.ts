@@ -7,8 +7,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { openImage } from '../../src/image/open.ts';
 import { MediaType } from '../../src/remote/manifest.ts';
@@ -16,7 +15,7 @@ import { FIXTURES } from '../helpers/recipes.ts';
 import { obd, serveJson, type ServeHandle } from '../helpers/cli.ts';
 import { assemble, CMD, ERR, RawClient, type Result } from '../nbd/helpers/client.ts';
 import { startHostileRegistry, type Hostility, type HostileRegistry } from './helpers/hostile-registry.ts';
-import { tempDir } from './helpers/blobs.ts';
+import { suiteTempDir, tempDir } from '../helpers/temp.ts';
 
 const LAYER = path.join(FIXTURES, 'lsmt', 'layer1.lsmt');
 const K = 1024;
@@ -49,6 +48,7 @@ describe('obd serve over a hostile registry', { timeout: 60_000 }, () => {
   let expected: (r: { offset: number; length: number }) => Buffer;
   let sock: string;
   let dir: string;
+  const tmp = suiteTempDir('obd-hostile-');
   before(async () => {
     const dev = await openImage([LAYER]);
     const all = Buffer.alloc(dev.size);
@@ -57,7 +57,7 @@ describe('obd serve over a hostile registry', { timeout: 60_000 }, () => {
     expected = (r) => all.subarray(r.offset, r.offset + r.length);
     h = await startHostileRegistry();
     h.putImage('lies/disk', 'v1', [await readFile(LAYER)]);
-    dir = await mkdtemp(path.join(os.tmpdir(), 'obd-hostile-'));
+    dir = tmp.path;
     sock = path.join(dir, 'nbd.sock');
     // A retry, so a healthy fetch survives a loaded machine's hiccup; lies still fail within a second.
     server = await serveJson([`${h.host}/lies/disk:v1`, '--socket', sock, '--timeout', '200', '--retries', '1']);
@@ -65,7 +65,6 @@ describe('obd serve over a hostile registry', { timeout: 60_000 }, () => {
   after(async () => {
     await server?.stop();
     await h?.stop();
-    await rm(dir, { recursive: true, force: true });
   });
 
   const kinds: Hostility[] = [

@@ -17,7 +17,7 @@ import { OciLayout } from '../../src/remote/oci-layout.ts';
 import { pullImage } from '../../src/remote/pull.ts';
 import { MAX_REDIRECTS, RegistryClient, type RegistryOptions, type RegistryRepository } from '../../src/remote/registry.ts';
 import { startHangingListener, startHostileRegistry, type Hostility, type HostileRegistry, type HostileRequest } from './helpers/hostile-registry.ts';
-import { tempDir } from './helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const TIMEOUT = 200;
 /** How long a refused request may take, with room for a loaded machine: far below any hang. */

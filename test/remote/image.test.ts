@@ -8,8 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ByteSource } from '../../src/io/types.ts';
 import { openLayerSource } from '../../src/image/open.ts';
@@ -26,7 +25,7 @@ import { decodeTrace, replayTrace, TraceRecorder, TracingSource } from '../../sr
 import { LazySource } from '../../src/remote/lazy-source.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
 import { startRegistry, type RunningRegistry } from './helpers/registry.ts';
-import { tempDir } from './helpers/blobs.ts';
+import { suiteTempDir, tempDir } from '../helpers/temp.ts';
 
 const L = (n: number) => path.join(FIXTURES, 'lsmt', `layer${n}.lsmt`);
 const SHA_123 = '2e934e7aadac27b164b562713673cdd0fd295e063f4edc6cf6fde77a54dcc967';
@@ -42,15 +41,15 @@ describe('images through a registry', () => {
   let reg: RunningRegistry;
   let credsFile: string;
   let work: string;
+  const tmp = suiteTempDir('obd-img-');
   before(async () => {
     reg = await startRegistry({ users: { alice: 'pw' } });
-    work = await mkdtemp(path.join(os.tmpdir(), 'obd-img-'));
+    work = tmp.path;
     credsFile = path.join(work, 'creds.json');
     await writeFile(credsFile, JSON.stringify({ auths: { [reg.host]: { username: 'alice', password: 'pw' } } }));
   });
   after(async () => {
     await reg.stop();
-    await rm(work, { recursive: true, force: true });
   });
 
   const opts = () => ({ credsFile, dockerConfig: false as const, retryBaseMs: 5 });

@@ -5,8 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CredentialStore } from '../../src/remote/auth.ts';
 import { AuthError, NetworkError, RemoteNotFoundError } from '../../src/remote/errors.ts';
@@ -16,7 +15,8 @@ import { RegistryClient } from '../../src/remote/registry.ts';
 import { MemorySource } from '../../src/io/memory.ts';
 import { startRegistry, type RunningRegistry } from './helpers/registry.ts';
 import { startTokenServer, type TokenServer } from './helpers/token-server.ts';
-import { blob, tempDir } from './helpers/blobs.ts';
+import { blob } from './helpers/blobs.ts';
+import { suiteTempDir, tempDir } from '../helpers/temp.ts';
 
 const fast = { retryBaseMs: 10, dockerConfig: false as const };
 
@@ -212,8 +212,9 @@ describe('token (Bearer) registry', () => {
 describe('TLS registry', () => {
   let reg: RunningRegistry;
   let dir: string;
+  const tmp = suiteTempDir('obd-tls-');
   before(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'obd-tls-'));
+    dir = tmp.path;
     const certPath = path.join(dir, 'cert.pem');
     const keyPath = path.join(dir, 'key.pem');
     execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
@@ -221,7 +222,6 @@ describe('TLS registry', () => {
   });
   after(async () => {
     await reg.stop();
-    await rm(dir, { recursive: true, force: true });
   });
 
   test('a self-signed certificate is refused unless --insecure; --insecure speaks TLS on loopback', async () => {

@@ -7,7 +7,7 @@ import { crc32c } from '@node-rs/crc32';
 import { FormatError } from '../../src/io/errors.ts';
 import { decodeTrace, encodeTrace, replayTrace, TRACE_MAGIC, TraceRecorder, TracingSource, traceMode, type TraceRecord } from '../../src/remote/trace.ts';
 import { MemorySource } from '../../src/io/memory.ts';
-import { tempDir } from './helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 test('trace layout: 24-byte header and records, raw CRC32C over the records', () => {
   const recs: TraceRecord[] = [

@@ -10,7 +10,7 @@ import { DIGESTS, FIXTURES, sha256 } from '../helpers/recipes.ts';
 import { MAIN, obd, serveJson, treeDigest } from '../helpers/cli.ts';
 import { must, run } from '../nbd/helpers/run.ts';
 import { startRegistry, type RunningRegistry } from './helpers/registry.ts';
-import { tempDir } from './helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const L = (n: string) => path.join(FIXTURES, 'lsmt', n);
 

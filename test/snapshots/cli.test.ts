@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { openStack } from '../../src/image/open.ts';
 import { exportRaw } from '../../src/image/export.ts';
 import { DIGESTS } from '../helpers/recipes.ts';
-import { LSMT, deviceDigest, tempDir } from './helpers.ts';
+import { LSMT, deviceDigest, inDir } from './helpers.ts';
+import { withTempDir } from '../helpers/temp.ts';
 
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
 
@@ -30,8 +31,8 @@ async function digestOf(files: string[]): Promise<string> {
 }
 
 test('create, commit, merge and import from the command line', async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const c = await obd('create', t.file('w.data'), t.file('w.index'), '--size', '64M', '--parent', 'a2a2a2a2-0000-4000-8000-000000000002', '--json');
     assert.equal(c.code, 0, c.stderr);
     const created = JSON.parse(c.stdout);
@@ -73,14 +74,12 @@ test('create, commit, merge and import from the command line', async () => {
     const human = await obd('import', t.file('disk.raw'), t.file('full.lsmt'));
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, /full\.lsmt: \d+ entries/);
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
 test('bad input fails with one clear line and leaves nothing behind', async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const cases: [string[], RegExp][] = [
       [['merge', LSMT('layer2.lsmt'), LSMT('layer1.lsmt'), t.file('out.lsmt')], /parent uuid/],
       [['import', t.file('missing.raw'), t.file('out.lsmt')], /missing\.raw: no such file/],
@@ -99,7 +98,5 @@ test('bad input fails with one clear line and leaves nothing behind', async () =
       assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
     }
     assert.deepEqual(await readdir(t.dir), [], 'no outputs or temp files left');
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });

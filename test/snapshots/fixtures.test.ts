@@ -12,14 +12,15 @@ import { Stack } from '../../src/lsmt/stack.ts';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { ZFileWriter } from '../../src/zfile/writer.ts';
 import { DIGESTS } from '../helpers/recipes.ts';
-import { LSMT, deviceDigest, loadOps, replay, tempDir } from './helpers.ts';
+import { LSMT, deviceDigest, inDir, loadOps, replay } from './helpers.ts';
+import { tempDir, withTempDir } from '../helpers/temp.ts';
 
 const U3 = 'a3a3a3a3-0000-4000-8000-000000000003';
 const U2 = 'a2a2a2a2-0000-4000-8000-000000000002';
 
 test('committing layer3-rw with the fixture uuids gives a file identical to layer3.lsmt', async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const out = t.file('layer3.lsmt');
     const stats = await commitLayer(LSMT('layer3-rw.data'), LSMT('layer3-rw.index'), out, { uuid: U3, parentUuid: U2 });
     assert.deepEqual(await readFile(out), await readFile(LSMT('layer3.lsmt')));
@@ -28,9 +29,7 @@ test('committing layer3-rw with the fixture uuids gives a file identical to laye
     const sink = new MemorySink();
     await commitLayer(LSMT('layer3-rw.data'), LSMT('layer3-rw.index'), sink, { uuid: U3, parentUuid: U2 });
     assert.deepEqual(Buffer.from(sink.bytes()), await readFile(LSMT('layer3.lsmt')));
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
 test('commit defaults: null uuid and the data file parent; user tag recorded', async () => {
@@ -74,8 +73,8 @@ test('the writable pair on top of layer1+layer2 reads with the manifest digest',
 
 test('replaying ops.json into fresh writable layers reproduces every layer byte for byte', async () => {
   const ops = await loadOps();
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const stackDigest = { '1': DIGESTS.layer1, '2': DIGESTS.layer12, '3': DIGESTS.layer123 } as const;
     for (const n of ['1', '2', '3'] as const) {
       const L = ops.layers[n]!;
@@ -113,15 +112,13 @@ test('replaying ops.json into fresh writable layers reproduces every layer byte 
         await again.close();
       }
     }
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
-test('merging layer1+2+3 gives one layer that reads as the stack, tagged top-first', async () => {
+test('merging layer1+2+3 gives one layer that reads as the stack, tagged top-first', async (ctx) => {
   const files = ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map(LSMT);
   const stack = await openStack(files);
-  const t = await tempDir();
+  const t = inDir(await tempDir(ctx, 'obd-snap-'));
   try {
     const out = t.file('merged.lsmt');
     const s = await flattenStack(stack, out);
@@ -161,7 +158,6 @@ test('merging layer1+2+3 gives one layer that reads as the stack, tagged top-fir
     await upper.close();
   } finally {
     await stack.close();
-    await t.done();
   }
 });
 
@@ -178,8 +174,8 @@ test('merge reads compressed layers too (layer1 as the lz4 zfile)', async () => 
 });
 
 test('a copied writable pair accepts more writes on top of its lowers and keeps them', async () => {
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     const data = t.file('rw.data');
     const index = t.file('rw.index');
     await copyFile(LSMT('layer3-rw.data'), data);
@@ -202,7 +198,5 @@ test('a copied writable pair accepts more writes on top of its lowers and keeps 
     } finally {
       await again.close();
     }
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });

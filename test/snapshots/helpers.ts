@@ -1,16 +1,14 @@
-/** Shared helpers of the snapshot tests: temp dirs, digests, replaying ops.json. */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
+/** Shared helpers of the snapshot tests: files in temp dirs, digests, replaying ops.json. */
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { BlockDevice } from '../../src/io/types.ts';
 import { FIXTURES, recipe } from '../helpers/recipes.ts';
 
 export const LSMT = (name: string): string => path.join(FIXTURES, 'lsmt', name);
 
-/** A fresh temp directory; `done()` removes it. */
-export async function tempDir(): Promise<{ dir: string; file: (name: string) => string; done: () => Promise<void> }> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-snap-'));
-  return { dir, file: (name) => path.join(dir, name), done: () => rm(dir, { recursive: true, force: true }) };
+/** Names files in a directory (made by test/helpers/temp.ts). */
+export function inDir(dir: string): { dir: string; file: (name: string) => string } {
+  return { dir, file: (name) => path.join(dir, name) };
 }
 
 export { deviceDigest } from '../helpers/layers.ts';

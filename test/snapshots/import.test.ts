@@ -9,7 +9,8 @@ import { importRaw } from '../../src/lsmt/import.ts';
 import { openSealedLayer } from '../../src/lsmt/sealed.ts';
 import { Stack } from '../../src/lsmt/stack.ts';
 import { DIGESTS } from '../helpers/recipes.ts';
-import { LSMT, deviceDigest, prng, readAll, tempDir } from './helpers.ts';
+import { LSMT, deviceDigest, inDir, prng, readAll } from './helpers.ts';
+import { withTempDir } from '../helpers/temp.ts';
 
 async function layerFrom(sink: MemorySink, name: string) {
   return openSealedLayer(new MemorySource(sink.bytes(), name));
@@ -28,8 +29,8 @@ test('import keeps only non-zero blocks and reads back as the image (odd size pa
     if (rnd(3) === 0) raw[Math.min(size, at + 4096) - 1] = 1;
     else for (let i = at; i < Math.min(size, at + 4096); i++) raw[i] = rnd(256);
   }
-  const t = await tempDir();
-  try {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
     await writeFile(t.file('disk.raw'), raw);
     const sink = new MemorySink();
     const s = await importRaw(t.file('disk.raw'), sink);
@@ -48,9 +49,7 @@ test('import keeps only non-zero blocks and reads back as the image (odd size pa
     const c = await importRaw(new MemorySource(raw, 'mem.raw'), coarse, { blockSize: 65536 });
     assert.ok(c.dataBytes >= s.dataBytes);
     assert.ok(Buffer.from((await readAll(new Stack([await layerFrom(coarse, 'c')]))).subarray(0, size)).equals(Buffer.from(raw)));
-  } finally {
-    await t.done();
-  }
+  }, 'obd-snap-');
 });
 
 test('import over a base stores only differing blocks, and zeroes what the image cleared', async () => {

@@ -2,18 +2,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import os from 'node:os';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { commitLayer } from '../../src/lsmt/commit.ts';
 import { obd } from '../helpers/cli.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const SRC = path.join(import.meta.dirname, '..', '..', 'src', 'lsmt', 'writable.ts');
 
 test('a layer open for writing in this process refuses a second writer and a commit; closing frees it', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-lock-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'obd-lock-');
   const data = path.join(dir, 'rw.data');
   const index = path.join(dir, 'rw.index');
   const l = await WritableLayer.create(data, index, { virtualSize: 1 << 20 });
@@ -30,8 +29,7 @@ test('a layer open for writing in this process refuses a second writer and a com
 });
 
 test('a writer in another process blocks commit until it exits; a SIGKILLed writer leaves a stale lock that is taken over', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-lock-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'obd-lock-');
   const data = path.join(dir, 'rw.data');
   const index = path.join(dir, 'rw.index');
   const script = `

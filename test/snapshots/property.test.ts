@@ -12,7 +12,8 @@ import { openSealedLayer } from '../../src/lsmt/sealed.ts';
 import { Stack } from '../../src/lsmt/stack.ts';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { buildLayer } from '../helpers/layers.ts';
-import { readAll, tempDir } from './helpers.ts';
+import { inDir, readAll } from './helpers.ts';
+import { tempDir, withTempDir } from '../helpers/temp.ts';
 
 const SIZE = 192 * 1024;
 
@@ -50,8 +51,11 @@ async function lowerLayer(): Promise<{ stack: Stack; bytes: Uint8Array }> {
   return { stack: new Stack([layer]), bytes: content };
 }
 
-async function runScenario(ops: Op[], withLower: boolean, concurrent: boolean): Promise<void> {
-  const t = await tempDir();
+function runScenario(ops: Op[], withLower: boolean, concurrent: boolean): Promise<void> {
+  return withTempDir((dir) => scenarioIn(inDir(dir), ops, withLower, concurrent), 'obd-snap-');
+}
+
+async function scenarioIn(t: ReturnType<typeof inDir>, ops: Op[], withLower: boolean, concurrent: boolean): Promise<void> {
   const low = withLower ? await lowerLayer() : undefined;
   const model = low ? low.bytes.slice() : new Uint8Array(SIZE);
   const data = t.file('d');
@@ -111,7 +115,6 @@ async function runScenario(ops: Op[], withLower: boolean, concurrent: boolean): 
   } finally {
     await w.close().catch(() => {});
     await low?.stack.close();
-    await t.done();
   }
 }
 
@@ -127,8 +130,8 @@ test('many writes and trims in flight at once apply in issue order', async () =>
   });
 });
 
-test('concurrent sub-sector writes sharing sectors all land', async () => {
-  const t = await tempDir();
+test('concurrent sub-sector writes sharing sectors all land', async (ctx) => {
+  const t = inDir(await tempDir(ctx, 'obd-snap-'));
   const w = await WritableLayer.create(t.file('d'), t.file('i'), { virtualSize: 1 << 20 });
   try {
     const model = new Uint8Array(1 << 20);
@@ -143,6 +146,5 @@ test('concurrent sub-sector writes sharing sectors all land', async () => {
     assert.ok(Buffer.from(await readAll(w)).equals(Buffer.from(model)));
   } finally {
     await w.close();
-    await t.done();
   }
 });

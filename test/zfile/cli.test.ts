@@ -6,7 +6,8 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { zinput8m, zinputOdd } from '../helpers/recipes.ts';
-import { withTmp, ZFIXTURES } from './helpers.ts';
+import { ZFIXTURES } from './helpers.ts';
+import { withTempDir } from '../helpers/temp.ts';
 
 const MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.ts');
 
@@ -18,7 +19,7 @@ function obd(...args: (string | { stdin: Uint8Array })[]): { code: number; stdou
 }
 
 test('obd zfile compress / info / verify / decompress round trip with --json', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const input = path.join(dir, 'in.bin');
     writeFileSync(input, zinputOdd());
     const out = path.join(dir, 'out.tar');
@@ -56,7 +57,7 @@ test('obd zfile compress / info / verify / decompress round trip with --json', a
 });
 
 test('obd zfile fails with a clear message and non-zero exit on damage and bad input', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const bad = Buffer.from(readFileSync(path.join(ZFIXTURES, 'zinput-8m.lz4-bs4.zfile')));
     bad[100_000]! ^= 0xff;
     const badPath = path.join(dir, 'bad.zfile');
@@ -93,7 +94,7 @@ test('obd zfile fails with a clear message and non-zero exit on damage and bad i
 });
 
 test('obd zfile decompress of a damaged block names file, block and offset, and leaves no output', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const input = path.join(dir, 'in.bin');
     writeFileSync(input, randomBytes(16 << 20));
     const good = path.join(dir, 'good.zfile');
@@ -114,7 +115,7 @@ test('obd zfile decompress of a damaged block names file, block and offset, and 
 });
 
 test('obd zfile compress takes -z/--compress like commit, import and push (and -a/--algorithm)', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const input = path.join(dir, 'in.bin');
     writeFileSync(input, zinputOdd());
     const a = obd('compress', input, path.join(dir, 'a.zfile'), '-z', 'zstd', '--block-size', '16K', '--json');

@@ -1,6 +1,4 @@
-/** Shared by the zfile tests: fixture paths, temp dirs, opening (tar-wrapped) zfiles. */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+/** Shared by the zfile tests: fixture paths, opening (tar-wrapped) zfiles. */
 import path from 'node:path';
 import { FileSource } from '../../src/io/file.ts';
 import { MemorySource } from '../../src/io/memory.ts';
@@ -19,15 +17,6 @@ export const ZFILE_FIXTURES = {
   'zinput-odd.zstd-bs16.zfile': ['zstd', 16384, true, 'zinputOdd'],
   'zinput-8m.zstd-bs8.zfile.tar': ['zstd', 8192, true, 'zinput8m'],
 } as const;
-
-export async function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-zfile-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
 
 /** Opens a zfile from a path or bytes, peeling a tar wrapper. */
 export async function openZ(from: string | Uint8Array, opts?: ZFileReaderOptions): Promise<ZFileReader> {

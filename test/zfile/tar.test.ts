@@ -9,10 +9,11 @@ import { MemorySource } from '../../src/io/memory.ts';
 import { openTarEntry, tarHeaderBlocks, tarTrailerSize, TAR_PAYLOAD_OFFSET } from '../../src/zfile/tar.ts';
 import { compressFile } from '../../src/zfile/writer.ts';
 import { ZFileReader } from '../../src/zfile/reader.ts';
-import { readAll, withTmp } from './helpers.ts';
+import { readAll } from './helpers.ts';
+import { withTempDir } from '../helpers/temp.ts';
 
 test('members of archives made by GNU tar (gnu, ustar, pax formats) are found in place', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const payload = R('tar-member', 100_003);
     const long = 'd'.repeat(120);
     writeFileSync(path.join(dir, 'member.bin'), payload);
@@ -40,7 +41,7 @@ test('members of archives made by GNU tar (gnu, ustar, pax formats) are found in
 });
 
 test('GNU tar reads the wrapper we write, and we read a zfile GNU tar wrapped', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const input = path.join(dir, 'in.bin');
     writeFileSync(input, zinputOdd());
     const wrapped = path.join(dir, 'layer.tar');

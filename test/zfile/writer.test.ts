@@ -10,7 +10,8 @@ import type { ByteSink } from '../../src/io/types.ts';
 import { compressFile, decompressFile, ZFileWriter, type ZFileWriterOptions } from '../../src/zfile/writer.ts';
 import { parseHeader, HT_SPACE } from '../../src/zfile/format.ts';
 import { openTarEntry, tarHeaderBlocks, TAR_PAYLOAD_OFFSET } from '../../src/zfile/tar.ts';
-import { openZ, readAll, withTmp, ZFIXTURES } from './helpers.ts';
+import { openZ, readAll, ZFIXTURES } from './helpers.ts';
+import { withTempDir } from '../helpers/temp.ts';
 
 /** Compresses `data` written in the given chunk sizes and returns the file's bytes. */
 async function compress(dir: string, data: Uint8Array, opts: ZFileWriterOptions, chunks: number[] = [data.length]): Promise<Buffer> {
@@ -31,7 +32,7 @@ async function compress(dir: string, data: Uint8Array, opts: ZFileWriterOptions,
 }
 
 test('LZ4 output is byte-identical to the reference fixtures (CRC and no CRC, 1 and 2 threads)', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const input = path.join(dir, 'zinput-8m.bin');
     writeFileSync(input, zinput8m());
     for (const [crc, ref] of [
@@ -48,7 +49,7 @@ test('LZ4 output is byte-identical to the reference fixtures (CRC and no CRC, 1 
 });
 
 test('an LSMT layer streamed into ZFileWriter.forCommit equals layer1.lz4bs4.zfile byte for byte', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const layer = readFileSync(path.join(FIXTURES, 'lsmt', 'layer1.lsmt'));
     const out = path.join(dir, 'layer1.zfile');
     const w = await ZFileWriter.forCommit(out, { algorithm: 'lz4', blockSize: 4096, threads: 2 });
@@ -63,7 +64,7 @@ test('an LSMT layer streamed into ZFileWriter.forCommit equals layer1.lz4bs4.zfi
 });
 
 test('zstd output has the reference layout, CRC rules and content (bytes depend on libzstd)', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     for (const [ref, bs, tar, data] of [
       ['zinput-8m.zstd-bs32.zfile', 32768, false, zinput8m()],
       ['zinput-odd.zstd-bs16.zfile', 16384, false, zinputOdd()],
@@ -105,7 +106,7 @@ test('the tar wrapper bytes equal the reference writer output', () => {
 });
 
 test('round trip at every block size and algorithm, CRC on and off, odd sizes, any chunking', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const base = Buffer.concat([zinputOdd().subarray(0, 300_000), R('rt', 70_001)]);
     for (const algorithm of ['lz4', 'zstd'] as const) {
       for (const blockSize of [4096, 8192, 16384, 32768, 65536]) {
@@ -125,7 +126,7 @@ test('round trip at every block size and algorithm, CRC on and off, odd sizes, a
 });
 
 test('output is identical for any thread count and write chunking (property)', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const data = Buffer.concat([zinput8m().subarray(3 << 20, (3 << 20) + 2_500_000), R('th', 12_345)]);
     await fc.assert(
       fc.asyncProperty(
@@ -144,7 +145,7 @@ test('output is identical for any thread count and write chunking (property)', a
 });
 
 test('empty input gives a valid empty zfile', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const z = await compress(dir, new Uint8Array(0), { algorithm: 'zstd', tar: true });
     const r = await openZ(z);
     assert.equal(r.size, 0);
@@ -156,7 +157,7 @@ test('empty input gives a valid empty zfile', async () => {
 });
 
 test('incompressible data at 64 KiB blocks stores blocks larger than the block size and reads back', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const data = R('incompressible', 3 * 65536 + 1000);
     for (const algorithm of ['lz4', 'zstd'] as const) {
       const z = await compress(dir, data, { algorithm, blockSize: 65536 });
@@ -175,7 +176,7 @@ test('incompressible data at 64 KiB blocks stores blocks larger than the block s
 });
 
 test('header overwrite and tar together: header 0x1B with the trailer fields, payload in place', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const data = zinputOdd();
     const z = await compress(dir, data, { algorithm: 'lz4', tar: true, overwriteHeader: true, threads: 2 });
     const payload = z.subarray(TAR_PAYLOAD_OFFSET);
@@ -191,7 +192,7 @@ test('header overwrite and tar together: header 0x1B with the trailer fields, pa
 });
 
 test('compressFile / decompressFile convert files both ways with progress', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const input = path.join(dir, 'in.bin');
     const data = zinputOdd();
     writeFileSync(input, data);
@@ -208,7 +209,7 @@ test('compressFile / decompressFile convert files both ways with progress', asyn
 });
 
 test('bad options are refused before any file is created', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const out = path.join(dir, 'never.zfile');
     for (const opts of [{ blockSize: 2048 }, { blockSize: 131072 }, { blockSize: 12288 }, { algorithm: 'lz4' as const, level: 5 }, { algorithm: 'zstd' as const, level: 30 }, { threads: 0 }]) {
       await assert.rejects(ZFileWriter.create(out, opts), { name: 'InvalidArgumentError' }, JSON.stringify(opts));
@@ -220,7 +221,7 @@ test('bad options are refused before any file is created', async () => {
 });
 
 test('a writer into a plain stream, and a closed writer refuses writes', async () => {
-  await withTmp(async (dir) => {
+  await withTempDir(async (dir) => {
     const sink = await FileSink.create(path.join(dir, 's.zfile'));
     const parts: Uint8Array[] = [];
     const stream: ByteSink = {

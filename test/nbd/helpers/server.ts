@@ -1,10 +1,9 @@
 /** Starting and stopping a server on a private unix socket, plus test devices. */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import type { BlockDevice, Extent } from '../../../src/io/types.ts';
 import { NbdServer, type NbdServerOptions } from '../../../src/nbd/index.ts';
 import type { NbdEvent } from '../../../src/nbd/index.ts';
+import { makeTempDir, removeTempDir } from '../../helpers/temp.ts';
 
 export interface Running {
   server: NbdServer;
@@ -16,7 +15,7 @@ export interface Running {
 }
 
 export async function startServer(opts: NbdServerOptions): Promise<Running> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-nbd-'));
+  const dir = await makeTempDir('obd-nbd-');
   const socket = path.join(dir, 'nbd.sock');
   const events: NbdEvent[] = [];
   const server = new NbdServer({ ...opts, onEvent: (e) => { events.push(e); opts.onEvent?.(e); } });
@@ -31,7 +30,7 @@ export async function startServer(opts: NbdServerOptions): Promise<Running> {
       try {
         await server.close({ timeoutMs: 5000 });
       } finally {
-        await rm(dir, { recursive: true, force: true });
+        await removeTempDir(dir);
       }
     },
   };

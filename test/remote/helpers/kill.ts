@@ -5,14 +5,14 @@
  */
 import { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { commitLayer } from '../../../src/lsmt/commit.ts';
 import { obd } from '../../helpers/cli.ts';
 import { scatteredWritable, sha256File } from '../../helpers/kill.ts';
 import { startRegistry, type RunningRegistry } from './registry.ts';
+import { suiteTempDir } from '../../helpers/temp.ts';
 
 export const KILLS = Number(process.env.OBD_KILL_TRIALS) || 6;
 /** Per-test timeout, growing with OBD_KILL_TRIALS. */
@@ -33,8 +33,9 @@ export interface KillFixture {
 /** Builds the layers and starts a registry before the suite's tests; removes all after. */
 export function killFixture(): KillFixture {
   const f = {} as KillFixture;
+  const tmp = suiteTempDir('obd-kill-remote-');
   before(async () => {
-    f.root = await mkdtemp(path.join(os.tmpdir(), 'obd-kill-remote-'));
+    f.root = tmp.path;
     const I = (name: string) => path.join(f.root, 'in', name);
     await mkdir(path.join(f.root, 'in'));
     // Three chained layers, the top one shipped as a zfile.
@@ -53,7 +54,6 @@ export function killFixture(): KillFixture {
   });
   after(async () => {
     await f.reg?.stop();
-    if (f.root) await rm(f.root, { recursive: true, force: true });
   });
   return f;
 }

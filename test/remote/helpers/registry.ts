@@ -4,12 +4,12 @@
  * from the test token server. `stop()` kills it and removes its directory.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { makeTempDir, removeTempDir } from '../../helpers/temp.ts';
 
 export const REGISTRY_BIN = '/usr/bin/docker-registry';
 
@@ -67,7 +67,7 @@ export interface RunningRegistry {
 }
 
 export async function startRegistry(opts: RegistryOptions = {}): Promise<RunningRegistry> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-registry-'));
+  const dir = await makeTempDir('obd-registry-');
   const port = await freePort();
   let auth = '';
   if (opts.users) {
@@ -111,7 +111,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
       await exited;
       clearTimeout(t);
     }
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
   };
   const deadline = Date.now() + 20_000;
   for (;;) {

@@ -5,10 +5,10 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createSign, randomBytes, X509Certificate } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
+import { makeTempDir, removeTempDir } from '../../helpers/temp.ts';
 
 export interface Access {
   type: string;
@@ -42,7 +42,7 @@ export interface TokenServer {
 const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
 
 export async function startTokenServer(opts: TokenServerOptions = {}): Promise<TokenServer> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'obd-token-'));
+  const dir = await makeTempDir('obd-token-');
   const keyPath = path.join(dir, 'key.pem');
   const certPath = path.join(dir, 'cert.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '2', '-subj', '/CN=obd-test-token'], { stdio: 'ignore' });
@@ -112,7 +112,7 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
     async stop() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await rm(dir, { recursive: true, force: true });
+      await removeTempDir(dir);
     },
   };
 }
