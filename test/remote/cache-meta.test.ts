@@ -12,7 +12,8 @@ import { crc32c } from '@node-rs/crc32';
 import { MemorySource } from '../../src/io/memory.ts';
 import { BlobCache } from '../../src/remote/cache.ts';
 import { LazySource } from '../../src/remote/lazy-source.ts';
-import { blob, tempDir } from './helpers/blobs.ts';
+import { blob } from './helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const UNIT = 64 * 1024;
 

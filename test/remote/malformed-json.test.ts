@@ -14,7 +14,7 @@ import { InvalidArgumentError } from '../../src/io/errors.ts';
 import { InvalidReferenceError } from '../../src/remote/errors.ts';
 import { OciLayout } from '../../src/remote/oci-layout.ts';
 import { FIXTURES } from '../helpers/recipes.ts';
-import { tempDir } from './helpers/blobs.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const layer = path.join(FIXTURES, 'lsmt', 'layer1.lsmt');
 
