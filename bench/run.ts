@@ -27,7 +27,8 @@ if (!args.includes('--assemble')) {
 }
 
 const files = (await readdir(path.join(here, 'results'))).filter((f) => f.endsWith('.md'));
-const sections = ORDER.filter((n) => files.includes(`${n}.md`)).map((n) => readFile(path.join(here, 'results', `${n}.md`), 'utf8'));
+// fuzz.md is not a benchmark: `npm run fuzz -- --markdown bench/results/fuzz.md` records a long run.
+const sections = [...ORDER, 'fuzz'].filter((n) => files.includes(`${n}.md`)).map((n) => readFile(path.join(here, 'results', `${n}.md`), 'utf8'));
 const intro = `# Benchmarks
 
 Written by \`npm run bench\` (bench/run.ts) from the per-area results in bench/results/. Every

@@ -274,13 +274,18 @@ async function readMeta(file: string): Promise<Meta | undefined> {
   const bm = Math.ceil(units / 8);
   const keyAt = HEADER + bm + units * 4;
   if (b.length < keyAt) return undefined;
+  const flags = b.readUInt32LE(24);
+  const lastUse = Number(b.readBigUInt64LE(32));
+  // Unknown flag bits or a clock past 2^53 are not ours: such a file is dropped like a bad CRC
+  // (kept, they broke the LRU clock and made the next publish throw).
+  if ((flags & ~FLAG_COMPLETE) !== 0 || !Number.isSafeInteger(lastUse)) return undefined;
   const crcs = new Uint32Array(units);
   for (let i = 0; i < units; i++) crcs[i] = b.readUInt32LE(HEADER + bm + i * 4);
   return {
     size,
     unit,
-    flags: b.readUInt32LE(24),
-    lastUse: Number(b.readBigUInt64LE(32)),
+    flags,
+    lastUse,
     bitmap: new Uint8Array(b.subarray(HEADER, HEADER + bm)),
     crcs,
     key: b.length > keyAt ? b.subarray(keyAt).toString('utf8') : undefined,
@@ -604,9 +609,13 @@ export class CacheEntry implements ChunkStore {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
     while (this.#barrier) await this.#barrier;
-    await this.publish();
-    const fh = this.#fh;
-    this.#fh = undefined;
-    await fh?.close();
+    try {
+      await this.publish();
+    } finally {
+      // Closed even when publishing fails (a full disk): the entry is gone either way.
+      const fh = this.#fh;
+      this.#fh = undefined;
+      await fh?.close();
+    }
   }
 }
