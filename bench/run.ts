@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const ORDER = ['lsmt', 'snapshots', 'zfile', 'nbd', 'remote', 'qcow2', 'verity'];
+const ORDER = ['reference', 'lsmt', 'snapshots', 'zfile', 'nbd', 'remote', 'cold-open', 'qcow2', 'verity'];
 const args = process.argv.slice(2);
 const names = args.filter((a) => !a.startsWith('-'));
 const flags = args.filter((a) => a.startsWith('-') && a !== '--assemble');
@@ -27,7 +27,8 @@ if (!args.includes('--assemble')) {
 }
 
 const files = (await readdir(path.join(here, 'results'))).filter((f) => f.endsWith('.md'));
-const sections = ORDER.filter((n) => files.includes(`${n}.md`)).map((n) => readFile(path.join(here, 'results', `${n}.md`), 'utf8'));
+// fuzz.md is not a benchmark: `npm run fuzz -- --markdown bench/results/fuzz.md` records a long run.
+const sections = [...ORDER, 'fuzz'].filter((n) => files.includes(`${n}.md`)).map((n) => readFile(path.join(here, 'results', `${n}.md`), 'utf8'));
 const intro = `# Benchmarks
 
 Written by \`npm run bench\` (bench/run.ts) from the per-area results in bench/results/. Every

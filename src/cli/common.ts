@@ -3,9 +3,9 @@
  * size parsing, and turning errors into one clear line plus an exit code.
  */
 import { stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
-import cliProgress from 'cli-progress';
 import { writeAtomic } from '../io/atomic.ts';
 import { NotFoundError, ObdError } from '../io/errors.ts';
 import { parseSize } from '../io/util.ts';
@@ -52,6 +52,8 @@ export interface Progress {
 /** A progress bar on stderr when it is a terminal (and not --json); silent otherwise. */
 export function progress(label: string, total: number, enabled = true): Progress {
   if (!enabled || !process.stderr.isTTY || total <= 0) return { update() {}, stop() {} };
+  // Loaded only when a bar is drawn: it is a good part of a short command's start-up.
+  const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof import('cli-progress');
   const bar = new cliProgress.SingleBar(
     {
       stream: process.stderr,

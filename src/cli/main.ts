@@ -1,9 +1,7 @@
 #!/usr/bin/env node
 /**
- * `obd` entry point. Node's compile cache keeps the type-stripped, compiled modules between
- * runs (start-up 0.33 s → ~0.12 s), so it is enabled before the program is loaded.
+ * `obd` entry point for running the TypeScript source directly; the installed `obd` command
+ * is src/cli/obd.js, which this only imports (see there for the start-up caches).
  */
-import module from 'node:module';
-
-module.enableCompileCache?.();
-await import('./program.ts');
+// @ts-expect-error obd.js is plain JavaScript without declarations; it exports nothing.
+await import('./obd.js');

@@ -1,7 +1,8 @@
 /**
  * `obd push`, `obd pull`, `obd copy`, `obd inspect`: images in OCI registries and OCI
  * image-layout directories. `addRemoteOptions`/`remoteOptions` and `addCacheOptions`/
- * `cacheOptions` are shared with `obd serve <ref>`.
+ * `cacheOptions` are shared with `obd serve <ref>`; the registry stack itself is imported by
+ * the commands that use it, so `obd serve` of local files does not load it.
  */
 import path from 'node:path';
 import { Option, type Command } from 'commander';
@@ -11,12 +12,8 @@ import { DEFAULT_CACHE_SIZE } from '../remote/cache.ts';
 import { DEFAULT_IDLE_TIMEOUT_MS } from '../remote/http.ts';
 import { DEFAULT_UNIT } from '../remote/lazy-source.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
-import { openLayer, openRepository, resolveImage } from '../remote/image.ts';
-import { Annotation } from '../remote/manifest.ts';
-import { VerityAnnotation } from '../verity/annotations.ts';
-import { copyImage, pullImage } from '../remote/pull.ts';
-import { pushImage } from '../remote/push.ts';
-import { DEFAULT_TAG, formatReference, referenceTarget, resolveReference, type ImageReference } from '../remote/reference.ts';
+import type { ImageReference } from '../remote/reference.ts';
+import { DEFAULT_TAG, formatReference, referenceTarget, resolveReference } from '../remote/reference.ts';
 import { openLayerFiles, openLayerSource, type OpenedLayer } from '../image/open.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, verifyLayers } from './chain.ts';
 import { intArg, output, progressBar, sizeArg } from './common.ts';
@@ -94,6 +91,7 @@ async function checkLayerFiles(files: string[], check: (layers: OpenedLayer[]) =
  */
 async function refuseExistingTag(target: ImageReference, tag: string | undefined, force: boolean | undefined): Promise<void> {
   if (target.kind === 'registry' || tag === undefined || force) return;
+  const { openRepository } = await import('../remote/image.ts');
   const opened = await openRepository(target).catch(() => undefined);
   if (!opened) return;
   try {
@@ -154,11 +152,13 @@ export function register(program: Command): void {
     if (files.length > 1) await checkLayerFiles(files, (layers) => verifyLayers(layers, o.verifyChain));
     const b = progressBar('push', !o.json);
     try {
+      const { pushImage } = await import('../remote/push.ts');
       const r = await pushImage(files, ref, {
         ...remoteOptions(o),
         checkBase: async (base) => {
           const top = base.layers.at(-1);
           if (!top || o.verifyChain === false) return;
+          const { openLayer } = await import('../remote/image.ts');
           const blob = await openLayer(base.repo, top, undefined);
           try {
             const l = await openLayerSource(blob);
@@ -199,6 +199,7 @@ export function register(program: Command): void {
     await refuseCopyTarget(ref, dir, o.force, '<ref>');
     const b = progressBar('pull', !o.json);
     try {
+      const { copyImage, pullImage } = await import('../remote/pull.ts');
       if (dir.startsWith('oci:') || dir.startsWith('oci-archive:')) {
         const r = await copyImage(ref, dir, { ...remoteOptions(o), onProgress: b.onProgress });
         b.stop();
@@ -226,6 +227,7 @@ export function register(program: Command): void {
     await refuseCopyTarget(src, dst, o.force, '<src>');
     const b = progressBar('copy', !o.json);
     try {
+      const { copyImage } = await import('../remote/pull.ts');
       const r = await copyImage(src, dst, { ...remoteOptions(o), mountFrom: o.mountFrom, onProgress: b.onProgress });
       b.stop();
       output(o.json, r, () => `${r.blobs.map((x) => `${x.result.padEnd(8)} ${x.digest} ${formatSize(x.size).padStart(10)}`).join('\n')}\ncopied ${r.source} → ${r.target}@${r.digest}`);
@@ -242,6 +244,7 @@ export function register(program: Command): void {
       .option('--raw', 'print the manifest (or index) exactly as stored, byte for byte')
       .option('--json', 'print the result as JSON'),
   ).action(async (ref: string, o: RemoteFlags & { raw?: boolean; json?: boolean }) => {
+    const [{ openRepository, resolveImage }, { Annotation }, { VerityAnnotation }] = await Promise.all([import('../remote/image.ts'), import('../remote/manifest.ts'), import('../verity/annotations.ts')]);
     const r = await resolveReference(ref);
     const opened = await openRepository(r, remoteOptions(o));
     try {

@@ -207,14 +207,21 @@ async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'refe
     await srcs.close();
     throw e;
   }
+  let dev: BlockDevice;
   try {
-    const dev = await withUpper(stack, opts.upper ?? srcs.upper, opts);
-    await srcs.reportResult();
-    return dev;
+    dev = await withUpper(stack, opts.upper ?? srcs.upper, opts);
   } catch (e) {
     await srcs.reportResult(e).catch(() => {});
     throw e;
   }
+  try {
+    await srcs.reportResult();
+  } catch (e) {
+    // The image opened but its result file cannot be written: nobody gets the device, so close it.
+    await dev.close();
+    throw e;
+  }
+  return dev;
 }
 
 /** Puts a writable layer over `stack` (creating it when its files are missing); closes the stack on failure. */

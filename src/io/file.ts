@@ -1,6 +1,6 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { SyncReadGate, preadFull } from './fd-io.ts';
-import { ClosedError, NotFoundError, ObdError, PermissionError, errnoOf } from './errors.ts';
+import { ClosedError, InvalidArgumentError, NotFoundError, ObdError, PermissionError, errnoOf } from './errors.ts';
 import type { ByteSource } from './types.ts';
 import { readable } from './util.ts';
 
@@ -79,5 +79,10 @@ export function wrapFsError(path: string, e: unknown): Error {
   if (code === 'ENOENT') return new NotFoundError(`${path}: no such file`, { cause: e });
   if (errnoOf(e) === 'EPERM') return new PermissionError(`${path}: ${code === 'EROFS' ? 'read-only file system' : 'permission denied'}`, { cause: e });
   if (code === 'EISDIR') return new ObdError(`${path}: is a directory`, { cause: e });
+  // Any other system error (ENAMETOOLONG, ELOOP, EMFILE, …) is still a typed failure naming the
+  // path; programming faults (TypeErrors with ERR_* codes, no syscall) stay what they are.
+  const shown = path.length > 200 ? `${path.slice(0, 200)}…` : path;
+  if (code === 'ENAMETOOLONG') return new InvalidArgumentError(`${shown}: file name too long`, { cause: e });
+  if (typeof (e as NodeJS.ErrnoException)?.syscall === 'string') return new ObdError(`${shown}: ${(e as Error).message}`, { cause: e });
   return e instanceof Error ? e : new ObdError(String(e));
 }

@@ -14,7 +14,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { crc32c } from '@node-rs/crc32';
+import { crc32c } from '../io/crc.ts';
 import { ClosedError, InvalidArgumentError } from '../io/errors.ts';
 import { wrapFsError } from '../io/file.ts';
 import { SyncReadGate, preadFull } from '../io/fd-io.ts';
@@ -24,6 +24,14 @@ import { isDigest } from './reference.ts';
 
 /** Cache capacity when none is given. */
 export const DEFAULT_CACHE_SIZE = 4 * 2 ** 30;
+
+/**
+ * Unit-sized buffers for checking units against their CRCs, by unit size, shared by every
+ * entry: opening an image of many layers checks many units, and a fresh buffer per check made
+ * the memory of a start grow with them.
+ */
+const verifyBuffers = new Map<number, Buffer[]>();
+const VERIFY_BUFFERS_KEPT = 4;
 
 const MAGIC = Buffer.from('OBDCACHE');
 const VERSION = 1;
@@ -276,13 +284,18 @@ async function readMeta(file: string): Promise<Meta | undefined> {
   const bm = Math.ceil(units / 8);
   const keyAt = HEADER + bm + units * 4;
   if (b.length < keyAt) return undefined;
+  const flags = b.readUInt32LE(24);
+  const lastUse = Number(b.readBigUInt64LE(32));
+  // Unknown flag bits or a clock past 2^53 are not ours: such a file is dropped like a bad CRC
+  // (kept, they broke the LRU clock and made the next publish throw).
+  if ((flags & ~FLAG_COMPLETE) !== 0 || !Number.isSafeInteger(lastUse)) return undefined;
   const crcs = new Uint32Array(units);
   for (let i = 0; i < units; i++) crcs[i] = b.readUInt32LE(HEADER + bm + i * 4);
   return {
     size,
     unit,
-    flags: b.readUInt32LE(24),
-    lastUse: Number(b.readBigUInt64LE(32)),
+    flags,
+    lastUse,
     bitmap: new Uint8Array(b.subarray(HEADER, HEADER + bm)),
     crcs,
     key: b.length > keyAt ? b.subarray(keyAt).toString('utf8') : undefined,
@@ -442,10 +455,16 @@ export class CacheEntry implements ChunkStore {
   /** Checks a unit loaded from a previous run against its stored CRC; drops it on mismatch. */
   async #verify(fh: FileHandle, u: number): Promise<boolean> {
     const len = this.#unitLength(u);
-    const b = Buffer.allocUnsafe(len);
-    if ((await preadFull(fh.fd, b, u * this.unit)) === len && crc32c(b) === this.#meta.crcs[u]) {
-      this.#verified[u] = 1;
-      return true;
+    const free = verifyBuffers.get(this.unit) ?? verifyBuffers.set(this.unit, []).get(this.unit)!;
+    const whole = free.pop() ?? Buffer.allocUnsafe(this.unit);
+    try {
+      const b = whole.subarray(0, len);
+      if ((await preadFull(fh.fd, b, u * this.unit)) === len && crc32c(b) === this.#meta.crcs[u]) {
+        this.#verified[u] = 1;
+        return true;
+      }
+    } finally {
+      if (free.length < VERIFY_BUFFERS_KEPT) free.push(whole);
     }
     this.forget(u);
     return false;
@@ -618,10 +637,14 @@ export class CacheEntry implements ChunkStore {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
     while (this.#barrier) await this.#barrier;
-    await this.publish();
-    const fh = this.#fh;
-    this.#fh = undefined;
-    await fh?.close();
+    try {
+      await this.publish();
+    } finally {
+      // Closed even when publishing fails (a full disk): the entry is gone either way.
+      const fh = this.#fh;
+      this.#fh = undefined;
+      await fh?.close();
+    }
   }
 }
 

@@ -6,7 +6,7 @@
 import { access, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { NotFoundError } from '../io/errors.ts';
-import { FileSource } from '../io/file.ts';
+import { FileSource, wrapFsError } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { CredentialStore } from './auth.ts';
 import { BlobCache } from './cache.ts';
@@ -96,6 +96,19 @@ export function parseRepoBlobUrl(url: string): { plainHttp: boolean; host: strin
   return { plainHttp: u.protocol === 'http:', host: u.host, repository: m[1]! };
 }
 
+/** Throws unless each named member of `obj` is absent or of the JSON type given. */
+function checkTypes(obj: Record<string, unknown>, types: Record<string, 'string' | 'number' | 'boolean' | 'object'>, where: string): void {
+  for (const [k, t] of Object.entries(types)) {
+    const v = obj[k];
+    if (v === undefined) continue;
+    if (t === 'object' ? typeof v !== 'object' || v === null || Array.isArray(v) : typeof v !== t) throw new InvalidReferenceError(`${where}.${k} is ${JSON.stringify(v)?.slice(0, 80)}, expected a ${t}`);
+    // Every string here names a file, a digest or a URL: none holds a NUL byte.
+    if (typeof v === 'string' && v.includes('\0')) throw new InvalidReferenceError(`${where}.${k} holds a NUL byte`);
+  }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 export function parseImageConfig(text: string, name: string): ImageConfigV1 {
   let doc: ImageConfigV1;
   try {
@@ -103,8 +116,13 @@ export function parseImageConfig(text: string, name: string): ImageConfigV1 {
   } catch (e) {
     throw new InvalidReferenceError(`${name}: not JSON: ${(e as Error).message}`);
   }
-  if (!doc || !Array.isArray(doc.lowers)) throw new InvalidReferenceError(`${name}: no "lowers" array`);
+  if (!isObject(doc) || !Array.isArray(doc.lowers)) throw new InvalidReferenceError(`${name}: no "lowers" array`);
+  checkTypes(doc as unknown as Record<string, unknown>, { repoBlobUrl: 'string', upper: 'object', resultFile: 'string', download: 'object', accelerationLayer: 'boolean', recordTracePath: 'string' }, name);
+  if (doc.upper) checkTypes(doc.upper as Record<string, unknown>, { index: 'string', data: 'string', target: 'string', gzipIndex: 'string' }, `${name}: upper`);
+  if (doc.download) checkTypes(doc.download as Record<string, unknown>, { enable: 'boolean', delay: 'number', delayExtra: 'number', maxMBps: 'number', tryCnt: 'number', blockSize: 'number' }, `${name}: download`);
   doc.lowers.forEach((l, i) => {
+    if (!isObject(l as unknown)) throw new InvalidReferenceError(`${name}: lowers[${i}] is not an object`);
+    checkTypes(l as Record<string, unknown>, { file: 'string', dir: 'string', digest: 'string', size: 'number', targetFile: 'string', targetDigest: 'string', gzipIndex: 'string' }, `${name}: lowers[${i}]`);
     if (l.digest && !isDigest(l.digest)) throw new InvalidReferenceError(`${name}: lowers[${i}].digest "${l.digest}" is not sha256:<64 hex>`);
     if (l.size !== undefined && (!Number.isSafeInteger(l.size) || l.size < 0)) throw new InvalidReferenceError(`${name}: lowers[${i}].size ${l.size} is not a byte count`);
     if (l.targetFile || l.targetDigest) throw new InvalidReferenceError(`${name}: lowers[${i}] is a TurboOCI layer (targetFile/targetDigest), which is not supported`);
@@ -171,6 +189,7 @@ export async function openImageConfig(file: string, opts: RemoteOptions & LazyOp
       const store = cache ? await cache.entry(l.digest, size) : undefined;
       const lazy = new LazySource(new RegistryBlobSource(repo, l.digest, size), { store, unit: opts.refill, maxInflight: opts.maxInflight });
       layers.push(lazy);
+      lazy.prefetchEnds();
       remote.push({ lazy, repo, digest: l.digest, dir: l.dir ? at(l.dir) : undefined });
     }
   } catch (e) {
@@ -189,7 +208,9 @@ export async function openImageConfig(file: string, opts: RemoteOptions & LazyOp
     async reportResult(error?: unknown) {
       if (!resultFile) return;
       const reason = error instanceof Error ? error.message : error === undefined ? '' : String(error);
-      await writeFile(resultFile, error === undefined ? 'success' : `failed:${reason}`);
+      await writeFile(resultFile, error === undefined ? 'success' : `failed:${reason}`).catch((e) => {
+        throw wrapFsError(resultFile, e);
+      });
     },
     startDownloads(overrides?: DownloadConfig) {
       const d = { ...config.download, ...overrides };

@@ -134,7 +134,11 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
   };
   try {
     const img = await resolveImage(opened.repo, referenceTarget(r), opts.platform);
-    for (const d of img.manifest.layers) layers.push(await openLayer(opened.repo, d, cache, opts, direct?.repo));
+    for (const d of img.manifest.layers) {
+      const l = await openLayer(opened.repo, d, cache, opts, direct?.repo);
+      layers.push(l);
+      if (l instanceof LazySource) l.prefetchEnds();
+    }
     return {
       reference: formatReference(r),
       digest: img.digest,

@@ -46,8 +46,9 @@ const DIGEST = /^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$/;
 const HOST = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?$/;
 
 /** True for a well-formed `sha256:<64 hex>` (or sha512) digest. */
-export function isDigest(text: string): boolean {
-  return DIGEST.test(text);
+export function isDigest(text: unknown): boolean {
+  // A JSON document may hold anything where a digest belongs; an array would stringify into one.
+  return typeof text === 'string' && DIGEST.test(text);
 }
 
 /** The tag or digest a reference resolves (digest wins; `latest` when neither is given). */

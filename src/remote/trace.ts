@@ -114,20 +114,26 @@ export interface ReplayResult {
  */
 export async function replayTrace(records: readonly TraceRecord[], layers: readonly ByteSource[], opts: { concurrency?: number; signal?: AbortSignal } = {}): Promise<ReplayResult> {
   const MAX = 1 << 20;
-  const jobs: Array<{ src: ByteSource; offset: number; count: number }> = [];
-  for (const r of records) {
-    const src = layers[r.layer];
-    if (r.op !== 'R' || !src) continue;
-    for (let o = 0; o < r.count; o += MAX) jobs.push({ src, offset: r.offset + o, count: Math.min(MAX, r.count - o) });
+  // Reads are made as workers ask for them, each record clamped to its layer: a trace from
+  // disk may claim a count of 2^60 bytes, which must not become a queue of 2^40 reads.
+  function* jobs(): Generator<{ src: ByteSource; offset: number; count: number }> {
+    for (const r of records) {
+      const src = layers[r.layer];
+      if (r.op !== 'R' || !src) continue;
+      const end = Math.min(r.offset + r.count, src.size);
+      for (let o = r.offset; o < end; o += MAX) yield { src, offset: o, count: Math.min(MAX, end - o) };
+    }
   }
+  const queue = jobs();
   const result: ReplayResult = { records: 0, bytes: 0, failed: 0 };
-  let next = 0;
   const worker = async () => {
     const buf = new Uint8Array(MAX);
-    while (next < jobs.length && !opts.signal?.aborted) {
-      const j = jobs[next++]!;
+    for (let next = queue.next(); !next.done && !opts.signal?.aborted; next = queue.next()) {
+      const j = next.value;
       try {
-        result.bytes += await j.src.read(buf.subarray(0, j.count), j.offset);
+        // Not `bytes += await …`: that reads bytes before the await and loses other workers' counts.
+        const n = await j.src.read(buf.subarray(0, j.count), j.offset);
+        result.bytes += n;
         result.records++;
       } catch {
         result.failed++;

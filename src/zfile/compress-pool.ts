@@ -4,6 +4,7 @@
  * finished first. Starting a worker costs ~80 ms, so writers share one pool per thread count;
  * idle workers are unref'd and never keep the process alive.
  */
+import module from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { BlockParams } from './compress-blocks.ts';
 import type { CompressDone, CompressJob } from './compress-worker.ts';
@@ -38,7 +39,7 @@ export class CompressPool {
 
   constructor(threads: number) {
     for (let i = 0; i < threads; i++) {
-      const worker = new Worker(new URL('./compress-worker.ts', import.meta.url));
+      const worker = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { compileCache: module.getCompileCacheDir?.() } });
       const slot: Slot = { worker, inFlight: 0 };
       worker.unref();
       worker.on('message', (m: CompressDone) => this.#done(m));

@@ -102,6 +102,20 @@ export async function isZFile(src: ByteSource): Promise<boolean> {
   return hasZFileMagic(b) && (b[32]! & FLAG_HEADER) !== 0;
 }
 
+/**
+ * Compressed bytes of the synchronous read path, shared by every reader (nothing else runs
+ * while one uses it), so a stack of many layers holds one, sized to the largest run read.
+ */
+let scratch = Buffer.alloc(0);
+
+/**
+ * Buffers of FETCH_MAX bytes for large runs of the asynchronous path (whole-file reads fetch
+ * run after run), reused once a run is decoded; small runs get buffers of their own size.
+ */
+const runBuffers: Buffer[] = [];
+const RUN_BUFFERS_KEPT = 4;
+const RUN_POOL_MIN = 64 << 10;
+
 interface Deferred {
   entry: CacheEntry;
   resolve: (d: Uint8Array) => void;
@@ -126,8 +140,6 @@ export class ZFileReader implements ByteSource {
   readonly #codec: BlockCodec;
   readonly #checkCrc: boolean;
   readonly #cache: BlockCache;
-  /** Compressed bytes of the synchronous path; reusable because nothing else runs meanwhile. */
-  #scratch = Buffer.alloc(0);
   #closed = false;
 
   private constructor(src: ByteSource, header: ZFileHeader, trailer: ZFileHeader | null, fields: ZFileHeader, table: BlockTable, opts: ZFileReaderOptions) {
@@ -144,7 +156,7 @@ export class ZFileReader implements ByteSource {
     this.#codec = createCodec(fields.algo, fields.level);
     this.#checkCrc = opts.checkCrc ?? true;
     const cacheBytes = opts.cacheSize ?? 2 << 20;
-    this.#cache = new BlockCache(cacheBytes <= 0 ? 0 : Math.max(4, Math.floor(cacheBytes / fields.blockSize)));
+    this.#cache = new BlockCache(cacheBytes <= 0 ? 0 : Math.max(4, Math.floor(cacheBytes / fields.blockSize)), fields.blockSize);
   }
 
   /**
@@ -312,8 +324,8 @@ export class ZFileReader implements ByteSource {
       if (!src.tryReadSync) return undefined;
       const j = this.#runEnd(i, last);
       const bytes = this.table.offset(j) + this.table.length(j) - this.table.offset(i);
-      if (this.#scratch.length < bytes) this.#scratch = Buffer.allocUnsafe(Math.max(bytes, FETCH_MAX));
-      const raw = this.#scratch.subarray(0, bytes);
+      if (scratch.length < bytes) scratch = Buffer.allocUnsafe(2 ** Math.ceil(Math.log2(bytes)));
+      const raw = scratch.subarray(0, bytes);
       const at = this.table.offset(i);
       const got = src.tryReadSync(raw, at);
       if (got === undefined) return undefined;
@@ -325,7 +337,7 @@ export class ZFileReader implements ByteSource {
         if (start >= offset && start + blockLen <= offset + n) {
           this.#decode(k, raw.subarray(p, p + len), out.subarray(start - offset, start - offset + blockLen));
         } else {
-          const block = new Uint8Array(blockLen);
+          const block = this.#cache.take(blockLen);
           this.#decode(k, raw.subarray(p, p + len), block);
           this.#cache.put(k, block);
           copyPart(start, block, out, offset);
@@ -392,9 +404,12 @@ export class ZFileReader implements ByteSource {
       promise.catch(() => {});
       (pending ??= new Map()).set(k, { entry: this.#cache.addPending(k, promise), resolve, reject });
     }
+    let run: Buffer | undefined;
     try {
       const at = this.table.offset(i);
-      const raw = Buffer.allocUnsafe(this.table.offset(j) + this.table.length(j) - at);
+      const bytes = this.table.offset(j) + this.table.length(j) - at;
+      run = bytes > RUN_POOL_MIN && bytes <= FETCH_MAX ? (runBuffers.pop() ?? Buffer.allocUnsafe(FETCH_MAX)) : Buffer.allocUnsafe(bytes);
+      const raw = run.subarray(0, bytes);
       await readExact(this.source, raw, at);
       if (this.#closed) throw new ClosedError(this.name);
       for (let k = i, p = 0; k <= j; k++) {
@@ -402,7 +417,7 @@ export class ZFileReader implements ByteSource {
         const start = k * bs;
         const blockLen = Math.min(bs, this.size - start);
         const d = pending?.get(k);
-        const target = d ? new Uint8Array(blockLen) : out.subarray(start - offset, start - offset + blockLen);
+        const target = d ? this.#cache.take(blockLen) : out.subarray(start - offset, start - offset + blockLen);
         this.#decode(k, raw.subarray(p, p + len), target);
         p += len;
         if (d) {
@@ -420,6 +435,8 @@ export class ZFileReader implements ByteSource {
         }
       }
       throw e;
+    } finally {
+      if (run?.length === FETCH_MAX && runBuffers.length < RUN_BUFFERS_KEPT) runBuffers.push(run);
     }
   }
 

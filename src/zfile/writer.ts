@@ -97,6 +97,8 @@ export class ZFileWriter implements ByteSink {
   /** Batches handed to the pool, oldest first. */
   readonly #inFlight: Promise<Batch>[] = [];
   readonly #spare: Batch[] = [];
+  /** Single-threaded: the write of the last batch, which runs while the next one is compressed. */
+  #writing: Promise<void> | undefined;
   #batch: Batch;
   #lengths = new Uint32Array(1024);
   #blocks = 0;
@@ -230,7 +232,11 @@ export class ZFileWriter implements ByteSink {
       while (this.#inFlight.length >= this.#maxInFlight) await this.#emit(await this.#inFlight.shift()!);
     } else {
       b.size = compressBlocks(this.#codec!, this.#params, b.input.subarray(0, b.inputLength), b.output, b.lengths);
-      await this.#emit(b);
+      await this.#writing;
+      this.#writing = this.#emit(b);
+      // Observed at once; the failure surfaces at the next await of #writing.
+      this.#writing.catch(() => {});
+      this.#batch = this.#spare.pop() ?? this.#newBatch();
     }
   }
 
@@ -248,7 +254,7 @@ export class ZFileWriter implements ByteSink {
     await this.#sink.write(b.output.subarray(0, b.size));
     b.inputLength = 0;
     b.size = 0;
-    if (this.#pool) this.#spare.push(b);
+    this.#spare.push(b);
   }
 
   /**
@@ -260,6 +266,7 @@ export class ZFileWriter implements ByteSink {
     try {
       if (this.#batch.inputLength > 0) await this.#submit();
       while (this.#inFlight.length > 0) await this.#emit(await this.#inFlight.shift()!);
+      await this.#writing;
 
       const table = new Uint8Array(this.#blocks * 4);
       const dv = new DataView(table.buffer);
@@ -312,6 +319,7 @@ export class ZFileWriter implements ByteSink {
   /** Lets go of in-flight batches (the shared pool lives on) and closes the sink. */
   async #release(): Promise<void> {
     for (const p of this.#inFlight.splice(0)) p.catch(() => {});
+    await this.#writing?.catch(() => {});
     await this.#sink.close().catch(() => {});
   }
 }

@@ -103,6 +103,29 @@ test('concurrent reads of one unit share one fetch; neighbours coalesce; fetches
   await lazy.close();
 });
 
+test('prefetchEnds fetches head and tail at once; reads of them then join those fetches', async () => {
+  const data = blob('ends', 64 << 20).bytes;
+  const remote = new CountingSource(data);
+  let release!: () => void;
+  remote.gate = new Promise((r) => (release = r));
+  const lazy = new LazySource(remote, { unit: 256 * K });
+  lazy.prefetchEnds();
+  // Both ends are in flight before anything was read: one wave, not head then tail.
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(remote.active, 2, 'head and tail fetched together');
+  const head = Buffer.alloc(512);
+  const tail = Buffer.alloc(300 * K);
+  const reads = Promise.all([lazy.read(head, 0), lazy.read(tail, data.length - tail.length)]);
+  release();
+  await reads;
+  assert.ok(head.equals(data.subarray(0, 512)));
+  assert.ok(tail.equals(data.subarray(data.length - tail.length)));
+  // The tail fetched is 1/128 of the blob (512 KiB here), so the 300 KiB read needed no more.
+  assert.equal(remote.reads, 2);
+  assert.equal(lazy.stats.bytes, 256 * K + 512 * K);
+  await lazy.close();
+});
+
 test('the cache persists across restarts and serves without the network', async (t) => {
   const dir = await tempDir(t);
   const b = blob('persist', 1 << 20);
