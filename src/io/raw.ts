@@ -4,6 +4,7 @@
  */
 import { OutOfRangeError, ShortReadError } from './errors.ts';
 import type { BlockDevice, ByteSource, Extent } from './types.ts';
+import { readable } from './util.ts';
 
 export class RawDevice implements BlockDevice {
   readonly name: string;
@@ -21,10 +22,10 @@ export class RawDevice implements BlockDevice {
   }
   async read(buf: Uint8Array, offset: number): Promise<void> {
     this.#check(offset, buf.length);
-    const want = Math.max(0, Math.min(buf.length, this.source.size - offset));
-    const got = want > 0 ? await this.source.read(want === buf.length ? buf : buf.subarray(0, want), offset) : 0;
-    if (got !== want) throw new ShortReadError(this.name, offset, want, got);
-    if (want < buf.length) buf.fill(0, want);
+    const view = readable(buf, offset, this.source.size);
+    const got = view.length > 0 ? await this.source.read(view, offset) : 0;
+    if (got !== view.length) throw new ShortReadError(this.name, offset, view.length, got);
+    if (view.length < buf.length) buf.fill(0, view.length);
   }
   async extents(offset: number, length: number): Promise<Extent[]> {
     this.#check(offset, length);
