@@ -98,7 +98,8 @@ export function writeU64(dv: DataView, off: number, v: number): void {
 }
 
 /** The largest byte count that is a whole number of 512-byte sectors and exact in a double. */
-const MAX_SECTOR_ALIGNED = 2 ** 53 - 512;
+/** The largest disk size: the biggest multiple of 512 below 2^53, so every offset and length is exact. */
+export const MAX_DISK_SIZE = 2 ** 53 - 512;
 
 /** Parses sizes such as `64G`, `512K`, `1.5M`, `4096` (binary units). */
 export function parseSize(text: string): number {
@@ -106,7 +107,7 @@ export function parseSize(text: string): number {
   if (!m) throw new InvalidArgumentError(`not a size: "${text}" (examples: 4096, 64K, 10M, 64G, 1T)`);
   const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }[m[2]!.toLowerCase()]!;
   const v = Number(m[1]) * mult;
-  if (v > Number.MAX_SAFE_INTEGER) throw new InvalidArgumentError(`"${text}" is too large: sizes are below 8P (2^53 bytes); the largest disk is ${MAX_SECTOR_ALIGNED} bytes (8P - 512)`);
+  if (v > Number.MAX_SAFE_INTEGER) throw new InvalidArgumentError(`"${text}" is too large: sizes are below 8P (2^53 bytes); the largest disk is ${MAX_DISK_SIZE} bytes (8P - 512)`);
   if (!Number.isSafeInteger(v)) throw new InvalidArgumentError(`not a whole number of bytes: "${text}"`);
   return v;
 }

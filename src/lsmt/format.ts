@@ -3,7 +3,7 @@
  * (docs/format.md §2.1–2.2). Pure encode/decode; no I/O.
  */
 import { FormatError, InvalidArgumentError } from '../io/errors.ts';
-import { readU64, writeU64 } from '../io/util.ts';
+import { MAX_DISK_SIZE, readU64, writeU64 } from '../io/util.ts';
 
 export const SECTOR = 512;
 export const HT_SPACE = 4096;
@@ -19,10 +19,10 @@ export const MAX_RO_INDEX_ENTRIES = 1_000_000;
 export const MAX_RW_INDEX_ENTRIES = 128_000_000;
 export const NULL_UUID = '00000000-0000-0000-0000-000000000000';
 /**
- * Largest virtual size accepted: the biggest multiple of 512 below 2^53, so every offset and
- * length is an exact number (the format's 50-bit sector offsets would allow 2^59 bytes).
+ * Largest virtual size accepted: the largest disk whose offsets and lengths are exact numbers
+ * (the format's 50-bit sector offsets would allow 2^59 bytes).
  */
-export const MAX_VIRTUAL_SIZE = Math.floor(Number.MAX_SAFE_INTEGER / SECTOR) * SECTOR;
+export const MAX_VIRTUAL_SIZE = MAX_DISK_SIZE;
 
 /**
  * Checks a layer's virtual size (docs/format.md §2.10): a multiple of 512, at most

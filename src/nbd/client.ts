@@ -43,6 +43,7 @@ import {
   STATE_ZERO,
   STRUCTURED_REPLY_MAGIC,
 } from './protocol.ts';
+import { exportInfoRequest, metaContextRequest } from './options.ts';
 
 /**
  * Largest read request sent. Servers must accept 32 MiB, but 1 MiB pieces keep several in
@@ -400,11 +401,6 @@ function optionHeader(option: number, len: number): Buffer {
   return b;
 }
 
-function lenString(s: string): Buffer {
-  const b = Buffer.from(s, 'utf8');
-  return Buffer.concat([u32(b.length), b]);
-}
-
 async function optionReply(rd: SocketReader, uri: string, option: number): Promise<{ type: number; data: Buffer }> {
   const h = await rd.take(20);
   if (h.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw new NbdClientError(`${uri}: bad option reply magic`);
@@ -436,7 +432,7 @@ async function handshake(uri: string, exportName: string, sock: net.Socket, rd: 
   const structured = sr.type === REP_ACK;
   const contexts = new Map<string, number>();
   if (structured) {
-    const body = Buffer.concat([lenString(exportName), u32(wanted.length), ...wanted.map(lenString)]);
+    const body = metaContextRequest(exportName, wanted);
     sock.write(Buffer.concat([optionHeader(OPT_SET_META_CONTEXT, body.length), body]));
     for (;;) {
       const r = await optionReply(rd, uri, OPT_SET_META_CONTEXT);
@@ -444,7 +440,7 @@ async function handshake(uri: string, exportName: string, sock: net.Socket, rd: 
       else break;
     }
   }
-  const go = Buffer.concat([lenString(exportName), Buffer.from([0, 1, 0, INFO_BLOCK_SIZE])]);
+  const go = exportInfoRequest(exportName, [INFO_BLOCK_SIZE]);
   sock.write(Buffer.concat([optionHeader(OPT_GO, go.length), go]));
   let size = -1;
   let maxBlock = 32 << 20;

@@ -7,7 +7,7 @@
  */
 import { InvalidArgumentError, ShortReadError } from '../io/errors.ts';
 import type { ByteSource } from '../io/types.ts';
-import { settleAll } from '../io/util.ts';
+import { readable, settleAll } from '../io/util.ts';
 
 /** Where fetched units are kept. */
 export interface ChunkStore {
@@ -113,13 +113,14 @@ export class LazySource implements ByteSource {
   /** Serves reads of held units (or of the local copy) without a promise when the store can. */
   tryReadSync(buf: Uint8Array, offset: number): number | undefined {
     if (this.#local) return this.#local.tryReadSync?.(buf, offset);
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    const out = readable(buf, offset, this.size);
+    const n = out.length;
     if (n === 0) return 0;
     if (!this.store.readHeldSync) return undefined;
     const unit = this.unit;
     const last = Math.floor((offset + n - 1) / unit);
     for (let u = Math.floor(offset / unit); u <= last; u++) if (!this.store.has(u) || this.#flights.has(u)) return undefined;
-    if (this.store.readHeldSync(n === buf.length ? buf : buf.subarray(0, n), offset) !== true) return undefined;
+    if (this.store.readHeldSync(out, offset) !== true) return undefined;
     this.stats.hits++;
     return n;
   }
@@ -128,9 +129,9 @@ export class LazySource implements ByteSource {
     if (this.#local) return this.#local.read(buf, offset);
     const sync = this.tryReadSync(buf, offset);
     if (sync !== undefined) return sync;
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    const out = readable(buf, offset, this.size);
+    const n = out.length;
     if (n === 0) return 0;
-    const out = n === buf.length ? buf : buf.subarray(0, n);
     const unit = this.unit;
     const first = Math.floor(offset / unit);
     const last = Math.floor((offset + n - 1) / unit);

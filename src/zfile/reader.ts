@@ -6,7 +6,7 @@
  */
 import type { ByteSource } from '../io/types.ts';
 import { ClosedError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
-import { readAt, readExact, settleAll } from '../io/util.ts';
+import { readable, readAt, readExact, settleAll } from '../io/util.ts';
 import { BlockCache, type CacheEntry } from './block-cache.ts';
 import { BlockTable } from './block-table.ts';
 import { createCodec, type BlockCodec } from './codec.ts';
@@ -303,9 +303,9 @@ export class ZFileReader implements ByteSource {
 
   #readSync(buf: Uint8Array, offset: number): number | undefined {
     if (!Number.isSafeInteger(offset) || offset < 0) return undefined;
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    const out = readable(buf, offset, this.size);
+    const n = out.length;
     if (n === 0) return 0;
-    const out = n === buf.length ? buf : buf.subarray(0, n);
     const bs = this.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((offset + n - 1) / bs);

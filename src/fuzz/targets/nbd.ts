@@ -17,6 +17,7 @@ import { NbdServer } from '../../nbd/server.ts';
 import type { Field } from '../mutate.ts';
 import { content, layerBytes, MiB, sampleExtents } from '../seeds.ts';
 import type { CaseClass, Outcome, Target, TargetContext } from '../target.ts';
+import { exportInfoRequest, metaContextRequest } from '../../nbd/options.ts';
 
 /** Builds a client byte stream and notes its integer fields. */
 class Stream {
@@ -56,39 +57,14 @@ class Stream {
   }
 }
 
-/** OPT_GO / OPT_INFO data: name length, name, info requests. */
-function goData(name: string, infos: number[] = []): Buffer {
-  const n = Buffer.from(name);
-  const b = Buffer.alloc(4 + n.length + 2 + 2 * infos.length);
-  b.writeUInt32BE(n.length, 0);
-  n.copy(b, 4);
-  b.writeUInt16BE(infos.length, 4 + n.length);
-  infos.forEach((t, i) => b.writeUInt16BE(t, 6 + n.length + 2 * i));
-  return b;
-}
-
-function metaData(name: string, queries: string[]): Buffer {
-  const n = Buffer.from(name);
-  const qs = queries.map((q) => Buffer.from(q));
-  const b = Buffer.alloc(4 + n.length + 4 + qs.reduce((s, q) => s + 4 + q.length, 0));
-  let at = b.writeUInt32BE(n.length, 0);
-  at += n.copy(b, at);
-  at = b.writeUInt32BE(qs.length, at);
-  for (const q of qs) {
-    at = b.writeUInt32BE(q.length, at);
-    at += q.copy(b, at);
-  }
-  return b;
-}
-
 const FLAGS = P.FLAG_C_FIXED_NEWSTYLE | P.FLAG_C_NO_ZEROES;
 
 function sessions(): [string, Stream][] {
   const structured = new Stream()
     .flags(FLAGS)
     .option(P.OPT_STRUCTURED_REPLY)
-    .option(P.OPT_SET_META_CONTEXT, metaData('', [P.CTX_BASE_ALLOCATION, P.CTX_ALLOCATION_DEPTH]))
-    .option(P.OPT_GO, goData('', [P.INFO_BLOCK_SIZE, P.INFO_NAME]))
+    .option(P.OPT_SET_META_CONTEXT, metaContextRequest('', [P.CTX_BASE_ALLOCATION, P.CTX_ALLOCATION_DEPTH]))
+    .option(P.OPT_GO, exportInfoRequest('', [P.INFO_BLOCK_SIZE, P.INFO_NAME]))
     .request(P.CMD_READ, 0, 4096)
     .request(P.CMD_READ, MiB - 512, 8192)
     .request(P.CMD_READ, 512 * 1024, 128 * 1024, { flags: P.CMD_FLAG_DF })
@@ -101,9 +77,9 @@ function sessions(): [string, Stream][] {
   const simple = new Stream()
     .flags(FLAGS)
     .option(P.OPT_LIST)
-    .option(P.OPT_INFO, goData('rw', [P.INFO_DESCRIPTION]))
-    .option(P.OPT_LIST_META_CONTEXT, metaData('rw', []))
-    .option(P.OPT_GO, goData('rw'))
+    .option(P.OPT_INFO, exportInfoRequest('rw', [P.INFO_DESCRIPTION]))
+    .option(P.OPT_LIST_META_CONTEXT, metaContextRequest('rw', []))
+    .option(P.OPT_GO, exportInfoRequest('rw'))
     .request(P.CMD_WRITE, 4096, 4096, { payload: Buffer.from(content('nbd-w', 4096)), flags: P.CMD_FLAG_FUA })
     .request(P.CMD_READ, 0, 16384)
     .request(P.CMD_WRITE_ZEROES, 65536, 65536, { flags: P.CMD_FLAG_FAST_ZERO })
@@ -112,7 +88,7 @@ function sessions(): [string, Stream][] {
     .request(P.CMD_FLUSH, 0, 0)
     .request(P.CMD_DISC, 0, 0);
   const old = new Stream().flags(FLAGS).option(P.OPT_EXPORT_NAME, Buffer.from('rw')).request(P.CMD_READ, 0, 1024).request(P.CMD_WRITE, 0, 1024, { payload: Buffer.alloc(1024, 7) }).request(P.CMD_DISC, 0, 0);
-  const abort = new Stream().flags(FLAGS).option(P.OPT_STARTTLS).option(P.OPT_INFO, goData('nope')).option(P.OPT_ABORT);
+  const abort = new Stream().flags(FLAGS).option(P.OPT_STARTTLS).option(P.OPT_INFO, exportInfoRequest('nope')).option(P.OPT_ABORT);
   return [
     ['structured-ro', structured],
     ['simple-rw', simple],
@@ -150,7 +126,7 @@ async function witnessRead(socket: string, ranges: readonly [number, number][]):
   };
   try {
     await take(18);
-    const go = new Stream().flags(FLAGS).option(P.OPT_GO, goData('')).bytes();
+    const go = new Stream().flags(FLAGS).option(P.OPT_GO, exportInfoRequest('')).bytes();
     s.write(go);
     for (;;) {
       const h = await take(20);

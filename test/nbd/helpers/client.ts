@@ -3,6 +3,7 @@
  * also send what a well-behaved client never would (bad magic, truncated frames, floods).
  */
 import net from 'node:net';
+import { exportInfoRequest, metaContextRequest } from '../../../src/nbd/options.ts';
 
 export const NBDMAGIC = 0x4e42444d41474943n;
 export const IHAVEOPT = 0x49484156454f5054n;
@@ -295,33 +296,9 @@ export function assemble(chunks: Chunk[], offset: number, length: number): Buffe
   return out;
 }
 
-export function infoRequest(name: string, infos: number[]): Buffer {
-  const n = Buffer.from(name, 'utf8');
-  const b = Buffer.alloc(4 + n.length + 2 + 2 * infos.length);
-  b.writeUInt32BE(n.length, 0);
-  n.copy(b, 4);
-  b.writeUInt16BE(infos.length, 4 + n.length);
-  infos.forEach((t, i) => b.writeUInt16BE(t, 6 + n.length + 2 * i));
-  return b;
-}
-
-export function metaRequest(name: string, queries: string[]): Buffer {
-  const parts: Buffer[] = [];
-  const n = Buffer.from(name, 'utf8');
-  const h = Buffer.alloc(4);
-  h.writeUInt32BE(n.length);
-  parts.push(h, n);
-  const c = Buffer.alloc(4);
-  c.writeUInt32BE(queries.length);
-  parts.push(c);
-  for (const q of queries) {
-    const qb = Buffer.from(q, 'utf8');
-    const l = Buffer.alloc(4);
-    l.writeUInt32BE(qb.length);
-    parts.push(l, qb);
-  }
-  return Buffer.concat(parts);
-}
+/** The option payloads come from the product's one encoder (src/nbd/options.ts). */
+export const infoRequest = exportInfoRequest;
+export const metaRequest = metaContextRequest;
 
 /** Parses a BLOCK_STATUS chunk: context id and [length, flags] pairs. */
 export function statusOf(c: Chunk): { id: number; extents: [number, number][] } {
