@@ -8,7 +8,6 @@ import type { ByteSource } from '../io/types.ts';
 import { openImageConfig, type DownloadConfig } from './config.ts';
 import { startBackgroundDownload } from './download.ts';
 import { openRemoteImage, type LazyOptions, type RemoteOptions } from './image.ts';
-import { cacheEntryOf } from './cache.ts';
 
 export interface ImageSources {
   /** What was opened (the config path or the normalised reference). */
@@ -51,7 +50,7 @@ export async function referenceSources(spec: string, opts: RemoteOptions & LazyO
     tracePath: undefined,
     async reportResult() {},
     startDownloads(o: DownloadConfig = {}) {
-      const items = img.lazy.filter((l) => cacheEntryOf(l.store)).map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.layers.indexOf(lazy)]?.digest ?? String(i) }));
+      const items = img.lazy.filter((l) => l.store.disk).map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.layers.indexOf(lazy)]?.digest ?? String(i) }));
       if (items.length === 0) return undefined;
       const handle = startBackgroundDownload(items, { delayMs: (o.delay ?? 0) * 1000, maxBytesPerSec: (o.maxMBps ?? 100) * 2 ** 20, tries: o.tryCnt ?? 5 });
       downloads = handle;

@@ -7,7 +7,7 @@
 import { ShortReadError } from '../io/errors.ts';
 import { ForwardingSource } from '../io/forwarding.ts';
 import type { ByteSource } from '../io/types.ts';
-import type { ChunkStore } from '../remote/lazy-source.ts';
+import type { ChunkStore, DiskChunkStore } from '../remote/lazy-source.ts';
 import { VerityError } from './errors.ts';
 import { readExactly, type TreeVerifier } from './verifier.ts';
 
@@ -131,6 +131,10 @@ export class VerifiedStore implements ChunkStore {
 
   get unit(): number {
     return this.inner.unit;
+  }
+
+  get disk(): DiskChunkStore | undefined {
+    return this.inner.disk;
   }
 
   has(i: number): boolean {

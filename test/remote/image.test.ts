@@ -14,7 +14,7 @@ import type { ByteSource } from '../../src/io/types.ts';
 import { openLayerSource } from '../../src/image/open.ts';
 import { sha256Device } from '../../src/image/export.ts';
 import { Stack } from '../../src/lsmt/stack.ts';
-import { BlobCache, cacheEntryOf } from '../../src/remote/cache.ts';
+import { BlobCache } from '../../src/remote/cache.ts';
 import { openImageSources } from '../../src/remote/sources.ts';
 import { openImageConfig } from '../../src/remote/config.ts';
 import { openRemoteImage } from '../../src/remote/image.ts';
@@ -163,7 +163,7 @@ describe('images through a registry', () => {
     const dl = src.startDownloads({ maxMBps: 100 });
     assert.ok(dl);
     await dl.done;
-    for (const l of src.layers as LazySource[]) assert.ok(cacheEntryOf(l.store)!.complete, `${l.name} complete`);
+    for (const l of src.layers as LazySource[]) assert.ok(l.store.disk!.complete, `${l.name} complete`);
     assert.equal(await sha256Device(await stackOf(src.layers)), SHA_123);
     await src.close();
   });

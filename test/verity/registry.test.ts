@@ -15,7 +15,6 @@ import type { ByteSource } from '../../src/io/types.ts';
 import { openLayerSource } from '../../src/image/open.ts';
 import { sha256Device } from '../../src/image/export.ts';
 import { Stack } from '../../src/lsmt/stack.ts';
-import { cacheEntryOf } from '../../src/remote/cache.ts';
 import { openRemoteImage, type RemoteImage } from '../../src/remote/image.ts';
 import { isIndex, parseIndex } from '../../src/remote/manifest.ts';
 import { copyImage, pullImage } from '../../src/remote/pull.ts';
@@ -111,7 +110,7 @@ describe('verified images on a registry', () => {
       assert.deepEqual(await readRange(lazy, 0, 4096), layer0.bytes.subarray(0, 4096));
       assert.deepEqual(await readRange(lazy, layer0.size - 5000, 5000), layer0.bytes.subarray(layer0.size - 5000));
       await lazy.settle();
-      const entry = cacheEntryOf(lazy.store)!;
+      const entry = lazy.store.disk!;
       assert.equal(entry.has(Math.floor(at / lazy.unit)), false, 'the damaged unit is not in the cache');
       const held = await readFile(entry.dataPath);
       for (let u = 0; u < entry.units; u++) if (entry.has(u)) assert.ok(held.subarray(u * lazy.unit, (u + 1) * lazy.unit).equals(layer0.bytes.subarray(u * lazy.unit, (u + 1) * lazy.unit)), `cached unit ${u} is exact`);
@@ -155,7 +154,7 @@ describe('verified images on a registry', () => {
     const first = await openRemoteImage(ref, { ...opts, cacheDir });
     await readRange(first.lazy[0]!, 0, layer0.size);
     await first.lazy[0]!.settle();
-    const entry = cacheEntryOf(first.lazy[0]!.store)!;
+    const entry = first.lazy[0]!.store.disk!;
     const base = entry.dataPath.slice(0, -'.data'.length);
     const unit = first.lazy[0]!.unit;
     await first.close();
