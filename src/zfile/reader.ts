@@ -4,7 +4,7 @@
  * file carries CRCs) and its decoded length checked, so corruption is a typed error naming
  * the file, block and offset, never wrong bytes.
  */
-import type { ByteSource } from '../io/types.ts';
+import type { ByteSource, IntegrityReport } from '../io/types.ts';
 import { ClosedError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
 import { readable, readAt, readExact, settleAll } from '../io/util.ts';
 import { BlockCache, type CacheEntry } from './block-cache.ts';
@@ -517,6 +517,13 @@ export class ZFileReader implements ByteSource {
     }
     report.ok = report.errorCount === 0;
     return report;
+  }
+
+  /** The check `obd verify` runs: every block's CRC where they are stored, else a decode of every block. */
+  async checkIntegrity(): Promise<IntegrityReport> {
+    const z = await this.verify({ decode: !this.crc });
+    if (z.ok) return { ok: true, detail: `${z.blocks} blocks, ${z.crcChecked} CRCs checked${z.decoded ? `, ${z.decoded} decoded` : ''}` };
+    return { ok: false, detail: `${z.errorCount} bad blocks: ${z.errors.slice(0, 3).map((e) => e.message).join('; ')}` };
   }
 
   /** Drops cached blocks and closes the source. */
