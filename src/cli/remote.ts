@@ -152,7 +152,7 @@ export function register(program: Command): void {
     if (files.length > 1) await checkLayerFiles(files, (layers) => verifyLayers(layers, o.verifyChain));
     const b = progressBar('push', !o.json);
     try {
-      const { pushImage } = await import('../remote/push.ts');
+      const { pushImage } = await import('../image/push.ts');
       const r = await pushImage(files, ref, {
         ...remoteOptions(o),
         checkBase: async (base) => {

@@ -13,7 +13,7 @@ import type { ByteSource } from '../io/types.ts';
 import { verifyChain } from '../lsmt/stack.ts';
 import { openLayerSource, type OpenedLayer } from '../image/open.ts';
 import { ZFileChecksumError, ZFileFormatError } from '../zfile/errors.ts';
-import { openImageConfig } from '../remote/config.ts';
+import { openImageConfig } from '../image/config.ts';
 import { downloadBlob } from '../remote/download.ts';
 import { openRepository, resolveImage, type RemoteOptions } from '../remote/image.ts';
 import type { Descriptor } from '../remote/manifest.ts';

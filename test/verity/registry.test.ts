@@ -18,7 +18,7 @@ import { Stack } from '../../src/lsmt/stack.ts';
 import { openRemoteImage, type RemoteImage } from '../../src/remote/image.ts';
 import { isIndex, parseIndex } from '../../src/remote/manifest.ts';
 import { copyImage, pullImage } from '../../src/remote/pull.ts';
-import { pushImage } from '../../src/remote/push.ts';
+import { pushImage } from '../../src/image/push.ts';
 import { RegistryClient } from '../../src/remote/registry.ts';
 import { layerVerity, VerityAnnotation, VerityMediaType } from '../../src/verity/annotations.ts';
 import { addVerity } from '../../src/verity/add.ts';

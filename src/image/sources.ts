@@ -1,13 +1,13 @@
 /**
  * One entry point for `obd serve` and friends: a config.v1.json path, an `oci:DIR[:tag]`
  * or a registry reference → the image's outer layer sources bottom → top (to be peeled
- * tar → zfile → LSMT and stacked by src/image), plus the upper and trace settings.
+ * tar → zfile → LSMT and stacked by open.ts), plus the upper and trace settings.
  */
 import { isFile } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { openImageConfig, type DownloadConfig } from './config.ts';
-import { startBackgroundDownload } from './download.ts';
-import { openRemoteImage, type LazyOptions, type RemoteOptions } from './image.ts';
+import { startBackgroundDownload } from '../remote/download.ts';
+import { openRemoteImage, type LazyOptions, type RemoteOptions } from '../remote/image.ts';
 
 export interface ImageSources {
   /** What was opened (the config path or the normalised reference). */
