@@ -6,9 +6,9 @@
  * block status calls holes and zeros.
  */
 import net from 'node:net';
-import { InvalidArgumentError, OutOfRangeError } from '../io/errors.ts';
+import { InvalidArgumentError } from '../io/errors.ts';
 import type { BlockDevice, Extent } from '../io/types.ts';
-import { settleAll } from '../io/util.ts';
+import { checkRange, settleAll } from '../io/util.ts';
 import { NbdClientError } from './errors.ts';
 import type { NbdAddress } from './server.ts';
 import {
@@ -209,8 +209,9 @@ export class NbdClient implements BlockDevice {
     }
   }
 
+  /** A request past the export's end would be refused by the server after a round trip: say so here. */
   #check(offset: number, length: number): void {
-    if (offset < 0 || length < 0 || offset + length > this.size) throw new OutOfRangeError(this.name, offset, length, this.size);
+    checkRange(this.name, offset, length, this.size);
   }
 
   #send(type: number, offset: number, length: number, p: Omit<Pending, 'type' | 'offset' | 'length' | 'resolve' | 'reject'>): Promise<void> {

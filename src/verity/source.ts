@@ -7,6 +7,7 @@
 import { ShortReadError } from '../io/errors.ts';
 import { ForwardingSource } from '../io/forwarding.ts';
 import type { ByteSource } from '../io/types.ts';
+import { readable } from '../io/util.ts';
 import type { ChunkStore, DiskChunkStore } from '../remote/lazy-source.ts';
 import { VerityError } from './errors.ts';
 import { readExactly, type TreeVerifier } from './verifier.ts';
@@ -49,7 +50,7 @@ export class VerifyingSource extends ForwardingSource {
   }
 
   override async read(buf: Uint8Array, offset: number): Promise<number> {
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    const n = readable(buf, offset, this.size).length;
     if (n === 0) return 0;
     const chunk = this.verifier.chunk;
     const c0 = Math.floor(offset / chunk);
