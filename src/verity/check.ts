@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FileSource, isFile } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
+import { readAt } from '../io/util.ts';
 import { verifyChain } from '../lsmt/stack.ts';
 import { openLayerSource, type OpenedLayer } from '../image/open.ts';
 import { ZFileChecksumError, ZFileFormatError } from '../zfile/errors.ts';
@@ -64,10 +65,13 @@ interface Item {
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
+/** The whole of a (small) blob, a short one failing typed; the source is closed after. */
 async function readAll(src: ByteSource): Promise<Uint8Array> {
-  const b = new Uint8Array(src.size);
-  if ((await src.read(b, 0)) !== b.length) throw new Error(`${src.name}: ended before ${src.size} bytes`);
-  return b;
+  try {
+    return await readAt(src, 0, src.size);
+  } finally {
+    await src.close();
+  }
 }
 
 /** Checks the image `spec` names: layer files, a config.v1.json, `oci:DIR[:tag]` or a registry reference. */
