@@ -147,8 +147,13 @@ export const IMAGE_LOCATIONS: readonly ImageLocation[] = [
  * result is writable unless `readOnly`. Closing the device closes everything it opened.
  */
 export async function openImage(args: readonly string[], opts: ImageOptions = {}): Promise<BlockDevice> {
+  return (await locateImage(args)).open(args, opts);
+}
+
+/** Which kind of location a command's image arguments name: the one decision every command that takes an image makes. */
+export async function locateImage(args: readonly string[]): Promise<ImageLocation> {
   if (args.length === 0) throw new InvalidArgumentError('no image given: name layer files, a config.v1.json, oci:DIR or a registry reference');
-  for (const loc of IMAGE_LOCATIONS) if (await loc.matches(args)) return loc.open(args, opts);
+  for (const loc of IMAGE_LOCATIONS) if (await loc.matches(args)) return loc;
   throw new InvalidArgumentError(`no way to open ${args.join(' ')}`);
 }
 

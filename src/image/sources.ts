@@ -3,11 +3,11 @@
  * or a registry reference → the image's outer layer sources bottom → top (to be peeled
  * tar → zfile → LSMT and stacked by open.ts), plus the upper and trace settings.
  */
-import { isFile } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { openImageConfig, type DownloadConfig } from './config.ts';
 import { startBackgroundDownload } from '../remote/download.ts';
 import { openRemoteImage, type LazyOptions, type RemoteOptions } from '../remote/image.ts';
+import { locateImage } from './open.ts';
 
 export interface ImageSources {
   /** What was opened (the config path or the normalised reference). */
@@ -30,7 +30,7 @@ export interface ImageSources {
 }
 
 export async function openImageSources(spec: string, opts: RemoteOptions & LazyOptions = {}): Promise<ImageSources> {
-  return spec.endsWith('.json') && (await isFile(spec)) ? configSources(spec, opts) : referenceSources(spec, opts);
+  return (await locateImage([spec])).kind === 'config' ? configSources(spec, opts) : referenceSources(spec, opts);
 }
 
 /** The sources a config.v1.json names (local or remote lowers, its upper, trace and result file). */

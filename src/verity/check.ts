@@ -8,11 +8,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { FileSource, isFile } from '../io/file.ts';
+import { FileSource } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { readAt } from '../io/util.ts';
 import { verifyChain } from '../lsmt/stack.ts';
-import { openLayerSource, type OpenedLayer } from '../image/open.ts';
+import { locateImage, openLayerSource, type OpenedLayer } from '../image/open.ts';
 import { ZFileChecksumError, ZFileFormatError } from '../zfile/errors.ts';
 import { openImageConfig } from '../image/config.ts';
 import { downloadBlob } from '../remote/download.ts';
@@ -106,8 +106,9 @@ export async function checkImage(specs: readonly string[], opts: CheckOptions = 
 }
 
 async function itemsOf(specs: readonly string[], opts: CheckOptions, tmp: string, cleanup: Array<() => Promise<void>>): Promise<Item[]> {
-  const only = specs.length === 1 ? specs[0]! : undefined;
-  if (only?.endsWith('.json')) {
+  const kind = (await locateImage(specs)).kind;
+  const only = specs[0]!;
+  if (kind === 'config') {
     const cfg = await openImageConfig(only, opts);
     cleanup.push(() => cfg.close());
     return cfg.layers.map((src, i) => {
@@ -115,7 +116,7 @@ async function itemsOf(specs: readonly string[], opts: CheckOptions, tmp: string
       return { name: src.name, digest: lower?.digest, size: src.size, verity: undefined, open: async () => src };
     });
   }
-  if (only && !(await isFile(only))) {
+  if (kind === 'reference') {
     const r = await resolveReference(only);
     const repo = await openRepository(r, opts);
     cleanup.push(() => repo.close());
