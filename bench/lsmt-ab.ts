@@ -8,7 +8,7 @@
  * as well as by the wall clock: on a loaded machine the wall clock mostly measures the wait
  * for a CPU, the CPU time what the reads cost.
  *
- *   node bench/lsmt-ab.ts BEFORE_TREE AFTER_TREE [--rounds 10] [--reads 100000]
+ *   node bench/lsmt-ab.ts BEFORE_TREE AFTER_TREE [--rounds 10] [--reads 100000] [--layers 1,16,256]
  *
  * Each tree is a checkout of this repository (a git worktree) with node_modules. Layers as in
  * bench/lsmt.ts (1000 random 4 KiB extents per layer over a 1 GiB disk, seed 42), written by
@@ -26,7 +26,7 @@ const opt = (name: string, dflt: number): number => {
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
 const trees = args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--'));
-if (trees.length !== 2) throw new Error('usage: node bench/lsmt-ab.ts BEFORE_TREE AFTER_TREE [--rounds N] [--reads N]');
+if (trees.length !== 2) throw new Error('usage: node bench/lsmt-ab.ts BEFORE_TREE AFTER_TREE [--rounds N] [--reads N] [--layers 1,16,256]');
 const ROUNDS = opt('--rounds', 10);
 const Q = opt('--reads', 100_000);
 
@@ -58,7 +58,7 @@ const { writeSealedLayer } = await import(path.join(path.resolve(trees[1]!), 'sr
 
 const DISK = 1 << 30;
 const BLOCK = 4096;
-const Ns = [1, 16, 256];
+const Ns = args.includes('--layers') ? args[args.indexOf('--layers') + 1]!.split(',').map(Number) : [1, 16, 256];
 const dir = '/dev/shm/obd-bench-lsmt-ab';
 
 /** The layers of bench/lsmt.ts: same seed, same extents. */
