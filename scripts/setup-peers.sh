@@ -8,6 +8,9 @@ need=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
+# udev's default rule makes /dev/fuse 0666 on a Debian host; where no udev ran (a container),
+# do the same so `obd mount` works for normal users as it would there.
+if [ "$(id -u)" -eq 0 ] && [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then chmod 0666 /dev/fuse; fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "setup-peers: installing ${need[*]}" >&2
 sudo=""
