@@ -12,6 +12,9 @@ import { ExportTable, type NbdExportTable, type ResolvedExport } from './exports
 import { BufferPool } from './pool.ts';
 import { MAX_PAYLOAD_DEFAULT, nbdUri } from './protocol.ts';
 
+/** Connections over the limit kept open at once to be told why (the rest are closed at once). */
+const MAX_REFUSED = 64;
+
 export type NbdAddress = { socket: string } | { host: string; port: number };
 /** A listening socket handed over by a service manager (systemd socket activation), by descriptor. */
 export type NbdListenFd = { fd: number };
@@ -163,6 +166,11 @@ export class NbdServer {
     }
     socket.on('error', () => {});
     const over = this.#connections.size >= this.#maxConnections;
+    // Refusals are answered, but not without bound: past that, a connection is just closed.
+    if (over && this.#refused.size >= MAX_REFUSED) {
+      socket.destroy();
+      return;
+    }
     const conn = new NbdConnection(socket, this.#nextId++, this.#exports, this.#limits, {
       ...(over ? { refusal: `server is at its limit of ${this.#maxConnections} connection${this.#maxConnections === 1 ? '' : 's'}; try again later` } : {}),
       emit: (e) => {

@@ -102,7 +102,7 @@ export class ProxyRoutes {
     };
     this.#http = pick('http_proxy', 'HTTP_PROXY', 'all_proxy', 'ALL_PROXY');
     this.#https = pick('https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY');
-    this.#noProxy = new NoProxy(env.no_proxy ?? env.NO_PROXY ?? '');
+    this.#noProxy = new NoProxy(env.no_proxy || env.NO_PROXY || '');
   }
 
   /** The proxy for this URL, or undefined for a direct connection. */

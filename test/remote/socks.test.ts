@@ -231,6 +231,20 @@ describe('obd push, pull and serve --proxy socks5h://', () => {
     assert.ok(relay.bytesDown - mark > 0, 'lazy reads came through the proxy');
   });
 
+  test('without --proxy, ALL_PROXY sends obd through the proxy and NO_PROXY exempts the registry', async () => {
+    const ref = `localhost:${reg.port}/px/app:v1`;
+    const clean = { HTTPS_PROXY: '', https_proxy: '', HTTP_PROXY: '', http_proxy: '', all_proxy: '', no_proxy: '' };
+    let mark = relay.connections;
+    const via = await obd(['inspect', '--json', '--plain-http', ref], { env: { ...clean, ALL_PROXY: `socks5h://${cred}@${relay.host}`, NO_PROXY: '' } });
+    assert.equal(via.code, 0, via.stderr);
+    assert.ok(relay.connections > mark, 'ALL_PROXY was used');
+    mark = relay.connections;
+    const around = await obd(['inspect', '--json', '--plain-http', ref], { env: { ...clean, ALL_PROXY: `socks5h://${cred}@${relay.host}`, NO_PROXY: 'example.com,localhost' } });
+    assert.equal(around.code, 0, around.stderr);
+    assert.equal(relay.connections, mark, 'NO_PROXY exempted the registry');
+    assert.equal(JSON.parse(around.stdout).digest, JSON.parse(via.stdout).digest);
+  });
+
   test('an unsupported proxy scheme, from --proxy or the environment, is a clear error (exit 1)', async () => {
     const ref = `127.0.0.1:${reg.port}/px/app:v1`;
     const r = await obd(['inspect', '--plain-http', '--proxy', 'socks4://127.0.0.1:1080', ref]);
