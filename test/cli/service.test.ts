@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { MAIN, obd, serveJson } from '../helpers/cli.ts';
 import { FIXTURES, R } from '../helpers/recipes.ts';
 import { suiteTempDir } from '../helpers/temp.ts';
@@ -19,8 +19,20 @@ import { freePort } from '../remote/helpers/registry.ts';
 const L = (n: number) => path.join(FIXTURES, 'lsmt', `layer${n}.lsmt`);
 const ESHUTDOWN = 108;
 
+/** Resolves with the file's size once it reaches `min` bytes (polling; 10 s at most). */
+async function waitForSize(file: string, min: number): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const size = existsSync(file) ? statSync(file).size : 0;
+    if (size >= min || Date.now() > deadline) return size;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
 interface Activated {
   child: ChildProcess;
+  /** The first JSON line on stdout (`ready`), once it is there. */
+  ready: () => Promise<Record<string, unknown>>;
   stdout: () => string;
   stderr: () => string;
   exit: Promise<number | null>;
@@ -33,16 +45,31 @@ async function activate(where: string[], args: string[]): Promise<Activated> {
   let err = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (err += d));
+  started.add(child);
   const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const deadline = Date.now() + 10_000;
   while ((err.match(/Listening on/g) ?? []).length < where.length) {
     if (Date.now() > deadline || child.exitCode !== null) throw new Error(`systemd-socket-activate did not listen: ${err}`);
     await new Promise((r) => setTimeout(r, 20));
   }
-  return { child, stdout: () => out, stderr: () => err, exit };
+  const ready = async () => {
+    while (!out.includes('\n')) {
+      if (child.exitCode !== null) throw new Error(`obd serve exited: ${err}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return JSON.parse(out.slice(0, out.indexOf('\n'))) as Record<string, unknown>;
+  };
+  return { child, ready, stdout: () => out, stderr: () => err, exit };
 }
 
 const noActivate = missing('systemd-socket-activate', 'nbdinfo');
+
+/** Every server this file starts, killed at the end should a failed assertion leave one running. */
+const started = new Set<ChildProcess>();
+after(() => {
+  for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+const track = <T extends { child: ChildProcess }>(h: T): T => (started.add(h.child), h);
 
 describe('obd serve as a service', () => {
   const tmp = suiteTempDir('obd-svc-');
@@ -50,22 +77,28 @@ describe('obd serve as a service', () => {
   it('takes its socket from systemd socket activation (unix and TCP) and leaves the socket file to its owner', { skip: noActivate.length ? `missing ${noActivate.join(', ')}` : false }, async () => {
     const sock = path.join(tmp.path, 'act.sock');
     const a = await activate([sock], [L(1), '--json']);
-    const size = await run('nbdinfo', ['--size', `nbd+unix:///?socket=${sock}`]);
-    assert.equal(size.code, 0, size.stderr + a.stderr());
-    assert.equal(size.stdout.trim(), String(64 << 20));
-    const ready = JSON.parse(a.stdout().split('\n')[0]!);
-    assert.equal(ready.event, 'ready');
-    assert.equal(ready.socket, sock, 'the inherited socket is named by its path');
-    a.child.kill('SIGTERM');
+    try {
+      const size = await run('nbdinfo', ['--size', `nbd+unix:///?socket=${sock}`]);
+      assert.equal(size.code, 0, size.stderr + a.stderr());
+      assert.equal(size.stdout.trim(), String(64 << 20));
+      const ready = await a.ready();
+      assert.equal(ready.event, 'ready');
+      assert.equal(ready.socket, sock, 'the inherited socket is named by its path');
+    } finally {
+      a.child.kill('SIGTERM');
+    }
     assert.equal(await a.exit, 0, a.stderr());
     assert.ok(existsSync(sock), 'the manager\'s socket file is not removed');
 
     const port = await freePort();
     const t = await activate([`127.0.0.1:${port}`], [L(1), L(2), '--json']);
-    const info = await run('nbdinfo', ['--json', `nbd://127.0.0.1:${port}`]);
-    assert.equal(info.code, 0, info.stderr + t.stderr());
-    assert.equal(JSON.parse(t.stdout().split('\n')[0]!).port, port);
-    t.child.kill('SIGTERM');
+    try {
+      const info = await run('nbdinfo', ['--json', `nbd://127.0.0.1:${port}`]);
+      assert.equal(info.code, 0, info.stderr + t.stderr());
+      assert.equal((await t.ready()).port, port);
+    } finally {
+      t.child.kill('SIGTERM');
+    }
     assert.equal(await t.exit, 0);
   });
 
@@ -82,6 +115,7 @@ describe('obd serve as a service', () => {
     assert.match(both.stderr(), /leave out --socket and --listen/);
     // LISTEN_PID names another process: not ours, so the usual --socket applies.
     const child = spawn(process.execPath, [MAIN, 'serve', L(1), '--json', '--socket', path.join(tmp.path, 'own.sock')], { env: { ...process.env, LISTEN_FDS: '1', LISTEN_PID: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    started.add(child);
     const line = await new Promise<string>((resolve) => child.stdout!.once('data', (d) => resolve(String(d))));
     assert.equal(JSON.parse(line).socket, path.join(tmp.path, 'own.sock'));
     child.kill('SIGTERM');
@@ -90,7 +124,7 @@ describe('obd serve as a service', () => {
 
   it('--pid-file: written once listening, removed at exit; a file naming a running process is refused', async () => {
     const pidFile = path.join(tmp.path, 'obd.pid');
-    const s = await serveJson([L(1), '--socket', path.join(tmp.path, 'pid.sock'), '--pid-file', pidFile]);
+    const s = track(await serveJson([L(1), '--socket', path.join(tmp.path, 'pid.sock'), '--pid-file', pidFile]));
     assert.equal((await readFile(pidFile, 'utf8')).trim(), String(s.pid));
     const again = await obd(['serve', L(1), '--socket', path.join(tmp.path, 'pid2.sock'), '--pid-file', pidFile]);
     assert.equal(again.code, 1);
@@ -100,14 +134,14 @@ describe('obd serve as a service', () => {
     assert.ok(!existsSync(pidFile), 'removed at exit');
     // A stale file (its process is gone) is replaced.
     await writeFile(pidFile, '999999999\n');
-    const t = await serveJson([L(1), '--socket', path.join(tmp.path, 'pid3.sock'), '--pid-file', pidFile]);
+    const t = track(await serveJson([L(1), '--socket', path.join(tmp.path, 'pid3.sock'), '--pid-file', pidFile]));
     assert.equal((await readFile(pidFile, 'utf8')).trim(), String(t.pid));
     assert.equal(await t.stop(), 0);
   });
 
   it('--max-connections: one client too many is refused in the handshake with the reason; a freed slot serves again', async () => {
     const sock = path.join(tmp.path, 'max.sock');
-    const s = await serveJson([L(1), '--socket', sock, '--max-connections', '1']);
+    const s = track(await serveJson([L(1), '--socket', sock, '--max-connections', '1']));
     try {
       const first = await RawClient.connect({ socket: sock });
       await first.handshake();
@@ -149,7 +183,7 @@ describe('obd serve as a service', () => {
 
   it('--log-format json: every stderr line is one JSON object, from start to stop and for failures', async () => {
     const sock = path.join(tmp.path, 'log.sock');
-    const s = await serveJson([L(1), L(2), '--socket', sock, '--log-format', 'json', '-v']);
+    const s = track(await serveJson([L(1), L(2), '--socket', sock, '--log-format', 'json', '-v']));
     const c = await RawClient.connect({ socket: sock });
     await c.handshake();
     c.disconnect();
@@ -180,7 +214,7 @@ describe('obd serve as a service', () => {
     const data = path.join(tmp.path, 'term.data');
     const index = path.join(tmp.path, 'term.index');
     const sock = path.join(tmp.path, 'term.sock');
-    const s = await serveJson([L(1), L(2), '--writable', '--upper', data, index, '--socket', sock]);
+    const s = track(await serveJson([L(1), L(2), '--writable', '--upper', data, index, '--socket', sock]));
     const c = await RawClient.connect({ socket: sock });
     await c.handshake();
     const N = 64;
@@ -188,11 +222,12 @@ describe('obd serve as a service', () => {
     const payload = (i: number) => R(`term-${i}`, chunk);
     const cookies = new Map<bigint, number>();
     for (let i = 0; i < N; i++) cookies.set(c.request(CMD.WRITE, i * chunk * 3, chunk, { payload: payload(i) }), i);
+    // The signal lands while the server is still reading and writing that burst.
+    const wrote = await waitForSize(data, chunk);
     const acked: number[] = [];
     const shut: number[] = [];
-    let afterSignal = 0;
-    let signalled = false;
-    let t0 = 0;
+    const t0 = Date.now();
+    s.child.kill('SIGTERM');
     for (;;) {
       let r;
       try {
@@ -205,12 +240,6 @@ describe('obd serve as a service', () => {
       const error = r.kind === 'simple' ? r.error : r.type >= 2 ** 15 ? r.data.readUInt32BE(0) : 0;
       assert.ok(error === 0 || error === ESHUTDOWN, `write ${i}: error ${error}`);
       (error === 0 ? acked : shut).push(i);
-      if (signalled && error === 0) afterSignal++;
-      if (!signalled) {
-        signalled = true;
-        t0 = Date.now();
-        s.child.kill('SIGTERM');
-      }
     }
     const tReplies = Date.now() - t0;
     assert.equal(await s.exited, 0, s.stderr());
@@ -218,7 +247,7 @@ describe('obd serve as a service', () => {
     assert.ok(acked.length >= 1);
     assert.ok(acked.length + shut.length <= N);
     // Reopened read-only, every acknowledged write reads back.
-    const r = await serveJson([L(1), L(2), '--upper', data, index, '--socket', sock]);
+    const r = track(await serveJson([L(1), L(2), '--upper', data, index, '--socket', sock]));
     try {
       const rc = await RawClient.connect({ socket: sock });
       await rc.handshake();
@@ -228,6 +257,6 @@ describe('obd serve as a service', () => {
       assert.equal(await r.stop(), 0);
     }
     // Diagnostic: how much the shutdown let finish.
-    process.stderr.write(`# SIGTERM: ${acked.length} acknowledged (${afterSignal} after the signal), ${shut.length} ESHUTDOWN, ${N - acked.length - shut.length} unanswered; replies done ${tReplies} ms, exit ${tExit} ms after it\n`);
+    process.stderr.write(`# SIGTERM: ${acked.length} acknowledged, ${shut.length} ESHUTDOWN, ${N - acked.length - shut.length} unanswered (upper at ${wrote} bytes at the signal); replies done ${tReplies} ms, exit ${tExit} ms after it\n`);
   });
 });
