@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { writeFileAtomic } from '../io/atomic.ts';
-import { BusyError, NotFoundError, NotSupportedError, ObdError, PermissionError } from '../io/errors.ts';
+import { BusyError, NotFoundError, NotSupportedError, ObdError, PermissionError, type Errno } from '../io/errors.ts';
 import { addCacheOptions, addRemoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
 import { output } from './common.ts';
 
@@ -33,6 +33,15 @@ export type MountVia = 'loop' | 'fuse2fs';
 
 /** A mount or unmount step that failed: names the step and what its tool said. */
 export class MountError extends ObdError {}
+
+/** `obd serve` refused the image: its own error, passed on with its errno. */
+export class ServeStartError extends MountError {
+  override readonly errno: Errno;
+  constructor(message: string, errno: Errno) {
+    super(`obd serve: ${message}`);
+    this.errno = errno;
+  }
+}
 
 interface Proc {
   pid: number;
@@ -133,7 +142,9 @@ async function mountCommand(args: string[], opts: MountOptions): Promise<void> {
     if (opts.writable) serveArgs.push('--writable');
     state.serve = await startDaemon(process.execPath, serveArgs, path.join(work, 'serve.log'));
     await save();
-    await waitFor('obd serve', state.serve, path.join(work, 'serve.log'), async () => /"event":"ready"/.test(await readFile(path.join(work, 'serve.log'), 'utf8')));
+    await waitFor('obd serve', state.serve, path.join(work, 'serve.log'), async () => /"event":"ready"/.test(await readFile(path.join(work, 'serve.log'), 'utf8'))).catch(async (e: unknown) => {
+      throw (await serveFailure(path.join(work, 'serve.log'))) ?? e;
+    });
 
     // 2. The disk as a file.
     const disk = path.join(work, 'fuse', 'disk');
@@ -326,6 +337,20 @@ async function readState(work: string): Promise<MountState | undefined> {
   const s = JSON.parse(text) as MountState;
   if (s.version !== 1) throw new MountError(`${work}/state.json: unknown state version ${s.version}`);
   return s;
+}
+
+/** The `{"error": …}` line `obd serve --json` printed when it gave up, as an error. */
+async function serveFailure(logFile: string): Promise<Error | undefined> {
+  for (const line of (await readFile(logFile, 'utf8').catch(() => '')).split('\n')) {
+    if (!line.startsWith('{"error"')) continue;
+    try {
+      const { error } = JSON.parse(line) as { error: { code: Errno; message: string } };
+      return new ServeStartError(error.message, error.code);
+    } catch {
+      // Not the error line after all.
+    }
+  }
+  return undefined;
 }
 
 function lastLines(text: string, n = 5): string {

@@ -130,6 +130,11 @@ describe('obd mount as an unprivileged user (nbdfuse + fuse2fs)', { skip: userSk
     const none = await obdAsUser(['umount', 'mnt'], dir);
     assert.equal(none.code, 1);
     assert.match(none.stderr, /^obd: .*mnt: nothing mounted here by obd mount/m);
+    const bad = await obdAsUser(['mount', 'missing.lsmt', 'mnt'], dir);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^obd: obd serve: missing.lsmt: no such layer file$/m);
+    assert.ok(!mounted(path.join(dir, 'mnt')));
+    assert.match((await obdAsUser(['umount', 'mnt'], dir)).stderr, /nothing mounted here/, 'a failed mount leaves no state');
     const root = await obdAsUser(['mount', 'base.lsmt', 'mnt', '--via', 'loop'], dir);
     assert.equal(root.code, 1);
     assert.match(root.stderr, /--via loop needs root/);
