@@ -137,7 +137,7 @@ async function mountCommand(args: string[], opts: MountOptions): Promise<void> {
     // 1. The server, on a socket only this user can reach.
     const sock = path.join(work, 'serve.sock');
     // The server starts in this directory, so relative layer paths mean what they meant here.
-    const serveArgs = [OBD, 'serve', ...image, '--socket', sock, '--json', ...forwardedFlags(opts)];
+    const serveArgs = [OBD, 'serve', ...image, '--socket', sock, '--json', '--log-format', 'json', ...forwardedFlags(opts)];
     if (opts.upper) serveArgs.push('--upper', path.resolve(opts.upper[0]!), path.resolve(opts.upper[1]!));
     if (opts.writable) serveArgs.push('--writable');
     state.serve = await startDaemon(process.execPath, serveArgs, path.join(work, 'serve.log'));
@@ -180,8 +180,13 @@ async function umountCommand(dirArg: string, opts: { json?: boolean }): Promise<
   const work = await stateDir(dir);
   const state = await readState(work);
   if (!state) throw new NotFoundError(`${dir}: nothing mounted here by obd mount (no state in ${work})`);
-  await teardown(state);
-  await rm(work, { recursive: true, force: true });
+  try {
+    await teardown(state);
+  } finally {
+    // Once nothing it recorded is left running, the state has served its purpose, even when
+    // the last step reported a problem (a server that had died): a retry would find nothing.
+    if (!state.fuse2fs && !state.loop && !state.nbdfuse && !state.serve) await rm(work, { recursive: true, force: true });
+  }
   output(opts.json, { dir, unmounted: true, writable: state.writable }, () => `obd: unmounted ${dir}${state.writable ? '; the upper layer is flushed' : ''}`);
 }
 
@@ -213,14 +218,17 @@ async function teardown(state: MountState): Promise<void> {
     await save();
   }
   if (state.serve) {
-    if (await running(state.serve)) process.kill(state.serve.pid, 'SIGTERM');
+    const pid = state.serve.pid;
+    const wasRunning = await running(state.serve);
+    if (wasRunning) process.kill(pid, 'SIGTERM');
     await waitGone('obd serve', state.serve, log('serve'));
-    const text = await readFile(log('serve'), 'utf8').catch(() => '');
-    if (/"event":"ready"/.test(text) && !/"event":"stopped"/.test(text)) {
-      throw new MountError(`obd serve (pid ${state.serve.pid}) did not stop cleanly${state.writable ? '; the upper layer may lack the last writes' : ''}: ${lastLines(text)}`);
-    }
     state.serve = undefined;
     await save();
+    const text = await readFile(log('serve'), 'utf8').catch(() => '');
+    if (/"event":"ready"/.test(text) && !/"event":"stopped"/.test(text)) {
+      const how = wasRunning ? 'did not stop cleanly' : 'had already exited';
+      throw new MountError(`obd serve (pid ${pid}) ${how}${state.writable ? '; the upper layer may lack the last writes' : ''}: ${lastLines(text)}`);
+    }
   }
 }
 
@@ -353,8 +361,17 @@ async function serveFailure(logFile: string): Promise<Error | undefined> {
   return undefined;
 }
 
+/** The end of a log, for messages; JSON log lines are shortened to their message. */
 function lastLines(text: string, n = 5): string {
-  const lines = text.trim().split('\n').slice(-n);
+  const short = (l: string) => {
+    try {
+      const o = JSON.parse(l) as { msg?: unknown; event?: unknown; error?: { message?: unknown } };
+      return String(o.msg ?? o.error?.message ?? o.event ?? l);
+    } catch {
+      return l;
+    }
+  };
+  const lines = text.trim().split('\n').slice(-n).map(short);
   return lines.join(' | ').slice(0, 2000) || '(no output)';
 }
 

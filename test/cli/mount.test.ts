@@ -159,10 +159,13 @@ describe('obd mount as an unprivileged user (nbdfuse + fuse2fs)', { skip: userSk
 
 describe('obd mount as root (nbdfuse + loop + mount)', { skip: kernelSkipReason() }, () => {
   const tmp = suiteTempDir('obd-mount-root-');
+  let digests: Record<string, string>;
+  before(async () => {
+    digests = await makeImage(tmp.path);
+  });
 
   it('mounts through a loop device, reads the files, writes through --writable, and unmounts', async () => {
     const dir = tmp.path;
-    const digests = await makeImage(dir);
     const mnt = path.join(dir, 'mnt');
     await mkdir(mnt);
     const m = await obd(['mount', '--json', path.join(dir, 'base.lsmt'), mnt, '--writable', '--upper', path.join(dir, 'rw.data'), path.join(dir, 'rw.index')]);
@@ -188,5 +191,21 @@ describe('obd mount as root (nbdfuse + loop + mount)', { skip: kernelSkipReason(
     } finally {
       assert.equal((await obd(['umount', mnt])).code, 0);
     }
+  });
+  it('a mount whose server was killed: umount clears what is left, says what happened, and leaves no state', async () => {
+    const dir = tmp.path;
+    const mnt = path.join(dir, 'mnt2');
+    await mkdir(mnt);
+    const m = await obd(['mount', '--json', path.join(dir, 'base.lsmt'), mnt, '--via', 'fuse2fs']);
+    assert.equal(m.code, 0, m.stderr);
+    const info = JSON.parse(m.stdout) as { serve: number; nbdfuse: number; fuse2fs: number; state: string };
+    process.kill(info.serve, 'SIGKILL');
+    const u = await obd(['umount', mnt]);
+    assert.equal(u.code, 1);
+    assert.match(u.stderr, new RegExp(`^obd: obd serve \\(pid ${info.serve}\\) had already exited`, 'm'));
+    assert.ok(!mounted(mnt) && !mounted(path.join(info.state, 'fuse')));
+    for (const pid of [info.nbdfuse, info.fuse2fs]) assert.ok(!alive(pid), `pid ${pid} stopped`);
+    assert.ok(!existsSync(info.state));
+    assert.match((await obd(['umount', mnt])).stderr, /nothing mounted here/);
   });
 });
