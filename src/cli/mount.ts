@@ -74,7 +74,8 @@ export function register(program: Command): void {
   const mount = program
     .command('mount')
     .description('mount an image\'s filesystem on DIR (nbdfuse + loop + mount as root, nbdfuse + fuse2fs without root)')
-    .argument('<image...>', 'layer files bottom → top, or one config.v1.json, oci:DIR[:tag] or registry reference; the last argument is DIR')
+    .usage('[options] <image...> <dir>')
+    .argument('<image...>', 'layer files bottom → top, or one config.v1.json, oci:DIR[:tag] or registry reference; then DIR, the directory to mount on')
     .option('--writable', 'mount read-write, recording writes in the upper layer of --upper')
     .option('--upper <data index...>', 'upper layer: its data and index files (created when both are missing); written only with --writable')
     .addOption(new Option('--via <how>', 'loop device + mount(8) (needs root), or fuse2fs (any user with /dev/fuse; default without root)').choices(['loop', 'fuse2fs']))
