@@ -71,6 +71,8 @@ export type NbdEvent =
 export interface ConnectionHooks {
   emit(e: NbdEvent): void;
   shuttingDown(): boolean;
+  /** Why this connection gets nothing but refusals in the handshake, if it does. */
+  refusal?: string;
   /** Large read replies come from here and go back once written. */
   pool: BufferPool;
 }
@@ -251,6 +253,7 @@ export class NbdConnection {
           maxPayload: this.#limits.maxPayload,
           maxOptionLength: this.#limits.maxOptionLength,
           shuttingDown: () => this.#shutdown || this.#hooks.shuttingDown(),
+          refusal: () => this.#hooks.refusal,
         },
       );
       if (this.#phase !== HANDSHAKE) return;

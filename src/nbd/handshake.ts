@@ -67,6 +67,8 @@ export interface HandshakeOptions {
   /** Largest option payload accepted; a longer one ends the connection (a DoS guard). */
   maxOptionLength: number;
   shuttingDown(): boolean;
+  /** Why every option is refused, if it is (a connection over the server's limit). */
+  refusal?(): string | undefined;
 }
 
 const CONTEXTS: readonly [string, number][] = [
@@ -108,7 +110,7 @@ export async function negotiate(io: HandshakeIo, opts: HandshakeOptions): Promis
 
     if (option === OPT_EXPORT_NAME) {
       // No error reply exists for EXPORT_NAME: an unknown export can only end the session.
-      const exp = opts.shuttingDown() ? undefined : opts.exports.lookup(data.toString('utf8'));
+      const exp = opts.shuttingDown() || opts.refusal?.() ? undefined : opts.exports.lookup(data.toString('utf8'));
       if (!exp) throw new NbdDisconnect(`EXPORT_NAME: no export "${data.toString('utf8')}"`);
       const flags = transmissionFlags(exp, structured);
       const out = Buffer.alloc(noZeroes ? 10 : 134);
@@ -123,6 +125,11 @@ export async function negotiate(io: HandshakeIo, opts: HandshakeOptions): Promis
     }
     if (opts.shuttingDown()) {
       fail(REP_ERR_SHUTDOWN, 'server is shutting down');
+      continue;
+    }
+    const refused = opts.refusal?.();
+    if (refused !== undefined) {
+      fail(REP_ERR_POLICY, refused);
       continue;
     }
     switch (option) {
