@@ -11,6 +11,7 @@ import { NbdServerError } from './errors.ts';
 import { ExportTable, type NbdExportTable, type ResolvedExport } from './exports.ts';
 import { BufferPool } from './pool.ts';
 import { MAX_PAYLOAD_DEFAULT, nbdUri } from './protocol.ts';
+import { NbdTls, type NbdTlsOptions } from './tls.ts';
 
 export type NbdAddress = { socket: string } | { host: string; port: number };
 
@@ -24,10 +25,12 @@ export interface NbdServerOptions {
   maxInFlightBytes?: number;
   /** Reply bytes queued per connection before it stops reading (default 8 MiB). */
   maxBufferedBytes?: number;
-  /** Largest READ/WRITE length, advertised as the maximum block size (default 32 MiB). */
+  /** Largest READ/WRITE length, advertised as the maximum block size (default 64 MiB); longer requests get EINVAL. */
   maxPayload?: number;
   /** Time allowed for the handshake, in ms (default 30 s; 0 = unlimited). */
   handshakeTimeoutMs?: number;
+  /** STARTTLS with these credentials (`on`: when the client asks; `require`: nothing without it). */
+  tls?: NbdTlsOptions;
   /** Connection events: connects, chosen exports, protocol violations, device errors. */
   onEvent?: (e: NbdEvent) => void;
 }
@@ -44,6 +47,7 @@ export class NbdServer {
   readonly #exports: ExportTable;
   readonly #limits: ConnectionLimits;
   readonly #onEvent: (e: NbdEvent) => void;
+  readonly #tls: NbdTls | undefined;
   readonly #connections = new Set<NbdConnection>();
   /** Large reply buffers reused across connections (at most 64 MiB kept). */
   readonly #pool = new BufferPool(64 * 1024 * 1024);
@@ -68,6 +72,12 @@ export class NbdServer {
       maxDescriptors: 65536,
     };
     this.#onEvent = opts.onEvent ?? (() => {});
+    this.#tls = opts.tls ? new NbdTls(opts.tls) : undefined;
+  }
+
+  /** TLS mode clients meet. */
+  get tlsMode(): 'off' | 'on' | 'require' {
+    return this.#tls?.mode ?? 'off';
   }
 
   /** The exports offered, in order. */
@@ -91,10 +101,10 @@ export class NbdServer {
     return this.#connections.size;
   }
 
-  /** The NBD URI of an export, e.g. `nbd+unix:///name?socket=/run/obd.sock`. */
+  /** The NBD URI of an export, e.g. `nbd+unix:///name?socket=/run/obd.sock` (`nbds+unix://…` with TLS). */
   uri(exportName = ''): string {
     if (!this.#address) throw new NbdServerError('the server is not listening');
-    return nbdUri(this.#address, exportName);
+    return nbdUri(this.#address, exportName, this.#tls !== undefined);
   }
 
   /**
@@ -151,6 +161,7 @@ export class NbdServer {
       },
       shuttingDown: () => this.#closing !== undefined,
       pool: this.#pool,
+      tls: this.#tls,
     });
     this.#connections.add(conn);
     void conn.closed.then(() => this.#connections.delete(conn));
