@@ -2,7 +2,8 @@
  * `obd serve`'s TLS and exposure options: --tls off|on|require with X.509 (--tls-certificates
  * DIR, --tls-verify-peer) or pre-shared keys (--tls-psk FILE), as qemu-nbd and nbdkit take
  * them, and the rules for TCP: a warning when listening beyond loopback without required
- * TLS, and no writable export over TCP in the clear without --allow-insecure-writes.
+ * TLS, and no writable export over TCP in the clear without --allow-insecure-writes
+ * (docs/nbd.md §3).
  */
 import net from 'node:net';
 import path from 'node:path';

@@ -115,7 +115,8 @@ export const CHUNK_HEADER_SIZE = 20;
 /**
  * The default maximum payload, advertised in NBD_INFO_BLOCK_SIZE: 64 MiB, as nbdkit, above
  * the 32 MiB every client may use, so clients that ignore the advertisement and send bigger
- * requests (nbd-tester-client's integrityhuge: 47.6 MiB) are served, as nbd-server serves them.
+ * requests (nbd-tester-client's integrityhuge: 47.6 MiB) are served, as nbd-server serves them
+ * (docs/nbd.md §4).
  */
 export const MAX_PAYLOAD_DEFAULT = 64 * 1024 * 1024;
 export const MIN_BLOCK = 512;

@@ -3,7 +3,7 @@
  * upgrade of one plaintext connection to TLS. Credentials are either X.509 — a directory laid
  * out as qemu-nbd and nbdkit expect it (ca-cert.pem, server-cert.pem, server-key.pem) — or
  * pre-shared keys in psktool's `identity:hexkey` lines. One secure context is built when the
- * server starts and shared by every connection.
+ * server starts and shared by every connection. Modes and what clients meet: docs/nbd.md §1, §2.
  */
 import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
