@@ -156,6 +156,26 @@ describe('nbd over TLS', { timeout: 120_000, skip: absent.length ? `tools missin
     });
   });
 
+  it('a client that stalls in the TLS handshake is dropped by the handshake time limit', async () => {
+    const events: NbdEvent[] = [];
+    const server = new NbdServer({ exports: { stack }, tls: { mode: 'require', credentials: await loadPskFile(pki.psk) }, handshakeTimeoutMs: 300, onEvent: (e) => events.push(e) });
+    const addr = (await server.listen({ host: '127.0.0.1', port: 0 })) as { host: string; port: number };
+    try {
+      const c = await RawClient.connect(addr);
+      await c.greeting();
+      c.sendClientFlags(1);
+      c.sendOption(OPT.STARTTLS);
+      assert.equal((await c.optionReply()).type, REP.ACK);
+      // No ClientHello follows.
+      assert.ok(await c.closedByServer());
+      assert.ok(events.some((e) => e.type === 'protocol-error' && /handshake timed out/.test(e.message)));
+      for (let i = 0; i < 50 && server.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(server.connectionCount, 0, 'the connection is gone');
+    } finally {
+      await server.close();
+    }
+  });
+
   describe('certificates', () => {
     let srv: Listening;
     before(async () => {
