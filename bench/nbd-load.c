@@ -2,7 +2,7 @@
  * The one NBD client of bench/nbd-tls.ts: libnbd, so every server meets the same GnuTLS
  * client (fio's nbd engine cannot do TLS, and a Python libnbd loop tops out near 8 k
  * requests/s at depth 16, below the servers). Reads for SECONDS with DEPTH requests in
- * flight and prints requests/s and MB/s.
+ * flight and prints requests/s, MB/s and the number of requests.
  *
  *   nbd-load URI rand|seq BLOCK DEPTH SECONDS
  *
@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
     }
   }
   double t = now() - t0;
-  printf("%.1f %.2f\n", done / t, done * (double)block / t / 1e6);
+  printf("%.1f %.2f %" PRIu64 "\n", done / t, done * (double)block / t / 1e6, done);
   nbd_shutdown(h, 0);
   nbd_close(h);
   return 0;

@@ -14,7 +14,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -155,9 +155,21 @@ async function main(): Promise<void> {
     };
     for (const tls of [false, true]) servers.push(await ours(tls), await qemu(tls), await kit(tls));
 
+    // Server CPU time (user + system, all threads) from /proc: robust to other load on the
+    // machine where wall-clock rates are not.
+    const tick = 100;
+    const cpuSeconds = async (s: Server) => {
+      const f = (await readFile(`/proc/${s.child!.pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+      return (Number(f[11]) + Number(f[12])) / tick;
+    };
+    const cpu = new Map<string, number[]>();
     const run = async (s: Server, job: Job): Promise<number> => {
+      const c0 = await cpuSeconds(s);
       const out = await sh('taskset', ['-c', String(CPU_CLIENT), load, s.uri, ...job.args, String(RUNTIME)]);
-      const [iops, mbs] = out.trim().split(' ').map(Number);
+      const c1 = await cpuSeconds(s);
+      const [iops, mbs, count] = out.trim().split(' ').map(Number);
+      const key = `${s.name}|${job.key}`;
+      cpu.set(key, [...(cpu.get(key) ?? []), ((c1 - c0) / count!) * 1e6]);
       return job.unit === 'iops' ? iops! : mbs!;
     };
     // A connection through every server first, so TLS and page-cache warm-up stay out of the figures.
@@ -176,6 +188,7 @@ async function main(): Promise<void> {
       }
     }
     const med = (name: string, job: string) => median(samples.get(`${name}|${job}`) ?? [NaN]);
+    const cpuMed = (name: string, job: string) => median(cpu.get(`${name}|${job}`) ?? [NaN]);
     const fmt = (v: number) => (v >= 1000 ? v.toFixed(0) : v.toFixed(1));
     const rows = JOBS.map((j) => {
       const peers = ['qemu-nbd-tls', 'nbdkit-tls'].map((n) => med(n, j.key));
@@ -195,6 +208,14 @@ TLS_AES_128_GCM_SHA256). Client: bench/nbd-load.c (libnbd + GnuTLS) for all. Med
 are our TLS figure over our plaintext one, and over the better of qemu-nbd and nbdkit with TLS.
 
 ${table(['job', 'obd', 'obd TLS', 'qemu-nbd', 'qemu-nbd TLS', 'nbdkit', 'nbdkit TLS', 'obd TLS / obd', 'obd TLS / best peer TLS'], rows)}
+
+Server CPU time per request (user + system, µs; from /proc, so other load on the machine
+shifts it less than the rates above; lower is better):
+
+${table(
+  ['job', 'obd', 'obd TLS', 'qemu-nbd', 'qemu-nbd TLS', 'nbdkit', 'nbdkit TLS'],
+  JOBS.map((j) => [j.label.replace(/ \(.*\)/, ''), ...['obd', 'obd-tls', 'qemu-nbd', 'qemu-nbd-tls', 'nbdkit', 'nbdkit-tls'].map((n) => cpuMed(n, j.key).toFixed(1))]),
+)}
 `;
     await writeResults('nbd-tls', md);
   } finally {
