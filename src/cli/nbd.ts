@@ -11,8 +11,9 @@ import { NO_VERIFY_CHAIN, VERIFY_CHAIN, warn, withChainHint } from './chain.ts';
 import { onStopSignal } from './common.ts';
 import { argList, checkOutputs } from './outputs.ts';
 import { activatedSocket, addServiceOptions, SERVICE_HELP, serviceLog, writePidFile, type ServiceFlags, type ServiceLog } from './service.ts';
+import { addTlsOptions, clientUri, tlsPlan, TLS_EXAMPLES, type TlsFlags } from './nbd-tls.ts';
 
-interface ServeOptions extends RemoteFlags, CacheFlags, ServiceFlags {
+interface ServeOptions extends RemoteFlags, CacheFlags, ServiceFlags, TlsFlags {
   download?: boolean;
   downloadRate?: number;
   trace?: string;
@@ -50,7 +51,7 @@ export function register(program: Command): void {
     .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
     .option('--json', 'report on stdout as JSON lines: ready (once listening), error, stopping, stopped')
     .option('-v, --verbose', 'log connections and errors on stderr');
-  addServiceOptions(addCacheOptions(addRemoteOptions(cmd)))
+  addTlsOptions(addServiceOptions(addCacheOptions(addRemoteOptions(cmd))))
     .addHelpText(
       'after',
       `
@@ -64,6 +65,8 @@ Examples:
   obd serve oci:./images:v1 --socket /tmp/obd.sock
   obd serve localhost:5000/disks/vm1:v1 --cache-dir /var/cache/obd --writable --upper rw.data rw.index
 ${SERVICE_HELP}
+Over TLS (STARTTLS, as qemu-nbd and nbdkit):
+${TLS_EXAMPLES}
 `,
     )
     .action(serveAction);
@@ -105,6 +108,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   if (images.length === 0 && extra.length === 0) throw new InvalidArgumentError('nothing to serve: give an image, or --export NAME=IMAGE');
   if (opts.upper && opts.upper.length !== 2) throw new InvalidArgumentError('--upper takes two files: DATA INDEX');
   if ((opts.writable || opts.upper) && images.length === 0) throw new InvalidArgumentError('--writable/--upper apply to the main export: give its image');
+  const tlsp = await tlsPlan(opts, opts.listen, Boolean(opts.writable) && !opts.readOnly);
 
   const { openImage } = await import('../image/open.ts');
   const imageOpts: ImageOptions = {
@@ -128,7 +132,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
       if (!readOnly && !dev.writable) {
         throw new InvalidArgumentError(`--writable: ${dev.name} has no writable layer to record writes in; --upper DATA INDEX is missing`);
       }
-      table.set(mainName, { device: dev, readOnly, description: images.map((p) => path.basename(p)).join(' + ') });
+      table.set(mainName, { device: dev, readOnly, tlsOnly: tlsp.writableTlsOnly, description: images.map((p) => path.basename(p)).join(' + ') });
     }
     for (const spec of extra) {
       const eq = spec.indexOf('=');
@@ -148,6 +152,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   const server = new NbdServer({
     exports: table,
     defaultExport: images.length > 0 ? mainName : undefined,
+    tls: tlsp.tls,
     onEvent: opts.json ? (e) => jsonEvent(e, opts.verbose, log) : opts.verbose ? (e) => log.event(e) : undefined,
     maxConnections: opts.maxConnections,
   });
@@ -163,9 +168,12 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   }
 
   const listening = server.address!;
-  const exports = server.exports.map((e) => ({ ...e, uri: server.uri(e.name) }));
+  const exports = server.exports.map((e) => ({ ...e, uri: clientUri(server.uri(e.name), tlsp.uriHint) }));
   const where = 'socket' in listening ? `unix socket ${listening.socket}` : `${listening.host}:${listening.port}`;
-  const lines = [`obd: serving ${exports.length === 1 ? 'one export' : `${exports.length} exports`} on ${where}`];
+  for (const w of tlsp.warnings) warn(w);
+  const tlsNote = tlsp.tls ? `, TLS ${tlsp.tls.mode === 'require' ? 'required' : 'offered'} (${tlsp.tls.credentials.kind === 'psk' ? 'PSK' : 'X.509'})` : '';
+  const lines = [`obd: serving ${exports.length === 1 ? 'one export' : `${exports.length} exports`} on ${where}${tlsNote}`];
+  if (tlsp.writableTlsOnly) lines.push('obd: the writable export is offered only to clients that start TLS (--allow-insecure-writes lifts this)');
   for (const e of exports) {
     const name = e.name === '' ? '(default)' : e.name;
     lines.push(`  ${name}  ${formatSize(e.size)}  ${e.layers} layer${e.layers === 1 ? '' : 's'}  ${e.readOnly ? 'read-only' : 'writable'}  ${e.uri}`);
@@ -176,8 +184,8 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   const signals = onStopSignal('finishing running requests and closing');
   const pipeClosed = onOutputClosed();
   if (log.format === 'text') process.stderr.write(lines.join('\n') + '\n');
-  else log.log('info', 'serving', { ...listening, activated: activated !== undefined, pid: process.pid, maxConnections: opts.maxConnections, exports });
-  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, exports }) + '\n');
+  else log.log('info', 'serving', { ...listening, activated: activated !== undefined, pid: process.pid, maxConnections: opts.maxConnections, tls: server.tlsMode, exports });
+  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, tls: server.tlsMode, exports }) + '\n');
   const signal = await Promise.race([signals.stopped, pipeClosed]);
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');
   try {
@@ -241,8 +249,11 @@ function logEvent(e: NbdEvent): void {
     case 'connect':
       process.stderr.write(`obd: ${id} connected (${e.remote})\n`);
       break;
+    case 'tls':
+      process.stderr.write(`obd: ${id} TLS: ${e.peer}\n`);
+      break;
     case 'ready':
-      process.stderr.write(`obd: ${id} export "${e.export}"${e.structured ? ', structured replies' : ''}\n`);
+      process.stderr.write(`obd: ${id} export "${e.export}"${e.structured ? ', structured replies' : ''}${e.tls ? ', TLS' : ''}\n`);
       break;
     case 'disconnect':
       process.stderr.write(`obd: ${id} disconnected: ${e.reason}\n`);

@@ -11,6 +11,7 @@ import { NbdServerError } from './errors.ts';
 import { ExportTable, type NbdExportTable, type ResolvedExport } from './exports.ts';
 import { BufferPool } from './pool.ts';
 import { MAX_PAYLOAD_DEFAULT, nbdUri } from './protocol.ts';
+import { NbdTls, type NbdTlsOptions } from './tls.ts';
 
 /** Connections over the limit kept open at once to be told why (the rest are closed at once). */
 const MAX_REFUSED = 64;
@@ -29,7 +30,7 @@ export interface NbdServerOptions {
   maxInFlightBytes?: number;
   /** Reply bytes queued per connection before it stops reading (default 8 MiB). */
   maxBufferedBytes?: number;
-  /** Largest READ/WRITE length, advertised as the maximum block size (default 32 MiB). */
+  /** Largest READ/WRITE length, advertised as the maximum block size (default 64 MiB); longer requests get EINVAL. */
   maxPayload?: number;
   /** Time allowed for the handshake, in ms (default 30 s; 0 = unlimited). */
   handshakeTimeoutMs?: number;
@@ -38,6 +39,8 @@ export interface NbdServerOptions {
    * message naming the limit, for every option until it gives up (default: no limit).
    */
   maxConnections?: number;
+  /** STARTTLS with these credentials (`on`: when the client asks; `require`: nothing without it). */
+  tls?: NbdTlsOptions;
   /** Connection events: connects, chosen exports, protocol violations, device errors. */
   onEvent?: (e: NbdEvent) => void;
 }
@@ -54,6 +57,7 @@ export class NbdServer {
   readonly #exports: ExportTable;
   readonly #limits: ConnectionLimits;
   readonly #onEvent: (e: NbdEvent) => void;
+  readonly #tls: NbdTls | undefined;
   readonly #connections = new Set<NbdConnection>();
   /** Connections over the limit, answered with refusals until they leave. */
   readonly #refused = new Set<NbdConnection>();
@@ -86,6 +90,12 @@ export class NbdServer {
     const max = opts.maxConnections ?? Infinity;
     if (!(max === Infinity || (Number.isSafeInteger(max) && max >= 1))) throw new NbdServerError(`maxConnections ${max} must be a whole number >= 1`);
     this.#maxConnections = max;
+    this.#tls = opts.tls ? new NbdTls(opts.tls) : undefined;
+  }
+
+  /** TLS mode clients meet. */
+  get tlsMode(): 'off' | 'on' | 'require' {
+    return this.#tls?.mode ?? 'off';
   }
 
   /** The exports offered, in order. */
@@ -109,10 +119,10 @@ export class NbdServer {
     return this.#connections.size;
   }
 
-  /** The NBD URI of an export, e.g. `nbd+unix:///name?socket=/run/obd.sock`. */
+  /** The NBD URI of an export, e.g. `nbd+unix:///name?socket=/run/obd.sock` (`nbds+unix://…` with TLS). */
   uri(exportName = ''): string {
     if (!this.#address) throw new NbdServerError('the server is not listening');
-    return nbdUri(this.#address, exportName);
+    return nbdUri(this.#address, exportName, this.#tls !== undefined);
   }
 
   /**
@@ -182,6 +192,7 @@ export class NbdServer {
       },
       shuttingDown: () => this.#closing !== undefined,
       pool: this.#pool,
+      tls: this.#tls,
     });
     const set = over ? this.#refused : this.#connections;
     set.add(conn);
