@@ -11,6 +11,7 @@
  * for a before/after comparison in one run.
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -30,7 +31,9 @@ const RUNS = Number(args[args.indexOf('--runs') + 1] || 7) || 7;
 const LAYERS = 20;
 const WRITES = 1024;
 const OBD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'obd.js');
-const baseline = args.includes('--baseline') ? path.resolve(args[args.indexOf('--baseline') + 1]!, 'src', 'cli', 'main.ts') : undefined;
+// The launcher when the checkout has one (its strip and compile caches are part of start-up), else main.ts.
+const baseDir = args.includes('--baseline') ? path.resolve(args[args.indexOf('--baseline') + 1]!) : undefined;
+const baseline = baseDir && [path.join(baseDir, 'src', 'cli', 'obd.js'), path.join(baseDir, 'src', 'cli', 'main.ts')].find((f) => existsSync(f));
 const baseRev = baseline ? execFileSync('git', ['-C', path.dirname(baseline), 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() : '';
 const ENTRIES: [string, string][] = [['obd', OBD], ...(baseline ? [[`baseline ${baseRev}`, baseline] as [string, string]] : [])];
 

@@ -134,11 +134,18 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
   };
   try {
     const img = await resolveImage(opened.repo, referenceTarget(r), opts.platform);
-    for (const d of img.manifest.layers) {
-      const l = await openLayer(opened.repo, d, cache, opts, direct?.repo);
-      layers.push(l);
-      if (l instanceof LazySource) l.prefetchEnds();
-    }
+    // All layers at once: each open waits on its cache entry and tree, and every layer's
+    // head and tail fetches should leave in one wave rather than one layer after another.
+    const settled = await Promise.allSettled(
+      img.manifest.layers.map(async (d) => {
+        const l = await openLayer(opened.repo, d, cache, opts, direct?.repo);
+        if (l instanceof LazySource) l.prefetchEnds();
+        return l;
+      }),
+    );
+    for (const s of settled) if (s.status === 'fulfilled') layers.push(s.value);
+    const failed = settled.find((s) => s.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
     return {
       reference: formatReference(r),
       digest: img.digest,
