@@ -7,7 +7,8 @@
  * flattened export. Reports the server's peak RSS (VmHWM, reset between phases
  * through /proc/PID/clear_refs) and RSS at the end of each phase.
  *
- *   node bench/memory.ts [--runs N] [--baseline CHECKOUT]   (writes bench/results/memory.md)
+ *   node bench/memory.ts [--runs N] [--baseline CHECKOUT] [--node-flags "--max-semi-space-size=4"]
+ *   (writes bench/results/memory.md)
  *
  * --baseline serves with another checkout's `obd` alternately with this one.
  */
@@ -38,7 +39,13 @@ const OBD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src',
 const baseDir = args.includes('--baseline') ? path.resolve(args[args.indexOf('--baseline') + 1]!) : undefined;
 const baseline = baseDir && [path.join(baseDir, 'src', 'cli', 'obd.js'), path.join(baseDir, 'src', 'cli', 'main.ts')].find((f) => existsSync(f));
 const baseRev = baseDir ? execFileSync('git', ['-C', baseDir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() : '';
-const ENTRIES: [string, string][] = [['obd', OBD], ...(baseline ? [[`baseline ${baseRev}`, baseline] as [string, string]] : [])];
+/** --node-flags "F …": one more entry, this checkout's obd run with these Node options (e.g. a smaller young generation). */
+const nodeFlags = args.includes('--node-flags') ? args[args.indexOf('--node-flags') + 1]!.split(' ').filter(Boolean) : [];
+const ENTRIES: [string, string, string[]][] = [
+  ['obd', OBD, []],
+  ...(nodeFlags.length ? [[`obd, node ${nodeFlags.join(' ')}`, OBD, nodeFlags] as [string, string, string[]]] : []),
+  ...(baseline ? [[`baseline ${baseRev}`, baseline, []] as [string, string, string[]]] : []),
+];
 
 interface Sample {
   readyRss: number;
@@ -66,10 +73,10 @@ async function readWhole(uri: string, want: string, copy: string): Promise<numbe
   return ms;
 }
 
-async function serveAndRead(obd: string, ref: string, dir: string, want: string): Promise<Sample> {
+async function serveAndRead(obd: string, flags: string[], ref: string, dir: string, want: string): Promise<Sample> {
   const cache = await mkdtemp(path.join(dir, 'cache-'));
   const socket = path.join(dir, `s-${process.hrtime.bigint()}.sock`);
-  const child = spawn(process.execPath, [obd, 'serve', ref, '--socket', socket, '--cache-dir', cache, '--cache-size', '8G', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...flags, obd, 'serve', ref, '--socket', socket, '--cache-dir', cache, '--cache-size', '8G', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr.on('data', (d) => (err += d));
   try {
@@ -137,7 +144,7 @@ try {
   for (const f of files) await rm(f);
 
   const samples: Sample[][] = ENTRIES.map(() => []);
-  for (let r = 0; r < RUNS; r++) for (let i = 0; i < ENTRIES.length; i++) samples[i]!.push(await serveAndRead(ENTRIES[i]![1], ref, dir, want));
+  for (let r = 0; r < RUNS; r++) for (let i = 0; i < ENTRIES.length; i++) samples[i]!.push(await serveAndRead(ENTRIES[i]![1], ENTRIES[i]![2], ref, dir, want));
   const mb = (xs: number[]) => `${median(xs).toFixed(0)} MB`;
   const s = (x: number) => `${(x / 1000).toFixed(1)} s`;
   const rows = ENTRIES.map(([who], i) => {

@@ -247,10 +247,13 @@ export class RegistryRepository implements Repository {
         client.multiRange = false;
       });
     }
-    await Promise.all(parts.filter((p) => !p.done).map(async (p) => {
-      await this.readRange(digest, p.buf, p.offset, blobSize);
-      p.done = true;
-    }));
+    const rest = parts.filter((p) => !p.done);
+    await Promise.all(
+      rest.map(async (p) => {
+        await this.readRange(digest, p.buf, p.offset, blobSize);
+        p.done = true;
+      }),
+    );
   }
 
   /** Streams the blob from `offset`, resuming with a Range request after a broken connection. */
