@@ -212,7 +212,7 @@ export class LiveDisk {
     if (opts.push) {
       const { resolveReference } = await import('../remote/reference.ts');
       await resolveReference(opts.push);
-      this.#pushableFiles(1);
+      this.#pushableFiles(1, true);
     }
 
     // 1–4: the switch. Reads go on throughout; writes wait only here.
@@ -262,6 +262,10 @@ export class LiveDisk {
     if (commitFile) {
       const file = commitFile;
       const t1 = performance.now();
+      // Sealed layers a crash left uncommitted go first, so the stack ends up all committed.
+      for (const l of this.#layers) {
+        if (l.kind === 'writable' && l !== sealed) await this.#commitSealed(l, path.join(path.dirname(l.rw.dataPath), `layer-${l.rw.uuid.slice(0, 8)}.lsmt`), { tag: opts.tag });
+      }
       const stats = await this.#commitSealed(sealed, file, opts);
       result.layer.file = file;
       result.commit = { file, bytes: stats.fileBytes, dataBytes: stats.dataBytes, ms: performance.now() - t1 };
@@ -332,8 +336,9 @@ export class LiveDisk {
   }
 
   /** The lowers' files for a push; `pending` more layers are about to be committed on top. */
-  #pushableFiles(pending: number): string[] {
+  #pushableFiles(pending: number, committing = false): string[] {
     return this.#layers.map((l, i) => {
+      if (committing && l.kind === 'writable') return l.entry.data;
       if (l.kind !== 'sealed' || !l.entry.file) {
         const what = l.kind === 'writable' ? `${l.entry.data}, sealed but not committed` : `${l.entry.digest ?? '?'}, not a local file`;
         throw new NotSupportedError(`layer ${i + 1} of ${this.#layers.length + pending} (${what}) cannot be pushed: push needs every lower as a committed local layer file`);
