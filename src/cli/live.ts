@@ -4,6 +4,7 @@
  * (human or --json) and exits non-zero when the server refuses or fails it.
  */
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';
 import { controlRequest, type ControlTarget } from '../live/client.ts';
@@ -56,7 +57,7 @@ Examples:
       const t = await target(o);
       const body: Record<string, unknown> = {};
       if (o.export !== undefined) body.export = o.export;
-      if (o.commit) body.commit = o.commit;
+      if (o.commit) body.commit = path.resolve(o.commit);
       if (o.compress) body.compress = o.compress;
       if (o.push) body.push = o.push;
       if (o.tag) body.tag = o.tag;

@@ -26,7 +26,7 @@ export interface ControlTarget {
 /** Sends one request and resolves the JSON answer; a 4xx/5xx answer rejects with ControlError. */
 export function controlRequest(target: ControlTarget, method: 'GET' | 'POST', route: string, body?: unknown, timeoutMs = 0): Promise<Record<string, unknown>> {
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-  const headers: Record<string, string | number> = { Accept: 'application/json' };
+  const headers: Record<string, string | number> = { Accept: 'application/json', Connection: 'close' };
   if (payload) Object.assign(headers, { 'Content-Type': 'application/json', 'Content-Length': payload.length });
   if (target.token) headers.Authorization = `Bearer ${target.token}`;
   let where: http.RequestOptions;
@@ -36,7 +36,8 @@ export function controlRequest(target: ControlTarget, method: 'GET' | 'POST', ro
     where = { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 80) };
   } else where = { socketPath: target.address };
   return new Promise((resolve, reject) => {
-    const req = http.request({ ...where, method, path: route, headers, timeout: timeoutMs || undefined }, (res) => {
+    // One request per connection: a CLI client exits right after, and nothing lingers.
+    const req = http.request({ ...where, method, path: route, headers, agent: false, timeout: timeoutMs || undefined }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);

@@ -5,7 +5,7 @@
  * failure is caught, bodies are bounded, idle and slow connections are cut.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { chmod, lstat, stat, unlink } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, rename, rm, stat, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -94,14 +94,20 @@ export class ControlServer {
       const dir = path.dirname(path.resolve(addr.socket));
       if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new InvalidArgumentError(`cannot listen on ${addr.socket}: no such directory ${dir}`);
       await removeStale(addr.socket);
-      // The socket is created with the umask in force: none but the owner may connect, from the first moment.
-      const mask = process.umask(0o177);
+      // Bound inside a fresh 0700 directory, made 0600, then renamed into place: nobody but the
+      // owner can connect at any moment (the umask cannot be set in worker threads).
+      const tmp = await mkdtemp(path.join(dir, '.obd-control-'));
       try {
-        await this.#bind(() => this.#server.listen(addr.socket));
+        const inner = path.join(tmp, 's');
+        await this.#bind(() => this.#server.listen(inner));
+        await chmod(inner, 0o600);
+        await rename(inner, addr.socket);
+      } catch (e) {
+        this.#server.close();
+        throw e;
       } finally {
-        process.umask(mask);
+        await rm(tmp, { recursive: true, force: true });
       }
-      await chmod(addr.socket, 0o600);
       this.#address = { socket: addr.socket };
     } else {
       if (!LOOPBACK.test(addr.host)) throw new InvalidArgumentError(`the control API listens on loopback only (127.0.0.1 or ::1), not ${addr.host}`);

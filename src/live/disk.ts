@@ -36,7 +36,7 @@ type LiveLayer =
   | { kind: 'writable'; entry: LowerConfig & { data: string; index: string; obdSnapshot?: boolean }; layer: Layer; rw: WritableLayer };
 
 export interface SnapshotOptions {
-  /** Commit the sealed upper into this file (default with push: next to the upper). */
+  /** Commit the sealed upper into this file (relative: to the upper's directory; default with push: next to the upper). */
   commit?: string;
   /** Compress the committed layer (zfile). */
   compress?: 'lz4' | 'zstd';
@@ -193,6 +193,14 @@ export class LiveDisk {
     return run;
   }
 
+  /** Resolves once no snapshot, compaction or resize is running or queued. */
+  async idle(): Promise<void> {
+    for (let b = this.#busy; ; b = this.#busy) {
+      await b;
+      if (b === this.#busy) return;
+    }
+  }
+
   snapshot(opts: SnapshotOptions = {}): Promise<SnapshotResult> {
     if (opts.compress && !opts.commit && !opts.push) throw new InvalidArgumentError('--compress needs --commit FILE or --push REF');
     return this.#exclusive('snapshot', () => this.#snapshot(opts));
@@ -206,7 +214,7 @@ export class LiveDisk {
     const short = uuid.slice(0, 8);
     const next: UpperRecord = { data: path.join(dir, `upper-${short}.data`), index: path.join(dir, `upper-${short}.index`), obdSnapshot: true };
     const sealedEntry = { data: old.dataPath, index: old.indexPath, ...(oldEntry.obdSnapshot ? { obdSnapshot: true } : {}) };
-    const commitFile = opts.commit || opts.push ? path.resolve(opts.commit ?? path.join(dir, `layer-${old.uuid.slice(0, 8)}.${opts.compress ? 'zfile' : 'lsmt'}`)) : undefined;
+    const commitFile = opts.commit || opts.push ? path.resolve(dir, opts.commit ?? `layer-${old.uuid.slice(0, 8)}.${opts.compress ? 'zfile' : 'lsmt'}`) : undefined;
     // What would fail after the switch is checked before it.
     if (commitFile && (await isFile(commitFile))) throw new InvalidArgumentError(`${commitFile}: already exists (refusing to overwrite a layer)`);
     if (opts.push) {
