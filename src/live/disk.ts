@@ -3,14 +3,15 @@
  * through an indirection device, whose stack changes while clients stay connected.
  *
  * Snapshot, in order (each step durable before the next):
- *   1. hold writes at the top and wait for running ones; flush the upper;
- *   2. create a new empty upper (fresh uuid, parent = the old upper's uuid);
+ *   1. create a new empty upper (fresh uuid, parent = the old upper's uuid), unrecorded;
+ *   2. hold writes at the top and wait for running ones; flush the old upper;
  *   3. record lowers + old upper (read-only) + new upper, by atomic rename;
- *   4. point the top at the new upper and let writes through  ← the only pause;
- *   5. in the background of I/O: commit the old upper into a sealed layer (uuid kept, so
- *      the new upper's parent still names it), record the stack with it in the old upper's
- *      place, switch the new upper's lower to it, close and (if a snapshot made them)
- *      delete the old upper's files; then push lowers + the new layer.
+ *   4. point the top at the new upper and let writes through  ← the only pause (2–4);
+ *   5. in the background of I/O: merge the old upper's index into the lowers' lookup;
+ *      commit the old upper into a sealed layer (uuid kept, so the new upper's parent
+ *      still names it), record the stack with it in the old upper's place, switch the new
+ *      upper's lower to it, close and (if a snapshot made them) delete the old upper's
+ *      files; then push lowers + the new layer.
  * A crash before 3 restarts on the old record (the old upper was flushed, the new files are
  * unreferenced); after 3 on the new one, whose upper holds every write acknowledged since.
  */
@@ -214,7 +215,10 @@ export class LiveDisk {
     const short = uuid.slice(0, 8);
     const next: UpperRecord = { data: path.join(dir, `upper-${short}.data`), index: path.join(dir, `upper-${short}.index`), obdSnapshot: true };
     const sealedEntry = { data: old.dataPath, index: old.indexPath, ...(oldEntry.obdSnapshot ? { obdSnapshot: true } : {}) };
-    const commitFile = opts.commit || opts.push ? path.resolve(dir, opts.commit ?? `layer-${old.uuid.slice(0, 8)}.${opts.compress ? 'zfile' : 'lsmt'}`) : undefined;
+    // A pushed layer is committed the way it ships (lz4 zfile in a tar unless -z says otherwise), so the push only digests it.
+    const compress = opts.compress ?? (opts.push ? 'lz4' : undefined);
+    const tar = Boolean(opts.push);
+    const commitFile = opts.commit || opts.push ? path.resolve(dir, opts.commit ?? `layer-${old.uuid.slice(0, 8)}.${tar ? 'tar' : compress ? 'zfile' : 'lsmt'}`) : undefined;
     // What would fail after the switch is checked before it.
     if (commitFile && (await isFile(commitFile))) throw new InvalidArgumentError(`${commitFile}: already exists (refusing to overwrite a layer)`);
     if (opts.push) {
@@ -222,35 +226,32 @@ export class LiveDisk {
       await resolveReference(opts.push);
       this.#pushableFiles(1, true);
     }
+    // The new upper exists before the switch but is recorded only in it: a crash before leaves
+    // two empty unrecorded files. Until the merged stack is built, its lower is the old upper.
+    const lower = new SwitchDevice(old);
+    const upper = await WritableLayer.create(next.data, next.index, { virtualSize: old.size, uuid, parentUuid: old.uuid, lower, ownsLower: false });
 
     // 1–4: the switch. Reads go on throughout; writes wait only here.
     const t0 = performance.now();
     await this.device.quiesce();
-    let upper: WritableLayer | undefined;
-    let stack: Stack;
-    let lower: SwitchDevice;
-    let sealed: Extract<LiveLayer, { kind: 'writable' }>;
-    let layers: LiveLayer[];
     try {
       await old.flush();
-      // The old upper takes no more writes, so its table now is its final content.
-      sealed = { kind: 'writable', entry: sealedEntry, layer: writableAsLayer(old), rw: old };
-      layers = [...this.#layers, sealed];
-      stack = new Stack(layers.map((l) => l.layer), { ownsSources: false });
-      lower = new SwitchDevice(stack);
-      upper = await WritableLayer.create(next.data, next.index, { virtualSize: old.size, uuid, parentUuid: old.uuid, lower, ownsLower: false });
-      await writeRecord(this.recordPath, this.#recordOf(layers, next));
+      await writeRecord(this.recordPath, this.#recordOf([...this.#layers.map((l) => l.entry), sealedEntry], next));
     } catch (e) {
-      if (upper) {
-        await upper.close().catch(() => {});
-        await Promise.all([rm(next.data, { force: true }), rm(next.index, { force: true })]);
-      }
       this.device.release();
+      await upper.close().catch(() => {});
+      await Promise.all([rm(next.data, { force: true }), rm(next.index, { force: true })]);
       throw e;
     }
     this.device.swap(upper);
     this.device.release();
     const pauseMs = performance.now() - t0;
+    // The old upper takes no more writes, so its table now is its final content.
+    const sealed: Extract<LiveLayer, { kind: 'writable' }> = { kind: 'writable', entry: sealedEntry, layer: writableAsLayer(old), rw: old };
+    const layers = [...this.#layers, sealed];
+    const stack = new Stack(layers.map((l) => l.layer), { ownsSources: false });
+    // One merged lookup instead of the upper-over-stack chain; the old upper stays open (the pair lower reads its file).
+    lower.swap(stack);
     this.#layers = layers;
     this.#stack = stack;
     this.#lower = lower;
@@ -274,7 +275,7 @@ export class LiveDisk {
       for (const l of this.#layers) {
         if (l.kind === 'writable' && l !== sealed) await this.#commitSealed(l, path.join(path.dirname(l.rw.dataPath), `layer-${l.rw.uuid.slice(0, 8)}.lsmt`), { tag: opts.tag });
       }
-      const stats = await this.#commitSealed(sealed, file, opts);
+      const stats = await this.#commitSealed(sealed, file, { tag: opts.tag, compress, tar });
       result.layer.file = file;
       result.commit = { file, bytes: stats.fileBytes, dataBytes: stats.dataBytes, ms: performance.now() - t1 };
       opts.onPhase?.('committed', result.commit);
@@ -290,7 +291,7 @@ export class LiveDisk {
   }
 
   /** Commits a sealed writable lower into `file` and puts the committed layer in its place. */
-  async #commitSealed(sealed: Extract<LiveLayer, { kind: 'writable' }>, file: string, opts: SnapshotOptions): Promise<CommitStats & { fileBytes: number }> {
+  async #commitSealed(sealed: Extract<LiveLayer, { kind: 'writable' }>, file: string, opts: { tag?: string; compress?: 'lz4' | 'zstd'; tar?: boolean }): Promise<CommitStats & { fileBytes: number }> {
     const rw = sealed.rw;
     const id = { uuid: rw.uuid, parentUuid: rw.parentUuid, userTag: opts.tag };
     const stats = await writeAtomic(file, async (tmp) => {
@@ -299,7 +300,7 @@ export class LiveDisk {
         return { ...s, fileBytes: s.fileSize };
       }
       const { ZFileWriter } = await import('../zfile/writer.ts');
-      const zw = await ZFileWriter.create(tmp, { algorithm: opts.compress, crc: true, overwriteHeader: true });
+      const zw = await ZFileWriter.create(tmp, { algorithm: opts.compress, crc: true, overwriteHeader: true, tar: opts.tar });
       try {
         const s = await commitWritable(rw, zw, id);
         const z = await zw.finish();
@@ -316,7 +317,7 @@ export class LiveDisk {
     let stack: Stack;
     try {
       stack = new Stack(layers.map((l) => l.layer), { ownsSources: false });
-      await writeRecord(this.recordPath, this.#recordOf(layers, this.#upperEntry));
+      await writeRecord(this.recordPath, this.#recordOf(layers.map((l) => l.entry), this.#upperEntry));
     } catch (e) {
       await opened.source.close();
       throw e;
@@ -355,8 +356,8 @@ export class LiveDisk {
     });
   }
 
-  #recordOf(layers: readonly LiveLayer[], upper: UpperRecord): StackRecord {
-    return { ...this.#record, lowers: layers.map((l) => l.entry), upper };
+  #recordOf(lowers: readonly StackRecord['lowers'][number][], upper: UpperRecord): StackRecord {
+    return { ...this.#record, lowers: [...lowers], upper };
   }
 
   /** Online compaction of the upper (the writable layer's own compact). */
