@@ -300,7 +300,8 @@ export class LiveDisk {
         return { ...s, fileBytes: s.fileSize };
       }
       const { ZFileWriter } = await import('../zfile/writer.ts');
-      const zw = await ZFileWriter.create(tmp, { algorithm: opts.compress, crc: true, overwriteHeader: true, tar: opts.tar });
+      // Worker threads compress, so the event loop keeps answering NBD requests meanwhile.
+      const zw = await ZFileWriter.create(tmp, { algorithm: opts.compress, crc: true, overwriteHeader: true, tar: opts.tar, threads: 2 });
       try {
         const s = await commitWritable(rw, zw, id);
         const z = await zw.finish();
