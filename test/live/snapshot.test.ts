@@ -5,11 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { openImage } from '../../src/image/open.ts';
-import { obd } from '../helpers/cli.ts';
+import { obd, serveJson } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/temp.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
 import { VSIZE, baseLayer, connect, mustFlush, mustRead, mustWrite, pattern, serveLive } from './helpers.ts';
@@ -138,6 +138,37 @@ describe('live snapshot', { timeout: 120_000 }, () => {
       c.disconnect();
     } finally {
       await live.serve.stop();
+    }
+  });
+
+  it('a served config.v1.json is its own record: the snapshot renames a new config over it', async (t) => {
+    const dir = await tempDir(t, 'obd-live-config-');
+    const { raw, layer } = await baseLayer(dir);
+    const config = path.join(dir, 'config.v1.json');
+    await writeFile(config, JSON.stringify({ lowers: [{ file: 'base.lsmt' }], upper: { data: 'rw.data', index: 'rw.index' }, resultFile: 'result' }));
+    const socket = path.join(dir, 's.sock');
+    const control = path.join(dir, 'c.sock');
+    let serve = await serveJson([config, '--writable', '--socket', socket, '--control', control]);
+    try {
+      const c = await connect(socket);
+      const A = pattern('cA', 64 << 10);
+      await mustWrite(c, 0, A);
+      const commit = path.join(dir, 'mon.lsmt');
+      const s = await obd(['snapshot', '--control', control, '--commit', commit, '--json']);
+      assert.equal(s.code, 0, s.stderr + s.stdout);
+      const doc = JSON.parse(await readFile(config, 'utf8'));
+      assert.deepEqual(doc.lowers, [{ file: layer }, { file: commit }]);
+      assert.equal(doc.resultFile, 'result', 'the config keeps its other fields');
+      c.disconnect();
+      assert.equal(await serve.stop(), 0, serve.stderr());
+      // Plain obd serve (no control) reads the renamed config: base + the committed layer + the new upper.
+      serve = await serveJson([config, '--socket', socket]);
+      const c2 = await connect(socket);
+      assert.deepEqual(await mustRead(c2, 0, 64 << 10), A);
+      assert.deepEqual(await mustRead(c2, 1 << 20, 4096), raw.subarray(1 << 20, (1 << 20) + 4096));
+      c2.disconnect();
+    } finally {
+      await serve.stop();
     }
   });
 
