@@ -28,6 +28,7 @@ import { Stack } from '../lsmt/stack.ts';
 import { WritableLayer, type WritableStats } from '../lsmt/writable.ts';
 import type { ImageOptions } from '../image/open.ts';
 import type { LowerConfig } from '../remote/config.ts';
+import { RemoteNotFoundError } from '../remote/errors.ts';
 import type { PushOptions, PushResult } from '../remote/push.ts';
 import { isWritableLower, readRecord, writeRecord, type StackRecord, type UpperRecord } from './record.ts';
 import { SwitchDevice } from './switch.ts';
@@ -102,8 +103,6 @@ export class LiveDisk {
   #busyWith: string | undefined;
   #snapshots = 0;
   #lastSnapshot: SnapshotResult | undefined;
-  /** The last push: its reference and how many lowers it held, to append only the new layer next time. */
-  #lastPush: { reference: string; layers: number } | undefined;
   #closed = false;
 
   private constructor(recordPath: string, record: StackRecord, layers: LiveLayer[], stack: Stack, lower: SwitchDevice, upper: WritableLayer, upperEntry: UpperRecord, closeBase: () => Promise<void>) {
@@ -300,8 +299,9 @@ export class LiveDisk {
         return { ...s, fileBytes: s.fileSize };
       }
       const { ZFileWriter } = await import('../zfile/writer.ts');
-      // Worker threads compress, so the event loop keeps answering NBD requests meanwhile.
-      const zw = await ZFileWriter.create(tmp, { algorithm: opts.compress, crc: true, overwriteHeader: true, tar: opts.tar, threads: 2 });
+      // On this thread: the shared worker pool, once used, keeps a long-running server from
+      // exiting (a worker's message port stays referenced), so `obd serve` would hang at stop.
+      const zw = await ZFileWriter.create(tmp, { algorithm: opts.compress, crc: true, overwriteHeader: true, tar: opts.tar });
       try {
         const s = await commitWritable(rw, zw, id);
         const z = await zw.finish();
@@ -333,15 +333,36 @@ export class LiveDisk {
     return stats;
   }
 
-  /** Pushes lowers (all committed files) to `ref`, appending onto the last push when it holds every lower but the newest. */
+  /**
+   * Pushes lowers (all committed files) to `ref`. When the last push (recorded, so it
+   * survives restarts) holds every lower but the newest, and the registry still has that
+   * image with the same layers, the new image is that one plus the new layer: nothing else
+   * is read or uploaded. Otherwise every lower is prepared (layers already there are skipped).
+   */
   async #push(ref: string, opts: Omit<PushOptions, 'append' | 'base'>): Promise<PushResult> {
     const files = this.#pushableFiles(0);
     const [{ pushImage, sameRepository }, { resolveReference }] = await Promise.all([import('../remote/push.ts'), import('../remote/reference.ts')]);
-    const last = this.#lastPush;
+    const last = this.#record.obdPushed;
     const target = await resolveReference(ref);
-    const onto = last && last.layers === files.length - 1 && sameRepository(await resolveReference(last.reference), target) ? last.reference : undefined;
-    const r = onto ? await pushImage(files.slice(-1), ref, { ...opts, base: onto }) : await pushImage(files, ref, opts);
-    this.#lastPush = { reference: r.reference, layers: files.length };
+    const onto = last && last.digests.length === files.length - 1 && sameRepository(await resolveReference(last.reference), target) ? last.reference : undefined;
+    let r: PushResult | undefined;
+    if (onto) {
+      const stale = new Error('the image pushed last has other layers now');
+      try {
+        r = await pushImage(files.slice(-1), ref, {
+          ...opts,
+          base: onto,
+          checkBase: async ({ layers }) => {
+            if (layers.length !== last!.digests.length || layers.some((d, i) => d.digest !== last!.digests[i])) throw stale;
+          },
+        });
+      } catch (e) {
+        if (e !== stale && !(e instanceof RemoteNotFoundError)) throw e;
+      }
+    }
+    r ??= await pushImage(files, ref, opts);
+    this.#record = { ...this.#record, obdPushed: { reference: r.reference, digests: r.layers.map((l) => l.digest) } };
+    await writeRecord(this.recordPath, this.#recordOf(this.#layers.map((l) => l.entry), this.#upperEntry));
     return r;
   }
 

@@ -3,9 +3,10 @@
  * the reference's format, replaced atomically (temp + fsync + rename + directory fsync) at
  * each switch, so after a crash it is the old stack or the new one, never a mix.
  *
- * One extension: a lower may be a writable layer sealed by a snapshot but not yet committed,
+ * Extensions: a lower may be a writable layer sealed by a snapshot but not yet committed,
  * `{"data": …, "index": …}`; it is read-only from then on. `"obdSnapshot": true` marks
  * files a snapshot created, which the live disk deletes once nothing records them.
+ * `obdPushed` notes the last push, so the next one uploads only the new layer.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -29,6 +30,8 @@ export interface UpperRecord {
 export interface StackRecord extends ImageConfigV1 {
   lowers: (LowerConfig | WritableLowerConfig)[];
   upper?: UpperRecord;
+  /** The last push of this disk: its reference and layer digests, bottom → top (the next push appends to it). */
+  obdPushed?: { reference: string; digests: string[] };
 }
 
 export function isWritableLower(l: LowerConfig): l is WritableLowerConfig {
@@ -57,6 +60,12 @@ export async function readRecord(file: string): Promise<StackRecord> {
       l.index = at(l.index);
     } else if (l.file) l.file = at(l.file);
   });
+  const pushed = doc.obdPushed as unknown;
+  if (pushed !== undefined) {
+    const p = pushed as { reference?: unknown; digests?: unknown };
+    // A damaged note only costs a full push next time.
+    if (typeof p.reference !== 'string' || !Array.isArray(p.digests) || !p.digests.every((d) => typeof d === 'string')) delete doc.obdPushed;
+  }
   if (doc.upper && (!doc.upper.data || !doc.upper.index)) throw new InvalidArgumentError(`${abs}: upper needs both "data" and "index" for a live disk`);
   if (doc.upper) {
     doc.upper.data = at(doc.upper.data);
