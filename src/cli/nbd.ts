@@ -227,6 +227,13 @@ async function openLive(Live: typeof LiveDisk, images: string[], opts: ServeOpti
   }
   const record = opts.state ?? `${opts.upper[0]}.config.v1.json`;
   await checkOutputs(argList([opts.upper[0]!, opts.upper[1]!], '--upper file'), argList(images, '<image>'), true);
+  if (await isFile(record)) {
+    const { readRecord } = await import('../live/record.ts');
+    const r = await readRecord(record);
+    const given = images.map((i) => path.resolve(i));
+    const recorded = r.lowers.slice(0, given.length).map((l) => ('file' in l ? l.file : undefined));
+    if (given.some((g, i) => g !== recorded[i])) warn(`${record}: serving the stack it records, whose bottom layers are not the ${given.length} given`);
+  }
   return Live.open({ record, initial: { layers: images, upper: { data: opts.upper[0]!, index: opts.upper[1]! } }, imageOptions: imageOpts });
 }
 
