@@ -102,7 +102,7 @@ describe('live snapshots under SIGKILL', { timeout: 600_000 }, () => {
           }
         }
       })();
-      await sleep(150 + rand() * 900);
+      await sleep(100 + rand() * 700);
       log.push(`t${trial} kill at issued ${issued} flushed ${flushed}`);
       live.serve.child.kill('SIGKILL');
       stop = true;
