@@ -25,12 +25,14 @@ import type { BlockDevice } from '../io/types.ts';
 import { commitWritable, type CommitStats } from '../lsmt/commit.ts';
 import type { Layer } from '../lsmt/layer.ts';
 import { Stack } from '../lsmt/stack.ts';
+import type { MappingTable } from '../lsmt/table.ts';
 import { WritableLayer, type WritableStats } from '../lsmt/writable.ts';
 import type { ImageOptions } from '../image/open.ts';
 import type { LowerConfig } from '../remote/config.ts';
 import { RemoteNotFoundError } from '../remote/errors.ts';
 import type { PushOptions, PushResult } from '../remote/push.ts';
 import { isWritableLower, readRecord, writeRecord, type StackRecord, type UpperRecord } from './record.ts';
+import { overlayIndex } from './overlay.ts';
 import { SwitchDevice } from './switch.ts';
 
 type LiveLayer =
@@ -97,6 +99,8 @@ export class LiveDisk {
   /** The new upper's lower: switched from the old stack to the committed one. */
   #lower: SwitchDevice;
   #stack: Stack;
+  /** The merged index under the layer sealed last (while it is the top lower), to put its committed form on. */
+  #belowTop: MappingTable | undefined;
   /** Releases what opening the record's standard lowers attached (caches, clients). */
   readonly #closeBase: () => Promise<void>;
   #busy: Promise<unknown> = Promise.resolve();
@@ -248,7 +252,9 @@ export class LiveDisk {
     // The old upper takes no more writes, so its table now is its final content.
     const sealed: Extract<LiveLayer, { kind: 'writable' }> = { kind: 'writable', entry: sealedEntry, layer: writableAsLayer(old), rw: old };
     const layers = [...this.#layers, sealed];
-    const stack = new Stack(layers.map((l) => l.layer), { ownsSources: false });
+    const below = this.#stack.index;
+    const stack = new Stack(layers.map((l) => l.layer), { ownsSources: false, index: overlayIndex(below, sealed.layer.index, layers.length - 1) });
+    this.#belowTop = below;
     // One merged lookup instead of the upper-over-stack chain; the old upper stays open (the pair lower reads its file).
     lower.swap(stack);
     this.#layers = layers;
@@ -315,9 +321,11 @@ export class LiveDisk {
     const opened = await openLayerFile(file);
     const committed: LiveLayer = { kind: 'sealed', entry: { file }, layer: opened, close: () => opened.source.close() };
     const layers = this.#layers.map((l) => (l === sealed ? committed : l));
+    // The committed layer maps what the sealed one did, from other offsets: on top, lay it over what was below.
+    const onTop = sealed === this.#layers.at(-1) && this.#belowTop;
     let stack: Stack;
     try {
-      stack = new Stack(layers.map((l) => l.layer), { ownsSources: false });
+      stack = new Stack(layers.map((l) => l.layer), { ownsSources: false, index: onTop ? overlayIndex(onTop, opened.index, layers.length - 1) : undefined });
       await writeRecord(this.recordPath, this.#recordOf(layers.map((l) => l.entry), this.#upperEntry));
     } catch (e) {
       await opened.source.close();
@@ -325,6 +333,8 @@ export class LiveDisk {
     }
     this.#layers = layers;
     this.#stack = stack;
+    // A layer below the top changed its offsets: what was saved under the top is stale.
+    if (!onTop) this.#belowTop = undefined;
     const { drained } = this.#lower.swap(stack);
     // Nothing reads the old upper once requests that started on the old stack are done.
     await drained;

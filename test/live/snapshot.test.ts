@@ -50,6 +50,8 @@ describe('live snapshot', { timeout: 120_000 }, () => {
       const A = pattern('A', 1 << 20);
       const B = pattern('B', 1 << 20);
       await mustWrite(c, 512 << 10, A);
+      const C = pattern('C', 64 << 10);
+      await mustWrite(c, 4 << 20, C);
       const commit = path.join(dir, 'snap1.lsmt');
       const s = await obd(['snapshot', '--control', live.control, '--commit', commit, '--json']);
       assert.equal(s.code, 0, s.stderr + s.stdout);
@@ -59,9 +61,13 @@ describe('live snapshot', { timeout: 120_000 }, () => {
       await mustWrite(c, 512 << 10, B);
       await mustFlush(c);
       assert.deepEqual(await mustRead(c, 512 << 10, 1 << 20), B);
+      // Served from the committed layer and the base through the stack's incremental index.
+      assert.deepEqual(await mustRead(c, 4 << 20, 64 << 10), C);
+      assert.deepEqual(await mustRead(c, (1536 << 10) - 4096, 8192), Buffer.concat([B.subarray(B.length - 4096), raw.subarray(1536 << 10, (1536 << 10) + 4096)]));
 
       const expected = Buffer.from(raw);
       A.copy(expected, 512 << 10);
+      C.copy(expected, 4 << 20);
       assert.ok((await exportRaw(dir, [layer, commit], 'snap.raw')).equals(expected), 'base + committed layer reads as the disk at the snapshot point');
       const base = await info(layer);
       const sealed = await info(commit);
