@@ -245,6 +245,7 @@ async function main(): Promise<void> {
       `Downtime of one snapshot of an upper holding ${(ios * 4) / 1024} MiB of 4 KiB random writes, pushed to the loopback registry:`,
       '',
       table(['round', 'ours: writes held', 'stop → commit → push → restart'], downRows),
+      '',
     ].join('\n');
     await writeResults('live', md);
   } finally {
