@@ -234,6 +234,8 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
     await server.close();
   } finally {
     await Promise.allSettled(devices.map((d) => d.close()));
+    // Snapshots compress on the shared worker pool: no worker may outlive the server.
+    if (live.size > 0) await (await import('../zfile/compress-pool.ts')).CompressPool.closeShared();
     await removePidFile?.();
     signals.dispose();
   }

@@ -26,7 +26,10 @@ import { openRepository, resolveImage, type RemoteOptions } from '../remote/imag
 import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, sha256Digest, type Descriptor, type ImageManifest } from '../remote/manifest.ts';
 import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from '../remote/reference.ts';
 import type { PutBlobResult, Repository } from '../remote/store.ts';
-import { buildTree, publishEmptyConfig, publishReferrer, publishTree } from '../verity/publish.ts';
+import { Worker } from 'node:worker_threads';
+import { buildTree, digestAndTree, publishEmptyConfig, publishReferrer, publishTree, type BuiltTree } from '../verity/publish.ts';
+import { DEFAULT_CHUNK } from '../verity/tree.ts';
+import type { DigestJob } from './digest-worker.ts';
 
 /** sha256 digest of a whole source. */
 export async function digestSource(src: ByteSource, onProgress?: (done: number) => void): Promise<string> {
@@ -51,25 +54,52 @@ export interface PreparedLayer {
   blob: ByteSource;
   digest: string;
   size: number;
+  /** The verity tree, when it was built in the digest's read pass. */
+  tree?: BuiltTree;
+}
+
+export interface PrepareOptions {
+  /** Build the verity tree in the same read pass as the digest. */
+  tree?: boolean;
+  /** Hash in a worker thread at this nice value (e.g. 19: a serving process's background push). */
+  hashPriority?: number;
+}
+
+/** Digest (and tree) of a file in a worker thread at nice `priority`. */
+function digestInWorker(file: string, chunk: number | undefined, priority: number): Promise<{ digest: string; tree: BuiltTree | undefined }> {
+  const job: DigestJob = { file, chunk, priority };
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL('./digest-worker.ts', import.meta.url), { workerData: job });
+    let result: { digest: string; tree: BuiltTree | undefined } | undefined;
+    w.once('message', (m: typeof result) => (result = m));
+    w.once('error', reject);
+    w.once('exit', (code) => (result ? resolve(result) : reject(new FormatError(file, `hashing worker exited with code ${code} before a digest`, 0))));
+  });
 }
 
 /**
  * Turns a layer file into the blob to push. Plain LSMT is compressed into `tmpDir` with
  * the zfile writer (tar-wrapped, header rewritten like `overlaybd-commit -z -t`).
  */
-export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}): Promise<PreparedLayer> {
+export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}, popts: PrepareOptions = {}): Promise<PreparedLayer> {
   let src: ByteSource = await FileSource.open(file);
+  // The file the blob is, byte for byte (a bare zfile's blob is wrapped in memory: none).
+  let whole: string | undefined = file;
   try {
     const kind: LayerKind = await probeOuter(src);
     if (kind === 'zfile') {
+      whole = undefined;
       src = new ConcatSource(`tar(${src.name})`, [new MemorySource(tarHeaderBlocks(src.size), 'tar header'), src, new MemorySource(new Uint8Array(tarTrailerSize(src.size)), 'tar trailer')]);
     } else if (kind === 'lsmt') {
       await src.close();
       const out = path.join(tmpDir, `${path.basename(file)}.${Date.now().toString(36)}.tar`);
       await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
       src = await FileSource.open(out);
+      whole = out;
     }
-    return { file, kind, blob: src, digest: await digestSource(src), size: src.size };
+    const chunk = popts.tree ? DEFAULT_CHUNK : undefined;
+    const h = popts.hashPriority !== undefined && whole ? await digestInWorker(whole, chunk, popts.hashPriority) : await digestAndTree(src, chunk);
+    return { file, kind, blob: src, digest: h.digest, size: src.size, tree: h.tree };
   } catch (e) {
     await src.close();
     throw e;
@@ -97,6 +127,8 @@ export interface PushOptions extends RemoteOptions {
    * anything is prepared or uploaded; throwing stops the push (e.g. a chain check).
    */
   checkBase?: (base: { repo: Repository; layers: readonly Descriptor[] }) => Promise<void>;
+  /** Hash layers in a worker thread at this nice value (see PrepareOptions). */
+  hashPriority?: number;
   onLayer?: (event: { file: string; digest: string; size: number; phase: 'prepared' | 'done'; result?: PutBlobResult }) => void;
   onProgress?: (sent: number, total: number) => void;
 }
@@ -150,7 +182,7 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
     }
     await opts.checkBase?.({ repo, layers: base });
     for (const f of files) {
-      const p = await prepareLayer(f, tmp, opts.zfile);
+      const p = await prepareLayer(f, tmp, opts.zfile, { tree: opts.verity !== false, hashPriority: opts.hashPriority });
       prepared.push(p);
       const again = base.findIndex((d) => d.digest === p.digest);
       if (again >= 0) {
@@ -161,7 +193,8 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
     // Trees are built and uploaded while the layers upload: their hashing fills the waits.
     const described = prepared.map((p) => {
       const d = layerDescriptor(p.digest, p.size, opts.fsType);
-      return opts.verity === false ? Promise.resolve(d) : buildTree(p.blob).then((t) => publishTree(repo, d, t));
+      if (opts.verity === false) return Promise.resolve(d);
+      return (p.tree ? Promise.resolve(p.tree) : buildTree(p.blob)).then((t) => publishTree(repo, d, t));
     });
     const early = opts.verity === false ? [] : [publishEmptyConfig(repo)];
     for (const d of [...described, ...early]) d.catch(() => {});

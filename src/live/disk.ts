@@ -35,6 +35,14 @@ import { isWritableLower, readRecord, writeRecord, type StackRecord, type UpperR
 import { overlayIndex } from './overlay.ts';
 import { SwitchDevice } from './switch.ts';
 
+/** Compression workers of a commit made while serving. */
+const COMMIT_THREADS = 2;
+/**
+ * Nice value of the threads that compress and hash a snapshot: the serving thread preempts
+ * them, so a commit uses only CPU time that serving leaves idle.
+ */
+const BACKGROUND_PRIORITY = 19;
+
 type LiveLayer =
   | { kind: 'sealed'; entry: LowerConfig; layer: Layer; close: () => Promise<void> }
   | { kind: 'writable'; entry: LowerConfig & { data: string; index: string; obdSnapshot?: boolean }; layer: Layer; rw: WritableLayer };
@@ -287,7 +295,7 @@ export class LiveDisk {
     }
     if (opts.push) {
       const t2 = performance.now();
-      const pushed = await this.#push(opts.push, opts.pushOptions ?? {});
+      const pushed = await this.#push(opts.push, { hashPriority: BACKGROUND_PRIORITY, ...opts.pushOptions });
       const up = pushed.layers.filter((l) => l.result === 'uploaded');
       result.push = { reference: pushed.reference, digest: pushed.digest, uploaded: up.reduce((a, l) => a + l.size, 0), layersUploaded: up.length, ms: performance.now() - t2 };
       opts.onPhase?.('pushed', result.push);
@@ -305,9 +313,8 @@ export class LiveDisk {
         return { ...s, fileBytes: s.fileSize };
       }
       const { ZFileWriter } = await import('../zfile/writer.ts');
-      // On this thread: the shared worker pool, once used, keeps a long-running server from
-      // exiting (a worker's message port stays referenced), so `obd serve` would hang at stop.
-      const zw = await ZFileWriter.create(tmp, { algorithm: opts.compress, crc: true, overwriteHeader: true, tar: opts.tar });
+      // Compressed off the serving thread, by the shared pool's low-priority workers.
+      const zw = await ZFileWriter.create(tmp, { algorithm: opts.compress, crc: true, overwriteHeader: true, tar: opts.tar, threads: COMMIT_THREADS, priority: BACKGROUND_PRIORITY });
       try {
         const s = await commitWritable(rw, zw, id);
         const z = await zw.finish();

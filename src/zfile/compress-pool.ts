@@ -37,9 +37,13 @@ export class CompressPool {
   #nextId = 0;
   #failure: Error | undefined;
 
-  constructor(threads: number) {
+  readonly #key: string;
+
+  /** `priority`: the workers' nice value (19 = run only when the CPU is otherwise idle; 0 = as the caller). */
+  constructor(threads: number, priority = 0) {
+    this.#key = poolKey(threads, priority);
     for (let i = 0; i < threads; i++) {
-      const worker = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { compileCache: module.getCompileCacheDir?.() } });
+      const worker = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { compileCache: module.getCompileCacheDir?.(), priority } });
       const slot: Slot = { worker, inFlight: 0 };
       worker.unref();
       worker.on('message', (m: CompressDone) => this.#done(m));
@@ -50,13 +54,19 @@ export class CompressPool {
   }
 
   /** A live pool of `threads` workers, created on first use and shared by every writer. */
-  static shared(threads: number): CompressPool {
-    let pool = shared.get(threads);
+  static shared(threads: number, priority = 0): CompressPool {
+    const key = poolKey(threads, priority);
+    let pool = shared.get(key);
     if (!pool || pool.#failure) {
-      pool = new CompressPool(threads);
-      shared.set(threads, pool);
+      pool = new CompressPool(threads, priority);
+      shared.set(key, pool);
     }
     return pool;
+  }
+
+  /** Terminates every shared pool (a server at stop: no worker outlives it). */
+  static async closeShared(): Promise<void> {
+    await Promise.all([...shared.values()].map((p) => p.close()));
   }
 
   get threads(): number {
@@ -104,7 +114,7 @@ export class CompressPool {
 
   #fail(slot: Slot, e: Error): void {
     this.#failure ??= e;
-    if (shared.get(this.#slots.length) === this) shared.delete(this.#slots.length);
+    if (shared.get(this.#key) === this) shared.delete(this.#key);
     for (const [id, p] of this.#pending) {
       if (p.slot !== slot) continue;
       this.#pending.delete(id);
@@ -113,11 +123,19 @@ export class CompressPool {
   }
 
   async close(): Promise<void> {
-    if (shared.get(this.#slots.length) === this) shared.delete(this.#slots.length);
+    if (shared.get(this.#key) === this) shared.delete(this.#key);
     this.#failure ??= new CompressionError('compression pool closed');
     const slots = this.#slots.splice(0);
+    for (const [id, p] of this.#pending) {
+      this.#pending.delete(id);
+      p.reject(this.#failure);
+    }
     await Promise.all(slots.map((s) => s.worker.terminate()));
   }
 }
 
-const shared = new Map<number, CompressPool>();
+const shared = new Map<string, CompressPool>();
+
+function poolKey(threads: number, priority: number): string {
+  return `${threads}/${priority}`;
+}

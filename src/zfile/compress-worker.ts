@@ -2,7 +2,8 @@
  * Worker-thread entry of the compression pool: compresses the batches it is sent and hands
  * the buffers back (transferred, so nothing is copied and the pool can reuse them).
  */
-import { parentPort } from 'node:worker_threads';
+import os from 'node:os';
+import { parentPort, workerData } from 'node:worker_threads';
 import { createCodec, type BlockCodec } from './codec.ts';
 import { compressBlocks, type BlockParams } from './compress-blocks.ts';
 
@@ -23,6 +24,15 @@ export interface CompressDone {
   lengths: ArrayBuffer;
   size: number;
   error?: string;
+}
+
+// Linux applies a nice value given for pid 0 to the calling thread only: the workers yield to the serving thread.
+if (typeof workerData?.priority === 'number' && workerData.priority !== 0) {
+  try {
+    os.setPriority(0, workerData.priority);
+  } catch {
+    // Not permitted or not supported: compress at the caller's priority.
+  }
 }
 
 /** Codec contexts by algorithm and level, kept for the worker's lifetime. */

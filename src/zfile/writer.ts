@@ -43,6 +43,8 @@ export interface ZFileWriterOptions {
   overwriteHeader?: boolean;
   /** Compression threads: 1 (default) compresses on the calling thread, N > 1 uses N workers. */
   threads?: number;
+  /** Nice value of the worker threads (e.g. 19 for a background commit of a serving process). */
+  priority?: number;
 }
 
 /** A sink the writer can also patch in place (FileSink), needed for tar and header overwrite. */
@@ -80,7 +82,7 @@ export function validateWriterOptions(opts: ZFileWriterOptions): Required<Omit<Z
   }
   const threads = opts.threads ?? 1;
   if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new InvalidArgumentError(`threads ${threads} must be 1..256`);
-  return { algorithm, blockSize, level, crc: opts.crc ?? true, tar: opts.tar ?? false, overwriteHeader: opts.overwriteHeader ?? false, threads };
+  return { algorithm, blockSize, level, crc: opts.crc ?? true, tar: opts.tar ?? false, overwriteHeader: opts.overwriteHeader ?? false, threads, priority: opts.priority ?? 0 };
 }
 
 export class ZFileWriter implements ByteSink {
@@ -116,7 +118,7 @@ export class ZFileWriter implements ByteSink {
     this.#overwrite = o.overwriteHeader;
     this.#base = o.tar ? TAR_PAYLOAD_OFFSET : 0;
     this.#batchBytes = Math.max(o.blockSize, BATCH_BYTES - (BATCH_BYTES % o.blockSize));
-    if (o.threads > 1) this.#pool = CompressPool.shared(o.threads);
+    if (o.threads > 1) this.#pool = CompressPool.shared(o.threads, o.priority);
     else this.#codec = createCodec(this.#params.algo, this.#params.level);
     this.#maxInFlight = 2 * o.threads;
     this.#batch = this.#newBatch();

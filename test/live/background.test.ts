@@ -1,0 +1,50 @@
+/**
+ * A snapshot's commit, compression and hashing run on low-priority worker threads of the
+ * server; those threads must not keep `obd serve` alive once it is told to stop.
+ */
+import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import { describe, it } from 'node:test';
+import { obd } from '../helpers/cli.ts';
+import { tempDir } from '../helpers/temp.ts';
+import { startRegistry } from '../remote/helpers/registry.ts';
+import { baseLayer, connect, mustFlush, mustWrite, pattern, serveLive } from './helpers.ts';
+
+/** Nice values of the threads of process `pid`. */
+async function threadNices(pid: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const tid of await readdir(`/proc/${pid}/task`)) {
+    const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => undefined);
+    // Fields after the parenthesised command name: state is field 3, nice field 19.
+    if (stat) out.push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]));
+  }
+  return out;
+}
+
+describe('live snapshot in the background', { timeout: 120_000 }, () => {
+  it('compresses and hashes on nice-19 worker threads, and obd serve --control still exits on SIGTERM', async (t) => {
+    const dir = await tempDir(t, 'obd-live-bg-');
+    const reg = await startRegistry();
+    t.after(() => reg.stop());
+    const { layer } = await baseLayer(dir);
+    const live = await serveLive(dir, [layer]);
+    let stopped = false;
+    t.after(async () => {
+      if (!stopped) live.serve.child.kill('SIGKILL');
+    });
+    assert.ok(!(await threadNices(live.serve.pid)).includes(19), 'no background thread before a snapshot');
+    const c = await connect(live.socket);
+    await mustWrite(c, 0, pattern('bg', 4 << 20));
+    await mustFlush(c);
+    const s = await obd(['snapshot', '--control', live.control, '--push', `${reg.host}/disks/bg:s1`, '--json']);
+    assert.equal(s.code, 0, s.stderr + s.stdout);
+    assert.equal(JSON.parse(s.stdout).push.layersUploaded, 2);
+    assert.ok((await threadNices(live.serve.pid)).includes(19), 'the commit compressed on the low-priority worker pool');
+    c.disconnect();
+    const t0 = performance.now();
+    const code = await Promise.race([live.serve.stop(), new Promise<string>((r) => setTimeout(() => r('still running 10 s after SIGTERM'), 10_000).unref())]);
+    stopped = code !== 'still running 10 s after SIGTERM';
+    assert.equal(code, 0, live.serve.stderr());
+    assert.ok(performance.now() - t0 < 10_000);
+  });
+});
