@@ -16,11 +16,13 @@
  * unreferenced); after 3 on the new one, whose upper holds every write acknowledged since.
  */
 import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { writeAtomic } from '../io/atomic.ts';
 import { BusyError, InvalidArgumentError, NotSupportedError } from '../io/errors.ts';
 import { isFile } from '../io/file.ts';
+import { lockHolder } from '../io/lock.ts';
+import { HT_SPACE } from '../lsmt/format.ts';
 import type { BlockDevice } from '../io/types.ts';
 import { commitWritable, type CommitStats } from '../lsmt/commit.ts';
 import type { Layer } from '../lsmt/layer.ts';
@@ -141,6 +143,7 @@ export class LiveDisk {
       await writeRecord(recordPath, { lowers: layers.map((f) => ({ file: path.resolve(f) })), upper: { data: path.resolve(upper.data), index: path.resolve(upper.index) } });
     }
     const record = await readRecord(recordPath);
+    await tidyUnrecordedUppers(record);
     if (record.accelerationLayer) throw new NotSupportedError(`${recordPath}: live snapshots of an image with an acceleration layer are not supported`);
     if (!record.upper) throw new InvalidArgumentError(`${recordPath}: names no upper (data + index): a live disk needs a writable layer`);
     const { layers, closeBase } = await openLowers(recordPath, record, opts.imageOptions ?? {});
@@ -435,6 +438,30 @@ export class LiveDisk {
     await this.#stack.close();
     await this.#closeBase();
     if (failure) throw failure;
+  }
+}
+
+/** What a snapshot names a new upper's files: `upper-<first 8 hex of its uuid>.data|index`. */
+const SNAPSHOT_UPPER = /^upper-[0-9a-f]{8}\.(?:data|index)$/;
+
+/**
+ * Removes new-upper files that a crash during a snapshot's switch left behind: named by the
+ * snapshot protocol, in the upper's directory, named by no layer of the record, no bigger
+ * than the headers a fresh pair holds (never written), and held by no live writer.
+ */
+async function tidyUnrecordedUppers(record: StackRecord): Promise<void> {
+  const dir = path.resolve(path.dirname(record.upper!.data));
+  const named = new Set<string>([record.upper!.data, record.upper!.index].map((f) => path.resolve(f)));
+  for (const l of record.lowers) if (isWritableLower(l)) for (const f of [l.data, l.index]) named.add(path.resolve(f));
+  const bases = new Set((await readdir(dir).catch(() => [] as string[])).filter((n) => SNAPSHOT_UPPER.test(n)).map((n) => path.join(dir, n.replace(/\.(?:data|index)$/, ''))));
+  for (const base of bases) {
+    const pair = [`${base}.data`, `${base}.index`];
+    if (pair.some((f) => named.has(f))) continue;
+    // Both files (those that exist) hold at most their header: never written.
+    const sizes = await Promise.all(pair.map((f) => stat(f).then((st) => (st.isFile() ? st.size : Infinity), () => 0)));
+    if (sizes.some((n) => n > HT_SPACE)) continue;
+    if ((await lockHolder(pair[0]!)) !== undefined) continue;
+    await Promise.all([...pair, `${pair[0]}.lock`].map((f) => rm(f, { force: true })));
   }
 }
 

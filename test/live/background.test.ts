@@ -3,8 +3,11 @@
  * server; those threads must not keep `obd serve` alive once it is told to stop.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { describe, it } from 'node:test';
+import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { obd } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/temp.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
@@ -46,5 +49,32 @@ describe('live snapshot in the background', { timeout: 120_000 }, () => {
     stopped = code !== 'still running 10 s after SIGTERM';
     assert.equal(code, 0, live.serve.stderr());
     assert.ok(performance.now() - t0 < 10_000);
+  });
+
+  it('a restart removes the empty new-upper pair a crash in the switch left unrecorded, and nothing else', async (t) => {
+    const dir = await tempDir(t, 'obd-live-tidy-');
+    const { layer } = await baseLayer(dir);
+    let live = await serveLive(dir, [layer]);
+    const c = await connect(live.socket);
+    await mustWrite(c, 0, pattern('t1', 64 << 10));
+    await mustFlush(c);
+    c.disconnect();
+    assert.equal(await live.serve.stop(), 0, live.serve.stderr());
+    // What a snapshot's step 1 makes before the record names it.
+    const orphan = await WritableLayer.create(path.join(dir, 'upper-0badc0de.data'), path.join(dir, 'upper-0badc0de.index'), { virtualSize: 8 << 20 });
+    await orphan.close();
+    // Same pattern but written to: not a fresh pair, so kept.
+    const used = await WritableLayer.create(path.join(dir, 'upper-0000beef.data'), path.join(dir, 'upper-0000beef.index'), { virtualSize: 8 << 20 });
+    await used.write(pattern('kept', 8192), 0);
+    await used.flush();
+    await used.close();
+    await writeFile(path.join(dir, 'upper-notes.data'), '');
+    live = await serveLive(dir, [layer]);
+    try {
+      assert.ok(!existsSync(path.join(dir, 'upper-0badc0de.data')) && !existsSync(path.join(dir, 'upper-0badc0de.index')), 'the unrecorded empty pair is gone');
+      for (const f of ['upper-0000beef.data', 'upper-0000beef.index', 'upper-notes.data', 'rw.data', 'rw.index']) assert.ok(existsSync(path.join(dir, f)), `${f} kept`);
+    } finally {
+      await live.serve.stop();
+    }
   });
 });
