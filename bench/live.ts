@@ -8,7 +8,11 @@
  * The server is pinned to CPU 0 and fio to CPU 1 (docs/benchmarking.md §2), the registry is
  * not pinned; data on tmpfs (§1). Rounds interleave the cases; figures are medians.
  *
- * Run: node bench/live.ts [--quick] [--rounds N] [--runtime S]
+ * `--registry-cpus LIST` pins the registry (taskset list) and `--registry-nice N` lowers its
+ * priority: the loopback registry stands in for a remote one, whose CPU a real host never
+ * pays, so `--registry-cpus 0 --registry-nice 19` keeps it off fio's CPU (the guest's).
+ *
+ * Run: node bench/live.ts [--quick] [--rounds N] [--runtime S] [--registry-cpus LIST] [--registry-nice N]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -29,6 +33,12 @@ const quick = argv.includes('--quick');
 const ROUNDS = num('--rounds', quick ? 1 : 3);
 const RUNTIME = num('--runtime', quick ? 6 : 10);
 const INTERVAL_MS = 2000;
+const strArg = (name: string) => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const REGISTRY_CPUS = strArg('--registry-cpus');
+const REGISTRY_NICE = strArg('--registry-nice') === undefined ? undefined : num('--registry-nice', 0);
 const VSIZE = 1 << 30;
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MAIN = path.join(HERE, '..', 'src', 'cli', 'main.ts');
@@ -141,7 +151,7 @@ const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
 async function main(): Promise<void> {
   for (const tool of ['fio', 'taskset', 'docker-registry']) await sh('which', [tool]);
   await mkdir(WORK, { recursive: true });
-  const reg = await startRegistry();
+  const reg = await startRegistry({ cpus: REGISTRY_CPUS, nice: REGISTRY_NICE });
   try {
     // Base: a 1 GiB disk with 64 MiB of data, pushed once (snapshots then upload only their layer).
     const raw = path.join(WORK, 'base.raw');
@@ -237,7 +247,8 @@ async function main(): Promise<void> {
       '',
       `fio ${fioVersion} \`--rw=randwrite --bs=4k\` with its nbd engine on the export of \`obd serve --writable --control\` over a 1 GiB ` +
         `disk (a 64 MiB base layer already in the registry), ${RUNTIME} s per run, ${ROUNDS} round(s), medians; server pinned to CPU 0, fio to CPU 1, ` +
-        'the docker-registry unpinned; data on tmpfs. "snapshots": `POST /v1/snapshot {"push": REF}` started every 2 s ' +
+        `${REGISTRY_CPUS === undefined ? 'the docker-registry unpinned' : `the docker-registry pinned to CPU ${REGISTRY_CPUS}`}${REGISTRY_NICE === undefined ? '' : ` at nice ${REGISTRY_NICE}`}; data on tmpfs. ` +
+        '"snapshots": `POST /v1/snapshot {"push": REF}` started every 2 s ' +
         '(seal, commit to a sealed layer, compress + tar-wrap, upload, manifest), one at a time — when one takes longer than 2 s the next starts right after it. Each cell is none / snapshots.',
       '',
       table(['queue depth', 'IOPS (ratio)', 'p50 µs', 'p99 µs (ratio)', 'max ms', 'snapshots per run'], rows),
@@ -247,7 +258,7 @@ async function main(): Promise<void> {
       table(['round', 'ours: writes held', 'stop → commit → push → restart'], downRows),
       '',
     ].join('\n');
-    await writeResults('live', md);
+    await writeResults(REGISTRY_CPUS === undefined && REGISTRY_NICE === undefined ? 'live' : 'live-pinned-registry', md);
   } finally {
     for (const p of procs) p.kill('SIGKILL');
     await reg.stop();

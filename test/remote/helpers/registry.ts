@@ -56,6 +56,8 @@ export interface RegistryOptions {
   tls?: { certPath: string; keyPath: string };
   /** Pin the registry to these CPUs (taskset list, e.g. "1"), for benchmarks. */
   cpus?: string;
+  /** Run the registry at this nice value (e.g. 19: it stands in for a remote one in a benchmark). */
+  nice?: number;
 }
 
 export interface RunningRegistry {
@@ -100,6 +102,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
   await writeFile(path.join(dir, 'config.yml'), config);
   const argv = [REGISTRY_BIN, 'serve', path.join(dir, 'config.yml')];
   if (opts.cpus) argv.unshift('taskset', '-c', opts.cpus);
+  if (opts.nice !== undefined) argv.unshift('nice', '-n', String(opts.nice));
   const child: ChildProcess = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
