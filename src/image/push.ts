@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { removeStaleTemps, tempPath } from '../io/atomic.ts';
 import { FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
@@ -26,7 +27,6 @@ import { openRepository, resolveImage, type RemoteOptions } from '../remote/imag
 import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, sha256Digest, type Descriptor, type ImageManifest } from '../remote/manifest.ts';
 import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from '../remote/reference.ts';
 import type { PutBlobResult, Repository } from '../remote/store.ts';
-import { Worker } from 'node:worker_threads';
 import { buildTree, digestAndTree, publishEmptyConfig, publishReferrer, publishTree, type BuiltTree } from '../verity/publish.ts';
 import { DEFAULT_CHUNK } from '../verity/tree.ts';
 import type { DigestJob } from './digest-worker.ts';
