@@ -24,6 +24,7 @@ import {
   type HeaderTrailer,
 } from './format.ts';
 import { checkUuid } from './identity.ts';
+import { isSealedTrailer } from './seal.ts';
 import { wrapWriteError } from './io-errors.ts';
 
 export interface FilesCreateOptions {
@@ -155,6 +156,7 @@ export class WritableFiles {
       }
       const dataSize = (await data.stat()).size;
       const indexSize = (await index.stat()).size;
+      await refuseSealedInPlace(data, dataPath, dataSize);
       return new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, dataSize, indexSize);
     } catch (e) {
       await Promise.allSettled([data.close(), index?.close(), lock?.release()]);
@@ -199,6 +201,16 @@ function checkIndexHeader(h: HeaderTrailer, file: string): void {
   if (f & FLAG_DATA) throw new FormatError(file, `header flags ${f}: this is a data file, not an index file (are DATA and INDEX swapped?)`, 28);
   if (f & FLAG_SEALED) throw new FormatError(file, `header flags ${f}: sealed bit set on an index file`, 28);
   if (h.indexOffset !== HT_SPACE) throw new FormatError(file, `index_offset is ${h.indexOffset}, expected ${HT_SPACE} for a writable index file`, 32);
+}
+
+/** A data file sealed in place (seal.ts) is a read-only layer now: appending would break it. */
+async function refuseSealedInPlace(fh: FileHandle, file: string, size: number): Promise<void> {
+  if (size < 2 * HT_SPACE) return;
+  const tail = new Uint8Array(HT_STRUCT_SIZE);
+  const { bytesRead } = await fh.read(tail, 0, HT_STRUCT_SIZE, size - HT_SPACE);
+  if (bytesRead === HT_STRUCT_SIZE && isSealedTrailer(tail, file, size - HT_SPACE)) {
+    throw new FormatError(file, 'this data file was sealed in place (overlaybd-commit --seal, obd commit --seal): open it as a read-only layer, e.g. obd info FILE or obd merge FILE OUT', size - HT_SPACE);
+  }
 }
 
 async function readHeader(fh: FileHandle, file: string): Promise<HeaderTrailer> {
