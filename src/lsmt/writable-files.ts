@@ -8,7 +8,8 @@ import { open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { ChainError, FormatError, InvalidArgumentError, NotSupportedError } from '../io/errors.ts';
 import { wrapFsError } from '../io/file.ts';
-import { WriterLock, assertUnlocked } from '../io/lock.ts';
+import { WriterLock, assertUnlocked, lockHolder } from '../io/lock.ts';
+import { recoverSwap, type SwapRecovery } from './compact-swap.ts';
 import { writeFull } from '../io/sink.ts';
 import {
   FLAG_DATA,
@@ -54,6 +55,8 @@ export class WritableFiles {
   /** Sizes of the files when they were opened (bytes). */
   readonly dataSize: number;
   readonly indexSize: number;
+  /** What opening did about an interrupted compaction (compact-swap.ts). */
+  swapRecovery: SwapRecovery = 'none';
   /** Held while the layer is open for writing, so no other process writes or commits it. */
   readonly #lock: WriterLock | undefined;
 
@@ -140,12 +143,15 @@ export class WritableFiles {
    */
   static async open(dataPath: string, indexPath: string, opts: FilesOpenOptions = {}): Promise<WritableFiles> {
     const flag = opts.readOnly ? 'r' : 'r+';
-    const data = await openFile(dataPath, flag);
+    let data: FileHandle | undefined;
     let index: FileHandle | undefined;
     let lock: WriterLock | undefined;
     try {
       if (!opts.readOnly) lock = await WriterLock.acquire(dataPath);
       else if (!opts.allowWriter) await assertUnlocked(dataPath, 'read it');
+      // A compaction's leftovers are settled first, unless a live writer may be compacting now.
+      const swap = opts.readOnly && opts.allowWriter && (await lockHolder(dataPath)) !== undefined ? 'none' : await recoverSwap(dataPath, indexPath);
+      data = await openFile(dataPath, flag);
       index = await openFile(indexPath, flag);
       const header = await readHeader(data, dataPath);
       checkDataHeader(header, dataPath);
@@ -157,11 +163,45 @@ export class WritableFiles {
       const dataSize = (await data.stat()).size;
       const indexSize = (await index.stat()).size;
       await refuseSealedInPlace(data, dataPath, dataSize);
-      return new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, dataSize, indexSize);
+      const files = new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, dataSize, indexSize);
+      files.swapRecovery = swap;
+      return files;
     } catch (e) {
-      await Promise.allSettled([data.close(), index?.close(), lock?.release()]);
+      await Promise.allSettled([data?.close(), index?.close(), lock?.release()]);
       throw e;
     }
+  }
+
+  /**
+   * Creates the files a compaction writes (compact-swap.ts names them): both headers as this
+   * pair's, synced; any leftover of an earlier attempt is replaced. No lock: this pair's covers them.
+   */
+  async createSuccessorFiles(newData: string, newIndex: string): Promise<{ data: FileHandle; index: FileHandle }> {
+    const data = await openFile(newData, 'w+');
+    let index: FileHandle | undefined;
+    try {
+      index = await openFile(newIndex, 'w+');
+      await writeFull(data, encodeHeaderTrailer(this.header), 0);
+      await writeFull(index, encodeHeaderTrailer(this.indexHeader), 0);
+      await data.datasync();
+      await index.datasync();
+      return { data, index };
+    } catch (e) {
+      await Promise.allSettled([data.close(), index?.close()]);
+      await removeQuietly(newData);
+      await removeQuietly(newIndex);
+      throw wrapWriteError(newData, 'creating the compacted files', undefined, e);
+    }
+  }
+
+  /** The pair these handles now are (renamed over this pair's paths), with this pair's lock. */
+  successor(data: FileHandle, index: FileHandle, dataSize: number, indexSize: number): WritableFiles {
+    return new WritableFiles({ dataPath: this.dataPath, indexPath: this.indexPath, data, index, lock: this.#lock }, this.header, this.indexHeader, dataSize, indexSize);
+  }
+
+  /** Closes this pair's handles but keeps the lock (its successor holds it on). */
+  async closeHandles(): Promise<void> {
+    await Promise.allSettled([this.data.close(), this.index.close()]);
   }
 
   /** Records a new virtual size in both headers (offset 48), durably. */

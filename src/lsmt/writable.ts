@@ -6,7 +6,8 @@
  * and why a failed flush stops writes); writable-files.ts creates, opens and locks the files.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { ChainError, ClosedError, InvalidArgumentError, OutOfRangeError, ReadOnlyError, ShortReadError } from '../io/errors.ts';
+import { ChainError, ClosedError, InvalidArgumentError, OutOfRangeError, ReadOnlyError, ShortReadError, type ObdError } from '../io/errors.ts';
+import { compactWritable, type CompactOptions, type CompactResult } from './compact.ts';
 import { failAfter, settleAll } from '../io/util.ts';
 import type { BlockDevice, ByteSource, DeviceCapabilities, Extent } from '../io/types.ts';
 import { declareCapabilities } from '../io/capabilities.ts';
@@ -19,7 +20,7 @@ import { RangeLocks } from './range-lock.ts';
 import type { MappingTable } from './table.ts';
 import { WritableFiles } from './writable-files.ts';
 
-export type { RecoveryReport };
+export type { RecoveryReport, CompactOptions, CompactResult };
 
 /** Longest data piece one entry gets, as the reference splits writes (4 MiB). */
 export const MAX_IO_SECTORS = (4 << 20) / SECTOR;
@@ -74,12 +75,21 @@ export class WritableLayer implements BlockDevice {
   /** Source of the data file's bytes (entries' moffsets point into it). */
   readonly dataSource: ByteSource;
   #size: number;
-  readonly #files: WritableFiles;
+  // The pair in use, its log and entries: replaced together, under the write hold, by compact().
+  #files: WritableFiles;
   /** The data file (reads and writes go straight to its descriptor). */
-  readonly #data: FileHandle;
-  readonly #log: IndexLog;
+  #data: FileHandle;
+  #log: IndexLog;
   /** The log's current entries. */
-  readonly #l0: Level0Index;
+  #l0: Level0Index;
+  /** Asynchronous reads in flight on #data: a replaced data file is closed when they are done. */
+  #dataReads = { n: 0, retired: undefined as (() => void) | undefined };
+  /** Set while writes, trims and flushes are held (compact, resize); they wait for it. */
+  #hold: Promise<void> | undefined;
+  /** compact() and resize() run one at a time. */
+  #maintenance: Promise<unknown> = Promise.resolve();
+  /** Why the layer stopped accepting writes outside the log (a compaction that could not finish its swap). */
+  #failed: ObdError | undefined;
   readonly #lower: BlockDevice | undefined;
   readonly #ownsLower: boolean;
   readonly #locks = new RangeLocks();
@@ -186,7 +196,13 @@ export class WritableLayer implements BlockDevice {
   #checkWritable(): void {
     if (this.#closing) throw new ClosedError(this.name);
     if (!this.writable) throw new ReadOnlyError(this.name);
+    if (this.#failed) throw this.#failed;
     if (this.#log.broken) throw this.#log.broken;
+  }
+
+  /** Waits while writes are held (see #withHold). */
+  async #passHold(): Promise<void> {
+    while (this.#hold) await this.#hold;
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
@@ -257,7 +273,18 @@ export class WritableLayer implements BlockDevice {
     } catch (e) {
       return Promise.reject(e);
     }
-    return preadFull(this.#data.fd, buf, fileOff).then(check);
+    const reads = this.#dataReads;
+    reads.n++;
+    const settled = (): void => {
+      if (--reads.n === 0) reads.retired?.();
+    };
+    return preadFull(this.#data.fd, buf, fileOff).then(
+      (n) => (settled(), check(n)),
+      (e: unknown) => {
+        settled();
+        throw e;
+      },
+    );
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {
@@ -297,6 +324,11 @@ export class WritableLayer implements BlockDevice {
     this.#checkWritable();
     this.#checkRange(offset, buf.length);
     if (buf.length === 0) return;
+    if (this.#hold) {
+      await this.#passHold();
+      this.#checkWritable();
+      this.#checkRange(offset, buf.length);
+    }
     const s0 = Math.floor(offset / SECTOR);
     const s1 = Math.ceil((offset + buf.length) / SECTOR);
     await this.#locks.run(s0, s1, () => this.#writeLocked(buf, offset));
@@ -340,6 +372,11 @@ export class WritableLayer implements BlockDevice {
     this.#checkWritable();
     this.#checkRange(offset, length);
     if (length === 0) return;
+    if (this.#hold) {
+      await this.#passHold();
+      this.#checkWritable();
+      this.#checkRange(offset, length);
+    }
     const end = offset + length;
     const s0 = Math.floor(offset / SECTOR);
     const s1 = Math.ceil(end / SECTOR);
@@ -362,12 +399,106 @@ export class WritableLayer implements BlockDevice {
   flush(): Promise<void> {
     if (this.#closing) return Promise.reject(new ClosedError(this.name));
     if (!this.writable) return Promise.resolve();
+    if (this.#hold) return this.#passHold().then(() => this.flush());
     return this.#log.flush();
+  }
+
+  /**
+   * Runs `fn` with writes, trims and flushes held: new ones wait, in-flight ones finish first,
+   * and the log is flushed, so the files hold every completed write when `fn` starts.
+   */
+  async #withHold<T>(fn: () => Promise<T>): Promise<T> {
+    await this.#passHold();
+    let release!: () => void;
+    this.#hold = new Promise<void>((r) => (release = r));
+    try {
+      await this.#locks.idle();
+      await this.#log.flush();
+      return await fn();
+    } finally {
+      this.#hold = undefined;
+      release();
+    }
+  }
+
+  /** Runs compact() and resize() one after another, never together. */
+  #maintain<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.#maintenance.then(() => {
+      if (this.#closing) throw new ClosedError(this.name);
+      this.#checkWritable();
+      return fn();
+    });
+    this.#maintenance = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Rewrites the live extents into new data/index files and swaps them in atomically while
+   * reads and writes continue; a crash at any point leaves the old or the new files, each
+   * with every acknowledged write (compact.ts, docs/format.md §2.13).
+   */
+  compact(opts: CompactOptions = {}): Promise<CompactResult> {
+    try {
+      this.#checkWritable();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#maintain(() =>
+      compactWritable(
+        {
+          files: () => this.#files,
+          entries: () => this.#l0,
+          dataFileBytes: () => this.#dataLanded,
+          hold: (fn) => this.#withHold(fn),
+          install: (files, log, dataEnd) => this.#install(files, log, dataEnd),
+          fail: (e) => (this.#failed = wrapWriteError(this.dataPath, 'compaction could not finish swapping its files (the layer accepts no more writes; reopening finishes the swap)', undefined, e)),
+        },
+        opts,
+      ),
+    );
+  }
+
+  /** Under the hold: the compacted pair replaces the current one; the old files close once their reads are done. */
+  async #install(files: WritableFiles, log: IndexLog, dataEnd: number): Promise<void> {
+    const old = this.#files;
+    const reads = this.#dataReads;
+    this.#files = files;
+    this.#data = files.data;
+    this.#log = log;
+    this.#l0 = log.entries;
+    this.#dataEnd = dataEnd;
+    this.#dataLanded = dataEnd;
+    this.#dataReads = { n: 0, retired: undefined };
+    if (reads.n === 0) await old.closeHandles();
+    else reads.retired = () => void old.closeHandles();
+  }
+
+  /**
+   * Grows (or with shrink: true shrinks, refused if anything is mapped past the new end) the
+   * virtual size, durably: both headers record it before this resolves.
+   */
+  resize(size: number, opts: { shrink?: boolean } = {}): Promise<void> {
+    if (!Number.isSafeInteger(size) || size <= 0 || size % SECTOR !== 0 || size > MAX_VIRTUAL_SIZE) {
+      return Promise.reject(new InvalidArgumentError(`virtual size ${size} must be a positive multiple of 512, at most ${MAX_VIRTUAL_SIZE}`));
+    }
+    return this.#maintain(() =>
+      this.#withHold(async () => {
+        if (size < this.#size && !opts.shrink) {
+          throw new InvalidArgumentError(`${this.name}: ${size} is smaller than the virtual size ${this.#size}; shrinking needs shrink (--shrink)`);
+        }
+        const mapped = this.#l0.endSector() * SECTOR;
+        if (size < mapped) throw new InvalidArgumentError(`${this.name}: cannot shrink to ${size}: data is mapped up to byte ${mapped}`);
+        await this.#files.setVirtualSize(size);
+        this.#size = size;
+      }),
+    );
   }
 
   /** Waits for in-flight writes, flushes, and closes the files (and the lower device if owned). */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      await this.#maintenance;
+      await this.#passHold();
       await this.#locks.idle();
       let failure: unknown;
       if (this.writable) {
