@@ -108,9 +108,18 @@ export function register(program: Command): void {
     .option('--base <layer...>', 'the layers it will sit on, bottom first: parent = top uuid, size defaults to the stack\'s')
     .option(...VERIFY_CHAIN)
     .option(...NO_VERIFY_CHAIN)
+    .option('--sparse', 'a sparse layer, as overlaybd-create -s: data in place in a data file spanning the disk, the index file left empty')
     .option('-f, --force', 'replace existing files (never the base layers)')
     .option('--json', 'print JSON')
-    .action(async (data: string, index: string, o: { size?: number; uuid?: string; parent?: string; base?: string[]; verifyChain?: boolean; force?: boolean; json?: boolean }) => {
+    .addHelpText(
+      'after',
+      `
+Examples:
+  obd create rw.data rw.index --base base.lsmt          # append-only layer over base.lsmt
+  obd create rw.data rw.index --size 64G --sparse       # as overlaybd-create -s (-s is --size here)
+`,
+    )
+    .action(async (data: string, index: string, o: { size?: number; uuid?: string; parent?: string; base?: string[]; verifyChain?: boolean; sparse?: boolean; force?: boolean; json?: boolean }) => {
       await checkOutputs([{ path: data, arg: '<data>' }, { path: index, arg: '<index>' }], argList(o.base ?? [], '--base layer'), o.force);
       let size = o.size;
       let parent = o.parent;
@@ -125,10 +134,10 @@ export function register(program: Command): void {
         }
       }
       if (size === undefined) throw new InvalidArgumentError('give the virtual size with --size (or --base to take the size of the layers below)');
-      const layer = await WritableLayer.create(data, index, { virtualSize: size, uuid: o.uuid, parentUuid: parent, overwrite: o.force });
+      const layer = await WritableLayer.create(data, index, { virtualSize: size, uuid: o.uuid, parentUuid: parent, overwrite: o.force, sparse: o.sparse });
       await layer.close();
-      const r = { data, index, uuid: layer.uuid, parentUuid: layer.parentUuid, virtualSize: layer.size };
-      output(o.json, r, () => `created writable layer ${r.uuid} (${formatSize(r.virtualSize)}, parent ${r.parentUuid}): ${data} + ${index}`);
+      const r = { data, index, uuid: layer.uuid, parentUuid: layer.parentUuid, virtualSize: layer.size, sparse: !!o.sparse };
+      output(o.json, r, () => `created ${r.sparse ? 'sparse ' : ''}writable layer ${r.uuid} (${formatSize(r.virtualSize)}, parent ${r.parentUuid}): ${data} + ${index}`);
     });
 
   compressOptions(

@@ -12,6 +12,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { FormatError } from '../io/errors.ts';
 import { IndexLog } from './index-log.ts';
+import { SparseLog } from './sparse.ts';
 import { WritableFiles } from './writable-files.ts';
 import { writeFull } from '../io/sink.ts';
 import { ENTRY_SIZE, FLAG_DATA, FLAG_SEALED, FLAG_SPARSE, HT_SPACE, HT_STRUCT_SIZE, SECTOR, encodeHeaderTrailer, parseHeaderTrailer, writeEntry, type HeaderTrailer } from './format.ts';
@@ -92,7 +93,7 @@ export function isSealedTrailer(tail: Uint8Array, file: string, at: number): boo
 export async function sealLayer(dataPath: string, indexPath: string): Promise<SealStats> {
   const files = await WritableFiles.open(dataPath, indexPath);
   try {
-    const log = await IndexLog.recover(files, true);
+    const log = files.sparse ? SparseLog.scan(files) : await IndexLog.recover(files, true);
     return await sealDataFile(files.data, dataPath, files.header, log.entries.toTable(), files.dataEnd);
   } finally {
     await files.close();

@@ -6,7 +6,7 @@
  */
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { ChainError, FormatError, InvalidArgumentError, NotSupportedError } from '../io/errors.ts';
+import { ChainError, FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { wrapFsError } from '../io/file.ts';
 import { WriterLock, assertUnlocked, lockHolder } from '../io/lock.ts';
 import { recoverSwap, type SwapRecovery } from './compact-swap.ts';
@@ -36,6 +36,8 @@ export interface FilesCreateOptions {
   parentUuid?: string;
   /** Replace existing files (default: refuse, as overlaybd-create does). */
   overwrite?: boolean;
+  /** A sparse layer (docs/format.md §2.12): header flag 16, data in place, an empty index file. */
+  sparse?: boolean;
 }
 
 export interface FilesOpenOptions {
@@ -78,6 +80,11 @@ export class WritableFiles {
     this.indexSize = indexSize;
   }
 
+  /** A sparse layer (header flag 16): data in place, the index file unused (sparse.ts). */
+  get sparse(): boolean {
+    return (this.header.flags & FLAG_SPARSE) !== 0;
+  }
+
   /** Where appending to the data file resumes: its end rounded up to a sector, past the header. */
   get dataEnd(): number {
     return Math.max(HT_SPACE, Math.ceil(this.dataSize / SECTOR) * SECTOR);
@@ -90,7 +97,7 @@ export class WritableFiles {
   static async create(dataPath: string, indexPath: string, opts: FilesCreateOptions): Promise<WritableFiles> {
     if (path.resolve(dataPath) === path.resolve(indexPath)) throw new InvalidArgumentError(`${dataPath}: the data and index files must be different files`);
     const header: HeaderTrailer = {
-      flags: FLAG_HEADER | FLAG_DATA,
+      flags: FLAG_HEADER | FLAG_DATA | (opts.sparse ? FLAG_SPARSE : 0),
       indexOffset: 0,
       indexSize: 0,
       virtualSize: opts.virtualSize,
@@ -122,7 +129,9 @@ export class WritableFiles {
     }
     try {
       await writeFull(data, encodeHeaderTrailer(header), 0);
-      await writeFull(index, encodeHeaderTrailer(indexHeader), 0);
+      // As overlaybd-create -s: the data file spans the whole disk, the index file stays empty.
+      if (opts.sparse) await data.truncate(HT_SPACE + opts.virtualSize);
+      else await writeFull(index, encodeHeaderTrailer(indexHeader), 0);
       await data.datasync();
       await index.datasync();
       await syncDirs([dataPath, indexPath]);
@@ -133,7 +142,7 @@ export class WritableFiles {
       await lock.release();
       throw wrapWriteError(dataPath, 'creating the writable layer', undefined, e);
     }
-    return new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, HT_SPACE, HT_SPACE);
+    return new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, opts.sparse ? HT_SPACE + opts.virtualSize : HT_SPACE, opts.sparse ? 0 : HT_SPACE);
   }
 
   /**
@@ -155,7 +164,8 @@ export class WritableFiles {
       index = await openFile(indexPath, flag);
       const header = await readHeader(data, dataPath);
       checkDataHeader(header, dataPath);
-      const indexHeader = await readHeader(index, indexPath);
+      // A sparse layer's index file is not read (the reference's tool leaves it empty).
+      const indexHeader = header.flags & FLAG_SPARSE ? { ...header, flags: FLAG_HEADER, indexOffset: HT_SPACE } : await readHeader(index, indexPath);
       checkIndexHeader(indexHeader, indexPath);
       if (indexHeader.uuid.toUpperCase() !== header.uuid.toUpperCase()) {
         throw new ChainError(`${indexPath}: index file belongs to layer ${indexHeader.uuid}, but ${dataPath} is layer ${header.uuid}`);
@@ -207,10 +217,20 @@ export class WritableFiles {
   /** Records a new virtual size in both headers (offset 48), durably. */
   async setVirtualSize(size: number): Promise<void> {
     try {
-      await writeFull(this.data, encodeHeaderTrailer({ ...this.header, virtualSize: size }), 0);
-      await writeFull(this.index, encodeHeaderTrailer({ ...this.indexHeader, virtualSize: size }), 0);
-      await this.data.datasync();
-      await this.index.datasync();
+      if (this.sparse) {
+        // As the reference's update_vsize: a sparse data file spans the disk. The file grows
+        // before the header says so and shrinks after, so a crash never leaves it short.
+        if (size > this.header.virtualSize) await this.data.truncate(HT_SPACE + size);
+        await writeFull(this.data, encodeHeaderTrailer({ ...this.header, virtualSize: size }), 0);
+        await this.data.sync();
+        if (size < this.header.virtualSize) await this.data.truncate(HT_SPACE + size);
+        await this.data.sync();
+      } else {
+        await writeFull(this.data, encodeHeaderTrailer({ ...this.header, virtualSize: size }), 0);
+        await writeFull(this.index, encodeHeaderTrailer({ ...this.indexHeader, virtualSize: size }), 0);
+        await this.data.datasync();
+        await this.index.datasync();
+      }
     } catch (e) {
       throw wrapWriteError(this.dataPath, 'recording the virtual size', 48, e);
     }
@@ -230,9 +250,6 @@ function checkDataHeader(h: HeaderTrailer, file: string): void {
   if (!(f & FLAG_HEADER)) throw new FormatError(file, `header flags ${f}: is-header bit (1) not set`, 28);
   if (!(f & FLAG_DATA)) throw new FormatError(file, `header flags ${f}: this is an index file, not a data file (are DATA and INDEX swapped?)`, 28);
   if (f & FLAG_SEALED) throw new FormatError(file, `header flags ${f}: this is a sealed (committed) layer, not a writable data file`, 28);
-  if (f & FLAG_SPARSE) {
-    throw new NotSupportedError(`${file}: sparse writable layers (header flag 16, overlaybd-create -s) are not supported; create an append-mode layer`);
-  }
 }
 
 function checkIndexHeader(h: HeaderTrailer, file: string): void {

@@ -11,9 +11,11 @@ import { compactWritable, type CompactOptions, type CompactResult } from './comp
 import { failAfter, settleAll } from '../io/util.ts';
 import type { BlockDevice, ByteSource, DeviceCapabilities, Extent } from '../io/types.ts';
 import { declareCapabilities } from '../io/capabilities.ts';
-import { MAX_ENTRY_SECTORS, SECTOR, isNullUuid, checkVirtualSize, MAX_VIRTUAL_SIZE, type HeaderTrailer } from './format.ts';
+import { HT_SPACE, MAX_ENTRY_SECTORS, SECTOR, isNullUuid, checkVirtualSize, MAX_VIRTUAL_SIZE, type HeaderTrailer } from './format.ts';
 import { SyncReadGate, preadFull, pwriteFull } from '../io/fd-io.ts';
 import { IndexLog, type RecoveryReport } from './index-log.ts';
+import { punchHole } from '../io/holes.ts';
+import { SPARSE_BLOCK, SparseLog } from './sparse.ts';
 import { wrapWriteError } from './io-errors.ts';
 import type { Level0Index } from './level0.ts';
 import { RangeLocks } from './range-lock.ts';
@@ -36,6 +38,8 @@ export interface WritableCreateOptions {
   ownsLower?: boolean;
   /** Replace existing files (default: refuse, as overlaybd-create does). */
   overwrite?: boolean;
+  /** A sparse layer, as overlaybd-create -s (docs/format.md §2.12). */
+  sparse?: boolean;
 }
 
 export interface WritableOpenOptions {
@@ -79,7 +83,9 @@ export class WritableLayer implements BlockDevice {
   #files: WritableFiles;
   /** The data file (reads and writes go straight to its descriptor). */
   #data: FileHandle;
-  #log: IndexLog;
+  #log: IndexLog | SparseLog;
+  /** Sparse layer (docs/format.md §2.12): data in place, no index log. */
+  readonly #sparse: boolean;
   /** The log's current entries. */
   #l0: Level0Index;
   /** Asynchronous reads in flight on #data: a replaced data file is closed when they are done. */
@@ -102,7 +108,7 @@ export class WritableLayer implements BlockDevice {
   #closing: Promise<void> | undefined;
   #closed = false;
 
-  private constructor(files: WritableFiles, log: IndexLog, size: number, opts: { lower?: BlockDevice; ownsLower?: boolean; readOnly?: boolean }) {
+  private constructor(files: WritableFiles, log: IndexLog | SparseLog, size: number, opts: { lower?: BlockDevice; ownsLower?: boolean; readOnly?: boolean }) {
     this.dataPath = files.dataPath;
     this.indexPath = files.indexPath;
     this.name = files.dataPath;
@@ -114,6 +120,7 @@ export class WritableLayer implements BlockDevice {
     this.uuid = files.header.uuid;
     this.parentUuid = files.header.parentUuid;
     this.#size = size;
+    this.#sparse = files.sparse;
     this.#dataEnd = files.dataEnd;
     this.#dataLanded = files.dataEnd;
     this.recovery = log.recovery;
@@ -141,15 +148,15 @@ export class WritableLayer implements BlockDevice {
       throw new InvalidArgumentError(`virtual size ${vsize} must be a whole number of 512-byte sectors, at most ${MAX_VIRTUAL_SIZE}`);
     }
     if (vsize === 0 && opts.lower) vsize = opts.lower.size;
-    const files = await WritableFiles.create(dataPath, indexPath, { virtualSize: vsize, uuid: opts.uuid, parentUuid: opts.parentUuid, overwrite: opts.overwrite });
-    return new WritableLayer(files, IndexLog.empty(files), vsize, opts);
+    const files = await WritableFiles.create(dataPath, indexPath, { virtualSize: vsize, uuid: opts.uuid, parentUuid: opts.parentUuid, overwrite: opts.overwrite, sparse: opts.sparse });
+    return new WritableLayer(files, opts.sparse ? SparseLog.empty(files) : IndexLog.empty(files), vsize, opts);
   }
 
   /** Opens an existing pair, recovering from a crash (see RecoveryReport). */
   static async open(dataPath: string, indexPath: string, opts: WritableOpenOptions = {}): Promise<WritableLayer> {
     const files = await WritableFiles.open(dataPath, indexPath, opts);
     try {
-      const log = await IndexLog.recover(files, !opts.readOnly);
+      const log = files.sparse ? SparseLog.scan(files) : await IndexLog.recover(files, !opts.readOnly);
       if (opts.verifyParent && opts.lower) checkParent(dataPath, files.header.parentUuid, opts.lower);
       let size = files.indexHeader.virtualSize;
       if (size === 0 && opts.lower) {
@@ -329,28 +336,42 @@ export class WritableLayer implements BlockDevice {
       this.#checkWritable();
       this.#checkRange(offset, buf.length);
     }
-    const s0 = Math.floor(offset / SECTOR);
-    const s1 = Math.ceil((offset + buf.length) / SECTOR);
-    await this.#locks.run(s0, s1, () => this.#writeLocked(buf, offset));
+    const [a0, a1] = this.#span(offset, offset + buf.length);
+    await this.#locks.run(a0 / SECTOR, a1 / SECTOR, () => this.#writeLocked(buf, offset));
+  }
+
+  /**
+   * The bytes a write of [offset, end) rewrites: whole sectors, or whole 4 KiB blocks in a
+   * sparse layer (where the filesystem allocates whole blocks, so every allocated byte must
+   * hold what reads showed), never past the device's end.
+   */
+  #span(offset: number, end: number): [number, number] {
+    const unit = this.#sparse ? SPARSE_BLOCK : SECTOR;
+    return [Math.floor(offset / unit) * unit, Math.min(Math.ceil(end / unit) * unit, Math.max(end, this.#size))];
   }
 
   /** The write itself; the caller holds the range lock of its sectors. */
   async #writeLocked(buf: Uint8Array, offset: number): Promise<void> {
     if (this.#log.broken) throw this.#log.broken;
     const end = offset + buf.length;
-    const s0 = Math.floor(offset / SECTOR);
-    const s1 = Math.ceil(end / SECTOR);
-    const head = offset - s0 * SECTOR;
-    const tail = s1 * SECTOR - end;
+    const [a0, a1] = this.#span(offset, end);
+    const unit = this.#sparse ? SPARSE_BLOCK : SECTOR;
+    const s0 = a0 / SECTOR;
+    const head = offset - a0;
+    const tail = a1 - end;
     let data = buf;
     if (head !== 0 || tail !== 0) {
-      data = new Uint8Array((s1 - s0) * SECTOR);
-      if (head !== 0) await this.#read(data.subarray(0, SECTOR), s0 * SECTOR);
-      if (tail !== 0 && (s1 - 1 > s0 || head === 0)) await this.#read(data.subarray(data.length - SECTOR), (s1 - 1) * SECTOR);
+      // Partial first and last units are completed from the current contents.
+      data = new Uint8Array(a1 - a0);
+      const first = Math.min(unit, a1 - a0);
+      if (head !== 0) await this.#read(data.subarray(0, first), a0);
+      const last = Math.max(a1 - unit, a0);
+      if (tail !== 0 && (last >= a0 + first || head === 0)) await this.#read(data.subarray(last - a0), last);
       data.set(buf, head);
     }
-    const at = this.#dataEnd;
-    this.#dataEnd += data.length;
+    // Append mode: at the data file's end. Sparse: in place, sector x at 4096 + 512·x.
+    const at = this.#sparse ? HT_SPACE + a0 : this.#dataEnd;
+    if (!this.#sparse) this.#dataEnd += data.length;
     try {
       await pwriteFull(this.#data.fd, data, at);
     } catch (e) {
@@ -378,10 +399,10 @@ export class WritableLayer implements BlockDevice {
       this.#checkRange(offset, length);
     }
     const end = offset + length;
-    const s0 = Math.floor(offset / SECTOR);
-    const s1 = Math.ceil(end / SECTOR);
-    await this.#locks.run(s0, s1, async () => {
+    const [a0, a1] = this.#span(offset, end);
+    await this.#locks.run(a0 / SECTOR, a1 / SECTOR, async () => {
       if (this.#log.broken) throw this.#log.broken;
+      if (this.#sparse) return this.#trimSparse(offset, end);
       const a = Math.ceil(offset / SECTOR);
       const b = Math.floor(end / SECTOR);
       if (a >= b) {
@@ -393,6 +414,46 @@ export class WritableLayer implements BlockDevice {
       for (let s = a; s < b; s += MAX_ENTRY_SECTORS) this.#log.append(s, Math.min(MAX_ENTRY_SECTORS, b - s), moffset, true);
       if (end > b * SECTOR) await this.#writeLocked(new Uint8Array(end - b * SECTOR), b * SECTOR);
     });
+  }
+
+  /**
+   * A sparse layer records nothing but its file's holes (sparse.ts), so a trim punches holes
+   * where the lower device reads as zeros anyway, and writes zeros where the lower device has
+   * data (a hole would let that data show through after reopening). Partial blocks get zeros.
+   */
+  async #trimSparse(offset: number, end: number): Promise<void> {
+    const a = Math.ceil(offset / SPARSE_BLOCK) * SPARSE_BLOCK;
+    // The device's last block may be partial: punching to the file's end covers it.
+    const b = end === this.#size ? end : Math.floor(end / SPARSE_BLOCK) * SPARSE_BLOCK;
+    const zeros = async (from: number, to: number): Promise<void> => {
+      for (let p = from; p < to; p += MAX_IO_SECTORS * SECTOR) {
+        const n = Math.min(MAX_IO_SECTORS * SECTOR, to - p);
+        await this.#writeLocked(new Uint8Array(n), p);
+      }
+    };
+    if (a >= b) return zeros(offset, end);
+    if (a > offset) await zeros(offset, a);
+    const lower = this.#lower;
+    const lowTo = lower ? Math.min(b, lower.size) : a;
+    const pieces: { from: number; to: number; data: boolean }[] = [];
+    if (lowTo > a) for (const x of await lower!.extents(a, lowTo - a)) pieces.push({ from: x.offset, to: x.offset + x.length, data: x.kind === 'data' });
+    if (b > Math.max(a, lowTo)) pieces.push({ from: Math.max(a, lowTo), to: b, data: false });
+    for (const p of pieces) {
+      if (p.data) {
+        await zeros(p.from, p.to);
+        continue;
+      }
+      try {
+        punchHole(this.#data.fd, this.dataPath, HT_SPACE + p.from, p.to - p.from);
+      } catch (e) {
+        throw wrapWriteError(this.dataPath, 'punching a hole', HT_SPACE + p.from, e);
+      }
+      this.#log.dataWritten();
+      const s0 = p.from / SECTOR;
+      const s1 = Math.ceil(p.to / SECTOR);
+      for (let s = s0; s < s1; s += MAX_ENTRY_SECTORS) this.#log.append(s, Math.min(MAX_ENTRY_SECTORS, s1 - s), HT_SPACE / SECTOR + s, true);
+    }
+    if (end > b) await zeros(b, end);
   }
 
   /** Makes every completed write and trim durable. */
@@ -442,6 +503,11 @@ export class WritableLayer implements BlockDevice {
       this.#checkWritable();
     } catch (e) {
       return Promise.reject(e);
+    }
+    if (this.#sparse) {
+      // A sparse layer keeps no dead data: overwrites land in place and trims punch holes.
+      const size = this.#dataLanded;
+      return this.#maintain(async () => ({ dataBytesBefore: size, dataBytesAfter: size, reclaimed: 0, entries: this.#l0.count, rounds: 0, holdMs: 0 }));
     }
     return this.#maintain(() =>
       compactWritable(

@@ -8,11 +8,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
-import { prng, runObd, scatteredWritable } from '../helpers/kill.ts';
+import { prng, runObd, scatteredWritable, type Kill } from '../helpers/kill.ts';
 import { tempDir } from '../helpers/temp.ts';
 import { COMPACT_VSIZE, SLOT, SLOTS, consistentPrefix, slotOp } from './compact-ops.ts';
 import { deviceDigest, inDir } from './helpers.ts';
@@ -46,10 +47,14 @@ test('obd compact killed anywhere leaves the old or the new pair, reading the sa
   const spread = 12;
   const tail = Math.min(8, ref.events - 1);
   const points = [...Array.from({ length: spread }, (_, i) => Math.max(1, Math.ceil((ref.events * (i + rnd())) / spread))), ...Array.from({ length: tail }, (_, j) => ref.events - j)];
-  for (let i = 0; i < points.length; i++) {
+  // And kills at the first change after the swap marker appears: inside the swap window.
+  const marker = `${work.file('rw.data')}.compact-swap`;
+  const kills: Kill[] = [...points.map((afterEvents) => ({ afterEvents })), ...Array.from({ length: 3 }, () => ({ when: () => existsSync(marker) }))];
+  for (let i = 0; i < kills.length; i++) {
     await fresh();
-    const afterEvents = points[i]!;
-    const r = await runObd(target, 0, { afterEvents });
+    const kill = kills[i]!;
+    const afterEvents = 'afterEvents' in kill! ? kill.afterEvents : 'marker';
+    const r = await runObd(target, 0, kill);
     if ((await readdir(work.dir)).some((n) => n.includes('.compact'))) seen.leftovers++;
     const l = await WritableLayer.open(work.file('rw.data'), work.file('rw.index'), { readOnly: true });
     try {
