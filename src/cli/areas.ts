@@ -7,7 +7,7 @@ export type Area = { register(program: Command): void };
 export const AREAS: [commands: string[], load: () => Promise<Area>][] = [
   [['info', 'export', 'map'], () => import('./layers.ts')],
   [['create', 'commit', 'merge', 'import', 'rw-info'], () => import('./snapshots.ts')],
-  [['compact', 'resize'], () => import('./maintenance.ts')],
+  [['compact', 'resize', 'diff'], () => import('./maintenance.ts')],
   [['zfile'], () => import('./zfile.ts')],
   [['serve'], () => import('./nbd.ts')],
   [['push', 'pull', 'copy', 'inspect'], () => import('./remote.ts')],

@@ -44,7 +44,7 @@ export interface IdentityOpts {
 }
 
 /** Adds the ZFile output options shared by commit, merge and import. */
-function compressOptions(cmd: Command): Command {
+export function compressOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('-z, --compress <algorithm>', 'compress the output into a ZFile (as overlaybd-commit -z)').choices(['lz4', 'zstd']))
     .option('--block-size <size>', 'ZFile block size, 4K..64K, power of two (default 4K)', sizeArg)
