@@ -14,13 +14,14 @@
  */
 import { rm, stat, type FileHandle } from 'node:fs/promises';
 import { ShortReadError } from '../io/errors.ts';
-import { preadFull } from '../io/fd-io.ts';
+import { SyncReadGate, preadFull } from '../io/fd-io.ts';
+import { settleAll } from '../io/util.ts';
 import { writeFull } from '../io/sink.ts';
 import { finishSwap, swapPaths, writeSwapMarker } from './compact-swap.ts';
 import { ENTRY_SIZE, HT_SPACE, SECTOR, writeEntry } from './format.ts';
 import { IndexLog } from './index-log.ts';
 import { wrapWriteError } from './io-errors.ts';
-import type { Level0Index } from './level0.ts';
+import { Level0Index } from './level0.ts';
 import type { MappingTable } from './table.ts';
 import type { WritableFiles } from './writable-files.ts';
 
@@ -58,18 +59,21 @@ export interface CompactHost {
 }
 
 /** Rounds without the hold, at most; the hold's round copies whatever is left. */
-const MAX_FREE_ROUNDS = 4;
-/** A round that copied less than this leaves little for the hold: go to it. */
-const SMALL_ROUND = 4 << 20;
-/** Bytes per read/write of the copy. */
-const COPY_CHUNK = 4 << 20;
+const MAX_FREE_ROUNDS = 16;
+/** Less than this left to copy: take the hold (its round copies it). */
+const SMALL_ROUND = 1 << 20;
+/** Bytes copied per batch (one write; the event loop gets a turn between batches). */
+const COPY_BATCH = 1 << 20;
 
 /** Old file position (sectors) → new file position, for every piece copied. */
 class Translation {
   #old: number[] = [];
   #len: number[] = [];
   #new: number[] = [];
-  #sorted: Int32Array = new Int32Array(0);
+  // Sorted by old position, as typed arrays (lookups are the hot loop of the hold).
+  #sOld = new Float64Array(0);
+  #sLen = new Float64Array(0);
+  #sNew = new Float64Array(0);
 
   add(oldM: number, len: number, newM: number): void {
     const k = this.#old.length - 1;
@@ -85,79 +89,118 @@ class Translation {
 
   /** Call after a round's adds, before lookups. */
   seal(): void {
+    const n = this.#old.length;
     const idx = Int32Array.from(this.#old.keys());
     idx.sort((a, b) => this.#old[a]! - this.#old[b]!);
-    this.#sorted = idx;
+    this.#sOld = new Float64Array(n);
+    this.#sLen = new Float64Array(n);
+    this.#sNew = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const k = idx[i]!;
+      this.#sOld[i] = this.#old[k]!;
+      this.#sLen[i] = this.#len[k]!;
+      this.#sNew[i] = this.#new[k]!;
+    }
   }
 
   /** New position of old sectors [m, m+len), or -1 when they were not copied (as one piece). */
   lookup(m: number, len: number): number {
-    const s = this.#sorted;
+    const o = this.#sOld;
     let lo = 0;
-    let hi = s.length;
+    let hi = o.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.#old[s[mid]!]! <= m) lo = mid + 1;
+      if (o[mid]! <= m) lo = mid + 1;
       else hi = mid;
     }
     if (lo === 0) return -1;
-    const k = s[lo - 1]!;
-    const o = this.#old[k]!;
-    return m + len <= o + this.#len[k]! ? this.#new[k]! + (m - o) : -1;
+    const k = lo - 1;
+    return m + len <= o[k]! + this.#sLen[k]! ? this.#sNew[k]! + (m - o[k]!) : -1;
   }
 }
 
-/** Copies the data of `table`'s mappings that `tr` does not cover; returns the bytes copied. */
-async function copyRound(
-  table: MappingTable,
-  tr: Translation,
-  from: FileHandle,
-  fromPath: string,
-  to: FileHandle,
-  toPath: string,
-  cursor: { at: number },
-  buf: Uint8Array,
-  progress: () => void,
-  done: { bytes: number },
-): Promise<number> {
+/** Copy state shared by the rounds of one compaction. */
+interface Copier {
+  tr: Translation;
+  to: FileHandle;
+  toPath: string;
+  /** Write position in the new data file (bytes). */
+  at: number;
+  buf: Uint8Array;
+  gate: SyncReadGate;
+  done: number;
+  progress: () => void;
+}
+
+const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Copies the data of `table`'s mappings that the translation does not cover, a batch at a
+ * time: the batch's pieces are read (synchronously while the file is in the page cache,
+ * joined where contiguous), written with one write, then the event loop gets a turn so the
+ * device's own I/O is not starved. Returns the bytes copied.
+ */
+async function copyRound(c: Copier, table: MappingTable, from: FileHandle, fromPath: string): Promise<number> {
   let copied = 0;
-  // A run of pieces contiguous in the old file, copied with one read and one write.
-  let runOld = -1;
-  let runLen = 0;
-  const flushRun = async (): Promise<void> => {
-    if (runLen === 0) return;
-    const bytes = runLen * SECTOR;
-    const view = buf.subarray(0, bytes);
-    const n = await preadFull(from.fd, view, runOld * SECTOR);
-    if (n !== bytes) throw new ShortReadError(fromPath, runOld * SECTOR, bytes, n);
-    try {
-      await writeFull(to, view, cursor.at);
-    } catch (e) {
-      throw wrapWriteError(toPath, 'compaction: copying live data', cursor.at, e);
+  const cap = c.buf.length / SECTOR;
+  // The batch: pieces as (old sector, sectors, buffer sector), joined when contiguous in the old file.
+  const pOld: number[] = [];
+  const pLen: number[] = [];
+  const pAt: number[] = [];
+  let used = 0;
+  const flushBatch = async (): Promise<void> => {
+    if (used === 0) return;
+    const jobs: Promise<void>[] = [];
+    for (let k = 0; k < pOld.length; k++) {
+      const view = c.buf.subarray(pAt[k]! * SECTOR, (pAt[k]! + pLen[k]!) * SECTOR);
+      const pos = pOld[k]! * SECTOR;
+      const n = c.gate.read(from.fd, view, pos);
+      if (n === undefined) {
+        jobs.push(
+          preadFull(from.fd, view, pos).then((got) => {
+            if (got !== view.length) throw new ShortReadError(fromPath, pos, view.length, got);
+          }),
+        );
+      } else if (n !== view.length) throw new ShortReadError(fromPath, pos, view.length, n);
     }
-    tr.add(runOld, runLen, cursor.at / SECTOR);
-    cursor.at += bytes;
+    await settleAll(jobs);
+    const bytes = used * SECTOR;
+    try {
+      await writeFull(c.to, c.buf.subarray(0, bytes), c.at);
+    } catch (e) {
+      throw wrapWriteError(c.toPath, 'compaction: copying live data', c.at, e);
+    }
+    for (let k = 0; k < pOld.length; k++) c.tr.add(pOld[k]!, pLen[k]!, c.at / SECTOR + pAt[k]!);
+    c.at += bytes;
     copied += bytes;
-    done.bytes += bytes;
-    progress();
-    runLen = 0;
+    c.done += bytes;
+    c.progress();
+    pOld.length = pLen.length = pAt.length = 0;
+    used = 0;
+    await yieldToLoop();
   };
   for (let i = 0; i < table.count; i++) {
     if (table.zeroed[i] === 1) continue;
     let m = table.moffset[i]!;
     let len = table.length[i]!;
-    if (tr.lookup(m, len) >= 0) continue;
+    if (c.tr.lookup(m, len) >= 0) continue;
     while (len > 0) {
-      if (runLen > 0 && (runOld + runLen !== m || runLen * SECTOR >= buf.length)) await flushRun();
-      const take = Math.min(len, buf.length / SECTOR - runLen);
-      if (runLen === 0) runOld = m;
-      runLen += take;
+      if (used === cap) await flushBatch();
+      const take = Math.min(len, cap - used);
+      const k = pOld.length - 1;
+      if (k >= 0 && pOld[k]! + pLen[k]! === m) pLen[k]! += take;
+      else {
+        pOld.push(m);
+        pLen.push(take);
+        pAt.push(used);
+      }
+      used += take;
       m += take;
       len -= take;
     }
   }
-  await flushRun();
-  tr.seal();
+  await flushBatch();
+  c.tr.seal();
   return copied;
 }
 
@@ -170,30 +213,37 @@ export async function compactWritable(host: CompactHost, opts: CompactOptions = 
   let installed = false;
   const tr = new Translation();
   tr.seal();
-  const cursor = { at: HT_SPACE };
-  const done = { bytes: 0 };
   let total = 0;
-  const progress = (): void => opts.onProgress?.(done.bytes, Math.max(total, done.bytes));
-  const buf = new Uint8Array(COPY_CHUNK);
+  const c: Copier = {
+    tr,
+    to: newData,
+    toPath: paths.newData,
+    at: HT_SPACE,
+    buf: new Uint8Array(COPY_BATCH),
+    gate: new SyncReadGate(),
+    done: 0,
+    progress: () => opts.onProgress?.(c.done, Math.max(total, c.done)),
+  };
   try {
     let rounds = 0;
+    // Rounds until what is left for the hold is small: writes arriving meanwhile are what each round copies.
     for (;;) {
       const table = host.entries().toTable();
-      total = done.bytes + untranslatedBytes(table, tr);
+      const left = untranslatedBytes(table, tr);
+      total = c.done + left;
+      if (rounds > 0 && (left < SMALL_ROUND || rounds >= MAX_FREE_ROUNDS)) break;
       rounds++;
-      const copied = await copyRound(table, tr, old.data, old.dataPath, newData, paths.newData, cursor, buf, progress, done);
-      if (copied < SMALL_ROUND || rounds >= MAX_FREE_ROUNDS) break;
+      await copyRound(c, table, old.data, old.dataPath);
     }
     let holdStart = 0;
     const result = await host.hold(async () => {
       holdStart = performance.now();
       const cur = host.files();
       const table = host.entries().toTable();
-      total = done.bytes + untranslatedBytes(table, tr);
       rounds++;
-      await copyRound(table, tr, cur.data, cur.dataPath, newData, paths.newData, cursor, buf, progress, done);
-      const dataEnd = cursor.at;
-      const index = encodeIndex(table, tr, dataEnd / SECTOR);
+      await copyRound(c, table, cur.data, cur.dataPath);
+      const dataEnd = c.at;      const entries = new Level0Index();
+      const index = encodeIndex(table, tr, dataEnd / SECTOR, entries);
       try {
         await writeFull(newIndex, index, HT_SPACE);
         await newData.datasync();
@@ -206,7 +256,7 @@ export async function compactWritable(host: CompactHost, opts: CompactOptions = 
       try {
         await finishSwap(paths);
         const files = cur.successor(newData, newIndex, dataEnd, HT_SPACE + index.length);
-        const log = await IndexLog.recover(files, true);
+        const log = IndexLog.written(files, entries, table.count);
         installed = true;
         await host.install(files, log, dataEnd);
       } catch (e) {
@@ -236,8 +286,8 @@ function untranslatedBytes(table: MappingTable, tr: Translation): number {
   return n * SECTOR;
 }
 
-/** The new index: `table`'s mappings with data positions translated; zeroed ones point at the data end. */
-function encodeIndex(table: MappingTable, tr: Translation, endSector: number): Uint8Array {
+/** The new index (and its level-0 copy in `into`): `table`'s mappings with data positions translated; zeroed ones point at the data end. */
+function encodeIndex(table: MappingTable, tr: Translation, endSector: number, into: Level0Index): Uint8Array {
   const out = new Uint8Array(table.count * ENTRY_SIZE);
   const dv = new DataView(out.buffer);
   for (let i = 0; i < table.count; i++) {
@@ -245,6 +295,8 @@ function encodeIndex(table: MappingTable, tr: Translation, endSector: number): U
     const m = zeroed ? endSector : tr.lookup(table.moffset[i]!, table.length[i]!);
     if (m < 0) throw new Error(`compaction: mapping at sector ${table.offset[i]} was not copied`);
     writeEntry(dv, i * ENTRY_SIZE, table.offset[i]!, table.length[i]!, m, zeroed, 0);
+    // Sorted and apart already: each insert appends.
+    into.insert(table.offset[i]!, table.length[i]!, m, zeroed);
   }
   return out;
 }

@@ -525,7 +525,7 @@ export class WritableLayer implements BlockDevice {
   }
 
   /** Under the hold: the compacted pair replaces the current one; the old files close once their reads are done. */
-  async #install(files: WritableFiles, log: IndexLog, dataEnd: number): Promise<void> {
+  #install(files: WritableFiles, log: IndexLog, dataEnd: number): Promise<void> {
     const old = this.#files;
     const reads = this.#dataReads;
     this.#files = files;
@@ -535,8 +535,10 @@ export class WritableLayer implements BlockDevice {
     this.#dataEnd = dataEnd;
     this.#dataLanded = dataEnd;
     this.#dataReads = { n: 0, retired: undefined };
-    if (reads.n === 0) await old.closeHandles();
+    // Closing waits for the thread pool; the hold need not.
+    if (reads.n === 0) void old.closeHandles();
     else reads.retired = () => void old.closeHandles();
+    return Promise.resolve();
   }
 
   /**
