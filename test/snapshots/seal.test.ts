@@ -1,8 +1,8 @@
 /** Layers sealed in place (close_seal, `overlaybd-commit --seal`, docs/format.md §2.11). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, readFile, stat } from 'node:fs/promises';
-import { openLayerFile, openStack } from '../../src/image/open.ts';
+import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { openImage, openLayerFile, openStack } from '../../src/image/open.ts';
 import { FormatError } from '../../src/io/errors.ts';
 import { ENTRY_SIZE } from '../../src/lsmt/format.ts';
 import { sealLayer } from '../../src/lsmt/seal.ts';
@@ -83,4 +83,17 @@ test('a layer written here, sealed with obd commit --seal, reads the same as its
   const bad2 = await obd(['commit', '--seal', d.file('a.data'), d.file('a.index'), '-z', 'lz4']);
   assert.notEqual(bad2.code, 0);
   assert.match(bad2.stderr, /do not apply/);
+});
+
+test('a config.v1.json lower whose dir holds overlaybd.sealed opens it, as the reference convertor lays it out', async (t) => {
+  const d = inDir(await tempDir(t, 'obd-seal-'));
+  await mkdir(d.file('l3'));
+  await copyFile(LSMT('layer3-rw.sealed'), d.file('l3/overlaybd.sealed'));
+  await writeFile(d.file('config.v1.json'), JSON.stringify({ lowers: [{ file: LSMT('layer1.lsmt') }, { file: LSMT('layer2.lsmt') }, { dir: 'l3' }], resultFile: 'result' }));
+  const dev = await openImage([d.file('config.v1.json')]);
+  try {
+    assert.equal(await deviceDigest(dev), DIGESTS.layer123);
+  } finally {
+    await dev.close();
+  }
 });
