@@ -180,6 +180,17 @@ export class WritableLayer implements BlockDevice {
     return this.#lower;
   }
 
+  /**
+   * Runs `fn` with the files held still: no compaction swaps them meanwhile (writes go on).
+   * A table from indexTable() points into `dataSource` only until the next swap, so readers
+   * of both (commit) run inside this.
+   */
+  stable<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.#maintenance.then(fn);
+    this.#maintenance = p.catch(() => {});
+    return p;
+  }
+
   /** The live level-0 index, sorted and non-overlapping, every entry with layer `layer`. */
   indexTable(layer = 0): MappingTable {
     return this.#l0.toTable(layer);
