@@ -50,6 +50,8 @@ export interface CompactHost {
   entries(): Level0Index;
   /** Bytes of the data file known to be written (reads of mapped data stay below it). */
   dataFileBytes(): number;
+  /** Requests (reads, writes, trims, flushes) the device has served so far: while it is busy, copying yields half the time. */
+  requests(): number;
   /** Runs `fn` once in-flight writes have finished and the log is flushed, with writes, trims and flushes held. */
   hold<T>(fn: () => Promise<T>): Promise<T>;
   /** Under the hold: start using `files` and `log`, appending data at `dataEnd`. */
@@ -130,9 +132,11 @@ interface Copier {
   gate: SyncReadGate;
   done: number;
   progress: () => void;
+  requests: () => number;
 }
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Copies the data of `table`'s mappings that the translation does not cover, a batch at a
@@ -148,6 +152,8 @@ async function copyRound(c: Copier, table: MappingTable, from: FileHandle, fromP
   const pLen: number[] = [];
   const pAt: number[] = [];
   let used = 0;
+  let t0 = performance.now();
+  let seen = c.requests();
   const flushBatch = async (): Promise<void> => {
     if (used === 0) return;
     const jobs: Promise<void>[] = [];
@@ -177,7 +183,12 @@ async function copyRound(c: Copier, table: MappingTable, from: FileHandle, fromP
     c.progress();
     pOld.length = pLen.length = pAt.length = 0;
     used = 0;
-    await yieldToLoop();
+    // Requests came in while this batch was copied: give them as much time as the batch took.
+    const now = c.requests();
+    if (now !== seen) await sleep(Math.min(50, performance.now() - t0));
+    else await yieldToLoop();
+    seen = c.requests();
+    t0 = performance.now();
   };
   for (let i = 0; i < table.count; i++) {
     if (table.zeroed[i] === 1) continue;
@@ -223,6 +234,7 @@ export async function compactWritable(host: CompactHost, opts: CompactOptions = 
     gate: new SyncReadGate(),
     done: 0,
     progress: () => opts.onProgress?.(c.done, Math.max(total, c.done)),
+    requests: () => host.requests(),
   };
   try {
     let rounds = 0;

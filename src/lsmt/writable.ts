@@ -92,6 +92,8 @@ export class WritableLayer implements BlockDevice {
   #dataReads = { n: 0, retired: undefined as (() => void) | undefined };
   /** Set while writes, trims and flushes are held (compact, resize); they wait for it. */
   #hold: Promise<void> | undefined;
+  /** Requests served so far (a compaction copies more slowly while this moves). */
+  #requests = 0;
   /** compact() and resize() run one at a time. */
   #maintenance: Promise<unknown> = Promise.resolve();
   /** Why the layer stopped accepting writes outside the log (a compaction that could not finish its swap). */
@@ -225,6 +227,7 @@ export class WritableLayer implements BlockDevice {
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
     if (this.#closed) throw new ClosedError(this.name);
+    this.#requests++;
     this.#checkRange(offset, buf.length);
     if (buf.length > 0) await this.#read(buf, offset);
   }
@@ -339,6 +342,7 @@ export class WritableLayer implements BlockDevice {
 
   /** Writes `buf` at any byte offset; partial sectors are completed from the current contents. */
   async write(buf: Uint8Array, offset: number): Promise<void> {
+    this.#requests++;
     this.#checkWritable();
     this.#checkRange(offset, buf.length);
     if (buf.length === 0) return;
@@ -401,6 +405,7 @@ export class WritableLayer implements BlockDevice {
    * device. Whole sectors become zeroed entries; partial end sectors are written with zeros.
    */
   async trim(offset: number, length: number): Promise<void> {
+    this.#requests++;
     this.#checkWritable();
     this.#checkRange(offset, length);
     if (length === 0) return;
@@ -469,6 +474,7 @@ export class WritableLayer implements BlockDevice {
 
   /** Makes every completed write and trim durable. */
   flush(): Promise<void> {
+    this.#requests++;
     if (this.#closing) return Promise.reject(new ClosedError(this.name));
     if (!this.writable) return Promise.resolve();
     if (this.#hold) return this.#passHold().then(() => this.flush());
@@ -526,6 +532,7 @@ export class WritableLayer implements BlockDevice {
           files: () => this.#files,
           entries: () => this.#l0,
           dataFileBytes: () => this.#dataLanded,
+          requests: () => this.#requests,
           hold: (fn) => this.#withHold(fn),
           install: (files, log, dataEnd) => this.#install(files, log, dataEnd),
           fail: (e) => (this.#failed = wrapWriteError(this.dataPath, 'compaction could not finish swapping its files (the layer accepts no more writes; reopening finishes the swap)', undefined, e)),
