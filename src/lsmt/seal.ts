@@ -72,17 +72,21 @@ export async function sealDataFile(file: FileHandle, dataPath: string, header: H
 }
 
 /**
- * Whether the last 4096 bytes of a data file (`tail`, read at `size − 4096`) are a sealed
- * trailer: the file was sealed in place and is a read-only layer now.
+ * Whether the last 4096 bytes of a data file (`tail`, read at `size − 4096`) are the trailer
+ * sealing did: a sealed trailer naming this file's own uuid, whose index ends where it starts.
+ * (A guest's last written block could carry LSMT magic; it cannot know the layer's uuid.)
  */
-export function isSealedTrailer(tail: Uint8Array, file: string, at: number): boolean {
+export function isSealedTrailer(tail: Uint8Array, file: string, size: number, header: HeaderTrailer): boolean {
   if (tail.length < HT_STRUCT_SIZE) return false;
+  let t: HeaderTrailer;
   try {
-    const t = parseHeaderTrailer(tail, file, at);
-    return (t.flags & 1) === 0 && (t.flags & FLAG_DATA) !== 0 && (t.flags & FLAG_SEALED) !== 0;
+    t = parseHeaderTrailer(tail, file, size - HT_SPACE);
   } catch {
     return false;
   }
+  const sealed = (t.flags & 1) === 0 && (t.flags & FLAG_DATA) !== 0 && (t.flags & FLAG_SEALED) !== 0;
+  const indexEnd = t.indexOffset + Math.ceil((t.indexSize * ENTRY_SIZE) / SECTOR) * SECTOR;
+  return sealed && t.uuid.toUpperCase() === header.uuid.toUpperCase() && indexEnd === size - HT_SPACE;
 }
 
 /**

@@ -172,7 +172,7 @@ export class WritableFiles {
       }
       const dataSize = (await data.stat()).size;
       const indexSize = (await index.stat()).size;
-      await refuseSealedInPlace(data, dataPath, dataSize);
+      await refuseSealedInPlace(data, dataPath, dataSize, header);
       const files = new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, dataSize, indexSize);
       files.swapRecovery = swap;
       return files;
@@ -261,11 +261,11 @@ function checkIndexHeader(h: HeaderTrailer, file: string): void {
 }
 
 /** A data file sealed in place (seal.ts) is a read-only layer now: appending would break it. */
-async function refuseSealedInPlace(fh: FileHandle, file: string, size: number): Promise<void> {
+async function refuseSealedInPlace(fh: FileHandle, file: string, size: number, header: HeaderTrailer): Promise<void> {
   if (size < 2 * HT_SPACE) return;
   const tail = new Uint8Array(HT_STRUCT_SIZE);
   const { bytesRead } = await fh.read(tail, 0, HT_STRUCT_SIZE, size - HT_SPACE);
-  if (bytesRead === HT_STRUCT_SIZE && isSealedTrailer(tail, file, size - HT_SPACE)) {
+  if (bytesRead === HT_STRUCT_SIZE && isSealedTrailer(tail, file, size, header)) {
     throw new FormatError(file, 'this data file was sealed in place (overlaybd-commit --seal, obd commit --seal): open it as a read-only layer, e.g. obd info FILE or obd merge FILE OUT', size - HT_SPACE);
   }
 }

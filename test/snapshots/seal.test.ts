@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { openImage, openLayerFile, openStack } from '../../src/image/open.ts';
 import { FormatError } from '../../src/io/errors.ts';
-import { ENTRY_SIZE } from '../../src/lsmt/format.ts';
+import { ENTRY_SIZE, encodeHeaderTrailer } from '../../src/lsmt/format.ts';
 import { sealLayer } from '../../src/lsmt/seal.ts';
 import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { obd } from '../helpers/cli.ts';
@@ -96,4 +96,19 @@ test('a config.v1.json lower whose dir holds overlaybd.sealed opens it, as the r
   } finally {
     await dev.close();
   }
+});
+
+test('a guest block that looks like a sealed trailer, written last, does not make the layer look sealed', async (t) => {
+  const d = inDir(await tempDir(t, 'obd-seal-'));
+  const w = await WritableLayer.create(d.file('g.data'), d.file('g.index'), { virtualSize: 4 << 20 });
+  await w.write(Buffer.alloc(8192, 5), 0);
+  // What a guest storing an LSMT layer might write: a trailer block (flags 6) of another layer.
+  const block = encodeHeaderTrailer({ flags: 6, indexOffset: 4096, indexSize: 0, virtualSize: 4 << 20, uuid: 'e0e0e0e0-0000-4000-8000-00000000000e', parentUuid: '', version: 1, subVersion: 1, userTag: '' });
+  await w.write(block, 1 << 20);
+  await w.close();
+  const again = await WritableLayer.open(d.file('g.data'), d.file('g.index'));
+  const b = new Uint8Array(4096);
+  await again.read(b, 1 << 20);
+  assert.deepEqual(b, block);
+  await again.close();
 });
