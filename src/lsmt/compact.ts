@@ -7,10 +7,13 @@
  * long as any mapping points at it: every later mapping into the old file is a sub-range of a
  * mapping that was live when the piece was copied. Copies are therefore remembered by their
  * old file position (a translation table), and rounds repeat without holding writes: each
- * round copies what the live index points at that no earlier round copied (the writes that
- * arrived meanwhile). The last round runs under the device's write hold, so it copies only
- * what arrived during the previous round; then the new index is written, both files are
- * synced, the swap is committed, and the device switches to the new pair before the hold ends.
+ * round snapshots the live index, starts a journal of the entries appended from then on, and
+ * copies what the snapshot maps that no earlier round copied. When a round's journal is small,
+ * the last snapshot (translated) is written as the new index and synced; then, under the
+ * device's write hold, only the journal is left: its data is copied, its entries are appended
+ * to the new index in order (the index file is a log, so they override the snapshot as they
+ * did in the old one), both files are synced, the swap is committed, and the device switches
+ * to the new pair before the hold ends. The hold costs the writes of one round, not the index.
  */
 import { rm, stat, type FileHandle } from 'node:fs/promises';
 import { ShortReadError } from '../io/errors.ts';
@@ -22,7 +25,7 @@ import { ENTRY_SIZE, HT_SPACE, SECTOR, writeEntry } from './format.ts';
 import { IndexLog } from './index-log.ts';
 import { wrapWriteError } from './io-errors.ts';
 import { Level0Index } from './level0.ts';
-import type { MappingTable } from './table.ts';
+import { MappingTable } from './table.ts';
 import type { WritableFiles } from './writable-files.ts';
 
 export interface CompactOptions {
@@ -45,9 +48,16 @@ export interface CompactResult {
 
 /** What compaction needs of the device it compacts (writable.ts provides it). */
 export interface CompactHost {
-  /** The pair in use now and its live index (both change only inside `hold`). */
+  /** The pair in use now (it changes only inside `hold`). */
   files(): WritableFiles;
-  entries(): Level0Index;
+  /**
+   * The live index now, and a journal of every entry appended from now on, as flat
+   * (offset, length, moffset, zeroed 0/1) quadruples in append order; a new snapshot starts a
+   * new journal.
+   */
+  snapshot(): { table: MappingTable; journal: number[] };
+  /** Ends journaling; returns the current journal (empty if none). */
+  stopJournal(): number[];
   /** Bytes of the data file known to be written (reads of mapped data stay below it). */
   dataFileBytes(): number;
   /** Requests (reads, writes, trims, flushes) the device has served so far: while it is busy, copying yields half the time. */
@@ -237,38 +247,55 @@ export async function compactWritable(host: CompactHost, opts: CompactOptions = 
     requests: () => host.requests(),
   };
   try {
-    let rounds = 0;
-    // Rounds until what is left for the hold is small: writes arriving meanwhile are what each round copies.
-    for (;;) {
-      const table = host.entries().toTable();
-      const left = untranslatedBytes(table, tr);
-      total = c.done + left;
-      if (rounds > 0 && (left < SMALL_ROUND || rounds >= MAX_FREE_ROUNDS)) break;
+    // Rounds: each copies what its snapshot maps that no earlier round copied, and the
+    // journal of entries appended since the snapshot says what arrived meanwhile.
+    let snap = host.snapshot();
+    total = untranslatedBytes(snap.table, tr);
+    let rounds = 1;
+    await copyRound(c, snap.table, old.data, old.dataPath);
+    while (rounds < MAX_FREE_ROUNDS && journalDataBytes(snap.journal) >= SMALL_ROUND) {
+      snap = host.snapshot();
+      total = c.done + untranslatedBytes(snap.table, tr);
       rounds++;
-      await copyRound(c, table, old.data, old.dataPath);
+      await copyRound(c, snap.table, old.data, old.dataPath);
+    }
+    // The new index starts as the last snapshot, written and synced before the hold.
+    const base = snap.table;
+    const entries = new Level0Index();
+    const baseIndex = encodeIndex(base, tr, c.at / SECTOR, entries);
+    try {
+      await writeFull(newIndex, baseIndex, HT_SPACE);
+      await newData.datasync();
+      await newIndex.datasync();
+    } catch (e) {
+      throw wrapWriteError(paths.newIndex, 'compaction: writing the new index', HT_SPACE, e);
     }
     let holdStart = 0;
     const result = await host.hold(async () => {
       holdStart = performance.now();
+      // Under the hold only the journal is left: the entries appended since the snapshot, in order.
+      const journal = host.stopJournal();
       const cur = host.files();
-      const table = host.entries().toTable();
+      const n = journal.length / 4;
+      const fresh = new MappingTable(Math.max(1, n));
+      for (let k = 0; k < journal.length; k += 4) if (journal[k + 3] === 0) fresh.push(journal[k]!, journal[k + 1]!, journal[k + 2]!, false, 0);
       rounds++;
-      await copyRound(c, table, cur.data, cur.dataPath);
-      const dataEnd = c.at;      const entries = new Level0Index();
-      const index = encodeIndex(table, tr, dataEnd / SECTOR, entries);
+      await copyRound(c, fresh, cur.data, cur.dataPath);
+      const dataEnd = c.at;
+      const tail = encodeJournal(journal, tr, dataEnd / SECTOR, entries);
       try {
-        await writeFull(newIndex, index, HT_SPACE);
+        await writeFull(newIndex, tail, HT_SPACE + baseIndex.length);
         await newData.datasync();
         await newIndex.datasync();
       } catch (e) {
-        throw wrapWriteError(paths.newIndex, 'compaction: writing the new index', HT_SPACE, e);
+        throw wrapWriteError(paths.newIndex, 'compaction: writing the new index', HT_SPACE + baseIndex.length, e);
       }
       const before = host.dataFileBytes();
       await writeSwapMarker(paths);
       try {
         await finishSwap(paths);
-        const files = cur.successor(newData, newIndex, dataEnd, HT_SPACE + index.length);
-        const log = IndexLog.written(files, entries, table.count);
+        const files = cur.successor(newData, newIndex, dataEnd, HT_SPACE + baseIndex.length + tail.length);
+        const log = IndexLog.written(files, entries, base.count + n);
         installed = true;
         await host.install(files, log, dataEnd);
       } catch (e) {
@@ -276,10 +303,11 @@ export async function compactWritable(host: CompactHost, opts: CompactOptions = 
         host.fail(e);
         throw e;
       }
-      return { dataBytesBefore: before, dataBytesAfter: dataEnd, reclaimed: Math.max(0, before - dataEnd), entries: table.count };
+      return { dataBytesBefore: before, dataBytesAfter: dataEnd, reclaimed: Math.max(0, before - dataEnd), entries: entries.count };
     });
     return { ...result, rounds, holdMs: performance.now() - holdStart };
   } finally {
+    host.stopJournal();
     if (!installed) {
       await Promise.allSettled([newData.close(), newIndex.close()]);
       // Only when the swap never started: the files are an abandoned attempt.
@@ -290,6 +318,27 @@ export async function compactWritable(host: CompactHost, opts: CompactOptions = 
       if (!marker) await Promise.allSettled([rm(paths.newData, { force: true }), rm(paths.newIndex, { force: true })]);
     }
   }
+}
+
+/** Data bytes the journal's entries point at. */
+function journalDataBytes(journal: readonly number[]): number {
+  let n = 0;
+  for (let k = 0; k < journal.length; k += 4) if (journal[k + 3] === 0) n += journal[k + 1]!;
+  return n * SECTOR;
+}
+
+/** The journal's entries, translated, as index-file entries in order, replayed into `into` too. */
+function encodeJournal(journal: readonly number[], tr: Translation, endSector: number, into: Level0Index): Uint8Array {
+  const out = new Uint8Array((journal.length / 4) * ENTRY_SIZE);
+  const dv = new DataView(out.buffer);
+  for (let k = 0, i = 0; k < journal.length; k += 4, i++) {
+    const zeroed = journal[k + 3] === 1;
+    const m = zeroed ? endSector : tr.lookup(journal[k + 2]!, journal[k + 1]!);
+    if (m < 0) throw new Error(`compaction: journal entry at sector ${journal[k]} was not copied`);
+    writeEntry(dv, i * ENTRY_SIZE, journal[k]!, journal[k + 1]!, m, zeroed, 0);
+    into.insert(journal[k]!, journal[k + 1]!, m, zeroed);
+  }
+  return out;
 }
 
 function untranslatedBytes(table: MappingTable, tr: Translation): number {

@@ -92,6 +92,8 @@ export class WritableLayer implements BlockDevice {
   #dataReads = { n: 0, retired: undefined as (() => void) | undefined };
   /** Set while writes, trims and flushes are held (compact, resize); they wait for it. */
   #hold: Promise<void> | undefined;
+  /** While a compaction runs: every entry appended since its last snapshot (compact.ts). */
+  #journal: number[] | undefined;
   /** Requests served so far (a compaction copies more slowly while this moves). */
   #requests = 0;
   /** compact() and resize() run one at a time. */
@@ -396,7 +398,7 @@ export class WritableLayer implements BlockDevice {
     if (at + data.length > this.#dataLanded) this.#dataLanded = at + data.length;
     const sectors = data.length / SECTOR;
     for (let done = 0; done < sectors; done += MAX_IO_SECTORS) {
-      this.#log.append(s0 + done, Math.min(MAX_IO_SECTORS, sectors - done), at / SECTOR + done, false);
+      this.#append(s0 + done, Math.min(MAX_IO_SECTORS, sectors - done), at / SECTOR + done, false);
     }
   }
 
@@ -427,7 +429,7 @@ export class WritableLayer implements BlockDevice {
       }
       if (a * SECTOR > offset) await this.#writeLocked(new Uint8Array(a * SECTOR - offset), offset);
       const moffset = Math.ceil(this.#dataLanded / SECTOR);
-      for (let s = a; s < b; s += MAX_ENTRY_SECTORS) this.#log.append(s, Math.min(MAX_ENTRY_SECTORS, b - s), moffset, true);
+      for (let s = a; s < b; s += MAX_ENTRY_SECTORS) this.#append(s, Math.min(MAX_ENTRY_SECTORS, b - s), moffset, true);
       if (end > b * SECTOR) await this.#writeLocked(new Uint8Array(end - b * SECTOR), b * SECTOR);
     });
   }
@@ -467,9 +469,15 @@ export class WritableLayer implements BlockDevice {
       this.#log.dataWritten();
       const s0 = p.from / SECTOR;
       const s1 = Math.ceil(p.to / SECTOR);
-      for (let s = s0; s < s1; s += MAX_ENTRY_SECTORS) this.#log.append(s, Math.min(MAX_ENTRY_SECTORS, s1 - s), HT_SPACE / SECTOR + s, true);
+      for (let s = s0; s < s1; s += MAX_ENTRY_SECTORS) this.#append(s, Math.min(MAX_ENTRY_SECTORS, s1 - s), HT_SPACE / SECTOR + s, true);
     }
     if (end > b) await zeros(b, end);
+  }
+
+  /** Adds an entry to the log (and to a running compaction's journal). */
+  #append(offset: number, length: number, moffset: number, zeroed: boolean): void {
+    this.#log.append(offset, length, moffset, zeroed);
+    this.#journal?.push(offset, length, moffset, zeroed ? 1 : 0);
   }
 
   /** Makes every completed write and trim durable. */
@@ -530,7 +538,16 @@ export class WritableLayer implements BlockDevice {
       compactWritable(
         {
           files: () => this.#files,
-          entries: () => this.#l0,
+          snapshot: () => {
+            const journal: number[] = [];
+            this.#journal = journal;
+            return { table: this.#l0.toTable(), journal };
+          },
+          stopJournal: () => {
+            const j = this.#journal ?? [];
+            this.#journal = undefined;
+            return j;
+          },
           dataFileBytes: () => this.#dataLanded,
           requests: () => this.#requests,
           hold: (fn) => this.#withHold(fn),
