@@ -21,9 +21,9 @@ import { SyncReadGate, preadFull } from '../io/fd-io.ts';
 import { writeFull } from '../io/sink.ts';
 import { checkUnit, DEFAULT_UNIT, type ChunkStore } from './lazy-source.ts';
 import { isDigest } from './reference.ts';
+import { DEFAULT_CACHE_SIZE } from './defaults.ts';
 
-/** Cache capacity when none is given. */
-export const DEFAULT_CACHE_SIZE = 4 * 2 ** 30;
+export { DEFAULT_CACHE_SIZE };
 
 /**
  * Unit-sized buffers for checking units against their CRCs, by unit size, shared by every

@@ -12,6 +12,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { isRetryable, NetworkError, ProtocolError, TimeoutError } from './errors.ts';
+import { DEFAULT_IDLE_TIMEOUT_MS } from './defaults.ts';
 
 export interface TransportOptions {
   /** `http://host:port` proxy for every request (P2P agents plug in here). */
@@ -60,7 +61,7 @@ export interface HttpResponse {
   readonly abortReason: Error | undefined;
 }
 
-export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+export { DEFAULT_IDLE_TIMEOUT_MS };
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_MIN_BYTES_PER_SEC = 1024;
 

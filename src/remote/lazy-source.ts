@@ -8,6 +8,7 @@
 import { InvalidArgumentError, ShortReadError } from '../io/errors.ts';
 import type { ByteSource } from '../io/types.ts';
 import { readable, settleAll } from '../io/util.ts';
+import { DEFAULT_UNIT } from './defaults.ts';
 
 /** Where fetched units are kept. */
 export interface ChunkStore {
@@ -51,7 +52,7 @@ export interface LazySourceOptions {
   memoryBytes?: number;
 }
 
-export const DEFAULT_UNIT = 256 * 1024;
+export { DEFAULT_UNIT };
 
 export function checkUnit(unit: number): number {
   if (!Number.isSafeInteger(unit) || unit < 4096 || unit % 4096 !== 0 || (unit & (unit - 1)) !== 0) {
