@@ -91,7 +91,8 @@ export class ZFileWriter implements ByteSink {
   readonly #overwrite: boolean;
   readonly #base: number;
   readonly #batchBytes: number;
-  readonly #codec: BlockCodec | undefined;
+  /** This thread's codec: all the work with one thread, the batches no worker is ready for with more. */
+  #codec: BlockCodec | undefined;
   readonly #pool: CompressPool | undefined;
   readonly #maxInFlight: number;
   /** Batches handed to the pool, oldest first. */
@@ -227,17 +228,29 @@ export class ZFileWriter implements ByteSink {
   async #submit(): Promise<void> {
     const b = this.#batch;
     if (this.#pool) {
-      this.#inFlight.push(this.#pool.compress(this.#params, b));
+      // Workers take ~80 ms to start, as long as compressing ~100 MiB of LZ4: until one is
+      // ready (or while all are busy), this thread compresses the batch itself. The batches
+      // are written in submission order either way, so the output does not change.
+      if (this.#pool.available()) this.#inFlight.push(this.#pool.compress(this.#params, b));
+      else {
+        this.#compressHere(b);
+        this.#inFlight.push(Promise.resolve(b));
+      }
       this.#batch = this.#spare.pop() ?? this.#newBatch();
       while (this.#inFlight.length >= this.#maxInFlight) await this.#emit(await this.#inFlight.shift()!);
     } else {
-      b.size = compressBlocks(this.#codec!, this.#params, b.input.subarray(0, b.inputLength), b.output, b.lengths);
+      this.#compressHere(b);
       await this.#writing;
       this.#writing = this.#emit(b);
       // Observed at once; the failure surfaces at the next await of #writing.
       this.#writing.catch(() => {});
       this.#batch = this.#spare.pop() ?? this.#newBatch();
     }
+  }
+
+  #compressHere(b: Batch): void {
+    this.#codec ??= createCodec(this.#params.algo, this.#params.level);
+    b.size = compressBlocks(this.#codec, this.#params, b.input.subarray(0, b.inputLength), b.output, b.lengths);
   }
 
   /** Appends a compressed batch to the output and records its block lengths. */
