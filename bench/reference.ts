@@ -124,21 +124,25 @@ async function inputs(): Promise<void> {
 
 async function startup(): Promise<string> {
   const lsmt = f('layer.lsmt');
-  const [help, info, serve, ...refs] = sideBySide(
-    haveRef ? [obd('--help'), obd('info', lsmt), obd('serve', '--help'), ref('overlaybd-zfile', '--help'), ref('overlaybd-commit', '--help')] : [obd('--help'), obd('info', lsmt), obd('serve', '--help')],
+  const nodeAlone = pinned(process.execPath, ['-e', '0']);
+  const [help, info, serve, node, ...refs] = sideBySide(
+    haveRef
+      ? [obd('--help'), obd('info', lsmt), obd('serve', '--help'), nodeAlone, ref('overlaybd-zfile', '--help'), ref('overlaybd-commit', '--help')]
+      : [obd('--help'), obd('info', lsmt), obd('serve', '--help'), nodeAlone],
   );
-  const node = sideBySide([pinned(process.execPath, ['-e', '0'])])[0]!;
+  if (!node) throw new Error('no node -e 0 timings');
+  const best = (xs: Timing[]) => fmt(Math.min(...xs.map((t) => t.wall)));
   const rows = [
-    ['`obd --help` (loads every command)', fmt(ms(help!)), haveRef ? fmt(ms(refs[0]!)) : NO_REF, haveRef ? x(ratio(help!, refs[0]!)) : ''],
-    ['`obd info LAYER` (a local command)', fmt(ms(info!)), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(info!, refs[1]!)) : ''],
-    ['`obd serve --help` (the serve command loaded)', fmt(ms(serve!)), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(serve!, refs[1]!)) : ''],
-    ['(`node -e 0`: the runtime alone)', fmt(ms(node)), '', ''],
+    ['`obd --help` (loads every command)', fmt(ms(help!)), best(help!), haveRef ? fmt(ms(refs[0]!)) : NO_REF, haveRef ? x(ratio(help!, refs[0]!)) : '', x(ratio(help!, node))],
+    ['`obd info LAYER` (a local command)', fmt(ms(info!)), best(info!), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(info!, refs[1]!)) : '', x(ratio(info!, node))],
+    ['`obd serve --help` (the serve command loaded)', fmt(ms(serve!)), best(serve!), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(serve!, refs[1]!)) : '', x(ratio(serve!, node))],
+    ['(`node -e 0`: the runtime alone)', fmt(ms(node)), best(node), '', '', ''],
   ];
   return [
     '### Start-up',
-    `Whole processes, wall time, medians of ${RUNS} alternating runs. Reference: \`overlaybd-zfile --help\` / \`overlaybd-commit --help\`. Goal: ≤ 60 ms for local commands.`,
+    `Whole processes, wall time, medians of ${RUNS} alternating runs (and the best run, the closest to an idle machine). Reference: \`overlaybd-zfile --help\` / \`overlaybd-commit --help\`. Goal: ≤ 60 ms for local commands; Node's own start-up (\`node -e 0\`, run alongside) is the floor.`,
     '',
-    table(['command', 'obd', 'reference', 'obd / reference'], rows),
+    table(['command', 'obd', 'best run', 'reference', 'obd / reference', 'obd / node -e 0'], rows),
   ].join('\n');
 }
 

@@ -11,7 +11,7 @@ import { ClosedError, InvalidArgumentError, ShortReadError } from '../io/errors.
 import { ahead } from '../io/util.ts';
 import { createCodec, type BlockCodec } from './codec.ts';
 import { compressBlocks, outputCapacity, type BlockParams } from './compress-blocks.ts';
-import { CompressPool, type Batch } from './compress-pool.ts';
+import type { Batch, CompressPool } from './compress-pool.ts';
 import {
   algorithmCode,
   HEADER_FLAGS,
@@ -83,6 +83,16 @@ export function validateWriterOptions(opts: ZFileWriterOptions): Required<Omit<Z
   return { algorithm, blockSize, level, crc: opts.crc ?? true, tar: opts.tar ?? false, overwriteHeader: opts.overwriteHeader ?? false, threads };
 }
 
+/**
+ * The shared pool for `threads` > 1, imported only then: single-threaded compression and every
+ * decompression (which lives here too) load no worker code.
+ */
+async function poolFor(threads: number): Promise<CompressPool | undefined> {
+  if (threads <= 1) return undefined;
+  const { CompressPool } = await import('./compress-pool.ts');
+  return CompressPool.shared(threads);
+}
+
 export class ZFileWriter implements ByteSink {
   readonly name: string;
   readonly #sink: PatchableSink;
@@ -109,7 +119,7 @@ export class ZFileWriter implements ByteSink {
   #state: 'open' | 'closed' | 'failed' = 'open';
   #failure: unknown;
 
-  private constructor(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>) {
+  private constructor(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>, pool: CompressPool | undefined) {
     this.#sink = sink;
     this.name = `zfile(${sink.name})`;
     this.#params = { algo: algorithmCode(o.algorithm), level: o.level, blockSize: o.blockSize, crc: o.crc };
@@ -117,8 +127,8 @@ export class ZFileWriter implements ByteSink {
     this.#overwrite = o.overwriteHeader;
     this.#base = o.tar ? TAR_PAYLOAD_OFFSET : 0;
     this.#batchBytes = Math.max(o.blockSize, BATCH_BYTES - (BATCH_BYTES % o.blockSize));
-    if (o.threads > 1) this.#pool = CompressPool.shared(o.threads);
-    else this.#codec = createCodec(this.#params.algo, this.#params.level);
+    this.#pool = pool;
+    if (!pool) this.#codec = createCodec(this.#params.algo, this.#params.level);
     this.#maxInFlight = 2 * o.threads;
     this.#batch = this.#newBatch();
   }
@@ -126,8 +136,9 @@ export class ZFileWriter implements ByteSink {
   /** Creates (or truncates) `path` and returns a writer into it. */
   static async create(path: string, opts: ZFileWriterOptions = {}): Promise<ZFileWriter> {
     const o = validateWriterOptions(opts);
+    const pool = await poolFor(o.threads);
     const sink = await FileSink.create(path);
-    return ZFileWriter.#start(sink, o);
+    return ZFileWriter.#start(sink, o, pool);
   }
 
   /**
@@ -147,11 +158,11 @@ export class ZFileWriter implements ByteSink {
     if ((o.tar || o.overwriteHeader) && !sink.writeAt) {
       throw new InvalidArgumentError(`${sink.name}: tar wrapping and header overwrite need a sink that can patch written bytes`);
     }
-    return ZFileWriter.#start(sink, o);
+    return ZFileWriter.#start(sink, o, await poolFor(o.threads));
   }
 
-  static async #start(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>): Promise<ZFileWriter> {
-    const w = new ZFileWriter(sink, o);
+  static async #start(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>, pool: CompressPool | undefined): Promise<ZFileWriter> {
+    const w = new ZFileWriter(sink, o, pool);
     try {
       if (o.tar) await sink.write(new Uint8Array(TAR_PAYLOAD_OFFSET));
       await sink.write(serializeHeader(w.#header(HEADER_FLAGS, 0, 0)));
