@@ -6,11 +6,13 @@
  * ratios, so load from other processes on the machine hits both alike. Without the reference
  * tools the rows say so and quote no figure.
  *
- * Single-threaded contenders run pinned to one CPU (`taskset -c 0`, docs/benchmarking.md §2),
- * both sides alike; the `-j 2` rows run unpinned. Commits are made with the null uuid on both
- * sides (the reference's default), so their outputs can be compared byte for byte.
+ * With --pin, single-threaded contenders run pinned to one CPU (`taskset -c 0`, both sides
+ * alike; the `-j 2` rows unpinned): fair on an idle machine, but on a loaded one every pinned
+ * process queues behind whatever else runs on CPU 0, and obd's reads, writes and GC threads
+ * can no longer overlap its main thread, so it is off by default. Commits are made with the
+ * null uuid on both sides (the reference's default), so their outputs compare byte for byte.
  *
- *   node bench/reference.ts [--runs N] [--size-mib N] [--no-pin] [--only startup,commit,zfile,export]
+ *   node bench/reference.ts [--runs N] [--size-mib N] [--pin] [--only startup,commit,zfile,export]
  *                                                          (writes bench/results/reference.md)
  */
 import { spawnSync } from 'node:child_process';
@@ -36,7 +38,7 @@ const argNum = (name: string, dflt: number) => {
 };
 const RUNS = argNum('--runs', 7);
 const SIZE_MIB = argNum('--size-mib', 256);
-const PIN = !args.includes('--no-pin') && existsSync('/usr/bin/taskset');
+const PIN = args.includes('--pin') && existsSync('/usr/bin/taskset');
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1]!.split(',') : undefined;
 const REF = process.env.OBD_REF_BIN ?? '/opt/obdref/bin';
 const haveRef = existsSync(path.join(REF, 'overlaybd-zfile')) && existsSync(path.join(REF, 'overlaybd-commit')) && existsSync(path.join(REF, 'obdref'));
@@ -257,7 +259,7 @@ try {
     'reference',
     [
       '## Side by side with the reference C++ tools (bench/reference.ts)',
-      `${haveRef ? `Reference tools from ${REF} (../shared/refbuild).` : `**The reference tools are not present at ${REF}: their rows are not measured.**`} Load average at start: ${load} (${os.cpus().length} CPUs shared with other work, so compare the ratios, which pair runs taken back to back). ${PIN ? 'Single-threaded runs pinned to CPU 0 (both sides), `-j 2` runs unpinned.' : 'Nothing pinned.'} Below 1.00× obd is faster.`,
+      `${haveRef ? `Reference tools from ${REF} (../shared/refbuild).` : `**The reference tools are not present at ${REF}: their rows are not measured.**`} Load average at start: ${load} (${os.cpus().length} CPUs shared with other work, so compare the ratios, which pair runs taken back to back). ${PIN ? 'Single-threaded runs pinned to CPU 0 (both sides), `-j 2` runs unpinned.' : 'Nothing pinned (`--pin` pins single-threaded runs to CPU 0).'} Below 1.00× obd is faster.`,
       ...parts,
     ].join('\n\n'),
   );
