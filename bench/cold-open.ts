@@ -20,7 +20,7 @@ import { openStack } from '../src/image/open.ts';
 import { commitLayer } from '../src/lsmt/commit.ts';
 import { flattenStack } from '../src/lsmt/flatten.ts';
 import { WritableLayer } from '../src/lsmt/writable.ts';
-import { pushImage } from '../src/remote/push.ts';
+import { pushImage } from '../src/image/push.ts';
 import { RawClient } from '../test/nbd/helpers/client.ts';
 import { startRegistry } from '../test/remote/helpers/registry.ts';
 import { median, Rng, table, writeResults } from './util.ts';

@@ -29,7 +29,7 @@ export function register(program: Command): void {
       const { describeLayer } = await import('../image/info.ts');
       const { openImage, openLayerFile } = await import('../image/open.ts');
       const { NbdServer, nbdUri } = await import('../nbd/index.ts');
-      const { pushImage } = await import('../remote/push.ts');
+      const { pushImage } = await import('../image/push.ts');
       const { buildSampleImage } = await import('./sample.ts');
       const dir = path.resolve(opts.dir);
       await mkdir(dir, { recursive: true });

@@ -11,11 +11,16 @@ import https from 'node:https';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../io/errors.ts';
-import { isRetryable, NetworkError, ProtocolError, TimeoutError } from './errors.ts';
+import { isRetryable, NetworkError, ProtocolError, RemoteError, TimeoutError } from './errors.ts';
+import { makeAgent, ProxyRoutes, type AgentOptions } from './proxy.ts';
 import { DEFAULT_IDLE_TIMEOUT_MS } from './defaults.ts';
 
 export interface TransportOptions {
-  /** `http://host:port` proxy for every request (P2P agents plug in here). */
+  /**
+   * Proxy for every request (P2P agents plug in here): `http://`, `https://`, `socks5://` or
+   * `socks5h://`, with `USER:PASSWORD@` if the proxy wants them. Without it, the environment's
+   * HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY apply (src/remote/proxy.ts).
+   */
   proxy?: string;
   /** Accept any TLS certificate (self-signed registries). */
   insecure?: boolean;
@@ -71,8 +76,10 @@ export class Transport {
   readonly headerTimeoutMs: number;
   readonly minBytesPerSec: number;
   readonly userAgent: string;
-  #http: http.Agent;
-  #https: https.Agent;
+  readonly #routes: ProxyRoutes;
+  readonly #agentOptions: AgentOptions;
+  /** Keep-alive agents by target scheme and proxy, made on first use. */
+  readonly #agents = new Map<string, http.Agent>();
 
   constructor(opts: TransportOptions = {}) {
     this.idleTimeoutMs = positive(opts.idleTimeoutMs, 'idleTimeoutMs') ?? DEFAULT_IDLE_TIMEOUT_MS;
@@ -81,17 +88,24 @@ export class Transport {
     this.minBytesPerSec = opts.minBytesPerSec ?? DEFAULT_MIN_BYTES_PER_SEC;
     if (!(this.minBytesPerSec >= 0)) throw new InvalidArgumentError(`minBytesPerSec ${opts.minBytesPerSec} must be a byte rate >= 0`);
     this.userAgent = opts.userAgent ?? 'overlaybd-ts/0.1';
-    const proxyEnv = opts.proxy ? { HTTP_PROXY: opts.proxy, HTTPS_PROXY: opts.proxy, NO_PROXY: '' } : undefined;
-    const common = { keepAlive: true, maxSockets: opts.maxSockets ?? 16, scheduling: 'lifo' as const, ...(proxyEnv ? { proxyEnv } : {}) };
-    this.#http = new http.Agent(common);
-    this.#https = new https.Agent({ ...common, rejectUnauthorized: !opts.insecure });
+    this.#routes = new ProxyRoutes(opts.proxy);
+    this.#agentOptions = { keepAlive: true, maxSockets: opts.maxSockets ?? 16, scheduling: 'lifo', connectTimeoutMs: this.connectTimeoutMs, rejectUnauthorized: !opts.insecure };
+  }
+
+  #agent(url: URL): http.Agent {
+    const protocol = url.protocol === 'https:' ? 'https:' : 'http:';
+    const proxy = this.#routes.forUrl(url);
+    const key = `${protocol} ${proxy?.href ?? ''}`;
+    let a = this.#agents.get(key);
+    if (!a) this.#agents.set(key, (a = makeAgent(protocol, proxy, this.#agentOptions)));
+    return a;
   }
 
   /** Sends one request; resolves when the response headers arrived. The caller consumes the body. */
   request(req: HttpRequest): Promise<HttpResponse> {
     const { url } = req;
     const mod = url.protocol === 'https:' ? https : http;
-    const agent = url.protocol === 'https:' ? this.#https : this.#http;
+    const agent = this.#agent(url);
     // Bytes are taken as sent (digests, ranges and lengths are of the raw blob): no content coding.
     const headers: Record<string, string> = { 'user-agent': this.userAgent, 'accept-encoding': 'identity', ...req.headers };
     const body = req.body;
@@ -199,8 +213,8 @@ export class Transport {
   }
 
   close(): void {
-    this.#http.destroy();
-    this.#https.destroy();
+    for (const a of this.#agents.values()) a.destroy();
+    this.#agents.clear();
   }
 }
 
@@ -282,6 +296,8 @@ function mapBodyError(res: HttpResponse, e: unknown): Error {
  */
 function transportError(where: string, e: unknown, status: number | undefined, prefix = ''): Error {
   const err = e as NodeJS.ErrnoException;
+  // Already typed below node:http (a SOCKS proxy's refusal or timeout).
+  if (e instanceof RemoteError) return e;
   const text = `${prefix}${err?.message ?? String(e)}`;
   if (typeof err?.code === 'string' && err.code.startsWith('HPE_')) return new ProtocolError(where, `malformed HTTP response: ${text}`, status, { cause: e });
   return new NetworkError(where, text, status, { cause: e });

@@ -12,7 +12,7 @@ import { hostPlatform, isIndex, parseIndex, parseManifest, selectPlatform, type 
 import { OciArchive } from './oci-archive.ts';
 import { OciLayout } from './oci-layout.ts';
 import { resolveReference, referenceTarget, formatReference, type ImageReference } from './reference.ts';
-import { RegistryBlobSource, RegistryClient, type RegistryOptions } from './registry.ts';
+import { RegistryClient, type RegistryOptions } from './registry.ts';
 import type { Repository } from './store.ts';
 import { requireTree, verifyLayer } from '../verity/open.ts';
 
@@ -101,17 +101,35 @@ export interface RemoteImage {
  * proxy, for retries of bytes that failed).
  */
 export async function openLayer(repo: Repository, desc: Descriptor, cache: BlobCache | undefined, opts: LazyOptions = {}, direct?: Repository): Promise<ByteSource> {
+  return (await openLayerBlob(repo, desc, cache, opts, direct)).source;
+}
+
+/** openLayer, also saying whether the source is lazy (a registry's blob: what prefetch and downloads work on). */
+async function openLayerBlob(
+  repo: Repository,
+  desc: Descriptor,
+  cache: BlobCache | undefined,
+  opts: LazyOptions,
+  direct: Repository | undefined,
+): Promise<{ source: ByteSource; lazy: LazySource | undefined }> {
   const raw = await repo.openBlob(desc.digest, desc.size);
-  if (!(raw instanceof RegistryBlobSource)) {
-    if (opts.requireVerity) requireTree(desc, repo.name);
-    return raw;
+  // Blobs of a layout or an archive are local files, read as they are.
+  if (repo.kind !== 'registry') {
+    try {
+      if (opts.requireVerity) requireTree(desc, repo.name);
+    } catch (e) {
+      await raw.close();
+      throw e;
+    }
+    return { source: raw, lazy: undefined };
   }
   const entry = cache ? await cache.entry(desc.digest, desc.size) : undefined;
   const { blob, store } = await verifyLayer(repo, desc, raw, entry, { requireVerity: opts.requireVerity, direct }).catch(async (e) => {
     await entry?.close();
     throw e;
   });
-  return new LazySource(blob, { store, unit: opts.refill, maxInflight: opts.maxInflight });
+  const lazy = new LazySource(blob, { store, unit: opts.refill, maxInflight: opts.maxInflight });
+  return { source: lazy, lazy };
 }
 
 /**
@@ -126,6 +144,7 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
   // Bytes that fail verification are fetched again around the proxy, the likely liar.
   const direct = r.kind === 'registry' && opts.proxy ? await openRepository(r, { ...opts, proxy: undefined }) : undefined;
   const layers: ByteSource[] = [];
+  const lazy: LazySource[] = [];
   const close = async () => {
     for (const l of layers) await l.close().catch(() => {});
     await ownCache?.close();
@@ -135,16 +154,19 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
   try {
     const img = await resolveImage(opened.repo, referenceTarget(r), opts.platform);
     for (const d of img.manifest.layers) {
-      const l = await openLayer(opened.repo, d, cache, opts, direct?.repo);
-      layers.push(l);
-      if (l instanceof LazySource) l.prefetchEnds();
+      const l = await openLayerBlob(opened.repo, d, cache, opts, direct?.repo);
+      layers.push(l.source);
+      if (l.lazy) {
+        lazy.push(l.lazy);
+        l.lazy.prefetchEnds();
+      }
     }
     return {
       reference: formatReference(r),
       digest: img.digest,
       manifest: img.manifest,
       layers,
-      lazy: layers.filter((l): l is LazySource => l instanceof LazySource),
+      lazy,
       repo: opened.repo,
       close,
     };

@@ -10,11 +10,19 @@ import type { ByteSource } from '../io/types.ts';
 import { readable, settleAll } from '../io/util.ts';
 import { DEFAULT_UNIT } from './defaults.ts';
 
+export { DEFAULT_UNIT } from './defaults.ts';
+
 /** Where fetched units are kept. */
 export interface ChunkStore {
   readonly unit: number;
   /** The store a wrapping store (a verifying one) forwards to. */
   readonly inner?: ChunkStore;
+  /**
+   * The store keeping these units on disk across runs, able to check the whole blob against
+   * its digest (the blob cache's entry): itself, or the one below a wrapping store, which
+   * forwards it. Absent for memory stores. A background download fills only such a store.
+   */
+  readonly disk?: DiskChunkStore;
   /** True when unit `i` is held and readable. */
   has(i: number): boolean;
   /**
@@ -39,6 +47,18 @@ export interface ChunkStore {
   close(): Promise<void>;
 }
 
+/** A chunk store on disk that holds a whole blob once every unit is fetched (see ChunkStore.disk). */
+export interface DiskChunkStore extends ChunkStore {
+  /** Units of the blob. */
+  readonly units: number;
+  /** The file holding the units at their blob offsets. */
+  readonly dataPath: string;
+  /** True once every unit is held and the whole blob matched its digest. */
+  readonly complete: boolean;
+  /** When every unit is held, checks the whole blob against its digest; resolves `complete`. */
+  checkComplete(): Promise<boolean>;
+}
+
 export interface LazySourceOptions {
   /** Refill unit in bytes: a power of two, multiple of 4 KiB (default 256 KiB). */
   unit?: number;
@@ -51,8 +71,6 @@ export interface LazySourceOptions {
   /** Memory LRU size when no store is given (default 16 MiB). */
   memoryBytes?: number;
 }
-
-export { DEFAULT_UNIT };
 
 export function checkUnit(unit: number): number {
   if (!Number.isSafeInteger(unit) || unit < 4096 || unit % 4096 !== 0 || (unit & (unit - 1)) !== 0) {

@@ -67,6 +67,7 @@ export class RegistryRepository implements Repository {
   readonly client: RegistryClient;
   readonly repository: string;
   readonly name: string;
+  readonly kind = 'registry';
   readonly #auth: Authenticator;
   readonly #pull: string;
   readonly #push: string;

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { openImage } from '../../src/image/open.ts';
 import { NbdServer } from '../../src/nbd/index.ts';
-import { pushImage } from '../../src/remote/push.ts';
+import { pushImage } from '../../src/image/push.ts';
 import { DIGESTS, FIXTURES, sha256 } from '../helpers/recipes.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
 import { startFaultProxy } from '../remote/helpers/fault-proxy.ts';

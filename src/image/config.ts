@@ -8,15 +8,15 @@ import path from 'node:path';
 import { NotFoundError } from '../io/errors.ts';
 import { FileSource, wrapFsError } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
-import { CredentialStore } from './auth.ts';
-import { BlobCache } from './cache.ts';
-import { startBackgroundDownload, type BackgroundItem } from './download.ts';
-import { InvalidReferenceError } from './errors.ts';
-import type { LazyOptions, RemoteOptions } from './image.ts';
-import { LazySource } from './lazy-source.ts';
+import { CredentialStore } from '../remote/auth.ts';
+import { BlobCache } from '../remote/cache.ts';
+import { startBackgroundDownload, type BackgroundItem } from '../remote/download.ts';
+import { InvalidReferenceError } from '../remote/errors.ts';
+import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
+import { LazySource } from '../remote/lazy-source.ts';
 import { VerityMissingError } from '../verity/errors.ts';
-import { isDigest } from './reference.ts';
-import { RegistryBlobSource, RegistryClient, type RegistryRepository } from './registry.ts';
+import { isDigest } from '../remote/reference.ts';
+import { RegistryBlobSource, RegistryClient, type RegistryRepository } from '../remote/registry.ts';
 
 export interface LowerConfig {
   file?: string;

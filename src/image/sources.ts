@@ -1,14 +1,13 @@
 /**
  * One entry point for `obd serve` and friends: a config.v1.json path, an `oci:DIR[:tag]`
  * or a registry reference → the image's outer layer sources bottom → top (to be peeled
- * tar → zfile → LSMT and stacked by src/image), plus the upper and trace settings.
+ * tar → zfile → LSMT and stacked by open.ts), plus the upper and trace settings.
  */
-import { isFile } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { openImageConfig, type DownloadConfig } from './config.ts';
-import { startBackgroundDownload } from './download.ts';
-import { openRemoteImage, type LazyOptions, type RemoteOptions } from './image.ts';
-import { cacheEntryOf } from './cache.ts';
+import { startBackgroundDownload } from '../remote/download.ts';
+import { openRemoteImage, type LazyOptions, type RemoteOptions } from '../remote/image.ts';
+import { locateImage } from './open.ts';
 
 export interface ImageSources {
   /** What was opened (the config path or the normalised reference). */
@@ -31,7 +30,7 @@ export interface ImageSources {
 }
 
 export async function openImageSources(spec: string, opts: RemoteOptions & LazyOptions = {}): Promise<ImageSources> {
-  return spec.endsWith('.json') && (await isFile(spec)) ? configSources(spec, opts) : referenceSources(spec, opts);
+  return (await locateImage([spec])).kind === 'config' ? configSources(spec, opts) : referenceSources(spec, opts);
 }
 
 /** The sources a config.v1.json names (local or remote lowers, its upper, trace and result file). */
@@ -51,7 +50,7 @@ export async function referenceSources(spec: string, opts: RemoteOptions & LazyO
     tracePath: undefined,
     async reportResult() {},
     startDownloads(o: DownloadConfig = {}) {
-      const items = img.lazy.filter((l) => cacheEntryOf(l.store)).map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.layers.indexOf(lazy)]?.digest ?? String(i) }));
+      const items = img.lazy.filter((l) => l.store.disk).map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.layers.indexOf(lazy)]?.digest ?? String(i) }));
       if (items.length === 0) return undefined;
       const handle = startBackgroundDownload(items, { delayMs: (o.delay ?? 0) * 1000, maxBytesPerSec: (o.maxMBps ?? 100) * 2 ** 20, tries: o.tryCnt ?? 5 });
       downloads = handle;
