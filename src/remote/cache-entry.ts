@@ -290,6 +290,11 @@ export class CacheEntry implements DiskChunkStore {
     return true;
   }
 
+  /** The metadata changed without a unit being stored: publish it with the next batch. */
+  markDirty(): void {
+    this.#schedulePublish();
+  }
+
   #schedulePublish(): void {
     this.#dirty = true;
     if (this.#timer || !this.#fh) return;

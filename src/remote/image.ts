@@ -153,14 +153,22 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
   };
   try {
     const img = await resolveImage(opened.repo, referenceTarget(r), opts.platform);
-    for (const d of img.manifest.layers) {
-      const l = await openLayerBlob(opened.repo, d, cache, opts, direct?.repo);
-      layers.push(l.source);
-      if (l.lazy) {
-        lazy.push(l.lazy);
-        l.lazy.prefetchEnds();
-      }
+    // All layers at once: each open waits on its cache entry and tree, and every layer's
+    // head and tail fetches should leave in one wave rather than one layer after another.
+    const settled = await Promise.allSettled(
+      img.manifest.layers.map(async (d) => {
+        const l = await openLayerBlob(opened.repo, d, cache, opts, direct?.repo);
+        l.lazy?.prefetchEnds();
+        return l;
+      }),
+    );
+    for (const s of settled) {
+      if (s.status !== 'fulfilled') continue;
+      layers.push(s.value.source);
+      if (s.value.lazy) lazy.push(s.value.lazy);
     }
+    const failed = settled.find((s) => s.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
     return {
       reference: formatReference(r),
       digest: img.digest,

@@ -72,6 +72,34 @@ export interface LazySourceOptions {
   memoryBytes?: number;
 }
 
+/**
+ * Bytes all lazy sources of the process may have in flight at once. Each source bounds its
+ * own fetches (8 of up to 4 MiB); an image of many layers read cold, or opened in one wave,
+ * would otherwise hold a fetch buffer per layer at a time. A fetch larger than the budget
+ * runs when it is alone.
+ */
+const FLIGHT_BYTES_MAX = 24 << 20;
+let flightBytes = 0;
+const flightQueue: Array<{ bytes: number; go: () => void }> = [];
+
+/** Counts `bytes` in, or returns a promise that resolves when they fit. */
+function admitFetch(bytes: number): Promise<void> | undefined {
+  if (flightQueue.length === 0 && (flightBytes === 0 || flightBytes + bytes <= FLIGHT_BYTES_MAX)) {
+    flightBytes += bytes;
+    return undefined;
+  }
+  return new Promise<void>((go) => flightQueue.push({ bytes, go }));
+}
+
+function finishFetch(bytes: number): void {
+  flightBytes -= bytes;
+  while (flightQueue.length > 0 && (flightBytes === 0 || flightBytes + flightQueue[0]!.bytes <= FLIGHT_BYTES_MAX)) {
+    const next = flightQueue.shift()!;
+    flightBytes += next.bytes;
+    next.go();
+  }
+}
+
 export function checkUnit(unit: number): number {
   if (!Number.isSafeInteger(unit) || unit < 4096 || unit % 4096 !== 0 || (unit & (unit - 1)) !== 0) {
     throw new InvalidArgumentError(`refill unit ${unit} must be a power of two and a multiple of 4096`);
@@ -244,6 +272,8 @@ export class LazySource implements ByteSource {
     // A finished fetch hands its slot straight to the next waiter, so the bound is exact.
     if (this.#running < this.#maxInflight) this.#running++;
     else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    const admitted = admitFetch(length);
+    if (admitted) await admitted;
     try {
       const buf = new Uint8Array(length);
       const got = await this.remote.read(buf, offset);
@@ -252,6 +282,7 @@ export class LazySource implements ByteSource {
       this.stats.bytes += length;
       return buf;
     } finally {
+      finishFetch(length);
       const next = this.#waiting.shift();
       if (next) next();
       else this.#running--;

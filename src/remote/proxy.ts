@@ -11,13 +11,17 @@
  * `ALL_PROXY` for both, and `no_proxy` / `NO_PROXY` exempting hosts.
  */
 import { lookup } from 'node:dns/promises';
-import http from 'node:http';
-import https from 'node:https';
+import type { Agent as HttpAgent, AgentOptions as HttpAgentOptions, ClientRequestArgs } from 'node:http';
+import type { AgentOptions as HttpsAgentOptions } from 'node:https';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { SocksClient } from 'socks';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { AuthError, NetworkError, TimeoutError } from './errors.ts';
+
+// As in http.ts: taken as CommonJS so the ESM facade's WebSocket getter does not load undici.
+const http = process.getBuiltinModule('node:http');
+const https = process.getBuiltinModule('node:https');
 
 export type ProxyScheme = 'http' | 'https' | 'socks5' | 'socks5h';
 const SCHEMES: readonly ProxyScheme[] = ['http', 'https', 'socks5', 'socks5h'];
@@ -155,7 +159,7 @@ class NoProxy {
   }
 }
 
-export interface AgentOptions extends http.AgentOptions {
+export interface AgentOptions extends HttpAgentOptions {
   /** Limit for reaching the target through a SOCKS proxy: TCP connect plus handshake. */
   connectTimeoutMs: number;
   /** For https targets. */
@@ -163,7 +167,7 @@ export interface AgentOptions extends http.AgentOptions {
 }
 
 /** A keep-alive agent for `protocol` targets, direct or through `proxy`. */
-export function makeAgent(protocol: 'http:' | 'https:', proxy: ProxySpec | undefined, opts: AgentOptions): http.Agent {
+export function makeAgent(protocol: 'http:' | 'https:', proxy: ProxySpec | undefined, opts: AgentOptions): HttpAgent {
   const { connectTimeoutMs, ...agentOpts } = opts;
   if (proxy === undefined || proxy.scheme === 'http' || proxy.scheme === 'https') {
     // node:http reads only the keys it is handed here, never the process environment.
@@ -175,12 +179,12 @@ export function makeAgent(protocol: 'http:' | 'https:', proxy: ProxySpec | undef
 }
 
 type ConnectCallback = (err: Error | null, stream: Duplex) => void;
-type ConnectOptions = http.ClientRequestArgs;
+type ConnectOptions = ClientRequestArgs;
 
 class SocksHttpAgent extends http.Agent {
   readonly #proxy: ProxySpec;
   readonly #timeoutMs: number;
-  constructor(proxy: ProxySpec, timeoutMs: number, opts: http.AgentOptions) {
+  constructor(proxy: ProxySpec, timeoutMs: number, opts: HttpAgentOptions) {
     super(opts);
     this.#proxy = proxy;
     this.#timeoutMs = timeoutMs;
@@ -195,7 +199,7 @@ class SocksHttpAgent extends http.Agent {
 class SocksHttpsAgent extends https.Agent {
   readonly #proxy: ProxySpec;
   readonly #timeoutMs: number;
-  constructor(proxy: ProxySpec, timeoutMs: number, opts: https.AgentOptions) {
+  constructor(proxy: ProxySpec, timeoutMs: number, opts: HttpsAgentOptions) {
     super(opts);
     this.#proxy = proxy;
     this.#timeoutMs = timeoutMs;

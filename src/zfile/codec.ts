@@ -10,9 +10,9 @@ import { CompressionError } from './errors.ts';
 import { ALGO_LZ4, ALGO_ZSTD, ZSTD_DEFAULT_LEVEL } from './format.ts';
 
 /**
- * node-lz4's native block functions, which its `encodeBlock`/`decodeBlock` are. They are loaded
- * from the addon itself: the package's entry also loads its stream classes, an xxhash addon
- * and a JS uint32 library, ~13 ms of a short command's start-up (lz4 is pinned at 0.6.5).
+ * node-lz4's native addon itself: its `encodeBlock`/`decodeBlock` are these two functions,
+ * and loading the package's entry instead also loads its stream classes and xxhash (~5 ms
+ * on a cold open, for nothing here).
  */
 interface Lz4Binding {
   /** LZ4_compress_default into out[start, end); returns the compressed size, 0 if it does not fit. */
