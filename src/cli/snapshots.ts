@@ -1,21 +1,16 @@
 /**
  * `obd create`, `obd commit`, `obd merge`, `obd import`, `obd rw-info`: writable layers,
  * sealing them, flattening stacks, and raw disks in. Outputs are written under a temporary
- * name and renamed into place only when complete.
+ * name and renamed into place only when complete. Each command imports the library code it
+ * runs when it runs, so registering the commands (for `obd --help`) is cheap.
  */
 import { Option, type Command } from 'commander';
 import { InvalidArgumentError } from '../io/errors.ts';
 import type { ByteSink } from '../io/types.ts';
 import { formatSize } from '../io/util.ts';
-import { commitLayer, type CommitStats } from '../lsmt/commit.ts';
-import { flattenStack } from '../lsmt/flatten.ts';
-import { openDisk } from '../image/disk.ts';
-import { importDevice } from '../lsmt/import.ts';
-import { lockHolder } from '../io/lock.ts';
-import { WritableLayer } from '../lsmt/writable.ts';
+import type { CommitStats } from '../lsmt/commit.ts';
 import type { LayerWriteStats } from '../lsmt/writer.ts';
 import type { ZFileWriteStats } from '../zfile/writer.ts';
-import { randomUuid } from '../lsmt/format.ts';
 import { NO_VERIFY_CHAIN, openVerifiedStack, VERIFY_CHAIN } from './chain.ts';
 import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
 import { argList, checkOutputs, FORCE } from './outputs.ts';
@@ -134,6 +129,7 @@ Examples:
         }
       }
       if (size === undefined) throw new InvalidArgumentError('give the virtual size with --size (or --base to take the size of the layers below)');
+      const { WritableLayer } = await import('../lsmt/writable.ts');
       const layer = await WritableLayer.create(data, index, { virtualSize: size, uuid: o.uuid, parentUuid: parent, overwrite: o.force, sparse: o.sparse });
       await layer.close();
       const r = { data, index, uuid: layer.uuid, parentUuid: layer.parentUuid, virtualSize: layer.size, sparse: !!o.sparse };
@@ -167,8 +163,10 @@ Examples:
     if (out === undefined) throw new InvalidArgumentError('give the committed layer to write (or --seal to seal the data file in place)');
     if (o.keepUuid && o.uuid) throw new InvalidArgumentError('give either --uuid or --keep-uuid');
     await checkOutputs([{ path: out, arg: '<out>' }], [{ path: data, arg: '<data>' }, { path: index, arg: '<index>' }], o.force);
+    const [{ commitLayer }, { randomUuid }] = await Promise.all([import('../lsmt/commit.ts'), import('../lsmt/format.ts')]);
     let uuid = o.uuid ?? randomUuid();
     if (o.keepUuid) {
+      const { WritableLayer } = await import('../lsmt/writable.ts');
       const l = await WritableLayer.open(data, index, { readOnly: true });
       uuid = l.uuid;
       await l.close();
@@ -200,6 +198,7 @@ Examples:
     const out = layers.pop()!;
     if (layers.length === 0) throw new InvalidArgumentError('give at least one layer and then the output file');
     await checkOutputs([{ path: out, arg: '<output>' }], argList(layers, 'layer'), o.force);
+    const { flattenStack } = await import('../lsmt/flatten.ts');
     const stack = await openVerifiedStack(layers, o.verifyChain);
     const p = progressBar('merge', !o.json);
     try {
@@ -250,6 +249,7 @@ Examples:
     if (o.dirtyBitmap !== undefined && !o.base?.length) throw new InvalidArgumentError('--dirty-bitmap writes a delta: give the layers it sits on with --base');
     const local = /^nbds?(\+unix)?:\/\//.test(disk) ? [] : [{ path: disk, arg: '<disk>' }];
     await checkOutputs([{ path: out, arg: '<out>' }], [...local, ...argList(o.base ?? [], '--base layer')], o.force);
+    const [{ openDisk }, { importDevice }] = await Promise.all([import('../image/disk.ts'), import('../lsmt/import.ts')]);
     const base = o.base?.length ? await openVerifiedStack(o.base, o.verifyChain) : undefined;
     const p = progressBar('import', !o.json);
     try {
@@ -280,6 +280,7 @@ Examples:
     .argument('<index>', 'writable layer index file')
     .option('--json', 'print JSON')
     .action(async (data: string, index: string, o: { json?: boolean }) => {
+      const [{ lockHolder }, { WritableLayer }] = await Promise.all([import('../io/lock.ts'), import('../lsmt/writable.ts')]);
       const writer = await lockHolder(data);
       const l = await WritableLayer.open(data, index, { readOnly: true, allowWriter: true });
       const s = l.stats();

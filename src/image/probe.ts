@@ -12,7 +12,6 @@ import { hasLsmtMagic } from '../lsmt/format.ts';
 import { openSealedLayer, type SealedLayer } from '../lsmt/sealed.ts';
 import { RecompressedLayerError, sniffStreamCompression } from '../remote/recompressed.ts';
 import { FLAG_HEADER, hasZFileMagic } from '../zfile/format.ts';
-import { ZFileReader } from '../zfile/reader.ts';
 import { isTarHeader, openTarEntry } from '../zfile/tar.ts';
 
 /** Bytes every probe may look at (a tar header, a zfile or LSMT header all fit). */
@@ -44,7 +43,8 @@ export const WRAPPERS: readonly Wrapper[] = [
   {
     name: 'zfile',
     probe: (head) => head.length >= 40 && hasZFileMagic(head) && (head[32]! & FLAG_HEADER) !== 0,
-    open: (src) => ZFileReader.open(src),
+    // Imported when a zfile is found: opening a plain LSMT layer (obd info, commit) loads no codec code.
+    open: async (src) => (await import('../zfile/reader.ts')).ZFileReader.open(src),
   },
 ];
 
