@@ -8,10 +8,11 @@ import { NbdServer, type NbdAddress, type NbdEvent, type NbdExportOptions } from
 import type { ImageOptions } from '../image/open.ts';
 import { addCacheOptions, addRemoteOptions, cacheOptions, remoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, warn, withChainHint } from './chain.ts';
-import { onStopSignal } from './common.ts';
+import { onStopSignal, sizeArg } from './common.ts';
 import { argList, checkOutputs } from './outputs.ts';
 
 interface ServeOptions extends RemoteFlags, CacheFlags {
+  memory?: number;
   download?: boolean;
   downloadRate?: number;
   trace?: string;
@@ -44,6 +45,10 @@ export function register(program: Command): void {
     .option('--read-only', 'serve the main export read-only even when --upper is given')
     .option(...VERIFY_CHAIN)
     .option(...NO_VERIFY_CHAIN)
+    .addOption(
+      new Option('--memory <size>', 'memory for decompressed blocks, shared by every export (LRU); default 1/8 of RAM, at most 1G')
+        .argParser(sizeArg),
+    )
     .option('--download', 'download remote layers in the background; reads switch to the local copy once its digest checks')
     .addOption(new Option('--download-rate <MiB/s>', 'background download rate limit').argParser(Number).default(100))
     .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
@@ -85,10 +90,13 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   if (opts.upper && opts.upper.length !== 2) throw new InvalidArgumentError('--upper takes two files: DATA INDEX');
   if ((opts.writable || opts.upper) && images.length === 0) throw new InvalidArgumentError('--writable/--upper apply to the main export: give its image');
 
-  const { openImage } = await import('../image/open.ts');
+  const [{ openImage }, { LayerPool }] = await Promise.all([import('../image/open.ts'), import('../image/layer-pool.ts')]);
+  // Every export opens its images through one pool: a layer several of them stack is opened once.
+  const pool = new LayerPool({ memory: opts.memory });
   const imageOpts: ImageOptions = {
     ...remoteOptions(opts),
     ...cacheOptions(opts),
+    pool,
     verifyChain: opts.verifyChain !== false,
     onWarning: warn,
     download: opts.download ? { maxMBps: opts.downloadRate } : undefined,
@@ -121,6 +129,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
     }
   } catch (e) {
     await Promise.allSettled(devices.map((d) => d.close()));
+    await pool.close();
     throw e;
   }
 
@@ -134,6 +143,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
     await server.listen(addr);
   } catch (e) {
     await Promise.allSettled(devices.map((d) => d.close()));
+    await pool.close();
     throw e;
   }
 
@@ -158,6 +168,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
     await server.close();
   } finally {
     await Promise.allSettled(devices.map((d) => d.close()));
+    await pool.close();
     signals.dispose();
   }
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopped' }) + '\n');

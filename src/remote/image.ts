@@ -3,6 +3,8 @@
  * tag → manifest (index → platform), and give each layer blob as a ByteSource, bottom to
  * top. Registry layers are lazy sources over the disk cache (or a memory LRU).
  */
+import path from 'node:path';
+import { sharedBlobOf, type Lease, type SharedResources } from '../io/shared.ts';
 import type { ByteSource } from '../io/types.ts';
 import { CredentialStore } from './auth.ts';
 import { BlobCache } from './cache.ts';
@@ -14,6 +16,7 @@ import { OciLayout } from './oci-layout.ts';
 import { resolveReference, referenceTarget, formatReference, type ImageReference } from './reference.ts';
 import { RegistryBlobSource, RegistryClient, type RegistryOptions } from './registry.ts';
 import type { Repository } from './store.ts';
+import { layerVerity } from '../verity/annotations.ts';
 import { requireTree, verifyLayer } from '../verity/open.ts';
 
 export interface RemoteOptions extends RegistryOptions {
@@ -37,6 +40,11 @@ export interface LazyOptions {
   maxInflight?: number;
   /** Refuse layers without a verity tree (docs/format.md §7.3). */
   requireVerity?: boolean;
+  /**
+   * Share layer blobs (by digest), repository clients and disk caches with every other open
+   * through the same pool (one server's exports), instead of opening private ones.
+   */
+  pool?: SharedResources;
 }
 
 export interface OpenedRepository {
@@ -91,6 +99,8 @@ export interface RemoteImage {
   layers: ByteSource[];
   /** The lazy sources among `layers` (registry layers), for prefetch and downloads. */
   lazy: LazySource[];
+  /** The blob source behind each of `layers` (the shared one, when `layers` holds handles on it). */
+  blobs: ByteSource[];
   repo: Repository;
   close(): Promise<void>;
 }
@@ -120,31 +130,78 @@ export async function openLayer(repo: Repository, desc: Descriptor, cache: BlobC
  */
 export async function openRemoteImage(ref: string | ImageReference, opts: RemoteOptions & LazyOptions = {}): Promise<RemoteImage> {
   const r = await resolveReference(ref);
-  const opened = await openRepository(r, opts);
-  const ownCache = !opts.cache && opts.cacheDir && r.kind === 'registry' ? await BlobCache.open({ dir: opts.cacheDir, capacity: opts.cacheSize, unit: opts.refill }) : undefined;
-  const cache = opts.cache ?? ownCache;
-  // Bytes that fail verification are fetched again around the proxy, the likely liar.
-  const direct = r.kind === 'registry' && opts.proxy ? await openRepository(r, { ...opts, proxy: undefined }) : undefined;
+  const pool = opts.pool;
+  const leases: Lease<unknown>[] = [];
+  const release = async () => {
+    for (const l of leases.splice(0).reverse()) await l.release().catch(() => {});
+  };
+  /** A private value, or a lease on the pool's: either way released by close(). */
+  const hold = async <T>(key: string, open: () => Promise<T>, close: (v: T) => Promise<void>): Promise<T> => {
+    if (!pool) {
+      const v = await open();
+      leases.push({ value: v, release: () => close(v) });
+      return v;
+    }
+    const lease = await pool.acquire(key, open, close);
+    leases.push(lease);
+    return lease.value;
+  };
   const layers: ByteSource[] = [];
   const close = async () => {
     for (const l of layers) await l.close().catch(() => {});
-    await ownCache?.close();
-    await direct?.close();
-    await opened.close();
+    await release();
   };
   try {
+    const repoKey = repositoryKey(r, opts);
+    const opened = await hold(repoKey, () => openRepository(r, opts), (o) => o.close());
+    const cacheKey = `cache:${opts.cacheDir ? path.resolve(opts.cacheDir) : ''}`;
+    const openCache = () => BlobCache.open({ dir: opts.cacheDir!, capacity: opts.cacheSize, unit: opts.refill });
+    const cache = opts.cache ?? (opts.cacheDir && r.kind === 'registry' ? await hold(cacheKey, openCache, (c) => c.close()) : undefined);
+    // Bytes that fail verification are fetched again around the proxy, the likely liar.
+    const directOpts = { ...opts, proxy: undefined };
+    const directKey = repositoryKey(r, directOpts);
+    const direct = r.kind === 'registry' && opts.proxy ? await hold(directKey, () => openRepository(r, directOpts), (o) => o.close()) : undefined;
     const img = await resolveImage(opened.repo, referenceTarget(r), opts.platform);
     for (const d of img.manifest.layers) {
-      const l = await openLayer(opened.repo, d, cache, opts, direct?.repo);
-      layers.push(l);
-      if (l instanceof LazySource) l.prefetchEnds();
+      const open = async () => {
+        const l = await openLayer(opened.repo, d, cache, opts, direct?.repo);
+        if (l instanceof LazySource) l.prefetchEnds();
+        return l;
+      };
+      if (!pool) {
+        layers.push(await open());
+        continue;
+      }
+      if (opts.requireVerity) requireTree(d, opened.repo.name);
+      // The blob outlives this image while another export holds it: it keeps what it reads through.
+      let deps: Lease<unknown>[] = [];
+      const tree = layerVerity(d, opened.repo.name)?.tree;
+      const key = `blob:${d.digest}${tree ? `+${tree}` : ''}`;
+      layers.push(
+        await pool.blob(
+          key,
+          async () => {
+            deps = await Promise.all([
+              pool.acquire(repoKey, () => openRepository(r, opts), (o) => o.close()),
+              ...(cache && !opts.cache ? [pool.acquire(cacheKey, openCache, (c) => c.close())] : []),
+              ...(direct ? [pool.acquire(directKey, () => openRepository(r, directOpts), (o) => o.close())] : []),
+            ]);
+            return open();
+          },
+          async () => {
+            for (const dep of deps) await dep.release();
+          },
+        ),
+      );
     }
+    const blobs = layers.map((l) => sharedBlobOf(l)?.source ?? l);
     return {
       reference: formatReference(r),
       digest: img.digest,
       manifest: img.manifest,
       layers,
-      lazy: layers.filter((l): l is LazySource => l instanceof LazySource),
+      lazy: blobs.filter((l): l is LazySource => l instanceof LazySource),
+      blobs,
       repo: opened.repo,
       close,
     };
@@ -152,4 +209,26 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
     await close();
     throw e;
   }
+}
+
+/**
+ * What makes two opened repositories interchangeable: the place, and every setting that
+ * changes how it is reached or who we are to it (credentials by their source).
+ */
+export function repositoryKey(r: ImageReference, opts: RemoteOptions): string {
+  return r.kind === 'registry' ? registryKey(r.host, r.repository, opts) : `${r.kind}:${path.resolve(r.path)}`;
+}
+
+/** repositoryKey() of a registry repository. */
+export function registryKey(host: string, repository: string, o: RemoteOptions): string {
+  const creds = o.credentials ? `object#${objectId(o.credentials)}` : `${o.credsFile ?? ''}|${o.dockerConfig ?? ''}`;
+  return `registry:${host}/${repository}|${JSON.stringify([o.plainHttp, o.insecure, o.proxy, o.retries, o.retryBaseMs, o.idleTimeoutMs, o.connectTimeoutMs, o.headerTimeoutMs, o.minBytesPerSec, o.maxSockets, creds])}`;
+}
+
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 1;
+function objectId(o: object): number {
+  let id = objectIds.get(o);
+  if (id === undefined) objectIds.set(o, (id = nextObjectId++));
+  return id;
 }

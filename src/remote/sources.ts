@@ -8,6 +8,8 @@ import type { ByteSource } from '../io/types.ts';
 import { openImageConfig, type DownloadConfig } from './config.ts';
 import { startBackgroundDownload } from './download.ts';
 import { openRemoteImage, type LazyOptions, type RemoteOptions } from './image.ts';
+import type { LazySource } from './lazy-source.ts';
+import { sharedBlobOf } from '../io/shared.ts';
 import { cacheEntryOf } from './cache.ts';
 
 export interface ImageSources {
@@ -51,7 +53,15 @@ export async function referenceSources(spec: string, opts: RemoteOptions & LazyO
     tracePath: undefined,
     async reportResult() {},
     startDownloads(o: DownloadConfig = {}) {
-      const items = img.lazy.filter((l) => cacheEntryOf(l.store)).map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.layers.indexOf(lazy)]?.digest ?? String(i) }));
+      // A layer shared with another export is downloaded once, by whichever asked first.
+      const shared = (lazy: LazySource) => sharedBlobOf(img.layers[img.blobs.indexOf(lazy)]!);
+      const items = img.lazy
+        .filter((l) => cacheEntryOf(l.store) && !shared(l)?.downloading)
+        .map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.blobs.indexOf(lazy)]?.digest ?? String(i) }));
+      for (const { lazy } of items) {
+        const b = shared(lazy);
+        if (b) b.downloading = true;
+      }
       if (items.length === 0) return undefined;
       const handle = startBackgroundDownload(items, { delayMs: (o.delay ?? 0) * 1000, maxBytesPerSec: (o.maxMBps ?? 100) * 2 ** 20, tries: o.tryCnt ?? 5 });
       downloads = handle;
