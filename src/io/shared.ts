@@ -37,6 +37,7 @@ const blobOfHandle = new WeakMap<ByteSource, SharedBlob>();
 
 export class SharedResources {
   readonly #entries = new Map<string, Entry<unknown>>();
+  readonly #closing = new Map<string, Promise<void>>();
 
   /** Keys held, with their user counts (for tests and metrics). */
   held(): Array<{ key: string; refs: number }> {
@@ -51,7 +52,9 @@ export class SharedResources {
     let e = this.#entries.get(key) as Entry<T> | undefined;
     if (e) e.refs++;
     else {
-      const fresh: Entry<T> = { refs: 1, value: open(), close };
+      // A value of this key still closing (its last user just left) is closed before it opens again.
+      const closing = this.#closing.get(key);
+      const fresh: Entry<T> = { refs: 1, value: closing ? closing.then(open) : open(), close };
       e = fresh;
       this.#entries.set(key, fresh as Entry<unknown>);
       fresh.value.catch(() => {
@@ -69,7 +72,14 @@ export class SharedResources {
         if (--entry.refs > 0 || entry.closed) return;
         entry.closed = true;
         if (this.#entries.get(key) === (entry as Entry<unknown>)) this.#entries.delete(key);
-        await entry.close(value);
+        const done = entry.close(value);
+        const settled: Promise<void> = done
+          .catch(() => {})
+          .then(() => {
+            if (this.#closing.get(key) === settled) this.#closing.delete(key);
+          });
+        this.#closing.set(key, settled);
+        await done;
       },
     };
   }
