@@ -34,6 +34,21 @@ export class LayerPool extends SharedResources {
     this.memory = new MemoryBudget(opts.memory ?? defaultMemoryBudget());
   }
 
+  /** What the pool holds now, for metrics: open layers, clients and caches, and the block budget. */
+  stats(): { layers: number; users: number; repositories: number; caches: number; memory: { capacity: number; bytes: number; blocks: number; admitted: number; evictions: number } } {
+    const held = this.held();
+    const count = (prefix: string) => held.filter((h) => h.key.startsWith(prefix)).length;
+    const layers = held.filter((h) => h.key.startsWith('blob:') || h.key.startsWith('file:'));
+    const m = this.memory;
+    return {
+      layers: layers.length,
+      users: layers.reduce((n, h) => n + h.refs, 0),
+      repositories: count('registry:') + count('oci:') + count('oci-archive:'),
+      caches: count('cache:'),
+      memory: { capacity: m.capacity, bytes: m.bytes, blocks: m.blocks, admitted: m.stats.admitted, evictions: m.stats.evictions },
+    };
+  }
+
   /** A handle on the local layer file at `path`, shared by device and inode. */
   async file(path: string): Promise<ByteSource> {
     return this.blob(await fileBlobKey(path), () => FileSource.open(path));

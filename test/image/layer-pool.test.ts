@@ -70,6 +70,7 @@ test('two exports sharing layers through a registry fetch each byte once, and cl
   assert.deepEqual(Object.values(held).sort(), [1, 2, 2]);
   // One client for the one repository each image names (plus one per blob that keeps it).
   assert.equal(pool.held().filter((h) => h.key.startsWith('registry:')).length, 2);
+  assert.deepEqual({ layers: pool.stats().layers, users: pool.stats().users, repositories: pool.stats().repositories }, { layers: 3, users: 5, repositories: 2 });
 
   const server = new NbdServer({ exports: { a, b } });
   const socket = path.join(dir, 'nbd.sock');
