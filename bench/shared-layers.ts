@@ -153,6 +153,12 @@ async function fioAll(s: Served, timed: boolean): Promise<number> {
   return (await Promise.all(runs)).reduce((a, b) => a + b, 0);
 }
 
+/** A memory figure of /proc/PID/status in MiB (VmRSS now, VmHWM the peak). */
+async function memory(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024;
+}
+
 interface Sample {
   bytes: number;
   gets: number;
@@ -172,15 +178,19 @@ try {
       const [key, obd, n] = cases[(k + round) % cases.length]!;
       const s = await serve(obd, proxy.host, refs.slice(0, n));
       try {
+        const atReady = await memory(s.child.pid!, 'VmRSS');
         proxy.fetches.length = 0;
         await fioAll(s, false);
         const bytes = proxy.blobBytes();
         const gets = proxy.fetches.length;
+        const afterCold = await memory(s.child.pid!, 'VmRSS');
         const iops = await fioAll(s, true);
-        const status = await readFile(`/proc/${s.child.pid}/status`, 'utf8');
-        const hwmMiB = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+        const hwmMiB = await memory(s.child.pid!, 'VmHWM');
         samples.set(key, [...(samples.get(key) ?? []), { bytes, gets, iops, hwmMiB }]);
-        process.stderr.write(`round ${round} ${key}: ${(bytes / 2 ** 20).toFixed(1)} MiB in ${gets} GETs, ${Math.round(iops)} IOPS, RSS ${hwmMiB.toFixed(0)} MiB\n`);
+        process.stderr.write(
+          `round ${round} ${key}: ${(bytes / 2 ** 20).toFixed(1)} MiB in ${gets} GETs, ${Math.round(iops)} IOPS, ` +
+            `RSS ${atReady.toFixed(0)} at ready, ${afterCold.toFixed(0)} after cold, peak ${hwmMiB.toFixed(0)} MiB\n`,
+        );
       } finally {
         await stop(s);
       }
