@@ -18,7 +18,7 @@ const run = promisify(execFile);
 const LAYERS = ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n));
 
 async function sha256Of(uri: string): Promise<string> {
-  const { stdout } = await run('bash', ['-c', `nbdcopy '${uri}' - | sha256sum`]);
+  const { stdout } = await run('bash', ['-o', 'pipefail', '-c', `nbdcopy '${uri}' - | sha256sum`]);
   return stdout.split(' ')[0]!;
 }
 

@@ -16,6 +16,7 @@ import { LayerPool } from '../../src/image/layer-pool.ts';
 import { FileSource } from '../../src/io/file.ts';
 import { NbdServer } from '../../src/nbd/index.ts';
 import { pushImage } from '../../src/remote/push.ts';
+import { RawClient } from '../nbd/helpers/client.ts';
 import { MemoryBudget } from '../../src/zfile/block-cache.ts';
 import { ZFileReader } from '../../src/zfile/reader.ts';
 import { deviceDigest } from '../helpers/layers.ts';
@@ -28,11 +29,11 @@ const run = promisify(execFile);
 const [L1, L2, L3] = ['layer1.lsmt', 'layer2.lsmt', 'layer3.lsmt'].map((n) => path.join(FIXTURES, 'lsmt', n)) as [string, string, string];
 
 async function nbdSha(uri: string): Promise<string> {
-  const { stdout } = await run('bash', ['-c', `nbdcopy '${uri}' - | sha256sum`]);
+  const { stdout } = await run('bash', ['-o', 'pipefail', '-c', `nbdcopy '${uri}' - | sha256sum`]);
   return stdout.split(' ')[0]!;
 }
 
-test('two exports sharing layers through a registry fetch each byte once, and closing one keeps the other working', async (t) => {
+test('two exports sharing layers through a registry fetch each byte once, and removing one while a client reads keeps the other working', async (t) => {
   const dir = await tempDir(t, 'obd-pool-');
   const registry = await startRegistry();
   const proxy = await startCountingProxy({ host: '127.0.0.1', port: registry.port });
@@ -79,7 +80,14 @@ test('two exports sharing layers through a registry fetch each byte once, and cl
   let bOpen = true;
   try {
     assert.equal(await nbdSha(uri('a')), DIGESTS.layer12);
-    // Export a goes away before b reads anything: b still reads, through the layers a opened.
+    // Export a goes away before b reads anything, with a client on it: the client is
+    // disconnected; b still reads, through the layers a opened.
+    const client = await RawClient.connect({ socket });
+    await client.handshake({ name: 'a' });
+    assert.equal((await client.read(1 << 20, 65536)).error, 0);
+    await server.removeExport('a');
+    assert.equal(await client.closedByServer(), true);
+    await assert.rejects(nbdSha(uri('a')), 'a removed export is no longer offered');
     await a.close();
     assert.deepEqual(Object.values(blobs()).sort(), [1, 1, 1], 'a released its holds');
     assert.equal(await nbdSha(uri('b')), DIGESTS.layer123);
