@@ -33,7 +33,7 @@ async function nbdSha(uri: string): Promise<string> {
   return stdout.split(' ')[0]!;
 }
 
-test('two exports sharing layers through a registry fetch each byte once, and removing one while a client reads keeps the other working', async (t) => {
+test('two exports sharing layers through a registry fetch each byte once, and removing one with a client on it keeps the other working', async (t) => {
   const dir = await tempDir(t, 'obd-pool-');
   const registry = await startRegistry();
   const proxy = await startCountingProxy({ host: '127.0.0.1', port: registry.port });
