@@ -225,7 +225,10 @@ export async function openImageConfig(file: string, opts: RemoteOptions & LazyOp
           `blob:${digest}`,
           async () => {
             deps = await Promise.all([shareRepo!(), ...(shareCache ? [shareCache()] : [])]);
-            return openLazy();
+            return openLazy().catch(async (e: unknown) => {
+              for (const d of deps.splice(0)) await d.release();
+              throw e;
+            });
           },
           async () => {
             for (const d of deps) await d.release();

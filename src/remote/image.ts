@@ -186,7 +186,10 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
               ...(cache && !opts.cache ? [pool.acquire(cacheKey, openCache, (c) => c.close())] : []),
               ...(direct ? [pool.acquire(directKey, () => openRepository(r, directOpts), (o) => o.close())] : []),
             ]);
-            return open();
+            return open().catch(async (e: unknown) => {
+              for (const dep of deps.splice(0)) await dep.release();
+              throw e;
+            });
           },
           async () => {
             for (const dep of deps) await dep.release();
