@@ -23,6 +23,7 @@ import { deviceDigest } from '../helpers/layers.ts';
 import { DIGESTS, FIXTURES, zinput8m } from '../helpers/recipes.ts';
 import { tempDir } from '../helpers/temp.ts';
 import { startCountingProxy } from '../remote/helpers/counting-proxy.ts';
+import { startFaultProxy } from '../remote/helpers/fault-proxy.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
 
 const run = promisify(execFile);
@@ -102,6 +103,31 @@ test('two exports sharing layers through a registry fetch each byte once, and re
     if (bOpen) await b.close();
     await pool.close();
   }
+});
+
+test('an image that fails to open through the pool leaves nothing held, and the next open tries again', async (t) => {
+  const registry = await startRegistry();
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: registry.port });
+  t.after(async () => {
+    await proxy.stop();
+    await registry.stop();
+  });
+  await pushImage([L1, L2], `${registry.host}/pool/f:v1`, { plainHttp: true });
+  const ref = `${proxy.host}/pool/f:v1`;
+  const pool = new LayerPool();
+  // Every blob read fails: the layers' blobs open (their reads start lazily), then decoding
+  // them fails, and what the open took from the pool must be let go again.
+  proxy.rule = (r) => (r.method === 'GET' && /\/blobs\/sha256:/.test(r.url) ? { kind: 'status', status: 404 } : undefined);
+  await assert.rejects(openImage([ref], { plainHttp: true, retries: 0, pool }));
+  assert.deepEqual(pool.held(), [], 'nothing held after the failed open');
+  proxy.rule = () => undefined;
+  const dev = await openImage([ref], { plainHttp: true, pool });
+  try {
+    assert.equal(await deviceDigest(dev), DIGESTS.layer12);
+  } finally {
+    await dev.close();
+  }
+  assert.deepEqual(pool.held(), []);
 });
 
 test('local layer files are shared by device and inode, whatever path names them', async (t) => {
