@@ -18,6 +18,8 @@ export interface Lease<T> {
 interface Entry<T> {
   refs: number;
   value: Promise<T>;
+  /** The value once opened. */
+  opened?: T;
   close: (v: T) => Promise<void>;
   closed?: boolean;
 }
@@ -44,6 +46,11 @@ export class SharedResources {
     return [...this.#entries].map(([key, e]) => ({ key, refs: e.refs }));
   }
 
+  /** The opened values whose keys start with `prefix` (for metrics). */
+  values(prefix: string): unknown[] {
+    return [...this.#entries].filter(([k, e]) => k.startsWith(prefix) && e.opened !== undefined).map(([, e]) => e.opened);
+  }
+
   /**
    * The value under `key`, opened by `open` when nobody holds it. A failed open is not
    * remembered: every waiter gets the error and the next acquire tries again.
@@ -57,9 +64,12 @@ export class SharedResources {
       const fresh: Entry<T> = { refs: 1, value: closing ? closing.then(open) : open(), close };
       e = fresh;
       this.#entries.set(key, fresh as Entry<unknown>);
-      fresh.value.catch(() => {
-        if (this.#entries.get(key) === (fresh as Entry<unknown>)) this.#entries.delete(key);
-      });
+      fresh.value.then(
+        (v) => (fresh.opened = v),
+        () => {
+          if (this.#entries.get(key) === (fresh as Entry<unknown>)) this.#entries.delete(key);
+        },
+      );
     }
     const entry = e;
     const value = await entry.value;

@@ -18,6 +18,7 @@ import { VerityMissingError } from '../verity/errors.ts';
 import { isDigest } from './reference.ts';
 import { RegistryBlobSource, RegistryClient, type RegistryRepository } from './registry.ts';
 import { registryKey } from './image.ts';
+import { MeteredSource } from '../io/metrics.ts';
 import { fileBlobKey, sharedBlobOf, type Lease } from '../io/shared.ts';
 
 export interface LowerConfig {
@@ -213,7 +214,8 @@ export async function openImageConfig(file: string, opts: RemoteOptions & LazyOp
       const blobRepo = repo;
       const openLazy = async () => {
         const store = cache ? await cache.entry(digest, size) : undefined;
-        const lazy = new LazySource(new RegistryBlobSource(blobRepo, digest, size), { store, unit: opts.refill, maxInflight: opts.maxInflight });
+        const remote = new RegistryBlobSource(blobRepo, digest, size);
+        const lazy = new LazySource(opts.meter ? new MeteredSource(remote, opts.meter) : remote, { store, unit: opts.refill, maxInflight: opts.maxInflight });
         lazy.prefetchEnds();
         return lazy;
       };

@@ -4,6 +4,7 @@
  * top. Registry layers are lazy sources over the disk cache (or a memory LRU).
  */
 import path from 'node:path';
+import { MeteredSource, type RequestMeter } from '../io/metrics.ts';
 import { sharedBlobOf, type Lease, type SharedResources } from '../io/shared.ts';
 import type { ByteSource } from '../io/types.ts';
 import { CredentialStore } from './auth.ts';
@@ -40,6 +41,8 @@ export interface LazyOptions {
   maxInflight?: number;
   /** Refuse layers without a verity tree (docs/format.md §7.3). */
   requireVerity?: boolean;
+  /** Counts and times the blob reads of registry layers (a server's metrics). */
+  meter?: RequestMeter;
   /**
    * Share layer blobs (by digest), repository clients and disk caches with every other open
    * through the same pool (one server's exports), instead of opening private ones.
@@ -116,8 +119,9 @@ export async function openLayer(repo: Repository, desc: Descriptor, cache: BlobC
     if (opts.requireVerity) requireTree(desc, repo.name);
     return raw;
   }
+  const fetched = opts.meter ? new MeteredSource(raw, opts.meter) : raw;
   const entry = cache ? await cache.entry(desc.digest, desc.size) : undefined;
-  const { blob, store } = await verifyLayer(repo, desc, raw, entry, { requireVerity: opts.requireVerity, direct }).catch(async (e) => {
+  const { blob, store } = await verifyLayer(repo, desc, fetched, entry, { requireVerity: opts.requireVerity, direct }).catch(async (e) => {
     await entry?.close();
     throw e;
   });
