@@ -9,7 +9,7 @@ import { openImageConfig, type DownloadConfig } from './config.ts';
 import { startBackgroundDownload } from './download.ts';
 import { openRemoteImage, type LazyOptions, type RemoteOptions } from './image.ts';
 import type { LazySource } from './lazy-source.ts';
-import { sharedBlobOf } from '../io/shared.ts';
+import { sharedBlobOf, type SharedBlob } from '../io/shared.ts';
 import { cacheEntryOf } from './cache.ts';
 
 export interface ImageSources {
@@ -46,6 +46,7 @@ export async function configSources(path: string, opts: RemoteOptions & LazyOpti
 export async function referenceSources(spec: string, opts: RemoteOptions & LazyOptions = {}): Promise<ImageSources> {
   const img = await openRemoteImage(spec, opts);
   let downloads: { stop(): Promise<void> } | undefined;
+  const mine: SharedBlob[] = [];
   return {
     name: `${img.reference}@${img.digest}`,
     layers: img.layers,
@@ -60,7 +61,10 @@ export async function referenceSources(spec: string, opts: RemoteOptions & LazyO
         .map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.blobs.indexOf(lazy)]?.digest ?? String(i) }));
       for (const { lazy } of items) {
         const b = shared(lazy);
-        if (b) b.downloading = true;
+        if (b) {
+          b.downloading = true;
+          mine.push(b);
+        }
       }
       if (items.length === 0) return undefined;
       const handle = startBackgroundDownload(items, { delayMs: (o.delay ?? 0) * 1000, maxBytesPerSec: (o.maxMBps ?? 100) * 2 ** 20, tries: o.tryCnt ?? 5 });
@@ -69,6 +73,8 @@ export async function referenceSources(spec: string, opts: RemoteOptions & LazyO
     },
     async close() {
       await downloads?.stop();
+      // Stopped with this image: another export holding these layers may start them again.
+      for (const b of mine) b.downloading = false;
       await img.close();
     },
   };
