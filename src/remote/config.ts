@@ -214,8 +214,8 @@ export async function openImageConfig(file: string, opts: RemoteOptions & LazyOp
       const blobRepo = repo;
       const openLazy = async () => {
         const store = cache ? await cache.entry(digest, size) : undefined;
-        const remote = new RegistryBlobSource(blobRepo, digest, size);
-        const lazy = new LazySource(opts.meter ? new MeteredSource(remote, opts.meter) : remote, { store, unit: opts.refill, maxInflight: opts.maxInflight });
+        const blob = new RegistryBlobSource(blobRepo, digest, size);
+        const lazy = new LazySource(opts.meter ? new MeteredSource(blob, opts.meter) : blob, { store, unit: opts.refill, maxInflight: opts.maxInflight });
         lazy.prefetchEnds();
         return lazy;
       };
