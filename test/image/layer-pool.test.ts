@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFile, link } from 'node:fs/promises';
+import { copyFile, link, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { openImage } from '../../src/image/open.ts';
@@ -150,6 +150,30 @@ test('local layer files are shared by device and inode, whatever path names them
     await a.close();
     await b.close();
     await pool.close();
+  }
+  assert.deepEqual(pool.held(), []);
+});
+
+test('config.v1.json images share their lower files with each other and with layer-file images', async (t) => {
+  const dir = await tempDir(t, 'obd-pool-config-');
+  const config = async (name: string, lowers: string[]) => {
+    const p = path.join(dir, name);
+    await writeFile(p, JSON.stringify({ lowers: lowers.map((file) => ({ file })) }));
+    return p;
+  };
+  const pool = new LayerPool();
+  const a = await openImage([await config('a.json', [L1, L2])], { pool });
+  const b = await openImage([await config('b.json', [L1, L2, L3])], { pool });
+  const c = await openImage([L1], { pool });
+  try {
+    assert.deepEqual(pool.held().filter((h) => h.key.startsWith('file:')).map((h) => h.refs).sort(), [1, 2, 3]);
+    assert.equal(await deviceDigest(a), DIGESTS.layer12);
+    assert.equal(await deviceDigest(b), DIGESTS.layer123);
+    assert.equal(await deviceDigest(c), DIGESTS.layer1);
+  } finally {
+    await a.close();
+    await b.close();
+    await c.close();
   }
   assert.deepEqual(pool.held(), []);
 });
