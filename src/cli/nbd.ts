@@ -71,6 +71,7 @@ Examples:
   obd serve oci:./images:v1 --socket /tmp/obd.sock
   obd serve localhost:5000/disks/vm1:v1 --cache-dir /var/cache/obd --writable --upper rw.data rw.index
   obd serve localhost:5000/disks/vm1:v1 --export vm1 --export vm2=localhost:5000/disks/vm2:v1 --memory 256M
+  obd serve base.lsmt --metrics 9100 --socket /tmp/obd.sock     # curl http://127.0.0.1:9100/metrics
 Exports that stack the same layer (same blob digest, or same file) share it: it is opened and
 fetched once, and its decompressed blocks count once against --memory.
 `,
