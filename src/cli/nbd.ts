@@ -6,15 +6,13 @@ import { formatSize } from '../io/util.ts';
 import type { BlockDevice } from '../io/types.ts';
 import { NbdServer, type NbdAddress, type NbdEvent, type NbdExportOptions } from '../nbd/index.ts';
 import type { ImageOptions } from '../image/open.ts';
-import type { MetricsEndpoint } from '../image/metrics.ts';
 import { addCacheOptions, addRemoteOptions, cacheOptions, remoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, warn, withChainHint } from './chain.ts';
-import { onStopSignal, sizeArg } from './common.ts';
+import { onStopSignal } from './common.ts';
 import { argList, checkOutputs } from './outputs.ts';
+import { addShareOptions, openSharing, SHARE_EXAMPLES, type ShareFlags } from './serve-share.ts';
 
-interface ServeOptions extends RemoteFlags, CacheFlags {
-  memory?: number;
-  metrics?: { host: string; port: number };
+interface ServeOptions extends RemoteFlags, CacheFlags, ShareFlags {
   download?: boolean;
   downloadRate?: number;
   trace?: string;
@@ -47,17 +45,12 @@ export function register(program: Command): void {
     .option('--read-only', 'serve the main export read-only even when --upper is given')
     .option(...VERIFY_CHAIN)
     .option(...NO_VERIFY_CHAIN)
-    .addOption(
-      new Option('--memory <size>', 'memory for decompressed blocks, shared by every export (LRU); default 1/8 of RAM, at most 1G')
-        .argParser(sizeArg),
-    )
-    .option('--metrics <[host:]port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare port binds 127.0.0.1)', hostPort)
     .option('--download', 'download remote layers in the background; reads switch to the local copy once its digest checks')
     .addOption(new Option('--download-rate <MiB/s>', 'background download rate limit').argParser(Number).default(100))
     .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
     .option('--json', 'report on stdout as JSON lines: ready (once listening), error, stopping, stopped')
     .option('-v, --verbose', 'log connections and errors on stderr');
-  addCacheOptions(addRemoteOptions(cmd))
+  addShareOptions(addCacheOptions(addRemoteOptions(cmd)), hostPort)
     .addHelpText(
       'after',
       `
@@ -70,11 +63,7 @@ Examples:
   obd serve base.lsmt app.lsmt --writable --upper rw.data rw.index --socket /tmp/obd.sock
   obd serve oci:./images:v1 --socket /tmp/obd.sock
   obd serve localhost:5000/disks/vm1:v1 --cache-dir /var/cache/obd --writable --upper rw.data rw.index
-  obd serve localhost:5000/disks/vm1:v1 --export vm1 --export vm2=localhost:5000/disks/vm2:v1 --memory 256M
-  obd serve base.lsmt --metrics 9100 --socket /tmp/obd.sock     # curl http://127.0.0.1:9100/metrics
-Exports that stack the same layer (same blob digest, or same file) share it: it is opened and
-fetched once, and its decompressed blocks count once against --memory.
-`,
+${SHARE_EXAMPLES}`,
     )
     .action(serve);
 }
@@ -97,18 +86,13 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   if (opts.upper && opts.upper.length !== 2) throw new InvalidArgumentError('--upper takes two files: DATA INDEX');
   if ((opts.writable || opts.upper) && images.length === 0) throw new InvalidArgumentError('--writable/--upper apply to the main export: give its image');
 
-  const [{ openImage }, { LayerPool }] = await Promise.all([import('../image/open.ts'), import('../image/layer-pool.ts')]);
-  // Every export opens its images through one pool: a layer several of them stack is opened once.
-  const pool = new LayerPool({ memory: opts.memory });
-  let server: NbdServer | undefined;
-  const metricsModule = opts.metrics ? await import('../image/metrics.ts') : undefined;
-  const metrics = metricsModule ? new metricsModule.ServerMetrics({ pool, connections: () => server?.connectionCount ?? 0 }) : undefined;
-  const meter = metrics?.registry;
+  const { openImage } = await import('../image/open.ts');
+  // One pool for every export: a layer several of them stack is opened once.
+  const sharing = await openSharing(opts);
   const imageOpts: ImageOptions = {
     ...remoteOptions(opts),
     ...cacheOptions(opts),
-    pool,
-    ...(meter ? { meter, onRetry: () => meter.retries++ } : {}),
+    ...sharing.imageOptions,
     verifyChain: opts.verifyChain !== false,
     onWarning: warn,
     download: opts.download ? { maxMBps: opts.downloadRate } : undefined,
@@ -127,7 +111,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
       if (!readOnly && !dev.writable) {
         throw new InvalidArgumentError(`--writable: ${dev.name} has no writable layer to record writes in; --upper DATA INDEX is missing`);
       }
-      table.set(mainName, { device: metrics ? metrics.export(mainName, dev) : dev, readOnly, description: images.map((p) => path.basename(p)).join(' + ') });
+      table.set(mainName, { device: sharing.serve(mainName, dev), readOnly, description: images.map((p) => path.basename(p)).join(' + ') });
     }
     for (const spec of extra) {
       const eq = spec.indexOf('=');
@@ -137,28 +121,28 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
       if (table.has(name)) throw new InvalidArgumentError(`export "${name}" is given twice`);
       const dev = await withChainHint(() => openImage(files, { ...imageOpts, readOnly: true, trace: undefined }));
       devices.push(dev);
-      table.set(name, { device: metrics ? metrics.export(name, dev) : dev, readOnly: true, description: files.map((p) => path.basename(p)).join(' + ') });
+      table.set(name, { device: sharing.serve(name, dev), readOnly: true, description: files.map((p) => path.basename(p)).join(' + ') });
     }
   } catch (e) {
     await Promise.allSettled(devices.map((d) => d.close()));
-    await pool.close();
+    await sharing.close();
     throw e;
   }
 
-  server = new NbdServer({
+  const server = new NbdServer({
     exports: table,
     defaultExport: images.length > 0 ? mainName : undefined,
     onEvent: opts.json ? (e) => jsonEvent(e, opts.verbose) : opts.verbose ? logEvent : undefined,
   });
   const addr: NbdAddress = opts.listen ?? { socket: opts.socket ?? path.join(os.tmpdir(), `obd-${process.pid}.sock`) };
-  let metricsAt: MetricsEndpoint | undefined;
+  let metrics: { host: string; port: number } | undefined;
   try {
     await server.listen(addr);
-    if (metricsModule && metrics && opts.metrics) metricsAt = await metricsModule.listenMetrics(opts.metrics, () => metrics.text());
+    metrics = await sharing.listen(() => server.connectionCount);
   } catch (e) {
     await server.close().catch(() => {});
     await Promise.allSettled(devices.map((d) => d.close()));
-    await pool.close();
+    await sharing.close();
     throw e;
   }
 
@@ -170,22 +154,21 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
     const name = e.name === '' ? '(default)' : e.name;
     lines.push(`  ${name}  ${formatSize(e.size)}  ${e.layers} layer${e.layers === 1 ? '' : 's'}  ${e.readOnly ? 'read-only' : 'writable'}  ${e.uri}`);
   }
-  if (metricsAt) lines.push(`obd: metrics at http://${metricsAt.address.host.includes(':') ? `[${metricsAt.address.host}]` : metricsAt.address.host}:${metricsAt.address.port}/metrics`);
+  if (metrics) lines.push(`obd: metrics at http://${metrics.host.includes(':') ? `[${metrics.host}]` : metrics.host}:${metrics.port}/metrics`);
   lines.push('obd: look at it with:', ...inspectCommands(exports[0]!.uri).map((c) => `  ${c}`));
   lines.push('obd: press Ctrl-C to stop');
   // Handlers first: a client may signal the moment it reads the ready line.
   const signals = onStopSignal('finishing running requests and closing');
   const pipeClosed = onOutputClosed();
   process.stderr.write(lines.join('\n') + '\n');
-  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, exports, ...(metricsAt ? { metrics: metricsAt.address } : {}) }) + '\n');
+  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, exports, ...(metrics ? { metrics } : {}) }) + '\n');
   const signal = await Promise.race([signals.stopped, pipeClosed]);
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');
   try {
-    await metricsAt?.close();
     await server.close();
   } finally {
     await Promise.allSettled(devices.map((d) => d.close()));
-    await pool.close();
+    await sharing.close();
     signals.dispose();
   }
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopped' }) + '\n');

@@ -51,7 +51,23 @@ export class ExportTable {
   constructor(table: NbdExportTable, defaultExport?: string) {
     const entries = table instanceof Map ? [...table.entries()] : Object.entries(table);
     if (entries.length === 0) throw new NbdServerError('an NBD server needs at least one export');
-    for (const [name, value] of entries) this.add(name, value);
+    for (const [name, value] of entries) {
+      if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES || name.includes('\0')) {
+        throw new NbdServerError(`export name "${name.slice(0, 40)}…" is not a valid NBD string (≤ 4096 bytes, no NUL)`);
+      }
+      const opts: NbdExportOptions = 'device' in value ? value : { device: value };
+      const dev = opts.device;
+      const ops = new DeviceOps(dev, { readOnly: opts.readOnly });
+      this.#byName.set(name, {
+        name,
+        device: dev,
+        ops,
+        description: opts.description ?? '',
+        readOnly: ops.readOnly,
+        size: dev.size,
+        minBlock: dev.size % MIN_BLOCK === 0 ? MIN_BLOCK : 1,
+      });
+    }
     if (defaultExport !== undefined && !this.#byName.has(defaultExport)) {
       throw new NbdServerError(`default export "${defaultExport}" is not one of the exports`);
     }
@@ -60,22 +76,9 @@ export class ExportTable {
 
   /** Offers `name` from now on (a server adding an export while it serves). */
   add(name: string, value: BlockDevice | NbdExportOptions): ResolvedExport {
-    if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES || name.includes('\0')) {
-      throw new NbdServerError(`export name "${name.slice(0, 40)}…" is not a valid NBD string (≤ 4096 bytes, no NUL)`);
-    }
     if (this.#byName.has(name)) throw new NbdServerError(`export "${name}" exists already`);
-    const opts: NbdExportOptions = 'device' in value ? value : { device: value };
-    const dev = opts.device;
-    const ops = new DeviceOps(dev, { readOnly: opts.readOnly });
-    const exp: ResolvedExport = {
-      name,
-      device: dev,
-      ops,
-      description: opts.description ?? '',
-      readOnly: ops.readOnly,
-      size: dev.size,
-      minBlock: dev.size % MIN_BLOCK === 0 ? MIN_BLOCK : 1,
-    };
+    // Resolved as the constructor resolves every export.
+    const exp = new ExportTable(new Map([[name, value]])).lookup(name)!;
     this.#byName.set(name, exp);
     return exp;
   }
