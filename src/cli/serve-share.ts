@@ -34,14 +34,19 @@ export interface Sharing {
   readonly imageOptions: { pool: LayerPool } & Pick<ImageOptions, 'meter' | 'onRetry'>;
   /** The device to serve as export `name` (metered under --metrics). */
   serve(name: string, dev: BlockDevice): BlockDevice;
+  /** Forgets a removed export (its metrics). */
+  forget(name: string): void;
+  /** The metrics text, when metrics are kept. */
+  metricsText: (() => string) | undefined;
   /** Starts the metrics endpoint when asked for; resolves its address. */
   listen(connections: () => number): Promise<{ host: string; port: number } | undefined>;
   /** Stops the endpoint and closes whatever the exports left open (after they closed). */
   close(): Promise<void>;
 }
 
-export async function openSharing(flags: ShareFlags): Promise<Sharing> {
-  const [{ LayerPool }, metricsModule] = await Promise.all([import('../image/layer-pool.ts'), flags.metrics ? import('../image/metrics.ts') : undefined]);
+/** `metered`: keep metrics even without --metrics (another endpoint serves them). */
+export async function openSharing(flags: ShareFlags, metered = false): Promise<Sharing> {
+  const [{ LayerPool }, metricsModule] = await Promise.all([import('../image/layer-pool.ts'), flags.metrics || metered ? import('../image/metrics.ts') : undefined]);
   const pool = new LayerPool({ memory: flags.memory });
   let connections = (): number => 0;
   const metrics = metricsModule ? new metricsModule.ServerMetrics({ pool, connections: () => connections() }) : undefined;
@@ -50,6 +55,8 @@ export async function openSharing(flags: ShareFlags): Promise<Sharing> {
   return {
     imageOptions: { pool, ...(meter ? { meter, onRetry: () => meter.retries++ } : {}) },
     serve: (name, dev) => (metrics ? metrics.export(name, dev) : dev),
+    forget: (name) => metrics?.removeExport(name),
+    metricsText: metrics ? () => metrics.text() : undefined,
     async listen(count) {
       connections = count;
       if (!metricsModule || !metrics || !flags.metrics) return undefined;

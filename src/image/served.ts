@@ -10,7 +10,6 @@ import { BusyError, InvalidArgumentError, NotFoundError } from '../io/errors.ts'
 import type { BlockDevice } from '../io/types.ts';
 import type { NbdServer } from '../nbd/server.ts';
 import type { LayerPool } from './layer-pool.ts';
-import type { ServerMetrics } from './metrics.ts';
 import { openImage, type ImageOptions } from './open.ts';
 
 export interface AttachOptions {
@@ -19,19 +18,26 @@ export interface AttachOptions {
   upper?: { data: string; index: string };
 }
 
+export interface ServedHooks {
+  /** The device to offer for an attached image (e.g. metered: ServerMetrics.export). */
+  wrap?(name: string, device: BlockDevice): BlockDevice;
+  /** Told of a detached export (e.g. ServerMetrics.removeExport). */
+  forget?(name: string): void;
+}
+
 export class ServedExports {
   readonly #server: NbdServer;
   readonly #imageOptions: ImageOptions;
-  readonly #metrics: ServerMetrics | undefined;
+  readonly #hooks: ServedHooks;
   readonly #devices = new Map<string, BlockDevice>();
   /** Names being attached or detached: a second request for one of them is refused. */
   readonly #busy = new Set<string>();
 
   /** `imageOptions` carry the pool every attached image opens through. */
-  constructor(server: NbdServer, imageOptions: ImageOptions & { pool: LayerPool }, metrics?: ServerMetrics) {
+  constructor(server: NbdServer, imageOptions: ImageOptions & { pool: LayerPool }, hooks: ServedHooks = {}) {
     this.#server = server;
     this.#imageOptions = imageOptions;
-    this.#metrics = metrics;
+    this.#hooks = hooks;
   }
 
   /** Takes charge of an export the server was started with (so it can be detached). */
@@ -53,7 +59,7 @@ export class ServedExports {
       const dev = await openImage(image, { ...this.#imageOptions, upper: opts.upper, readOnly: !opts.writable, trace: undefined });
       try {
         if (opts.writable && !dev.writable) throw new InvalidArgumentError(`attach ${name}: ${dev.name} has no writable layer to record writes in`);
-        const device = this.#metrics ? this.#metrics.export(name, dev) : dev;
+        const device = this.#hooks.wrap ? this.#hooks.wrap(name, dev) : dev;
         this.#server.addExport(name, { device, readOnly: !opts.writable, description: image.map((p) => path.basename(p)).join(' + ') });
       } catch (e) {
         await dev.close();
@@ -76,7 +82,7 @@ export class ServedExports {
     this.#busy.add(name);
     try {
       await this.#server.removeExport(name);
-      this.#metrics?.removeExport(name);
+      this.#hooks.forget?.(name);
       this.#devices.delete(name);
       await dev.close();
     } finally {
