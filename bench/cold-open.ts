@@ -11,6 +11,7 @@
  * for a before/after comparison in one run.
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -20,7 +21,7 @@ import { openStack } from '../src/image/open.ts';
 import { commitLayer } from '../src/lsmt/commit.ts';
 import { flattenStack } from '../src/lsmt/flatten.ts';
 import { WritableLayer } from '../src/lsmt/writable.ts';
-import { pushImage } from '../src/remote/push.ts';
+import { pushImage } from '../src/image/push.ts';
 import { RawClient } from '../test/nbd/helpers/client.ts';
 import { startRegistry } from '../test/remote/helpers/registry.ts';
 import { median, Rng, table, writeResults } from './util.ts';
@@ -30,7 +31,9 @@ const RUNS = Number(args[args.indexOf('--runs') + 1] || 7) || 7;
 const LAYERS = 20;
 const WRITES = 1024;
 const OBD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'obd.js');
-const baseline = args.includes('--baseline') ? path.resolve(args[args.indexOf('--baseline') + 1]!, 'src', 'cli', 'main.ts') : undefined;
+// The launcher when the checkout has one (its strip and compile caches are part of start-up), else main.ts.
+const baseDir = args.includes('--baseline') ? path.resolve(args[args.indexOf('--baseline') + 1]!) : undefined;
+const baseline = baseDir && [path.join(baseDir, 'src', 'cli', 'obd.js'), path.join(baseDir, 'src', 'cli', 'main.ts')].find((f) => existsSync(f));
 const baseRev = baseline ? execFileSync('git', ['-C', path.dirname(baseline), 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() : '';
 const ENTRIES: [string, string][] = [['obd', OBD], ...(baseline ? [[`baseline ${baseRev}`, baseline] as [string, string]] : [])];
 
@@ -115,6 +118,28 @@ try {
       if (r >= 0) samples[i]!.push(s);
     }
   }
+  // The same open in this process, modules loaded: what is left once start-up is not counted.
+  const openers = await Promise.all(
+    [['obd', path.join(path.dirname(OBD), '..', 'image', 'open.ts')], ...(baseDir ? [[`baseline ${baseRev}`, path.join(baseDir, 'src', 'image', 'open.ts')]] : [])].map(
+      async ([who, file]) => [who, ((await import(file!)) as typeof import('../src/image/open.ts')).openImage] as const,
+    ),
+  );
+  const inCases = images.flatMap(([name, ref]) => openers.map(([who, open]) => [`${name}, ${who}`, ref, open] as const));
+  const inProcess: number[][] = inCases.map(() => []);
+  for (let r = -1; r < RUNS; r++) {
+    for (let i = 0; i < inCases.length; i++) {
+      const cache = await mkdtemp(path.join(dir, 'cache-'));
+      const t0 = performance.now();
+      const dev = await inCases[i]![2]([inCases[i]![1]], { cacheDir: cache, verifyChain: true });
+      const got = Buffer.alloc(4096);
+      await dev.read(got, 0);
+      const ms = performance.now() - t0;
+      await dev.close();
+      await rm(cache, { recursive: true, force: true });
+      if (!got.equals(want)) throw new Error('in-process first read wrong');
+      if (r >= 0) inProcess[i]!.push(ms);
+    }
+  }
   const startup: number[] = [];
   for (let r = 0; r < RUNS; r++) {
     const t0 = performance.now();
@@ -123,15 +148,15 @@ try {
   }
   const rows = cases.map(([name], i) => {
     const s = samples[i]!;
-    return [name, `${median(s.map((x) => x.ready)).toFixed(0)} ms`, `${median(s.map((x) => x.firstRead)).toFixed(0)} ms`, `${(median(s.map((x) => x.hwmKiB)) / 1024).toFixed(0)} MB`];
+    return [name, `${median(s.map((x) => x.ready)).toFixed(0)} ms`, `${median(s.map((x) => x.firstRead)).toFixed(0)} ms`, `${median(inProcess[i]!).toFixed(0)} ms`, `${(median(s.map((x) => x.hwmKiB)) / 1024).toFixed(0)} MB`];
   });
   await writeResults(
     'cold-open',
     [
       '## Cold open of a registry image (bench/cold-open.ts)',
-      `A loopback docker-registry holds a ${LAYERS}-layer image (snapshots of a 1 GiB disk, ${WRITES} random 4 KiB writes each, pushed as lz4 4K zfiles) and the same data flattened into one layer. Each sample spawns \`obd serve REF --cache-dir EMPTY\` and connects an NBD client as soon as it reports ready; the time runs from the spawn to the first 4 KiB read answered. Cases alternate, ${RUNS} runs each after a warm-up, medians; load average ${os.loadavg()[0]!.toFixed(2)}. Goal: ≤ 100 ms. No reference tool serves a registry image here (overlaybd-tcmu is not built), so there is no peer row.`,
+      `A loopback docker-registry holds a ${LAYERS}-layer image (snapshots of a 1 GiB disk, ${WRITES} random 4 KiB writes each, pushed as lz4 4K zfiles) and the same data flattened into one layer. Each sample spawns \`obd serve REF --cache-dir EMPTY\` and connects an NBD client as soon as it reports ready; the time runs from the spawn to the first 4 KiB read answered. *In-process* opens the same reference with \`openImage\` in the benchmark's process, its modules already loaded (no start-up), empty cache, up to the first 4 KiB read. Cases alternate, ${RUNS} runs each after a warm-up, medians; load average ${os.loadavg()[0]!.toFixed(2)}. Goal: ≤ 100 ms. No reference tool serves a registry image here (overlaybd-tcmu is not built), so there is no peer row.`,
       '',
-      table(['image', 'spawn → ready', 'spawn → first read answered', 'peak RSS (VmHWM)'], rows),
+      table(['image', 'spawn → ready', 'spawn → first read answered', 'in-process: open → first read', 'peak RSS (VmHWM)'], rows),
       '',
       `(\`obd serve --help\`, the start-up alone: ${median(startup).toFixed(0)} ms.)`,
     ].join('\n'),

@@ -11,7 +11,7 @@
  * Rounds interleave the servers (A B C A B C …); figures are medians, compared as ratios.
  *
  * Run: node bench/nbd.ts [--quick] [--rounds N] [--runtime S] [--no-raw] [--no-layers]
- *      [--cpu-server N] [--cpu-client N]
+ *      [--cpu-server N] [--cpu-client N] [--node-flags "--max-semi-space-size=4"]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -98,8 +98,10 @@ async function stop(s: Server): Promise<void> {
   procs.delete(c);
 }
 
-const ours = (name: string, socket: string, size: number, mode: string, files: string[]) =>
-  startPinned(name, socket, size, process.execPath, [path.join(HERE, 'nbd-server.ts'), socket, mode, ...files]);
+const ours = (name: string, socket: string, size: number, mode: string, files: string[], nodeFlags: string[] = []) =>
+  startPinned(name, socket, size, process.execPath, [...nodeFlags, path.join(HERE, 'nbd-server.ts'), socket, mode, ...files]);
+/** --node-flags "F …": one more 1-layer stack server, run with these Node options. */
+const NODE_FLAGS = argv.includes('--node-flags') ? argv[argv.indexOf('--node-flags') + 1]!.split(' ').filter(Boolean) : [];
 const qemuNbd = (name: string, socket: string, size: number, fmt: string, file: string) =>
   startPinned(name, socket, size, 'qemu-nbd', ['-r', '-f', fmt, '--aio=io_uring', '--cache=none', '-t', '-k', socket, file]);
 const nbdkit = (name: string, socket: string, size: number, file: string) => startPinned(name, socket, size, 'nbdkit', ['-f', '-U', socket, 'file', file]);
@@ -185,6 +187,7 @@ async function rawBench(): Promise<string> {
     await nbdkit('nbdkit file', path.join(WORK, 'k.sock'), RAW_SIZE, raw),
     await ours('obd (1-layer stack)', path.join(WORK, 's.sock'), RAW_SIZE, 'stack', [layer]),
     await ours('obd (MemoryDevice)', path.join(WORK, 'm.sock'), RAW_SIZE, 'mem', [raw]),
+    ...(NODE_FLAGS.length ? [await ours(`obd (1-layer stack, ${NODE_FLAGS.join(' ')})`, path.join(WORK, 'f.sock'), RAW_SIZE, 'stack', [layer], NODE_FLAGS)] : []),
   ];
   try {
     const jobs = [RAND1, RAND16, SEQ];

@@ -22,7 +22,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSealedLayer, type ExtentSpec } from '../src/lsmt/writer.ts';
-import { pushImage } from '../src/remote/push.ts';
+import { pushImage } from '../src/image/push.ts';
 import { RegistryClient } from '../src/remote/registry.ts';
 import { startCountingProxy } from '../test/remote/helpers/counting-proxy.ts';
 import { startRegistry } from '../test/remote/helpers/registry.ts';

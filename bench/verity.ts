@@ -25,7 +25,7 @@ import { BlobCache } from '../src/remote/cache.ts';
 import { fillCache } from '../src/remote/download.ts';
 import { LazySource } from '../src/remote/lazy-source.ts';
 import { MediaType, sha256Digest, type Descriptor } from '../src/remote/manifest.ts';
-import { pushImage } from '../src/remote/push.ts';
+import { pushImage } from '../src/image/push.ts';
 import { RegistryClient } from '../src/remote/registry.ts';
 import { compressFile } from '../src/zfile/writer.ts';
 import { checkImage } from '../src/verity/check.ts';

@@ -50,8 +50,8 @@ export * as zfile from './zfile/index.ts';
 export { ZFileReader, ZFileWriter, isZFile, openTarEntry, compressFile, decompressFile } from './zfile/index.ts';
 
 /** Registries and OCI layouts: references, lazy cached images, push / pull / copy (also as the `remote` namespace). */
-export * as remote from './remote/index.ts';
-export { pushImage, pullImage, copyImage, openRemoteImage, openImageConfig, openImageSources, parseReference } from './remote/index.ts';
+export * as remote from './remote-api.ts';
+export { pushImage, pullImage, copyImage, openRemoteImage, openImageConfig, openImageSources, parseReference } from './remote-api.ts';
 
 /** Verity trees: verified lazy reads, trees for existing images, image checks (also as the `verity` namespace). */
 export * as verity from './verity/index.ts';

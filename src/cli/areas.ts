@@ -9,6 +9,7 @@ export const AREAS: [commands: string[], load: () => Promise<Area>][] = [
   [['create', 'commit', 'merge', 'import', 'rw-info'], () => import('./snapshots.ts')],
   [['zfile'], () => import('./zfile.ts')],
   [['serve'], () => import('./nbd.ts')],
+  [['mount', 'umount'], () => import('./mount.ts')],
   [['push', 'pull', 'copy', 'inspect'], () => import('./remote.ts')],
   [['verity', 'verify', 'cache'], () => import('./verity.ts')],
   [['demo'], () => import('./demo.ts')],

@@ -14,7 +14,7 @@ import { openImage, openLayerFile } from '../image/open.ts';
 import { formatSize } from '../io/util.ts';
 import type { Stack } from '../lsmt/stack.ts';
 import { NbdServer, nbdUri } from '../nbd/index.ts';
-import { pushImage } from '../remote/push.ts';
+import { pushImage } from '../image/push.ts';
 import { onStopSignal, output } from './common.ts';
 import { inspectCommands } from './nbd.ts';
 import { buildSampleImage } from './sample.ts';

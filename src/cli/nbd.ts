@@ -10,9 +10,12 @@ import { addCacheOptions, addRemoteOptions, cacheOptions, remoteOptions, type Ca
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, warn, withChainHint } from './chain.ts';
 import { onStopSignal } from './common.ts';
 import { argList, checkOutputs } from './outputs.ts';
+import { activatedSocket, addServiceOptions, SERVICE_HELP, serviceLog, writePidFile, type ServiceFlags, type ServiceLog } from './service.ts';
+import { addTlsOptions, clientUri, tlsPlan, TLS_EXAMPLES, type TlsFlags } from './nbd-tls.ts';
+
 import { addShareOptions, openSharing, SHARE_EXAMPLES, type ShareFlags } from './serve-share.ts';
 
-interface ServeOptions extends RemoteFlags, CacheFlags, ShareFlags {
+interface ServeOptions extends RemoteFlags, CacheFlags, ServiceFlags, TlsFlags, ShareFlags {
   download?: boolean;
   downloadRate?: number;
   trace?: string;
@@ -50,7 +53,7 @@ export function register(program: Command): void {
     .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
     .option('--json', 'report on stdout as JSON lines: ready (once listening), error, stopping, stopped')
     .option('-v, --verbose', 'log connections and errors on stderr');
-  addShareOptions(addCacheOptions(addRemoteOptions(cmd)), hostPort)
+  addShareOptions(addTlsOptions(addServiceOptions(addCacheOptions(addRemoteOptions(cmd)))), hostPort)
     .addHelpText(
       'after',
       `
@@ -63,9 +66,12 @@ Examples:
   obd serve base.lsmt app.lsmt --writable --upper rw.data rw.index --socket /tmp/obd.sock
   obd serve oci:./images:v1 --socket /tmp/obd.sock
   obd serve localhost:5000/disks/vm1:v1 --cache-dir /var/cache/obd --writable --upper rw.data rw.index
-${SHARE_EXAMPLES}`,
+${SHARE_EXAMPLES}${SERVICE_HELP}
+Over TLS (STARTTLS, as qemu-nbd and nbdkit):
+${TLS_EXAMPLES}
+`,
     )
-    .action(serve);
+    .action(serveAction);
 }
 
 /** `PORT` (on 127.0.0.1, so nothing is exposed by accident), `HOST:PORT` or `[IPv6]:PORT`. */
@@ -76,8 +82,27 @@ function hostPort(text: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
-async function serve(images: string[], opts: ServeOptions): Promise<void> {
+/** With --log-format json, a failure is a JSON log line too (exit 1), not a bare text line. */
+async function serveAction(images: string[], opts: ServeOptions): Promise<void> {
+  const log = serviceLog(opts.logFormat ?? 'text', logEvent);
+  try {
+    await serve(images, opts, log);
+  } catch (e) {
+    if (log.format === 'text' || opts.json) throw e;
+    const err = e as Error;
+    log.log('error', err.message, { type: err.name, code: (err as { errno?: string }).errno ?? (err as { code?: string }).code });
+    process.exitCode = 1;
+  } finally {
+    log.dispose();
+  }
+}
+
+async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Promise<void> {
   if (opts.socket && opts.listen) throw new InvalidArgumentError('give --socket or --listen, not both');
+  const activated = activatedSocket();
+  if (activated !== undefined && (opts.socket || opts.listen)) {
+    throw new InvalidArgumentError('the service manager passed a listening socket (LISTEN_FDS): leave out --socket and --listen');
+  }
   const named = (opts.export ?? []).filter((e) => !e.includes('='));
   const extra = (opts.export ?? []).filter((e) => e.includes('='));
   if (named.length > 1) throw new InvalidArgumentError(`the main export has one name; got ${named.map((n) => `"${n}"`).join(', ')}`);
@@ -85,6 +110,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   if (images.length === 0 && extra.length === 0) throw new InvalidArgumentError('nothing to serve: give an image, or --export NAME=IMAGE');
   if (opts.upper && opts.upper.length !== 2) throw new InvalidArgumentError('--upper takes two files: DATA INDEX');
   if ((opts.writable || opts.upper) && images.length === 0) throw new InvalidArgumentError('--writable/--upper apply to the main export: give its image');
+  const tlsp = await tlsPlan(opts, opts.listen, Boolean(opts.writable) && !opts.readOnly);
 
   const { openImage } = await import('../image/open.ts');
   // One pool for every export: a layer several of them stack is opened once.
@@ -111,7 +137,7 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
       if (!readOnly && !dev.writable) {
         throw new InvalidArgumentError(`--writable: ${dev.name} has no writable layer to record writes in; --upper DATA INDEX is missing`);
       }
-      table.set(mainName, { device: sharing.serve(mainName, dev), readOnly, description: images.map((p) => path.basename(p)).join(' + ') });
+      table.set(mainName, { device: sharing.serve(mainName, dev), readOnly, tlsOnly: tlsp.writableTlsOnly, description: images.map((p) => path.basename(p)).join(' + ') });
     }
     for (const spec of extra) {
       const eq = spec.indexOf('=');
@@ -132,24 +158,32 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   const server = new NbdServer({
     exports: table,
     defaultExport: images.length > 0 ? mainName : undefined,
-    onEvent: opts.json ? (e) => jsonEvent(e, opts.verbose) : opts.verbose ? logEvent : undefined,
+    tls: tlsp.tls,
+    onEvent: opts.json ? (e) => jsonEvent(e, opts.verbose, log) : opts.verbose ? (e) => log.event(e) : undefined,
+    maxConnections: opts.maxConnections,
   });
   const addr: NbdAddress = opts.listen ?? { socket: opts.socket ?? path.join(os.tmpdir(), `obd-${process.pid}.sock`) };
   let metrics: { host: string; port: number } | undefined;
+  let removePidFile: (() => Promise<void>) | undefined;
   try {
-    await server.listen(addr);
+    await server.listen(activated !== undefined ? { fd: activated } : addr);
+    if (opts.pidFile) removePidFile = await writePidFile(opts.pidFile);
     metrics = await sharing.listen(() => server.connectionCount);
   } catch (e) {
     await server.close().catch(() => {});
     await Promise.allSettled(devices.map((d) => d.close()));
+    await removePidFile?.();
     await sharing.close();
     throw e;
   }
 
   const listening = server.address!;
-  const exports = server.exports.map((e) => ({ ...e, uri: server.uri(e.name) }));
+  const exports = server.exports.map((e) => ({ ...e, uri: clientUri(server.uri(e.name), tlsp.uriHint) }));
   const where = 'socket' in listening ? `unix socket ${listening.socket}` : `${listening.host}:${listening.port}`;
-  const lines = [`obd: serving ${exports.length === 1 ? 'one export' : `${exports.length} exports`} on ${where}`];
+  for (const w of tlsp.warnings) warn(w);
+  const tlsNote = tlsp.tls ? `, TLS ${tlsp.tls.mode === 'require' ? 'required' : 'offered'} (${tlsp.tls.credentials.kind === 'psk' ? 'PSK' : 'X.509'})` : '';
+  const lines = [`obd: serving ${exports.length === 1 ? 'one export' : `${exports.length} exports`} on ${where}${tlsNote}`];
+  if (tlsp.writableTlsOnly) lines.push('obd: the writable export is offered only to clients that start TLS (--allow-insecure-writes lifts this)');
   for (const e of exports) {
     const name = e.name === '' ? '(default)' : e.name;
     lines.push(`  ${name}  ${formatSize(e.size)}  ${e.layers} layer${e.layers === 1 ? '' : 's'}  ${e.readOnly ? 'read-only' : 'writable'}  ${e.uri}`);
@@ -160,17 +194,20 @@ async function serve(images: string[], opts: ServeOptions): Promise<void> {
   // Handlers first: a client may signal the moment it reads the ready line.
   const signals = onStopSignal('finishing running requests and closing');
   const pipeClosed = onOutputClosed();
-  process.stderr.write(lines.join('\n') + '\n');
-  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, exports, ...(metrics ? { metrics } : {}) }) + '\n');
+  if (log.format === 'text') process.stderr.write(lines.join('\n') + '\n');
+  else log.log('info', 'serving', { ...listening, activated: activated !== undefined, pid: process.pid, maxConnections: opts.maxConnections, tls: server.tlsMode, exports });
+  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, tls: server.tlsMode, exports, ...(metrics ? { metrics } : {}) }) + '\n');
   const signal = await Promise.race([signals.stopped, pipeClosed]);
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');
   try {
     await server.close();
   } finally {
     await Promise.allSettled(devices.map((d) => d.close()));
+    await removePidFile?.();
     await sharing.close();
     signals.dispose();
   }
+  if (log.format === 'json') log.log('info', 'stopped', { signal });
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopped' }) + '\n');
 }
 
@@ -209,8 +246,8 @@ export function inspectCommands(uri: string, dir = '/tmp/obd'): string[] {
 }
 
 /** `serve --json`: failures always, connections too with --verbose; stderr keeps the human log. */
-function jsonEvent(e: NbdEvent, verbose: boolean | undefined): void {
-  if (verbose) logEvent(e);
+function jsonEvent(e: NbdEvent, verbose: boolean | undefined, log: ServiceLog): void {
+  if (verbose) log.event(e);
   const failed = e.type === 'protocol-error' || e.type === 'io-error';
   if (!failed && !verbose) return;
   const { error, ...rest } = e as NbdEvent & { error?: unknown };
@@ -224,8 +261,11 @@ function logEvent(e: NbdEvent): void {
     case 'connect':
       process.stderr.write(`obd: ${id} connected (${e.remote})\n`);
       break;
+    case 'tls':
+      process.stderr.write(`obd: ${id} TLS: ${e.peer}\n`);
+      break;
     case 'ready':
-      process.stderr.write(`obd: ${id} export "${e.export}"${e.structured ? ', structured replies' : ''}\n`);
+      process.stderr.write(`obd: ${id} export "${e.export}"${e.structured ? ', structured replies' : ''}${e.tls ? ', TLS' : ''}\n`);
       break;
     case 'disconnect':
       process.stderr.write(`obd: ${id} disconnected: ${e.reason}\n`);

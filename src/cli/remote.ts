@@ -38,7 +38,7 @@ export function addRemoteOptions(cmd: Command): Command {
     .option('--plain-http', 'talk HTTP, not HTTPS (default for loopback registries)')
     .option('--insecure', 'accept any TLS certificate')
     .option('--creds-file <file>', 'credentials file ({"auths": {...}} as docker config.json); ~/.docker/config.json is always read')
-    .option('--proxy <url>', 'send every request through this HTTP proxy (e.g. a P2P agent)')
+    .option('--proxy <url>', 'send every request through this proxy: http://, https://, socks5:// or socks5h:// (the proxy resolves names), USER:PASSWORD@ if it wants them; default: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY less NO_PROXY')
     .option('--platform <os/arch>', 'platform to pick from an image index (default linux/<this arch>)')
     .addOption(new Option('--timeout <ms>', 'give up a request after this long without data').argParser(intArg).default(DEFAULT_IDLE_TIMEOUT_MS))
     .addOption(new Option('--retries <n>', 'retries for resets, timeouts and 5xx').argParser(intArg).default(DEFAULT_RETRIES));
@@ -152,7 +152,7 @@ export function register(program: Command): void {
     if (files.length > 1) await checkLayerFiles(files, (layers) => verifyLayers(layers, o.verifyChain));
     const b = progressBar('push', !o.json);
     try {
-      const { pushImage } = await import('../remote/push.ts');
+      const { pushImage } = await import('../image/push.ts');
       const r = await pushImage(files, ref, {
         ...remoteOptions(o),
         checkBase: async (base) => {

@@ -1,11 +1,11 @@
 /**
  * Opening a disk to import: a qcow2 image with its backing chain, an NBD export
- * (nbd://HOST:PORT/NAME, nbd+unix:///NAME?socket=PATH), or a raw file. The kind is told by
+ * (nbd://HOST:PORT/NAME, nbd+unix:///NAME?socket=PATH, and nbds… over TLS), or a raw file. The kind is told by
  * the URI scheme, then by the qcow2 magic.
  */
 import { FileSource } from '../io/file.ts';
 import { RawDevice } from '../io/raw.ts';
-import { InvalidArgumentError, NotSupportedError } from '../io/errors.ts';
+import { InvalidArgumentError } from '../io/errors.ts';
 import type { BlockDevice, Extent } from '../io/types.ts';
 import { isQcow2, openQcow2Chain, type Qcow2Chain } from '../qcow2/chain.ts';
 
@@ -27,7 +27,7 @@ export type OpenedDisk = (
 
 /** True for the NBD URIs openDisk accepts. */
 export function isNbdUri(spec: string): boolean {
-  return /^nbd(\+unix|\+tcp)?:\/\//i.test(spec);
+  return /^nbds?(\+unix|\+tcp)?:\/\//i.test(spec);
 }
 
 export async function openDisk(spec: string, opts: DiskOptions = {}): Promise<OpenedDisk> {
@@ -38,7 +38,6 @@ export async function openDisk(spec: string, opts: DiskOptions = {}): Promise<Op
     const client = await NbdClient.connect(spec, { metaContexts: bitmap === undefined ? [] : [DIRTY_BITMAP_PREFIX + bitmap] });
     return { kind: 'nbd', device: client, uri: spec, ...(bitmap === undefined ? {} : { plan: dirtyPlan(client, bitmap) }) };
   }
-  if (/^nbds(\+unix|\+tcp)?:\/\//i.test(spec)) throw new NotSupportedError(`${spec}: NBD over TLS is not supported (serve it without TLS on a unix socket or loopback)`);
   if (opts.dirtyBitmap !== undefined) throw new InvalidArgumentError(`a dirty bitmap is read over NBD, and ${spec} is not an NBD URI (export the image with qemu-nbd -B NAME)`);
   const src = await FileSource.open(spec);
   let qcow2: boolean;

@@ -12,10 +12,10 @@ import type { BlockDevice, ByteSource } from '../io/types.ts';
 import type { SealedLayer } from '../lsmt/sealed.ts';
 import { Stack, type StackOptions } from '../lsmt/stack.ts';
 import { WritableLayer } from '../lsmt/writable.ts';
-import type { DownloadConfig } from '../remote/config.ts';
+import type { DownloadConfig } from './config.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
 import { parseReference, resolveReference, transportOf, TRANSPORTS } from '../remote/reference.ts';
-import type { ImageSources } from '../remote/sources.ts';
+import type { ImageSources } from './sources.ts';
 import type { ReplayResult, TraceRecorder } from '../remote/trace.ts';
 import type { LayerPool } from './layer-pool.ts';
 import { probeLayer, type ProbeOptions } from './probe.ts';
@@ -157,8 +157,13 @@ export const IMAGE_LOCATIONS: readonly ImageLocation[] = [
  * result is writable unless `readOnly`. Closing the device closes everything it opened.
  */
 export async function openImage(args: readonly string[], opts: ImageOptions = {}): Promise<BlockDevice> {
+  return (await locateImage(args)).open(args, opts);
+}
+
+/** Which kind of location a command's image arguments name: the one decision every command that takes an image makes. */
+export async function locateImage(args: readonly string[]): Promise<ImageLocation> {
   if (args.length === 0) throw new InvalidArgumentError('no image given: name layer files, a config.v1.json, oci:DIR or a registry reference');
-  for (const loc of IMAGE_LOCATIONS) if (await loc.matches(args)) return loc.open(args, opts);
+  for (const loc of IMAGE_LOCATIONS) if (await loc.matches(args)) return loc;
   throw new InvalidArgumentError(`no way to open ${args.join(' ')}`);
 }
 
@@ -207,7 +212,7 @@ async function openLayerOf(src: ByteSource, pool: LayerPool | undefined, wrapDec
 async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'reference'): Promise<BlockDevice> {
   // Loaded here so commands on local files do not load the registry client at start-up.
   const [{ configSources, referenceSources }, { TraceRecorder, TracingSource, replayTrace, traceMode }] = await Promise.all([
-    import('../remote/sources.ts'),
+    import('./sources.ts'),
     import('../remote/trace.ts'),
   ]);
   const srcs = await (kind === 'config' ? configSources : referenceSources)(spec, opts);

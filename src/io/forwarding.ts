@@ -3,7 +3,7 @@
  * overrides only what it changes and never drops a capability by omission (the synchronous
  * fast path, eviction of a corrupt copy).
  */
-import type { ByteSource } from './types.ts';
+import type { ByteSource, IntegrityReport } from './types.ts';
 
 export class ForwardingSource implements ByteSource {
   readonly inner: ByteSource;
@@ -24,6 +24,9 @@ export class ForwardingSource implements ByteSource {
   }
   evict(offset: number, length: number): Promise<void> {
     return this.inner.evict?.(offset, length) ?? Promise.resolve();
+  }
+  checkIntegrity(): Promise<IntegrityReport | undefined> {
+    return this.inner.checkIntegrity?.() ?? Promise.resolve(undefined);
   }
   close(): Promise<void> {
     return this.inner.close();

@@ -1,9 +1,9 @@
 import { declareCapabilities } from './capabilities.ts';
-import { OutOfRangeError } from './errors.ts';
+import { checkRange, readable } from './util.ts';
 import type { BlockDevice, ByteSink, ByteSource, Extent } from './types.ts';
 
 function copyOut(bytes: Uint8Array, buf: Uint8Array, offset: number): number {
-  const n = Math.max(0, Math.min(buf.length, bytes.length - offset));
+  const n = readable(buf, offset, bytes.length).length;
   if (n > 0) buf.set(bytes.subarray(offset, offset + n));
   return n;
 }
@@ -49,8 +49,9 @@ export class MemoryDevice implements BlockDevice {
     this.#state = new Uint8Array(Math.ceil(size / 512));
   }
 
+  /** Also reached directly (tests, library users): a request past the buffer must fail typed, not as a RangeError. */
   #check(offset: number, length: number): void {
-    if (offset < 0 || length < 0 || offset + length > this.size) throw new OutOfRangeError(this.name, offset, length, this.size);
+    checkRange(this.name, offset, length, this.size);
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {

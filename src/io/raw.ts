@@ -2,9 +2,9 @@
  * A raw disk image as a block device: every byte is data; a last partial sector reads as
  * zero padding, as qemu sizes raw images in whole sectors.
  */
-import { OutOfRangeError, ShortReadError } from './errors.ts';
+import { ShortReadError } from './errors.ts';
 import type { BlockDevice, ByteSource, Extent } from './types.ts';
-import { readable } from './util.ts';
+import { checkRange, readable } from './util.ts';
 
 export class RawDevice implements BlockDevice {
   readonly name: string;
@@ -17,8 +17,9 @@ export class RawDevice implements BlockDevice {
     this.name = source.name;
     this.size = Math.ceil(source.size / 512) * 512;
   }
+  /** Also reached directly (import, export), not only through src/ops. */
   #check(offset: number, length: number): void {
-    if (offset < 0 || length < 0 || offset + length > this.size) throw new OutOfRangeError(this.name, offset, length, this.size);
+    checkRange(this.name, offset, length, this.size);
   }
   async read(buf: Uint8Array, offset: number): Promise<void> {
     this.#check(offset, buf.length);

@@ -27,7 +27,20 @@ export interface ByteSource {
    * again — how a reader that found a bad checksum recovers from a corrupt cached download.
    */
   evict?(offset: number, length: number): Promise<void>;
+  /**
+   * Optional: checks the stored bytes against the source's own checksums (a zfile's block
+   * CRCs, or decoding every block where it stores none), reporting what is bad rather than
+   * throwing; resolves undefined when the source has nothing of its own to check.
+   */
+  checkIntegrity?(): Promise<IntegrityReport | undefined>;
   close(): Promise<void>;
+}
+
+/** What a source's own check found (ByteSource.checkIntegrity). */
+export interface IntegrityReport {
+  ok: boolean;
+  /** What was checked and, when not ok, the first faults, for a report line. */
+  detail: string;
 }
 
 /**

@@ -46,6 +46,26 @@ export function ahead<T>(p: Promise<T>): Promise<T> {
   return p;
 }
 
+/** True when `offset` is a byte offset anything can be read at: a whole number, not negative, exact in a double. */
+export function isOffset(offset: number): boolean {
+  return Number.isSafeInteger(offset) && offset >= 0;
+}
+
+/** True when [offset, offset + length) is a whole-byte range inside `size` bytes. */
+export function inRange(offset: number, length: number, size: number): boolean {
+  return isOffset(offset) && isOffset(length) && offset + length <= size;
+}
+
+/**
+ * The one range check of a device request: throws OutOfRangeError unless
+ * [offset, offset + length) lies inside the device. src/ops/device-ops.ts refuses bad
+ * requests with the same predicate before a device sees them; a device calls this itself
+ * only where it is also reached directly (see the comment at each call).
+ */
+export function checkRange(name: string, offset: number, length: number, size: number): void {
+  if (!inRange(offset, length, size)) throw new OutOfRangeError(name, offset, length, size);
+}
+
 /**
  * The part of `buf` a read at `offset` of a `size`-byte source can fill: `buf` itself when it
  * fits, a shorter view at the end of the source, an empty one at or past it. Every source's

@@ -14,7 +14,7 @@ import { ChainError, InvalidArgumentError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { RawDevice } from '../io/raw.ts';
 import type { BlockDevice, ByteSink, ByteSource, Extent } from '../io/types.ts';
-import { ahead, isZero, settleAll } from '../io/util.ts';
+import { ahead, isZero, readable, settleAll } from '../io/util.ts';
 import { withSink, type ProgressFn } from './copy.ts';
 import { SECTOR, randomUuid } from './format.ts';
 import { checkedIdentity } from './identity.ts';
@@ -308,7 +308,7 @@ async function emit(s: ScanSetup, b: Batch): Promise<void> {
 
 /** Reads `dev` into `buf`, zeros past its end (a device size that is not whole sectors). */
 async function readPadded(dev: BlockDevice, buf: Uint8Array, at: number): Promise<void> {
-  const n = Math.max(0, Math.min(buf.length, dev.size - at));
+  const n = readable(buf, at, dev.size).length;
   if (n > 0) await dev.read(buf.subarray(0, n), at);
   if (n < buf.length) buf.fill(0, n);
 }

@@ -4,10 +4,10 @@
  * zeroed extents are zero-filled; adjacent pieces stored contiguously in the same layer
  * file become one file read.
  */
-import { ChainError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
+import { ChainError, ShortReadError } from '../io/errors.ts';
 import { declareCapabilities } from '../io/capabilities.ts';
 import type { BlockDevice, ByteSource, Extent, ExtentKind } from '../io/types.ts';
-import { failAfter, settleAll } from '../io/util.ts';
+import { checkRange, failAfter, settleAll } from '../io/util.ts';
 import { SECTOR, isNullUuid } from './format.ts';
 import { IndexLookup, REC } from './lookup.ts';
 import { mergeIndexes } from './merged-index.ts';
@@ -67,7 +67,8 @@ export class Stack implements BlockDevice {
   read(buf: Uint8Array, offset: number): Promise<void> {
     const len = buf.length;
     try {
-      if (offset < 0 || offset + len > this.size) throw new OutOfRangeError(this.name, offset, len, this.size);
+      // Also reached directly (export, commit, flatten, library users), not only through src/ops.
+      checkRange(this.name, offset, len, this.size);
       return readMapped(this.lookup, this.#sources, buf, offset);
     } catch (e) {
       return Promise.reject(e);
@@ -75,7 +76,7 @@ export class Stack implements BlockDevice {
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {
-    if (offset < 0 || offset + length > this.size) throw new OutOfRangeError(this.name, offset, length, this.size);
+    checkRange(this.name, offset, length, this.size);
     return mappedExtents(this.lookup, offset, length);
   }
 

@@ -6,8 +6,8 @@
  * and why a failed flush stops writes); writable-files.ts creates, opens and locks the files.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { ChainError, ClosedError, InvalidArgumentError, OutOfRangeError, ReadOnlyError, ShortReadError } from '../io/errors.ts';
-import { failAfter, settleAll } from '../io/util.ts';
+import { ChainError, ClosedError, InvalidArgumentError, ReadOnlyError, ShortReadError } from '../io/errors.ts';
+import { checkRange, failAfter, settleAll } from '../io/util.ts';
 import type { BlockDevice, ByteSource, DeviceCapabilities, Extent } from '../io/types.ts';
 import { declareCapabilities } from '../io/capabilities.ts';
 import { MAX_ENTRY_SECTORS, SECTOR, isNullUuid, checkVirtualSize, MAX_VIRTUAL_SIZE, type HeaderTrailer } from './format.ts';
@@ -177,10 +177,9 @@ export class WritableLayer implements BlockDevice {
     };
   }
 
+  /** Kept beside src/ops: an entry past the virtual size would be recorded in the index for good. */
   #checkRange(offset: number, length: number): void {
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.#size) {
-      throw new OutOfRangeError(this.name, offset, length, this.#size);
-    }
+    checkRange(this.name, offset, length, this.#size);
   }
 
   #checkWritable(): void {

@@ -3,12 +3,18 @@
  * OPT_STRUCTURED_REPLY, OPT_SET_META_CONTEXT, OPT_GO; then pipelined reads and block status
  * (base:allocation, and other contexts such as qemu:dirty-bitmap:NAME) with structured
  * replies. It is a read-only BlockDevice: import reads an export through it, skipping what
- * block status calls holes and zeros.
+ * block status calls holes and zeros. `nbds://` and `nbds+unix://` URIs start TLS first
+ * (OPT_STARTTLS), with libnbd's query parameters: tls-psk-file, tls-certificates,
+ * tls-verify-peer, tls-hostname.
  */
+import { readFile } from 'node:fs/promises';
 import net from 'node:net';
-import { InvalidArgumentError, OutOfRangeError } from '../io/errors.ts';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { InvalidArgumentError } from '../io/errors.ts';
 import type { BlockDevice, Extent } from '../io/types.ts';
-import { settleAll } from '../io/util.ts';
+import { checkRange, settleAll } from '../io/util.ts';
 import { NbdClientError } from './errors.ts';
 import type { NbdAddress } from './server.ts';
 import {
@@ -26,6 +32,7 @@ import {
   NBDMAGIC,
   OPT_GO,
   OPT_SET_META_CONTEXT,
+  OPT_STARTTLS,
   OPT_STRUCTURED_REPLY,
   OPTION_REPLY_MAGIC,
   REP_ACK,
@@ -44,6 +51,7 @@ import {
   STRUCTURED_REPLY_MAGIC,
 } from './protocol.ts';
 import { exportInfoRequest, metaContextRequest } from './options.ts';
+import { parsePskKeys } from './tls.ts';
 
 /**
  * Largest read request sent. Servers must accept 32 MiB, but 1 MiB pieces keep several in
@@ -54,25 +62,78 @@ const MAX_READ = 1 << 20;
 /** Largest block status request (a u32 length). */
 const MAX_STATUS = 1 << 30;
 
-/** Parses `nbd://HOST[:PORT]/NAME` or `nbd+unix:///NAME?socket=PATH`. */
-export function parseNbdUri(uri: string): { address: NbdAddress; exportName: string } {
+/** How an `nbds…` URI asks for TLS (libnbd's parameters; its defaults). */
+export interface NbdClientTls {
+  /** tls-psk-file, with the identity from the URI's user part (default: the login name). */
+  psk?: { file: string; identity: string };
+  /** tls-certificates: ca-cert.pem, and client-cert.pem + client-key.pem to present. */
+  certificates?: string;
+  /** tls-verify-peer (default true): check the server's certificate and name. */
+  verifyPeer: boolean;
+  /** tls-hostname: the name the server certificate must carry (default: the host; localhost on a unix socket). */
+  hostname: string;
+}
+
+/** Parses `nbd[s]://HOST[:PORT]/NAME` or `nbd[s]+unix:///NAME?socket=PATH`. */
+export function parseNbdUri(uri: string): { address: NbdAddress; exportName: string; tls?: NbdClientTls } {
+  // `nbds+unix://alice@/…` names a PSK identity with no host, which WHATWG URLs refuse.
+  const unixUser = /^(nbds?\+unix:\/\/)([^@/?#]+)@\//i.exec(uri);
   let u: URL;
   try {
-    u = new URL(uri);
+    u = new URL(unixUser ? `${unixUser[1]}/${uri.slice(unixUser[0].length)}` : uri);
   } catch {
     throw new InvalidArgumentError(`"${uri}" is not an NBD URI (nbd://HOST:PORT/NAME or nbd+unix:///NAME?socket=PATH)`);
   }
   const exportName = decodeURIComponent(u.pathname.replace(/^\//, ''));
-  if (u.protocol === 'nbd+unix:') {
-    const socket = u.searchParams.get('socket');
-    if (!socket) throw new InvalidArgumentError(`${uri}: nbd+unix needs ?socket=PATH`);
-    return { address: { socket }, exportName };
-  }
-  if (u.protocol === 'nbd:' || u.protocol === 'nbd+tcp:') {
+  const m = /^(nbds?)(\+unix|\+tcp)?:$/.exec(u.protocol);
+  if (!m) throw new InvalidArgumentError(`${uri}: unsupported scheme ${u.protocol} (nbd:, nbd+unix:, nbds:, nbds+unix:)`);
+  const q = (k: string) => u.searchParams.get(k) ?? undefined;
+  let address: NbdAddress;
+  if (m[2] === '+unix') {
+    const socket = q('socket');
+    if (!socket) throw new InvalidArgumentError(`${uri}: ${m[1]}+unix needs ?socket=PATH`);
+    address = { socket };
+  } else {
     if (!u.hostname) throw new InvalidArgumentError(`${uri}: no host`);
-    return { address: { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port ? Number(u.port) : 10809 }, exportName };
+    address = { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port ? Number(u.port) : 10809 };
   }
-  throw new InvalidArgumentError(`${uri}: unsupported scheme ${u.protocol} (nbd: or nbd+unix:)`);
+  if (m[1] === 'nbd') return { address, exportName };
+  const pskFile = q('tls-psk-file');
+  const certificates = q('tls-certificates');
+  if (pskFile && certificates) throw new InvalidArgumentError(`${uri}: give tls-psk-file or tls-certificates, not both`);
+  const tlsOpts: NbdClientTls = {
+    verifyPeer: !/^(false|0|no|off)$/i.test(q('tls-verify-peer') ?? 'true'),
+    hostname: q('tls-hostname') ?? ('host' in address ? address.host : 'localhost'),
+    ...(pskFile ? { psk: { file: pskFile, identity: decodeURIComponent(unixUser?.[2] ?? u.username) || os.userInfo().username } } : {}),
+    ...(certificates ? { certificates } : {}),
+  };
+  return { address, exportName, tls: tlsOpts };
+}
+
+/** The options of tls.connect for `t`: a PSK callback, or certificates and the CA to check the server with. */
+async function tlsConnectOptions(uri: string, t: NbdClientTls): Promise<tls.ConnectionOptions> {
+  const read = (file: string, optional: boolean) =>
+    readFile(file).catch((e: NodeJS.ErrnoException) => {
+      if (optional && e.code === 'ENOENT') return undefined;
+      throw new NbdClientError(`${uri}: cannot read ${file} (${e.code ?? e.message})`, { cause: e });
+    });
+  if (t.psk) {
+    const key = parsePskKeys(String(await read(t.psk.file, false)), t.psk.file).get(t.psk.identity);
+    if (!key) throw new NbdClientError(`${uri}: ${t.psk.file} has no key for identity "${t.psk.identity}"`);
+    const identity = t.psk.identity;
+    return { pskCallback: () => ({ identity, psk: key }), checkServerIdentity: () => undefined };
+  }
+  const dir = t.certificates;
+  const ca = dir ? await read(path.join(dir, 'ca-cert.pem'), !t.verifyPeer) : undefined;
+  const cert = dir ? await read(path.join(dir, 'client-cert.pem'), true) : undefined;
+  const key = dir ? await read(path.join(dir, 'client-key.pem'), true) : undefined;
+  return {
+    ...(ca ? { ca } : {}),
+    ...(cert && key ? { cert, key } : {}),
+    servername: net.isIP(t.hostname) ? undefined : t.hostname,
+    rejectUnauthorized: t.verifyPeer,
+    checkServerIdentity: t.verifyPeer ? (_host, c) => tls.checkServerIdentity(t.hostname, c) : () => undefined,
+  };
 }
 
 /** One block status descriptor: a length and the context's flags for it. */
@@ -100,19 +161,32 @@ class SocketReader {
   #want = 0;
   #wake: (() => void) | undefined;
   #ended: Error | undefined;
+  readonly #sock: net.Socket;
+  readonly #onData = (d: Buffer) => {
+    this.#chunks.push(d);
+    this.#have += d.length;
+    if (this.#wake && this.#have >= this.#want) this.#wake();
+  };
+  readonly #onEnd: (e?: Error) => void;
   constructor(sock: net.Socket, name: string) {
-    sock.on('data', (d: Buffer) => {
-      this.#chunks.push(d);
-      this.#have += d.length;
-      if (this.#wake && this.#have >= this.#want) this.#wake();
-    });
-    const end = (e?: Error) => {
+    this.#sock = sock;
+    this.#onEnd = (e?: Error) => {
       this.#ended ??= new NbdClientError(`${name}: connection closed by the server${e ? ` (${e.message})` : ''}`, { cause: e });
       this.#wake?.();
     };
-    sock.on('end', () => end());
-    sock.on('close', () => end());
-    sock.on('error', end);
+    sock.on('data', this.#onData);
+    sock.on('end', this.#onEnd);
+    sock.on('close', this.#onEnd);
+    sock.on('error', this.#onEnd);
+  }
+  /** Stops reading the socket (STARTTLS hands it to TLS); returns how many bytes were left unread. */
+  detach(): number {
+    this.#sock.pause();
+    this.#sock.off('data', this.#onData);
+    this.#sock.off('end', this.#onEnd);
+    this.#sock.off('close', this.#onEnd);
+    this.#sock.off('error', this.#onEnd);
+    return this.#have;
   }
   async #need(n: number): Promise<void> {
     while (this.#have < n) {
@@ -189,7 +263,8 @@ export class NbdClient implements BlockDevice {
   }
 
   static async connect(uri: string, opts: NbdConnectOptions = {}): Promise<NbdClient> {
-    const { address, exportName } = parseNbdUri(uri);
+    const { address, exportName, tls: tlsWanted } = parseNbdUri(uri);
+    const tlsOpts = tlsWanted ? await tlsConnectOptions(uri, tlsWanted) : undefined;
     const sock = await new Promise<net.Socket>((resolve, reject) => {
       const s = 'socket' in address ? net.connect(address.socket) : net.connect(address.port, address.host);
       s.once('connect', () => {
@@ -199,18 +274,20 @@ export class NbdClient implements BlockDevice {
       s.once('error', (e) => reject(new NbdClientError(`${uri}: cannot connect (${e.message})`, { cause: e })));
     });
     sock.setNoDelay(true);
-    const reader = new SocketReader(sock, uri);
+    const conn = { sock, reader: new SocketReader(sock, uri) };
     try {
-      const h = await handshake(uri, exportName, sock, reader, [CTX_BASE_ALLOCATION, ...(opts.metaContexts ?? [])]);
-      return new NbdClient(uri, exportName, sock, reader, h.size, h.contexts, h.maxBlock);
+      const h = await handshake(uri, exportName, conn, [CTX_BASE_ALLOCATION, ...(opts.metaContexts ?? [])], tlsOpts);
+      return new NbdClient(uri, exportName, conn.sock, conn.reader, h.size, h.contexts, h.maxBlock);
     } catch (e) {
+      conn.sock.destroy();
       sock.destroy();
       throw e;
     }
   }
 
+  /** A request past the export's end would be refused by the server after a round trip: say so here. */
   #check(offset: number, length: number): void {
-    if (offset < 0 || length < 0 || offset + length > this.size) throw new OutOfRangeError(this.name, offset, length, this.size);
+    checkRange(this.name, offset, length, this.size);
   }
 
   #send(type: number, offset: number, length: number, p: Omit<Pending, 'type' | 'offset' | 'length' | 'resolve' | 'reject'>): Promise<void> {
@@ -418,7 +495,14 @@ function u32(v: number): Buffer {
 }
 
 /** Negotiates the export; the first of `wanted` (base:allocation) is optional, the others not. */
-async function handshake(uri: string, exportName: string, sock: net.Socket, rd: SocketReader, wanted: string[]): Promise<{ size: number; contexts: Map<string, number>; maxBlock: number }> {
+async function handshake(
+  uri: string,
+  exportName: string,
+  conn: { sock: net.Socket; reader: SocketReader },
+  wanted: string[],
+  tlsOpts: tls.ConnectionOptions | undefined,
+): Promise<{ size: number; contexts: Map<string, number>; maxBlock: number }> {
+  let { sock, reader: rd } = conn;
   const hello = await rd.take(18);
   if (hello.readBigUInt64BE(0) !== NBDMAGIC || hello.readBigUInt64BE(8) !== IHAVEOPT) {
     throw new NbdClientError(`${uri}: not a newstyle NBD server (bad greeting magic)`);
@@ -426,6 +510,21 @@ async function handshake(uri: string, exportName: string, sock: net.Socket, rd: 
   const sflags = hello.readUInt16BE(16);
   if (!(sflags & FLAG_FIXED_NEWSTYLE)) throw new NbdClientError(`${uri}: the server does not speak fixed newstyle`);
   sock.write(u32(FLAG_C_FIXED_NEWSTYLE | (sflags & FLAG_NO_ZEROES ? FLAG_C_NO_ZEROES : 0)));
+
+  if (tlsOpts) {
+    // STARTTLS first, so no option goes out in the clear; a refusal ends it (no silent downgrade).
+    sock.write(optionHeader(OPT_STARTTLS, 0));
+    const r = await optionReply(rd, uri, OPT_STARTTLS);
+    if (r.type !== REP_ACK) throw new NbdClientError(`${uri}: the server refused TLS (error ${r.type - 2 ** 31})${r.data.length ? `: ${r.data.toString('utf8')}` : ''}`);
+    if (rd.detach() > 0) throw new NbdClientError(`${uri}: the server sent bytes after accepting STARTTLS`);
+    const secure = tls.connect({ ...tlsOpts, socket: sock });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', (e) => reject(new NbdClientError(`${uri}: TLS handshake failed: ${e.message}`, { cause: e })));
+    });
+    sock = conn.sock = secure;
+    rd = conn.reader = new SocketReader(secure, uri);
+  }
 
   sock.write(optionHeader(OPT_STRUCTURED_REPLY, 0));
   const sr = await optionReply(rd, uri, OPT_STRUCTURED_REPLY);

@@ -44,6 +44,7 @@ import {
 import { errorChunk, putChunkHeader, putSimpleReply, putU64, simpleReply } from './replies.ts';
 import { BufferPool } from './pool.ts';
 import { planRead, statusReply } from './status.ts';
+import type { NbdTls } from './tls.ts';
 
 export interface ConnectionLimits {
   /** Requests running at once on one connection before the socket is paused. */
@@ -63,7 +64,8 @@ export interface ConnectionLimits {
 
 export type NbdEvent =
   | { type: 'connect'; connection: number; remote: string }
-  | { type: 'ready'; connection: number; export: string; structured: boolean; flags: number }
+  | { type: 'tls'; connection: number; peer: string }
+  | { type: 'ready'; connection: number; export: string; structured: boolean; flags: number; tls: boolean }
   | { type: 'disconnect'; connection: number; reason: string }
   | { type: 'protocol-error'; connection: number; message: string }
   | { type: 'io-error'; connection: number; export: string; command: string; offset: number; length: number; error: unknown };
@@ -71,8 +73,12 @@ export type NbdEvent =
 export interface ConnectionHooks {
   emit(e: NbdEvent): void;
   shuttingDown(): boolean;
+  /** Why this connection gets nothing but refusals in the handshake, if it does. */
+  refusal?: string;
   /** Large read replies come from here and go back once written. */
   pool: BufferPool;
+  /** TLS offered to clients (STARTTLS); none: NOTLS mode. */
+  tls?: NbdTls;
 }
 
 const HANDSHAKE = 0;
@@ -108,7 +114,9 @@ export class NbdConnection {
   readonly id: number;
   /** Settles when the socket has closed. */
   readonly closed: Promise<void>;
-  readonly #socket: Socket;
+  /** The plain socket, then the TLS socket wrapping it once STARTTLS succeeded. */
+  #socket: Socket;
+  #secure = false;
   readonly #exports: ExportTable;
   readonly #limits: ConnectionLimits;
   readonly #hooks: ConnectionHooks;
@@ -145,6 +153,8 @@ export class NbdConnection {
   #pHi = 0;
   #pLo = 0;
   #pOffset = 0;
+  /** Payload bytes of a refused WRITE still to be read and dropped. */
+  #discard = 0;
 
   constructor(socket: Socket, id: number, exports: ExportTable, limits: ConnectionLimits, hooks: ConnectionHooks) {
     this.#socket = socket;
@@ -165,13 +175,7 @@ export class NbdConnection {
   start(): void {
     const s = this.#socket;
     s.setNoDelay(true);
-    s.on('data', this.#onData);
-    s.on('end', this.#onEnd);
-    s.on('drain', this.#onDrain);
-    s.on('error', (e: Error) => {
-      this.#reason = e.message;
-    });
-    s.on('close', this.#onClose);
+    this.#listen(s);
     this.#hooks.emit({ type: 'connect', connection: this.id, remote: s.remoteAddress ? `${s.remoteAddress}:${s.remotePort}` : 'unix socket' });
     if (this.#limits.handshakeTimeoutMs > 0) {
       this.#timer = setTimeout(() => this.#abort('handshake timed out'), this.#limits.handshakeTimeoutMs);
@@ -197,6 +201,26 @@ export class NbdConnection {
   }
 
   // ---- socket events ----
+
+  #listen(s: Socket): void {
+    s.on('data', this.#onData);
+    s.on('end', this.#onEnd);
+    s.on('drain', this.#onDrain);
+    s.on('error', this.#onError);
+    s.on('close', this.#onClose);
+  }
+
+  #unlisten(s: Socket): void {
+    s.off('data', this.#onData);
+    s.off('end', this.#onEnd);
+    s.off('drain', this.#onDrain);
+    s.off('error', this.#onError);
+    s.off('close', this.#onClose);
+  }
+
+  #onError = (e: Error): void => {
+    this.#reason = e.message;
+  };
 
   #onData = (chunk: Buffer): void => {
     this.#queue.push(chunk);
@@ -245,12 +269,15 @@ export class NbdConnection {
           write: (buf) => {
             if (this.#phase === HANDSHAKE) this.#socket.write(buf);
           },
+          startTls: this.#hooks.tls ? (ack) => this.#startTls(this.#hooks.tls!, ack) : undefined,
         },
         {
+          tls: this.#hooks.tls?.mode ?? 'off',
           exports: this.#exports,
           maxPayload: this.#limits.maxPayload,
           maxOptionLength: this.#limits.maxOptionLength,
           shuttingDown: () => this.#shutdown || this.#hooks.shuttingDown(),
+          refusal: () => this.#hooks.refusal,
         },
       );
       if (this.#phase !== HANDSHAKE) return;
@@ -267,7 +294,7 @@ export class NbdConnection {
       this.#ctxBase = result.baseAllocation;
       this.#ctxDepth = result.allocationDepth;
       this.#phase = TRANSMISSION;
-      this.#hooks.emit({ type: 'ready', connection: this.id, export: result.export.name, structured: result.structured, flags: result.flags });
+      this.#hooks.emit({ type: 'ready', connection: this.id, export: result.export.name, structured: result.structured, flags: result.flags, tls: this.#secure });
       if (this.#paused) {
         this.#paused = false;
         this.#socket.resume();
@@ -279,6 +306,34 @@ export class NbdConnection {
       this.#hooks.emit({ type: 'protocol-error', connection: this.id, message: msg });
       this.#destroy(msg);
     }
+  }
+
+  /**
+   * STARTTLS was accepted: sends the ACK, then hands the socket to TLS once the ACK (and
+   * every reply before it) has left. A client must wait for the ACK before its TLS hello,
+   * so bytes already received after the option are an injection attempt and end the session.
+   */
+  async #startTls(t: NbdTls, ack: Uint8Array): Promise<void> {
+    if (this.#queue.length > 0) throw new NbdDisconnect(`${this.#queue.length} bytes sent after NBD_OPT_STARTTLS before its reply`);
+    const raw = this.#socket;
+    // Paused, the raw socket keeps what arrives for the TLS socket to pick up.
+    raw.pause();
+    await new Promise<void>((resolve, reject) =>
+      raw.write(ack, (e) => {
+        if (e) reject(new NbdDisconnect(`STARTTLS: ${e.message}`));
+        else resolve();
+      }),
+    );
+    if (this.#phase !== HANDSHAKE) throw new NbdDisconnect('connection closed during STARTTLS');
+    if (this.#queue.length > 0) throw new NbdDisconnect(`${this.#queue.length} bytes sent after NBD_OPT_STARTTLS before its reply`);
+    this.#unlisten(raw);
+    const { socket, secured } = t.wrap(raw);
+    this.#socket = socket;
+    this.#listen(socket);
+    this.#paused = false;
+    const peer = await secured;
+    this.#secure = true;
+    this.#hooks.emit({ type: 'tls', connection: this.id, peer });
   }
 
   // ---- transmission: framing and flow control ----
@@ -297,6 +352,11 @@ export class NbdConnection {
     try {
       const q = this.#queue;
       while (this.#phase === TRANSMISSION && !this.#draining) {
+        if (this.#discard > 0) {
+          this.#discard -= q.skip(this.#discard);
+          if (this.#discard > 0) break;
+          continue;
+        }
         if (this.#payload >= 0) {
           if (q.length < this.#payload) break;
           const data = q.take(this.#payload);
@@ -323,10 +383,10 @@ export class NbdConnection {
         const offset = oHi >= 0x200000 ? Number.MAX_SAFE_INTEGER : oHi * 4294967296 + oLo;
         if (type === CMD_WRITE) {
           if (len > this.#limits.maxPayload) {
-            // Skipping a payload this large is how a client ties the server up: answer, then hang up.
+            // The payload is read and dropped as it arrives (never buffered), so the next request is framed right.
             this.#replyError(cHi, cLo, NBD_EINVAL, `write of ${len} bytes exceeds the maximum payload ${this.#limits.maxPayload}`);
-            this.#protocolError(`write payload of ${len} bytes exceeds the maximum ${this.#limits.maxPayload}`);
-            return;
+            this.#discard = len;
+            continue;
           }
           this.#pFlags = flags;
           this.#pHi = cHi;
@@ -363,6 +423,7 @@ export class NbdConnection {
 
   /** Whether the queue holds a whole request (or the rest of a write payload). */
   #parsable(): boolean {
+    if (this.#discard > 0) return false;
     return this.#queue.length >= (this.#payload >= 0 ? this.#payload : REQUEST_SIZE);
   }
 

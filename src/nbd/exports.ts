@@ -25,6 +25,8 @@ export interface NbdExportOptions {
   description?: string;
   /** Serve a writable device read-only. */
   readOnly?: boolean;
+  /** Only clients that started TLS may use (or see) it; meaningful with TLS mode `on`. */
+  tlsOnly?: boolean;
 }
 
 /** Export name → device (or device plus options). The empty name is the default export. */
@@ -37,6 +39,7 @@ export interface ResolvedExport {
   readonly ops: DeviceOps;
   readonly description: string;
   readonly readOnly: boolean;
+  readonly tlsOnly: boolean;
   readonly size: number;
   /** Advertised minimum block size: 512, or 1 when the size is not a whole number of sectors. */
   readonly minBlock: number;
@@ -64,6 +67,7 @@ export class ExportTable {
         ops,
         description: opts.description ?? '',
         readOnly: ops.readOnly,
+        tlsOnly: Boolean(opts.tlsOnly),
         size: dev.size,
         minBlock: dev.size % MIN_BLOCK === 0 ? MIN_BLOCK : 1,
       });

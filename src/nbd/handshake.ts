@@ -36,6 +36,7 @@ import {
   REP_ERR_INVALID,
   REP_ERR_POLICY,
   REP_ERR_SHUTDOWN,
+  REP_ERR_TLS_REQD,
   REP_ERR_UNKNOWN,
   REP_ERR_UNSUP,
   REP_INFO,
@@ -43,6 +44,7 @@ import {
   REP_SERVER,
 } from './protocol.ts';
 import { optionReply, putU64 } from './replies.ts';
+import type { TlsMode } from './tls.ts';
 
 /** What the handshake settled for the transmission phase. */
 export interface Negotiated {
@@ -59,14 +61,20 @@ export interface HandshakeIo {
   /** Resolves with exactly `n` bytes from the client. */
   read(n: number): Promise<Buffer>;
   write(buf: Uint8Array): void;
+  /** Sends STARTTLS's ACK and runs the TLS handshake; later reads and writes are secure. Absent: no TLS offered. */
+  startTls?(ack: Uint8Array): Promise<void>;
 }
 
 export interface HandshakeOptions {
+  /** off: NOTLS; on: SELECTIVETLS (exports marked tlsOnly need it); require: FORCEDTLS. */
+  tls: TlsMode;
   exports: ExportTable;
   maxPayload: number;
   /** Largest option payload accepted; a longer one ends the connection (a DoS guard). */
   maxOptionLength: number;
   shuttingDown(): boolean;
+  /** Why every option is refused, if it is (a connection over the server's limit). */
+  refusal?(): string | undefined;
 }
 
 const CONTEXTS: readonly [string, number][] = [
@@ -91,6 +99,9 @@ export async function negotiate(io: HandshakeIo, opts: HandshakeOptions): Promis
   let structured = false;
   let metaExport: ResolvedExport | undefined;
   let metaIds: number[] = [];
+  let secure = false;
+  /** An export this client may not use yet: TLS is required for it and not running. */
+  const locked = (exp: ResolvedExport) => !secure && (opts.tls === 'require' || exp.tlsOnly);
 
   for (;;) {
     const head = await io.read(16);
@@ -106,10 +117,17 @@ export async function negotiate(io: HandshakeIo, opts: HandshakeOptions): Promis
     const reply = (type: number, payload?: Uint8Array) => io.write(optionReply(option, type, payload));
     const fail = (type: number, message: string) => reply(type, Buffer.from(message, 'utf8'));
 
+    if (opts.tls === 'require' && !secure && option !== OPT_STARTTLS && option !== OPT_ABORT) {
+      // FORCEDTLS: before TLS a client learns nothing, not even which exports exist.
+      if (option === OPT_EXPORT_NAME) throw new NbdDisconnect('EXPORT_NAME before STARTTLS, and TLS is required');
+      fail(REP_ERR_TLS_REQD, 'TLS is required: send NBD_OPT_STARTTLS first');
+      continue;
+    }
     if (option === OPT_EXPORT_NAME) {
       // No error reply exists for EXPORT_NAME: an unknown export can only end the session.
-      const exp = opts.shuttingDown() ? undefined : opts.exports.lookup(data.toString('utf8'));
+      const exp = opts.shuttingDown() || opts.refusal?.() ? undefined : opts.exports.lookup(data.toString('utf8'));
       if (!exp) throw new NbdDisconnect(`EXPORT_NAME: no export "${data.toString('utf8')}"`);
+      if (locked(exp)) throw new NbdDisconnect(`EXPORT_NAME: export "${exp.name}" needs TLS, and the client did not start it`);
       const flags = transmissionFlags(exp, structured);
       const out = Buffer.alloc(noZeroes ? 10 : 134);
       putU64(out, 0, exp.size);
@@ -125,6 +143,11 @@ export async function negotiate(io: HandshakeIo, opts: HandshakeOptions): Promis
       fail(REP_ERR_SHUTDOWN, 'server is shutting down');
       continue;
     }
+    const refused = opts.refusal?.();
+    if (refused !== undefined) {
+      fail(REP_ERR_POLICY, refused);
+      continue;
+    }
     switch (option) {
       case OPT_LIST: {
         if (length !== 0) {
@@ -132,6 +155,7 @@ export async function negotiate(io: HandshakeIo, opts: HandshakeOptions): Promis
           break;
         }
         for (const exp of opts.exports.list()) {
+          if (locked(exp)) continue;
           const name = Buffer.from(exp.name, 'utf8');
           const desc = Buffer.from(exp.description, 'utf8');
           const body = Buffer.allocUnsafe(4 + name.length + desc.length);
@@ -144,7 +168,17 @@ export async function negotiate(io: HandshakeIo, opts: HandshakeOptions): Promis
         break;
       }
       case OPT_STARTTLS:
-        fail(REP_ERR_POLICY, 'this server does not offer TLS');
+        if (!io.startTls || opts.tls === 'off') fail(REP_ERR_POLICY, 'this server does not offer TLS');
+        else if (secure) fail(REP_ERR_INVALID, 'TLS is already running');
+        else if (length !== 0) fail(REP_ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
+        else {
+          await io.startTls(optionReply(option, REP_ACK));
+          secure = true;
+          // Nothing negotiated in the clear carries over (proto.md, NBD_OPT_STARTTLS).
+          structured = false;
+          metaExport = undefined;
+          metaIds = [];
+        }
         break;
       case OPT_INFO:
       case OPT_GO: {
@@ -156,6 +190,10 @@ export async function negotiate(io: HandshakeIo, opts: HandshakeOptions): Promis
         const exp = opts.exports.lookup(req.name);
         if (!exp) {
           fail(REP_ERR_UNKNOWN, `no export named "${req.name}"`);
+          break;
+        }
+        if (locked(exp)) {
+          fail(REP_ERR_TLS_REQD, `export "${exp.name}" needs TLS: send NBD_OPT_STARTTLS first`);
           break;
         }
         const flags = transmissionFlags(exp, structured);
@@ -203,7 +241,7 @@ export async function negotiate(io: HandshakeIo, opts: HandshakeOptions): Promis
           break;
         }
         const exp = opts.exports.lookup(req.name);
-        if (!exp) {
+        if (!exp || locked(exp)) {
           fail(REP_ERR_UNKNOWN, `no export named "${req.name}"`);
           break;
         }

@@ -5,3 +5,4 @@ export { NbdDisconnect, NbdServerError, NbdClientError } from './errors.ts';
 export { NbdClient, parseNbdUri, type NbdConnectOptions, type StatusRun } from './client.ts';
 export { dirtyPlan, DIRTY_BITMAP_PREFIX } from './dirty.ts';
 export { nbdUri, nbdErrorOf } from './protocol.ts';
+export { NbdTls, NbdTlsError, loadCertificates, loadPskFile, parsePskKeys, type NbdTlsOptions, type NbdTlsCredentials, type TlsMode } from './tls.ts';

@@ -52,6 +52,7 @@ export const REP_META_CONTEXT = 4;
 export const REP_ERR_UNSUP = 2 ** 31 + 1;
 export const REP_ERR_POLICY = 2 ** 31 + 2;
 export const REP_ERR_INVALID = 2 ** 31 + 3;
+export const REP_ERR_TLS_REQD = 2 ** 31 + 5;
 export const REP_ERR_UNKNOWN = 2 ** 31 + 6;
 export const REP_ERR_SHUTDOWN = 2 ** 31 + 7;
 export const REP_ERR_TOO_BIG = 2 ** 31 + 9;
@@ -111,8 +112,13 @@ export const REQUEST_SIZE = 28;
 export const SIMPLE_REPLY_SIZE = 16;
 export const CHUNK_HEADER_SIZE = 20;
 
-/** The 32 MiB every client may use; also the default maximum payload. */
-export const MAX_PAYLOAD_DEFAULT = 32 * 1024 * 1024;
+/**
+ * The default maximum payload, advertised in NBD_INFO_BLOCK_SIZE: 64 MiB, as nbdkit, above
+ * the 32 MiB every client may use, so clients that ignore the advertisement and send bigger
+ * requests (nbd-tester-client's integrityhuge: 47.6 MiB) are served, as nbd-server serves them
+ * (docs/nbd.md §4).
+ */
+export const MAX_PAYLOAD_DEFAULT = 64 * 1024 * 1024;
 export const MIN_BLOCK = 512;
 export const PREFERRED_BLOCK = 4096;
 
@@ -134,10 +140,11 @@ export function nbdErrorOf(e: unknown): number {
   return ERRNO_TO_NBD[errnoOf(e)] ?? NBD_EIO;
 }
 
-/** `nbd+unix:///NAME?socket=PATH` or `nbd://HOST:PORT/NAME` (RFC-style NBD URIs). */
-export function nbdUri(addr: { socket: string } | { host: string; port: number }, exportName = ''): string {
+/** `nbd+unix:///NAME?socket=PATH` or `nbd://HOST:PORT/NAME` (RFC-style NBD URIs); `nbds…` with TLS. */
+export function nbdUri(addr: { socket: string } | { host: string; port: number }, exportName = '', tls = false): string {
   const name = encodeURIComponent(exportName).replace(/%2F/g, '/');
-  if ('socket' in addr) return `nbd+unix:///${name}?socket=${encodeURIComponent(addr.socket).replace(/%2F/g, '/')}`;
+  const scheme = tls ? 'nbds' : 'nbd';
+  if ('socket' in addr) return `${scheme}+unix:///${name}?socket=${encodeURIComponent(addr.socket).replace(/%2F/g, '/')}`;
   const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
-  return `nbd://${host}:${addr.port}/${name}`;
+  return `${scheme}://${host}:${addr.port}/${name}`;
 }

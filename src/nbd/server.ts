@@ -3,7 +3,7 @@
  * number of connections. The server does not own the devices: it flushes writable ones on
  * close, and the caller closes them afterwards.
  */
-import { lstat, stat, unlink } from 'node:fs/promises';
+import { lstat, readFile, readlink, stat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { NbdConnection, type ConnectionLimits, type NbdEvent } from './connection.ts';
@@ -12,8 +12,14 @@ import type { BlockDevice } from '../io/types.ts';
 import { ExportTable, type NbdExportOptions, type NbdExportTable, type ResolvedExport } from './exports.ts';
 import { BufferPool } from './pool.ts';
 import { MAX_PAYLOAD_DEFAULT, nbdUri } from './protocol.ts';
+import { NbdTls, type NbdTlsOptions } from './tls.ts';
+
+/** Connections over the limit kept open at once to be told why (the rest are closed at once). */
+const MAX_REFUSED = 64;
 
 export type NbdAddress = { socket: string } | { host: string; port: number };
+/** A listening socket handed over by a service manager (systemd socket activation), by descriptor. */
+export type NbdListenFd = { fd: number };
 
 export interface NbdServerOptions {
   exports: NbdExportTable;
@@ -25,10 +31,17 @@ export interface NbdServerOptions {
   maxInFlightBytes?: number;
   /** Reply bytes queued per connection before it stops reading (default 8 MiB). */
   maxBufferedBytes?: number;
-  /** Largest READ/WRITE length, advertised as the maximum block size (default 32 MiB). */
+  /** Largest READ/WRITE length, advertised as the maximum block size (default 64 MiB); longer requests get EINVAL. */
   maxPayload?: number;
   /** Time allowed for the handshake, in ms (default 30 s; 0 = unlimited). */
   handshakeTimeoutMs?: number;
+  /**
+   * Clients served at once; one more gets the greeting and then NBD_REP_ERR_POLICY, with a
+   * message naming the limit, for every option until it gives up (default: no limit).
+   */
+  maxConnections?: number;
+  /** STARTTLS with these credentials (`on`: when the client asks; `require`: nothing without it). */
+  tls?: NbdTlsOptions;
   /** Connection events: connects, chosen exports, protocol violations, device errors. */
   onEvent?: (e: NbdEvent) => void;
 }
@@ -45,11 +58,17 @@ export class NbdServer {
   readonly #exports: ExportTable;
   readonly #limits: ConnectionLimits;
   readonly #onEvent: (e: NbdEvent) => void;
+  readonly #tls: NbdTls | undefined;
   readonly #connections = new Set<NbdConnection>();
+  /** Connections over the limit, answered with refusals until they leave. */
+  readonly #refused = new Set<NbdConnection>();
+  readonly #maxConnections: number;
   /** Large reply buffers reused across connections (at most 64 MiB kept). */
   readonly #pool = new BufferPool(64 * 1024 * 1024);
   #server: net.Server | undefined;
   #address: NbdAddress | undefined;
+  /** False for a socket the service manager made: its file is not ours to remove. */
+  #ownsSocketFile = false;
   #closing: Promise<void> | undefined;
   #nextId = 1;
 
@@ -69,6 +88,15 @@ export class NbdServer {
       maxDescriptors: 65536,
     };
     this.#onEvent = opts.onEvent ?? (() => {});
+    const max = opts.maxConnections ?? Infinity;
+    if (!(max === Infinity || (Number.isSafeInteger(max) && max >= 1))) throw new NbdServerError(`maxConnections ${max} must be a whole number >= 1`);
+    this.#maxConnections = max;
+    this.#tls = opts.tls ? new NbdTls(opts.tls) : undefined;
+  }
+
+  /** TLS mode clients meet. */
+  get tlsMode(): 'off' | 'on' | 'require' {
+    return this.#tls?.mode ?? 'off';
   }
 
   /** The exports offered, in order. */
@@ -92,17 +120,18 @@ export class NbdServer {
     return this.#connections.size;
   }
 
-  /** The NBD URI of an export, e.g. `nbd+unix:///name?socket=/run/obd.sock`. */
+  /** The NBD URI of an export, e.g. `nbd+unix:///name?socket=/run/obd.sock` (`nbds+unix://…` with TLS). */
   uri(exportName = ''): string {
     if (!this.#address) throw new NbdServerError('the server is not listening');
-    return nbdUri(this.#address, exportName);
+    return nbdUri(this.#address, exportName, this.#tls !== undefined);
   }
 
   /**
    * Starts listening. A stale unix socket file (nobody accepting on it) is replaced; a live
-   * one or any other kind of file is an error.
+   * one or any other kind of file is an error. `{ fd }` accepts on a listening socket the
+   * process inherited; its file (if unix) is left in place at close.
    */
-  async listen(addr: NbdAddress): Promise<NbdAddress> {
+  async listen(addr: NbdAddress | NbdListenFd): Promise<NbdAddress> {
     if (this.#server) throw new NbdServerError('the server is already listening');
     if (this.#closing) throw new NbdServerError('the server is closed');
     if ('socket' in addr) {
@@ -114,7 +143,7 @@ export class NbdServer {
     const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.#accept(s));
     await new Promise<void>((resolve, reject) => {
       const fail = (e: NodeJS.ErrnoException) => {
-        const where = 'socket' in addr ? addr.socket : `${addr.host}:${addr.port}`;
+        const where = 'socket' in addr ? addr.socket : 'fd' in addr ? `inherited descriptor ${addr.fd}` : `${addr.host}:${addr.port}`;
         reject(new NbdServerError(`cannot listen on ${where}: ${e.code === 'EADDRINUSE' ? 'address in use' : e.message}`, { cause: e }));
       };
       server.once('error', fail);
@@ -123,13 +152,18 @@ export class NbdServer {
         resolve();
       };
       if ('socket' in addr) server.listen(addr.socket, done);
+      else if ('fd' in addr) server.listen({ fd: addr.fd }, done);
       else server.listen(addr.port, addr.host, done);
     });
     // Errors after listening (e.g. EMFILE on accept) must not crash the process.
     server.on('error', () => {});
     this.#server = server;
+    this.#ownsSocketFile = 'socket' in addr;
     if ('socket' in addr) this.#address = { socket: addr.socket };
-    else {
+    else if ('fd' in addr) {
+      const a = server.address();
+      this.#address = a && typeof a === 'object' ? { host: a.address, port: a.port } : { socket: await unixPathOfFd(addr.fd) };
+    } else {
       const a = server.address() as net.AddressInfo;
       this.#address = { host: addr.host, port: a.port };
     }
@@ -142,7 +176,14 @@ export class NbdServer {
       return;
     }
     socket.on('error', () => {});
+    const over = this.#connections.size >= this.#maxConnections;
+    // Refusals are answered, but not without bound: past that, a connection is just closed.
+    if (over && this.#refused.size >= MAX_REFUSED) {
+      socket.destroy();
+      return;
+    }
     const conn = new NbdConnection(socket, this.#nextId++, this.#exports, this.#limits, {
+      ...(over ? { refusal: `server is at its limit of ${this.#maxConnections} connection${this.#maxConnections === 1 ? '' : 's'}; try again later` } : {}),
       emit: (e) => {
         try {
           this.#onEvent(e);
@@ -152,9 +193,11 @@ export class NbdServer {
       },
       shuttingDown: () => this.#closing !== undefined,
       pool: this.#pool,
+      tls: this.#tls,
     });
-    this.#connections.add(conn);
-    void conn.closed.then(() => this.#connections.delete(conn));
+    const set = over ? this.#refused : this.#connections;
+    set.add(conn);
+    void conn.closed.then(() => set.delete(conn));
     conn.start();
   }
 
@@ -198,14 +241,14 @@ export class NbdServer {
   async #close(timeoutMs: number): Promise<void> {
     const server = this.#server;
     const stopped = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
-    const conns = [...this.#connections];
+    const conns = [...this.#connections, ...this.#refused];
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeoutMs);
     });
     await Promise.race([Promise.all(conns.map((c) => c.shutdown())), timeout]);
     clearTimeout(timer);
-    for (const c of this.#connections) c.destroy('server shutdown timed out');
+    for (const c of [...this.#connections, ...this.#refused]) c.destroy('server shutdown timed out');
     await Promise.all(conns.map((c) => c.closed));
     await stopped;
     const errors: unknown[] = [];
@@ -216,7 +259,7 @@ export class NbdServer {
         errors.push(e);
       }
     }
-    if (this.#address && 'socket' in this.#address) await unlink(this.#address.socket).catch(() => {});
+    if (this.#ownsSocketFile && this.#address && 'socket' in this.#address) await unlink(this.#address.socket).catch(() => {});
     if (errors.length > 0) throw errors[0];
   }
 }
@@ -239,4 +282,22 @@ async function removeStaleSocket(path: string): Promise<void> {
   });
   if (live) throw new NbdServerError(`${path}: another server is listening on this socket`);
   await unlink(path);
+}
+
+/**
+ * The path of an inherited unix listening socket, for messages and URIs: node:net does not
+ * report one, so it is looked up by inode in /proc/net/unix (Linux). An abstract or unnamed
+ * socket has none; then the descriptor is named instead.
+ */
+async function unixPathOfFd(fd: number): Promise<string> {
+  try {
+    const inode = /^socket:\[(\d+)\]$/.exec(await readlink(`/proc/self/fd/${fd}`))?.[1];
+    for (const line of (await readFile('/proc/net/unix', 'utf8')).split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (inode !== undefined && f[6] === inode && f[7] && f[7].startsWith('/')) return f[7];
+    }
+  } catch {
+    // Not Linux, or /proc not mounted: fall through.
+  }
+  return `/proc/self/fd/${fd}`;
 }

@@ -8,6 +8,7 @@
  */
 import { NoSpaceError, NotSupportedError, OutOfRangeError, ReadOnlyError, type ObdError } from '../io/errors.ts';
 import type { BlockDevice, DeviceCapabilities, Extent } from '../io/types.ts';
+import { inRange } from '../io/util.ts';
 import { capabilitiesOf } from './capabilities.ts';
 
 export type OpKind = 'read' | 'write' | 'trim' | 'zero' | 'cache' | 'extents';
@@ -51,7 +52,7 @@ export class DeviceOps {
   /** Why a request would be refused before reaching the device, or undefined when it is fine. */
   refusal(kind: OpKind, offset: number, length: number): ObdError | undefined {
     if (kind !== 'read' && kind !== 'cache' && kind !== 'extents' && this.readOnly) return new ReadOnlyError(this.device.name);
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+    if (!inRange(offset, length, this.size)) {
       // Writing past the end means the disk is full (ENOSPC); anything else is a bad range.
       if (kind === 'write' || kind === 'zero') return new NoSpaceError(`${this.device.name}: range [${offset}, ${offset + length}) is past the end of the device (${this.size} bytes)`);
       return new OutOfRangeError(this.device.name, offset, length, this.size);

@@ -18,12 +18,8 @@ import { hasQcow2Magic, type HeaderOptions } from './header.ts';
 /** Deeper chains than this are taken for a loop qemu would refuse too. */
 const MAX_DEPTH = 256;
 
-export interface ChainImage {
-  path: string;
-  format: 'qcow2' | 'raw';
-  /** The device reading this image with everything below it. */
-  device: Qcow2Device | RawDevice;
-}
+/** One image of a chain; the device reads it with everything below it. A qcow2 image also knows what it stores itself. */
+export type ChainImage = { path: string; format: 'qcow2'; device: Qcow2Device } | { path: string; format: 'raw'; device: RawDevice };
 
 export interface Qcow2Chain {
   /** The top image read through its whole chain. */
@@ -93,8 +89,15 @@ export async function openQcow2Chain(file: string, opts: OpenChainOptions = {}):
   const images: ChainImage[] = [];
   let below: Qcow2Device | RawDevice | undefined;
   for (const o of opened.reverse()) {
-    below = o.file ? new Qcow2Device(o.file, below) : new RawDevice(o.raw!);
-    images.push({ path: o.path, format: o.file ? 'qcow2' : 'raw', device: below });
+    if (o.file) {
+      const device = new Qcow2Device(o.file, below);
+      images.push({ path: o.path, format: 'qcow2', device });
+      below = device;
+    } else {
+      const device = new RawDevice(o.raw!);
+      images.push({ path: o.path, format: 'raw', device });
+      below = device;
+    }
   }
   return { device: below!, images };
 }

@@ -4,9 +4,8 @@
  * without one). Extents name the chain position (bottom = 0) that backs each range, so an
  * import reads only what some image allocates.
  */
-import { OutOfRangeError } from '../io/errors.ts';
 import type { BlockDevice, Extent, ExtentKind } from '../io/types.ts';
-import { settleAll } from '../io/util.ts';
+import { checkRange, readable, settleAll } from '../io/util.ts';
 import { RUN_COMPRESSED, RUN_DATA, RUN_UNALLOCATED, RUN_ZERO, type Qcow2File } from './file.ts';
 
 /** Appends an extent, joining it to the previous one when kind and layer match. */
@@ -16,13 +15,9 @@ function pushExtent(list: Extent[], offset: number, length: number, kind: Extent
   else list.push({ offset, length, kind, layer });
 }
 
-function checkRange(dev: BlockDevice, offset: number, length: number): void {
-  if (offset < 0 || length < 0 || offset + length > dev.size) throw new OutOfRangeError(dev.name, offset, length, dev.size);
-}
-
 /** Reads `dev` at `offset` into `buf`, zeros where `buf` reaches past its end. */
 async function readClipped(dev: BlockDevice | undefined, buf: Uint8Array, offset: number): Promise<void> {
-  const n = dev ? Math.max(0, Math.min(buf.length, dev.size - offset)) : 0;
+  const n = dev ? readable(buf, offset, dev.size).length : 0;
   if (n > 0) await dev!.read(buf.subarray(0, n), offset);
   if (n < buf.length) buf.fill(0, n);
 }
@@ -48,7 +43,7 @@ export class Qcow2Device implements BlockDevice {
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
-    checkRange(this, offset, buf.length);
+    checkRange(this.name, offset, buf.length, this.size);
     const r = await this.file.runs(offset, buf.length);
     const jobs: Promise<void>[] = [];
     for (let k = 0; k < r.count; k++) {
@@ -61,7 +56,7 @@ export class Qcow2Device implements BlockDevice {
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {
-    checkRange(this, offset, length);
+    checkRange(this.name, offset, length, this.size);
     const r = await this.file.runs(offset, length);
     const out: Extent[] = [];
     for (let k = 0; k < r.count; k++) {
@@ -84,7 +79,7 @@ export class Qcow2Device implements BlockDevice {
    * or hole (layer -1) for what it leaves to its backing file.
    */
   async ownExtents(offset: number, length: number): Promise<Extent[]> {
-    checkRange(this, offset, length);
+    checkRange(this.name, offset, length, this.size);
     const r = await this.file.runs(offset, length);
     const out: Extent[] = [];
     for (let k = 0; k < r.count; k++) {

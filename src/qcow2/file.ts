@@ -6,7 +6,7 @@
  */
 import { FormatError } from '../io/errors.ts';
 import type { ByteSource } from '../io/types.ts';
-import { readAt, readExact } from '../io/util.ts';
+import { readable, readAt, readExact } from '../io/util.ts';
 import { ClusterDecoder } from './compressed.ts';
 import { readHeader, type HeaderOptions, type Qcow2Header } from './header.ts';
 
@@ -198,7 +198,7 @@ export class Qcow2File {
     if (kind === RUN_DATA) {
       const host = r.host[k]! + within;
       // A data cluster at the very end of the file may be shorter than a cluster: the rest reads as zeros.
-      const n = Math.max(0, Math.min(buf.length, this.source.size - host));
+      const n = readable(buf, host, this.source.size).length;
       if (n > 0) await readExact(this.source, buf.subarray(0, n), host);
       if (n < buf.length) buf.fill(0, n);
     } else if (kind === RUN_COMPRESSED) {

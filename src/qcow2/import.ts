@@ -9,7 +9,6 @@ import type { ByteSink, Extent } from '../io/types.ts';
 import { importDevice, type ImportOptions, type ImportStats } from '../lsmt/import.ts';
 import { randomUuid, SECTOR } from '../lsmt/format.ts';
 import type { ChainImage, Qcow2Chain } from './chain.ts';
-import { Qcow2Device } from './device.ts';
 
 /** Flattens the chain into one layer of its allocated non-zero data (or a delta over `base`). */
 export function importQcow2(chain: Qcow2Chain, out: ByteSink | string, opts: ImportOptions = {}): Promise<ImportStats> {
@@ -18,11 +17,10 @@ export function importQcow2(chain: Qcow2Chain, out: ByteSink | string, opts: Imp
 
 /** What image `i` itself stores, as seen through the top image of `size` bytes. */
 async function* ownPlan(img: ChainImage, i: number, size: number): AsyncIterable<Extent> {
-  const dev = img.device;
-  const own = Math.min(dev.size, size);
-  if (dev instanceof Qcow2Device) {
+  const own = Math.min(img.device.size, size);
+  if (img.format === 'qcow2') {
     // Holes are what the image leaves to the ones below: not part of its layer.
-    for (let at = 0; at < own; at += 1 << 30) for (const e of await dev.ownExtents(at, Math.min(1 << 30, own - at))) if (e.kind !== 'hole') yield e;
+    for (let at = 0; at < own; at += 1 << 30) for (const e of await img.device.ownExtents(at, Math.min(1 << 30, own - at))) if (e.kind !== 'hole') yield e;
   } else if (own > 0) {
     yield { offset: 0, length: own, kind: 'data', layer: i };
   }

@@ -9,6 +9,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { BlobCache } from './cache.ts';
+import { peekUnit } from './cache-meta.ts';
 
 export interface CacheListing {
   dir: string;
@@ -36,8 +37,8 @@ async function unitOf(dir: string): Promise<number | undefined> {
     const names = await readdir(path.join(dir, sub)).catch(() => [] as string[]);
     for (const n of names.filter((x) => x.endsWith('.meta'))) {
       const b = await readFile(path.join(dir, sub, n)).catch(() => undefined);
-      const u = b && b.length >= 16 && b.subarray(0, 8).toString('latin1') === 'OBDCACHE' ? b.readUInt32LE(12) : 0;
-      if (u >= 4096 && (u & (u - 1)) === 0) return u;
+      const u = b && peekUnit(b);
+      if (u) return u;
     }
   }
   return undefined;

@@ -10,7 +10,6 @@ import { open, rename, rm, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FileSource } from '../io/file.ts';
 import { writeFull } from '../io/sink.ts';
-import { cacheEntryOf } from './cache.ts';
 import { DigestMismatchError, ProtocolError } from './errors.ts';
 import type { LazySource } from './lazy-source.ts';
 import type { Repository } from './store.ts';
@@ -132,7 +131,7 @@ export async function fillCache(lazy: LazySource, opts: DownloadOptions & { chun
     await limiter.take(n, opts.signal);
   }
   await lazy.settle();
-  return cacheEntryOf(lazy.store)?.checkComplete() ?? false;
+  return (await lazy.store.disk?.checkComplete()) ?? false;
 }
 
 export interface BackgroundItem {

@@ -6,15 +6,24 @@
  * have a limit, and bodies are read against a byte cap or the exact length asked
  * (docs/format.md §6).
  */
-import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
-import https from 'node:https';
+import type { Agent as HttpAgent, IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../io/errors.ts';
-import { isRetryable, NetworkError, ProtocolError, TimeoutError } from './errors.ts';
+import { isRetryable, NetworkError, ProtocolError, RemoteError, TimeoutError } from './errors.ts';
+import { makeAgent, ProxyRoutes, type AgentOptions } from './proxy.ts';
+
+// Taken as CommonJS: an ESM import of node:http evaluates every export of its facade,
+// and the WebSocket getter among them loads undici (~25-45 ms of start-up, for nothing).
+const http = process.getBuiltinModule('node:http');
+const https = process.getBuiltinModule('node:https');
 
 export interface TransportOptions {
-  /** `http://host:port` proxy for every request (P2P agents plug in here). */
+  /**
+   * Proxy for every request (P2P agents plug in here): `http://`, `https://`, `socks5://` or
+   * `socks5h://`, with `USER:PASSWORD@` if the proxy wants them. Without it, the environment's
+   * HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY apply (src/remote/proxy.ts).
+   */
   proxy?: string;
   /** Accept any TLS certificate (self-signed registries). */
   insecure?: boolean;
@@ -70,8 +79,10 @@ export class Transport {
   readonly headerTimeoutMs: number;
   readonly minBytesPerSec: number;
   readonly userAgent: string;
-  #http: http.Agent;
-  #https: https.Agent;
+  readonly #routes: ProxyRoutes;
+  readonly #agentOptions: AgentOptions;
+  /** Keep-alive agents by target scheme and proxy, made on first use. */
+  readonly #agents = new Map<string, HttpAgent>();
 
   constructor(opts: TransportOptions = {}) {
     this.idleTimeoutMs = positive(opts.idleTimeoutMs, 'idleTimeoutMs') ?? DEFAULT_IDLE_TIMEOUT_MS;
@@ -80,17 +91,24 @@ export class Transport {
     this.minBytesPerSec = opts.minBytesPerSec ?? DEFAULT_MIN_BYTES_PER_SEC;
     if (!(this.minBytesPerSec >= 0)) throw new InvalidArgumentError(`minBytesPerSec ${opts.minBytesPerSec} must be a byte rate >= 0`);
     this.userAgent = opts.userAgent ?? 'overlaybd-ts/0.1';
-    const proxyEnv = opts.proxy ? { HTTP_PROXY: opts.proxy, HTTPS_PROXY: opts.proxy, NO_PROXY: '' } : undefined;
-    const common = { keepAlive: true, maxSockets: opts.maxSockets ?? 16, scheduling: 'lifo' as const, ...(proxyEnv ? { proxyEnv } : {}) };
-    this.#http = new http.Agent(common);
-    this.#https = new https.Agent({ ...common, rejectUnauthorized: !opts.insecure });
+    this.#routes = new ProxyRoutes(opts.proxy);
+    this.#agentOptions = { keepAlive: true, maxSockets: opts.maxSockets ?? 16, scheduling: 'lifo', connectTimeoutMs: this.connectTimeoutMs, rejectUnauthorized: !opts.insecure };
+  }
+
+  #agent(url: URL): HttpAgent {
+    const protocol = url.protocol === 'https:' ? 'https:' : 'http:';
+    const proxy = this.#routes.forUrl(url);
+    const key = `${protocol} ${proxy?.href ?? ''}`;
+    let a = this.#agents.get(key);
+    if (!a) this.#agents.set(key, (a = makeAgent(protocol, proxy, this.#agentOptions)));
+    return a;
   }
 
   /** Sends one request; resolves when the response headers arrived. The caller consumes the body. */
   request(req: HttpRequest): Promise<HttpResponse> {
     const { url } = req;
     const mod = url.protocol === 'https:' ? https : http;
-    const agent = url.protocol === 'https:' ? this.#https : this.#http;
+    const agent = this.#agent(url);
     // Bytes are taken as sent (digests, ranges and lengths are of the raw blob): no content coding.
     const headers: Record<string, string> = { 'user-agent': this.userAgent, 'accept-encoding': 'identity', ...req.headers };
     const body = req.body;
@@ -198,8 +216,8 @@ export class Transport {
   }
 
   close(): void {
-    this.#http.destroy();
-    this.#https.destroy();
+    for (const a of this.#agents.values()) a.destroy();
+    this.#agents.clear();
   }
 }
 
@@ -281,6 +299,8 @@ function mapBodyError(res: HttpResponse, e: unknown): Error {
  */
 function transportError(where: string, e: unknown, status: number | undefined, prefix = ''): Error {
   const err = e as NodeJS.ErrnoException;
+  // Already typed below node:http (a SOCKS proxy's refusal or timeout).
+  if (e instanceof RemoteError) return e;
   const text = `${prefix}${err?.message ?? String(e)}`;
   if (typeof err?.code === 'string' && err.code.startsWith('HPE_')) return new ProtocolError(where, `malformed HTTP response: ${text}`, status, { cause: e });
   return new NetworkError(where, text, status, { cause: e });
@@ -354,4 +374,150 @@ export async function takeRange(res: HttpResponse, buf: Uint8Array, offset: numb
   }
   await readBodyInto(res, buf);
   return true;
+}
+
+/** One range of a multi-range request: `buf.length` bytes at `offset`, `done` once filled. */
+export interface RangePart {
+  readonly buf: Uint8Array;
+  readonly offset: number;
+  done: boolean;
+}
+
+/** The Range header asking for every part, in the order given. */
+export function multiRangeHeader(parts: readonly RangePart[]): string {
+  return `bytes=${parts.map((p) => `${p.offset}-${p.offset + p.buf.length - 1}`).join(',')}`;
+}
+
+/** Header bytes a part may carry before its data; more is not a multipart answer we take. */
+const PART_HEADER_LIMIT = 8192;
+
+/**
+ * Fills parts from the answer to a multi-range request (RFC 9110 §14.6): a 206 whose
+ * multipart/byteranges body has one part per range, each with the exact Content-Range asked,
+ * in any order. Bytes go only into the part they are announced for, at its exact length.
+ * A single-range 206 that is exactly one asked range fills that one. Returns false — the
+ * response dropped, the unfilled parts left to separate requests — for any other answer a
+ * server might give to a request it does not take in one piece: a 200 with the whole blob
+ * (an object store behind a redirect), a 206 for another range, a part that is not one
+ * asked, an answer cut short. Statuses other than 200/206 are the caller's to name, body
+ * untouched. Network failures (retryable) throw with the parts filled so far marked done.
+ */
+export async function takeRanges(res: HttpResponse, parts: readonly RangePart[], total: number): Promise<boolean | undefined> {
+  if (res.status === 200) {
+    res.stream.destroy();
+    return false;
+  }
+  if (res.status !== 206) return undefined;
+  const ctype = String(res.headers['content-type'] ?? '');
+  const boundary = /^\s*multipart\/byteranges\s*;(?:.*;)?\s*boundary=(?:"([^"]{1,70})"|([^\s;"]{1,70}))/i.exec(ctype);
+  if (!boundary) {
+    const cr = parseContentRange(res.headers['content-range']);
+    const part = cr && (cr.total === undefined || cr.total === total) ? parts.find((p) => !p.done && p.offset === cr.start && p.offset + p.buf.length - 1 === cr.end) : undefined;
+    if (!part) {
+      discard(res);
+      return false;
+    }
+    await readBodyInto(res, part.buf);
+    part.done = true;
+    return false;
+  }
+  const reader = new PartReader(res, Buffer.from(`--${boundary[1] ?? boundary[2]}`, 'latin1'));
+  try {
+    const ok = await reader.fill(parts, total);
+    // What may follow the close delimiter is a line or two; more is not worth a socket.
+    if (ok) void reader.drain(1024).catch(() => res.stream.destroy());
+    else res.stream.destroy();
+    return ok;
+  } catch (e) {
+    res.stream.destroy();
+    throw mapBodyError(res, e);
+  }
+}
+
+/** Pulls a multipart/byteranges body apart, keeping only the bytes not yet handed out. */
+class PartReader {
+  readonly #it: AsyncIterator<Buffer>;
+  readonly #delimiter: Buffer;
+  #carry: Buffer = Buffer.alloc(0);
+  #ended = false;
+
+  constructor(res: HttpResponse, delimiter: Buffer) {
+    this.#it = (res.stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    this.#delimiter = delimiter;
+  }
+
+  /** True when every asked part came, each once and exactly; false at the first deviation. */
+  async fill(parts: readonly RangePart[], total: number): Promise<boolean> {
+    // The first delimiter may follow a preamble (or the CRLF that belongs to it).
+    const first = await this.#until(this.#delimiter, PART_HEADER_LIMIT);
+    if (first === undefined) return false;
+    for (;;) {
+      // "--" closes the body (an epilogue may follow); otherwise only transport padding, then CRLF.
+      while (this.#carry.length < 2 && (await this.#more()));
+      if (this.#carry[0] === 0x2d && this.#carry[1] === 0x2d) return parts.every((p) => p.done);
+      const pad = await this.#until(Buffer.from('\r\n'), 64);
+      if (pad === undefined || !/^[ \t]*$/.test(pad.toString('latin1'))) return false;
+      const head = await this.#until(Buffer.from('\r\n\r\n'), PART_HEADER_LIMIT);
+      if (head === undefined) return false;
+      const line = /(?:^|\r\n)content-range[ \t]*:([^\r\n]*)/i.exec(head.toString('latin1'));
+      const cr = parseContentRange(line?.[1]);
+      if (!cr || (cr.total !== undefined && cr.total !== total)) return false;
+      const part = parts.find((p) => p.offset === cr.start && p.offset + p.buf.length - 1 === cr.end);
+      if (!part || part.done) return false;
+      if (!(await this.#into(part.buf))) return false;
+      part.done = true;
+      const next = await this.#until(this.#delimiter, 2);
+      if (next === undefined || (next.length !== 2 || next[0] !== 0x0d || next[1] !== 0x0a)) return false;
+    }
+  }
+
+  /** Reads the rest of the body (keeping the socket for another request), or cuts it past `limit` bytes. */
+  async drain(limit: number): Promise<void> {
+    let n = this.#carry.length;
+    this.#carry = Buffer.alloc(0);
+    while (n <= limit && (await this.#more())) {
+      n += this.#carry.length;
+      this.#carry = Buffer.alloc(0);
+    }
+    if (n > limit) await this.#it.return?.();
+  }
+
+  async #more(): Promise<boolean> {
+    if (this.#ended) return false;
+    const r = await this.#it.next();
+    if (r.done) {
+      this.#ended = true;
+      return false;
+    }
+    this.#carry = this.#carry.length ? Buffer.concat([this.#carry, r.value]) : r.value;
+    return true;
+  }
+
+  /** The bytes before the next `pattern` (consumed with it), if it comes within `max` bytes. */
+  async #until(pattern: Buffer, max: number): Promise<Buffer | undefined> {
+    for (let from = 0; ; ) {
+      const at = this.#carry.indexOf(pattern, from);
+      if (at >= 0 && at <= max) {
+        const before = this.#carry.subarray(0, at);
+        this.#carry = this.#carry.subarray(at + pattern.length);
+        return before;
+      }
+      if (at > max || this.#carry.length > max + pattern.length) return undefined;
+      from = Math.max(0, this.#carry.length - pattern.length + 1);
+      if (!(await this.#more())) return undefined;
+    }
+  }
+
+  /** Exactly `buf.length` bytes into `buf`; false when the body ends first. */
+  async #into(buf: Uint8Array): Promise<boolean> {
+    let n = 0;
+    for (;;) {
+      const take = Math.min(this.#carry.length, buf.length - n);
+      buf.set(this.#carry.subarray(0, take), n);
+      this.#carry = this.#carry.subarray(take);
+      n += take;
+      if (n === buf.length) return true;
+      if (!(await this.#more())) return false;
+    }
+  }
 }

@@ -15,7 +15,7 @@ import { hostPlatform, isIndex, parseIndex, parseManifest, selectPlatform, type 
 import { OciArchive } from './oci-archive.ts';
 import { OciLayout } from './oci-layout.ts';
 import { resolveReference, referenceTarget, formatReference, type ImageReference } from './reference.ts';
-import { RegistryBlobSource, RegistryClient, type RegistryOptions } from './registry.ts';
+import { RegistryClient, type RegistryOptions } from './registry.ts';
 import type { Repository } from './store.ts';
 import { layerVerity } from '../verity/annotations.ts';
 import { requireTree, verifyLayer } from '../verity/open.ts';
@@ -114,10 +114,30 @@ export interface RemoteImage {
  * proxy, for retries of bytes that failed).
  */
 export async function openLayer(repo: Repository, desc: Descriptor, cache: BlobCache | undefined, opts: LazyOptions = {}, direct?: Repository): Promise<ByteSource> {
+  return (await openLayerBlob(repo, desc, cache, opts, direct)).source;
+}
+
+/** openLayer, also saying whether the source is lazy (a registry's blob: what prefetch and downloads work on). */
+/** The lazy source each opened registry layer blob is (a shared blob is opened once, by whichever export came first). */
+const lazyOfBlob = new WeakMap<ByteSource, LazySource>();
+
+async function openLayerBlob(
+  repo: Repository,
+  desc: Descriptor,
+  cache: BlobCache | undefined,
+  opts: LazyOptions,
+  direct: Repository | undefined,
+): Promise<{ source: ByteSource; lazy: LazySource | undefined }> {
   const raw = await repo.openBlob(desc.digest, desc.size);
-  if (!(raw instanceof RegistryBlobSource)) {
-    if (opts.requireVerity) requireTree(desc, repo.name);
-    return raw;
+  // Blobs of a layout or an archive are local files, read as they are.
+  if (repo.kind !== 'registry') {
+    try {
+      if (opts.requireVerity) requireTree(desc, repo.name);
+    } catch (e) {
+      await raw.close();
+      throw e;
+    }
+    return { source: raw, lazy: undefined };
   }
   const fetched = opts.meter ? new MeteredSource(raw, opts.meter) : raw;
   const entry = cache ? await cache.entry(desc.digest, desc.size) : undefined;
@@ -125,7 +145,8 @@ export async function openLayer(repo: Repository, desc: Descriptor, cache: BlobC
     await entry?.close();
     throw e;
   });
-  return new LazySource(blob, { store, unit: opts.refill, maxInflight: opts.maxInflight });
+  const lazy = new LazySource(blob, { store, unit: opts.refill, maxInflight: opts.maxInflight });
+  return { source: lazy, lazy };
 }
 
 /**
@@ -166,48 +187,51 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
     const directKey = repositoryKey(r, directOpts);
     const direct = r.kind === 'registry' && opts.proxy ? await hold(directKey, () => openRepository(r, directOpts), (o) => o.close()) : undefined;
     const img = await resolveImage(opened.repo, referenceTarget(r), opts.platform);
-    for (const d of img.manifest.layers) {
+    // All layers at once: each open waits on its cache entry and tree, and every layer's
+    // head and tail fetches should leave in one wave rather than one layer after another.
+    const openOne = async (d: Descriptor): Promise<ByteSource> => {
       const open = async () => {
-        const l = await openLayer(opened.repo, d, cache, opts, direct?.repo);
-        if (l instanceof LazySource) l.prefetchEnds();
-        return l;
+        const l = await openLayerBlob(opened.repo, d, cache, opts, direct?.repo);
+        if (l.lazy) {
+          lazyOfBlob.set(l.source, l.lazy);
+          l.lazy.prefetchEnds();
+        }
+        return l.source;
       };
-      if (!pool) {
-        layers.push(await open());
-        continue;
-      }
+      if (!pool) return open();
       if (opts.requireVerity) requireTree(d, opened.repo.name);
       // The blob outlives this image while another export holds it: it keeps what it reads through.
       let deps: Lease<unknown>[] = [];
       const tree = layerVerity(d, opened.repo.name)?.tree;
-      const key = `blob:${d.digest}${tree ? `+${tree}` : ''}`;
-      layers.push(
-        await pool.blob(
-          key,
-          async () => {
-            deps = await Promise.all([
-              pool.acquire(repoKey, () => openRepository(r, opts), (o) => o.close()),
-              ...(cache && !opts.cache ? [pool.acquire(cacheKey, openCache, (c) => c.close())] : []),
-              ...(direct ? [pool.acquire(directKey, () => openRepository(r, directOpts), (o) => o.close())] : []),
-            ]);
-            return open().catch(async (e: unknown) => {
-              for (const dep of deps.splice(0)) await dep.release();
-              throw e;
-            });
-          },
-          async () => {
-            for (const dep of deps) await dep.release();
-          },
-        ),
+      return pool.blob(
+        `blob:${d.digest}${tree ? `+${tree}` : ''}`,
+        async () => {
+          deps = await Promise.all([
+            pool.acquire(repoKey, () => openRepository(r, opts), (o) => o.close()),
+            ...(cache && !opts.cache ? [pool.acquire(cacheKey, openCache, (c) => c.close())] : []),
+            ...(direct ? [pool.acquire(directKey, () => openRepository(r, directOpts), (o) => o.close())] : []),
+          ]);
+          return open().catch(async (e: unknown) => {
+            for (const dep of deps.splice(0)) await dep.release();
+            throw e;
+          });
+        },
+        async () => {
+          for (const dep of deps) await dep.release();
+        },
       );
-    }
+    };
+    const settled = await Promise.allSettled(img.manifest.layers.map(openOne));
+    for (const s of settled) if (s.status === 'fulfilled') layers.push(s.value);
+    const failed = settled.find((s) => s.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
     const blobs = layers.map((l) => sharedBlobOf(l)?.source ?? l);
     return {
       reference: formatReference(r),
       digest: img.digest,
       manifest: img.manifest,
       layers,
-      lazy: blobs.filter((l): l is LazySource => l instanceof LazySource),
+      lazy: blobs.map((b) => lazyOfBlob.get(b)).filter((l): l is LazySource => l !== undefined),
       blobs,
       repo: opened.repo,
       close,
@@ -229,7 +253,7 @@ export function repositoryKey(r: ImageReference, opts: RemoteOptions): string {
 /** repositoryKey() of a registry repository. */
 export function registryKey(host: string, repository: string, o: RemoteOptions): string {
   const creds = o.credentials ? `object#${objectId(o.credentials)}` : `${o.credsFile ?? ''}|${o.dockerConfig ?? ''}`;
-  return `registry:${host}/${repository}|${JSON.stringify([o.plainHttp, o.insecure, o.proxy, o.retries, o.retryBaseMs, o.idleTimeoutMs, o.connectTimeoutMs, o.headerTimeoutMs, o.minBytesPerSec, o.maxSockets, creds])}`;
+  return `registry:${host}/${repository}|${JSON.stringify([o.plainHttp, o.insecure, o.proxy, o.retries, o.retryBaseMs, o.idleTimeoutMs, o.connectTimeoutMs, o.headerTimeoutMs, o.minBytesPerSec, o.maxSockets, o.multiRange, creds])}`;
 }
 
 const objectIds = new WeakMap<object, number>();

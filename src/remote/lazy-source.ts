@@ -8,12 +8,21 @@
 import { InvalidArgumentError, ShortReadError } from '../io/errors.ts';
 import type { ByteSource } from '../io/types.ts';
 import { readable, settleAll } from '../io/util.ts';
+import { DEFAULT_UNIT } from './defaults.ts';
+
+export { DEFAULT_UNIT } from './defaults.ts';
 
 /** Where fetched units are kept. */
 export interface ChunkStore {
   readonly unit: number;
   /** The store a wrapping store (a verifying one) forwards to. */
   readonly inner?: ChunkStore;
+  /**
+   * The store keeping these units on disk across runs, able to check the whole blob against
+   * its digest (the blob cache's entry): itself, or the one below a wrapping store, which
+   * forwards it. Absent for memory stores. A background download fills only such a store.
+   */
+  readonly disk?: DiskChunkStore;
   /** True when unit `i` is held and readable. */
   has(i: number): boolean;
   /**
@@ -38,6 +47,18 @@ export interface ChunkStore {
   close(): Promise<void>;
 }
 
+/** A chunk store on disk that holds a whole blob once every unit is fetched (see ChunkStore.disk). */
+export interface DiskChunkStore extends ChunkStore {
+  /** Units of the blob. */
+  readonly units: number;
+  /** The file holding the units at their blob offsets. */
+  readonly dataPath: string;
+  /** True once every unit is held and the whole blob matched its digest. */
+  readonly complete: boolean;
+  /** When every unit is held, checks the whole blob against its digest; resolves `complete`. */
+  checkComplete(): Promise<boolean>;
+}
+
 export interface LazySourceOptions {
   /** Refill unit in bytes: a power of two, multiple of 4 KiB (default 256 KiB). */
   unit?: number;
@@ -51,7 +72,33 @@ export interface LazySourceOptions {
   memoryBytes?: number;
 }
 
-export const DEFAULT_UNIT = 256 * 1024;
+/**
+ * Bytes all lazy sources of the process may have in flight at once. Each source bounds its
+ * own fetches (8 of up to 4 MiB); an image of many layers read cold, or opened in one wave,
+ * would otherwise hold a fetch buffer per layer at a time. A fetch larger than the budget
+ * runs when it is alone.
+ */
+const FLIGHT_BYTES_MAX = 24 << 20;
+let flightBytes = 0;
+const flightQueue: Array<{ bytes: number; go: () => void }> = [];
+
+/** Counts `bytes` in, or returns a promise that resolves when they fit. */
+function admitFetch(bytes: number): Promise<void> | undefined {
+  if (flightQueue.length === 0 && (flightBytes === 0 || flightBytes + bytes <= FLIGHT_BYTES_MAX)) {
+    flightBytes += bytes;
+    return undefined;
+  }
+  return new Promise<void>((go) => flightQueue.push({ bytes, go }));
+}
+
+function finishFetch(bytes: number): void {
+  flightBytes -= bytes;
+  while (flightQueue.length > 0 && (flightBytes === 0 || flightBytes + flightQueue[0]!.bytes <= FLIGHT_BYTES_MAX)) {
+    const next = flightQueue.shift()!;
+    flightBytes += next.bytes;
+    next.go();
+  }
+}
 
 export function checkUnit(unit: number): number {
   if (!Number.isSafeInteger(unit) || unit < 4096 || unit % 4096 !== 0 || (unit & (unit - 1)) !== 0) {
@@ -225,6 +272,8 @@ export class LazySource implements ByteSource {
     // A finished fetch hands its slot straight to the next waiter, so the bound is exact.
     if (this.#running < this.#maxInflight) this.#running++;
     else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    const admitted = admitFetch(length);
+    if (admitted) await admitted;
     try {
       const buf = new Uint8Array(length);
       const got = await this.remote.read(buf, offset);
@@ -233,6 +282,7 @@ export class LazySource implements ByteSource {
       this.stats.bytes += length;
       return buf;
     } finally {
+      finishFetch(length);
       const next = this.#waiting.shift();
       if (next) next();
       else this.#running--;

@@ -106,6 +106,7 @@ async function isDirectory(dir: string): Promise<boolean> {
 export class OciArchive implements Repository {
   readonly file: string;
   readonly name: string;
+  readonly kind = 'archive';
   readonly #members: Map<string, Member>;
   readonly #source: FileSource | undefined;
   /** Where new blobs and the new index wait until close(); absent when opened for reading. */

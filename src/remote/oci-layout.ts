@@ -32,6 +32,7 @@ export function findTagged(manifests: readonly Descriptor[], tag: string): Descr
 export class OciLayout implements Repository {
   readonly dir: string;
   readonly name: string;
+  readonly kind = 'layout';
   #writes: Promise<unknown> = Promise.resolve();
   /** What this open created: the directory, or the layout's files inside an existing one. */
   #created: string[] = [];

@@ -8,7 +8,6 @@ import path from 'node:path';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { downloadBlob } from './download.ts';
 import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
-import { OciLayout } from './oci-layout.ts';
 import type { Descriptor } from './manifest.ts';
 import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
 import type { PutBlobResult } from './store.ts';
@@ -112,9 +111,10 @@ export async function copyImage(src: string | ImageReference, dst: string | Imag
       const blobs: CopyResult['blobs'] = [];
       for (const d of all) {
         const onProgress = (n: number) => opts.onProgress?.(before + n, total);
-        if (to.repo instanceof OciLayout) {
-          // Into a layout: one streamed, resumable, digest-checked download per blob.
-          const fetched = await downloadBlob(from.repo, d.digest, d.size, to.repo.blobPath(d.digest), { signal: opts.signal, onProgress });
+        const file = to.repo.blobPath?.(d.digest);
+        if (file) {
+          // Into blob files (a layout): one streamed, resumable, digest-checked download per blob.
+          const fetched = await downloadBlob(from.repo, d.digest, d.size, file, { signal: opts.signal, onProgress });
           blobs.push({ digest: d.digest, size: d.size, result: fetched ? 'uploaded' : 'exists' });
         } else {
           const blob = await from.repo.openBlob(d.digest, d.size);

@@ -7,7 +7,7 @@ import type { ByteSource } from '../io/types.ts';
 import { readable } from '../io/util.ts';
 import { Authenticator, CredentialStore } from './auth.ts';
 import { AuthError, DigestMismatchError, isRetryable, NetworkError, ProtocolError, RemoteNotFoundError, ServerError } from './errors.ts';
-import { discard, parseContentRange, rangeHeader, readBody, redact, takeRange, Transport, withRetries, type BodySource, type HttpResponse, type TransportOptions } from './http.ts';
+import { discard, multiRangeHeader, parseContentRange, rangeHeader, readBody, redact, takeRange, takeRanges, Transport, withRetries, type BodySource, type HttpResponse, type RangePart, type TransportOptions } from './http.ts';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, sha256Digest, sniffMediaType, type FetchedManifest } from './manifest.ts';
 import { isDigest, isLoopbackHost } from './reference.ts';
 import type { PutBlobOptions, PutBlobResult, Repository } from './store.ts';
@@ -25,6 +25,8 @@ export interface RegistryOptions extends TransportOptions {
   onRetry?: () => void;
   /** Blobs larger than this upload in PATCH chunks of this size (default 16 MiB). */
   chunkSize?: number;
+  /** Ask several ranges of a blob in one request (default true; see RegistryRepository.readRanges). */
+  multiRange?: boolean;
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -38,6 +40,11 @@ export class RegistryClient {
   readonly transport: Transport;
   readonly opts: Readonly<RegistryOptions>;
   readonly credentials: CredentialStore;
+  /**
+   * Whether blob reads may ask several ranges in one request. Cleared the first time the
+   * registry (or the store it redirects to) answers one otherwise than range by range.
+   */
+  multiRange: boolean;
 
   constructor(host: string, opts: RegistryOptions = {}) {
     this.host = host;
@@ -47,6 +54,7 @@ export class RegistryClient {
     this.transport = new Transport(opts);
     this.opts = opts;
     this.credentials = opts.credentials ?? new CredentialStore();
+    this.multiRange = opts.multiRange ?? true;
   }
 
   repository(name: string): RegistryRepository {
@@ -69,6 +77,7 @@ export class RegistryRepository implements Repository {
   readonly client: RegistryClient;
   readonly repository: string;
   readonly name: string;
+  readonly kind = 'registry';
   readonly #auth: Authenticator;
   readonly #pull: string;
   readonly #push: string;
@@ -216,6 +225,38 @@ export class RegistryRepository implements Repository {
       const res = await this.#send({ method: 'GET', url: this.blobUrl(digest), headers: { range: rangeHeader(offset, buf.length) } }, this.#pull);
       if (!(await takeRange(res, buf, offset, blobSize))) await this.#fail(res, `blob ${digest} range ${offset}-${offset + buf.length - 1}`);
     });
+  }
+
+  /**
+   * Fills several ranges of a blob with one multi-range GET where the registry serves them
+   * (distribution's filesystem storage does, through Go's http.ServeContent), retrying the
+   * ranges still missing. Where the answer is not range by range (a 200, a single range, a
+   * malformed multipart body) the client stops asking so and the missing ranges go out as
+   * separate requests. The ranges must not overlap.
+   */
+  async readRanges(digest: string, parts: readonly RangePart[], blobSize: number): Promise<void> {
+    const client = this.client;
+    if (client.multiRange && parts.length > 1) {
+      await this.#retry(async () => {
+        const left = parts.filter((p) => !p.done);
+        if (left.length === 0 || !client.multiRange) return;
+        const res = await this.#send({ method: 'GET', url: this.blobUrl(digest), headers: { range: multiRangeHeader(left) } }, this.#pull);
+        const whole = await takeRanges(res, left, blobSize);
+        if (whole === true) return;
+        // A refusal that one range at a time would meet too is named now; any other (a 416
+        // or 400 for the list itself) leaves the ranges to separate requests.
+        if (whole === undefined && (res.status === 401 || res.status === 403 || res.status === 404)) await this.#fail(res, `blob ${digest}`);
+        if (whole === undefined) discard(res);
+        client.multiRange = false;
+      });
+    }
+    const rest = parts.filter((p) => !p.done);
+    await Promise.all(
+      rest.map(async (p) => {
+        await this.readRange(digest, p.buf, p.offset, blobSize);
+        p.done = true;
+      }),
+    );
   }
 
   /** Streams the blob from `offset`, resuming with a Range request after a broken connection. */
@@ -376,12 +417,26 @@ function redirectTarget(from: URL, location: string, status: number): URL {
   return to;
 }
 
-/** A registry blob as a ByteSource: each read is one Range GET into the caller's buffer. */
+/** Ranges asked together at most, and their bytes (Go's ServeContent also wants them under the blob's size). */
+const BATCH_PARTS = 16;
+const BATCH_BYTES = 16 << 20;
+
+interface PendingRead extends RangePart {
+  resolve(): void;
+  reject(e: unknown): void;
+}
+
+/**
+ * A registry blob as a ByteSource: each read is a Range GET into the caller's buffer. Reads
+ * issued in the same turn of the event loop (the head and tail an open prefetches, a burst
+ * of misses) leave together as one multi-range request where the registry takes those.
+ */
 export class RegistryBlobSource implements ByteSource {
   readonly name: string;
   readonly size: number;
   readonly digest: string;
   readonly repository: RegistryRepository;
+  #pending: PendingRead[] = [];
 
   constructor(repo: RegistryRepository, digest: string, size: number) {
     this.repository = repo;
@@ -393,8 +448,40 @@ export class RegistryBlobSource implements ByteSource {
   async read(buf: Uint8Array, offset: number): Promise<number> {
     const view = readable(buf, offset, this.size);
     if (view.length === 0) return 0;
-    await this.repository.readRange(this.digest, view, offset, this.size);
+    if (!this.repository.client.multiRange) {
+      await this.repository.readRange(this.digest, view, offset, this.size);
+      return view.length;
+    }
+    await new Promise<void>((resolve, reject) => {
+      if (this.#pending.push({ buf: view, offset, done: false, resolve, reject }) === 1) setImmediate(() => this.#flush());
+    });
     return view.length;
+  }
+
+  /** Sends what was asked this turn: non-overlapping ranges in batches, each batch one request. */
+  #flush(): void {
+    const all = this.#pending.sort((a, b) => a.offset - b.offset);
+    this.#pending = [];
+    while (all.length > 0) {
+      const batch: PendingRead[] = [];
+      const rest: PendingRead[] = [];
+      let end = -1;
+      let bytes = 0;
+      for (const r of all) {
+        if (r.offset >= end && batch.length < BATCH_PARTS && bytes + r.buf.length <= Math.min(BATCH_BYTES, this.size)) {
+          batch.push(r);
+          end = r.offset + r.buf.length;
+          bytes += r.buf.length;
+        } else rest.push(r);
+      }
+      // A range too large to share a request goes alone.
+      if (batch.length === 0) batch.push(rest.shift()!);
+      all.splice(0, all.length, ...rest);
+      this.repository.readRanges(this.digest, batch, this.size).then(
+        () => batch.forEach((r) => r.resolve()),
+        (e) => batch.forEach((r) => (r.done ? r.resolve() : r.reject(e))),
+      );
+    }
   }
 
   async close(): Promise<void> {}

@@ -14,9 +14,24 @@ export interface PutBlobOptions {
   onProgress?: (sent: number) => void;
 }
 
+/**
+ * Where a repository keeps its blobs, which decides how callers use it (never its class):
+ * - `registry`: over the network; layers are read lazily through the cache, a download goes
+ *   to a local file first, referrers are listed in a tag (docs/format.md §7.4);
+ * - `layout`: files of an OCI image-layout directory, read directly (see `blobPath`);
+ * - `archive`: members of an oci-archive tar file, read directly.
+ */
+export type RepositoryKind = 'registry' | 'layout' | 'archive';
+
 export interface Repository {
   /** Names the repository in messages (`127.0.0.1:5000/team/app`, `oci:/path`). */
   readonly name: string;
+  readonly kind: RepositoryKind;
+  /**
+   * Present when blobs are plain files: the file blob `digest` is (or will be) stored as, so a
+   * copy can download straight into it (resumable, digest-checked, renamed into place).
+   */
+  blobPath?(digest: string): string;
   /** A manifest or index by tag or digest, bytes as stored. */
   getManifest(reference: string): Promise<FetchedManifest>;
   /** Stores a manifest under a tag (or its digest when `tag` is omitted); resolves its digest. */

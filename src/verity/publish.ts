@@ -10,7 +10,6 @@ import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
 import { RemoteNotFoundError } from '../remote/errors.ts';
 import { encodeJson, isIndex, MediaType, parseIndex, sha256Digest, type Descriptor } from '../remote/manifest.ts';
-import { RegistryRepository } from '../remote/registry.ts';
 import type { Repository } from '../remote/store.ts';
 import { EMPTY_CONFIG, referrersTag, treeDescriptors, verityArtifact, VerityMediaType, withVerity } from './annotations.ts';
 import { DEFAULT_CHUNK, TreeBuilder } from './tree.ts';
@@ -93,7 +92,7 @@ export async function publishReferrer(repo: Repository, subject: Descriptor, lay
   const artifact = verityArtifact(subject, trees);
   // A layout keeps every blob and its readers take a lone index.json entry as the image:
   // the artifact is stored there, not listed.
-  if (!(repo instanceof RegistryRepository)) return publishEmptyConfig(repo).then(() => repo.putManifest(artifact, MediaType.ociManifest));
+  if (repo.kind !== 'registry') return publishEmptyConfig(repo).then(() => repo.putManifest(artifact, MediaType.ociManifest));
   const tag = referrersTag(subject.digest);
   // The artifact (after its config: registries check a manifest's blobs) while the tag index is read.
   const [digest, old] = await Promise.all([

@@ -7,7 +7,8 @@
 import { ShortReadError } from '../io/errors.ts';
 import { ForwardingSource } from '../io/forwarding.ts';
 import type { ByteSource } from '../io/types.ts';
-import type { ChunkStore } from '../remote/lazy-source.ts';
+import { readable } from '../io/util.ts';
+import type { ChunkStore, DiskChunkStore } from '../remote/lazy-source.ts';
 import { VerityError } from './errors.ts';
 import { readExactly, type TreeVerifier } from './verifier.ts';
 
@@ -49,7 +50,7 @@ export class VerifyingSource extends ForwardingSource {
   }
 
   override async read(buf: Uint8Array, offset: number): Promise<number> {
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
+    const n = readable(buf, offset, this.size).length;
     if (n === 0) return 0;
     const chunk = this.verifier.chunk;
     const c0 = Math.floor(offset / chunk);
@@ -131,6 +132,10 @@ export class VerifiedStore implements ChunkStore {
 
   get unit(): number {
     return this.inner.unit;
+  }
+
+  get disk(): DiskChunkStore | undefined {
+    return this.inner.disk;
   }
 
   has(i: number): boolean {

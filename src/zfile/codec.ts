@@ -9,11 +9,16 @@ import { NotSupportedError } from '../io/errors.ts';
 import { CompressionError } from './errors.ts';
 import { ALGO_LZ4, ALGO_ZSTD, ZSTD_DEFAULT_LEVEL } from './format.ts';
 
+/**
+ * node-lz4's native addon itself: its `encodeBlock`/`decodeBlock` are these two functions,
+ * and loading the package's entry instead also loads its stream classes and xxhash (~5 ms
+ * on a cold open, for nothing here).
+ */
 interface Lz4Binding {
   /** LZ4_compress_default into out[start, end); returns the compressed size, 0 if it does not fit. */
-  encodeBlock(src: Uint8Array, out: Uint8Array, start?: number, end?: number): number;
+  compress(src: Uint8Array, out: Uint8Array, start?: number, end?: number): number;
   /** LZ4_decompress_safe into out; returns the decoded size, negative on malformed input. */
-  decodeBlock(src: Uint8Array, out: Uint8Array): number;
+  uncompress(src: Uint8Array, out: Uint8Array): number;
 }
 
 const require = createRequire(import.meta.url);
@@ -33,15 +38,15 @@ export interface BlockCodec {
 class Lz4Codec implements BlockCodec {
   readonly #lz4: Lz4Binding;
   constructor() {
-    this.#lz4 = lz4 ??= require('lz4') as Lz4Binding;
+    this.#lz4 = lz4 ??= require('lz4/build/Release/lz4.node') as Lz4Binding;
   }
   compress(src: Uint8Array, out: Uint8Array, at: number, room: number): number {
-    const n = this.#lz4.encodeBlock(src, out, at, at + room);
+    const n = this.#lz4.compress(src, out, at, at + room);
     if (n <= 0) throw new CompressionError(`lz4: ${src.length} bytes did not fit in ${room}`);
     return n;
   }
   decompress(src: Uint8Array, out: Uint8Array): number {
-    const n = this.#lz4.decodeBlock(src, out);
+    const n = this.#lz4.uncompress(src, out);
     return n < 0 ? -1 : n;
   }
 }

@@ -15,7 +15,7 @@ import { openImage } from '../../src/image/open.ts';
 import { LayerPool } from '../../src/image/layer-pool.ts';
 import { FileSource } from '../../src/io/file.ts';
 import { NbdServer } from '../../src/nbd/index.ts';
-import { pushImage } from '../../src/remote/push.ts';
+import { pushImage } from '../../src/image/push.ts';
 import { RawClient } from '../nbd/helpers/client.ts';
 import { MemoryBudget } from '../../src/zfile/block-cache.ts';
 import { ZFileReader } from '../../src/zfile/reader.ts';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { openImage } from '../../src/image/open.ts';
-import { pushImage } from '../../src/remote/push.ts';
+import { pushImage } from '../../src/image/push.ts';
 import { decodeTrace } from '../../src/remote/trace.ts';
 import { DIGESTS, FIXTURES } from '../helpers/recipes.ts';
 import { deviceDigest } from '../helpers/layers.ts';

@@ -72,7 +72,7 @@ describe('nbd handshake', { timeout: 30_000 }, () => {
     }
     assert.equal(flags & TF.SEND_DF, 0, 'no DF without structured replies');
     const bs = byType.get(3)!;
-    assert.deepEqual([bs.readUInt32BE(2), bs.readUInt32BE(6), bs.readUInt32BE(10)], [512, 4096, 32 << 20]);
+    assert.deepEqual([bs.readUInt32BE(2), bs.readUInt32BE(6), bs.readUInt32BE(10)], [512, 4096, 64 << 20]);
     assert.equal(byType.get(1)!.toString('utf8', 2), 'disk', 'canonical name of the default export');
     assert.equal(byType.get(2)!.toString('utf8', 2), 'a RAM disk');
     const go = await c.option(OPT.GO, infoRequest('', [1, 2, 3]));

@@ -3,14 +3,19 @@
  * second export (a FUSE file, ublk) would drive them.
  */
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import { NoSpaceError, NotSupportedError, OutOfRangeError, ReadOnlyError } from '../../src/io/errors.ts';
-import { MemoryDevice } from '../../src/io/memory.ts';
+import { MemoryDevice, MemorySource } from '../../src/io/memory.ts';
+import { RawDevice } from '../../src/io/raw.ts';
+import { inRange } from '../../src/io/util.ts';
 import type { BlockDevice, Extent } from '../../src/io/types.ts';
 import { capabilitiesOf } from '../../src/ops/capabilities.ts';
 import { DeviceOps } from '../../src/ops/device-ops.ts';
 import { Stack } from '../../src/lsmt/stack.ts';
+import { WritableLayer } from '../../src/lsmt/writable.ts';
 import { buildLayer } from '../helpers/layers.ts';
+import { tempDir } from '../helpers/temp.ts';
 
 const MiB = 1 << 20;
 
@@ -108,5 +113,29 @@ describe('device operations', () => {
     const b = new Uint8Array(4096);
     await sealed.read(b, 0);
     assert.ok(b.every((x) => x === 3));
+  });
+
+  it('refuse the same bad ranges as the devices reached directly, with the one shared check', async (t) => {
+    const dir = await tempDir(t);
+    const layer = await buildLayer({ virtualSize: MiB }, [{ offset: 0, data: new Uint8Array(4096).fill(3) }]);
+    const stack = new Stack([layer]);
+    const upper = await WritableLayer.create(path.join(dir, 'rw.data'), path.join(dir, 'rw.index'), { virtualSize: MiB, lower: stack });
+    const devices: BlockDevice[] = [new MemoryDevice(MiB), stack, upper, new RawDevice(new MemorySource(new Uint8Array(MiB), 'raw'))];
+    const bad: Array<[number, number]> = [[-512, 512], [MiB - 5, 10], [Number.NaN, 512], [0.5, 512], [0, -1], [2 ** 53, 512]];
+    try {
+      for (const dev of devices) {
+        const ops = new DeviceOps(dev);
+        for (const [offset, length] of bad) {
+          assert.ok(ops.refusal('read', offset, length) instanceof OutOfRangeError, `ops refuses ${offset}+${length} of ${dev.name}`);
+          assert.equal(inRange(offset, length, dev.size), false);
+          await assert.rejects(dev.extents(offset, length), OutOfRangeError, `${dev.name} itself refuses extents ${offset}+${length}`);
+          if (length >= 0 && Number.isSafeInteger(length)) await assert.rejects(dev.read(new Uint8Array(length), offset), OutOfRangeError, `${dev.name} itself refuses a read at ${offset}+${length}`);
+        }
+        assert.equal(ops.refusal('read', MiB - 512, 512), undefined);
+      }
+    } finally {
+      await upper.close();
+      await stack.close();
+    }
   });
 });

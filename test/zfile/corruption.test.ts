@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { FIXTURES, zinput8m } from '../helpers/recipes.ts';
+import { ForwardingSource } from '../../src/io/forwarding.ts';
 import { MemorySource } from '../../src/io/memory.ts';
 import { ZFileReader } from '../../src/zfile/reader.ts';
 import { openTarEntry } from '../../src/zfile/tar.ts';
@@ -249,4 +250,26 @@ test('a bad block read through an evicting source is fetched again (up to 3 time
   const r = await ZFileReader.open(stuck);
   await assert.rejects(r.read(out, 5 * 4096), { name: 'ZFileChecksumError', message: /block 5: CRC mismatch/ });
   assert.equal(stuck.evictions, 3);
+});
+
+test('a zfile checks itself through a forwarding wrapper (checkIntegrity): CRCs where stored, else a decode of every block', async () => {
+  const probe = await openZ(ZSTD);
+  const { offset } = probe.blockRange(200);
+  await probe.close();
+  const clean = new ForwardingSource(await openZ(ZSTD));
+  const bad = new ForwardingSource(await openZ(flip(ZSTD, offset + 10, 0xff)));
+  const nocrc = new ForwardingSource(await openZ(NOCRC));
+  const plain = new ForwardingSource(new MemorySource(new Uint8Array(10), 'plain'));
+  try {
+    assert.deepEqual(await clean.checkIntegrity(), { ok: true, detail: `${probe.blockCount} blocks, ${probe.blockCount} CRCs checked` });
+    const found = await bad.checkIntegrity();
+    assert.equal(found?.ok, false);
+    assert.match(found!.detail, /^1 bad blocks: .*block 200: CRC mismatch/);
+    const decoded = await nocrc.checkIntegrity();
+    assert.equal(decoded?.ok, true);
+    assert.match(decoded!.detail, /, 0 CRCs checked, \d+ decoded$/);
+    assert.equal(await plain.checkIntegrity(), undefined, 'a source with nothing of its own to check says so');
+  } finally {
+    for (const s of [clean, bad, nocrc, plain]) await s.close();
+  }
 });

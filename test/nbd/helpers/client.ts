@@ -3,6 +3,7 @@
  * also send what a well-behaved client never would (bad magic, truncated frames, floods).
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { exportInfoRequest, metaContextRequest } from '../../../src/nbd/options.ts';
 
 export const NBDMAGIC = 0x4e42444d41474943n;
@@ -13,7 +14,7 @@ export const SIMPLE_MAGIC = 0x67446698;
 export const CHUNK_MAGIC = 0x668e33ef;
 
 export const OPT = { EXPORT_NAME: 1, ABORT: 2, LIST: 3, STARTTLS: 5, INFO: 6, GO: 7, STRUCTURED_REPLY: 8, LIST_META: 9, SET_META: 10 } as const;
-export const REP = { ACK: 1, SERVER: 2, INFO: 3, META_CONTEXT: 4, ERR_UNSUP: 2 ** 31 + 1, ERR_POLICY: 2 ** 31 + 2, ERR_INVALID: 2 ** 31 + 3, ERR_UNKNOWN: 2 ** 31 + 6, ERR_SHUTDOWN: 2 ** 31 + 7 } as const;
+export const REP = { ACK: 1, SERVER: 2, INFO: 3, META_CONTEXT: 4, ERR_UNSUP: 2 ** 31 + 1, ERR_POLICY: 2 ** 31 + 2, ERR_INVALID: 2 ** 31 + 3, ERR_TLS_REQD: 2 ** 31 + 5, ERR_UNKNOWN: 2 ** 31 + 6, ERR_SHUTDOWN: 2 ** 31 + 7 } as const;
 export const CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, CACHE: 5, WRITE_ZEROES: 6, BLOCK_STATUS: 7 } as const;
 export const CF = { FUA: 1, NO_HOLE: 2, DF: 4, REQ_ONE: 8, FAST_ZERO: 16 } as const;
 export const ERR = { EPERM: 1, EIO: 5, EINVAL: 22, ENOSPC: 28, EOVERFLOW: 75, ENOTSUP: 95, ESHUTDOWN: 108 } as const;
@@ -45,7 +46,8 @@ export interface Result {
 }
 
 export class RawClient {
-  readonly socket: net.Socket;
+  /** The plain socket, or the TLS socket after startTls. */
+  socket: net.Socket;
   #buf: Buffer = Buffer.alloc(0);
   #wait: (() => void) | undefined;
   #ended = false;
@@ -58,6 +60,10 @@ export class RawClient {
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
+    this.#attach(socket);
+  }
+
+  #attach(socket: net.Socket): void {
     socket.on('data', (d: Buffer) => {
       this.#buf = this.#buf.length ? Buffer.concat([this.#buf, d]) : d;
       this.#wake();
@@ -71,6 +77,31 @@ export class RawClient {
       this.#wake();
     });
     socket.on('error', () => {});
+  }
+
+  /**
+   * NBD_OPT_STARTTLS, then the client side of TLS over the same socket (`opts` as for
+   * tls.connect: pskCallback, ca, cert, key…). Resolves with the option's reply; TLS runs
+   * only when it was an ACK. Rejects when the TLS handshake fails.
+   */
+  async startTls(opts: tls.ConnectionOptions): Promise<OptionReply> {
+    this.sendOption(OPT.STARTTLS);
+    const r = await this.optionReply();
+    if (r.type !== REP.ACK) return r;
+    if (this.#buf.length) throw new Error('server sent bytes after the STARTTLS ACK');
+    const plain = this.socket;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('end');
+    plain.removeAllListeners('close');
+    const secure = tls.connect({ ...opts, socket: plain });
+    this.socket = secure;
+    this.#attach(secure);
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', reject);
+      secure.once('close', () => reject(new Error('closed during the TLS handshake')));
+    });
+    return r;
   }
 
   static connect(addr: Addr): Promise<RawClient> {
@@ -158,9 +189,11 @@ export class RawClient {
   }
 
   /** Greeting + fixed-newstyle flags + optional structured replies and contexts + GO. */
-  async handshake(opts: { name?: string; structured?: boolean; contexts?: string[]; infos?: number[] } = {}): Promise<void> {
-    await this.greeting();
-    this.sendClientFlags(1);
+  async handshake(opts: { name?: string; structured?: boolean; contexts?: string[]; infos?: number[]; skipGreeting?: boolean } = {}): Promise<void> {
+    if (!opts.skipGreeting) {
+      await this.greeting();
+      this.sendClientFlags(1);
+    }
     if (opts.structured || opts.contexts) {
       const r = await this.option(OPT.STRUCTURED_REPLY);
       if (r.at(-1)!.type !== REP.ACK) throw new Error('structured replies refused');

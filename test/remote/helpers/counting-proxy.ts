@@ -9,10 +9,20 @@ import { listenTracked } from './fault-proxy.ts';
 
 export interface BlobFetch {
   digest: string;
-  /** First byte asked for (0 without a Range header). */
-  start: number;
-  /** Body bytes delivered. */
+  /** The byte ranges asked for, [start, end) each (one GET may ask several: multipart answers). */
+  ranges: [number, number][];
+  /** Body bytes delivered (with a multipart answer's part headers). */
   bytes: number;
+}
+
+/** The ranges of a Range header (`bytes=a-b,c-d`); a whole blob of `size` when there is none. */
+function rangesOf(header: string | undefined, size: number): [number, number][] {
+  const m = /^bytes=(.+)$/.exec(header ?? '');
+  if (!m) return [[0, size]];
+  return m[1]!.split(',').map((r) => {
+    const [a, b] = r.trim().split('-');
+    return [Number(a), b ? Number(b) + 1 : size] as [number, number];
+  });
 }
 
 export interface CountingProxy {
@@ -36,11 +46,11 @@ export async function startCountingProxy(upstream: { host: string; port: number 
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
     const m = req.method === 'GET' ? /\/blobs\/(sha256:[0-9a-f]{64})/.exec(url) : null;
-    const range = /^bytes=(\d+)-/.exec(String(req.headers.range ?? ''));
     const up = http.request({ host: upstream.host, port: upstream.port, method: req.method, path: url, headers: req.headers, agent }, (ur) => {
       res.writeHead(ur.statusCode ?? 502, ur.headers);
       if (m && (ur.statusCode === 200 || ur.statusCode === 206)) {
-        const f: BlobFetch = { digest: m[1]!, start: range ? Number(range[1]) : 0, bytes: 0 };
+        const total = Number(/\/(\d+)$/.exec(String(ur.headers['content-range'] ?? ''))?.[1] ?? ur.headers['content-length'] ?? 0);
+        const f: BlobFetch = { digest: m[1]!, ranges: ur.statusCode === 200 ? [[0, total]] : rangesOf(req.headers.range, total), bytes: 0 };
         fetches.push(f);
         ur.on('data', (c: Buffer) => (f.bytes += c.length));
       }
@@ -56,14 +66,14 @@ export async function startCountingProxy(upstream: { host: string; port: number 
     fetches,
     blobBytes: () => fetches.reduce((n, f) => n + f.bytes, 0),
     refetchedBytes() {
-      const byDigest = new Map<string, BlobFetch[]>();
-      for (const f of fetches) byDigest.set(f.digest, [...(byDigest.get(f.digest) ?? []), f]);
+      const byDigest = new Map<string, [number, number][]>();
+      for (const f of fetches) byDigest.set(f.digest, [...(byDigest.get(f.digest) ?? []), ...f.ranges]);
       let again = 0;
       for (const list of byDigest.values()) {
         let end = 0;
-        for (const f of [...list].sort((a, b) => a.start - b.start)) {
-          again += Math.max(0, Math.min(end, f.start + f.bytes) - f.start);
-          end = Math.max(end, f.start + f.bytes);
+        for (const [a, b] of [...list].sort((x, y) => x[0] - y[0])) {
+          again += Math.max(0, Math.min(end, b) - a);
+          end = Math.max(end, b);
         }
       }
       return again;

@@ -1,16 +1,15 @@
 /**
  * One entry point for `obd serve` and friends: a config.v1.json path, an `oci:DIR[:tag]`
  * or a registry reference → the image's outer layer sources bottom → top (to be peeled
- * tar → zfile → LSMT and stacked by src/image), plus the upper and trace settings.
+ * tar → zfile → LSMT and stacked by open.ts), plus the upper and trace settings.
  */
-import { isFile } from '../io/file.ts';
 import type { ByteSource } from '../io/types.ts';
 import { openImageConfig, type DownloadConfig } from './config.ts';
-import { startBackgroundDownload } from './download.ts';
-import { openRemoteImage, type LazyOptions, type RemoteOptions } from './image.ts';
-import type { LazySource } from './lazy-source.ts';
+import { startBackgroundDownload } from '../remote/download.ts';
+import { openRemoteImage, type LazyOptions, type RemoteOptions } from '../remote/image.ts';
+import type { LazySource } from '../remote/lazy-source.ts';
 import { sharedBlobOf, type SharedBlob } from '../io/shared.ts';
-import { cacheEntryOf } from './cache.ts';
+import { locateImage } from './open.ts';
 
 export interface ImageSources {
   /** What was opened (the config path or the normalised reference). */
@@ -33,7 +32,7 @@ export interface ImageSources {
 }
 
 export async function openImageSources(spec: string, opts: RemoteOptions & LazyOptions = {}): Promise<ImageSources> {
-  return spec.endsWith('.json') && (await isFile(spec)) ? configSources(spec, opts) : referenceSources(spec, opts);
+  return (await locateImage([spec])).kind === 'config' ? configSources(spec, opts) : referenceSources(spec, opts);
 }
 
 /** The sources a config.v1.json names (local or remote lowers, its upper, trace and result file). */
@@ -57,7 +56,7 @@ export async function referenceSources(spec: string, opts: RemoteOptions & LazyO
       // A layer shared with another export is downloaded once, by whichever asked first.
       const shared = (lazy: LazySource) => sharedBlobOf(img.layers[img.blobs.indexOf(lazy)]!);
       const items = img.lazy
-        .filter((l) => cacheEntryOf(l.store) && !shared(l)?.downloading)
+        .filter((l) => l.store.disk && !shared(l)?.downloading)
         .map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.blobs.indexOf(lazy)]?.digest ?? String(i) }));
       for (const { lazy } of items) {
         const b = shared(lazy);

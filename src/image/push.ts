@@ -4,6 +4,9 @@
  * wrapped), gets the overlaybd annotations, and goes up with a config and a manifest.
  * Blobs the target already has are skipped (or mounted from sibling repositories), so
  * pushing one new snapshot onto an existing image uploads only that layer.
+ *
+ * This is image composition (what each layer becomes, decided by the probe lists, and the
+ * config and manifest naming them); src/remote only stores and transports the result.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
@@ -14,48 +17,16 @@ import { FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
+import { ConcatSource } from '../io/concat.ts';
 import { tarHeaderBlocks, tarTrailerSize } from '../zfile/tar.ts';
-import { probeOuter } from '../image/probe.ts';
+import { probeOuter } from './probe.ts';
 import { compressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
-import { RemoteNotFoundError } from './errors.ts';
-import { openRepository, resolveImage, type RemoteOptions } from './image.ts';
-import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, sha256Digest, type Descriptor, type ImageManifest } from './manifest.ts';
-import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from './reference.ts';
-import type { PutBlobResult, Repository } from './store.ts';
+import { RemoteNotFoundError } from '../remote/errors.ts';
+import { openRepository, resolveImage, type RemoteOptions } from '../remote/image.ts';
+import { Annotation, encodeJson, hostPlatform, MediaType, OVERLAYBD_VERSION, sha256Digest, type Descriptor, type ImageManifest } from '../remote/manifest.ts';
+import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type ImageReference } from '../remote/reference.ts';
+import type { PutBlobResult, Repository } from '../remote/store.ts';
 import { buildTree, publishEmptyConfig, publishReferrer, publishTree } from '../verity/publish.ts';
-
-/** Bytes of several sources one after another (e.g. tar header + zfile + tar trailer). */
-export class ConcatSource implements ByteSource {
-  readonly name: string;
-  readonly size: number;
-  readonly #parts: Array<{ at: number; src: ByteSource }> = [];
-  constructor(name: string, parts: ByteSource[]) {
-    this.name = name;
-    let at = 0;
-    for (const src of parts) {
-      this.#parts.push({ at, src });
-      at += src.size;
-    }
-    this.size = at;
-  }
-  async read(buf: Uint8Array, offset: number): Promise<number> {
-    const n = Math.max(0, Math.min(buf.length, this.size - offset));
-    let done = 0;
-    for (const p of this.#parts) {
-      if (done === n) break;
-      const pos = offset + done;
-      if (pos >= p.at + p.src.size || pos < p.at) continue;
-      const want = Math.min(n - done, p.at + p.src.size - pos);
-      const got = await p.src.read(buf.subarray(done, done + want), pos - p.at);
-      if (got !== want) return done + got;
-      done += want;
-    }
-    return done;
-  }
-  async close(): Promise<void> {
-    for (const p of this.#parts) await p.src.close();
-  }
-}
 
 /** sha256 digest of a whole source. */
 export async function digestSource(src: ByteSource, onProgress?: (done: number) => void): Promise<string> {
