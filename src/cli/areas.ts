@@ -10,6 +10,7 @@ export const AREAS: [commands: string[], load: () => Promise<Area>][] = [
   [['zfile'], () => import('./zfile.ts')],
   [['serve'], () => import('./nbd.ts')],
   [['mount', 'umount'], () => import('./mount.ts')],
+  [['snapshot', 'compact', 'resize'], () => import('./live.ts')],
   [['push', 'pull', 'copy', 'inspect'], () => import('./remote.ts')],
   [['verity', 'verify', 'cache'], () => import('./verity.ts')],
   [['demo'], () => import('./demo.ts')],

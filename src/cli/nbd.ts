@@ -12,6 +12,10 @@ import { onStopSignal } from './common.ts';
 import { argList, checkOutputs } from './outputs.ts';
 import { activatedSocket, addServiceOptions, SERVICE_HELP, serviceLog, writePidFile, type ServiceFlags, type ServiceLog } from './service.ts';
 import { addTlsOptions, clientUri, tlsPlan, TLS_EXAMPLES, type TlsFlags } from './nbd-tls.ts';
+import { readFile } from 'node:fs/promises';
+import { isFile } from '../io/file.ts';
+import type { LiveDisk } from '../live/disk.ts';
+import type { ControlAddress, ControlServer } from '../live/control.ts';
 
 import { addShareOptions, openSharing, SHARE_EXAMPLES, type ShareFlags } from './serve-share.ts';
 
@@ -28,6 +32,9 @@ interface ServeOptions extends RemoteFlags, CacheFlags, ServiceFlags, TlsFlags, 
   readOnly?: boolean;
   json?: boolean;
   verbose?: boolean;
+  control?: string;
+  controlToken?: string;
+  state?: string;
 }
 
 export function register(program: Command): void {
@@ -51,6 +58,9 @@ export function register(program: Command): void {
     .option('--download', 'download remote layers in the background; reads switch to the local copy once its digest checks')
     .addOption(new Option('--download-rate <MiB/s>', 'background download rate limit').argParser(Number).default(100))
     .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
+    .option('--control <socket|[host:]port>', 'serve the control API (snapshot, compact, resize, stats; docs/control-api.md) on this unix socket (mode 0600), or on loopback TCP with --control-token')
+    .option('--control-token <file>', 'file holding the bearer token the TCP control API requires')
+    .option('--state <file>', 'with --control: the config.v1.json recording the live stack (default: <upper data>.config.v1.json; for a config.v1.json image, that file); a restart with the same arguments serves what it records')
     .option('--json', 'report on stdout as JSON lines: ready (once listening), error, stopping, stopped')
     .option('-v, --verbose', 'log connections and errors on stderr');
   addShareOptions(addTlsOptions(addServiceOptions(addCacheOptions(addRemoteOptions(cmd)))), hostPort)
@@ -66,6 +76,8 @@ Examples:
   obd serve base.lsmt app.lsmt --writable --upper rw.data rw.index --socket /tmp/obd.sock
   obd serve oci:./images:v1 --socket /tmp/obd.sock
   obd serve localhost:5000/disks/vm1:v1 --cache-dir /var/cache/obd --writable --upper rw.data rw.index
+  obd serve base.lsmt --writable --upper rw.data rw.index --socket /tmp/vm.sock --control /tmp/vm.ctl
+  obd snapshot --control /tmp/vm.ctl --commit snap1.lsmt --push localhost:5000/disks/vm:snap1
 ${SHARE_EXAMPLES}${SERVICE_HELP}
 Over TLS (STARTTLS, as qemu-nbd and nbdkit):
 ${TLS_EXAMPLES}
@@ -124,11 +136,22 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
     download: opts.download ? { maxMBps: opts.downloadRate } : undefined,
     trace: opts.trace,
   };
-  const devices: BlockDevice[] = [];
+  const devices: { close(): Promise<void> }[] = [];
   const table = new Map<string, NbdExportOptions>();
   const mainName = named[0] ?? '';
+  const live = new Map<string, LiveDisk>();
+  if (opts.controlToken && !opts.control) throw new InvalidArgumentError('--control-token goes with --control');
+  if (opts.state && !opts.control) throw new InvalidArgumentError('--state goes with --control');
+  const token = opts.controlToken ? (await readFile(opts.controlToken, 'utf8')).trim() : undefined;
+  if (opts.controlToken && !token) throw new InvalidArgumentError(`${opts.controlToken}: the token file is empty`);
   try {
-    if (images.length > 0) {
+    if (images.length > 0 && opts.control && opts.writable && !opts.readOnly) {
+      const { LiveDisk } = await import('../live/disk.ts');
+      const disk = await openLive(LiveDisk, images, opts, imageOpts);
+      live.set(mainName, disk);
+      devices.push(disk);
+      table.set(mainName, { device: disk.device, readOnly: false, description: `live: ${path.basename(disk.recordPath)}` });
+    } else if (images.length > 0) {
       const upper = opts.upper ? { data: opts.upper[0]!, index: opts.upper[1]! } : undefined;
       const readOnly = Boolean(opts.readOnly) || !opts.writable;
       if (upper) await checkOutputs(argList([upper.data, upper.index], '--upper file'), argList(images, '<image>'), true);
@@ -165,9 +188,22 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   const addr: NbdAddress = opts.listen ?? { socket: opts.socket ?? path.join(os.tmpdir(), `obd-${process.pid}.sock`) };
   let metrics: { host: string; port: number } | undefined;
   let removePidFile: (() => Promise<void>) | undefined;
+  let control: ControlServer | undefined;
   try {
     await server.listen(activated !== undefined ? { fd: activated } : addr);
     if (opts.pidFile) removePidFile = await writePidFile(opts.pidFile);
+    if (opts.control) {
+      const { ControlServer } = await import('../live/control.ts');
+      control = new ControlServer({
+        disks: live,
+        exports: () => server.exports.map((e) => ({ name: e.name, size: e.size, readOnly: e.readOnly, layers: e.layers })),
+        connections: () => server.connectionCount,
+        token,
+        pushOptions: remoteOptions(opts),
+        onError: opts.verbose ? (e) => process.stderr.write(`obd: control ${e.method} ${e.path}: ${e.status} ${e.message}\n`) : undefined,
+      });
+      await control.listen(controlAddress(opts.control));
+    }
     metrics = await sharing.listen(() => server.connectionCount);
   } catch (e) {
     await server.close().catch(() => {});
@@ -188,18 +224,24 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
     const name = e.name === '' ? '(default)' : e.name;
     lines.push(`  ${name}  ${formatSize(e.size)}  ${e.layers} layer${e.layers === 1 ? '' : 's'}  ${e.readOnly ? 'read-only' : 'writable'}  ${e.uri}`);
   }
+  if (control) {
+    const c = control.address!;
+    lines.push(`obd: control API on ${'socket' in c ? c.socket : `http://${c.host}:${c.port}`} (obd snapshot --control …)`);
+  }
   if (metrics) lines.push(`obd: metrics at http://${metrics.host.includes(':') ? `[${metrics.host}]` : metrics.host}:${metrics.port}/metrics`);
   lines.push('obd: look at it with:', ...inspectCommands(exports[0]!.uri).map((c) => `  ${c}`));
   lines.push('obd: press Ctrl-C to stop');
   // Handlers first: a client may signal the moment it reads the ready line.
   const signals = onStopSignal('finishing running requests and closing');
   const pipeClosed = onOutputClosed();
+  const controlInfo = control ? { control: control.address } : {};
   if (log.format === 'text') process.stderr.write(lines.join('\n') + '\n');
-  else log.log('info', 'serving', { ...listening, activated: activated !== undefined, pid: process.pid, maxConnections: opts.maxConnections, tls: server.tlsMode, exports });
-  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, tls: server.tlsMode, exports, ...(metrics ? { metrics } : {}) }) + '\n');
+  else log.log('info', 'serving', { ...listening, activated: activated !== undefined, pid: process.pid, maxConnections: opts.maxConnections, tls: server.tlsMode, exports, ...controlInfo });
+  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, tls: server.tlsMode, exports, ...controlInfo, ...(metrics ? { metrics } : {}) }) + '\n');
   const signal = await Promise.race([signals.stopped, pipeClosed]);
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');
   try {
+    await control?.close();
     await server.close();
   } finally {
     await Promise.allSettled(devices.map((d) => d.close()));
@@ -209,6 +251,38 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   }
   if (log.format === 'json') log.log('info', 'stopped', { signal });
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopped' }) + '\n');
+}
+
+/** `--control`: a socket path, or `PORT` / `HOST:PORT` for loopback TCP. */
+function controlAddress(text: string): ControlAddress {
+  if (/^(?:(?:\[[^\]]+\]|[^:/]*):)?\d+$/.test(text)) return hostPort(text);
+  return { socket: text };
+}
+
+/**
+ * Opens the main export as a live disk: from its record (--state, or the config.v1.json
+ * image itself) when there is one, else from the layer files and --upper, recording them.
+ */
+async function openLive(Live: typeof LiveDisk, images: string[], opts: ServeOptions, imageOpts: ImageOptions): Promise<LiveDisk> {
+  const isConfig = images.length === 1 && images[0]!.endsWith('.json');
+  if (isConfig) {
+    if (opts.state && path.resolve(opts.state) !== path.resolve(images[0]!)) throw new InvalidArgumentError('a config.v1.json image is its own record: leave out --state');
+    return Live.open({ record: images[0]!, imageOptions: imageOpts });
+  }
+  if (!opts.upper) throw new InvalidArgumentError('--control on layer files needs --upper DATA INDEX (the writable layer snapshots seal)');
+  for (const a of images) {
+    if (!(await isFile(a))) throw new InvalidArgumentError(`${a}: --control serves layer files or a config.v1.json (not a registry reference: obd pull it first)`);
+  }
+  const record = opts.state ?? `${opts.upper[0]}.config.v1.json`;
+  await checkOutputs(argList([opts.upper[0]!, opts.upper[1]!], '--upper file'), argList(images, '<image>'), true);
+  if (await isFile(record)) {
+    const { readRecord } = await import('../live/record.ts');
+    const r = await readRecord(record);
+    const given = images.map((i) => path.resolve(i));
+    const recorded = r.lowers.slice(0, given.length).map((l) => ('file' in l ? l.file : undefined));
+    if (given.some((g, i) => g !== recorded[i])) warn(`${record}: serving the stack it records, whose bottom layers are not the ${given.length} given`);
+  }
+  return Live.open({ record, initial: { layers: images, upper: { data: opts.upper[0]!, index: opts.upper[1]! } }, imageOptions: imageOpts });
 }
 
 /**

@@ -139,7 +139,11 @@ export function parseImageConfig(text: string, name: string): ImageConfigV1 {
  */
 export async function openImageConfig(file: string, opts: RemoteOptions & LazyOptions = {}): Promise<OpenedImageConfig> {
   const abs = path.resolve(file);
-  const config = parseImageConfig(await readFile(abs, 'utf8'), abs);
+  return openParsedImageConfig(abs, parseImageConfig(await readFile(abs, 'utf8'), abs), opts);
+}
+
+/** As openImageConfig, for a config already parsed (`abs`: where it lives, for relative paths). */
+export async function openParsedImageConfig(abs: string, config: ImageConfigV1, opts: RemoteOptions & LazyOptions = {}): Promise<OpenedImageConfig> {
   const base = path.dirname(abs);
   const at = (p: string) => path.resolve(base, p);
   const lowers = [...config.lowers];

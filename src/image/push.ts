@@ -79,6 +79,11 @@ export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWri
 export interface PushOptions extends RemoteOptions {
   /** Put the layers on top of the image already at the reference (if there is one). */
   append?: boolean;
+  /**
+   * Put the layers on top of the image at this other tag or digest of the same repository
+   * (e.g. the previous snapshot's), so only the new layers are prepared and uploaded.
+   */
+  base?: string;
   /** Repositories of the same registry to mount existing blobs from. */
   mountFrom?: string[];
   /** Value of the blob-fs-type annotation (e.g. ext4), when known. */
@@ -132,7 +137,11 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
     await mkdir(tmp, { mode: 0o700 });
     const repo = opened.repo;
     const base: Descriptor[] = [];
-    if (opts.append) {
+    if (opts.base !== undefined) {
+      const b = await resolveReference(opts.base);
+      if (!sameRepository(b, r)) throw new InvalidArgumentError(`base ${opts.base} is not in the repository of ${formatReference(r)}`);
+      base.push(...(await resolveImage(repo, referenceTarget(b), opts.platform)).manifest.layers);
+    } else if (opts.append) {
       try {
         base.push(...(await resolveImage(repo, referenceTarget(r), opts.platform)).manifest.layers);
       } catch (e) {
@@ -178,6 +187,13 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
     await rm(tmp, { recursive: true, force: true });
     await opened.close();
   }
+}
+
+/** Whether two references name the same repository (registry host + name, or layout path). */
+export function sameRepository(a: ImageReference, b: ImageReference): boolean {
+  if (a.kind !== b.kind) return false;
+  if (a.kind === 'registry' && b.kind === 'registry') return a.registry === b.registry && a.repository === b.repository;
+  return a.kind !== 'registry' && b.kind !== 'registry' && path.resolve(a.path) === path.resolve(b.path);
 }
 
 /**

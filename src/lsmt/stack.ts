@@ -23,6 +23,8 @@ export interface StackOptions {
   ownsSources?: boolean;
   /** Runs after the sources are closed: releases what the opener attached (downloads, caches). */
   onClose?: () => Promise<void>;
+  /** The layers' merged index when the caller has it already (e.g. built incrementally); it must equal mergeIndexes of their tables. */
+  index?: MappingTable;
 }
 
 export class Stack implements BlockDevice {
@@ -48,7 +50,7 @@ export class Stack implements BlockDevice {
     this.#onClose = opts.onClose;
     this.name = opts.name ?? (layers.length === 1 ? layers[0]!.source.name : `stack of ${layers.length} layers (top ${layers.at(-1)!.source.name})`);
     this.size = checkStackSize(layers);
-    this.index = mergeIndexes(layers.map((l) => l.index));
+    this.index = opts.index ?? mergeIndexes(layers.map((l) => l.index));
     this.lookup = new IndexLookup(this.index);
   }
 

@@ -61,6 +61,7 @@ export class ExportTable {
       const opts: NbdExportOptions = 'device' in value ? value : { device: value };
       const dev = opts.device;
       const ops = new DeviceOps(dev, { readOnly: opts.readOnly });
+      // Size read at each use: a live disk may grow, and later connections see the new size.
       this.#byName.set(name, {
         name,
         device: dev,
@@ -68,8 +69,12 @@ export class ExportTable {
         description: opts.description ?? '',
         readOnly: ops.readOnly,
         tlsOnly: Boolean(opts.tlsOnly),
-        size: dev.size,
-        minBlock: dev.size % MIN_BLOCK === 0 ? MIN_BLOCK : 1,
+        get size() {
+          return dev.size;
+        },
+        get minBlock() {
+          return dev.size % MIN_BLOCK === 0 ? MIN_BLOCK : 1;
+        },
       });
     }
     if (defaultExport !== undefined && !this.#byName.has(defaultExport)) {

@@ -35,13 +35,16 @@ export class DeviceOps {
   readonly capabilities: DeviceCapabilities;
   /** Writes, trims and zeroing are refused (the device cannot, or the export was asked not to). */
   readonly readOnly: boolean;
-  readonly size: number;
 
   constructor(device: BlockDevice, opts: { readOnly?: boolean } = {}) {
     this.device = device;
     this.capabilities = capabilitiesOf(device);
     this.readOnly = Boolean(opts.readOnly) || !this.capabilities.writable;
-    this.size = device.size;
+  }
+
+  /** The device's size now: a live disk may grow while it is served. */
+  get size(): number {
+    return this.device.size;
   }
 
   /** Whether write-zeroes with these flags can be done fast (by trimming). */

@@ -25,6 +25,7 @@ const ENTRIES: readonly Entry[] = [
   { name: 'trace', about: 'prefetch trace files (decodeTrace, then replayTrace over two layers)', load: async () => (await import('./remote-state.ts')).traceTarget },
   { name: 'cache', about: 'blob-cache entries: metadata (bitmap, unit CRCs) and data files (BlobCache reopened → lazy reads)', load: async () => (await import('./remote-state.ts')).cacheTarget },
   { name: 'nbd', about: 'the NBD server: handshake options and transmission requests (mutated client streams, then a witness client)', load: async () => (await import('./nbd.ts')).nbdTarget },
+  { name: 'control', about: 'the control API of obd serve --control: raw HTTP requests (methods, paths, headers, JSON bodies), then a witness request and reads', load: async () => (await import('./control.ts')).controlTarget },
   { name: 'selftest', about: 'fails on purpose in every way (checks the harness itself)', hidden: true, load: async () => (await import('./selftest.ts')).selftestTarget },
 ];
 

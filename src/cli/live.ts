@@ -1,0 +1,102 @@
+/**
+ * `obd snapshot`, `obd compact --control`, `obd resize --control`: clients of a running
+ * `obd serve --control` (docs/control-api.md). Each sends one request, prints the result
+ * (human or --json) and exits non-zero when the server refuses or fails it.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { formatSize } from '../io/util.ts';
+import { controlRequest, type ControlTarget } from '../live/client.ts';
+import { output, sizeArg } from './common.ts';
+
+interface ControlFlags {
+  control?: string;
+  controlToken?: string;
+  export?: string;
+  json?: boolean;
+}
+
+function addControlOptions(cmd: Command): Command {
+  return cmd
+    .option('--control <socket|url>', 'the control API of obd serve: its unix socket, or http://127.0.0.1:PORT')
+    .option('--control-token <file>', 'file holding the bearer token (TCP control API)')
+    .option('--export <name>', 'the live export (default: the only one)')
+    .option('--json', 'print the result as JSON');
+}
+
+async function target(o: ControlFlags): Promise<ControlTarget> {
+  if (!o.control) throw new InvalidArgumentError('--control SOCKET is required (the --control of obd serve)');
+  const token = o.controlToken ? (await readFile(o.controlToken, 'utf8')).trim() : undefined;
+  return { address: o.control, token };
+}
+
+const ms = (v: unknown) => `${Number(v).toFixed(1)} ms`;
+
+export function register(program: Command): void {
+  addControlOptions(
+    program
+      .command('snapshot')
+      .description('take a live snapshot of a disk served by obd serve --control: seal the upper, optionally commit and push it, while clients stay connected')
+      .option('--commit <file>', 'commit the sealed layer into this file (atomic; refused if it exists)')
+      .addOption(new Option('-z, --compress <algorithm>', 'compress the committed layer into a ZFile').choices(['lz4', 'zstd']))
+      .option('--push <ref>', 'push the image (lowers + the new layer) to this reference; layers already there are not uploaded')
+      .option('-m, --tag <text>', 'user tag of the committed layer'),
+  )
+    .addHelpText(
+      'after',
+      `
+Examples:
+  obd serve base.lsmt --writable --upper rw.data rw.index --socket /tmp/vm.sock --control /tmp/vm.ctl
+  obd snapshot --control /tmp/vm.ctl                                  # seal only (fast)
+  obd snapshot --control /tmp/vm.ctl --commit snap1.lsmt -z lz4        # + commit
+  obd snapshot --control /tmp/vm.ctl --push localhost:5000/disks/vm:snap1
+`,
+    )
+    .action(async (o: ControlFlags & { commit?: string; compress?: string; push?: string; tag?: string }) => {
+      const t = await target(o);
+      const body: Record<string, unknown> = {};
+      if (o.export !== undefined) body.export = o.export;
+      if (o.commit) body.commit = path.resolve(o.commit);
+      if (o.compress) body.compress = o.compress;
+      if (o.push) body.push = o.push;
+      if (o.tag) body.tag = o.tag;
+      const r = await controlRequest(t, 'POST', '/v1/snapshot', body);
+      output(o.json, r, () => {
+        const layer = r.layer as { uuid: string; data: string; file?: string };
+        const upper = r.upper as { uuid: string; data: string };
+        const lines = [`snapshot: sealed layer ${layer.uuid} (writes held ${ms(r.pauseMs)})`, `  new upper ${upper.uuid}: ${upper.data}`];
+        const c = r.commit as { file: string; bytes: number; ms: number } | undefined;
+        if (c) lines.push(`  committed ${c.file} (${formatSize(c.bytes)}, ${ms(c.ms)})`);
+        const p = r.push as { reference: string; digest: string; uploaded: number; layersUploaded: number; ms: number } | undefined;
+        if (p) lines.push(`  pushed ${p.reference}@${p.digest}: ${p.layersUploaded} layer(s), ${formatSize(p.uploaded)} uploaded (${ms(p.ms)})`);
+        lines.push(`  recorded in ${r.record}`);
+        return lines.join('\n');
+      });
+    });
+
+  addControlOptions(
+    program.command('compact').description('compact the writable upper of a live disk (obd serve --control): rewrite its live extents into new files while I/O goes on'),
+  )
+    .addHelpText('after', '\nExample:\n  obd compact --control /tmp/vm.ctl\n')
+    .action(async (o: ControlFlags) => {
+      const r = await controlRequest(await target(o), 'POST', '/v1/compact', o.export !== undefined ? { export: o.export } : {});
+      output(o.json, r, () => `compact: ${formatSize(Number(r.dataBytesBefore))} → ${formatSize(Number(r.dataBytesAfter))} (${formatSize(Number(r.reclaimed))} reclaimed)`);
+    });
+
+  addControlOptions(
+    program
+      .command('resize')
+      .description('change the virtual size of a live disk (obd serve --control); clients connected before keep seeing the old size')
+      .requiredOption('--size <size>', 'new virtual size (K/M/G/T suffixes), a multiple of 512', sizeArg)
+      .option('--shrink', 'allow a smaller size (refused if anything is mapped past the new end)'),
+  )
+    .addHelpText('after', '\nExample:\n  obd resize --control /tmp/vm.ctl --size 20G\n')
+    .action(async (o: ControlFlags & { size: number; shrink?: boolean }) => {
+      const body: Record<string, unknown> = { size: o.size };
+      if (o.export !== undefined) body.export = o.export;
+      if (o.shrink) body.shrink = true;
+      const r = await controlRequest(await target(o), 'POST', '/v1/resize', body);
+      output(o.json, r, () => `resize: ${formatSize(Number(r.before))} → ${formatSize(Number(r.after))} (new connections see the new size)`);
+    });
+}
