@@ -126,7 +126,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
 
   const { openImage } = await import('../image/open.ts');
   // One pool for every export: a layer several of them stack is opened once.
-  const sharing = await openSharing(opts);
+  const sharing = await openSharing(opts, Boolean(opts.control));
   const imageOpts: ImageOptions = {
     ...remoteOptions(opts),
     ...cacheOptions(opts),
@@ -140,6 +140,8 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   const table = new Map<string, NbdExportOptions>();
   const mainName = named[0] ?? '';
   const live = new Map<string, LiveDisk>();
+  /** The exports opened at start (live disks aside), by name. */
+  const started = new Map<string, BlockDevice>();
   if (opts.controlToken && !opts.control) throw new InvalidArgumentError('--control-token goes with --control');
   if (opts.state && !opts.control) throw new InvalidArgumentError('--state goes with --control');
   const token = opts.controlToken ? (await readFile(opts.controlToken, 'utf8')).trim() : undefined;
@@ -157,6 +159,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
       if (upper) await checkOutputs(argList([upper.data, upper.index], '--upper file'), argList(images, '<image>'), true);
       const dev = await withChainHint(() => openImage(images, { ...imageOpts, upper, readOnly }));
       devices.push(dev);
+      started.set(mainName, dev);
       if (!readOnly && !dev.writable) {
         throw new InvalidArgumentError(`--writable: ${dev.name} has no writable layer to record writes in; --upper DATA INDEX is missing`);
       }
@@ -170,6 +173,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
       if (table.has(name)) throw new InvalidArgumentError(`export "${name}" is given twice`);
       const dev = await withChainHint(() => openImage(files, { ...imageOpts, readOnly: true, trace: undefined }));
       devices.push(dev);
+      started.set(name, dev);
       table.set(name, { device: sharing.serve(name, dev), readOnly: true, description: files.map((p) => path.basename(p)).join(' + ') });
     }
   } catch (e) {
@@ -193,8 +197,18 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
     await server.listen(activated !== undefined ? { fd: activated } : addr);
     if (opts.pidFile) removePidFile = await writePidFile(opts.pidFile);
     if (opts.control) {
-      const { ControlServer } = await import('../live/control.ts');
+      const [{ ControlServer }, { ServedExports }] = await Promise.all([import('../live/control.ts'), import('../image/served.ts')]);
+      // Exports added and removed through the control API; those the server started with can be removed too.
+      const served = new ServedExports(server, { ...imageOpts, pool: sharing.imageOptions.pool, trace: undefined }, { wrap: sharing.serve, forget: sharing.forget });
+      for (const [name, dev] of started) {
+        served.adopt(name, dev);
+        devices.splice(devices.indexOf(dev), 1);
+      }
+      devices.push(served);
       control = new ControlServer({
+        attach: (name, image, o) => served.attach(name, image, o),
+        detach: (name) => served.detach(name),
+        metrics: sharing.metricsText,
         disks: live,
         exports: () => server.exports.map((e) => ({ name: e.name, size: e.size, readOnly: e.readOnly, layers: e.layers })),
         connections: () => server.connectionCount,
