@@ -7,6 +7,7 @@ export type Area = { register(program: Command): void };
 export const AREAS: [commands: string[], load: () => Promise<Area>][] = [
   [['info', 'export', 'map'], () => import('./layers.ts')],
   [['create', 'commit', 'merge', 'import', 'rw-info'], () => import('./snapshots.ts')],
+  [['diff'], () => import('./maintenance.ts')],
   [['zfile'], () => import('./zfile.ts')],
   [['serve'], () => import('./nbd.ts')],
   [['mount', 'umount'], () => import('./mount.ts')],

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';
 import type { BlockDevice } from '../io/types.ts';
-import { NbdServer, type NbdAddress, type NbdEvent, type NbdExportOptions } from '../nbd/index.ts';
+import type { NbdAddress, NbdEvent, NbdExportOptions } from '../nbd/index.ts';
 import type { ImageOptions } from '../image/open.ts';
 import { addCacheOptions, addRemoteOptions, cacheOptions, remoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, warn, withChainHint } from './chain.ts';
@@ -124,7 +124,9 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   if ((opts.writable || opts.upper) && images.length === 0) throw new InvalidArgumentError('--writable/--upper apply to the main export: give its image');
   const tlsp = await tlsPlan(opts, opts.listen, Boolean(opts.writable) && !opts.readOnly);
 
+  // Loaded here, not at the top, so registering the command (for `obd --help`) is cheap.
   const { openImage } = await import('../image/open.ts');
+  const { NbdServer } = await import('../nbd/index.ts');
   // One pool for every export: a layer several of them stack is opened once.
   const sharing = await openSharing(opts, Boolean(opts.control));
   const imageOpts: ImageOptions = {

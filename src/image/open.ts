@@ -11,7 +11,6 @@ import { FileSource, isFile } from '../io/file.ts';
 import type { BlockDevice, ByteSource } from '../io/types.ts';
 import type { SealedLayer } from '../lsmt/sealed.ts';
 import { Stack, type StackOptions } from '../lsmt/stack.ts';
-import { WritableLayer } from '../lsmt/writable.ts';
 import type { DownloadConfig } from './config.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
 import { parseReference, resolveReference, transportOf, TRANSPORTS } from '../remote/reference.ts';
@@ -274,6 +273,8 @@ async function withUpper(stack: Stack, upper: ImageSources['upper'], opts: Image
   if (!upper) return stack;
   const readOnly = opts.readOnly;
   try {
+    // Imported only for an upper layer: read-only stacks load no writable-layer code.
+    const { WritableLayer } = await import('../lsmt/writable.ts');
     const [hasData, hasIndex] = await Promise.all([isFile(upper.data), isFile(upper.index)]);
     if (hasData !== hasIndex) {
       throw new ChainError(`writable layer: ${hasData ? upper.data : upper.index} exists but ${hasData ? upper.index : upper.data} does not`);

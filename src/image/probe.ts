@@ -13,7 +13,6 @@ import { openSealedLayer, type SealedLayer } from '../lsmt/sealed.ts';
 import { RecompressedLayerError, sniffStreamCompression } from '../remote/recompressed.ts';
 import { FLAG_HEADER, hasZFileMagic } from '../zfile/format.ts';
 import type { MemoryBudget } from '../zfile/block-cache.ts';
-import { ZFileReader } from '../zfile/reader.ts';
 import { isTarHeader, openTarEntry } from '../zfile/tar.ts';
 
 /** Bytes every probe may look at (a tar header, a zfile or LSMT header all fit). */
@@ -50,7 +49,8 @@ export const WRAPPERS: readonly Wrapper[] = [
   {
     name: 'zfile',
     probe: (head) => head.length >= 40 && hasZFileMagic(head) && (head[32]! & FLAG_HEADER) !== 0,
-    open: (src, opts) => ZFileReader.open(src, { budget: opts?.memory }),
+    // Imported when a zfile is found: opening a plain LSMT layer (obd info, commit) loads no codec code.
+    open: async (src, opts) => (await import('../zfile/reader.ts')).ZFileReader.open(src, { budget: opts?.memory }),
   },
 ];
 

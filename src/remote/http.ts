@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { isRetryable, NetworkError, ProtocolError, RemoteError, TimeoutError } from './errors.ts';
 import { makeAgent, ProxyRoutes, type AgentOptions } from './proxy.ts';
+import { DEFAULT_IDLE_TIMEOUT_MS } from './defaults.ts';
 
 // Taken as CommonJS: an ESM import of node:http evaluates every export of its facade,
 // and the WebSocket getter among them loads undici (~25-45 ms of start-up, for nothing).
@@ -69,7 +70,7 @@ export interface HttpResponse {
   readonly abortReason: Error | undefined;
 }
 
-export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+export { DEFAULT_IDLE_TIMEOUT_MS };
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_MIN_BYTES_PER_SEC = 1024;
 

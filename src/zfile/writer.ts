@@ -11,7 +11,7 @@ import { ClosedError, InvalidArgumentError, ShortReadError } from '../io/errors.
 import { ahead } from '../io/util.ts';
 import { createCodec, type BlockCodec } from './codec.ts';
 import { compressBlocks, outputCapacity, type BlockParams } from './compress-blocks.ts';
-import { CompressPool, type Batch } from './compress-pool.ts';
+import type { Batch, CompressPool } from './compress-pool.ts';
 import {
   algorithmCode,
   HEADER_FLAGS,
@@ -83,6 +83,16 @@ export function validateWriterOptions(opts: ZFileWriterOptions): Required<Omit<Z
   return { algorithm, blockSize, level, crc: opts.crc ?? true, tar: opts.tar ?? false, overwriteHeader: opts.overwriteHeader ?? false, threads };
 }
 
+/**
+ * The shared pool for `threads` > 1, imported only then: single-threaded compression and every
+ * decompression (which lives here too) load no worker code.
+ */
+async function poolFor(threads: number): Promise<CompressPool | undefined> {
+  if (threads <= 1) return undefined;
+  const { CompressPool } = await import('./compress-pool.ts');
+  return CompressPool.shared(threads);
+}
+
 export class ZFileWriter implements ByteSink {
   readonly name: string;
   readonly #sink: PatchableSink;
@@ -91,7 +101,8 @@ export class ZFileWriter implements ByteSink {
   readonly #overwrite: boolean;
   readonly #base: number;
   readonly #batchBytes: number;
-  readonly #codec: BlockCodec | undefined;
+  /** This thread's codec: all the work with one thread, the batches no worker is ready for with more. */
+  #codec: BlockCodec | undefined;
   readonly #pool: CompressPool | undefined;
   readonly #maxInFlight: number;
   /** Batches handed to the pool, oldest first. */
@@ -108,7 +119,7 @@ export class ZFileWriter implements ByteSink {
   #state: 'open' | 'closed' | 'failed' = 'open';
   #failure: unknown;
 
-  private constructor(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>) {
+  private constructor(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>, pool: CompressPool | undefined) {
     this.#sink = sink;
     this.name = `zfile(${sink.name})`;
     this.#params = { algo: algorithmCode(o.algorithm), level: o.level, blockSize: o.blockSize, crc: o.crc };
@@ -116,8 +127,8 @@ export class ZFileWriter implements ByteSink {
     this.#overwrite = o.overwriteHeader;
     this.#base = o.tar ? TAR_PAYLOAD_OFFSET : 0;
     this.#batchBytes = Math.max(o.blockSize, BATCH_BYTES - (BATCH_BYTES % o.blockSize));
-    if (o.threads > 1) this.#pool = CompressPool.shared(o.threads);
-    else this.#codec = createCodec(this.#params.algo, this.#params.level);
+    this.#pool = pool;
+    if (!pool) this.#codec = createCodec(this.#params.algo, this.#params.level);
     this.#maxInFlight = 2 * o.threads;
     this.#batch = this.#newBatch();
   }
@@ -125,8 +136,9 @@ export class ZFileWriter implements ByteSink {
   /** Creates (or truncates) `path` and returns a writer into it. */
   static async create(path: string, opts: ZFileWriterOptions = {}): Promise<ZFileWriter> {
     const o = validateWriterOptions(opts);
+    const pool = await poolFor(o.threads);
     const sink = await FileSink.create(path);
-    return ZFileWriter.#start(sink, o);
+    return ZFileWriter.#start(sink, o, pool);
   }
 
   /**
@@ -146,11 +158,11 @@ export class ZFileWriter implements ByteSink {
     if ((o.tar || o.overwriteHeader) && !sink.writeAt) {
       throw new InvalidArgumentError(`${sink.name}: tar wrapping and header overwrite need a sink that can patch written bytes`);
     }
-    return ZFileWriter.#start(sink, o);
+    return ZFileWriter.#start(sink, o, await poolFor(o.threads));
   }
 
-  static async #start(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>): Promise<ZFileWriter> {
-    const w = new ZFileWriter(sink, o);
+  static async #start(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>, pool: CompressPool | undefined): Promise<ZFileWriter> {
+    const w = new ZFileWriter(sink, o, pool);
     try {
       if (o.tar) await sink.write(new Uint8Array(TAR_PAYLOAD_OFFSET));
       await sink.write(serializeHeader(w.#header(HEADER_FLAGS, 0, 0)));
@@ -227,17 +239,29 @@ export class ZFileWriter implements ByteSink {
   async #submit(): Promise<void> {
     const b = this.#batch;
     if (this.#pool) {
-      this.#inFlight.push(this.#pool.compress(this.#params, b));
+      // Workers take ~80 ms to start, as long as compressing ~100 MiB of LZ4: until one is
+      // ready (or while all are busy), this thread compresses the batch itself. The batches
+      // are written in submission order either way, so the output does not change.
+      if (this.#pool.available()) this.#inFlight.push(this.#pool.compress(this.#params, b));
+      else {
+        this.#compressHere(b);
+        this.#inFlight.push(Promise.resolve(b));
+      }
       this.#batch = this.#spare.pop() ?? this.#newBatch();
       while (this.#inFlight.length >= this.#maxInFlight) await this.#emit(await this.#inFlight.shift()!);
     } else {
-      b.size = compressBlocks(this.#codec!, this.#params, b.input.subarray(0, b.inputLength), b.output, b.lengths);
+      this.#compressHere(b);
       await this.#writing;
       this.#writing = this.#emit(b);
       // Observed at once; the failure surfaces at the next await of #writing.
       this.#writing.catch(() => {});
       this.#batch = this.#spare.pop() ?? this.#newBatch();
     }
+  }
+
+  #compressHere(b: Batch): void {
+    this.#codec ??= createCodec(this.#params.algo, this.#params.level);
+    b.size = compressBlocks(this.#codec, this.#params, b.input.subarray(0, b.inputLength), b.output, b.lengths);
   }
 
   /** Appends a compressed batch to the output and records its block lengths. */
