@@ -12,6 +12,7 @@ export const AREAS: [commands: string[], load: () => Promise<Area>][] = [
   [['serve'], () => import('./nbd.ts')],
   [['mount', 'umount'], () => import('./mount.ts')],
   [['snapshot', 'compact', 'resize'], () => import('./live.ts')],
+  [['attach', 'detach'], () => import('./attach.ts')],
   [['push', 'pull', 'copy', 'inspect'], () => import('./remote.ts')],
   [['verity', 'verify', 'cache'], () => import('./verity.ts')],
   [['demo'], () => import('./demo.ts')],

@@ -317,6 +317,8 @@ export interface RetryOptions {
   retries?: number;
   /** First backoff in milliseconds, doubled per attempt (default 200). */
   retryBaseMs?: number;
+  /** Told of each retry (metrics). */
+  onRetry?: () => void;
 }
 
 const MAX_BACKOFF_MS = 5000;
@@ -330,6 +332,7 @@ export async function withRetries<T>(fn: () => Promise<T>, opts: RetryOptions = 
       return await fn();
     } catch (e) {
       if (!isRetryable(e) || attempt >= retries) throw e;
+      opts.onRetry?.();
       await sleep(Math.min(MAX_BACKOFF_MS, base * 2 ** attempt) * (0.5 + Math.random()));
     }
   }
