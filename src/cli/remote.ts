@@ -199,7 +199,7 @@ export function register(program: Command): void {
     await refuseCopyTarget(ref, dir, o.force, '<ref>');
     const b = progressBar('pull', !o.json);
     try {
-      const { copyImage, pullImage } = await import('../remote/pull.ts');
+      const [{ copyImage }, { pullImage }] = await Promise.all([import('../remote/pull.ts'), import('../image/pull.ts')]);
       if (dir.startsWith('oci:') || dir.startsWith('oci-archive:')) {
         const r = await copyImage(ref, dir, { ...remoteOptions(o), onProgress: b.onProgress });
         b.stop();
