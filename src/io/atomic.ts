@@ -66,6 +66,11 @@ export async function syncPath(file: string): Promise<void> {
   }
 }
 
+/** fsyncs the directories holding `files`, each once, so their new or renamed entries are durable. */
+export async function syncDirsOf(files: readonly string[]): Promise<void> {
+  for (const dir of new Set(files.map((f) => path.dirname(path.resolve(f))))) await syncPath(dir);
+}
+
 /** Makes a complete temp the final file: fsync, rename over `final`, fsync the directory. */
 export async function commitTemp(tmp: string, final: string): Promise<void> {
   await syncPath(tmp);

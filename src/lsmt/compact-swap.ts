@@ -12,8 +12,8 @@
  * are done (roll forward) and the marker removed; without it, leftover `.compact` files are
  * an unfinished compaction and are deleted (the old pair is whole).
  */
-import { open, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
-import path from 'node:path';
+import { open, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { syncDirsOf } from '../io/atomic.ts';
 import { wrapWriteError } from './io-errors.ts';
 
 export interface SwapPaths {
@@ -38,21 +38,6 @@ async function exists(p: string): Promise<boolean> {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw e;
-  }
-}
-
-/** fsyncs the directories holding `files` (ignored where a filesystem cannot). */
-export async function syncDirsOf(files: readonly string[]): Promise<void> {
-  for (const dir of new Set(files.map((f) => path.dirname(path.resolve(f))))) {
-    let fh: FileHandle | undefined;
-    try {
-      fh = await open(dir, 'r');
-      await fh.sync();
-    } catch {
-      // Some filesystems cannot sync a directory; renames there are still atomic.
-    } finally {
-      await fh?.close();
-    }
   }
 }
 

@@ -6,6 +6,7 @@
  */
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { syncDirsOf } from '../io/atomic.ts';
 import { ChainError, FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { wrapFsError } from '../io/file.ts';
 import { WriterLock, assertUnlocked, lockHolder } from '../io/lock.ts';
@@ -134,7 +135,7 @@ export class WritableFiles {
       else await writeFull(index, encodeHeaderTrailer(indexHeader), 0);
       await data.datasync();
       await index.datasync();
-      await syncDirs([dataPath, indexPath]);
+      await syncDirsOf([dataPath, indexPath]);
     } catch (e) {
       await Promise.allSettled([data.close(), index.close()]);
       await removeQuietly(dataPath);
@@ -290,17 +291,3 @@ async function removeQuietly(p: string): Promise<void> {
   await rm(p, { force: true }).catch(() => {});
 }
 
-/** Makes the new directory entries durable (a crash right after create keeps the files). */
-async function syncDirs(files: string[]): Promise<void> {
-  for (const dir of new Set(files.map((f) => path.dirname(path.resolve(f))))) {
-    let fh: FileHandle | undefined;
-    try {
-      fh = await open(dir, 'r');
-      await fh.sync();
-    } catch {
-      // Some filesystems cannot sync a directory; the files themselves are synced.
-    } finally {
-      await fh?.close();
-    }
-  }
-}
