@@ -6,7 +6,14 @@
  * ratios, so load from other processes on the machine hits both alike. Without the reference
  * tools the rows say so and quote no figure.
  *
- *   node bench/reference.ts [--runs N] [--size-mib N]      (writes bench/results/reference.md)
+ * With --pin, single-threaded contenders run pinned to one CPU (`taskset -c 0`, both sides
+ * alike; the `-j 2` rows unpinned): fair on an idle machine, but on a loaded one every pinned
+ * process queues behind whatever else runs on CPU 0, and obd's reads, writes and GC threads
+ * can no longer overlap its main thread, so it is off by default. Commits are made with the
+ * null uuid on both sides (the reference's default), so their outputs compare byte for byte.
+ *
+ *   node bench/reference.ts [--runs N] [--size-mib N] [--pin] [--only startup,commit,zfile,export]
+ *                                                          (writes bench/results/reference.md)
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -31,6 +38,8 @@ const argNum = (name: string, dflt: number) => {
 };
 const RUNS = argNum('--runs', 7);
 const SIZE_MIB = argNum('--size-mib', 256);
+const PIN = args.includes('--pin') && existsSync('/usr/bin/taskset');
+const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1]!.split(',') : undefined;
 const REF = process.env.OBD_REF_BIN ?? '/opt/obdref/bin';
 const haveRef = existsSync(path.join(REF, 'overlaybd-zfile')) && existsSync(path.join(REF, 'overlaybd-commit')) && existsSync(path.join(REF, 'obdref'));
 const OBD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'obd.js');
@@ -54,9 +63,25 @@ function run(cmd: string, argv: string[]): Timing {
   return { wall, cpu: (Number(m[1]) + Number(m[2])) * 1000 };
 }
 
+/**
+ * CPU time (ms) of a process, all threads, from `perf stat` (task-clock, µs resolution):
+ * on a loaded machine the wall time of a 10 ms start-up is mostly waiting for a CPU.
+ * Undefined without perf.
+ */
+function cpuOf(cmd: string, argv: string[]): number | undefined {
+  if (!existsSync('/usr/bin/perf')) return undefined;
+  const r = spawnSync('/usr/bin/perf', ['stat', '-x,', '-e', 'task-clock', cmd, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const m = /([\d.]+),msec,task-clock/.exec(r.stderr);
+  return r.status === 0 && m ? Number(m[1]) : undefined;
+}
+
 type Cmd = [string, string[]];
-const obd = (...a: string[]): Cmd => [process.execPath, [OBD, ...a]];
-const ref = (tool: string, ...a: string[]): Cmd => [path.join(REF, tool), a];
+const pinned = (cmd: string, argv: string[]): Cmd => (PIN ? ['/usr/bin/taskset', ['-c', '0', cmd, ...argv]] : [cmd, argv]);
+/** obd on one CPU; `-j 2` runs go unpinned (obdMt). */
+const obd = (...a: string[]): Cmd => pinned(process.execPath, [OBD, ...a]);
+const obdMt = (...a: string[]): Cmd => [process.execPath, [OBD, ...a]];
+const ref = (tool: string, ...a: string[]): Cmd => pinned(path.join(REF, tool), a);
+const NULL_UUID = ['--uuid', '00000000-0000-0000-0000-000000000000'];
 
 /**
  * Contenders run alternately, `RUNS` times each after one warm-up; `outs[i]`, contender i's
@@ -113,21 +138,31 @@ async function inputs(): Promise<void> {
 
 async function startup(): Promise<string> {
   const lsmt = f('layer.lsmt');
-  const [help, info, serve, ...refs] = sideBySide(
-    haveRef ? [obd('--help'), obd('info', lsmt), obd('serve', '--help'), ref('overlaybd-zfile', '--help'), ref('overlaybd-commit', '--help')] : [obd('--help'), obd('info', lsmt), obd('serve', '--help')],
+  const nodeAlone = pinned(process.execPath, ['-e', '0']);
+  const [help, info, serve, node, ...refs] = sideBySide(
+    haveRef
+      ? [obd('--help'), obd('info', lsmt), obd('serve', '--help'), nodeAlone, ref('overlaybd-zfile', '--help'), ref('overlaybd-commit', '--help')]
+      : [obd('--help'), obd('info', lsmt), obd('serve', '--help'), nodeAlone],
   );
-  const node = sideBySide([[process.execPath, ['-e', '0']]])[0]!;
+  if (!node) throw new Error('no node -e 0 timings');
+  const best = (xs: Timing[]) => fmt(Math.min(...xs.map((t) => t.wall)));
+  // The same commands again for their CPU time, alternating as well.
+  const cmds = haveRef ? [obd('--help'), obd('info', lsmt), obd('serve', '--help'), nodeAlone, ref('overlaybd-zfile', '--help')] : [obd('--help'), obd('info', lsmt), obd('serve', '--help'), nodeAlone];
+  const cpus: number[][] = cmds.map(() => []);
+  for (let r = 0; r < RUNS; r++) cmds.forEach(([c, a], i) => cpus[i]!.push(cpuOf(c, a) ?? NaN));
+  const cpu = (i: number) => (Number.isNaN(median(cpus[i]!)) ? 'no perf' : `${median(cpus[i]!).toFixed(1)} ms`);
   const rows = [
-    ['`obd --help` (loads every command)', fmt(ms(help!)), haveRef ? fmt(ms(refs[0]!)) : NO_REF, haveRef ? x(ratio(help!, refs[0]!)) : ''],
-    ['`obd info LAYER` (a local command)', fmt(ms(info!)), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(info!, refs[1]!)) : ''],
-    ['`obd serve --help` (the serve command loaded)', fmt(ms(serve!)), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(serve!, refs[1]!)) : ''],
-    ['(`node -e 0`: the runtime alone)', fmt(ms(node)), '', ''],
+    ['`obd --help` (loads every command)', fmt(ms(help!)), best(help!), cpu(0), haveRef ? fmt(ms(refs[0]!)) : NO_REF, haveRef ? x(ratio(help!, refs[0]!)) : '', x(ratio(help!, node))],
+    ['`obd info LAYER` (a local command)', fmt(ms(info!)), best(info!), cpu(1), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(info!, refs[1]!)) : '', x(ratio(info!, node))],
+    ['`obd serve --help` (the serve command loaded)', fmt(ms(serve!)), best(serve!), cpu(2), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(serve!, refs[1]!)) : '', x(ratio(serve!, node))],
+    ['(`node -e 0`: the runtime alone)', fmt(ms(node)), best(node), cpu(3), '', '', ''],
+    ...(haveRef ? [['(`overlaybd-zfile --help`)', fmt(ms(refs[0]!)), best(refs[0]!), cpu(4), '', '', '']] : []),
   ];
   return [
     '### Start-up',
-    `Whole processes, wall time, medians of ${RUNS} alternating runs. Reference: \`overlaybd-zfile --help\` / \`overlaybd-commit --help\`. Goal: ≤ 60 ms for local commands.`,
+    `Whole processes, wall time, medians of ${RUNS} alternating runs (and the best run, the closest to an idle machine). Reference: \`overlaybd-zfile --help\` / \`overlaybd-commit --help\`. Goal: ≤ 60 ms for local commands; Node's own start-up (\`node -e 0\`, run alongside) is the floor. CPU = task-clock of the process, all threads (perf stat), median: on a loaded machine wall time is mostly the wait for a CPU.`,
     '',
-    table(['command', 'obd', 'reference', 'obd / reference'], rows),
+    table(['command', 'obd wall', 'best run', 'CPU', 'reference', 'obd / reference', 'obd / node -e 0'], rows),
   ].join('\n');
 }
 
@@ -135,12 +170,12 @@ async function commit(): Promise<string> {
   const data = f('rw.data');
   const index = f('rw.index');
   const rows: string[][] = [];
-  const plain = sideBySide(haveRef ? [obd('commit', data, index, f('c-obd.lsmt')), ref('overlaybd-commit', data, index, f('c-ref.lsmt'))] : [obd('commit', data, index, f('c-obd.lsmt'))], [f('c-obd.lsmt'), f('c-ref.lsmt')]);
+  const plain = sideBySide(haveRef ? [obd('commit', data, index, f('c-obd.lsmt'), ...NULL_UUID), ref('overlaybd-commit', data, index, f('c-ref.lsmt'))] : [obd('commit', data, index, f('c-obd.lsmt'), ...NULL_UUID)], [f('c-obd.lsmt'), f('c-ref.lsmt')]);
   const inproc = await lib(() => commitLayer(data, index, f('c-lib.lsmt')));
   const z = sideBySide(
     haveRef
-      ? [obd('commit', data, index, f('c-obd.zfile'), '-z', 'lz4'), obd('commit', data, index, f('c-obd2.zfile'), '-z', 'lz4', '-j', '2'), ref('overlaybd-commit', '-z', data, index, f('c-ref.zfile'))]
-      : [obd('commit', data, index, f('c-obd.zfile'), '-z', 'lz4'), obd('commit', data, index, f('c-obd2.zfile'), '-z', 'lz4', '-j', '2')],
+      ? [obd('commit', data, index, f('c-obd.zfile'), '-z', 'lz4', ...NULL_UUID), obdMt('commit', data, index, f('c-obd2.zfile'), '-z', 'lz4', '-j', '2', ...NULL_UUID), ref('overlaybd-commit', '-z', data, index, f('c-ref.zfile'))]
+      : [obd('commit', data, index, f('c-obd.zfile'), '-z', 'lz4', ...NULL_UUID), obdMt('commit', data, index, f('c-obd2.zfile'), '-z', 'lz4', '-j', '2', ...NULL_UUID)],
     [f('c-obd.zfile'), f('c-obd2.zfile'), f('c-ref.zfile')],
   );
   // The last runs' outputs are still there: compare them.
@@ -175,7 +210,7 @@ async function zfile(): Promise<string> {
     const or = f(`z-ref-${algo}${kib}.zfile`);
     const common = ['--algorithm', algo, '--block-size', `${kib}K`];
     const [a, b, c] = sideBySide(
-      haveRef ? [obd('zfile', 'compress', input, o1, ...common), obd('zfile', 'compress', input, o2, ...common, '-j', '2'), ref('overlaybd-zfile', input, or, '--algorithm', algo, '--bs', String(kib))] : [obd('zfile', 'compress', input, o1, ...common), obd('zfile', 'compress', input, o2, ...common, '-j', '2')],
+      haveRef ? [obd('zfile', 'compress', input, o1, ...common), obdMt('zfile', 'compress', input, o2, ...common, '-j', '2'), ref('overlaybd-zfile', input, or, '--algorithm', algo, '--bs', String(kib))] : [obd('zfile', 'compress', input, o1, ...common), obdMt('zfile', 'compress', input, o2, ...common, '-j', '2')],
       [o1, o2, or],
     );
     const inproc = await lib(() => compressFile(input, f('z-lib.zfile'), { algorithm: algo, blockSize: kib * 1024 }));
@@ -235,12 +270,14 @@ async function exportBench(): Promise<string> {
 const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
 try {
   await inputs();
-  const parts = [await startup(), await commit(), await zfile(), await exportBench()];
+  const sections: [string, () => Promise<string>][] = [['startup', startup], ['commit', commit], ['zfile', zfile], ['export', exportBench]];
+  const parts: string[] = [];
+  for (const [name, run] of sections) if (!ONLY || ONLY.includes(name)) parts.push(await run());
   await writeResults(
     'reference',
     [
       '## Side by side with the reference C++ tools (bench/reference.ts)',
-      `${haveRef ? `Reference tools from ${REF} (../shared/refbuild).` : `**The reference tools are not present at ${REF}: their rows are not measured.**`} Load average at start: ${load} (${os.cpus().length} CPUs shared with other work, so compare the ratios, which pair runs taken back to back). Below 1.00× obd is faster.`,
+      `${haveRef ? `Reference tools from ${REF} (../shared/refbuild).` : `**The reference tools are not present at ${REF}: their rows are not measured.**`} Load average at start: ${load} (${os.cpus().length} CPUs shared with other work, so compare the ratios, which pair runs taken back to back). ${PIN ? 'Single-threaded runs pinned to CPU 0 (both sides), `-j 2` runs unpinned.' : 'Nothing pinned (`--pin` pins single-threaded runs to CPU 0).'} Below 1.00× obd is faster.`,
       ...parts,
     ].join('\n\n'),
   );

@@ -26,7 +26,7 @@ import { BlobCache } from '../src/remote/cache.ts';
 import { fillCache } from '../src/remote/download.ts';
 import { LazySource } from '../src/remote/lazy-source.ts';
 import { sha256Digest } from '../src/remote/manifest.ts';
-import { pullImage } from '../src/remote/pull.ts';
+import { pullImage } from '../src/image/pull.ts';
 import { putImage } from '../src/image/push.ts';
 import { RegistryClient } from '../src/remote/registry.ts';
 import type { ByteSource } from '../src/io/types.ts';

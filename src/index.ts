@@ -24,6 +24,7 @@ export {
   type Wrapping,
   type LayerSourceOptions,
 } from './image/open.ts';
+export { LayerPool, defaultMemoryBudget, type LayerPoolOptions } from './image/layer-pool.ts';
 export { exportRaw, sha256Device, type ExportStats } from './image/export.ts';
 export { describeLayer, type LayerInfo, type HeaderInfo } from './image/info.ts';
 export { openDisk, isNbdUri, type OpenedDisk, type DiskOptions } from './image/disk.ts';

@@ -7,4 +7,5 @@
 export * from './remote/index.ts';
 export { openImageConfig, parseImageConfig, type ImageConfigV1, type DownloadConfig, type LowerConfig, type OpenedImageConfig } from './image/config.ts';
 export { pushImage, type PushOptions, type PushResult } from './image/push.ts';
+export { pullImage, type PullResult } from './image/pull.ts';
 export { openImageSources, type ImageSources } from './image/sources.ts';

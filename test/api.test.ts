@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { openImage, NbdServer, ObdError, zfile, remote, WritableLayer } from 'overlaybd-ts';
+import { openImage, LayerPool, NbdServer, ObdError, zfile, remote, WritableLayer } from 'overlaybd-ts';
 import { FIXTURES, TEXT } from './helpers/recipes.ts';
 import { tempDir } from './helpers/temp.ts';
 
@@ -27,5 +27,6 @@ test('public API: open an image, read it, serve it over NBD', async (t) => {
   assert.equal(typeof zfile.ZFileWriter.create, 'function');
   assert.equal(typeof remote.pushImage, 'function');
   assert.equal(typeof WritableLayer.create, 'function');
+  assert.ok(new LayerPool({ memory: 1 << 20 }).memory.capacity === 1 << 20);
   assert.ok(new ObdError('x') instanceof Error);
 });

@@ -4,7 +4,6 @@
  * --json output stays clean).
  */
 import { BrokenChainError, chainMembers, checkChain } from '../image/chain.ts';
-import { openStack } from '../image/open.ts';
 import type { Stack } from '../lsmt/stack.ts';
 
 /**
@@ -44,6 +43,7 @@ export function verifyLayers(layers: Parameters<typeof chainMembers>[0], verify:
 
 /** Opens layer files as a stack, bottom first, checking their chain unless `verify` is false. */
 export async function openVerifiedStack(files: readonly string[], verify: boolean | undefined): Promise<Stack> {
+  const { openStack } = await import('../image/open.ts');
   const stack = await openStack(files);
   try {
     verifyLayers(stack.layers, verify);

@@ -100,15 +100,18 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
 export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
   const dir = path.dirname(path.resolve(finalPath));
   if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
-  return writeAtomic(finalPath, async (tmp) => {
-    // Ctrl-C removes the temp; writeAtomic removes it on failure and renames it on success.
-    const untrack = removeOnStop(tmp);
-    try {
-      return await write(tmp);
-    } finally {
-      untrack();
-    }
-  });
+  // Ctrl-C removes the temp; writeAtomic removes it on failure and renames it on success. The
+  // handler stays until the rename is done: a signal while the temp is being committed would
+  // otherwise kill the process with the temp still there.
+  let untrack: (() => void) | undefined;
+  try {
+    return await writeAtomic(finalPath, (tmp) => {
+      untrack = removeOnStop(tmp);
+      return write(tmp);
+    });
+  } finally {
+    untrack?.();
+  }
 }
 
 /**

@@ -2,22 +2,18 @@
  * `obd demo`: the README's main job. Builds a three-snapshot ext4 image as sealed layers in a
  * local folder, pushes them (compressed, tar-wrapped) into an OCI image layout — the embedded
  * default repository, no registry needed — opens the image from there lazily, shows that it
- * reads back exactly as the final disk, then serves it over NBD until Ctrl-C.
+ * reads back exactly as the final disk, then serves it over NBD until Ctrl-C. The library
+ * code is imported when the demo runs, so registering it (for `obd --help`) is cheap.
  */
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { sha256Device } from '../image/export.ts';
-import { describeLayer } from '../image/info.ts';
-import { openImage, openLayerFile } from '../image/open.ts';
+import type { describeLayer } from '../image/info.ts';
 import { formatSize } from '../io/util.ts';
 import type { Stack } from '../lsmt/stack.ts';
-import { NbdServer, nbdUri } from '../nbd/index.ts';
-import { pushImage } from '../image/push.ts';
+import type { NbdServer } from '../nbd/index.ts';
 import { onStopSignal, output } from './common.ts';
 import { inspectCommands } from './nbd.ts';
-import { buildSampleImage } from './sample.ts';
 
 export function register(program: Command): void {
   program
@@ -28,6 +24,13 @@ export function register(program: Command): void {
     .option('--no-serve', 'build and verify only')
     .option('--json', 'print JSON')
     .action(async (opts: { dir: string; socket?: string; serve: boolean; json?: boolean }) => {
+      const { createHash } = await import('node:crypto');
+      const { sha256Device } = await import('../image/export.ts');
+      const { describeLayer } = await import('../image/info.ts');
+      const { openImage, openLayerFile } = await import('../image/open.ts');
+      const { NbdServer, nbdUri } = await import('../nbd/index.ts');
+      const { pushImage } = await import('../image/push.ts');
+      const { buildSampleImage } = await import('./sample.ts');
       const dir = path.resolve(opts.dir);
       await mkdir(dir, { recursive: true });
       const t0 = performance.now();

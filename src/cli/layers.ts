@@ -1,9 +1,10 @@
-/** `obd info`, `obd export`, `obd map`: looking at layers and stacks. */
+/**
+ * `obd info`, `obd export`, `obd map`: looking at layers and stacks. Each command imports the
+ * library code it runs when it runs, so registering the commands (for `obd --help`) is cheap.
+ */
 import type { Command } from 'commander';
-import { exportRaw } from '../image/export.ts';
-import { describeLayer, type LayerInfo } from '../image/info.ts';
-import { stackMap } from '../image/map.ts';
-import { openLayerFiles, type OpenedLayer } from '../image/open.ts';
+import type { LayerInfo } from '../image/info.ts';
+import type { OpenedLayer } from '../image/open.ts';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { formatSize } from '../io/util.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, openVerifiedStack, verifyLayers } from './chain.ts';
@@ -19,6 +20,8 @@ export function register(program: Command): void {
     .option(...NO_VERIFY_CHAIN)
     .option('--json', 'print JSON')
     .action(async (files: string[], opts: { json?: boolean; verifyChain?: boolean }) => {
+      const { openLayerFiles } = await import('../image/open.ts');
+      const { describeLayer } = await import('../image/info.ts');
       const layers = await openLayerFiles(files);
       let infos: LayerInfo[];
       try {
@@ -43,6 +46,7 @@ export function register(program: Command): void {
       const target = all.pop()!;
       if (all.length === 0) throw new InvalidArgumentError('give at least one layer and then the output file');
       await checkOutputs([{ path: target, arg: '<output>' }], argList(all, 'layer'), opts.force);
+      const { exportRaw } = await import('../image/export.ts');
       const stack = await openVerifiedStack(all, opts.verifyChain);
       try {
         const bar = progress('export', stack.size, !opts.json);
@@ -68,6 +72,7 @@ export function register(program: Command): void {
       const stack = await openVerifiedStack(files, opts.verifyChain);
       try {
         if (opts.json) {
+          const { stackMap } = await import('../image/map.ts');
           const plain = stack.layers.map((l) => (l as OpenedLayer).wrapping.length === 1);
           process.stdout.write(JSON.stringify(stackMap(stack, plain)) + '\n');
           return;

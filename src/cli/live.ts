@@ -1,7 +1,8 @@
 /**
  * `obd snapshot`, `obd compact --control`, `obd resize --control`: clients of a running
  * `obd serve --control` (docs/control-api.md). Each sends one request, prints the result
- * (human or --json) and exits non-zero when the server refuses or fails it.
+ * (human or --json) and exits non-zero when the server refuses or fails it. `compact` and
+ * `resize` given DATA INDEX instead work offline on the files (maintenance.ts).
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -29,6 +30,14 @@ async function target(o: ControlFlags): Promise<ControlTarget> {
   if (!o.control) throw new InvalidArgumentError('--control SOCKET is required (the --control of obd serve)');
   const token = o.controlToken ? (await readFile(o.controlToken, 'utf8')).trim() : undefined;
   return { address: o.control, token };
+}
+
+/** True for the offline form (DATA INDEX), false for the live one (--control); anything else is refused. */
+function offline(data: string | undefined, index: string | undefined, o: ControlFlags): boolean {
+  if (data !== undefined && index === undefined) throw new InvalidArgumentError('give both files of the layer: DATA INDEX');
+  if (data !== undefined && o.control) throw new InvalidArgumentError('give DATA INDEX (offline) or --control (live), not both');
+  if (data !== undefined && o.export !== undefined) throw new InvalidArgumentError('--export names a live export; it goes with --control');
+  return data !== undefined;
 }
 
 const ms = (v: unknown) => `${Number(v).toFixed(1)} ms`;
@@ -76,10 +85,15 @@ Examples:
     });
 
   addControlOptions(
-    program.command('compact').description('compact the writable upper of a live disk (obd serve --control): rewrite its live extents into new files while I/O goes on'),
+    program
+      .command('compact')
+      .description('compact a writable upper: live through obd serve --control (its live extents rewritten into new files while I/O goes on), or offline given DATA INDEX (files swapped atomically; a crash leaves the old or the new pair)')
+      .argument('[data]', 'offline: writable layer data file')
+      .argument('[index]', 'offline: writable layer index file'),
   )
-    .addHelpText('after', '\nExample:\n  obd compact --control /tmp/vm.ctl\n')
-    .action(async (o: ControlFlags) => {
+    .addHelpText('after', '\nExamples:\n  obd compact --control /tmp/vm.ctl\n  obd compact rw.data rw.index      # offline; reports the bytes reclaimed\n')
+    .action(async (data: string | undefined, index: string | undefined, o: ControlFlags) => {
+      if (offline(data, index, o)) return (await import('./maintenance.ts')).compactFiles(data!, index!, o);
       const r = await controlRequest(await target(o), 'POST', '/v1/compact', o.export !== undefined ? { export: o.export } : {});
       output(o.json, r, () => `compact: ${formatSize(Number(r.dataBytesBefore))} → ${formatSize(Number(r.dataBytesAfter))} (${formatSize(Number(r.reclaimed))} reclaimed)`);
     });
@@ -87,12 +101,15 @@ Examples:
   addControlOptions(
     program
       .command('resize')
-      .description('change the virtual size of a live disk (obd serve --control); clients connected before keep seeing the old size')
+      .description('change the virtual size of a writable upper, durably: live through obd serve --control (clients connected before keep seeing the old size), or offline given DATA INDEX')
+      .argument('[data]', 'offline: writable layer data file')
+      .argument('[index]', 'offline: writable layer index file')
       .requiredOption('--size <size>', 'new virtual size (K/M/G/T suffixes), a multiple of 512', sizeArg)
       .option('--shrink', 'allow a smaller size (refused if anything is mapped past the new end)'),
   )
-    .addHelpText('after', '\nExample:\n  obd resize --control /tmp/vm.ctl --size 20G\n')
-    .action(async (o: ControlFlags & { size: number; shrink?: boolean }) => {
+    .addHelpText('after', '\nExamples:\n  obd resize --control /tmp/vm.ctl --size 20G\n  obd resize rw.data rw.index --size 20G              # offline\n  obd resize rw.data rw.index --size 1G --shrink\n')
+    .action(async (data: string | undefined, index: string | undefined, o: ControlFlags & { size: number; shrink?: boolean }) => {
+      if (offline(data, index, o)) return (await import('./maintenance.ts')).resizeFiles(data!, index!, o);
       const body: Record<string, unknown> = { size: o.size };
       if (o.export !== undefined) body.export = o.export;
       if (o.shrink) body.shrink = true;

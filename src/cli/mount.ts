@@ -8,7 +8,6 @@
  * writes back as it exits), then nbdfuse, then the server, which flushes a writable upper.
  */
 import { spawn, execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { constants, openSync, closeSync } from 'node:fs';
 import { access, mkdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
@@ -110,6 +109,8 @@ async function stateDir(dir: string): Promise<string> {
   await mkdir(root, { recursive: true, mode: 0o700 });
   const st = await stat(root);
   if (st.uid !== (process.getuid?.() ?? st.uid) || (st.mode & 0o077) !== 0) throw new PermissionError(`${root}: not a private directory of this user (mode ${(st.mode & 0o777).toString(8)})`);
+  // node:crypto on use: registering the commands (for `obd --help`) stays cheap.
+  const { createHash } = await import('node:crypto');
   return path.join(root, createHash('sha256').update(dir).digest('hex').slice(0, 16));
 }
 

@@ -8,7 +8,7 @@
 import net from 'node:net';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { loadCertificates, loadPskFile, type NbdTlsOptions, type TlsMode } from '../nbd/tls.ts';
+import type { NbdTlsOptions, TlsMode } from '../nbd/tls.ts';
 
 export interface TlsFlags {
   tls?: TlsMode;
@@ -55,6 +55,8 @@ export async function tlsPlan(flags: TlsFlags, listen: { host: string; port: num
   let tls: NbdTlsOptions | undefined;
   let uriHint: TlsPlan['uriHint'];
   if (mode !== 'off') {
+    // Loaded only with TLS on: node:tls and node:crypto are a good part of `obd serve`'s start-up.
+    const { loadCertificates, loadPskFile } = await import('../nbd/tls.ts');
     const credentials = flags.tlsPsk ? await loadPskFile(flags.tlsPsk) : await loadCertificates(flags.tlsCertificates!, { verifyPeer: flags.tlsVerifyPeer });
     tls = { mode, credentials };
     uriHint =

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';
 import type { BlockDevice } from '../io/types.ts';
-import { NbdServer, type NbdAddress, type NbdEvent, type NbdExportOptions } from '../nbd/index.ts';
+import type { NbdAddress, NbdEvent, NbdExportOptions } from '../nbd/index.ts';
 import type { ImageOptions } from '../image/open.ts';
 import { addCacheOptions, addRemoteOptions, cacheOptions, remoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, warn, withChainHint } from './chain.ts';
@@ -17,7 +17,9 @@ import { isFile } from '../io/file.ts';
 import type { LiveDisk } from '../live/disk.ts';
 import type { ControlAddress, ControlServer } from '../live/control.ts';
 
-interface ServeOptions extends RemoteFlags, CacheFlags, ServiceFlags, TlsFlags {
+import { addShareOptions, openSharing, SHARE_EXAMPLES, type ShareFlags } from './serve-share.ts';
+
+interface ServeOptions extends RemoteFlags, CacheFlags, ServiceFlags, TlsFlags, ShareFlags {
   download?: boolean;
   downloadRate?: number;
   trace?: string;
@@ -61,7 +63,7 @@ export function register(program: Command): void {
     .option('--state <file>', 'with --control: the config.v1.json recording the live stack (default: <upper data>.config.v1.json; for a config.v1.json image, that file); a restart with the same arguments serves what it records')
     .option('--json', 'report on stdout as JSON lines: ready (once listening), error, stopping, stopped')
     .option('-v, --verbose', 'log connections and errors on stderr');
-  addTlsOptions(addServiceOptions(addCacheOptions(addRemoteOptions(cmd))))
+  addShareOptions(addTlsOptions(addServiceOptions(addCacheOptions(addRemoteOptions(cmd)))), hostPort)
     .addHelpText(
       'after',
       `
@@ -76,7 +78,7 @@ Examples:
   obd serve localhost:5000/disks/vm1:v1 --cache-dir /var/cache/obd --writable --upper rw.data rw.index
   obd serve base.lsmt --writable --upper rw.data rw.index --socket /tmp/vm.sock --control /tmp/vm.ctl
   obd snapshot --control /tmp/vm.ctl --commit snap1.lsmt --push localhost:5000/disks/vm:snap1
-${SERVICE_HELP}
+${SHARE_EXAMPLES}${SERVICE_HELP}
 Over TLS (STARTTLS, as qemu-nbd and nbdkit):
 ${TLS_EXAMPLES}
 `,
@@ -122,10 +124,15 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   if ((opts.writable || opts.upper) && images.length === 0) throw new InvalidArgumentError('--writable/--upper apply to the main export: give its image');
   const tlsp = await tlsPlan(opts, opts.listen, Boolean(opts.writable) && !opts.readOnly);
 
+  // Loaded here, not at the top, so registering the command (for `obd --help`) is cheap.
   const { openImage } = await import('../image/open.ts');
+  const { NbdServer } = await import('../nbd/index.ts');
+  // One pool for every export: a layer several of them stack is opened once.
+  const sharing = await openSharing(opts, Boolean(opts.control));
   const imageOpts: ImageOptions = {
     ...remoteOptions(opts),
     ...cacheOptions(opts),
+    ...sharing.imageOptions,
     verifyChain: opts.verifyChain !== false,
     onWarning: warn,
     download: opts.download ? { maxMBps: opts.downloadRate } : undefined,
@@ -135,6 +142,8 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   const table = new Map<string, NbdExportOptions>();
   const mainName = named[0] ?? '';
   const live = new Map<string, LiveDisk>();
+  /** The exports opened at start (live disks aside), by name. */
+  const started = new Map<string, BlockDevice>();
   if (opts.controlToken && !opts.control) throw new InvalidArgumentError('--control-token goes with --control');
   if (opts.state && !opts.control) throw new InvalidArgumentError('--state goes with --control');
   const token = opts.controlToken ? (await readFile(opts.controlToken, 'utf8')).trim() : undefined;
@@ -152,10 +161,11 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
       if (upper) await checkOutputs(argList([upper.data, upper.index], '--upper file'), argList(images, '<image>'), true);
       const dev = await withChainHint(() => openImage(images, { ...imageOpts, upper, readOnly }));
       devices.push(dev);
+      started.set(mainName, dev);
       if (!readOnly && !dev.writable) {
         throw new InvalidArgumentError(`--writable: ${dev.name} has no writable layer to record writes in; --upper DATA INDEX is missing`);
       }
-      table.set(mainName, { device: dev, readOnly, tlsOnly: tlsp.writableTlsOnly, description: images.map((p) => path.basename(p)).join(' + ') });
+      table.set(mainName, { device: sharing.serve(mainName, dev), readOnly, tlsOnly: tlsp.writableTlsOnly, description: images.map((p) => path.basename(p)).join(' + ') });
     }
     for (const spec of extra) {
       const eq = spec.indexOf('=');
@@ -165,10 +175,12 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
       if (table.has(name)) throw new InvalidArgumentError(`export "${name}" is given twice`);
       const dev = await withChainHint(() => openImage(files, { ...imageOpts, readOnly: true, trace: undefined }));
       devices.push(dev);
-      table.set(name, { device: dev, readOnly: true, description: files.map((p) => path.basename(p)).join(' + ') });
+      started.set(name, dev);
+      table.set(name, { device: sharing.serve(name, dev), readOnly: true, description: files.map((p) => path.basename(p)).join(' + ') });
     }
   } catch (e) {
     await Promise.allSettled(devices.map((d) => d.close()));
+    await sharing.close();
     throw e;
   }
 
@@ -180,14 +192,25 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
     maxConnections: opts.maxConnections,
   });
   const addr: NbdAddress = opts.listen ?? { socket: opts.socket ?? path.join(os.tmpdir(), `obd-${process.pid}.sock`) };
+  let metrics: { host: string; port: number } | undefined;
   let removePidFile: (() => Promise<void>) | undefined;
   let control: ControlServer | undefined;
   try {
     await server.listen(activated !== undefined ? { fd: activated } : addr);
     if (opts.pidFile) removePidFile = await writePidFile(opts.pidFile);
     if (opts.control) {
-      const { ControlServer } = await import('../live/control.ts');
+      const [{ ControlServer }, { ServedExports }] = await Promise.all([import('../live/control.ts'), import('../image/served.ts')]);
+      // Exports added and removed through the control API; those the server started with can be removed too.
+      const served = new ServedExports(server, { ...imageOpts, pool: sharing.imageOptions.pool, trace: undefined }, { wrap: sharing.serve, forget: sharing.forget });
+      for (const [name, dev] of started) {
+        served.adopt(name, dev);
+        devices.splice(devices.indexOf(dev), 1);
+      }
+      devices.push(served);
       control = new ControlServer({
+        attach: (name, image, o) => served.attach(name, image, o),
+        detach: (name) => served.detach(name),
+        metrics: sharing.metricsText,
         disks: live,
         exports: () => server.exports.map((e) => ({ name: e.name, size: e.size, readOnly: e.readOnly, layers: e.layers })),
         connections: () => server.connectionCount,
@@ -197,9 +220,12 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
       });
       await control.listen(controlAddress(opts.control));
     }
+    metrics = await sharing.listen(() => server.connectionCount);
   } catch (e) {
     await server.close().catch(() => {});
     await Promise.allSettled(devices.map((d) => d.close()));
+    await removePidFile?.();
+    await sharing.close();
     throw e;
   }
 
@@ -218,6 +244,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
     const c = control.address!;
     lines.push(`obd: control API on ${'socket' in c ? c.socket : `http://${c.host}:${c.port}`} (obd snapshot --control …)`);
   }
+  if (metrics) lines.push(`obd: metrics at http://${metrics.host.includes(':') ? `[${metrics.host}]` : metrics.host}:${metrics.port}/metrics`);
   lines.push('obd: look at it with:', ...inspectCommands(exports[0]!.uri).map((c) => `  ${c}`));
   lines.push('obd: press Ctrl-C to stop');
   // Handlers first: a client may signal the moment it reads the ready line.
@@ -226,7 +253,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   const controlInfo = control ? { control: control.address } : {};
   if (log.format === 'text') process.stderr.write(lines.join('\n') + '\n');
   else log.log('info', 'serving', { ...listening, activated: activated !== undefined, pid: process.pid, maxConnections: opts.maxConnections, tls: server.tlsMode, exports, ...controlInfo });
-  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, tls: server.tlsMode, exports, ...controlInfo }) + '\n');
+  if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, tls: server.tlsMode, exports, ...controlInfo, ...(metrics ? { metrics } : {}) }) + '\n');
   const signal = await Promise.race([signals.stopped, pipeClosed]);
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');
   try {
@@ -237,6 +264,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
     // Snapshots compress on the shared worker pool: no worker may outlive the server.
     if (live.size > 0) await (await import('../zfile/compress-pool.ts')).CompressPool.closeShared();
     await removePidFile?.();
+    await sharing.close();
     signals.dispose();
   }
   if (log.format === 'json') log.log('info', 'stopped', { signal });

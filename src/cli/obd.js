@@ -6,7 +6,15 @@
 import module from 'node:module';
 import { useStripCache } from '../runtime/strip-cache.js';
 
-module.enableCompileCache?.();
+// The caches live with the user's other caches ($XDG_CACHE_HOME or ~/.cache): Node's default,
+// a directory in /tmp, does not outlive a reboot. NODE_COMPILE_CACHE, when set, wins (Node has
+// then enabled the cache before this runs); an unwritable directory falls back to Node's default.
+if (module.enableCompileCache && !process.env.NODE_COMPILE_CACHE && !process.env.NODE_DISABLE_COMPILE_CACHE) {
+  const { XDG_CACHE_HOME: xdg, HOME: home } = process.env;
+  const base = xdg?.startsWith('/') ? xdg : home ? `${home}/.cache` : undefined;
+  const ok = base && module.enableCompileCache(`${base}/overlaybd-ts`).status !== module.constants.compileCacheStatus.FAILED;
+  if (!ok) module.enableCompileCache();
+}
 const cacheDir = module.getCompileCacheDir?.();
 if (cacheDir) useStripCache(cacheDir);
 await import('./program.ts');

@@ -8,13 +8,11 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { formatSize } from '../io/util.ts';
-import { DEFAULT_CACHE_SIZE } from '../remote/cache.ts';
-import { DEFAULT_IDLE_TIMEOUT_MS } from '../remote/http.ts';
-import { DEFAULT_UNIT } from '../remote/lazy-source.ts';
+import { DEFAULT_CACHE_SIZE, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_UNIT } from '../remote/defaults.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
 import type { ImageReference } from '../remote/reference.ts';
 import { DEFAULT_TAG, formatReference, referenceTarget, resolveReference } from '../remote/reference.ts';
-import { openLayerFiles, openLayerSource, type OpenedLayer } from '../image/open.ts';
+import type { OpenedLayer } from '../image/open.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, verifyLayers } from './chain.ts';
 import { intArg, output, progressBar, sizeArg } from './common.ts';
 import { checkOutputs, RefusedOutputError } from './outputs.ts';
@@ -77,6 +75,7 @@ export function cacheOptions(f: CacheFlags): LazyOptions {
 
 /** Opens layer files to look at their headers, then closes them. */
 async function checkLayerFiles(files: string[], check: (layers: OpenedLayer[]) => void): Promise<void> {
+  const { openLayerFiles } = await import('../image/open.ts');
   const layers = await openLayerFiles(files);
   try {
     check(layers);
@@ -161,6 +160,7 @@ export function register(program: Command): void {
           const { openLayer } = await import('../remote/image.ts');
           const blob = await openLayer(base.repo, top, undefined);
           try {
+            const { openLayerSource } = await import('../image/open.ts');
             const l = await openLayerSource(blob);
             await checkLayerFiles([files[0]!], ([bottom]) => verifyLayers([{ ...l, source: { name: `the top layer of ${ref} (${top.digest})` } }, bottom!], true));
           } finally {
@@ -199,7 +199,7 @@ export function register(program: Command): void {
     await refuseCopyTarget(ref, dir, o.force, '<ref>');
     const b = progressBar('pull', !o.json);
     try {
-      const { copyImage, pullImage } = await import('../remote/pull.ts');
+      const [{ copyImage }, { pullImage }] = await Promise.all([import('../remote/pull.ts'), import('../image/pull.ts')]);
       if (dir.startsWith('oci:') || dir.startsWith('oci-archive:')) {
         const r = await copyImage(ref, dir, { ...remoteOptions(o), onProgress: b.onProgress });
         b.stop();

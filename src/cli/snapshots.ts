@@ -1,21 +1,16 @@
 /**
  * `obd create`, `obd commit`, `obd merge`, `obd import`, `obd rw-info`: writable layers,
  * sealing them, flattening stacks, and raw disks in. Outputs are written under a temporary
- * name and renamed into place only when complete.
+ * name and renamed into place only when complete. Each command imports the library code it
+ * runs when it runs, so registering the commands (for `obd --help`) is cheap.
  */
 import { Option, type Command } from 'commander';
 import { InvalidArgumentError } from '../io/errors.ts';
 import type { ByteSink } from '../io/types.ts';
 import { formatSize } from '../io/util.ts';
-import { commitLayer, type CommitStats } from '../lsmt/commit.ts';
-import { flattenStack } from '../lsmt/flatten.ts';
-import { openDisk } from '../image/disk.ts';
-import { importDevice } from '../lsmt/import.ts';
-import { lockHolder } from '../io/lock.ts';
-import { WritableLayer } from '../lsmt/writable.ts';
+import type { CommitStats } from '../lsmt/commit.ts';
 import type { LayerWriteStats } from '../lsmt/writer.ts';
 import type { ZFileWriteStats } from '../zfile/writer.ts';
-import { randomUuid } from '../lsmt/format.ts';
 import { NO_VERIFY_CHAIN, openVerifiedStack, VERIFY_CHAIN } from './chain.ts';
 import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
 import { argList, checkOutputs, FORCE } from './outputs.ts';
@@ -44,7 +39,7 @@ export interface IdentityOpts {
 }
 
 /** Adds the ZFile output options shared by commit, merge and import. */
-function compressOptions(cmd: Command): Command {
+export function compressOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('-z, --compress <algorithm>', 'compress the output into a ZFile (as overlaybd-commit -z)').choices(['lz4', 'zstd']))
     .option('--block-size <size>', 'ZFile block size, 4K..64K, power of two (default 4K)', sizeArg)
@@ -86,6 +81,16 @@ function describeOutput(target: string, r: { layer: LayerWriteStats; zfile?: ZFi
   return `${target}: ${l.entries} entries, ${formatSize(l.dataBytes)} of data, layer ${formatSize(l.fileSize)}${z}`;
 }
 
+/** `obd commit --seal`: the data file is the output; identity options do not apply. */
+async function sealCommand(data: string, index: string, out: string | undefined, o: IdentityOpts & CompressOpts & { keepUuid?: boolean; force?: boolean }): Promise<void> {
+  if (out !== undefined) throw new InvalidArgumentError(`--seal writes into ${data} itself; drop the output argument ${out}`);
+  const bad = (['uuid', 'parent', 'tag', 'keepUuid', 'compress', 'tar', 'blockSize', 'threads'] as const).filter((k) => o[k] !== undefined);
+  if (bad.length) throw new InvalidArgumentError(`--seal keeps the layer's own identity and writes no new file; --${bad.map((k) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)).join(', --')} do not apply`);
+  const { sealLayer } = await import('../lsmt/seal.ts');
+  const r = await sealLayer(data, index);
+  output(o.json, { data, index, sealed: true, ...r }, () => `${data}: sealed in place, ${r.entries} entries, index at ${r.indexOffset}, ${formatSize(r.fileSize)} (open it as a layer: obd info ${data})`);
+}
+
 export function register(program: Command): void {
   program
     .command('create')
@@ -98,9 +103,18 @@ export function register(program: Command): void {
     .option('--base <layer...>', 'the layers it will sit on, bottom first: parent = top uuid, size defaults to the stack\'s')
     .option(...VERIFY_CHAIN)
     .option(...NO_VERIFY_CHAIN)
+    .option('--sparse', 'a sparse layer, as overlaybd-create -s: data in place in a data file spanning the disk, the index file left empty')
     .option('-f, --force', 'replace existing files (never the base layers)')
     .option('--json', 'print JSON')
-    .action(async (data: string, index: string, o: { size?: number; uuid?: string; parent?: string; base?: string[]; verifyChain?: boolean; force?: boolean; json?: boolean }) => {
+    .addHelpText(
+      'after',
+      `
+Examples:
+  obd create rw.data rw.index --base base.lsmt          # append-only layer over base.lsmt
+  obd create rw.data rw.index --size 64G --sparse       # as overlaybd-create -s (-s is --size here)
+`,
+    )
+    .action(async (data: string, index: string, o: { size?: number; uuid?: string; parent?: string; base?: string[]; verifyChain?: boolean; sparse?: boolean; force?: boolean; json?: boolean }) => {
       await checkOutputs([{ path: data, arg: '<data>' }, { path: index, arg: '<index>' }], argList(o.base ?? [], '--base layer'), o.force);
       let size = o.size;
       let parent = o.parent;
@@ -115,10 +129,11 @@ export function register(program: Command): void {
         }
       }
       if (size === undefined) throw new InvalidArgumentError('give the virtual size with --size (or --base to take the size of the layers below)');
-      const layer = await WritableLayer.create(data, index, { virtualSize: size, uuid: o.uuid, parentUuid: parent, overwrite: o.force });
+      const { WritableLayer } = await import('../lsmt/writable.ts');
+      const layer = await WritableLayer.create(data, index, { virtualSize: size, uuid: o.uuid, parentUuid: parent, overwrite: o.force, sparse: o.sparse });
       await layer.close();
-      const r = { data, index, uuid: layer.uuid, parentUuid: layer.parentUuid, virtualSize: layer.size };
-      output(o.json, r, () => `created writable layer ${r.uuid} (${formatSize(r.virtualSize)}, parent ${r.parentUuid}): ${data} + ${index}`);
+      const r = { data, index, uuid: layer.uuid, parentUuid: layer.parentUuid, virtualSize: layer.size, sparse: !!o.sparse };
+      output(o.json, r, () => `created ${r.sparse ? 'sparse ' : ''}writable layer ${r.uuid} (${formatSize(r.virtualSize)}, parent ${r.parentUuid}): ${data} + ${index}`);
     });
 
   compressOptions(
@@ -127,18 +142,31 @@ export function register(program: Command): void {
       .description('seal a writable layer into a committed layer holding only live data, as overlaybd-commit')
       .argument('<data>', 'writable layer data file')
       .argument('<index>', 'writable layer index file')
-      .argument('<out>', 'committed layer to write')
+      .argument('[out]', 'committed layer to write (none with --seal)')
+      .option('--seal', 'seal the data file in place instead, as overlaybd-commit --seal: it becomes a read-only layer holding its garbage too')
       .option('--uuid <uuid>', 'uuid of the committed layer (default: a new random one; 00000000-0000-0000-0000-000000000000 for none, as overlaybd-commit)')
       .option('--keep-uuid', "give the committed layer the writable layer's own uuid")
       .option('--parent <uuid>', "parent uuid (default: the writable layer's)")
       .option('-m, --tag <text>', 'user tag / commit message (at most 256 bytes)')
       .option(...FORCE)
-      .option('--json', 'print JSON'),
-  ).action(async (data: string, index: string, out: string, o: IdentityOpts & CompressOpts & { keepUuid?: boolean; force?: boolean }) => {
+      .option('--json', 'print JSON')
+      .addHelpText(
+        'after',
+        `
+Examples:
+  obd commit rw.data rw.index snap.lsmt -m "monday" -z lz4   # a compact layer of the live data
+  obd commit --seal rw.data rw.index                         # rw.data itself becomes a sealed layer
+`,
+      ),
+  ).action(async (data: string, index: string, out: string | undefined, o: IdentityOpts & CompressOpts & { seal?: boolean; keepUuid?: boolean; force?: boolean }) => {
+    if (o.seal) return sealCommand(data, index, out, o);
+    if (out === undefined) throw new InvalidArgumentError('give the committed layer to write (or --seal to seal the data file in place)');
     if (o.keepUuid && o.uuid) throw new InvalidArgumentError('give either --uuid or --keep-uuid');
     await checkOutputs([{ path: out, arg: '<out>' }], [{ path: data, arg: '<data>' }, { path: index, arg: '<index>' }], o.force);
+    const [{ commitLayer }, { randomUuid }] = await Promise.all([import('../lsmt/commit.ts'), import('../lsmt/format.ts')]);
     let uuid = o.uuid ?? randomUuid();
     if (o.keepUuid) {
+      const { WritableLayer } = await import('../lsmt/writable.ts');
       const l = await WritableLayer.open(data, index, { readOnly: true });
       uuid = l.uuid;
       await l.close();
@@ -170,6 +198,7 @@ export function register(program: Command): void {
     const out = layers.pop()!;
     if (layers.length === 0) throw new InvalidArgumentError('give at least one layer and then the output file');
     await checkOutputs([{ path: out, arg: '<output>' }], argList(layers, 'layer'), o.force);
+    const { flattenStack } = await import('../lsmt/flatten.ts');
     const stack = await openVerifiedStack(layers, o.verifyChain);
     const p = progressBar('merge', !o.json);
     try {
@@ -220,6 +249,7 @@ Examples:
     if (o.dirtyBitmap !== undefined && !o.base?.length) throw new InvalidArgumentError('--dirty-bitmap writes a delta: give the layers it sits on with --base');
     const local = /^nbds?(\+unix)?:\/\//.test(disk) ? [] : [{ path: disk, arg: '<disk>' }];
     await checkOutputs([{ path: out, arg: '<out>' }], [...local, ...argList(o.base ?? [], '--base layer')], o.force);
+    const [{ openDisk }, { importDevice }] = await Promise.all([import('../image/disk.ts'), import('../lsmt/import.ts')]);
     const base = o.base?.length ? await openVerifiedStack(o.base, o.verifyChain) : undefined;
     const p = progressBar('import', !o.json);
     try {
@@ -250,6 +280,7 @@ Examples:
     .argument('<index>', 'writable layer index file')
     .option('--json', 'print JSON')
     .action(async (data: string, index: string, o: { json?: boolean }) => {
+      const [{ lockHolder }, { WritableLayer }] = await Promise.all([import('../io/lock.ts'), import('../lsmt/writable.ts')]);
       const writer = await lockHolder(data);
       const l = await WritableLayer.open(data, index, { readOnly: true, allowWriter: true });
       const s = l.stats();

@@ -1,12 +1,10 @@
 /**
  * `obd verity add`, `obd verify`, `obd cache ls|verify|gc`: verity trees for existing images,
- * integrity checks of images and of cache directories (docs/format.md §7.5).
+ * integrity checks of images and of cache directories (docs/format.md §7.5). Each command
+ * imports the library code it runs when it runs, so registering them (for `obd --help`) is cheap.
  */
 import { Option, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';
-import { gcCache, listCache, verifyCache } from '../remote/cache-admin.ts';
-import { addVerity } from '../verity/add.ts';
-import { checkImage } from '../verity/check.ts';
 import { intArg, output, progressBar, sizeArg } from './common.ts';
 import { addRemoteOptions, remoteOptions, type RemoteFlags } from './remote.ts';
 
@@ -21,6 +19,7 @@ export function register(program: Command): void {
       .option('--json', 'print the result as JSON')
       .addHelpText('after', '\nExamples:\n  obd verity add localhost:5000/disks/vm1:v1\n  obd verity add oci:./layout:v1 --json\n'),
   ).action(async (ref: string, o: RemoteFlags & { chunkSize: number; json?: boolean }) => {
+    const { addVerity } = await import('../verity/add.ts');
     const b = progressBar('verity', !o.json);
     try {
       const r = await addVerity(ref, { ...remoteOptions(o), chunk: o.chunkSize, onProgress: b.onProgress });
@@ -41,6 +40,7 @@ export function register(program: Command): void {
       .option('--json', 'print the report as JSON')
       .addHelpText('after', '\nExamples:\n  obd verify base.lsmt app.zfile\n  obd verify localhost:5000/disks/vm1:v1\n  obd verify /var/lib/obd/vm1/config.v1.json --json\n'),
   ).action(async (image: string[], o: RemoteFlags & { json?: boolean }) => {
+    const { checkImage } = await import('../verity/check.ts');
     const b = progressBar('verify', !o.json);
     try {
       const r = await checkImage(image, { ...remoteOptions(o), onProgress: b.onProgress });
@@ -66,6 +66,7 @@ export function register(program: Command): void {
     .option('--json', 'print the listing as JSON')
     .addHelpText('after', '\nExamples:\n  obd cache ls /var/cache/obd\n  obd cache ls --json /var/cache/obd | jq \'.blobs[] | select(.bytes == .size)\'   # fully held blobs\n')
     .action(async (dir: string, o: { json?: boolean }) => {
+      const { listCache } = await import('../remote/cache-admin.ts');
       const r = await listCache(dir);
       output(o.json, r, () => [...r.blobs.map((b) => `${b.key} ${formatSize(b.bytes).padStart(10)} of ${formatSize(b.size).padStart(10)}  ${b.lastUse}`), `${r.blobs.length} blobs, ${formatSize(r.usage)}`].join('\n'));
     });
@@ -76,6 +77,7 @@ export function register(program: Command): void {
     .option('--json', 'print the report as JSON')
     .addHelpText('after', '\nExamples:\n  obd cache verify /var/cache/obd\n  obd cache verify --json /var/cache/obd || echo "damaged units were dropped"\n')
     .action(async (dir: string, o: { json?: boolean }) => {
+      const { verifyCache } = await import('../remote/cache-admin.ts');
       const b = progressBar('cache verify', !o.json);
       try {
         const r = await verifyCache(dir, undefined, b.onProgress);
@@ -95,6 +97,7 @@ export function register(program: Command): void {
     .option('--json', 'print the result as JSON')
     .addHelpText('after', '\nExamples:\n  obd cache gc /var/cache/obd --max-size 10G\n  obd cache gc /var/cache/obd --max-age 604800\n')
     .action(async (dir: string, o: { maxSize?: number; maxAge?: number; json?: boolean }) => {
+      const { gcCache } = await import('../remote/cache-admin.ts');
       const r = await gcCache(dir, { maxBytes: o.maxSize, maxAgeMs: o.maxAge === undefined ? undefined : o.maxAge * 1000 });
       output(o.json, r, () => [...r.dropped.map((k) => `dropped ${k}`), `${r.dropped.length} blobs dropped, ${formatSize(r.usage)} held`].join('\n'));
     });

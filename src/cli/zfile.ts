@@ -1,11 +1,9 @@
 /** `obd zfile …`: compress, decompress, verify and inspect ZFile blobs (tar-wrapped or not). */
 import { stat } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
-import { FileSource } from '../io/file.ts';
 import { formatSize } from '../io/util.ts';
-import { openTarEntry } from '../zfile/tar.ts';
-import { ZFileReader, type ZFileInfo } from '../zfile/reader.ts';
-import { compressFile, compressStream, decompressFile, type ZFileWriterOptions } from '../zfile/writer.ts';
+import type { ZFileInfo, ZFileReader } from '../zfile/reader.ts';
+import type { ZFileWriterOptions } from '../zfile/writer.ts';
 import { hex, type Algorithm, type ZFileHeader } from '../zfile/format.ts';
 import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
 import { checkOutputs, FORCE } from './outputs.ts';
@@ -13,6 +11,7 @@ import { checkOutputs, FORCE } from './outputs.ts';
 
 /** Opens a zfile at `path`, peeling a tar wrapper when there is one. */
 async function openZFile(path: string): Promise<{ reader: ZFileReader; tar: { offset: number; size: number } | null }> {
+  const [{ FileSource }, { openTarEntry }, { ZFileReader }] = await Promise.all([import('../io/file.ts'), import('../zfile/tar.ts'), import('../zfile/reader.ts')]);
   const file = await FileSource.open(path);
   try {
     const entry = await openTarEntry(file);
@@ -77,6 +76,7 @@ export function register(program: Command): void {
         overwriteHeader: o.overwriteHeader ?? false,
         threads: o.threads,
       };
+      const { compressFile, compressStream } = await import('../zfile/writer.ts');
       const p = progressBar('compress', !o.json);
       const t0 = performance.now();
       let stats;
@@ -102,6 +102,7 @@ export function register(program: Command): void {
     .option('--json', 'print the result as JSON')
     .action(async (input: string, out: string, o: { force?: boolean; json?: boolean }) => {
       await checkOutputs([{ path: out, arg: '<out>' }], [{ path: input, arg: '<in>' }], o.force);
+      const { decompressFile } = await import('../zfile/writer.ts');
       const p = progressBar('decompress', !o.json);
       const t0 = performance.now();
       let stats;

@@ -17,6 +17,9 @@ import { LazySource } from '../remote/lazy-source.ts';
 import { VerityMissingError } from '../verity/errors.ts';
 import { isDigest } from '../remote/reference.ts';
 import { RegistryBlobSource, RegistryClient, type RegistryRepository } from '../remote/registry.ts';
+import { registryKey } from '../remote/image.ts';
+import { MeteredSource } from '../io/metrics.ts';
+import { fileBlobKey, sharedBlobOf, type Lease } from '../io/shared.ts';
 
 export interface LowerConfig {
   file?: string;
@@ -153,14 +156,26 @@ export async function openParsedImageConfig(abs: string, config: ImageConfigV1, 
   const remote: Array<{ lazy: LazySource; repo: RegistryRepository; digest: string; dir: string | undefined }> = [];
   let client: RegistryClient | undefined;
   let repo: RegistryRepository | undefined;
-  const ownCache = !opts.cache && opts.cacheDir ? await BlobCache.open({ dir: opts.cacheDir, capacity: opts.cacheSize, unit: opts.refill }) : undefined;
-  const cache = opts.cache ?? ownCache;
+  const pool = opts.pool;
+  const leases: Lease<unknown>[] = [];
+  const hold = async <T>(p: Promise<Lease<T>>): Promise<T> => {
+    const lease = await p;
+    leases.push(lease);
+    return lease.value;
+  };
+  let shareRepo: (() => Promise<Lease<unknown>>) | undefined;
+  const cacheDir = !opts.cache && opts.cacheDir ? path.resolve(opts.cacheDir) : undefined;
+  const openCache = () => BlobCache.open({ dir: cacheDir!, capacity: opts.cacheSize, unit: opts.refill });
+  const shareCache = pool && cacheDir ? () => pool.acquire(`cache:${cacheDir}`, openCache, (c) => c.close()) : undefined;
+  const ownCache = cacheDir && !pool ? await openCache() : undefined;
+  const cache = opts.cache ?? ownCache ?? (shareCache ? await hold(shareCache()) : undefined);
   let downloads: { stop(): Promise<void> } | undefined;
   const close = async () => {
     await downloads?.stop();
     for (const l of layers) await l.close().catch(() => {});
     await ownCache?.close();
     await client?.close();
+    for (const l of leases.splice(0).reverse()) await l.release().catch(() => {});
   };
   try {
     for (const [i, l] of lowers.entries()) {
@@ -173,7 +188,8 @@ export async function openParsedImageConfig(abs: string, config: ImageConfigV1, 
         }
       }
       if (local) {
-        layers.push(await FileSource.open(local));
+        const file = local;
+        layers.push(pool ? await pool.blob(await fileBlobKey(file), () => FileSource.open(file)) : await FileSource.open(file));
         continue;
       }
       if (!l.digest) throw new InvalidReferenceError(`${abs}: lowers[${i}] has no local blob (${candidates.join(', ') || 'no file or dir'}) and no digest`);
@@ -183,18 +199,51 @@ export async function openParsedImageConfig(abs: string, config: ImageConfigV1, 
       }
       if (!repo) {
         const where = parseRepoBlobUrl(config.repoBlobUrl);
-        const credentials = opts.credentials ?? (await CredentialStore.load({ credsFile: opts.credsFile, dockerConfig: opts.dockerConfig }));
-        client = new RegistryClient(where.host, { ...opts, plainHttp: opts.plainHttp ?? where.plainHttp, credentials });
-        repo = client.repository(where.repository);
+        const clientOpts = { ...opts, plainHttp: opts.plainHttp ?? where.plainHttp };
+        const openClient = async () => {
+          const credentials = opts.credentials ?? (await CredentialStore.load({ credsFile: opts.credsFile, dockerConfig: opts.dockerConfig }));
+          const c = new RegistryClient(where.host, { ...clientOpts, credentials });
+          return { client: c, repo: c.repository(where.repository) };
+        };
+        const key = registryKey(where.host, where.repository, clientOpts);
+        const opened = pool ? await hold(pool.acquire(key, openClient, (o) => o.client.close())) : await openClient();
+        if (!pool) client = opened.client;
+        repo = opened.repo;
+        shareRepo = pool ? () => pool.acquire(key, openClient, (o) => o.client.close()) : undefined;
       }
       if (opts.requireVerity) throw new VerityMissingError(`${abs}: lowers[${i}] (${l.digest}) is fetched lazily without a verity tree (--require-verity; a config names no trees)`);
       const size = l.size && l.size > 0 ? l.size : await repo.statBlob(l.digest);
       if (size === undefined) throw new InvalidReferenceError(`${abs}: lowers[${i}] blob ${l.digest} is not in ${repo.name}`);
-      const store = cache ? await cache.entry(l.digest, size) : undefined;
-      const lazy = new LazySource(new RegistryBlobSource(repo, l.digest, size), { store, unit: opts.refill, maxInflight: opts.maxInflight });
-      layers.push(lazy);
-      lazy.prefetchEnds();
-      remote.push({ lazy, repo, digest: l.digest, dir: l.dir ? at(l.dir) : undefined });
+      const digest = l.digest;
+      const blobRepo = repo;
+      const openLazy = async () => {
+        const store = cache ? await cache.entry(digest, size) : undefined;
+        const blob = new RegistryBlobSource(blobRepo, digest, size);
+        const lazy = new LazySource(opts.meter ? new MeteredSource(blob, opts.meter) : blob, { store, unit: opts.refill, maxInflight: opts.maxInflight });
+        lazy.prefetchEnds();
+        return lazy;
+      };
+      let source: ByteSource;
+      if (pool) {
+        // The blob keeps its client and cache while any export holds it.
+        let deps: Lease<unknown>[] = [];
+        source = await pool.blob(
+          `blob:${digest}`,
+          async () => {
+            deps = await Promise.all([shareRepo!(), ...(shareCache ? [shareCache()] : [])]);
+            return openLazy().catch(async (e: unknown) => {
+              for (const d of deps.splice(0)) await d.release();
+              throw e;
+            });
+          },
+          async () => {
+            for (const d of deps) await d.release();
+          },
+        );
+      } else source = await openLazy();
+      layers.push(source);
+      const lazy = (sharedBlobOf(source)?.source ?? source) as LazySource;
+      remote.push({ lazy, repo, digest, dir: l.dir ? at(l.dir) : undefined });
     }
   } catch (e) {
     await close();

@@ -11,13 +11,13 @@ import { FileSource, isFile } from '../io/file.ts';
 import type { BlockDevice, ByteSource } from '../io/types.ts';
 import type { SealedLayer } from '../lsmt/sealed.ts';
 import { Stack, type StackOptions } from '../lsmt/stack.ts';
-import { WritableLayer } from '../lsmt/writable.ts';
 import type { DownloadConfig } from './config.ts';
 import type { LazyOptions, RemoteOptions } from '../remote/image.ts';
 import { parseReference, resolveReference, transportOf, TRANSPORTS } from '../remote/reference.ts';
 import type { ImageSources } from './sources.ts';
 import type { ReplayResult, TraceRecorder } from '../remote/trace.ts';
-import { probeLayer } from './probe.ts';
+import type { LayerPool } from './layer-pool.ts';
+import { probeLayer, type ProbeOptions } from './probe.ts';
 
 /** How a layer blob was wrapped, outermost first (e.g. ['tar', 'zfile', 'lsmt']). */
 export type Wrapping = ('tar' | 'zfile' | 'lsmt')[];
@@ -28,14 +28,14 @@ export interface OpenedLayer extends SealedLayer {
   readonly storedBytes: number;
 }
 
-export interface LayerSourceOptions {
+export interface LayerSourceOptions extends ProbeOptions {
   /** Wraps the decoded LSMT bytes before the layer reads them (e.g. to record a trace). */
   wrapDecoded?: (decoded: ByteSource) => ByteSource;
 }
 
 /** Peels tar and zfile wrappers off `src` and opens the LSMT layer inside (see probe.ts). */
 export async function openLayerSource(src: ByteSource, opts: LayerSourceOptions = {}): Promise<OpenedLayer> {
-  const { layer, wrapping } = await probeLayer(src, opts.wrapDecoded);
+  const { layer, wrapping } = await probeLayer(src, opts.wrapDecoded, opts);
   return { ...layer, wrapping, storedBytes: src.size };
 }
 
@@ -50,12 +50,15 @@ export async function openLayerFile(path: string): Promise<OpenedLayer> {
   }
 }
 
-/** Opens layers from sources in parallel; on failure closes the sources of those opened. */
-async function openAll<T>(items: readonly T[], open: (item: T, i: number) => Promise<OpenedLayer>): Promise<OpenedLayer[]> {
+/**
+ * Opens layers from sources in parallel; on failure closes the sources of those opened
+ * (unless `owned` is false: the layers of a pool are closed by releasing their handles).
+ */
+async function openAll<T>(items: readonly T[], open: (item: T, i: number) => Promise<OpenedLayer>, owned = true): Promise<OpenedLayer[]> {
   const settled = await Promise.allSettled(items.map(open));
   const failed = settled.find((r) => r.status === 'rejected');
   if (failed) {
-    await Promise.all(settled.map((r) => (r.status === 'fulfilled' ? r.value.source.close() : undefined)));
+    if (owned) await Promise.all(settled.map((r) => (r.status === 'fulfilled' ? r.value.source.close() : undefined)));
     throw (failed as PromiseRejectedResult).reason;
   }
   return settled.map((r) => (r as PromiseFulfilledResult<OpenedLayer>).value);
@@ -95,6 +98,12 @@ export interface ImageOptions extends RemoteOptions, LazyOptions {
   trace?: string;
   /** Called when a trace replay (started in the background) ends. */
   onReplayDone?: (r: ReplayResult) => void;
+  /**
+   * Share layers, registry clients and caches with every image opened through this pool,
+   * and keep decoded blocks under its memory budget (see layer-pool.ts). Closing the device
+   * releases what it holds; the pool closes a layer when its last user is gone.
+   */
+  pool?: LayerPool;
 }
 
 /**
@@ -161,7 +170,7 @@ async function openLayerFilesImage(args: readonly string[], opts: ImageOptions):
   for (const a of args) {
     if (!(await isFile(a))) throw new NotFoundError(`${a}: no such layer file`);
   }
-  const stack = await openStack(args);
+  const stack = opts.pool ? await openPooledStack(args, opts.pool) : await openStack(args);
   try {
     verifyStack(stack, opts);
   } catch (e) {
@@ -169,6 +178,34 @@ async function openLayerFilesImage(args: readonly string[], opts: ImageOptions):
     throw e;
   }
   return withUpper(stack, opts.upper, opts);
+}
+
+/** Layer files as a stack whose layers are the pool's: closing it releases them. */
+async function openPooledStack(paths: readonly string[], pool: LayerPool): Promise<Stack> {
+  const handles: ByteSource[] = [];
+  const release = () => Promise.all(handles.map((h) => h.close())).then(() => {});
+  try {
+    const layers = await openAll(
+      paths,
+      async (p) => {
+        const h = await pool.file(p);
+        handles.push(h);
+        return pool.layer(h, (src) => openLayerSource(src, { memory: pool.memory }));
+      },
+      false,
+    );
+    return new Stack(layers, { ownsSources: false, onClose: release });
+  } catch (e) {
+    await release();
+    throw e;
+  }
+}
+
+/** The layer in `src`: the pool's shared one when there is a pool, else a private one. */
+async function openLayerOf(src: ByteSource, pool: LayerPool | undefined, wrapDecoded: LayerSourceOptions['wrapDecoded']): Promise<OpenedLayer> {
+  if (!pool) return openLayerSource(src, { wrapDecoded });
+  const layer = await pool.layer(src, (s) => openLayerSource(s, { memory: pool.memory }));
+  return wrapDecoded ? { ...layer, source: wrapDecoded(layer.source) } : layer;
 }
 
 async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'reference'): Promise<BlockDevice> {
@@ -184,8 +221,10 @@ async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'refe
     const tracePath = opts.trace ?? srcs.tracePath;
     const mode = tracePath ? await traceMode(tracePath) : { mode: 'off' as const };
     if (mode.mode === 'record') recorder = new TraceRecorder();
-    const layers = await openAll(srcs.layers, (s, i) =>
-      openLayerSource(s, { wrapDecoded: recorder ? (d) => new TracingSource(d, i, recorder!) : undefined }),
+    const layers = await openAll(
+      srcs.layers,
+      (s, i) => openLayerOf(s, opts.pool, recorder ? (d) => new TracingSource(d, i, recorder!) : undefined),
+      !opts.pool,
     );
     stack = new Stack(layers, {
       name: srcs.name,
@@ -234,6 +273,8 @@ async function withUpper(stack: Stack, upper: ImageSources['upper'], opts: Image
   if (!upper) return stack;
   const readOnly = opts.readOnly;
   try {
+    // Imported only for an upper layer: read-only stacks load no writable-layer code.
+    const { WritableLayer } = await import('../lsmt/writable.ts');
     const [hasData, hasIndex] = await Promise.all([isFile(upper.data), isFile(upper.index)]);
     if (hasData !== hasIndex) {
       throw new ChainError(`writable layer: ${hasData ? upper.data : upper.index} exists but ${hasData ? upper.index : upper.data} does not`);

@@ -12,7 +12,7 @@ import { hasLsmtMagic } from '../lsmt/format.ts';
 import { openSealedLayer, type SealedLayer } from '../lsmt/sealed.ts';
 import { RecompressedLayerError, sniffStreamCompression } from '../remote/recompressed.ts';
 import { FLAG_HEADER, hasZFileMagic } from '../zfile/format.ts';
-import { ZFileReader } from '../zfile/reader.ts';
+import type { MemoryBudget } from '../zfile/block-cache.ts';
 import { isTarHeader, openTarEntry } from '../zfile/tar.ts';
 
 /** Bytes every probe may look at (a tar header, a zfile or LSMT header all fit). */
@@ -22,7 +22,12 @@ export interface Wrapper {
   readonly name: 'tar' | 'zfile';
   probe(head: Uint8Array): boolean;
   /** The wrapped bytes, as a source. */
-  open(src: ByteSource): Promise<ByteSource>;
+  open(src: ByteSource, opts?: ProbeOptions): Promise<ByteSource>;
+}
+
+export interface ProbeOptions {
+  /** Decoded zfile blocks are kept under this shared budget (default: a small cache per layer). */
+  memory?: MemoryBudget;
 }
 
 export interface LayerFormat {
@@ -44,7 +49,8 @@ export const WRAPPERS: readonly Wrapper[] = [
   {
     name: 'zfile',
     probe: (head) => head.length >= 40 && hasZFileMagic(head) && (head[32]! & FLAG_HEADER) !== 0,
-    open: (src) => ZFileReader.open(src),
+    // Imported when a zfile is found: opening a plain LSMT layer (obd info, commit) loads no codec code.
+    open: async (src, opts) => (await import('../zfile/reader.ts')).ZFileReader.open(src, { budget: opts?.memory }),
   },
 ];
 
@@ -91,13 +97,14 @@ const LOOK_ALIKE_BYTES = 4096;
 export async function probeLayer(
   src: ByteSource,
   wrapDecoded?: (decoded: ByteSource) => ByteSource,
+  opts: ProbeOptions = {},
 ): Promise<{ layer: SealedLayer; wrapping: ('tar' | 'zfile' | 'lsmt')[] }> {
   const wrapping: ('tar' | 'zfile' | 'lsmt')[] = [];
   let cur = src;
   let head = await readHead(cur, PROBE_BYTES);
   for (const w of WRAPPERS) {
     if (!w.probe(head)) continue;
-    cur = await w.open(cur);
+    cur = await w.open(cur, opts);
     wrapping.push(w.name);
     head = await readHead(cur, PROBE_BYTES);
   }

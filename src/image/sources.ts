@@ -7,6 +7,8 @@ import type { ByteSource } from '../io/types.ts';
 import { openImageConfig, type DownloadConfig } from './config.ts';
 import { startBackgroundDownload } from '../remote/download.ts';
 import { openRemoteImage, type LazyOptions, type RemoteOptions } from '../remote/image.ts';
+import type { LazySource } from '../remote/lazy-source.ts';
+import { sharedBlobOf, type SharedBlob } from '../io/shared.ts';
 import { locateImage } from './open.ts';
 
 export interface ImageSources {
@@ -43,6 +45,7 @@ export async function configSources(path: string, opts: RemoteOptions & LazyOpti
 export async function referenceSources(spec: string, opts: RemoteOptions & LazyOptions = {}): Promise<ImageSources> {
   const img = await openRemoteImage(spec, opts);
   let downloads: { stop(): Promise<void> } | undefined;
+  const mine: SharedBlob[] = [];
   return {
     name: `${img.reference}@${img.digest}`,
     layers: img.layers,
@@ -50,7 +53,18 @@ export async function referenceSources(spec: string, opts: RemoteOptions & LazyO
     tracePath: undefined,
     async reportResult() {},
     startDownloads(o: DownloadConfig = {}) {
-      const items = img.lazy.filter((l) => l.store.disk).map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.layers.indexOf(lazy)]?.digest ?? String(i) }));
+      // A layer shared with another export is downloaded once, by whichever asked first.
+      const shared = (lazy: LazySource) => sharedBlobOf(img.layers[img.blobs.indexOf(lazy)]!);
+      const items = img.lazy
+        .filter((l) => l.store.disk && !shared(l)?.downloading)
+        .map((lazy, i) => ({ lazy, repo: img.repo, digest: img.manifest.layers[img.blobs.indexOf(lazy)]?.digest ?? String(i) }));
+      for (const { lazy } of items) {
+        const b = shared(lazy);
+        if (b) {
+          b.downloading = true;
+          mine.push(b);
+        }
+      }
       if (items.length === 0) return undefined;
       const handle = startBackgroundDownload(items, { delayMs: (o.delay ?? 0) * 1000, maxBytesPerSec: (o.maxMBps ?? 100) * 2 ** 20, tries: o.tryCnt ?? 5 });
       downloads = handle;
@@ -58,6 +72,8 @@ export async function referenceSources(spec: string, opts: RemoteOptions & LazyO
     },
     async close() {
       await downloads?.stop();
+      // Stopped with this image: another export holding these layers may start them again.
+      for (const b of mine) b.downloading = false;
       await img.close();
     },
   };

@@ -34,6 +34,12 @@ export interface ControlServerOptions {
   token?: string;
   /** Push settings for snapshots (registry options from the serve command line). */
   pushOptions?: SnapshotOptions['pushOptions'];
+  /** Opens an image and offers it as a new export (`obd attach`). */
+  attach?: (name: string, image: string[], opts: { writable?: boolean; upper?: { data: string; index: string } }) => Promise<void>;
+  /** Stops offering an export: its clients are disconnected, a writable one flushed (`obd detach`). */
+  detach?: (name: string) => Promise<void>;
+  /** Prometheus text for GET /metrics. */
+  metrics?: () => string;
   /** Told of each request that failed (the server goes on). */
   onError?: (e: { method: string; path: string; status: number; message: string }) => void;
 }
@@ -135,6 +141,14 @@ export class ControlServer {
     const url = new URL(req.url ?? '/', 'http://control');
     try {
       this.#authorize(req);
+      if (url.pathname === '/metrics' && this.#opts.metrics) {
+        if (method !== 'GET') throw new HttpError(405, `/metrics takes GET, not ${method}`);
+        req.resume();
+        const text = this.#opts.metrics();
+        res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
+        res.end(text);
+        return;
+      }
       const body = method === 'POST' ? await readJson(req) : (req.resume(), {});
       const result = await this.#route(method, url, body);
       send(res, 200, result);
@@ -216,6 +230,36 @@ export class ControlServer {
         if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) throw new HttpError(400, '"size" must be a positive whole number of bytes');
         if (body.shrink !== undefined && typeof body.shrink !== 'boolean') throw new HttpError(400, '"shrink" must be true or false');
         return { export: name, ...(await disk.resize(size, { shrink: body.shrink === true })) };
+      }
+      case '/v1/attach': {
+        want('POST');
+        checkKeys(body, ['export', 'image', 'writable', 'upper']);
+        if (!this.#opts.attach) throw new HttpError(501, 'this server cannot attach exports');
+        const name = body.export;
+        if (typeof name !== 'string' || name.includes('\0')) throw new HttpError(400, '"export" must be a string (the new export\'s name)');
+        const image = typeof body.image === 'string' ? [body.image] : body.image;
+        if (!Array.isArray(image) || image.length === 0 || !image.every((a) => typeof a === 'string' && a !== '' && !a.includes('\0'))) {
+          throw new HttpError(400, '"image" must be a non-empty string or list of strings (layer files, a config.v1.json, oci:DIR or a reference)');
+        }
+        if (body.writable !== undefined && typeof body.writable !== 'boolean') throw new HttpError(400, '"writable" must be true or false');
+        let upper: { data: string; index: string } | undefined;
+        if (body.upper !== undefined) {
+          const u = body.upper as Record<string, unknown> | null;
+          if (typeof u !== 'object' || u === null || typeof u.data !== 'string' || typeof u.index !== 'string' || !u.data || !u.index) throw new HttpError(400, '"upper" must be {"data": FILE, "index": FILE}');
+          upper = { data: u.data, index: u.index };
+        }
+        await this.#opts.attach(name, image as string[], { writable: body.writable === true, upper });
+        return { export: name, attached: true, exports: this.#opts.exports().filter((e) => e.name === name) };
+      }
+      case '/v1/detach': {
+        want('POST');
+        checkKeys(body, ['export']);
+        if (!this.#opts.detach) throw new HttpError(501, 'this server cannot detach exports');
+        const name = body.export;
+        if (typeof name !== 'string') throw new HttpError(400, '"export" must be a string');
+        if (this.#opts.disks.has(name)) throw new HttpError(409, `export ${JSON.stringify(name)} is a live disk; stop the server to take it away`);
+        await this.#opts.detach(name);
+        return { export: name, detached: true };
       }
       default:
         throw new HttpError(404, `no such endpoint: ${route} (see docs/control-api.md)`);

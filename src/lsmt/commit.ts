@@ -48,11 +48,13 @@ export async function commitWritable(layer: WritableLayer, out: ByteSink | strin
     parentUuid: opts.parentUuid ?? layer.dataHeader.parentUuid,
     userTag: opts.userTag,
   });
-  const table = layer.indexTable();
-  const stats = await withSink(out, async (sink) => {
-    const w = new SealedLayerWriter(sink, id);
-    await copyMappings(table, [layer.dataSource], w, () => 0, opts.onProgress);
-    return w.finish();
-  });
+  // No compaction may swap the files while their table is being copied.
+  const stats = await layer.stable(() =>
+    withSink(out, async (sink) => {
+      const w = new SealedLayerWriter(sink, id);
+      await copyMappings(layer.indexTable(), [layer.dataSource], w, () => 0, opts.onProgress);
+      return w.finish();
+    }),
+  );
   return { ...stats, virtualSize: id.virtualSize, uuid: id.uuid!, parentUuid: id.parentUuid! };
 }

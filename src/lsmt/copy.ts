@@ -10,9 +10,10 @@
  * against 30–60 ms through the thread pool on two cores. The event loop gets a turn after
  * every SYNC_SLICE bytes, so a long commit does not starve other work.
  *
- * Byte-exactness: the writer restarts its 32 KiB copy steps at every addData call, as the
- * reference restarts them at every source mapping, so each mapping is fed in pieces that
- * start at the mapping's start and are multiples of 32 KiB (except the last).
+ * Byte-exactness: the writer restarts its 32 KiB copy steps at every extent it is given, as
+ * the reference restarts them at every source mapping, so each mapping is fed in pieces that
+ * start at the mapping's start and are multiples of 32 KiB (except the last). A batch goes
+ * to the writer as one run: its pieces' data lies back to back in the batch buffer.
  */
 import { rm } from 'node:fs/promises';
 import { ShortReadError } from '../io/errors.ts';
@@ -44,8 +45,7 @@ interface Batch {
   sectors: Uint32Array;
   tag: Uint8Array;
   zeroed: Uint8Array;
-  bufAt: Float64Array;
-  /** Reads as (layer, fileOffset, bufAt, length) quadruples. */
+  /** Reads as (layer, fileOffset, buffer offset, length) quadruples. */
   reads: number[];
   bytes: number;
 }
@@ -58,7 +58,6 @@ function newBatch(): Batch {
     sectors: new Uint32Array(BATCH_ITEMS),
     tag: new Uint8Array(BATCH_ITEMS),
     zeroed: new Uint8Array(BATCH_ITEMS),
-    bufAt: new Float64Array(BATCH_ITEMS),
     reads: [],
     bytes: 0,
   };
@@ -108,7 +107,6 @@ export async function copyMappings(
       b.offset[k] = table.offset[i]! + within;
       b.sectors[k] = len;
       b.zeroed[k] = 0;
-      b.bufAt[k] = b.bytes;
       const bytes = len * SECTOR;
       if (rLen > 0 && rLayer === layer && rFile + rLen === fileOff) {
         rLen += bytes;
@@ -161,14 +159,8 @@ export async function copyMappings(
     await filling;
     plan(next);
     filling = next.n > 0 ? ahead(fill(next)) : Promise.resolve();
-    for (let k = 0; k < cur.n; k++) {
-      if (cur.zeroed[k] === 1) {
-        await writer.addZeroed(cur.offset[k]!, cur.sectors[k]!, cur.tag[k]!);
-      } else {
-        const at = cur.bufAt[k]!;
-        await writer.addData(cur.offset[k]!, cur.buf.subarray(at, at + cur.sectors[k]! * SECTOR), cur.tag[k]!);
-      }
-    }
+    // The batch's data pieces lie back to back in its buffer, in table order: one write.
+    await writer.addRun(cur.n, cur.offset, cur.sectors, cur.zeroed, cur.tag, cur.buf.subarray(0, cur.bytes));
     done += cur.bytes;
     onProgress?.(done, total);
     [cur, next] = [next, cur];

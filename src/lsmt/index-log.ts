@@ -84,6 +84,11 @@ export class IndexLog {
     return new IndexLog(files, new Level0Index(), HT_SPACE, { entriesOnDisk: 0, droppedEntries: 0, droppedBytes: 0 });
   }
 
+  /** The log of an index file just written and synced with exactly `entries` (a compaction's). */
+  static written(files: WritableFiles, entries: Level0Index, count: number): IndexLog {
+    return new IndexLog(files, entries, HT_SPACE + count * ENTRY_SIZE, { entriesOnDisk: count, droppedEntries: 0, droppedBytes: 0 });
+  }
+
   /** Replays the index file (see Recovery above); `writable` cuts a torn or dangling tail. */
   static async recover(files: WritableFiles, writable: boolean): Promise<IndexLog> {
     const { index, indexPath, dataSize, indexSize } = files;

@@ -6,9 +6,11 @@
  */
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { ChainError, FormatError, InvalidArgumentError, NotSupportedError } from '../io/errors.ts';
+import { syncDirsOf } from '../io/atomic.ts';
+import { ChainError, FormatError, InvalidArgumentError } from '../io/errors.ts';
 import { wrapFsError } from '../io/file.ts';
-import { WriterLock, assertUnlocked } from '../io/lock.ts';
+import { WriterLock, assertUnlocked, lockHolder } from '../io/lock.ts';
+import { recoverSwap, type SwapRecovery } from './compact-swap.ts';
 import { writeFull } from '../io/sink.ts';
 import {
   FLAG_DATA,
@@ -24,6 +26,7 @@ import {
   type HeaderTrailer,
 } from './format.ts';
 import { checkUuid } from './identity.ts';
+import { isSealedTrailer } from './seal.ts';
 import { wrapWriteError } from './io-errors.ts';
 
 export interface FilesCreateOptions {
@@ -34,6 +37,8 @@ export interface FilesCreateOptions {
   parentUuid?: string;
   /** Replace existing files (default: refuse, as overlaybd-create does). */
   overwrite?: boolean;
+  /** A sparse layer (docs/format.md §2.12): header flag 16, data in place, an empty index file. */
+  sparse?: boolean;
 }
 
 export interface FilesOpenOptions {
@@ -53,6 +58,8 @@ export class WritableFiles {
   /** Sizes of the files when they were opened (bytes). */
   readonly dataSize: number;
   readonly indexSize: number;
+  /** What opening did about an interrupted compaction (compact-swap.ts). */
+  swapRecovery: SwapRecovery = 'none';
   /** Held while the layer is open for writing, so no other process writes or commits it. */
   readonly #lock: WriterLock | undefined;
 
@@ -74,6 +81,11 @@ export class WritableFiles {
     this.indexSize = indexSize;
   }
 
+  /** A sparse layer (header flag 16): data in place, the index file unused (sparse.ts). */
+  get sparse(): boolean {
+    return (this.header.flags & FLAG_SPARSE) !== 0;
+  }
+
   /** Where appending to the data file resumes: its end rounded up to a sector, past the header. */
   get dataEnd(): number {
     return Math.max(HT_SPACE, Math.ceil(this.dataSize / SECTOR) * SECTOR);
@@ -86,7 +98,7 @@ export class WritableFiles {
   static async create(dataPath: string, indexPath: string, opts: FilesCreateOptions): Promise<WritableFiles> {
     if (path.resolve(dataPath) === path.resolve(indexPath)) throw new InvalidArgumentError(`${dataPath}: the data and index files must be different files`);
     const header: HeaderTrailer = {
-      flags: FLAG_HEADER | FLAG_DATA,
+      flags: FLAG_HEADER | FLAG_DATA | (opts.sparse ? FLAG_SPARSE : 0),
       indexOffset: 0,
       indexSize: 0,
       virtualSize: opts.virtualSize,
@@ -118,10 +130,12 @@ export class WritableFiles {
     }
     try {
       await writeFull(data, encodeHeaderTrailer(header), 0);
-      await writeFull(index, encodeHeaderTrailer(indexHeader), 0);
+      // As overlaybd-create -s: the data file spans the whole disk, the index file stays empty.
+      if (opts.sparse) await data.truncate(HT_SPACE + opts.virtualSize);
+      else await writeFull(index, encodeHeaderTrailer(indexHeader), 0);
       await data.datasync();
       await index.datasync();
-      await syncDirs([dataPath, indexPath]);
+      await syncDirsOf([dataPath, indexPath]);
     } catch (e) {
       await Promise.allSettled([data.close(), index.close()]);
       await removeQuietly(dataPath);
@@ -129,7 +143,7 @@ export class WritableFiles {
       await lock.release();
       throw wrapWriteError(dataPath, 'creating the writable layer', undefined, e);
     }
-    return new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, HT_SPACE, HT_SPACE);
+    return new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, opts.sparse ? HT_SPACE + opts.virtualSize : HT_SPACE, opts.sparse ? 0 : HT_SPACE);
   }
 
   /**
@@ -139,36 +153,85 @@ export class WritableFiles {
    */
   static async open(dataPath: string, indexPath: string, opts: FilesOpenOptions = {}): Promise<WritableFiles> {
     const flag = opts.readOnly ? 'r' : 'r+';
-    const data = await openFile(dataPath, flag);
+    let data: FileHandle | undefined;
     let index: FileHandle | undefined;
     let lock: WriterLock | undefined;
     try {
       if (!opts.readOnly) lock = await WriterLock.acquire(dataPath);
       else if (!opts.allowWriter) await assertUnlocked(dataPath, 'read it');
+      // A compaction's leftovers are settled first, unless a live writer may be compacting now.
+      const swap = opts.readOnly && opts.allowWriter && (await lockHolder(dataPath)) !== undefined ? 'none' : await recoverSwap(dataPath, indexPath);
+      data = await openFile(dataPath, flag);
       index = await openFile(indexPath, flag);
       const header = await readHeader(data, dataPath);
       checkDataHeader(header, dataPath);
-      const indexHeader = await readHeader(index, indexPath);
+      // A sparse layer's index file is not read (the reference's tool leaves it empty).
+      const indexHeader = header.flags & FLAG_SPARSE ? { ...header, flags: FLAG_HEADER, indexOffset: HT_SPACE } : await readHeader(index, indexPath);
       checkIndexHeader(indexHeader, indexPath);
       if (indexHeader.uuid.toUpperCase() !== header.uuid.toUpperCase()) {
         throw new ChainError(`${indexPath}: index file belongs to layer ${indexHeader.uuid}, but ${dataPath} is layer ${header.uuid}`);
       }
       const dataSize = (await data.stat()).size;
       const indexSize = (await index.stat()).size;
-      return new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, dataSize, indexSize);
+      await refuseSealedInPlace(data, dataPath, dataSize, header);
+      const files = new WritableFiles({ dataPath, indexPath, data, index, lock }, header, indexHeader, dataSize, indexSize);
+      files.swapRecovery = swap;
+      return files;
     } catch (e) {
-      await Promise.allSettled([data.close(), index?.close(), lock?.release()]);
+      await Promise.allSettled([data?.close(), index?.close(), lock?.release()]);
       throw e;
     }
+  }
+
+  /**
+   * Creates the files a compaction writes (compact-swap.ts names them): both headers as this
+   * pair's, synced; any leftover of an earlier attempt is replaced. No lock: this pair's covers them.
+   */
+  async createSuccessorFiles(newData: string, newIndex: string): Promise<{ data: FileHandle; index: FileHandle }> {
+    const data = await openFile(newData, 'w+');
+    let index: FileHandle | undefined;
+    try {
+      index = await openFile(newIndex, 'w+');
+      await writeFull(data, encodeHeaderTrailer(this.header), 0);
+      await writeFull(index, encodeHeaderTrailer(this.indexHeader), 0);
+      await data.datasync();
+      await index.datasync();
+      return { data, index };
+    } catch (e) {
+      await Promise.allSettled([data.close(), index?.close()]);
+      await removeQuietly(newData);
+      await removeQuietly(newIndex);
+      throw wrapWriteError(newData, 'creating the compacted files', undefined, e);
+    }
+  }
+
+  /** The pair these handles now are (renamed over this pair's paths), with this pair's lock. */
+  successor(data: FileHandle, index: FileHandle, dataSize: number, indexSize: number): WritableFiles {
+    return new WritableFiles({ dataPath: this.dataPath, indexPath: this.indexPath, data, index, lock: this.#lock }, this.header, this.indexHeader, dataSize, indexSize);
+  }
+
+  /** Closes this pair's handles but keeps the lock (its successor holds it on). */
+  async closeHandles(): Promise<void> {
+    await Promise.allSettled([this.data.close(), this.index.close()]);
   }
 
   /** Records a new virtual size in both headers (offset 48), durably. */
   async setVirtualSize(size: number): Promise<void> {
     try {
-      await writeFull(this.data, encodeHeaderTrailer({ ...this.header, virtualSize: size }), 0);
-      await writeFull(this.index, encodeHeaderTrailer({ ...this.indexHeader, virtualSize: size }), 0);
-      await this.data.datasync();
-      await this.index.datasync();
+      if (this.sparse) {
+        // As the reference's update_vsize: a sparse data file spans the disk. The file grows
+        // before the header says so and shrinks after, so a crash never leaves it short.
+        if (size > this.header.virtualSize) await this.data.truncate(HT_SPACE + size);
+        await writeFull(this.data, encodeHeaderTrailer({ ...this.header, virtualSize: size }), 0);
+        await this.data.sync();
+        if (size < this.header.virtualSize) await this.data.truncate(HT_SPACE + size);
+        await this.data.sync();
+      } else {
+        await writeFull(this.data, encodeHeaderTrailer({ ...this.header, virtualSize: size }), 0);
+        await writeFull(this.index, encodeHeaderTrailer({ ...this.indexHeader, virtualSize: size }), 0);
+        await this.data.datasync();
+        await this.index.datasync();
+      }
     } catch (e) {
       throw wrapWriteError(this.dataPath, 'recording the virtual size', 48, e);
     }
@@ -188,9 +251,6 @@ function checkDataHeader(h: HeaderTrailer, file: string): void {
   if (!(f & FLAG_HEADER)) throw new FormatError(file, `header flags ${f}: is-header bit (1) not set`, 28);
   if (!(f & FLAG_DATA)) throw new FormatError(file, `header flags ${f}: this is an index file, not a data file (are DATA and INDEX swapped?)`, 28);
   if (f & FLAG_SEALED) throw new FormatError(file, `header flags ${f}: this is a sealed (committed) layer, not a writable data file`, 28);
-  if (f & FLAG_SPARSE) {
-    throw new NotSupportedError(`${file}: sparse writable layers (header flag 16, overlaybd-create -s) are not supported; create an append-mode layer`);
-  }
 }
 
 function checkIndexHeader(h: HeaderTrailer, file: string): void {
@@ -199,6 +259,16 @@ function checkIndexHeader(h: HeaderTrailer, file: string): void {
   if (f & FLAG_DATA) throw new FormatError(file, `header flags ${f}: this is a data file, not an index file (are DATA and INDEX swapped?)`, 28);
   if (f & FLAG_SEALED) throw new FormatError(file, `header flags ${f}: sealed bit set on an index file`, 28);
   if (h.indexOffset !== HT_SPACE) throw new FormatError(file, `index_offset is ${h.indexOffset}, expected ${HT_SPACE} for a writable index file`, 32);
+}
+
+/** A data file sealed in place (seal.ts) is a read-only layer now: appending would break it. */
+async function refuseSealedInPlace(fh: FileHandle, file: string, size: number, header: HeaderTrailer): Promise<void> {
+  if (size < 2 * HT_SPACE) return;
+  const tail = new Uint8Array(HT_STRUCT_SIZE);
+  const { bytesRead } = await fh.read(tail, 0, HT_STRUCT_SIZE, size - HT_SPACE);
+  if (bytesRead === HT_STRUCT_SIZE && isSealedTrailer(tail, file, size, header)) {
+    throw new FormatError(file, 'this data file was sealed in place (overlaybd-commit --seal, obd commit --seal): open it as a read-only layer, e.g. obd info FILE or obd merge FILE OUT', size - HT_SPACE);
+  }
 }
 
 async function readHeader(fh: FileHandle, file: string): Promise<HeaderTrailer> {
@@ -221,17 +291,3 @@ async function removeQuietly(p: string): Promise<void> {
   await rm(p, { force: true }).catch(() => {});
 }
 
-/** Makes the new directory entries durable (a crash right after create keeps the files). */
-async function syncDirs(files: string[]): Promise<void> {
-  for (const dir of new Set(files.map((f) => path.dirname(path.resolve(f))))) {
-    let fh: FileHandle | undefined;
-    try {
-      fh = await open(dir, 'r');
-      await fh.sync();
-    } catch {
-      // Some filesystems cannot sync a directory; the files themselves are synced.
-    } finally {
-      await fh?.close();
-    }
-  }
-}

@@ -110,6 +110,27 @@ export class SealedLayerWriter {
     this.#addSteps(offset, sectors, tag);
   }
 
+  /**
+   * Appends `n` extents in order, the same as addData or addZeroed for each in turn, with
+   * their data back to back in `data` (zeroed extents take no bytes) written at once: commit
+   * and merge feed thousands of 4 KiB pieces per batch, and one write per piece was most of
+   * the JavaScript work of a commit.
+   */
+  async addRun(n: number, offset: ArrayLike<number>, sectors: ArrayLike<number>, zeroed: ArrayLike<number>, tag: ArrayLike<number>, data: Uint8Array): Promise<void> {
+    let bytes = 0;
+    for (let k = 0; k < n; k++) if (zeroed[k] !== 1) bytes += sectors[k]! * SECTOR;
+    if (bytes !== data.length) throw new InvalidArgumentError(`${this.#sink.name}: a run of ${n} extents holds ${bytes} bytes of data, not ${data.length}`);
+    await this.#start();
+    for (let k = 0; k < n; k++) {
+      const off = offset[k]!;
+      const len = sectors[k]!;
+      this.#checkOrder(off, len);
+      if (zeroed[k] === 1) this.#addZeroedEntries(off, len, tag[k]!);
+      else this.#addSteps(off, len, tag[k]!);
+    }
+    if (data.length > 0) await this.#sink.write(data);
+  }
+
   /** Index entries for data just written at the cursor: one per 64-sector copy step. */
   #addSteps(offset: number, sectors: number, tag: number): void {
     for (let done = 0; done < sectors; ) {
@@ -124,6 +145,10 @@ export class SealedLayerWriter {
   async addZeroed(offset: number, sectors: number, tag = 0): Promise<void> {
     this.#checkOrder(offset, sectors);
     await this.#start();
+    this.#addZeroedEntries(offset, sectors, tag);
+  }
+
+  #addZeroedEntries(offset: number, sectors: number, tag: number): void {
     for (let done = 0; done < sectors; ) {
       const n = Math.min(MAX_ENTRY_SECTORS, sectors - done);
       this.#emit(offset + done, n, this.#cursor, true, tag);

@@ -83,6 +83,22 @@ export class ExportTable {
     this.#defaultName = defaultExport ?? (this.#byName.size === 1 ? entries[0]![0] : undefined);
   }
 
+  /** Offers `name` from now on (a server adding an export while it serves). */
+  add(name: string, value: BlockDevice | NbdExportOptions): ResolvedExport {
+    if (this.#byName.has(name)) throw new NbdServerError(`export "${name}" exists already`);
+    // Resolved as the constructor resolves every export.
+    const exp = new ExportTable(new Map([[name, value]])).lookup(name)!;
+    this.#byName.set(name, exp);
+    return exp;
+  }
+
+  /** Stops offering `name` to new clients; the export removed, if there was one. */
+  remove(name: string): ResolvedExport | undefined {
+    const exp = this.#byName.get(name);
+    this.#byName.delete(name);
+    return exp;
+  }
+
   /** All exports, in the order given. */
   list(): ResolvedExport[] {
     return [...this.#byName.values()];

@@ -8,7 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { NbdConnection, type ConnectionLimits, type NbdEvent } from './connection.ts';
 import { NbdServerError } from './errors.ts';
-import { ExportTable, type NbdExportTable, type ResolvedExport } from './exports.ts';
+import type { BlockDevice } from '../io/types.ts';
+import { ExportTable, type NbdExportOptions, type NbdExportTable, type ResolvedExport } from './exports.ts';
 import { BufferPool } from './pool.ts';
 import { MAX_PAYLOAD_DEFAULT, nbdUri } from './protocol.ts';
 import { NbdTls, type NbdTlsOptions } from './tls.ts';
@@ -198,6 +199,33 @@ export class NbdServer {
     set.add(conn);
     void conn.closed.then(() => set.delete(conn));
     conn.start();
+  }
+
+  /** Offers one more export from now on (attach while serving). */
+  addExport(name: string, value: BlockDevice | NbdExportOptions): void {
+    if (this.#closing) throw new NbdServerError('the server is closed');
+    this.#exports.add(name, value);
+  }
+
+  /**
+   * Stops offering `name` (detach while serving): new clients no longer find it; its
+   * clients' running requests finish, later ones get ESHUTDOWN, a writable export is
+   * flushed, and those clients are disconnected (cut after `timeoutMs`). Resolves once they
+   * are gone; the device stays open, for its owner to close. Rejects if the flush fails.
+   */
+  async removeExport(name: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    const exp = this.#exports.remove(name);
+    if (!exp) throw new NbdServerError(`no export "${name}"`);
+    const conns = [...this.#connections].filter((c) => c.exportName === name);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, opts.timeoutMs ?? 10_000);
+    });
+    await Promise.race([Promise.all(conns.map((c) => c.shutdown())), timeout]);
+    clearTimeout(timer);
+    for (const c of conns) if (this.#connections.has(c)) c.destroy('export removed, timed out');
+    await Promise.all(conns.map((c) => c.closed));
+    await exp.ops.flush();
   }
 
   /**

@@ -11,3 +11,6 @@ export const DEFAULT_UNIT = 256 * 1024;
 
 /** How long a cache entry's new units may wait before their metadata is published (ms). */
 export const DEFAULT_PUBLISH_DELAY_MS = 1000;
+
+/** How long a request may go without headers or data (`--timeout`). */
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;

@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { isRetryable, NetworkError, ProtocolError, RemoteError, TimeoutError } from './errors.ts';
 import { makeAgent, ProxyRoutes, type AgentOptions } from './proxy.ts';
+import { DEFAULT_IDLE_TIMEOUT_MS } from './defaults.ts';
 
 // Taken as CommonJS: an ESM import of node:http evaluates every export of its facade,
 // and the WebSocket getter among them loads undici (~25-45 ms of start-up, for nothing).
@@ -69,7 +70,7 @@ export interface HttpResponse {
   readonly abortReason: Error | undefined;
 }
 
-export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+export { DEFAULT_IDLE_TIMEOUT_MS };
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_MIN_BYTES_PER_SEC = 1024;
 
@@ -316,6 +317,8 @@ export interface RetryOptions {
   retries?: number;
   /** First backoff in milliseconds, doubled per attempt (default 200). */
   retryBaseMs?: number;
+  /** Told of each retry (metrics). */
+  onRetry?: () => void;
 }
 
 const MAX_BACKOFF_MS = 5000;
@@ -329,6 +332,7 @@ export async function withRetries<T>(fn: () => Promise<T>, opts: RetryOptions = 
       return await fn();
     } catch (e) {
       if (!isRetryable(e) || attempt >= retries) throw e;
+      opts.onRetry?.();
       await sleep(Math.min(MAX_BACKOFF_MS, base * 2 ** attempt) * (0.5 + Math.random()));
     }
   }

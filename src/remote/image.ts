@@ -3,6 +3,9 @@
  * tag → manifest (index → platform), and give each layer blob as a ByteSource, bottom to
  * top. Registry layers are lazy sources over the disk cache (or a memory LRU).
  */
+import path from 'node:path';
+import { MeteredSource, type RequestMeter } from '../io/metrics.ts';
+import { sharedBlobOf, type Lease, type SharedResources } from '../io/shared.ts';
 import type { ByteSource } from '../io/types.ts';
 import { CredentialStore } from './auth.ts';
 import { BlobCache } from './cache.ts';
@@ -14,6 +17,7 @@ import { OciLayout } from './oci-layout.ts';
 import { resolveReference, referenceTarget, formatReference, type ImageReference } from './reference.ts';
 import { RegistryClient, type RegistryOptions } from './registry.ts';
 import type { Repository } from './store.ts';
+import { layerVerity } from '../verity/annotations.ts';
 import { requireTree, verifyLayer } from '../verity/open.ts';
 
 export interface RemoteOptions extends RegistryOptions {
@@ -37,6 +41,13 @@ export interface LazyOptions {
   maxInflight?: number;
   /** Refuse layers without a verity tree (docs/format.md §7.3). */
   requireVerity?: boolean;
+  /** Counts and times the blob reads of registry layers (a server's metrics). */
+  meter?: RequestMeter;
+  /**
+   * Share layer blobs (by digest), repository clients and disk caches with every other open
+   * through the same pool (one server's exports), instead of opening private ones.
+   */
+  pool?: SharedResources;
 }
 
 export interface OpenedRepository {
@@ -91,6 +102,8 @@ export interface RemoteImage {
   layers: ByteSource[];
   /** The lazy sources among `layers` (registry layers), for prefetch and downloads. */
   lazy: LazySource[];
+  /** The blob source behind each of `layers` (the shared one, when `layers` holds handles on it). */
+  blobs: ByteSource[];
   repo: Repository;
   close(): Promise<void>;
 }
@@ -105,6 +118,9 @@ export async function openLayer(repo: Repository, desc: Descriptor, cache: BlobC
 }
 
 /** openLayer, also saying whether the source is lazy (a registry's blob: what prefetch and downloads work on). */
+/** The lazy source each opened registry layer blob is (a shared blob is opened once, by whichever export came first). */
+const lazyOfBlob = new WeakMap<ByteSource, LazySource>();
+
 async function openLayerBlob(
   repo: Repository,
   desc: Descriptor,
@@ -123,8 +139,9 @@ async function openLayerBlob(
     }
     return { source: raw, lazy: undefined };
   }
+  const fetched = opts.meter ? new MeteredSource(raw, opts.meter) : raw;
   const entry = cache ? await cache.entry(desc.digest, desc.size) : undefined;
-  const { blob, store } = await verifyLayer(repo, desc, raw, entry, { requireVerity: opts.requireVerity, direct }).catch(async (e) => {
+  const { blob, store } = await verifyLayer(repo, desc, fetched, entry, { requireVerity: opts.requireVerity, direct }).catch(async (e) => {
     await entry?.close();
     throw e;
   });
@@ -138,43 +155,84 @@ async function openLayerBlob(
  */
 export async function openRemoteImage(ref: string | ImageReference, opts: RemoteOptions & LazyOptions = {}): Promise<RemoteImage> {
   const r = await resolveReference(ref);
-  const opened = await openRepository(r, opts);
-  const ownCache = !opts.cache && opts.cacheDir && r.kind === 'registry' ? await BlobCache.open({ dir: opts.cacheDir, capacity: opts.cacheSize, unit: opts.refill }) : undefined;
-  const cache = opts.cache ?? ownCache;
-  // Bytes that fail verification are fetched again around the proxy, the likely liar.
-  const direct = r.kind === 'registry' && opts.proxy ? await openRepository(r, { ...opts, proxy: undefined }) : undefined;
+  const pool = opts.pool;
+  const leases: Lease<unknown>[] = [];
+  const release = async () => {
+    for (const l of leases.splice(0).reverse()) await l.release().catch(() => {});
+  };
+  /** A private value, or a lease on the pool's: either way released by close(). */
+  const hold = async <T>(key: string, open: () => Promise<T>, close: (v: T) => Promise<void>): Promise<T> => {
+    if (!pool) {
+      const v = await open();
+      leases.push({ value: v, release: () => close(v) });
+      return v;
+    }
+    const lease = await pool.acquire(key, open, close);
+    leases.push(lease);
+    return lease.value;
+  };
   const layers: ByteSource[] = [];
-  const lazy: LazySource[] = [];
   const close = async () => {
     for (const l of layers) await l.close().catch(() => {});
-    await ownCache?.close();
-    await direct?.close();
-    await opened.close();
+    await release();
   };
   try {
+    const repoKey = repositoryKey(r, opts);
+    const opened = await hold(repoKey, () => openRepository(r, opts), (o) => o.close());
+    const cacheKey = `cache:${opts.cacheDir ? path.resolve(opts.cacheDir) : ''}`;
+    const openCache = () => BlobCache.open({ dir: opts.cacheDir!, capacity: opts.cacheSize, unit: opts.refill });
+    const cache = opts.cache ?? (opts.cacheDir && r.kind === 'registry' ? await hold(cacheKey, openCache, (c) => c.close()) : undefined);
+    // Bytes that fail verification are fetched again around the proxy, the likely liar.
+    const directOpts = { ...opts, proxy: undefined };
+    const directKey = repositoryKey(r, directOpts);
+    const direct = r.kind === 'registry' && opts.proxy ? await hold(directKey, () => openRepository(r, directOpts), (o) => o.close()) : undefined;
     const img = await resolveImage(opened.repo, referenceTarget(r), opts.platform);
     // All layers at once: each open waits on its cache entry and tree, and every layer's
     // head and tail fetches should leave in one wave rather than one layer after another.
-    const settled = await Promise.allSettled(
-      img.manifest.layers.map(async (d) => {
+    const openOne = async (d: Descriptor): Promise<ByteSource> => {
+      const open = async () => {
         const l = await openLayerBlob(opened.repo, d, cache, opts, direct?.repo);
-        l.lazy?.prefetchEnds();
-        return l;
-      }),
-    );
-    for (const s of settled) {
-      if (s.status !== 'fulfilled') continue;
-      layers.push(s.value.source);
-      if (s.value.lazy) lazy.push(s.value.lazy);
-    }
+        if (l.lazy) {
+          lazyOfBlob.set(l.source, l.lazy);
+          l.lazy.prefetchEnds();
+        }
+        return l.source;
+      };
+      if (!pool) return open();
+      if (opts.requireVerity) requireTree(d, opened.repo.name);
+      // The blob outlives this image while another export holds it: it keeps what it reads through.
+      let deps: Lease<unknown>[] = [];
+      const tree = layerVerity(d, opened.repo.name)?.tree;
+      return pool.blob(
+        `blob:${d.digest}${tree ? `+${tree}` : ''}`,
+        async () => {
+          deps = await Promise.all([
+            pool.acquire(repoKey, () => openRepository(r, opts), (o) => o.close()),
+            ...(cache && !opts.cache ? [pool.acquire(cacheKey, openCache, (c) => c.close())] : []),
+            ...(direct ? [pool.acquire(directKey, () => openRepository(r, directOpts), (o) => o.close())] : []),
+          ]);
+          return open().catch(async (e: unknown) => {
+            for (const dep of deps.splice(0)) await dep.release();
+            throw e;
+          });
+        },
+        async () => {
+          for (const dep of deps) await dep.release();
+        },
+      );
+    };
+    const settled = await Promise.allSettled(img.manifest.layers.map(openOne));
+    for (const s of settled) if (s.status === 'fulfilled') layers.push(s.value);
     const failed = settled.find((s) => s.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
+    const blobs = layers.map((l) => sharedBlobOf(l)?.source ?? l);
     return {
       reference: formatReference(r),
       digest: img.digest,
       manifest: img.manifest,
       layers,
-      lazy,
+      lazy: blobs.map((b) => lazyOfBlob.get(b)).filter((l): l is LazySource => l !== undefined),
+      blobs,
       repo: opened.repo,
       close,
     };
@@ -182,4 +240,26 @@ export async function openRemoteImage(ref: string | ImageReference, opts: Remote
     await close();
     throw e;
   }
+}
+
+/**
+ * What makes two opened repositories interchangeable: the place, and every setting that
+ * changes how it is reached or who we are to it (credentials by their source).
+ */
+export function repositoryKey(r: ImageReference, opts: RemoteOptions): string {
+  return r.kind === 'registry' ? registryKey(r.host, r.repository, opts) : `${r.kind}:${path.resolve(r.path)}`;
+}
+
+/** repositoryKey() of a registry repository. */
+export function registryKey(host: string, repository: string, o: RemoteOptions): string {
+  const creds = o.credentials ? `object#${objectId(o.credentials)}` : `${o.credsFile ?? ''}|${o.dockerConfig ?? ''}`;
+  return `registry:${host}/${repository}|${JSON.stringify([o.plainHttp, o.insecure, o.proxy, o.retries, o.retryBaseMs, o.idleTimeoutMs, o.connectTimeoutMs, o.headerTimeoutMs, o.minBytesPerSec, o.maxSockets, o.multiRange, creds])}`;
+}
+
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 1;
+function objectId(o: object): number {
+  let id = objectIds.get(o);
+  if (id === undefined) objectIds.set(o, (id = nextObjectId++));
+  return id;
 }

@@ -13,4 +13,4 @@ export { LazySource, type LazySourceOptions } from './lazy-source.ts';
 export { BlobCache, type BlobCacheOptions } from './cache.ts';
 export { listCache, verifyCache, gcCache, type CacheListing, type CacheVerifyReport, type CacheGcOptions } from './cache-admin.ts';
 export { openRemoteImage, openRepository, type RemoteOptions, type LazyOptions, type RemoteImage } from './image.ts';
-export { pullImage, copyImage, type PullOptions, type PullResult, type CopyResult } from './pull.ts';
+export { downloadImage, copyImage, type PullOptions, type DownloadResult, type CopyResult } from './pull.ts';

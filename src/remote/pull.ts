@@ -22,11 +22,11 @@ export interface PullOptions extends RemoteOptions {
   signal?: AbortSignal;
 }
 
-export interface PullResult {
+export interface DownloadResult {
   reference: string;
   digest: string;
-  /** The config.v1.json written for `obd serve`. */
-  configPath: string;
+  /** The directory the blobs and manifest.json were written under (absolute). */
+  root: string;
   layers: Array<{ digest: string; size: number; file: string; fetched: boolean }>;
 }
 
@@ -39,12 +39,11 @@ async function inParallel<T>(items: readonly T[], limit: number, fn: (item: T) =
 }
 
 /**
- * Downloads `ref` into `dir`: blobs/sha256/<hex> (layers, config), manifest.json and
- * config.v1.json (lowers bottom → top with absolute `file` paths, digest and size), each file
- * appearing only when complete, config.v1.json last. Runs again after an interruption
- * continue where they stopped.
+ * Downloads `ref` into `dir`: blobs/sha256/<hex> (layers, config) and manifest.json, each file
+ * appearing only when complete. Runs again after an interruption continue where they stopped.
+ * (src/image/pull.ts adds the config.v1.json that `obd serve` opens.)
  */
-export async function pullImage(ref: string | ImageReference, dir: string, opts: PullOptions = {}): Promise<PullResult> {
+export async function downloadImage(ref: string | ImageReference, dir: string, opts: PullOptions = {}): Promise<DownloadResult> {
   const r = await resolveReference(ref);
   const opened = await openRepository(r, opts);
   try {
@@ -73,9 +72,7 @@ export async function pullImage(ref: string | ImageReference, dir: string, opts:
     });
     await writeFileAtomic(path.join(root, 'manifest.json'), img.raw.bytes);
     const layers = img.manifest.layers.map((d) => ({ digest: d.digest, size: d.size, file: fileOf(d), fetched: fetched.get(d.digest) ?? false }));
-    const configPath = path.join(root, 'config.v1.json');
-    await writeFileAtomic(configPath, JSON.stringify({ lowers: layers.map((l) => ({ file: l.file, digest: l.digest, size: l.size })), resultFile: '' }, null, 2) + '\n');
-    return { reference: formatReference(r), digest: img.digest, configPath, layers };
+    return { reference: formatReference(r), digest: img.digest, root, layers };
   } finally {
     await opened.close();
   }

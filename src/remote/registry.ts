@@ -21,6 +21,8 @@ export interface RegistryOptions extends TransportOptions {
   retries?: number;
   /** First backoff delay; doubles per attempt, with ±50 % jitter (default 200 ms). */
   retryBaseMs?: number;
+  /** Told of each retry (metrics). */
+  onRetry?: () => void;
   /** Blobs larger than this upload in PATCH chunks of this size (default 16 MiB). */
   chunkSize?: number;
   /** Ask several ranges of a blob in one request (default true; see RegistryRepository.readRanges). */

@@ -15,6 +15,59 @@ export interface CacheEntry {
   promise: Promise<Uint8Array>;
   /** Readers may have waited on `promise` (the entry was pending). */
   waited: boolean;
+  /** The block's index, once held under a shared budget. */
+  index?: number;
+}
+
+/**
+ * Bytes of decoded blocks that many caches (every zfile layer of a server) hold together,
+ * least recently used evicted first whichever cache holds it, so one budget bounds a server
+ * whatever the number of layers and exports.
+ */
+export class MemoryBudget {
+  readonly capacity: number;
+  /** Held blocks, least recently used first, with the cache holding each. */
+  readonly #lru = new Map<CacheEntry, BlockCache>();
+  #bytes = 0;
+  /** Blocks taken in, and blocks evicted to make room. */
+  readonly stats = { admitted: 0, evictions: 0 };
+
+  constructor(capacity: number) {
+    this.capacity = Math.max(0, capacity);
+  }
+
+  /** Bytes of blocks held. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Blocks held. */
+  get blocks(): number {
+    return this.#lru.size;
+  }
+
+  /** @internal A block became held by `cache`; evicts the least recently used past the capacity. */
+  _admit(cache: BlockCache, e: CacheEntry): void {
+    this.#lru.set(e, cache);
+    this.#bytes += e.data!.length;
+    while (this.#bytes > this.capacity) {
+      const [old, owner] = this.#lru.entries().next().value!;
+      this.stats.evictions++;
+      owner._evicted(old);
+      this._forget(old);
+    }
+  }
+
+  /** @internal Marks a held block most recently used. */
+  _touch(e: CacheEntry, cache: BlockCache): void {
+    this.#lru.delete(e);
+    this.#lru.set(e, cache);
+  }
+
+  /** @internal A block is no longer held (evicted, or its cache cleared). */
+  _forget(e: CacheEntry): void {
+    if (this.#lru.delete(e)) this.#bytes -= e.data!.length;
+  }
 }
 
 /** Evicted buffers kept for reuse at most. */
@@ -29,14 +82,17 @@ export class BlockCache {
   /** Evicted buffers waiting for the microtask queue to pass them to #free. */
   #retired: Uint8Array[] = [];
   readonly #reuseSize: number;
+  readonly #budget: MemoryBudget | undefined;
 
   /**
    * `capacity` = finished blocks kept; 0 keeps none (pending entries still deduplicate).
-   * Evicted buffers of `reuseSize` bytes (the block size) are reused.
+   * Evicted buffers of `reuseSize` bytes (the block size) are reused. With a `budget`, the
+   * blocks count against it instead, and `capacity` is not used.
    */
-  constructor(capacity: number, reuseSize = 0) {
+  constructor(capacity: number, reuseSize = 0, budget?: MemoryBudget) {
     this.capacity = capacity;
     this.#reuseSize = reuseSize;
+    this.#budget = budget;
   }
 
   get size(): number {
@@ -47,6 +103,10 @@ export class BlockCache {
   get(i: number): CacheEntry | undefined {
     const e = this.#map.get(i);
     if (e?.data) {
+      if (this.#budget) {
+        this.#budget._touch(e, this);
+        return e;
+      }
       this.#map.delete(i);
       this.#map.set(i, e);
     }
@@ -67,6 +127,13 @@ export class BlockCache {
   complete(i: number, e: CacheEntry, data: Uint8Array): void {
     if (this.#map.get(i) !== e) return;
     e.data = data;
+    if (this.#budget) {
+      e.index = i;
+      this.#done++;
+      this.#budget.stats.admitted++;
+      this.#budget._admit(this, e);
+      return;
+    }
     if (this.capacity === 0) {
       this.#map.delete(i);
       return;
@@ -81,6 +148,14 @@ export class BlockCache {
       this.#retire(v);
       if (--this.#done <= this.capacity) break;
     }
+  }
+
+  /** @internal The budget evicted `e` to make room. */
+  _evicted(e: CacheEntry): void {
+    if (this.#map.get(e.index!) !== e) return;
+    this.#map.delete(e.index!);
+    this.#done--;
+    this.#retire(e);
   }
 
   /** A buffer of `size` bytes for decoding a block into: an evicted one when there is one. */
@@ -121,6 +196,7 @@ export class BlockCache {
   }
 
   clear(): void {
+    if (this.#budget) for (const e of this.#map.values()) if (e.data) this.#budget._forget(e);
     this.#map.clear();
     this.#done = 0;
     this.#free.length = 0;

@@ -1,13 +1,15 @@
 /**
  * A pool of compression workers. Batches are transferred to a worker and back (never copied);
  * the caller keeps them in submission order, so the output does not depend on which worker
- * finished first. Starting a worker costs ~80 ms, so writers share one pool per thread count;
- * idle workers are unref'd and never keep the process alive.
+ * finished first. Starting a worker costs ~80 ms, so writers share one pool per thread count,
+ * and a worker takes jobs only once it says it is ready (available() tells the writer, which
+ * compresses on its own thread until then); idle workers are unref'd and never keep the
+ * process alive.
  */
 import module from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { BlockParams } from './compress-blocks.ts';
-import type { CompressDone, CompressJob } from './compress-worker.ts';
+import type { CompressDone, CompressJob, CompressReady } from './compress-worker.ts';
 import { CompressionError } from './errors.ts';
 
 /** A batch of input blocks and the buffers its compressed form goes into. */
@@ -23,7 +25,12 @@ export interface Batch {
 interface Slot {
   worker: Worker;
   inFlight: number;
+  /** The worker has loaded its code and waits for jobs. */
+  ready: boolean;
 }
+
+/** Jobs queued on one worker before it counts as busy: one running, one waiting. */
+const QUEUED = 2;
 
 interface Pending {
   slot: Slot;
@@ -34,7 +41,10 @@ interface Pending {
 export class CompressPool {
   readonly #slots: Slot[] = [];
   readonly #pending = new Map<number, Pending>();
+  readonly #readyWaiters: (() => void)[] = [];
   #nextId = 0;
+  /** Batches handed to workers so far. */
+  #jobs = 0;
   #failure: Error | undefined;
 
   readonly #key: string;
@@ -44,11 +54,17 @@ export class CompressPool {
     this.#key = poolKey(threads, priority);
     for (let i = 0; i < threads; i++) {
       const worker = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { compileCache: module.getCompileCacheDir?.(), priority } });
-      const slot: Slot = { worker, inFlight: 0 };
-      worker.unref();
-      worker.on('message', (m: CompressDone) => this.#done(m));
+      const slot: Slot = { worker, inFlight: 0, ready: false };
+      worker.on('message', (m: CompressDone | CompressReady) => {
+        if (!('ready' in m)) return this.#done(m);
+        slot.ready = true;
+        if (this.#slots.every((s) => s.ready)) for (const w of this.#readyWaiters.splice(0)) w();
+      });
       worker.on('error', (e) => this.#fail(slot, new CompressionError(`compression worker failed: ${e.message}`, { cause: e })));
       worker.on('exit', (code) => this.#fail(slot, new CompressionError(`compression worker exited with code ${code}`)));
+      // After the listeners: a 'message' listener added to an unref'd worker refs it again
+      // (a worker that reported ready but never got a job kept the process alive).
+      worker.unref();
       this.#slots.push(slot);
     }
   }
@@ -73,12 +89,32 @@ export class CompressPool {
     return this.#slots.length;
   }
 
-  /** Compresses `batch` on the least busy worker; its buffers are unusable until this resolves. */
+  /** Batches handed to workers so far (the rest of a writer's were compressed on its thread). */
+  get jobs(): number {
+    return this.#jobs;
+  }
+
+  /** Resolves once every worker is ready. */
+  whenReady(): Promise<void> {
+    if (this.#slots.every((s) => s.ready)) return Promise.resolve();
+    return new Promise((resolve) => this.#readyWaiters.push(resolve));
+  }
+
+  /** True when a ready worker has room for a job (fewer than QUEUED in flight). */
+  available(): boolean {
+    return this.#slots.some((s) => s.ready && s.inFlight < QUEUED);
+  }
+
+  /**
+   * Compresses `batch` on the least busy worker, ready ones first; its buffers are unusable
+   * until this resolves.
+   */
   compress(params: BlockParams, batch: Batch): Promise<Batch> {
     if (this.#failure) return Promise.reject(this.#failure);
     let slot = this.#slots[0]!;
-    for (const s of this.#slots) if (s.inFlight < slot.inFlight) slot = s;
+    for (const s of this.#slots) if ((s.ready && !slot.ready) || (s.ready === slot.ready && s.inFlight < slot.inFlight)) slot = s;
     const id = this.#nextId++;
+    this.#jobs++;
     const job: CompressJob = {
       id,
       params,

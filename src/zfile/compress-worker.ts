@@ -16,6 +16,11 @@ export interface CompressJob {
   lengths: ArrayBuffer;
 }
 
+/** Sent once, when the worker is listening for jobs. */
+export interface CompressReady {
+  ready: true;
+}
+
 export interface CompressDone {
   id: number;
   input: ArrayBuffer;
@@ -52,3 +57,5 @@ parentPort!.on('message', (job: CompressJob) => {
   const done: CompressDone = { id: job.id, input: job.input, inputLength: job.inputLength, output: job.output, lengths: job.lengths, size, error };
   parentPort!.postMessage(done, [job.input, job.output, job.lengths]);
 });
+
+parentPort!.postMessage({ ready: true } satisfies CompressReady);

@@ -7,7 +7,7 @@
 import type { ByteSource, IntegrityReport } from '../io/types.ts';
 import { ClosedError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
 import { isOffset, readable, readAt, readExact, settleAll } from '../io/util.ts';
-import { BlockCache, type CacheEntry } from './block-cache.ts';
+import { BlockCache, type CacheEntry, type MemoryBudget } from './block-cache.ts';
 import { BlockTable } from './block-table.ts';
 import { createCodec, type BlockCodec } from './codec.ts';
 import { blockCrc, rawCrc32c } from './crc.ts';
@@ -36,6 +36,8 @@ import {
 export interface ZFileReaderOptions {
   /** Bytes of decompressed blocks kept for re-reads (default 2 MiB; 0 keeps none). */
   cacheSize?: number;
+  /** Keep decompressed blocks under this shared budget instead (cacheSize is then not used). */
+  budget?: MemoryBudget;
   /** Check per-block CRCs when the file has them (default true). */
   checkCrc?: boolean;
   /** Name used in errors (default `zfile(<source name>)`). */
@@ -156,7 +158,7 @@ export class ZFileReader implements ByteSource {
     this.#codec = createCodec(fields.algo, fields.level);
     this.#checkCrc = opts.checkCrc ?? true;
     const cacheBytes = opts.cacheSize ?? 2 << 20;
-    this.#cache = new BlockCache(cacheBytes <= 0 ? 0 : Math.max(4, Math.floor(cacheBytes / fields.blockSize)), fields.blockSize);
+    this.#cache = new BlockCache(cacheBytes <= 0 ? 0 : Math.max(4, Math.floor(cacheBytes / fields.blockSize)), fields.blockSize, opts.budget);
   }
 
   /**

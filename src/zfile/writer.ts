@@ -11,7 +11,7 @@ import { ClosedError, InvalidArgumentError, ShortReadError } from '../io/errors.
 import { ahead } from '../io/util.ts';
 import { createCodec, type BlockCodec } from './codec.ts';
 import { compressBlocks, outputCapacity, type BlockParams } from './compress-blocks.ts';
-import { CompressPool, type Batch } from './compress-pool.ts';
+import type { Batch, CompressPool } from './compress-pool.ts';
 import {
   algorithmCode,
   HEADER_FLAGS,
@@ -43,7 +43,10 @@ export interface ZFileWriterOptions {
   overwriteHeader?: boolean;
   /** Compression threads: 1 (default) compresses on the calling thread, N > 1 uses N workers. */
   threads?: number;
-  /** Nice value of the worker threads (e.g. 19 for a background commit of a serving process). */
+  /**
+   * Nice value of the worker threads (e.g. 19 for a background commit of a serving process).
+   * Above 0, batches always wait for a worker: the calling thread is left to its other work.
+   */
   priority?: number;
 }
 
@@ -85,6 +88,16 @@ export function validateWriterOptions(opts: ZFileWriterOptions): Required<Omit<Z
   return { algorithm, blockSize, level, crc: opts.crc ?? true, tar: opts.tar ?? false, overwriteHeader: opts.overwriteHeader ?? false, threads, priority: opts.priority ?? 0 };
 }
 
+/**
+ * The shared pool for `threads` > 1, imported only then: single-threaded compression and every
+ * decompression (which lives here too) load no worker code.
+ */
+async function poolFor(threads: number, priority: number): Promise<CompressPool | undefined> {
+  if (threads <= 1) return undefined;
+  const { CompressPool } = await import('./compress-pool.ts');
+  return CompressPool.shared(threads, priority);
+}
+
 export class ZFileWriter implements ByteSink {
   readonly name: string;
   readonly #sink: PatchableSink;
@@ -93,8 +106,11 @@ export class ZFileWriter implements ByteSink {
   readonly #overwrite: boolean;
   readonly #base: number;
   readonly #batchBytes: number;
-  readonly #codec: BlockCodec | undefined;
+  /** This thread's codec: all the work with one thread, the batches no worker is ready for with more. */
+  #codec: BlockCodec | undefined;
   readonly #pool: CompressPool | undefined;
+  /** Low-priority workers: every batch waits for one, none is compressed on this thread. */
+  readonly #background: boolean;
   readonly #maxInFlight: number;
   /** Batches handed to the pool, oldest first. */
   readonly #inFlight: Promise<Batch>[] = [];
@@ -110,7 +126,7 @@ export class ZFileWriter implements ByteSink {
   #state: 'open' | 'closed' | 'failed' = 'open';
   #failure: unknown;
 
-  private constructor(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>) {
+  private constructor(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>, pool: CompressPool | undefined) {
     this.#sink = sink;
     this.name = `zfile(${sink.name})`;
     this.#params = { algo: algorithmCode(o.algorithm), level: o.level, blockSize: o.blockSize, crc: o.crc };
@@ -118,8 +134,9 @@ export class ZFileWriter implements ByteSink {
     this.#overwrite = o.overwriteHeader;
     this.#base = o.tar ? TAR_PAYLOAD_OFFSET : 0;
     this.#batchBytes = Math.max(o.blockSize, BATCH_BYTES - (BATCH_BYTES % o.blockSize));
-    if (o.threads > 1) this.#pool = CompressPool.shared(o.threads, o.priority);
-    else this.#codec = createCodec(this.#params.algo, this.#params.level);
+    this.#pool = pool;
+    if (!pool) this.#codec = createCodec(this.#params.algo, this.#params.level);
+    this.#background = pool !== undefined && o.priority > 0;
     this.#maxInFlight = 2 * o.threads;
     this.#batch = this.#newBatch();
   }
@@ -127,8 +144,9 @@ export class ZFileWriter implements ByteSink {
   /** Creates (or truncates) `path` and returns a writer into it. */
   static async create(path: string, opts: ZFileWriterOptions = {}): Promise<ZFileWriter> {
     const o = validateWriterOptions(opts);
+    const pool = await poolFor(o.threads, o.priority);
     const sink = await FileSink.create(path);
-    return ZFileWriter.#start(sink, o);
+    return ZFileWriter.#start(sink, o, pool);
   }
 
   /**
@@ -148,11 +166,11 @@ export class ZFileWriter implements ByteSink {
     if ((o.tar || o.overwriteHeader) && !sink.writeAt) {
       throw new InvalidArgumentError(`${sink.name}: tar wrapping and header overwrite need a sink that can patch written bytes`);
     }
-    return ZFileWriter.#start(sink, o);
+    return ZFileWriter.#start(sink, o, await poolFor(o.threads, o.priority));
   }
 
-  static async #start(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>): Promise<ZFileWriter> {
-    const w = new ZFileWriter(sink, o);
+  static async #start(sink: PatchableSink, o: ReturnType<typeof validateWriterOptions>, pool: CompressPool | undefined): Promise<ZFileWriter> {
+    const w = new ZFileWriter(sink, o, pool);
     try {
       if (o.tar) await sink.write(new Uint8Array(TAR_PAYLOAD_OFFSET));
       await sink.write(serializeHeader(w.#header(HEADER_FLAGS, 0, 0)));
@@ -229,17 +247,30 @@ export class ZFileWriter implements ByteSink {
   async #submit(): Promise<void> {
     const b = this.#batch;
     if (this.#pool) {
-      this.#inFlight.push(this.#pool.compress(this.#params, b));
+      // Workers take ~80 ms to start, as long as compressing ~100 MiB of LZ4: until one is
+      // ready (or while all are busy), this thread compresses the batch itself. The batches
+      // are written in submission order either way, so the output does not change. A
+      // background writer never does: its thread serves (obd serve's snapshot commits).
+      if (this.#background || this.#pool.available()) this.#inFlight.push(this.#pool.compress(this.#params, b));
+      else {
+        this.#compressHere(b);
+        this.#inFlight.push(Promise.resolve(b));
+      }
       this.#batch = this.#spare.pop() ?? this.#newBatch();
       while (this.#inFlight.length >= this.#maxInFlight) await this.#emit(await this.#inFlight.shift()!);
     } else {
-      b.size = compressBlocks(this.#codec!, this.#params, b.input.subarray(0, b.inputLength), b.output, b.lengths);
+      this.#compressHere(b);
       await this.#writing;
       this.#writing = this.#emit(b);
       // Observed at once; the failure surfaces at the next await of #writing.
       this.#writing.catch(() => {});
       this.#batch = this.#spare.pop() ?? this.#newBatch();
     }
+  }
+
+  #compressHere(b: Batch): void {
+    this.#codec ??= createCodec(this.#params.algo, this.#params.level);
+    b.size = compressBlocks(this.#codec, this.#params, b.input.subarray(0, b.inputLength), b.output, b.lengths);
   }
 
   /** Appends a compressed batch to the output and records its block lengths. */

@@ -23,6 +23,10 @@ export function obd(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: str
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
+    // A command may exit without reading its input (a usage error, say): EPIPE is then expected.
+    child.stdin.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') reject(e);
+    });
     child.stdin.end(opts.input ?? '');
   });
 }

@@ -14,7 +14,7 @@ import { resolveImage } from '../../src/remote/image.ts';
 import { FormatError } from '../../src/io/errors.ts';
 import { MAX_LAYERS, MAX_MANIFEST_BYTES, MediaType, sha256Digest } from '../../src/remote/manifest.ts';
 import { OciLayout } from '../../src/remote/oci-layout.ts';
-import { pullImage } from '../../src/remote/pull.ts';
+import { pullImage } from '../../src/image/pull.ts';
 import { MAX_REDIRECTS, RegistryClient, type RegistryOptions, type RegistryRepository } from '../../src/remote/registry.ts';
 import { startHangingListener, startHostileRegistry, type Hostility, type HostileRegistry, type HostileRequest } from './helpers/hostile-registry.ts';
 import { tempDir } from '../helpers/temp.ts';

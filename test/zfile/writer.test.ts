@@ -8,6 +8,7 @@ import { FileSink } from '../../src/io/sink.ts';
 import { MemorySource } from '../../src/io/memory.ts';
 import type { ByteSink } from '../../src/io/types.ts';
 import { compressFile, decompressFile, ZFileWriter, type ZFileWriterOptions } from '../../src/zfile/writer.ts';
+import { CompressPool } from '../../src/zfile/compress-pool.ts';
 import { parseHeader, HT_SPACE } from '../../src/zfile/format.ts';
 import { openTarEntry, tarHeaderBlocks, TAR_PAYLOAD_OFFSET } from '../../src/zfile/tar.ts';
 import { openZ, readAll, ZFIXTURES } from './helpers.ts';
@@ -141,6 +142,22 @@ test('output is identical for any thread count and write chunking (property)', a
       ),
       { numRuns: 6 },
     );
+  });
+});
+
+test('batches go to the workers once they are ready, on this thread before; the output is the same', async () => {
+  await withTempDir(async (dir) => {
+    const data = zinput8m();
+    const one = await compress(dir, data, { algorithm: 'zstd', blockSize: 16384, threads: 1 });
+    // A pool that has just started: its workers are not ready, so this thread compresses.
+    const fresh = CompressPool.shared(3);
+    const early = await compress(dir, data, { algorithm: 'zstd', blockSize: 16384, threads: 3 });
+    assert.ok(one.equals(early), 'identical while the workers start');
+    await fresh.whenReady();
+    const jobs = fresh.jobs;
+    const late = await compress(dir, data, { algorithm: 'zstd', blockSize: 16384, threads: 3 });
+    assert.ok(one.equals(late), 'identical from the workers');
+    assert.ok(fresh.jobs - jobs >= 4, `the ready workers took ${fresh.jobs - jobs} of the 8 batches`);
   });
 });
 

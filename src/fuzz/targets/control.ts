@@ -6,13 +6,13 @@
  * what the disk holds (snapshots seal, they never change content).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { LiveDisk } from '../../live/disk.ts';
 import { ControlServer } from '../../live/control.ts';
 import { controlRequest } from '../../live/client.ts';
 import { content, layerBytes, MiB, sampleExtents } from '../seeds.ts';
 import type { CaseClass, Outcome, Target, TargetContext } from '../target.ts';
+import { session } from '../socket.ts';
 
 function request(method: string, route: string, body?: string, headers: string[] = []): Uint8Array {
   const lines = [`${method} ${route} HTTP/1.1`, 'Host: control', ...headers];
@@ -63,23 +63,6 @@ async function serve(ctx: TargetContext, generation: number): Promise<Served> {
   const socket = path.join(dir, 'control.sock');
   await server.listen({ socket });
   return { disk, server, socket, expected };
-}
-
-/** Sends `input`, half-closes, and resolves when the server has closed (false after `ms`). */
-function session(socket: string, input: Uint8Array, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(socket, () => s.end(input));
-    const t = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, ms);
-    s.on('data', () => {});
-    s.on('error', () => {});
-    s.on('close', () => {
-      clearTimeout(t);
-      resolve(true);
-    });
-  });
 }
 
 let generation = 0;

@@ -18,6 +18,7 @@ import type { Field } from '../mutate.ts';
 import { content, layerBytes, MiB, sampleExtents } from '../seeds.ts';
 import type { CaseClass, Outcome, Target, TargetContext } from '../target.ts';
 import { exportInfoRequest, metaContextRequest } from '../../nbd/options.ts';
+import { session } from '../socket.ts';
 
 /** Builds a client byte stream and notes its integer fields. */
 class Stream {
@@ -146,23 +147,6 @@ async function witnessRead(socket: string, ranges: readonly [number, number][]):
   } finally {
     s.destroy();
   }
-}
-
-/** Sends `input`, half-closes, and resolves when the server closes (false after `ms`). */
-function session(socket: string, input: Uint8Array, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(socket, () => s.end(input));
-    const t = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, ms);
-    s.on('data', () => {});
-    s.on('error', () => {});
-    s.on('close', () => {
-      clearTimeout(t);
-      resolve(true);
-    });
-  });
 }
 
 /** Messages of errors V8 and Node raise for programming faults, which the handshake reports as protocol errors. */
