@@ -31,20 +31,6 @@ import { buildTree, digestAndTree, publishEmptyConfig, publishReferrer, publishT
 import { DEFAULT_CHUNK } from '../verity/tree.ts';
 import type { DigestJob } from './digest-worker.ts';
 
-/** sha256 digest of a whole source. */
-export async function digestSource(src: ByteSource, onProgress?: (done: number) => void): Promise<string> {
-  const hash = createHash('sha256');
-  const buf = new Uint8Array(1 << 20);
-  for (let pos = 0; pos < src.size; ) {
-    const n = await src.read(buf, pos);
-    if (n === 0) throw new FormatError(src.name, `ended at ${pos} of ${src.size} bytes`, pos);
-    hash.update(buf.subarray(0, n));
-    pos += n;
-    onProgress?.(pos);
-  }
-  return 'sha256:' + hash.digest('hex');
-}
-
 export type LayerKind = 'tar' | 'zfile' | 'lsmt';
 
 export interface PreparedLayer {
