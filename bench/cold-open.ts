@@ -24,7 +24,7 @@ import { WritableLayer } from '../src/lsmt/writable.ts';
 import { pushImage } from '../src/image/push.ts';
 import { RawClient } from '../test/nbd/helpers/client.ts';
 import { startRegistry } from '../test/remote/helpers/registry.ts';
-import { median, Rng, table, writeResults } from './util.ts';
+import { median, Rng, spawnReady, stopChild, table, writeResults } from './util.ts';
 
 const args = process.argv.slice(2);
 const RUNS = Number(args[args.indexOf('--runs') + 1] || 7) || 7;
@@ -48,18 +48,8 @@ async function coldOpen(obd: string, ref: string, dir: string, want: Buffer): Pr
   const cache = await mkdtemp(path.join(dir, 'cache-'));
   const socket = path.join(dir, `s-${process.hrtime.bigint()}.sock`);
   const t0 = performance.now();
-  const child = spawn(process.execPath, [obd, 'serve', ref, '--socket', socket, '--cache-dir', cache, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  child.stderr.on('data', (d) => (err += d));
+  const child = await spawnReady(process.execPath, [obd, 'serve', ref, '--socket', socket, '--cache-dir', cache, '--json']);
   try {
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      child.stdout.on('data', (d) => {
-        out += d;
-        if (out.includes('"ready"')) resolve();
-      });
-      child.once('exit', (c) => reject(new Error(`obd serve exited (${c}): ${err}`)));
-    });
     const ready = performance.now() - t0;
     const c = await RawClient.connect({ socket });
     await c.handshake();
@@ -71,9 +61,7 @@ async function coldOpen(obd: string, ref: string, dir: string, want: Buffer): Pr
     const hwmKiB = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
     return { ready, firstRead, hwmKiB };
   } finally {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await exited;
+    await stopChild(child);
     await rm(cache, { recursive: true, force: true });
   }
 }

@@ -12,7 +12,7 @@
  *
  * --baseline serves with another checkout's `obd` alternately with this one.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -25,7 +25,7 @@ import { commitLayer } from '../src/lsmt/commit.ts';
 import { WritableLayer } from '../src/lsmt/writable.ts';
 import { pushImage } from '../src/image/push.ts';
 import { startRegistry } from '../test/remote/helpers/registry.ts';
-import { median, Rng, sh, table, writeResults } from './util.ts';
+import { median, Rng, sh, spawnReady, stopChild, table, writeResults } from './util.ts';
 
 const args = process.argv.slice(2);
 const RUNS = Number(args[args.indexOf('--runs') + 1] || 3) || 3;
@@ -76,18 +76,8 @@ async function readWhole(uri: string, want: string, copy: string): Promise<numbe
 async function serveAndRead(obd: string, flags: string[], ref: string, dir: string, want: string): Promise<Sample> {
   const cache = await mkdtemp(path.join(dir, 'cache-'));
   const socket = path.join(dir, `s-${process.hrtime.bigint()}.sock`);
-  const child = spawn(process.execPath, [...flags, obd, 'serve', ref, '--socket', socket, '--cache-dir', cache, '--cache-size', '8G', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  child.stderr.on('data', (d) => (err += d));
+  const child = await spawnReady(process.execPath, [...flags, obd, 'serve', ref, '--socket', socket, '--cache-dir', cache, '--cache-size', '8G', '--json']);
   try {
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      child.stdout.on('data', (d) => {
-        out += d;
-        if (out.includes('"ready"')) resolve();
-      });
-      child.once('exit', (c) => reject(new Error(`obd serve exited (${c}): ${err}`)));
-    });
     const pid = child.pid!;
     const uri = `nbd+unix:///?socket=${socket}`;
     const ready = await status(pid);
@@ -99,9 +89,7 @@ async function serveAndRead(obd: string, flags: string[], ref: string, dir: stri
     const afterWarm = await status(pid);
     return { readyRss: ready.rss, coldHwm: afterCold.hwm, coldRss: afterCold.rss, warmHwm: afterWarm.hwm, warmRss: afterWarm.rss, coldMs, warmMs };
   } finally {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await exited;
+    await stopChild(child);
     await rm(cache, { recursive: true, force: true });
   }
 }

@@ -15,7 +15,7 @@
  * --baseline runs another checkout's `obd` the same way, in the same rounds (before/after).
  * The server runs on CPU 0, fio on CPU 1, the registry on CPU 1.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
@@ -26,7 +26,7 @@ import { pushImage } from '../src/image/push.ts';
 import { RegistryClient } from '../src/remote/registry.ts';
 import { startCountingProxy } from '../test/remote/helpers/counting-proxy.ts';
 import { startRegistry } from '../test/remote/helpers/registry.ts';
-import { median, Rng, sh, table, writeResults } from './util.ts';
+import { median, Rng, sh, spawnReady, stopChild, table, writeResults } from './util.ts';
 
 const argv = process.argv.slice(2);
 const num = (name: string, dflt: number) => {
@@ -106,25 +106,13 @@ async function serve(obd: string, host: string, refs: string[]): Promise<Served>
   const socket = path.join(WORK, `s-${process.hrtime.bigint()}.sock`);
   const names = refs.map((_, j) => `e${j}`);
   const args = [obd, 'serve', `${host}/${refs[0]}`, '--export', 'e0', ...refs.slice(1).flatMap((r, j) => ['--export', `e${j + 1}=${host}/${r}`]), '--socket', socket, '--json'];
-  const child = spawn('taskset', ['-c', '0', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = await spawnReady('taskset', ['-c', '0', process.execPath, ...args]);
   procs.add(child);
-  let err = '';
-  child.stderr!.on('data', (d) => (err = (err + d).slice(-4000)));
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d) => {
-      out += d;
-      if (out.includes('"ready"')) resolve();
-    });
-    child.once('exit', (c) => reject(new Error(`obd serve exited (${c}): ${err}`)));
-  });
   return { child, socket, names };
 }
 
 async function stop(s: Served): Promise<void> {
-  const exited = new Promise((r) => s.child.once('exit', r));
-  s.child.kill('SIGTERM');
-  await exited;
+  await stopChild(s.child);
   procs.delete(s.child);
 }
 

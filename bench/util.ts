@@ -1,5 +1,5 @@
 /** Small shared helpers for the benchmarks: a seeded RNG, medians, Markdown tables, results files. */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -51,4 +51,30 @@ export function sh(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) =>
     execFile(cmd, args, { maxBuffer: 1 << 26 }, (e, out, err) => (e ? reject(new Error(`${cmd} ${args.slice(0, 4).join(' ')}…: ${err || e.message}`)) : resolve(out))),
   );
+}
+
+/**
+ * Spawns a server that prints JSON lines (`obd serve --json`) and resolves once its `ready`
+ * line is out; rejects with the tail of its stderr if it exits first.
+ */
+export async function spawnReady(cmd: string, args: string[]): Promise<ChildProcess> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d) => (err = (err + d).slice(-4000)));
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d) => {
+      out += d;
+      if (out.includes('"ready"')) resolve();
+    });
+    child.once('exit', (c) => reject(new Error(`the server exited (${c}): ${err}`)));
+  });
+  return child;
+}
+
+/** SIGTERM, then resolves once the process is gone. */
+export async function stopChild(child: ChildProcess): Promise<void> {
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
 }

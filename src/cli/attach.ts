@@ -4,30 +4,13 @@
  * with the exports already served; a detached export's clients are disconnected cleanly,
  * and a writable one is flushed first.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';
-import { controlRequest, type ControlTarget } from '../live/client.ts';
+import { controlRequest } from '../live/client.ts';
 import { output } from './common.ts';
-
-interface Flags {
-  control?: string;
-  controlToken?: string;
-  json?: boolean;
-}
-
-function withControl(cmd: Command): Command {
-  return cmd
-    .option('--control <socket|url>', 'the control API of obd serve: its unix socket, or http://127.0.0.1:PORT')
-    .option('--control-token <file>', 'file holding the bearer token (TCP control API)')
-    .option('--json', 'print the result as JSON');
-}
-
-async function target(o: Flags): Promise<ControlTarget> {
-  if (!o.control) throw new InvalidArgumentError('--control SOCKET is required (the --control of obd serve)');
-  return { address: o.control, token: o.controlToken ? (await readFile(o.controlToken, 'utf8')).trim() : undefined };
-}
+import { addControlOptions, controlTarget, type ControlFlags } from './control-flags.ts';
 
 /** Files and directories here are sent as absolute paths (the server has its own working directory); references as given. */
 async function absolute(arg: string): Promise<string> {
@@ -35,7 +18,7 @@ async function absolute(arg: string): Promise<string> {
 }
 
 export function register(program: Command): void {
-  withControl(
+  addControlOptions(
     program
       .command('attach')
       .description('add an export to a running obd serve --control; layers it shares with the served exports are not opened again')
@@ -54,27 +37,27 @@ Examples:
   obd detach --control /tmp/obd.ctl vm2
 `,
     )
-    .action(async (name: string, image: string[], o: Flags & { writable?: boolean; upper?: string[] }) => {
+    .action(async (name: string, image: string[], o: ControlFlags & { writable?: boolean; upper?: string[] }) => {
       if (o.upper && o.upper.length !== 2) throw new InvalidArgumentError('--upper takes two files: DATA INDEX');
       if (o.writable && !o.upper) throw new InvalidArgumentError('--writable needs --upper DATA INDEX');
       if (o.upper && !o.writable) throw new InvalidArgumentError('--upper goes with --writable');
       const body: Record<string, unknown> = { export: name, image: await Promise.all(image.map(absolute)) };
       if (o.writable) body.writable = true;
       if (o.upper) body.upper = { data: path.resolve(o.upper[0]!), index: path.resolve(o.upper[1]!) };
-      const r = await controlRequest(await target(o), 'POST', '/v1/attach', body);
+      const r = await controlRequest(await controlTarget(o), 'POST', '/v1/attach', body);
       const e = (r.exports as { name: string; size: number; readOnly: boolean; layers: number }[] | undefined)?.[0];
       output(o.json, r, () => `attached "${name}"${e ? `: ${formatSize(e.size)}, ${e.layers} layer${e.layers === 1 ? '' : 's'}, ${e.readOnly ? 'read-only' : 'writable'}` : ''}`);
     });
 
-  withControl(
+  addControlOptions(
     program
       .command('detach')
       .description('take an export away from a running obd serve --control: its clients are disconnected, a writable one is flushed first')
       .argument('<name>', 'the export'),
   )
     .addHelpText('after', '\nExample:\n  obd detach --control /tmp/obd.ctl vm2\n')
-    .action(async (name: string, o: Flags) => {
-      const r = await controlRequest(await target(o), 'POST', '/v1/detach', { export: name });
+    .action(async (name: string, o: ControlFlags) => {
+      const r = await controlRequest(await controlTarget(o), 'POST', '/v1/detach', { export: name });
       output(o.json, r, () => `detached "${name}"`);
     });
 }

@@ -4,36 +4,24 @@
  * (human or --json) and exits non-zero when the server refuses or fails it. `compact` and
  * `resize` given DATA INDEX instead work offline on the files (maintenance.ts).
  */
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';
-import { controlRequest, type ControlTarget } from '../live/client.ts';
+import { controlRequest } from '../live/client.ts';
 import { output, sizeArg } from './common.ts';
+import { addControlOptions, controlTarget, type ControlFlags } from './control-flags.ts';
 
-interface ControlFlags {
-  control?: string;
-  controlToken?: string;
+interface LiveFlags extends ControlFlags {
   export?: string;
-  json?: boolean;
 }
 
-function addControlOptions(cmd: Command): Command {
-  return cmd
-    .option('--control <socket|url>', 'the control API of obd serve: its unix socket, or http://127.0.0.1:PORT')
-    .option('--control-token <file>', 'file holding the bearer token (TCP control API)')
-    .option('--export <name>', 'the live export (default: the only one)')
-    .option('--json', 'print the result as JSON');
-}
-
-async function target(o: ControlFlags): Promise<ControlTarget> {
-  if (!o.control) throw new InvalidArgumentError('--control SOCKET is required (the --control of obd serve)');
-  const token = o.controlToken ? (await readFile(o.controlToken, 'utf8')).trim() : undefined;
-  return { address: o.control, token };
+/** The control flags, and the export they act on. */
+function addLiveOptions(cmd: Command): Command {
+  return addControlOptions(cmd).option('--export <name>', 'the live export (default: the only one)');
 }
 
 /** True for the offline form (DATA INDEX), false for the live one (--control); anything else is refused. */
-function offline(data: string | undefined, index: string | undefined, o: ControlFlags): boolean {
+function offline(data: string | undefined, index: string | undefined, o: LiveFlags): boolean {
   if (data !== undefined && index === undefined) throw new InvalidArgumentError('give both files of the layer: DATA INDEX');
   if (data !== undefined && o.control) throw new InvalidArgumentError('give DATA INDEX (offline) or --control (live), not both');
   if (data !== undefined && o.export !== undefined) throw new InvalidArgumentError('--export names a live export; it goes with --control');
@@ -43,7 +31,7 @@ function offline(data: string | undefined, index: string | undefined, o: Control
 const ms = (v: unknown) => `${Number(v).toFixed(1)} ms`;
 
 export function register(program: Command): void {
-  addControlOptions(
+  addLiveOptions(
     program
       .command('snapshot')
       .description('take a live snapshot of a disk served by obd serve --control: seal the upper, optionally commit and push it, while clients stay connected')
@@ -62,8 +50,8 @@ Examples:
   obd snapshot --control /tmp/vm.ctl --push localhost:5000/disks/vm:snap1
 `,
     )
-    .action(async (o: ControlFlags & { commit?: string; compress?: string; push?: string; tag?: string }) => {
-      const t = await target(o);
+    .action(async (o: LiveFlags & { commit?: string; compress?: string; push?: string; tag?: string }) => {
+      const t = await controlTarget(o);
       const body: Record<string, unknown> = {};
       if (o.export !== undefined) body.export = o.export;
       if (o.commit) body.commit = path.resolve(o.commit);
@@ -84,7 +72,7 @@ Examples:
       });
     });
 
-  addControlOptions(
+  addLiveOptions(
     program
       .command('compact')
       .description('compact a writable upper: live through obd serve --control (its live extents rewritten into new files while I/O goes on), or offline given DATA INDEX (files swapped atomically; a crash leaves the old or the new pair)')
@@ -92,13 +80,13 @@ Examples:
       .argument('[index]', 'offline: writable layer index file'),
   )
     .addHelpText('after', '\nExamples:\n  obd compact --control /tmp/vm.ctl\n  obd compact rw.data rw.index      # offline; reports the bytes reclaimed\n')
-    .action(async (data: string | undefined, index: string | undefined, o: ControlFlags) => {
+    .action(async (data: string | undefined, index: string | undefined, o: LiveFlags) => {
       if (offline(data, index, o)) return (await import('./maintenance.ts')).compactFiles(data!, index!, o);
-      const r = await controlRequest(await target(o), 'POST', '/v1/compact', o.export !== undefined ? { export: o.export } : {});
+      const r = await controlRequest(await controlTarget(o), 'POST', '/v1/compact', o.export !== undefined ? { export: o.export } : {});
       output(o.json, r, () => `compact: ${formatSize(Number(r.dataBytesBefore))} → ${formatSize(Number(r.dataBytesAfter))} (${formatSize(Number(r.reclaimed))} reclaimed)`);
     });
 
-  addControlOptions(
+  addLiveOptions(
     program
       .command('resize')
       .description('change the virtual size of a writable upper, durably: live through obd serve --control (clients connected before keep seeing the old size), or offline given DATA INDEX')
@@ -108,12 +96,12 @@ Examples:
       .option('--shrink', 'allow a smaller size (refused if anything is mapped past the new end)'),
   )
     .addHelpText('after', '\nExamples:\n  obd resize --control /tmp/vm.ctl --size 20G\n  obd resize rw.data rw.index --size 20G              # offline\n  obd resize rw.data rw.index --size 1G --shrink\n')
-    .action(async (data: string | undefined, index: string | undefined, o: ControlFlags & { size: number; shrink?: boolean }) => {
+    .action(async (data: string | undefined, index: string | undefined, o: LiveFlags & { size: number; shrink?: boolean }) => {
       if (offline(data, index, o)) return (await import('./maintenance.ts')).resizeFiles(data!, index!, o);
       const body: Record<string, unknown> = { size: o.size };
       if (o.export !== undefined) body.export = o.export;
       if (o.shrink) body.shrink = true;
-      const r = await controlRequest(await target(o), 'POST', '/v1/resize', body);
+      const r = await controlRequest(await controlTarget(o), 'POST', '/v1/resize', body);
       output(o.json, r, () => `resize: ${formatSize(Number(r.before))} → ${formatSize(Number(r.after))} (new connections see the new size)`);
     });
 }

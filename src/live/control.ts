@@ -5,11 +5,12 @@
  * failure is caught, bodies are bounded, idle and slow connections are cut.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { chmod, lstat, mkdtemp, rename, rm, stat, unlink } from 'node:fs/promises';
+import { chmod, mkdtemp, rename, rm, stat, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { ObdError, InvalidArgumentError, NotFoundError, errnoOf } from '../io/errors.ts';
+import { removeStaleSocket } from '../io/unix-socket.ts';
 import type { LiveDisk, SnapshotOptions } from './disk.ts';
 
 /** A request the API refuses: `status` is its HTTP status. */
@@ -99,7 +100,7 @@ export class ControlServer {
     if ('socket' in addr) {
       const dir = path.dirname(path.resolve(addr.socket));
       if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new InvalidArgumentError(`cannot listen on ${addr.socket}: no such directory ${dir}`);
-      await removeStale(addr.socket);
+      await removeStaleSocket(addr.socket, (m) => new InvalidArgumentError(m));
       // Bound inside a fresh 0700 directory, made 0600, then renamed into place: nobody but the
       // owner can connect at any moment (the umask cannot be set in worker threads).
       const tmp = await mkdtemp(path.join(dir, '.obd-control-'));
@@ -329,18 +330,3 @@ async function readJson(req: http.IncomingMessage): Promise<Record<string, unkno
   return doc as Record<string, unknown>;
 }
 
-async function removeStale(socket: string): Promise<void> {
-  const st = await lstat(socket).catch(() => undefined);
-  if (!st) return;
-  if (!st.isSocket()) throw new InvalidArgumentError(`${socket}: exists and is not a socket`);
-  const live = await new Promise<boolean>((resolve) => {
-    const c = net.connect(socket);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-  if (live) throw new InvalidArgumentError(`${socket}: another server is listening on this socket`);
-  await unlink(socket);
-}

@@ -7,6 +7,7 @@
  * Each target is one generation; a request counts itself in the generation it started on, so
  * the owner can wait until nobody reads an old target any more before closing it.
  */
+import { BusyError } from '../io/errors.ts';
 import type { BlockDevice, DeviceCapabilities, Extent } from '../io/types.ts';
 import { capabilitiesOf } from '../ops/capabilities.ts';
 
@@ -110,7 +111,7 @@ export class SwitchDevice implements BlockDevice {
    * finished. Reads go on. Call release() (or swap with release) to let them through.
    */
   async quiesce(): Promise<void> {
-    if (this.#hold) throw new Error('SwitchDevice: writes are already held');
+    if (this.#hold) throw new BusyError('SwitchDevice: writes are already held');
     this.#hold = new Promise((r) => (this.#release = r));
     while (this.#mutating > 0) await new Promise<void>((r) => (this.#mutationsDone = r));
     this.#mutationsDone = undefined;

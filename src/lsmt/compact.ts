@@ -16,7 +16,7 @@
  * to the new pair before the hold ends. The hold costs the writes of one round, not the index.
  */
 import { rm, stat, type FileHandle } from 'node:fs/promises';
-import { ShortReadError } from '../io/errors.ts';
+import { ObdError, ShortReadError } from '../io/errors.ts';
 import { SyncReadGate, preadFull } from '../io/fd-io.ts';
 import { settleAll } from '../io/util.ts';
 import { writeFull } from '../io/sink.ts';
@@ -334,7 +334,7 @@ function encodeJournal(journal: readonly number[], tr: Translation, endSector: n
   for (let k = 0, i = 0; k < journal.length; k += 4, i++) {
     const zeroed = journal[k + 3] === 1;
     const m = zeroed ? endSector : tr.lookup(journal[k + 2]!, journal[k + 1]!);
-    if (m < 0) throw new Error(`compaction: journal entry at sector ${journal[k]} was not copied`);
+    if (m < 0) throw new ObdError(`compaction: journal entry at sector ${journal[k]} was not copied`);
     writeEntry(dv, i * ENTRY_SIZE, journal[k]!, journal[k + 1]!, m, zeroed, 0);
     into.insert(journal[k]!, journal[k + 1]!, m, zeroed);
   }
@@ -354,7 +354,7 @@ function encodeIndex(table: MappingTable, tr: Translation, endSector: number, in
   for (let i = 0; i < table.count; i++) {
     const zeroed = table.zeroed[i] === 1;
     const m = zeroed ? endSector : tr.lookup(table.moffset[i]!, table.length[i]!);
-    if (m < 0) throw new Error(`compaction: mapping at sector ${table.offset[i]} was not copied`);
+    if (m < 0) throw new ObdError(`compaction: mapping at sector ${table.offset[i]} was not copied`);
     writeEntry(dv, i * ENTRY_SIZE, table.offset[i]!, table.length[i]!, m, zeroed, 0);
     // Sorted and apart already: each insert appends.
     into.insert(table.offset[i]!, table.length[i]!, m, zeroed);

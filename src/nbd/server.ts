@@ -3,12 +3,13 @@
  * number of connections. The server does not own the devices: it flushes writable ones on
  * close, and the caller closes them afterwards.
  */
-import { lstat, readFile, readlink, stat, unlink } from 'node:fs/promises';
+import { readFile, readlink, stat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { NbdConnection, type ConnectionLimits, type NbdEvent } from './connection.ts';
 import { NbdServerError } from './errors.ts';
 import type { BlockDevice } from '../io/types.ts';
+import { removeStaleSocket } from '../io/unix-socket.ts';
 import { ExportTable, type NbdExportOptions, type NbdExportTable, type ResolvedExport } from './exports.ts';
 import { BufferPool } from './pool.ts';
 import { MAX_PAYLOAD_DEFAULT, nbdUri } from './protocol.ts';
@@ -138,7 +139,7 @@ export class NbdServer {
       // Binding in a missing directory fails with EACCES, which points the user the wrong way.
       const dir = path.dirname(path.resolve(addr.socket));
       if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new NbdServerError(`cannot listen on ${addr.socket}: no such directory ${dir}`);
-      await removeStaleSocket(addr.socket);
+      await removeStaleSocket(addr.socket, (m) => new NbdServerError(m));
     }
     const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.#accept(s));
     await new Promise<void>((resolve, reject) => {
@@ -262,26 +263,6 @@ export class NbdServer {
     if (this.#ownsSocketFile && this.#address && 'socket' in this.#address) await unlink(this.#address.socket).catch(() => {});
     if (errors.length > 0) throw errors[0];
   }
-}
-
-async function removeStaleSocket(path: string): Promise<void> {
-  let st;
-  try {
-    st = await lstat(path);
-  } catch {
-    return;
-  }
-  if (!st.isSocket()) throw new NbdServerError(`${path}: exists and is not a socket`);
-  const live = await new Promise<boolean>((resolve) => {
-    const c = net.connect(path);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-  if (live) throw new NbdServerError(`${path}: another server is listening on this socket`);
-  await unlink(path);
 }
 
 /**
