@@ -5,8 +5,8 @@
  * caches, verification failures), the registry (blob reads, bytes, failures, retries,
  * latency) and the process (RSS). Served at /metrics by `obd serve --metrics HOST:PORT`.
  */
-import http from 'node:http';
 import type net from 'node:net';
+import { http } from '../io/builtins.ts';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { formatMetrics, RegistryMeter, type MetricFamily, type Sample } from '../io/metrics.ts';
 import type { BlockDevice, ByteSource } from '../io/types.ts';

@@ -3,7 +3,8 @@
  * `obd resize` send one request and print the answer. The address is a unix socket path or
  * `http://127.0.0.1:PORT` (then with a bearer token).
  */
-import http from 'node:http';
+import type { RequestOptions } from 'node:http';
+import { http } from '../io/builtins.ts';
 import { InvalidArgumentError, ObdError, type Errno } from '../io/errors.ts';
 
 /** The control API refused or failed a request; `status` is the HTTP status, errno the server's code. */
@@ -29,7 +30,7 @@ export function controlRequest(target: ControlTarget, method: 'GET' | 'POST', ro
   const headers: Record<string, string | number> = { Accept: 'application/json', Connection: 'close' };
   if (payload) Object.assign(headers, { 'Content-Type': 'application/json', 'Content-Length': payload.length });
   if (target.token) headers.Authorization = `Bearer ${target.token}`;
-  let where: http.RequestOptions;
+  let where: RequestOptions;
   if (/^https?:\/\//.test(target.address)) {
     const u = new URL(target.address);
     if (u.protocol !== 'http:') throw new InvalidArgumentError(`${target.address}: the control API speaks plain HTTP on loopback (http://127.0.0.1:PORT)`);

@@ -6,9 +6,10 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { chmod, mkdtemp, rename, rm, stat, unlink } from 'node:fs/promises';
-import http from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
+import { http } from '../io/builtins.ts';
 import { ObdError, InvalidArgumentError, NotFoundError, errnoOf } from '../io/errors.ts';
 import { removeStaleSocket } from '../io/unix-socket.ts';
 import type { LiveDisk, SnapshotOptions } from './disk.ts';
@@ -72,7 +73,7 @@ function statusOf(e: unknown): number {
 
 export class ControlServer {
   readonly #opts: ControlServerOptions;
-  readonly #server: http.Server;
+  readonly #server: Server;
   #address: ControlAddress | undefined;
   #closing: Promise<void> | undefined;
 
@@ -137,7 +138,7 @@ export class ControlServer {
     });
   }
 
-  async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? 'GET';
     const url = new URL(req.url ?? '/', 'http://control');
     try {
@@ -161,7 +162,7 @@ export class ControlServer {
     }
   }
 
-  #authorize(req: http.IncomingMessage): void {
+  #authorize(req: IncomingMessage): void {
     const token = this.#opts.token;
     if (!token || (this.#address && 'socket' in this.#address)) return;
     const got = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
@@ -285,7 +286,7 @@ function httpCode(status: number): string {
   return ({ 400: 'EINVAL', 401: 'EACCES', 404: 'ENOENT', 405: 'EINVAL', 413: 'EFBIG', 415: 'EINVAL' } as Record<number, string>)[status] ?? 'EIO';
 }
 
-function send(res: http.ServerResponse, status: number, value: unknown): void {
+function send(res: ServerResponse, status: number, value: unknown): void {
   if (res.headersSent || res.destroyed) return;
   const body = JSON.stringify(value) + '\n';
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
@@ -303,7 +304,7 @@ function checkKeys(body: Record<string, unknown>, allowed: string[]): void {
 }
 
 /** Reads a JSON object body of at most MAX_BODY bytes (an empty body is `{}`). */
-async function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
   const type = req.headers['content-type'];
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > MAX_BODY) {

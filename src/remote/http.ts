@@ -9,15 +9,12 @@
 import type { Agent as HttpAgent, IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { http, https } from '../io/builtins.ts';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { isRetryable, NetworkError, ProtocolError, RemoteError, TimeoutError } from './errors.ts';
 import { makeAgent, ProxyRoutes, type AgentOptions } from './proxy.ts';
 import { DEFAULT_IDLE_TIMEOUT_MS } from './defaults.ts';
 
-// Taken as CommonJS: an ESM import of node:http evaluates every export of its facade,
-// and the WebSocket getter among them loads undici (~25-45 ms of start-up, for nothing).
-const http = process.getBuiltinModule('node:http');
-const https = process.getBuiltinModule('node:https');
 
 export interface TransportOptions {
   /**

@@ -16,12 +16,9 @@ import type { AgentOptions as HttpsAgentOptions } from 'node:https';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { SocksClient } from 'socks';
+import { http, https } from '../io/builtins.ts';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { AuthError, NetworkError, TimeoutError } from './errors.ts';
-
-// As in http.ts: taken as CommonJS so the ESM facade's WebSocket getter does not load undici.
-const http = process.getBuiltinModule('node:http');
-const https = process.getBuiltinModule('node:https');
 
 export type ProxyScheme = 'http' | 'https' | 'socks5' | 'socks5h';
 const SCHEMES: readonly ProxyScheme[] = ['http', 'https', 'socks5', 'socks5h'];
