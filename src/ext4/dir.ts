@@ -19,8 +19,8 @@
  * (its entries move to new leaves, block 0 becomes the root); a full leaf splits at its median
  * hash into a new block appended at the end; a full root at level 0 moves its entries into a
  * new index node (level 1); a full index node splits in half. Removal never rebalances (ext4
- * allows empty leaves). Layout: docs/ext4.md is not needed to read this — the facts are the
- * kernel's Documentation/filesystems/ext4/directory.rst.
+ * allows empty leaves). e2fsck's pass 2 checks all of this (every block referenced once, one
+ * depth for all leaves, each leaf's hashes within its index range), and test/ext4 runs it.
  */
 import { FormatError, NoSpaceError, NotSupportedError } from '../io/errors.ts';
 import { dirHashInto, HASH_CODE, type HashVersion } from './hash.ts';
@@ -156,7 +156,7 @@ export class Directory {
 
   /** Writes "." and ".." into a new, empty directory (count 0; appends block 0). */
   static async init(blocks: DirBlocks, self: number, parent: number): Promise<void> {
-    if (blocks.count !== 0) throw new DirCorruptError(blocks.name ?? 'directory', `init: directory already has ${blocks.count} blocks`, 0);
+    if (blocks.count !== 0) throw new DirCorruptError(blocks.name ?? 'directory', `init of a directory that already has ${blocks.count} blocks (expected none)`, 0);
     const lblk = await blocks.append();
     const b = await blocks.read(lblk);
     writeEntry(b, 0, DOTDOT, DOT_NAME, self, FT.dir);
@@ -296,8 +296,8 @@ export class Directory {
   }
 
   /**
-   * Moves the live records to the front in their order, zeroes the rest; returns where the
-   * free space starts (the last record keeps only what it needs).
+   * Moves the live records to the front in their order, zeroes the rest and returns where the
+   * free space starts; the caller then writes the record that reaches the block end there.
    */
   #compact(b: Uint8Array, lblk: number): number {
     let dst = 0;
@@ -324,7 +324,7 @@ export class Directory {
     throw new DirUnsupportedError(`${this.#name()}: htree hash version ${code} (siphash or unknown) is not supported`);
   }
 
-  #hash(name: Uint8Array, s: HashSettings): number {
+  #major(name: Uint8Array, s: HashSettings): number {
     return this.hashOf(name, s.version, s.unsigned);
   }
 
@@ -419,7 +419,7 @@ export class Directory {
       return undefined;
     }
     const root = await this.#blocks.read(0);
-    const hash = this.#hash(name, this.#hashSettings(root));
+    const hash = this.#major(name, this.#hashSettings(root));
     const path = await this.#probe(root, hash);
     do {
       const lblk = this.#child(path[path.length - 1]);
@@ -482,7 +482,7 @@ export class Directory {
   async #dxAdd(e: DirEntry): Promise<void> {
     const root = await this.#blocks.read(0);
     const settings = this.#hashSettings(root);
-    const hash = this.#hash(e.name, settings);
+    const hash = this.#major(e.name, settings);
     // Each pass either inserts or makes room (splits one leaf or index block), then probes again.
     for (;;) {
       const path = await this.#probe(await this.#blocks.read(0), hash);
@@ -564,7 +564,7 @@ export class Directory {
       const r = this.#checked(b, lblk, o);
       if (u32(b, o) !== 0) {
         offs.push(o);
-        hashes.push(this.#hash(b.subarray(o + HEADER, o + HEADER + b[o + 6]), settings));
+        hashes.push(this.#major(b.subarray(o + HEADER, o + HEADER + b[o + 6]), settings));
         total += recLenFor(b[o + 6]);
       }
       o += r;
