@@ -5,19 +5,22 @@
  * + nbdfuse + loop, `ro,noload`) equals umoci's unpacked tree (paths, types, modes, owners,
  * mtimes, sha256 of every file, link targets, device numbers, hardlink groups, xattrs); the
  * 5,000-entry directory is an htree; the same image from a docker archive converts to the
- * same layers and converting twice gives the same manifest.
+ * same layers, and converting it again as an unprivileged user gives the same manifest.
  *
  * test/convert/harness.test.ts shows each of these checks passing on an ext4 e2fsprogs made
  * and failing on a changed byte, mode or xattr. Until `obd convert` exists the suite skips,
  * saying so; once it exists, it runs.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chmod, chown, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { obd } from '../helpers/cli.ts';
 import { listTree } from '../helpers/fs-listing.ts';
 import { craftedImage, MANY_DIR, realisticImage, type BuiltImage } from '../helpers/oci-images.ts';
 import { suiteTempDir } from '../helpers/temp.ts';
+import { ensureTestUser, obdAsTestUser, TEST_USER } from '../helpers/user.ts';
 import { kernelSkipReason } from '../nbd/helpers/kernel.ts';
 import {
   assertFsckClean,
@@ -119,14 +122,23 @@ for (const c of CASES) {
       await assertIndexed(flat, `/${MANY_DIR}`);
     });
 
-    it('converts the same image from its docker archive to the same layers and config, and the same source twice to the same manifest', async () => {
+    it('converts the same image from its docker archive to the same layers and config', async () => {
       const fromDocker = `oci:${tmp.path}/out-docker:${c.name}`;
       await convert(img.dockerRef, fromDocker, c.options);
       const d = await readOci(path.join(tmp.path, 'out-docker'), c.name);
       assert.deepEqual(d.manifest.layers.map((l) => l.digest), out.manifest.layers.map((l) => l.digest));
       assert.equal(d.manifest.config.digest, out.manifest.config.digest);
-      await convert(img.ociRef, `oci:${tmp.path}/out-again:${c.name}`, c.options);
-      assert.equal((await readOci(path.join(tmp.path, 'out-again'), c.name)).manifestDigest, out.manifestDigest);
+    });
+
+    it('converts as an unprivileged user (no root, mount or loop device) to the same manifest, byte for byte', async () => {
+      ensureTestUser();
+      const home = path.join(tmp.path, 'user');
+      await mkdir(home);
+      await chmod(tmp.path, 0o755);
+      await chown(home, Number(execFileSync('id', ['-u', TEST_USER], { encoding: 'utf8' })), 0);
+      const r = await obdAsTestUser(['convert', img.ociRef, `oci:${home}/out:${c.name}`, '--json', ...c.options], home, { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, `obd convert as ${TEST_USER}: ${r.stderr}`);
+      assert.equal((await readOci(path.join(home, 'out'), c.name)).manifestDigest, out.manifestDigest);
     });
   });
 }

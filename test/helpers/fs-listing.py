@@ -16,6 +16,7 @@ import hashlib
 import os
 import stat
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 TYPES = [(stat.S_ISREG, "file"), (stat.S_ISDIR, "dir"), (stat.S_ISLNK, "symlink"),
          (stat.S_ISCHR, "chr"), (stat.S_ISBLK, "blk"), (stat.S_ISFIFO, "fifo"),
@@ -26,12 +27,30 @@ def esc(b):
     return "".join(chr(c) if 0x21 <= c <= 0x7e and c not in (0x25, 0x5c) else "%%%02X" % c for c in b)
 
 
-def sha256(path):
+def sha256(path, size):
     h = hashlib.sha256()
+    if size == 0:  # no open/read: through FUSE each costs a round trip, and most files of a big directory are empty
+        return h.hexdigest()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def describe(root, rel):
+    """Everything the line says about one path (the slow part through FUSE: run in threads)."""
+    path = os.path.join(root, rel) if rel else root
+    st = os.lstat(path)
+    kind = next(name for test, name in TYPES if test(st.st_mode))
+    detail = None
+    if kind == "file":
+        detail = f"{st.st_size}:{sha256(path, st.st_size)}"
+    elif kind == "symlink":
+        detail = "->" + esc(os.readlink(path))
+    elif kind in ("chr", "blk"):
+        detail = f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}"
+    xattrs = [f"x:{n}={os.getxattr(path, n, follow_symlinks=False).hex()}" for n in sorted(os.listxattr(path, follow_symlinks=False))]
+    return rel or b".", st, kind, detail, xattrs
 
 
 def main():
@@ -39,43 +58,36 @@ def main():
     root = os.fsencode(args[0])
     skip_lf = "--no-lost-found" in args
     dir_mtimes = "--no-dir-mtimes" not in args
-    rows = []
+    rels = [b""]
     stack = [b""]
     while stack:
         rel = stack.pop()
-        path = os.path.join(root, rel) if rel else root
-        st = os.lstat(path)
-        kind = next(name for test, name in TYPES if test(st.st_mode))
-        rows.append((rel or b".", path, st, kind))
-        if kind == "dir":
-            for name in os.listdir(path):
-                child = os.path.join(rel, name) if rel else name
+        with os.scandir(os.path.join(root, rel) if rel else root) as it:
+            for e in it:
+                child = os.path.join(rel, e.name) if rel else e.name
                 if skip_lf and child == b"lost+found":
                     continue
-                stack.append(child)
-    rows.sort(key=lambda r: r[0])
+                rels.append(child)
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(child)
+    # Through fuse2fs every call is a round trip; threads overlap some (crafted image: 4.0 s -> 3.4 s).
+    with ThreadPoolExecutor(8) as pool:
+        rows = sorted(pool.map(lambda r: describe(root, r), rels, chunksize=32), key=lambda r: r[0])
     groups = {}
-    for rel, _, st, kind in rows:
+    for rel, st, kind, _, _ in rows:
         if kind != "dir" and st.st_nlink > 1:
             groups.setdefault((st.st_dev, st.st_ino), rel)  # rows are sorted: first wins
     out = []
-    for rel, path, st, kind in rows:
+    for rel, st, kind, detail, xattrs in rows:
         mtime = f"{st.st_mtime_ns // 10**9}.{st.st_mtime_ns % 10**9:09d}"
         if kind == "dir" and not dir_mtimes:
             mtime = "-"
         line = [esc(rel), kind, "%04o" % stat.S_IMODE(st.st_mode), f"{st.st_uid}:{st.st_gid}", mtime]
-        if kind == "file":
-            line.append(f"{st.st_size}:{sha256(path)}")
-        elif kind == "symlink":
-            line.append("->" + esc(os.readlink(path)))
-        elif kind in ("chr", "blk"):
-            line.append(f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
+        if detail is not None:
+            line.append(detail)
         if kind != "dir" and st.st_nlink > 1:
             line.append("hl=" + esc(groups[(st.st_dev, st.st_ino)]))
-        for name in sorted(os.listxattr(path, follow_symlinks=False)):
-            value = os.getxattr(path, name, follow_symlinks=False)
-            line.append(f"x:{name}={value.hex()}")
-        out.append(" ".join(line))
+        out.append(" ".join(line + xattrs))
     sys.stdout.write("\n".join(out) + "\n")
 
 

@@ -567,7 +567,8 @@ export async function realisticImage(work: string, opts: RealisticOptions = {}):
     format: 'pax',
     compression: 'gzip',
     entries: [
-      ...parentsOf([...deleted, ...overwritten, `${docDirs[0]}/x`, `${docDirs[1]}/x`]),
+      // Not the whited-out directory itself: a whiteout hides only lower layers' entries.
+      ...parentsOf([...deleted, ...overwritten, docDirs[0]!, `${docDirs[1]}/x`]),
       ...deleted.map((p) => whiteout(p)),
       ...overwritten.map((p, i) => file(p, { seed: `over-${p}`, size: (lstatSync(`/${p}`).size >> 1) + i }, { mode: 0o755, mtime: T })),
       whiteout(docDirs[0]!),
