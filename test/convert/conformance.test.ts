@@ -4,8 +4,8 @@
  * stack passes `e2fsck -fn`; the final tree through fuse2fs and through the kernel (obd serve
  * + nbdfuse + loop, `ro,noload`) equals umoci's unpacked tree (paths, types, modes, owners,
  * mtimes, sha256 of every file, link targets, device numbers, hardlink groups, xattrs); the
- * 5,000-entry directory is an htree; the same image from a docker archive converts to the
- * same layers, and converting it again as an unprivileged user gives the same manifest.
+ * 5,000-entry directory is an htree; the same image from an oci-archive or a docker archive
+ * converts to the same layers, and converting it again as an unprivileged user gives the same manifest.
  *
  * test/convert/harness.test.ts shows each of these checks passing on an ext4 e2fsprogs made
  * and failing on a changed byte, mode or xattr. Until `obd convert` exists the suite skips,
@@ -122,12 +122,13 @@ for (const c of CASES) {
       await assertIndexed(flat, `/${MANY_DIR}`);
     });
 
-    it('converts the same image from its docker archive to the same layers and config', async () => {
-      const fromDocker = `oci:${tmp.path}/out-docker:${c.name}`;
-      await convert(img.dockerRef, fromDocker, c.options);
-      const d = await readOci(path.join(tmp.path, 'out-docker'), c.name);
-      assert.deepEqual(d.manifest.layers.map((l) => l.digest), out.manifest.layers.map((l) => l.digest));
-      assert.equal(d.manifest.config.digest, out.manifest.config.digest);
+    it('converts the same image from its oci-archive and its docker archive to the same layers and config', async () => {
+      for (const [source, name] of [[img.ociArchiveRef, 'out-archive'], [img.dockerRef, 'out-docker']] as const) {
+        await convert(source, `oci:${tmp.path}/${name}:${c.name}`, c.options);
+        const d = await readOci(path.join(tmp.path, name), c.name);
+        assert.deepEqual(d.manifest.layers.map((l) => l.digest), out.manifest.layers.map((l) => l.digest), source);
+        assert.equal(d.manifest.config.digest, out.manifest.config.digest, source);
+      }
     });
 
     it('converts as an unprivileged user (no root, mount or loop device) to the same manifest, byte for byte', async () => {

@@ -52,7 +52,7 @@ describe('the conformance harness', { skip: peersSkipReason() }, () => {
     oracle = await listTree(rootfs);
   });
 
-  it('builds the crafted image byte-identically every time, as an OCI layout and a docker archive skopeo reads', async () => {
+  it('builds the crafted image byte-identically every time, as an OCI layout, an oci-archive and a docker archive skopeo reads', async () => {
     const again = await craftedImage(path.join(tmp.path, 'img2'));
     assert.deepEqual(again.layers.map((l) => l.digest), img.layers.map((l) => l.digest));
     assert.equal(again.manifestDigest, img.manifestDigest);
@@ -61,6 +61,8 @@ describe('the conformance harness', { skip: peersSkipReason() }, () => {
 
     const oci = JSON.parse(await must('skopeo', ['inspect', img.ociRef])) as { Layers: string[] };
     assert.deepEqual(oci.Layers, img.layers.map((l) => l.digest));
+    const archive = JSON.parse(await must('skopeo', ['inspect', img.ociArchiveRef])) as { Layers: string[] };
+    assert.deepEqual(archive.Layers, img.layers.map((l) => l.digest));
     const docker = JSON.parse(await must('skopeo', ['inspect', img.dockerRef])) as { Layers: string[] };
     assert.deepEqual(docker.Layers, img.layers.map((l) => l.diffId), 'docker save layers are the plain tars');
     const cfg = JSON.parse(await must('skopeo', ['inspect', '--config', img.dockerRef])) as { rootfs: { diff_ids: string[] } };

@@ -8,7 +8,7 @@
  *   /etc (real sizes, thousands of entries in one directory), later layers deleting and
  *   overwriting.
  *
- * Each is written as an OCI layout (`oci:DIR:TAG`) and as a `docker save` archive. Staging
+ * Each is written as an OCI layout (`oci:DIR:TAG`), an oci-archive and a `docker save` archive. Staging
  * trees are made by test/helpers/stage-tree.py as root (mknod, xattrs, chown); layer tars
  * by GNU tar from an explicit, ordered member list, so an entry order (an opaque marker after
  * the directory's new children, say) is part of the recipe.
@@ -16,7 +16,7 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -99,11 +99,13 @@ export interface LayerInfo {
 }
 
 export interface BuiltImage {
-  /** `oci:DIR:TAG` and `docker-archive:FILE` references for the same image. */
+  /** `oci:DIR:TAG` and `docker-archive:FILE` references for the same image (and `ociArchiveRef`, `plainOciRef` below). */
   ociRef: string;
   dockerRef: string;
   /** The same image with no zstd layer (for umoci 0.4, which reads gzip and plain only). */
   plainOciRef: string;
+  /** `oci-archive:FILE`: the OCI layout as one tar. */
+  ociArchiveRef: string;
   ociDir: string;
   tag: string;
   dockerArchive: string;
@@ -112,9 +114,9 @@ export interface BuiltImage {
   configDigest: string;
 }
 
-function exec(cmd: string, args: string[], opts: { cwd?: string } = {}): Promise<string> {
+function exec(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { maxBuffer: 256 << 20, cwd: opts.cwd, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
+    execFile(cmd, args, { maxBuffer: 256 << 20, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
       if (err) reject(new Error(`${cmd} ${args.slice(0, 6).join(' ')}…: ${String(stderr).trim() || err.message}`));
       else resolve(String(stdout));
     });
@@ -152,7 +154,7 @@ const MEDIA: Record<Compression, string> = {
   none: 'application/vnd.oci.image.layer.v1.tar',
 };
 
-/** Stages, archives and compresses one layer in `work/<n>.*`. */
+/** Stages, archives and compresses layer `n` in `work` (stage-N/, layer-N.tar, layer-N.tar.gz|.zst). */
 async function buildLayer(work: string, n: number, r: LayerRecipe): Promise<LayerInfo> {
   const stage = path.join(work, `stage-${n}`);
   const tar = path.join(work, `layer-${n}.tar`);
@@ -173,8 +175,8 @@ async function buildLayer(work: string, n: number, r: LayerRecipe): Promise<Laye
   } else {
     const prefix = r.dotSlash ? './' : '';
     const names = [...(r.root ? [Buffer.from('.')] : []), ...r.entries.map((e) => Buffer.concat([Buffer.from(prefix), e.p]))];
-    // --sparse: PAX 1.0 sparse members (pax layers only: umoci 0.4 cannot read GNU's old 'S' type)
     const common = ['--no-recursion', '--null', '--numeric-owner'];
+    // --sparse only in pax layers (PAX 1.0 members): umoci 0.4 cannot read GNU's old 'S' type.
     const fmt =
       r.format === 'pax'
         ? ['--format=pax', '--sparse', '--sparse-version=1.0', '--xattrs', '--xattrs-include=*', '--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime']
@@ -258,15 +260,17 @@ async function writeLayout(oci: string, tag: string, config: Uint8Array, layers:
 }
 
 /**
- * Writes the image three ways under `work`: `oci/` (the layers as built), `oci-plain/` (the
- * same image with zstd layers stored uncompressed: umoci 0.4 reads no zstd; the diff_ids and
- * so the unpacked tree are the same) and a `docker save` archive.
+ * Writes the image four ways under `work`: `oci/` (the layers as built), the same as an
+ * oci-archive, `oci-plain/` (the same image with zstd layers stored uncompressed: umoci 0.4
+ * reads no zstd; the diff_ids and so the unpacked tree are the same) and a `docker save` archive.
  */
 export async function writeImage(work: string, name: string, tag: string, layers: LayerInfo[]): Promise<BuiltImage> {
   const oci = path.join(work, 'oci');
   const config = imageConfig(layers, name);
   const configDigest = `sha256:${sha256(config)}`;
   const manifestDigest = await writeLayout(oci, tag, config, layers);
+  const ociArchive = path.join(work, `${name}.oci.tar`);
+  await exec('tar', ['-cf', ociArchive, '--format=ustar', '--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', oci, 'oci-layout', 'index.json', 'blobs']);
   const plain = path.join(work, 'oci-plain');
   await writeLayout(plain, tag, config, layers.map((l) => (l.mediaType.endsWith('+zstd') ? { blob: l.tar, mediaType: MEDIA.none } : l)));
 
@@ -280,7 +284,7 @@ export async function writeImage(work: string, name: string, tag: string, layers
   for (const l of layers) {
     const id = l.diffId.slice(7);
     await mkdir(path.join(d, id));
-    await writeFile(path.join(d, id, 'layer.tar'), await readFile(l.tar));
+    await link(l.tar, path.join(d, id, 'layer.tar'));
     members.push(id, `${id}/layer.tar`);
   }
   const top = layers.at(-1)!.diffId.slice(7);
@@ -289,7 +293,7 @@ export async function writeImage(work: string, name: string, tag: string, layers
   const archive = path.join(work, `${name}.docker.tar`);
   await exec('tar', ['-cf', archive, '--format=ustar', '--no-recursion', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', d, ...members]);
   await rm(d, { recursive: true, force: true });
-  return { ociRef: `oci:${oci}:${tag}`, plainOciRef: `oci:${plain}:${tag}`, dockerRef: `docker-archive:${archive}`, ociDir: oci, tag, dockerArchive: archive, layers, manifestDigest, configDigest };
+  return { ociRef: `oci:${oci}:${tag}`, plainOciRef: `oci:${plain}:${tag}`, ociArchiveRef: `oci-archive:${ociArchive}`, dockerRef: `docker-archive:${archive}`, ociDir: oci, tag, dockerArchive: archive, layers, manifestDigest, configDigest };
 }
 
 async function build(work: string, name: string, tag: string, recipes: LayerRecipe[]): Promise<BuiltImage> {
@@ -399,12 +403,12 @@ function craftedRecipes(): LayerRecipe[] {
     symlink('replace/symlink-to-dir', '../files'),
     file('replace/file-to-symlink', 'f'),
     dir('del'),
-    file('del/file', 'deleted in layer 1'),
+    file('del/file', 'deleted by layer 2'),
     dir('del/dir'),
     file('del/dir/x', 'x'),
     dir('del/dir/sub'),
     file('del/dir/sub/z', 'z'),
-    file('del/later', 'deleted in layer 2'),
+    file('del/later', 'deleted by layer 3'),
     file('del/kept', 'kept'),
     dir('opq'),
     file('opq/old1', 'old'),
