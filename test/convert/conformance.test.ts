@@ -5,7 +5,8 @@
  * + nbdfuse + loop, `ro,noload`) equals umoci's unpacked tree (paths, types, modes, owners,
  * mtimes, sha256 of every file, link targets, device numbers, hardlink groups, xattrs); the
  * 5,000-entry directory is an htree; the same image from an oci-archive or a docker archive
- * converts to the same layers, and converting it again as an unprivileged user gives the same manifest.
+ * converts to the same layers, an image made of its first two layers to the same two, and
+ * converting it again as an unprivileged user gives the same manifest.
  *
  * test/convert/harness.test.ts shows each of these checks passing on an ext4 e2fsprogs made
  * and failing on a changed byte, mode or xattr. Until `obd convert` exists the suite skips,
@@ -18,7 +19,7 @@ import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { obd } from '../helpers/cli.ts';
 import { listTree } from '../helpers/fs-listing.ts';
-import { craftedImage, MANY_DIR, realisticImage, type BuiltImage } from '../helpers/oci-images.ts';
+import { craftedImage, MANY_DIR, realisticImage, writeImage, type BuiltImage } from '../helpers/oci-images.ts';
 import { suiteTempDir } from '../helpers/temp.ts';
 import { ensureTestUser, obdAsTestUser, TEST_USER } from '../helpers/user.ts';
 import { kernelSkipReason } from '../nbd/helpers/kernel.ts';
@@ -129,6 +130,13 @@ for (const c of CASES) {
         assert.deepEqual(d.manifest.layers.map((l) => l.digest), out.manifest.layers.map((l) => l.digest), source);
         assert.equal(d.manifest.config.digest, out.manifest.config.digest, source);
       }
+    });
+
+    it('converts a source layer over the same parent chain to the same overlaybd layer in another image', async () => {
+      const prefix = await writeImage(path.join(tmp.path, 'prefix'), 'prefix', 'p', img.layers.slice(0, 2));
+      await convert(prefix.ociRef, `oci:${tmp.path}/out-prefix:p`, c.options);
+      const p = await readOci(path.join(tmp.path, 'out-prefix'), 'p');
+      assert.deepEqual(p.manifest.layers.map((l) => l.digest), out.manifest.layers.slice(0, 2).map((l) => l.digest));
     });
 
     it('converts as an unprivileged user (no root, mount or loop device) to the same manifest, byte for byte', async () => {
