@@ -133,6 +133,7 @@ describe('the conformance harness', { skip: peersSkipReason() }, () => {
     }
   });
 
+  // On a copy of the stack the test above exported.
   it('fails the comparison when one byte, one mode or one xattr differs, naming exactly those paths', async () => {
     const td = new Teardown();
     try {

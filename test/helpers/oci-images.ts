@@ -539,7 +539,11 @@ export function hostTree(roots: string[], budget: number, opts: { maxPerDir?: nu
 }
 
 export interface RealisticOptions {
-  /** About how large the image's tars are together (default 64 MiB). */
+  /**
+   * Bytes to take from the host trees (default 64 MiB): about the image's tar bytes while the
+   * trees last; man pages and /etc run out first (here 512 gives 417 MiB, 650 gives 526 MiB
+   * in 10 layers, built in 26 s).
+   */
   sizeMiB?: number;
   /** Layers (≥ 5, default 5); each one past 5 overwrites and deletes a little more. */
   layers?: number;
