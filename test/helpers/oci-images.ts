@@ -550,7 +550,7 @@ export interface RealisticOptions {
 }
 
 /** /etc entries that change while the machine runs (users added by tests, resolver, caches). */
-const VOLATILE_ETC = /^etc\/(passwd|shadow|group|gshadow|subuid|subgid|hostname|hosts|resolv\.conf|mtab|ld\.so\.cache|machine-id|docker|ssh\/ssh_host_.*)(-|$)/;
+const VOLATILE_ETC = /^etc\/(passwd|shadow|group|gshadow|subuid|subgid|\.pwd\.lock|hostname|hosts|resolv\.conf|mtab|adjtime|ld\.so\.cache|machine-id|docker|ssh\/ssh_host_.*)(-|$)/;
 
 /**
  * A multi-layer image from this machine's system trees: real shared libraries (zstd), man
