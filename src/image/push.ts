@@ -49,6 +49,8 @@ export interface PrepareOptions {
   tree?: boolean;
   /** Hash in a worker thread at this nice value (e.g. 19: a serving process's background push). */
   hashPriority?: number;
+  /** Wraps the blob before it is hashed and uploaded (see PushOptions.readThrough). */
+  readThrough?: (blob: ByteSource) => ByteSource;
 }
 
 /** Digest (and tree) of a file in a worker thread at nice `priority`. */
@@ -83,6 +85,7 @@ export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWri
       src = await FileSource.open(out);
       whole = out;
     }
+    if (popts.readThrough) src = popts.readThrough(src);
     const chunk = popts.tree ? DEFAULT_CHUNK : undefined;
     const h = popts.hashPriority !== undefined && whole ? await digestInWorker(whole, chunk, popts.hashPriority) : await digestAndTree(src, chunk);
     return { file, kind, blob: src, digest: h.digest, size: src.size, tree: h.tree };
@@ -115,6 +118,11 @@ export interface PushOptions extends RemoteOptions {
   checkBase?: (base: { repo: Repository; layers: readonly Descriptor[] }) => Promise<void>;
   /** Hash layers in a worker thread at this nice value (see PrepareOptions). */
   hashPriority?: number;
+  /**
+   * Wraps each new layer's blob before it is hashed and uploaded: a live snapshot's push
+   * paces its reads (and so its upload) this way.
+   */
+  readThrough?: (blob: ByteSource) => ByteSource;
   onLayer?: (event: { file: string; digest: string; size: number; phase: 'prepared' | 'done'; result?: PutBlobResult }) => void;
   onProgress?: (sent: number, total: number) => void;
 }
@@ -168,7 +176,7 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
     }
     await opts.checkBase?.({ repo, layers: base });
     for (const f of files) {
-      const p = await prepareLayer(f, tmp, opts.zfile, { tree: opts.verity !== false, hashPriority: opts.hashPriority });
+      const p = await prepareLayer(f, tmp, opts.zfile, { tree: opts.verity !== false, hashPriority: opts.hashPriority, readThrough: opts.readThrough });
       prepared.push(p);
       const again = base.findIndex((d) => d.digest === p.digest);
       if (again >= 0) {

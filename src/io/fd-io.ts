@@ -4,7 +4,7 @@
  * 4 KiB reads take ~70–150 ms through FileHandle.read, ~19 ms through fs.read), which
  * dominates small-block commits and NBD-sized I/O.
  */
-import { read, readSync, write } from 'node:fs';
+import { read, readSync, write, writeSync } from 'node:fs';
 
 function readOnce(fd: number, buf: Uint8Array, at: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => read(fd, buf, at, len, pos, (e, n) => (e ? reject(e) : resolve(n))));
@@ -29,6 +29,12 @@ export async function preadFull(fd: number, buf: Uint8Array, pos: number): Promi
 export async function pwriteFull(fd: number, buf: Uint8Array, pos: number): Promise<void> {
   let done = await writeOnce(fd, buf, 0, buf.length, pos);
   while (done < buf.length) done += await writeOnce(fd, buf, done, buf.length - done, pos + done);
+}
+
+/** Synchronous pwriteFull, for a thread whose only job is the write (a snapshot's background commit). */
+export function pwriteFullSync(fd: number, buf: Uint8Array, pos: number): void {
+  let done = 0;
+  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done, pos + done);
 }
 
 /** Synchronous readFull, for batch jobs (see copy.ts) where per-call cost dominates. */
