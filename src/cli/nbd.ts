@@ -259,6 +259,8 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   const signal = await Promise.race([signals.stopped, pipeClosed]);
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');
   try {
+    // A snapshot committing or pushing is cancelled (its request fails) rather than awaited.
+    await Promise.all([...live.values()].map((d) => d.stopBackground()));
     await control?.close();
     await server.close();
   } finally {

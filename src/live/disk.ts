@@ -403,12 +403,21 @@ export class LiveDisk {
   }
 
   /**
+   * Refuses further snapshots, compactions and resizes and cancels a running snapshot's
+   * commit or push at its next chunk (a server stopping calls it first, so the request fails
+   * at once instead of holding the stop).
+   */
+  async stopBackground(): Promise<void> {
+    this.#closed = true;
+    await this.#background.close();
+  }
+
+  /**
    * Cancels a snapshot's background commit or push (the sealed layer stays in the stack, as
    * recorded), waits for what else runs, then closes the upper, the lowers and what opened them.
    */
   async close(): Promise<void> {
-    this.#closed = true;
-    await this.#background.close();
+    await this.stopBackground();
     await this.#busy;
     let failure: unknown;
     try {
