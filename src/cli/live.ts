@@ -39,7 +39,7 @@ export function register(program: Command): void {
       .addOption(new Option('-z, --compress <algorithm>', 'compress the committed layer into a ZFile').choices(['lz4', 'zstd']))
       .option('--push <ref>', 'push the image (lowers + the new layer) to this reference; layers already there are not uploaded')
       .option('-m, --tag <text>', 'user tag of the committed layer')
-      .option('--rate <bytes/s>', 'pace of the background commit, hashing and upload (K/M/G suffixes, per second; 0: unlimited; default: obd serve --snapshot-rate)', sizeArg),
+      .option('--rate <bytes/s>', 'pace of the background commit, hashing and upload (K/M/G suffixes, per second; 0: unlimited; default: obd serve --snapshot-rate, 100M)', sizeArg),
   )
     .addHelpText(
       'after',

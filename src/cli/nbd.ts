@@ -61,7 +61,7 @@ export function register(program: Command): void {
     .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
     .option('--control <socket|[host:]port>', 'serve the control API (snapshot, compact, resize, stats; docs/control-api.md) on this unix socket (mode 0600), or on loopback TCP with --control-token')
     .option('--control-token <file>', 'file holding the bearer token the TCP control API requires')
-    .option('--snapshot-rate <bytes/s>', 'with --control: pace of a snapshot\'s background commit, hashing and upload (K/M/G suffixes, per second; 0 or unset: unlimited); the snapshot API\'s "rate" overrides it', sizeArg)
+    .option('--snapshot-rate <bytes/s>', 'with --control: pace of a snapshot\'s background commit, hashing and upload (K/M/G suffixes, per second; default 100M; 0: unlimited); the snapshot API\'s "rate" overrides it', sizeArg)
     .option('--state <file>', 'with --control: the config.v1.json recording the live stack (default: <upper data>.config.v1.json; for a config.v1.json image, that file); a restart with the same arguments serves what it records')
     .option('--json', 'report on stdout as JSON lines: ready (once listening), error, stopping, stopped')
     .option('-v, --verbose', 'log connections and errors on stderr');

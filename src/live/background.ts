@@ -52,9 +52,15 @@ export class BackgroundThread {
     const w = this.#worker ?? this.#start();
     const id = this.#next++;
     return new Promise((resolve, reject) => {
+      try {
+        w.postMessage({ id, kind, job } as JobRequest);
+      } catch (e) {
+        // Not cloneable (a callback in the options): the caller's mistake, refused here.
+        reject(e);
+        return;
+      }
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       if (this.#pending.size === 1) w.ref();
-      w.postMessage({ id, kind, job } as JobRequest);
     });
   }
 
@@ -83,11 +89,6 @@ export class BackgroundThread {
     w.unref();
     this.#worker = w;
     return w;
-  }
-
-  /** Jobs sent and not yet answered. */
-  get busy(): boolean {
-    return this.#pending.size > 0;
   }
 
   /**
