@@ -120,12 +120,16 @@ interface OursRun extends Timing {
 function oursConvert(tag: string, out: string, j: number, cacheDir?: string): OursRun {
   spawnSync('rm', ['-rf', out]);
   const t = run(process.execPath, [OBD, 'convert', `oci:${w('in')}:${tag}`, `oci:${out}`, '-j', String(j), '--json', ...(cacheDir ? ['--cache-dir', cacheDir] : [])], true);
-  const lines = t.stdout.trim().split('\n').filter((l) => l.startsWith('{'));
+  // --json prints one document (maybe pretty-printed); progress lines, if any, come before it.
+  const text = t.stdout.trim();
   let json: Record<string, unknown> | undefined;
-  try {
-    json = lines.length ? JSON.parse(lines[lines.length - 1]!) : undefined;
-  } catch {
-    json = undefined;
+  for (const candidate of [text, text.slice(text.lastIndexOf('\n{') + 1)]) {
+    try {
+      json = JSON.parse(candidate) as Record<string, unknown>;
+      break;
+    } catch {
+      json = undefined;
+    }
   }
   return { ...t, json };
 }
@@ -351,13 +355,16 @@ async function main(): Promise<void> {
   await rm(WORK, { recursive: true, force: true });
 }
 
-/** Per-stage times from `obd convert --json` when it reports them (`stages: {name: ms}`). */
+/**
+ * Per-stage times from `obd convert --json`: per layer `applyMs` / `commitMs` when it reports
+ * them, else the sum of the layers' `ms` (apply + commit of each converted layer).
+ */
 function stagesOf(runs: OursRun[]): string {
-  const st = runs[runs.length - 1]?.json?.stages as Record<string, number> | undefined;
-  if (!st || typeof st !== 'object') return 'not reported by --json';
-  return Object.entries(st)
-    .map(([k, v]) => `${k} ${sec(Number(v))}`)
-    .join(', ');
+  const layers = runs[runs.length - 1]?.json?.layers as { ms?: number; applyMs?: number; commitMs?: number }[] | undefined;
+  if (!Array.isArray(layers)) return 'not reported by --json';
+  const total = (k: 'ms' | 'applyMs' | 'commitMs') => sum(layers.map((l) => Number(l[k] ?? NaN)));
+  if (!Number.isNaN(total('applyMs')) && !Number.isNaN(total('commitMs'))) return `apply ${sec(total('applyMs'))}, commit ${sec(total('commitMs'))}`;
+  return Number.isNaN(total('ms')) ? 'not reported by --json' : `layers ${sec(total('ms'))} (apply + commit; --json does not split them)`;
 }
 
 await main();
