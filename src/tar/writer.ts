@@ -190,8 +190,9 @@ export class TarWriter {
     h.set(enc.encode(e.uname ?? '').subarray(0, 32), F.uname);
     h.set(enc.encode(e.gname ?? '').subarray(0, 32), F.gname);
     if (e.type === 'chr' || e.type === 'blk') {
-      num(F.devmajor, 8, e.devmajor ?? 0, 'SCHILY.devmajor');
-      num(F.devminor, 8, e.devminor ?? 0, 'SCHILY.devminor');
+      // No PAX keyword for these that GNU tar and Python both read; Linux's (12, 20 bits) fit.
+      num(F.devmajor, 8, e.devmajor ?? 0, undefined);
+      num(F.devminor, 8, e.devminor ?? 0, undefined);
     }
     const xattrs = e.xattrs instanceof Map ? [...e.xattrs] : Object.entries(e.xattrs ?? {});
     if (xattrs.length > 0 && fmt !== 'pax') refuse('xattrs need the pax format');
