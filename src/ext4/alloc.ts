@@ -138,6 +138,7 @@ export class Allocator {
       if (this.#gd.freeInodes(g) === 0) continue;
       const map = await this.#inodeBitmap(g);
       let i = 0;
+      while (i + 8 <= ipg && map[i >>> 3] === 0xff) i += 8;
       while (i < ipg && testBit(map, i)) i++;
       if (i === ipg) continue;
       setBit(map, i);

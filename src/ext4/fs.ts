@@ -28,6 +28,10 @@ import { layout, toEntries } from './xattr.ts';
 const SECTOR = 512;
 /** Largest single data write (pieces of one contiguous run are joined up to this). */
 const WRITE_MAX = 8 << 20;
+/** Pieces below this are copied together into one write; larger ones are written as they are. */
+const COPY_MAX = 1 << 20;
+/** Data writes in flight at once (to distinct, freshly allocated blocks). */
+const IN_FLIGHT = 8;
 const LINK_MAX = 65000;
 const FT_NAME: readonly FileType[] = ['file', 'file', 'dir', 'chr', 'blk', 'fifo', 'sock', 'symlink'];
 const ZERO_BLOCK = new Uint8Array(BLOCK_SIZE);
@@ -47,6 +51,8 @@ export class Ext4 {
   readonly #dirs = new Map<number, DirState>();
   #inodesUsed: number;
   #dataBytes = 0;
+  readonly #inFlight = new Set<Promise<void>>();
+  #writeError: unknown = undefined;
 
   private constructor(dev: Ext4Device, cache: BlockCache, geo: Geometry, sb: Superblock, gd: Groups, alloc: Allocator) {
     this.#dev = dev;
@@ -110,6 +116,23 @@ export class Ext4 {
       dataBytes: this.#dataBytes, metadataBytes: this.#cache.written, inodesUsed: this.#inodesUsed,
       blocksUsed: this.#geo.blocks - this.#sb.freeBlocks,
     };
+  }
+
+  // ---- data writes ----
+
+  /** Starts a data write without waiting for it (a few at a time); errors surface at the next write or flush. */
+  async #writeData(buf: Uint8Array, offset: number): Promise<void> {
+    if (this.#writeError !== undefined) throw this.#writeError;
+    while (this.#inFlight.size >= IN_FLIGHT) await Promise.race(this.#inFlight);
+    const p: Promise<void> = this.#dev.write(buf, offset).catch((e: unknown) => { this.#writeError ??= e; })
+      .finally(() => this.#inFlight.delete(p));
+    this.#inFlight.add(p);
+  }
+
+  /** Waits for every data write (before blocks are freed, whose reuse could overlap one, and at flush). */
+  async #drain(): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.race(this.#inFlight);
+    if (this.#writeError !== undefined) throw this.#writeError;
   }
 
   // ---- inodes ----
@@ -332,7 +355,7 @@ export class Ext4 {
       const b = await this.#alloc.block();
       const buf = new Uint8Array(Math.ceil(target.length / SECTOR) * SECTOR);
       buf.set(target);
-      await this.#dev.write(buf, b * BLOCK_SIZE);
+      await this.#writeData(buf, b * BLOCK_SIZE);
       await writeTree(inode.block, [{ lblk: 0, pblk: b, len: 1 }], [], async () => ZERO_BLOCK);
       inode.flags |= FL_EXTENTS;
       inode.blocks += BLOCK_SIZE / SECTOR;
@@ -349,7 +372,7 @@ export class Ext4 {
   async createFile(dir: number, name: Uint8Array, attrs: Attrs, size: number, data: FileData): Promise<number> {
     if (!Number.isSafeInteger(size) || size < 0) throw new Ext4ArgumentError(`${this.#dev.name}: file "${showName(name)}" size ${size}`);
     return this.#create(dir, name, attrs, 'file', async (_ino, inode) => {
-      const { extents, written } = await this.#writeData(name, size, data);
+      const { extents, written } = await this.#stream(name, size, data);
       const tree: number[] = [];
       for (let i = treeBlocksFor(extents.length); i > 0; i--) tree.push(await this.#alloc.block());
       await writeTree(inode.block, extents, tree, async (b) => this.#cache.fresh(b));
@@ -363,7 +386,7 @@ export class Ext4 {
   }
 
   /** Streams a file's pieces into freshly allocated blocks; all-zero blocks and gaps stay holes. */
-  async #writeData(name: Uint8Array, size: number, data: FileData): Promise<{ extents: Extent[]; written: number }> {
+  async #stream(name: Uint8Array, size: number, data: FileData): Promise<{ extents: Extent[]; written: number }> {
     const extents: Extent[] = [];
     const lastLblk = size === 0 ? -1 : Math.floor((size - 1) / BLOCK_SIZE);
     let runStart = -1;
@@ -374,7 +397,7 @@ export class Ext4 {
     const flushRun = async (): Promise<void> => {
       if (pending.length === 0) return;
       const buf = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-      await this.#dev.write(buf, runStart * BLOCK_SIZE);
+      await this.#writeData(buf, runStart * BLOCK_SIZE);
       written += pendingBytes;
       pending = [];
       pendingBytes = 0;
@@ -384,11 +407,16 @@ export class Ext4 {
       if (Buffer.compare(block, ZERO_BLOCK.subarray(0, block.length)) === 0) return;
       const pblk = await this.#alloc.block();
       pushRun(extents, lblk, pblk, 1);
-      if (pending.length > 0 && (pblk !== runStart + runBlocks || pendingBytes >= WRITE_MAX)) await flushRun();
-      if (pending.length === 0) runStart = pblk;
       const keep = lblk === lastLblk ? Math.ceil((size - lblk * BLOCK_SIZE) / SECTOR) * SECTOR : BLOCK_SIZE;
       const piece = block.length > keep ? block.subarray(0, keep) : block;
-      pending.push(piece);
+      const last = pending[pending.length - 1];
+      // The next block of the producer's chunk extends the last piece in place (no copy).
+      const adjacent = last !== undefined && last.buffer === piece.buffer && last.byteOffset + last.length === piece.byteOffset;
+      if (pending.length > 0 && (pblk !== runStart + runBlocks || pendingBytes >= WRITE_MAX ||
+        (!adjacent && last!.length >= COPY_MAX))) await flushRun();
+      if (pending.length === 0) runStart = pblk;
+      if (adjacent && pending.length > 0) pending[pending.length - 1] = new Uint8Array(last!.buffer, last!.byteOffset, last!.length + piece.length);
+      else pending.push(piece);
       pendingBytes += piece.length;
       runBlocks++;
     };
@@ -484,6 +512,7 @@ export class Ext4 {
       await this.#put(ino, inode);
       return;
     }
+    await this.#drain();
     if ((inode.flags & FL_EXTENTS) !== 0) {
       const { extents, treeBlocks } = await readTree(this.#dev.name, ino, inode.block, (b) => this.#cache.get(b));
       for (const e of extents) for (let i = 0; i < e.len; i++) await this.#alloc.freeBlock(e.pblk + i);
@@ -509,6 +538,7 @@ export class Ext4 {
 
   /** Writes every dirty metadata sector; afterwards the filesystem is consistent on the device. */
   async flush(): Promise<void> {
+    await this.#drain();
     this.#gd.seal();
     this.#cache.dirty(0);
     await this.#cache.flush();
