@@ -37,7 +37,11 @@ const FT_NAME: readonly FileType[] = ['file', 'file', 'dir', 'chr', 'blk', 'fifo
 const ZERO_BLOCK = new Uint8Array(BLOCK_SIZE);
 
 /** A directory's block map and its Directory view, kept while the engine runs. */
-interface DirState { ino: number; pblks: number[]; tree: number[]; blocks: DirBlocks; dir: Directory }
+interface DirState {
+  ino: number; pblks: number[]; tree: number[]; blocks: DirBlocks; dir: Directory;
+  /** What the inode on disk describes (block count, htree flag): saveDir skips an unchanged one. */
+  saved: { count: number; indexed: boolean };
+}
 
 export class Ext4 {
   readonly root = ROOT_INO;
@@ -252,7 +256,7 @@ export class Ext4 {
 
   #dirStateOf(ino: number, pblks: number[], tree: number[], indexed: boolean): DirState {
     const cache = this.#cache;
-    const st = { ino, pblks, tree } as DirState;
+    const st = { ino, pblks, tree, saved: { count: pblks.length, indexed } } as DirState;
     const blocks: DirBlocks = {
       name: `${this.#dev.name}: inode ${ino}`,
       blockSize: BLOCK_SIZE,
@@ -275,6 +279,8 @@ export class Ext4 {
 
   /** Writes a directory inode's size, block count, extent tree and index flag after a change. */
   async #saveDir(st: DirState): Promise<void> {
+    if (st.saved.count === st.pblks.length && st.saved.indexed === st.dir.indexed) return;
+    st.saved = { count: st.pblks.length, indexed: st.dir.indexed };
     const inode = await this.#get(st.ino);
     const extents: Extent[] = [];
     for (let i = 0; i < st.pblks.length; i++) pushRun(extents, i, st.pblks[i]!, 1);

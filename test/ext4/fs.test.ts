@@ -265,3 +265,51 @@ test('the kernel mounts the result read-only (root; loop device)', async (t) => 
     run('umount', [mnt]);
   }
 });
+
+test('delta: a small change to a reopened filesystem writes only the sectors it changed', async (t) => {
+  const { img, dev, fs } = await fresh(t, 64 * 1024 * MiB);
+  const d = await fs.mkdir(fs.root, enc('d'), D);
+  for (let i = 0; i < 200; i++) await fs.createFile(d, enc(`f${i}`), { ...A, xattrs: new Map([['user.big', bytes(200, i + 1)]]) }, 2000, pieces([0, bytes(2000, i + 1)]));
+  await fs.flush();
+  await dev.close();
+  const dev2 = await ImageDevice.open(img);
+  t.after(() => dev2.close());
+  const fs2 = await Ext4.open(dev2);
+  const d2 = (await fs2.lookup(fs2.root, enc('d')))!;
+  dev2.writes = [];
+  await fs2.createFile(d2, enc('new'), A, 1024, pieces([0, bytes(1024, 5)]));
+  await fs2.link(fs2.root, enc('lower-link'), (await fs2.lookup(d2, enc('f7')))!);
+  await fs2.setAttrs((await fs2.lookup(d2, enc('f8')))!, { ...A, xattrs: new Map([['user.small', enc('x')]]) });
+  await fs2.flush();
+  const total = dev2.writes.reduce((s, [, len]) => s + len, 0);
+  // 1 KiB of data, the new and changed inodes, a directory block each, bitmaps, a group descriptor, the superblock.
+  assert.ok(total <= 8 * 1024, `wrote ${total} bytes in ${dev2.writes.length} writes`);
+  assert.ok(dev2.writes.every(([o, len]) => o % 512 === 0 && len % 512 === 0));
+  assertClean(img, 'after the small change');
+  assert.match(debugfs(img, 'stat /d/f7'), /Links: 2/);
+  assert.match(debugfs(img, 'stat /d/f8'), /File ACL: 0\b/, 'the old external xattr block is gone');
+  assert.match(debugfs(img, 'ea_list /d/f8'), /user\.small \(1\) = "x"/);
+});
+
+test('fuse2fs reads what the engine wrote', async (t) => {
+  if (process.getuid?.() !== 0) return t.skip('needs root for a FUSE mount here');
+  const { dir, img, fs } = await fresh(t, 64 * MiB);
+  const data = bytes(70_000, 21);
+  const sub = await fs.mkdir(fs.root, enc('sub'), { ...D, uid: 3, gid: 4 });
+  await fs.createFile(sub, enc('data'), A, data.length, pieces([0, data]));
+  await fs.symlink(sub, enc('link'), enc('data'), A);
+  await fs.flush();
+  const mnt = path.join(dir, 'mnt');
+  run('mkdir', [mnt]);
+  const m = run('fuse2fs', ['-o', 'ro,fakeroot', img, mnt]);
+  if (m.status !== 0) return t.skip(`fuse2fs: ${m.err.trim()}`);
+  try {
+    assert.equal(sha(await readFile(path.join(mnt, 'sub', 'data'))), sha(data));
+    const st = run('stat', ['-c', '%a %u %g %s', path.join(mnt, 'sub'), path.join(mnt, 'sub', 'data')]);
+    assert.equal(st.out.trim(), `755 3 4 4096\n644 1000 100 ${data.length}`);
+    assert.equal(run('readlink', [path.join(mnt, 'sub', 'link')]).out.trim(), 'data');
+  } finally {
+    run('fusermount', ['-u', mnt]);
+    run('umount', [mnt]);
+  }
+});
