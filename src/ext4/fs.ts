@@ -225,10 +225,9 @@ export class Ext4 {
     const inode = await this.#get(ino);
     const dir = (inode.mode & S_IFMT) === S_IFDIR;
     if (dir) {
-      // dir_nlink: a directory with too many subdirectories counts 1.
-      if (inode.links === 1 && delta > 0) return;
-      inode.links = inode.links + delta >= LINK_MAX ? 1 : Math.max(2, inode.links + delta);
-      if (inode.links === 1 && delta < 0) inode.links = 1;
+      // dir_nlink: past LINK_MAX a directory counts 1, and stays 1 (its true count is no longer kept).
+      if (inode.links === 1) return;
+      inode.links = inode.links + delta > LINK_MAX ? 1 : Math.max(2, inode.links + delta);
     } else {
       if (inode.links + delta > LINK_MAX) throw new Ext4NoSpaceError(`${this.#dev.name}: inode ${ino} has ${inode.links} links already`);
       inode.links += delta;
