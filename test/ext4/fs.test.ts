@@ -313,3 +313,23 @@ test('fuse2fs reads what the engine wrote', async (t) => {
     run('umount', [mnt]);
   }
 });
+
+test('an htree directory reopened: removals and additions stay consistent', async (t) => {
+  const { img, dev, fs } = await fresh(t);
+  const d = await fs.mkdir(fs.root, enc('d'), D);
+  for (let i = 0; i < 4000; i++) await fs.mknod(d, enc(`node-${i}`), 'fifo', A);
+  await fs.flush();
+  await dev.close();
+  const dev2 = await ImageDevice.open(img);
+  t.after(() => dev2.close());
+  const fs2 = await Ext4.open(dev2);
+  const d2 = (await fs2.lookup(fs2.root, enc('d')))!;
+  for (let i = 0; i < 4000; i += 2) await fs2.unlink(d2, enc(`node-${i}`));
+  for (let i = 0; i < 1000; i++) await fs2.mkdir(d2, enc(`dir-${i}`), D);
+  await fs2.flush();
+  assertClean(img, 'after removals and additions in an htree');
+  assert.equal((await fs2.readdir(d2)).length, 3000);
+  assert.equal(await fs2.lookup(d2, enc('node-2')), undefined);
+  assert.notEqual(await fs2.lookup(d2, enc('node-3')), undefined);
+  assert.match(debugfs(img, 'stat /d'), /Links: 1002\b/);
+});
