@@ -21,6 +21,7 @@ export class Allocator {
   readonly #cache: BlockCache;
   #cursor = 0;
   #blocksUsed = 0;
+  #recording: number[] | undefined;
 
   constructor(dev: string, geo: Geometry, gd: Groups, sb: Superblock, cache: BlockCache) {
     this.#dev = dev;
@@ -90,6 +91,16 @@ export class Allocator {
     return map;
   }
 
+  /** From now on every block allocated is also appended to the returned list (for undoing a failed create). */
+  record(): number[] {
+    this.#recording = [];
+    return this.#recording;
+  }
+
+  stopRecording(): void {
+    this.#recording = undefined;
+  }
+
   /** One free block: the first at or after the cursor, else the first on the device. */
   async block(): Promise<number> {
     let b = await this.#findFree(this.#cursor);
@@ -102,6 +113,7 @@ export class Allocator {
     this.#sb.freeBlocks = this.#sb.freeBlocks - 1;
     this.#cursor = b + 1;
     this.#blocksUsed++;
+    this.#recording?.push(b);
     return b;
   }
 

@@ -15,7 +15,7 @@ import { pushRun, readTree, treeBlocksFor, writeTree } from './extents.ts';
 import { formatMetadata, geometryForDevice, writeBackups } from './format.ts';
 import { Groups } from './groups.ts';
 import {
-  decodeInode, decodeRdev, emptyInode, encodeInode, encodeRdev, FL_EXTENTS, FL_INDEX, S_IFDIR, S_IFMT, typeBits, typeOf,
+  decodeInode, decodeRdev, emptyInode, encodeInode, encodeRdev, FL_EXTENTS, FL_INDEX, S_IFDIR, S_IFMT, typeBits, typeOf, XATTR_IBODY,
 } from './inode.ts';
 import type { Inode } from './inode.ts';
 import {
@@ -207,8 +207,20 @@ export class Ext4 {
     const inode = emptyInode();
     this.#fill(inode, attrs, type);
     inode.links = 1;
-    if (attrs.xattrs) await this.#setXattrs(inode, attrs.xattrs);
-    await body(ino, inode);
+    // A failure here (bad xattrs, a data stream that throws, no space) leaves nothing behind.
+    const allocated = this.#alloc.record();
+    try {
+      if (attrs.xattrs) await this.#setXattrs(inode, attrs.xattrs);
+      await body(ino, inode);
+    } catch (e) {
+      await this.#drain().catch(() => {});
+      for (const b of allocated.splice(0)) await this.#alloc.freeBlock(b);
+      await this.#alloc.freeInode(ino, type === 'dir');
+      this.#inodesUsed--;
+      throw e;
+    } finally {
+      this.#alloc.stopRecording();
+    }
     await this.#put(ino, inode);
     await st.dir.add({ name, ino, fileType: FT[type] });
     await this.#saveDir(st);
@@ -339,6 +351,7 @@ export class Ext4 {
     const parent = await this.#dirState(dir);
     this.#checkName(name);
     if (await parent.dir.lookup(name)) throw new Ext4ExistsError(this.#dev.name, dir, name);
+    if (attrs.xattrs) layout(this.#dev.name, new Uint8Array(INODE_SIZE - XATTR_IBODY), toEntries(this.#dev.name, attrs.xattrs), BLOCK_SIZE);
     const ino = await this.#allocInode(true);
     await this.#newDir(ino, dir, attrs);
     await parent.dir.add({ name, ino, fileType: FT.dir });

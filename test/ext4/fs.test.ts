@@ -333,3 +333,21 @@ test('an htree directory reopened: removals and additions stay consistent', asyn
   assert.notEqual(await fs2.lookup(d2, enc('node-3')), undefined);
   assert.match(debugfs(img, 'stat /d'), /Links: 1002\b/);
 });
+
+test('a create that fails (data stream error, bad xattr, pieces past the size) leaves nothing behind', async (t) => {
+  const { img, fs } = await fresh(t, 64 * MiB);
+  const before = { ...fs.stats };
+  async function* failing(): AsyncIterable<{ offset: number; bytes: Uint8Array }> {
+    yield { offset: 0, bytes: bytes(3 * MiB, 1) };
+    throw new Error('truncated tar');
+  }
+  await assert.rejects(fs.createFile(fs.root, enc('f'), A, 5 * MiB, failing()), /truncated tar/);
+  await assert.rejects(fs.createFile(fs.root, enc('f'), A, 10, pieces([0, bytes(11, 1)])), /passes the size/);
+  await assert.rejects(fs.createFile(fs.root, enc('f'), { ...A, xattrs: new Map([['bogus.x', enc('v')]]) }, 0, pieces()), /namespace/);
+  await assert.rejects(fs.createFile(fs.root, enc('f'), { ...A, xattrs: new Map([['user.x', bytes(9000, 1)]]) }, 0, pieces()), /one 4096-byte block/);
+  await fs.flush();
+  assert.equal(fs.stats.inodesUsed, before.inodesUsed);
+  assert.equal(fs.stats.blocksUsed, before.blocksUsed);
+  assertClean(img, 'after failed creates');
+  assert.equal(await fs.lookup(fs.root, enc('f')), undefined);
+});
