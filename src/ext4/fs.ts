@@ -4,6 +4,7 @@
  * written straight to the device in large coalesced writes as it streams in.
  */
 import { Allocator } from './alloc.ts';
+import { DataWriter } from './data.ts';
 import { BlockCache } from './cache.ts';
 import { Directory, FT } from './dir.ts';
 import type { DirBlocks, DirOptions } from './dir.ts';
@@ -26,15 +27,8 @@ import type { Attrs, DirEntryInfo, Ext4Device, FileData, FileType, FormatOptions
 import { layout, toEntries } from './xattr.ts';
 
 const SECTOR = 512;
-/** Largest single data write (pieces of one contiguous run are joined up to this). */
-const WRITE_MAX = 8 << 20;
-/** Pieces below this are copied together into one write; larger ones are written as they are. */
-const COPY_MAX = 1 << 20;
-/** Data writes in flight at once (to distinct, freshly allocated blocks). */
-const IN_FLIGHT = 8;
 const LINK_MAX = 65000;
 const FT_NAME: readonly FileType[] = ['file', 'file', 'dir', 'chr', 'blk', 'fifo', 'sock', 'symlink'];
-const ZERO_BLOCK = new Uint8Array(BLOCK_SIZE);
 
 /** A directory's block map and its Directory view, kept while the engine runs. */
 interface DirState {
@@ -55,8 +49,7 @@ export class Ext4 {
   readonly #dirs = new Map<number, DirState>();
   #inodesUsed: number;
   #dataBytes = 0;
-  readonly #inFlight = new Set<Promise<void>>();
-  #writeError: unknown = undefined;
+  readonly #data: DataWriter;
 
   private constructor(dev: Ext4Device, cache: BlockCache, geo: Geometry, sb: Superblock, gd: Groups, alloc: Allocator) {
     this.#dev = dev;
@@ -71,6 +64,7 @@ export class Ext4 {
       unsigned: (sb.flags & FLAGS_UNSIGNED_HASH) !== 0, dirIndex: true,
     };
     this.#inodesUsed = geo.inodes - sb.freeInodes;
+    this.#data = new DataWriter(dev, () => alloc.block());
   }
 
   /** Makes an empty filesystem (root and lost+found) over the whole device; the device must read as zeros. */
@@ -120,23 +114,6 @@ export class Ext4 {
       dataBytes: this.#dataBytes, metadataBytes: this.#cache.written, inodesUsed: this.#inodesUsed,
       blocksUsed: this.#geo.blocks - this.#sb.freeBlocks,
     };
-  }
-
-  // ---- data writes ----
-
-  /** Starts a data write without waiting for it (a few at a time); errors surface at the next write or flush. */
-  async #writeData(buf: Uint8Array, offset: number): Promise<void> {
-    if (this.#writeError !== undefined) throw this.#writeError;
-    while (this.#inFlight.size >= IN_FLIGHT) await Promise.race(this.#inFlight);
-    const p: Promise<void> = this.#dev.write(buf, offset).catch((e: unknown) => { this.#writeError ??= e; })
-      .finally(() => this.#inFlight.delete(p));
-    this.#inFlight.add(p);
-  }
-
-  /** Waits for every data write (before blocks are freed, whose reuse could overlap one, and at flush). */
-  async #drain(): Promise<void> {
-    while (this.#inFlight.size > 0) await Promise.race(this.#inFlight);
-    if (this.#writeError !== undefined) throw this.#writeError;
   }
 
   // ---- inodes ----
@@ -213,7 +190,7 @@ export class Ext4 {
       if (attrs.xattrs) await this.#setXattrs(inode, attrs.xattrs);
       await body(ino, inode);
     } catch (e) {
-      await this.#drain().catch(() => {});
+      await this.#data.drain().catch(() => {});
       for (const b of allocated.splice(0)) await this.#alloc.freeBlock(b);
       await this.#alloc.freeInode(ino, type === 'dir');
       this.#inodesUsed--;
@@ -373,8 +350,8 @@ export class Ext4 {
       const b = await this.#alloc.block();
       const buf = new Uint8Array(Math.ceil(target.length / SECTOR) * SECTOR);
       buf.set(target);
-      await this.#writeData(buf, b * BLOCK_SIZE);
-      await writeTree(inode.block, [{ lblk: 0, pblk: b, len: 1 }], [], async () => ZERO_BLOCK);
+      await this.#data.write(buf, b * BLOCK_SIZE);
+      await writeTree(inode.block, [{ lblk: 0, pblk: b, len: 1 }], [], async () => new Uint8Array(0));
       inode.flags |= FL_EXTENTS;
       inode.blocks += BLOCK_SIZE / SECTOR;
     });
@@ -390,7 +367,7 @@ export class Ext4 {
   async createFile(dir: number, name: Uint8Array, attrs: Attrs, size: number, data: FileData): Promise<number> {
     if (!Number.isSafeInteger(size) || size < 0) throw new Ext4ArgumentError(`${this.#dev.name}: file "${showName(name)}" size ${size}`);
     return this.#create(dir, name, attrs, 'file', async (_ino, inode) => {
-      const { extents, written } = await this.#stream(name, size, data);
+      const { extents, written } = await this.#data.file(showName(name), size, data);
       const tree: number[] = [];
       for (let i = treeBlocksFor(extents.length); i > 0; i--) tree.push(await this.#alloc.block());
       await writeTree(inode.block, extents, tree, async (b) => this.#cache.fresh(b));
@@ -401,78 +378,6 @@ export class Ext4 {
       inode.blocks += blocks * (BLOCK_SIZE / SECTOR);
       this.#dataBytes += written;
     });
-  }
-
-  /** Streams a file's pieces into freshly allocated blocks; all-zero blocks and gaps stay holes. */
-  async #stream(name: Uint8Array, size: number, data: FileData): Promise<{ extents: Extent[]; written: number }> {
-    const extents: Extent[] = [];
-    const lastLblk = size === 0 ? -1 : Math.floor((size - 1) / BLOCK_SIZE);
-    let runStart = -1;
-    let runBlocks = 0;
-    let pending: Uint8Array[] = [];
-    let pendingBytes = 0;
-    let written = 0;
-    const flushRun = async (): Promise<void> => {
-      if (pending.length === 0) return;
-      const buf = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-      await this.#writeData(buf, runStart * BLOCK_SIZE);
-      written += pendingBytes;
-      pending = [];
-      pendingBytes = 0;
-      runBlocks = 0;
-    };
-    const emit = async (lblk: number, block: Uint8Array): Promise<void> => {
-      if (Buffer.compare(block, ZERO_BLOCK.subarray(0, block.length)) === 0) return;
-      const pblk = await this.#alloc.block();
-      pushRun(extents, lblk, pblk, 1);
-      const keep = lblk === lastLblk ? Math.ceil((size - lblk * BLOCK_SIZE) / SECTOR) * SECTOR : BLOCK_SIZE;
-      const piece = block.length > keep ? block.subarray(0, keep) : block;
-      const last = pending[pending.length - 1];
-      // The next block of the producer's chunk extends the last piece in place (no copy).
-      const adjacent = last !== undefined && last.buffer === piece.buffer && last.byteOffset + last.length === piece.byteOffset;
-      if (pending.length > 0 && (pblk !== runStart + runBlocks || pendingBytes >= WRITE_MAX ||
-        (!adjacent && last!.length >= COPY_MAX))) await flushRun();
-      if (pending.length === 0) runStart = pblk;
-      if (adjacent && pending.length > 0) pending[pending.length - 1] = new Uint8Array(last!.buffer, last!.byteOffset, last!.length + piece.length);
-      else pending.push(piece);
-      pendingBytes += piece.length;
-      runBlocks++;
-    };
-    let cur: Uint8Array | undefined;
-    let curLblk = -1;
-    let end = 0;
-    for await (const { offset, bytes } of data) {
-      if (offset < end || offset + bytes.length > size) {
-        throw new Ext4ArgumentError(`${this.#dev.name}: file "${showName(name)}": piece at ${offset} (+${bytes.length}) overlaps the previous one or passes the size ${size}`);
-      }
-      end = offset + bytes.length;
-      let pos = offset;
-      while (pos < end) {
-        const lblk = Math.floor(pos / BLOCK_SIZE);
-        const within = pos - lblk * BLOCK_SIZE;
-        const n = Math.min(BLOCK_SIZE - within, end - pos);
-        const src = bytes.subarray(pos - offset, pos - offset + n);
-        if (within === 0 && n === BLOCK_SIZE) {
-          if (cur) await emit(curLblk, cur);
-          cur = undefined;
-          await emit(lblk, src);
-        } else {
-          if (cur && curLblk !== lblk) {
-            await emit(curLblk, cur);
-            cur = undefined;
-          }
-          if (!cur) {
-            cur = new Uint8Array(BLOCK_SIZE);
-            curLblk = lblk;
-          }
-          cur.set(src, within);
-        }
-        pos += n;
-      }
-    }
-    if (cur) await emit(curLblk, cur);
-    await flushRun();
-    return { extents, written };
   }
 
   async link(dir: number, name: Uint8Array, ino: number): Promise<void> {
@@ -530,7 +435,7 @@ export class Ext4 {
       await this.#put(ino, inode);
       return;
     }
-    await this.#drain();
+    await this.#data.drain();
     if ((inode.flags & FL_EXTENTS) !== 0) {
       const { extents, treeBlocks } = await readTree(this.#dev.name, ino, inode.block, (b) => this.#cache.get(b));
       for (const e of extents) for (let i = 0; i < e.len; i++) await this.#alloc.freeBlock(e.pblk + i);
@@ -556,7 +461,7 @@ export class Ext4 {
 
   /** Writes every dirty metadata sector; afterwards the filesystem is consistent on the device. */
   async flush(): Promise<void> {
-    await this.#drain();
+    await this.#data.drain();
     this.#gd.seal();
     this.#cache.dirty(0);
     await this.#cache.flush();
