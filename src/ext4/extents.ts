@@ -10,7 +10,7 @@ export const EXTENT_MAGIC = 0xf30a;
 /** Longest initialized extent. */
 export const MAX_EXTENT = 32768;
 const ROOT_MAX = 4;
-const BLOCK_MAX = (BLOCK_SIZE - 12) / 12;
+const BLOCK_MAX = Math.floor((BLOCK_SIZE - 12) / 12);
 
 export interface Extent {
   lblk: number;

@@ -173,6 +173,16 @@ test('a > 200 MiB sparse file with scattered data gets an extent tree', async (t
   const whole = new Uint8Array(size);
   for (const [o, b] of list) whole.set(b, o);
   assert.equal(await dumpSha(img, '/sparse', dir), sha(whole));
+  // 1,500 extents: more than one leaf block holds (340), so a depth-2 tree.
+  const many: [number, Uint8Array][] = [];
+  for (let i = 0; i < 1500; i++) many.push([i * 8192, bytes(4096, i + 1)]);
+  await fs.createFile(fs.root, enc('fragmented'), A, 1500 * 8192, pieces(...many));
+  await fs.flush();
+  assertClean(img, 'after a depth-2 extent tree');
+  const frag = new Uint8Array(1500 * 8192);
+  for (const [o, b] of many) frag.set(b, o);
+  assert.equal(await dumpSha(img, '/fragmented', dir), sha(frag));
+  assert.match(debugfs(img, 'ex /fragmented'), /^\s*0\/\s*2\s/m, 'the root is at level 0 of 2');
 });
 
 test('delete, recreate, reopen and modify: clean after every step; new data lands past the old', async (t) => {
