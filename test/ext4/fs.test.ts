@@ -19,6 +19,9 @@ const UUID = Uint8Array.from({ length: 16 }, (_, i) => i * 17);
 const T = { sec: 1_700_000_000, nsec: 123_456_789 };
 const A: Attrs = { mode: 0o644, uid: 1000, gid: 100, mtime: T };
 const D: Attrs = { ...A, mode: 0o755 };
+/** A POSIX ACL in the VFS format: user::rw-, user:1000:r--, group::r--, mask::r--, other::---. */
+const ACL = Uint8Array.from([2, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 2, 0, 4, 0, 0xe8, 3, 0, 0, 4, 0, 4, 0, 255, 255, 255, 255,
+  0x10, 0, 4, 0, 255, 255, 255, 255, 0x20, 0, 0, 0, 255, 255, 255, 255]);
 
 /** Deterministic pseudo-random bytes (xorshift32). */
 function bytes(n: number, seed: number): Uint8Array {
@@ -106,10 +109,8 @@ test('metadata and types: modes, owners, ns times, symlinks, devices, fifo, sock
   const f = await fs.createFile(etc, enc('file'), { ...A, mode: 0o4755, uid: 70000, gid: 80000, mtime: { sec: 2 ** 33, nsec: 5 } }, 3, pieces([0, enc('abc')]));
   await fs.link(fs.root, enc('hard'), f);
   await assert.rejects(fs.link(fs.root, enc('hard'), f), Ext4ExistsError);
-  const acl = Uint8Array.from([2, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 2, 0, 4, 0, 0xe8, 3, 0, 0, 4, 0, 4, 0, 255, 255, 255, 255,
-    0x10, 0, 4, 0, 255, 255, 255, 255, 0x20, 0, 0, 0, 255, 255, 255, 255]);
   const xattrs = new Map([['user.small', enc('v')], ['security.capability', bytes(20, 3)], ['trusted.big', bytes(900, 4)],
-    ['system.posix_acl_access', acl]]);
+    ['system.posix_acl_access', ACL]]);
   const x = await fs.createFile(fs.root, enc('x'), { ...A, xattrs }, 0, pieces());
   await fs.flush();
   assertClean(img, 'after metadata');
@@ -256,6 +257,8 @@ test('the kernel mounts the result read-only (root; loop device)', async (t) => 
   const data = bytes(1 * MiB + 3, 11);
   await fs.createFile(fs.root, enc('data'), A, data.length, pieces([0, data]));
   await fs.symlink(fs.root, enc('link'), enc('data'), A);
+  const cap = Uint8Array.from([0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  await fs.createFile(fs.root, enc('xa'), { ...A, xattrs: new Map([['user.note', enc('hi')], ['security.capability', cap], ['user.large', bytes(1500, 2)], ['system.posix_acl_access', ACL]]) }, 0, pieces());
   await fs.flush();
   const loop = run('losetup', ['-r', '-f', '--show', img]);
   if (loop.status !== 0) return t.skip(`losetup: ${loop.err.trim()}`);
@@ -271,6 +274,12 @@ test('the kernel mounts the result read-only (root; loop device)', async (t) => 
     assert.equal((await readFile(path.join(mnt, 'big', 'e2999'), 'latin1')), 'v2999');
     const ls = run('ls', ['-f', path.join(mnt, 'big')]);
     assert.equal(ls.out.trim().split('\n').length, 3002);
+    const attrs = run('getfattr', ['-d', '-m', '-', '-e', 'hex', path.join(mnt, 'xa')]);
+    assert.equal(attrs.status, 0, attrs.err);
+    assert.match(attrs.out, /security\.capability=0x0000000200200000000000000000000000000000/);
+    assert.match(attrs.out, /user\.note=0x6869/);
+    assert.match(attrs.out, new RegExp(`system\\.posix_acl_access=0x${Buffer.from(ACL).toString('hex')}`), 'the kernel gives back the VFS ACL');
+    assert.match(attrs.out, new RegExp(`user\\.large=0x${Buffer.from(bytes(1500, 2)).toString('hex')}`));
   } finally {
     run('umount', [mnt]);
   }
