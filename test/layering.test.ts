@@ -30,6 +30,7 @@ const RULES: Record<string, readonly string[]> = {
   io: [],
   remote: ['io', 'zfile', 'lsmt', 'verity'],
   tar: ['io'],
+  ext4: ['io'],
 };
 
 for (const [area, allowed] of Object.entries(RULES)) {
