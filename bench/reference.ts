@@ -157,7 +157,7 @@ async function startup(): Promise<string> {
     ...ours.map(([, a]) => pinned(process.execPath, [...a])),
     ...base.map(([, a]) => pinned(process.execPath, [...a])),
     nodeAlone,
-    ...(haveRef ? [ref('overlaybd-zfile', '--help'), ref('overlaybd-commit', '--help')] : []),
+    ...(haveRef ? [ref('overlaybd-zfile', '--help')] : []),
   ];
   const walls = sideBySide(cmds);
   // The same commands again for their CPU time, alternating as well.
