@@ -12,7 +12,7 @@
  * can no longer overlap its main thread, so it is off by default. Commits are made with the
  * null uuid on both sides (the reference's default), so their outputs compare byte for byte.
  *
- *   node bench/reference.ts [--runs N] [--size-mib N] [--pin] [--only startup,commit,zfile,export]
+ *   node bench/reference.ts [--runs N] [--size-mib N] [--pin] [--only startup,commit,zfile,export] [--baseline CHECKOUT]
  *                                                          (writes bench/results/reference.md)
  */
 import { spawnSync } from 'node:child_process';
@@ -40,6 +40,8 @@ const RUNS = argNum('--runs', 7);
 const SIZE_MIB = argNum('--size-mib', 256);
 const PIN = args.includes('--pin') && existsSync('/usr/bin/taskset');
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1]!.split(',') : undefined;
+/** Another checkout (e.g. `git worktree add /tmp/before main`) whose start-up runs interleaved with this one's. */
+const BASELINE = args.includes('--baseline') ? path.resolve(args[args.indexOf('--baseline') + 1]!) : undefined;
 const REF = process.env.OBD_REF_BIN ?? '/opt/obdref/bin';
 const haveRef = existsSync(path.join(REF, 'overlaybd-zfile')) && existsSync(path.join(REF, 'overlaybd-commit')) && existsSync(path.join(REF, 'obdref'));
 const OBD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'obd.js');
@@ -121,32 +123,53 @@ async function inputs(): Promise<void> {
 }
 
 async function startup(): Promise<string> {
+  // A small zfile layer for `obd export`: start-up, not throughput, is what that row measures.
+  await writeFile(f('small.raw'), zinput8m().subarray(0, 4 << 20));
+  await importRaw(f('small.raw'), f('small.lsmt'));
+  await compressFile(f('small.lsmt'), f('small.zfile'), { algorithm: 'lz4', blockSize: 4096 });
   const lsmt = f('layer.lsmt');
+  const local = (launcher: string, tag: string) => [
+    ['`obd --help` (loads every command)', [launcher, '--help']],
+    ['`obd info LAYER` (a local command)', [launcher, 'info', lsmt]],
+    ['`obd export` of a 4 MiB zfile layer', [launcher, 'export', f('small.zfile'), f(`small-${tag}.raw`), '--force']],
+    ['`obd serve --help` (the serve command loaded)', [launcher, 'serve', '--help']],
+  ] as const;
+  const ours = local(OBD, 'obd');
+  const base = BASELINE ? local(path.join(BASELINE, 'src', 'cli', 'obd.js'), 'base') : [];
   const nodeAlone = pinned(process.execPath, ['-e', '0']);
-  const [help, info, serve, node, ...refs] = sideBySide(
-    haveRef
-      ? [obd('--help'), obd('info', lsmt), obd('serve', '--help'), nodeAlone, ref('overlaybd-zfile', '--help'), ref('overlaybd-commit', '--help')]
-      : [obd('--help'), obd('info', lsmt), obd('serve', '--help'), nodeAlone],
-  );
-  if (!node) throw new Error('no node -e 0 timings');
-  const best = (xs: Timing[]) => fmt(Math.min(...xs.map((t) => t.wall)));
+  const cmds: Cmd[] = [
+    ...ours.map(([, a]) => pinned(process.execPath, [...a])),
+    ...base.map(([, a]) => pinned(process.execPath, [...a])),
+    nodeAlone,
+    ...(haveRef ? [ref('overlaybd-zfile', '--help')] : []),
+  ];
+  const walls = sideBySide(cmds);
   // The same commands again for their CPU time, alternating as well.
-  const cmds = haveRef ? [obd('--help'), obd('info', lsmt), obd('serve', '--help'), nodeAlone, ref('overlaybd-zfile', '--help')] : [obd('--help'), obd('info', lsmt), obd('serve', '--help'), nodeAlone];
   const cpus: number[][] = cmds.map(() => []);
   for (let r = 0; r < RUNS; r++) cmds.forEach(([c, a], i) => cpus[i]!.push(cpuOf(c, a) ?? NaN));
   const cpu = (i: number) => (Number.isNaN(median(cpus[i]!)) ? 'no perf' : `${median(cpus[i]!).toFixed(1)} ms`);
-  const rows = [
-    ['`obd --help` (loads every command)', fmt(ms(help!)), best(help!), cpu(0), haveRef ? fmt(ms(refs[0]!)) : NO_REF, haveRef ? x(ratio(help!, refs[0]!)) : '', x(ratio(help!, node))],
-    ['`obd info LAYER` (a local command)', fmt(ms(info!)), best(info!), cpu(1), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(info!, refs[1]!)) : '', x(ratio(info!, node))],
-    ['`obd serve --help` (the serve command loaded)', fmt(ms(serve!)), best(serve!), cpu(2), haveRef ? fmt(ms(refs[1]!)) : NO_REF, haveRef ? x(ratio(serve!, refs[1]!)) : '', x(ratio(serve!, node))],
-    ['(`node -e 0`: the runtime alone)', fmt(ms(node)), best(node), cpu(3), '', '', ''],
-    ...(haveRef ? [['(`overlaybd-zfile --help`)', fmt(ms(refs[0]!)), best(refs[0]!), cpu(4), '', '', '']] : []),
-  ];
+  const best = (xs: Timing[]) => fmt(Math.min(...xs.map((t) => t.wall)));
+  const nodeAt = ours.length + base.length;
+  const node = walls[nodeAt]!;
+  const refZ = haveRef ? walls[nodeAt + 1]! : undefined;
+  const rows = ours.map(([label], i) => [
+    label,
+    fmt(ms(walls[i]!)),
+    best(walls[i]!),
+    cpu(i),
+    ...(BASELINE ? [cpu(ours.length + i)] : []),
+    refZ ? fmt(ms(refZ)) : NO_REF,
+    refZ ? x(ratio(walls[i]!, refZ)) : '',
+    x(ratio(walls[i]!, node)),
+  ]);
+  const blank = BASELINE ? [''] : [];
+  rows.push(['(`node -e 0`: the runtime alone)', fmt(ms(node)), best(node), cpu(nodeAt), ...blank, '', '', '']);
+  if (refZ) rows.push(['(`overlaybd-zfile --help`)', fmt(ms(refZ)), best(refZ), cpu(nodeAt + 1), ...blank, '', '', '']);
   return [
     '### Start-up',
-    `Whole processes, wall time, medians of ${RUNS} alternating runs (and the best run, the closest to an idle machine). Reference: \`overlaybd-zfile --help\` / \`overlaybd-commit --help\`. Goal: ≤ 60 ms for local commands; Node's own start-up (\`node -e 0\`, run alongside) is the floor. CPU = task-clock of the process, all threads (perf stat), median: on a loaded machine wall time is mostly the wait for a CPU.`,
+    `Whole processes, wall time, medians of ${RUNS} alternating runs (and the best run, the closest to an idle machine), warm caches (each command runs once untimed first). Reference: \`overlaybd-zfile --help\`. Goal: ≤ 60 ms for local commands; Node's own start-up (\`node -e 0\`, run alongside) is the floor. CPU = task-clock of the process, all threads (perf stat), median: on a loaded machine wall time is mostly the wait for a CPU.${BASELINE ? ` *Baseline CPU*: the same commands from the checkout ${BASELINE}, interleaved with these in the same run.` : ''}`,
     '',
-    table(['command', 'obd wall', 'best run', 'CPU', 'reference', 'obd / reference', 'obd / node -e 0'], rows),
+    table(['command', 'obd wall', 'best run', 'CPU', ...(BASELINE ? ['baseline CPU'] : []), 'reference', 'obd / reference', 'obd / node -e 0'], rows),
   ].join('\n');
 }
 

@@ -8,9 +8,8 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';
-import { controlRequest } from '../live/client.ts';
 import { output } from './common.ts';
-import { addControlOptions, controlTarget, type ControlFlags } from './control-flags.ts';
+import { addControlOptions, controlRequest, controlTarget, type ControlFlags } from './control-flags.ts';
 
 /** Files and directories here are sent as absolute paths (the server has its own working directory); references as given. */
 async function absolute(arg: string): Promise<string> {

@@ -6,7 +6,6 @@ import { stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
-import { writeAtomic } from '../io/atomic.ts';
 import { NotFoundError, ObdError } from '../io/errors.ts';
 import { parseSize } from '../io/util.ts';
 import { removeOnStop } from './outputs.ts';
@@ -104,6 +103,7 @@ export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string
   // handler stays until the rename is done: a signal while the temp is being committed would
   // otherwise kill the process with the temp still there.
   let untrack: (() => void) | undefined;
+  const { writeAtomic } = await import('../io/atomic.ts');
   try {
     return await writeAtomic(finalPath, (tmp) => {
       untrack = removeOnStop(tmp);

@@ -1,7 +1,7 @@
 /** The flags every client of a running `obd serve --control` takes, and the target they name. */
 import { readFile } from 'node:fs/promises';
 import { InvalidArgumentError, type Command } from 'commander';
-import type { ControlTarget } from '../live/client.ts';
+import type * as Client from '../live/client.ts';
 
 export interface ControlFlags {
   control?: string;
@@ -16,7 +16,12 @@ export function addControlOptions(cmd: Command): Command {
     .option('--json', 'print the result as JSON');
 }
 
-export async function controlTarget(o: ControlFlags): Promise<ControlTarget> {
+export async function controlTarget(o: ControlFlags): Promise<Client.ControlTarget> {
   if (!o.control) throw new InvalidArgumentError('--control SOCKET is required (the --control of obd serve)');
   return { address: o.control, token: o.controlToken ? (await readFile(o.controlToken, 'utf8')).trim() : undefined };
+}
+
+/** Sends one request to the control API; the client (and node:http with it) loads only when a command sends one, not for help. */
+export async function controlRequest(...args: Parameters<typeof Client.controlRequest>): ReturnType<typeof Client.controlRequest> {
+  return (await import('../live/client.ts')).controlRequest(...args);
 }

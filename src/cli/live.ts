@@ -7,9 +7,8 @@
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { formatSize } from '../io/util.ts';
-import { controlRequest } from '../live/client.ts';
 import { output, sizeArg } from './common.ts';
-import { addControlOptions, controlTarget, type ControlFlags } from './control-flags.ts';
+import { addControlOptions, controlRequest, controlTarget, type ControlFlags } from './control-flags.ts';
 
 interface LiveFlags extends ControlFlags {
   export?: string;

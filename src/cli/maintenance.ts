@@ -10,7 +10,6 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from '../io/errors.ts';
 import type { BlockDevice } from '../io/types.ts';
 import { formatSize } from '../io/util.ts';
-import { WritableLayer } from '../lsmt/writable.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, warn, withChainHint } from './chain.ts';
 import { output, progressBar, sizeArg } from './common.ts';
 import { argList, checkOutputs, FORCE } from './outputs.ts';
@@ -61,8 +60,14 @@ export async function diffCommand(out: string, o: DiffFlags): Promise<void> {
   }
 }
 
+/** Opens a writable layer; its module (a dozen more) loads only for the command that uses it. */
+async function openWritable(data: string, index: string) {
+  const { WritableLayer } = await import('../lsmt/writable.ts');
+  return WritableLayer.open(data, index);
+}
+
 export async function compactFiles(data: string, index: string, o: { json?: boolean }): Promise<void> {
-  const layer = await WritableLayer.open(data, index);
+  const layer = await openWritable(data, index);
   const p = progressBar('compact', !o.json);
   try {
     const live = layer.stats().liveDataBytes;
@@ -78,7 +83,7 @@ export async function compactFiles(data: string, index: string, o: { json?: bool
 }
 
 export async function resizeFiles(data: string, index: string, o: { size: number; shrink?: boolean; json?: boolean }): Promise<void> {
-  const layer = await WritableLayer.open(data, index);
+  const layer = await openWritable(data, index);
   try {
     const before = layer.size;
     await layer.resize(o.size, { shrink: o.shrink });

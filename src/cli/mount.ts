@@ -16,7 +16,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { writeFileAtomic } from '../io/atomic.ts';
 import { BusyError, NotFoundError, NotSupportedError, ObdError, PermissionError, type Errno } from '../io/errors.ts';
 import { addCacheOptions, addRemoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
 import { output } from './common.ts';
@@ -134,6 +133,7 @@ async function mountCommand(args: string[], opts: MountOptions): Promise<void> {
   await mkdir(path.join(work, 'fuse'), { recursive: true, mode: 0o700 });
 
   const state: MountState = { version: 1, dir, image, via, writable: Boolean(opts.writable), work };
+  const { writeFileAtomic } = await import('../io/atomic.ts');
   const save = () => writeFileAtomic(path.join(work, 'state.json'), JSON.stringify(state, null, 2) + '\n');
   try {
     // 1. The server, on a socket only this user can reach.
@@ -198,6 +198,7 @@ async function umountCommand(dirArg: string, opts: { json?: boolean }): Promise<
  */
 async function teardown(state: MountState): Promise<void> {
   const log = (name: string) => path.join(state.work, `${name}.log`);
+  const { writeFileAtomic } = await import('../io/atomic.ts');
   const save = () => writeFileAtomic(path.join(state.work, 'state.json'), JSON.stringify(state, null, 2) + '\n').catch(() => {});
   if (state.fuse2fs) {
     if (await isMountPoint(state.dir)) await tool(process.getuid?.() === 0 ? 'umount' : 'fusermount3', process.getuid?.() === 0 ? [state.dir] : ['-u', state.dir]);

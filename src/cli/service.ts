@@ -6,9 +6,7 @@
  */
 import { readFile, unlink } from 'node:fs/promises';
 import { InvalidArgumentError as UsageError, Option, type Command } from 'commander';
-import { writeFileAtomic } from '../io/atomic.ts';
 import { BusyError, InvalidArgumentError } from '../io/errors.ts';
-import { processAlive } from '../io/lock.ts';
 import type { NbdEvent } from '../nbd/index.ts';
 import { intArg } from './common.ts';
 
@@ -69,7 +67,7 @@ export function activatedSocket(env: NodeJS.ProcessEnv = process.env): number | 
  * live process is refused: two servers would fight over one pid file.
  */
 export async function writePidFile(file: string): Promise<() => Promise<void>> {
-  const held = await readPid(file);
+  const [{ writeFileAtomic }, { processAlive }, held] = await Promise.all([import('../io/atomic.ts'), import('../io/lock.ts'), readPid(file)]);
   if (held !== undefined && held !== process.pid && processAlive(held)) throw new BusyError(`--pid-file ${file}: names process ${held}, which is running`);
   await writeFileAtomic(file, `${process.pid}\n`);
   return async () => {

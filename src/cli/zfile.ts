@@ -1,10 +1,10 @@
 /** `obd zfile …`: compress, decompress, verify and inspect ZFile blobs (tar-wrapped or not). */
 import { stat } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
-import { formatSize } from '../io/util.ts';
+import { formatSize, hex } from '../io/util.ts';
 import type { ZFileInfo, ZFileReader } from '../zfile/reader.ts';
 import type { ZFileWriterOptions } from '../zfile/writer.ts';
-import { hex, type Algorithm, type ZFileHeader } from '../zfile/format.ts';
+import type { Algorithm, ZFileHeader } from '../zfile/format.ts';
 import { atomicOutput, intArg, output, progressBar, sizeArg } from './common.ts';
 import { checkOutputs, FORCE } from './outputs.ts';
 

@@ -132,6 +132,11 @@ export function parseSize(text: string): number {
   return v;
 }
 
+/** A 32-bit value (a CRC, a digest) as 8 hex digits. */
+export function hex(v: number): string {
+  return (v >>> 0).toString(16).padStart(8, '0');
+}
+
 /** Formats a byte count as 1.5 MiB, etc. */
 export function formatSize(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];

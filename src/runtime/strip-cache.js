@@ -4,11 +4,16 @@
  *
  * Node strips the types of every `.ts` module it loads with a WebAssembly compiler that costs
  * ~35 ms to load in each process and each worker thread, about half of a short command's
- * start-up; Node's compile cache keeps compiled code but not the stripped text. The hook
- * keeps the stripped text in `dir`/obd-ts, so a warm start loads no stripper. An entry is named
- * by the source's path, size and modification time: a hit costs one stat and one read, with no
- * hash of the text (node:zlib's crc32 alone cost ~1.6 ms of start-up to load). Plain
- * JavaScript so that loading it strips nothing.
+ * start-up. Node 24.21's compile cache keeps the stripped text as well (a warm `obd` without
+ * this hook loads no stripper either, measured as fast), but not every Node that strips types
+ * does, so the launcher keeps its own. The hook keeps the stripped text in `dir`/obd-ts, so a
+ * warm start loads no stripper. An entry is named by the source's path, inode, size,
+ * modification and change times: a hit costs one stat and one read, with no hash of the text
+ * (node:zlib's crc32 alone cost ~1.6 ms of start-up to load). The change time is what rules
+ * out stale code: an npm install gives every file the same fixed mtime, so an upgrade that
+ * keeps a file's size would otherwise hit the old entry, but writing, replacing or
+ * re-extracting a file always moves its ctime (no syscall sets it). Plain JavaScript so that
+ * loading it strips nothing.
  */
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import module from 'node:module';
@@ -25,7 +30,7 @@ export function useStripCache(base) {
       if (!url.startsWith('file:') || !url.endsWith('.ts')) return nextLoad(url, context);
       const file = fileURLToPath(url);
       const st = statSync(file, { bigint: true });
-      const entry = path.join(dir, `${path.basename(file, '.ts')}-${hash(file)}-${st.size}-${st.mtimeNs.toString(36)}.js`);
+      const entry = path.join(dir, `${path.basename(file, '.ts')}-${hash(file)}-${st.ino.toString(36)}-${st.size}-${st.mtimeNs.toString(36)}-${st.ctimeNs.toString(36)}.js`);
       let js;
       try {
         js = readFileSync(entry, 'utf8');

@@ -2,10 +2,11 @@
  * ZFile on-disk structures (docs/format.md §3.1–3.3): the 512-byte header/trailer,
  * constants and validation. Pure encode/decode; no I/O.
  */
-import { readU64, writeU64 } from '../io/util.ts';
+import { hex, readU64, writeU64 } from '../io/util.ts';
 import { rawCrc32c } from './crc.ts';
 import { ZFileChecksumError, ZFileFormatError } from './errors.ts';
 
+export { hex } from '../io/util.ts';
 export { rawCrc32c, blockCrc, BLOCK_CRC_SEED } from './crc.ts';
 export { ZFileFormatError, ZFileChecksumError, type ZFileIntegrityKind } from './errors.ts';
 
@@ -144,10 +145,6 @@ export function checkDigest(raw: Uint8Array, h: ZFileHeader, file: string, at: n
   if (actual !== h.digest) {
     throw new ZFileChecksumError(file, 'header-digest', -1, at, `${role} digest mismatch: stored ${hex(h.digest)}, computed ${hex(actual)}`);
   }
-}
-
-export function hex(v: number): string {
-  return (v >>> 0).toString(16).padStart(8, '0');
 }
 
 /** Checks the fields that decide how blocks are decoded (shared by header and trailer). */
