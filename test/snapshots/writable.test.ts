@@ -1,6 +1,7 @@
 /** The writable layer's edges: bad input, splitting, sizes, write-back, extents, close. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, statSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { ChainError, ClosedError, FormatError, InvalidArgumentError, NotFoundError, OutOfRangeError } from '../../src/io/errors.ts';
 import { ENTRY_SIZE, HT_SPACE, decodeEntry, parseHeaderTrailer } from '../../src/lsmt/format.ts';
@@ -186,4 +187,35 @@ test('extents report this layer above the lowers and join neighbours', async () 
     ]);
     await w.close();
   }, 'obd-snap-');
+});
+
+test('a small write is in the data file before it resolves, a large one goes through the pool; reads see the last of either', async () => {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
+    const w = await WritableLayer.create(t.file('d'), t.file('i'), { virtualSize: 1 << 20 });
+    const small = new Uint8Array(4096).fill(0x5a);
+    const big = new Uint8Array(128 * 1024).fill(0xa5);
+    const p = w.write(small, 8192);
+    // Synchronous: the data file already ends with the block before the promise is awaited.
+    const landed = readFileSync(t.file('d'));
+    assert.deepEqual(landed.subarray(HT_SPACE, HT_SPACE + 4096), Buffer.from(small));
+    await p;
+    const q = w.write(big, 0);
+    assert.equal(statSync(t.file('d')).size, HT_SPACE + 4096, 'a 128 KiB write is not done synchronously');
+    // Issued while the large write is in flight, the small one over its middle waits for its range.
+    const r = w.write(small, 16384);
+    assert.equal(statSync(t.file('d')).size, HT_SPACE + 4096, 'the small write waits for the range lock');
+    await Promise.all([q, r]);
+    const all = new Uint8Array(big.length);
+    await w.read(all, 0);
+    const want = Uint8Array.from(big);
+    want.set(small, 16384);
+    assert.deepEqual(all, want);
+    await w.close();
+    const again = await WritableLayer.open(t.file('d'), t.file('i'));
+    const back = new Uint8Array(big.length);
+    await again.read(back, 0);
+    assert.deepEqual(back, want);
+    await again.close();
+  });
 });
