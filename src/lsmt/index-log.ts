@@ -33,6 +33,7 @@
  * good entry. Padding entries are skipped. `recovery` says what was dropped.
  */
 import { FormatError, ShortReadError, type ObdError } from '../io/errors.ts';
+import { SyncWriteGate } from '../io/fd-io.ts';
 import { writeFull } from '../io/sink.ts';
 import { ENTRY_SIZE, HT_SPACE, INVALID_OFFSET, MAX_RW_INDEX_ENTRIES, SECTOR, entryLength, entryMoffset, entryOffset, entryZeroed, writeEntry } from './format.ts';
 import { wrapWriteError } from './io-errors.ts';
@@ -71,6 +72,8 @@ export class IndexLog {
   #writebackQueued = false;
   #flushChain: Promise<void> = Promise.resolve();
   #broken: ObdError | undefined;
+  /** Small appends (a flush after a few writes) skip the thread pool (see SyncWriteGate). */
+  readonly #gate = new SyncWriteGate();
 
   private constructor(files: WritableFiles, entries: Level0Index, indexEnd: number, recovery: RecoveryReport) {
     this.#files = files;
@@ -195,7 +198,8 @@ export class IndexLog {
       }
       if (n > 0) {
         step = 'appending index entries';
-        await writeFull(f.index, this.#pending.subarray(0, n * ENTRY_SIZE), this.#indexEnd);
+        const bytes = this.#pending.subarray(0, n * ENTRY_SIZE);
+        if (!this.#gate.write(f.index.fd, bytes, this.#indexEnd)) await writeFull(f.index, bytes, this.#indexEnd);
         this.#indexEnd += n * ENTRY_SIZE;
         this.#pending.copyWithin(0, n * ENTRY_SIZE, this.#pendingCount * ENTRY_SIZE);
         this.#pendingCount -= n;

@@ -12,7 +12,7 @@ import { checkRange, failAfter, settleAll } from '../io/util.ts';
 import type { BlockDevice, ByteSource, DeviceCapabilities, Extent } from '../io/types.ts';
 import { declareCapabilities } from '../io/capabilities.ts';
 import { HT_SPACE, MAX_ENTRY_SECTORS, SECTOR, isNullUuid, checkVirtualSize, MAX_VIRTUAL_SIZE, type HeaderTrailer } from './format.ts';
-import { SyncReadGate, preadFull, pwriteFull } from '../io/fd-io.ts';
+import { SyncReadGate, SyncWriteGate, preadFull, pwriteFull } from '../io/fd-io.ts';
 import { IndexLog, type RecoveryReport } from './index-log.ts';
 import { punchHole } from '../io/holes.ts';
 import { SPARSE_BLOCK, SparseLog } from './sparse.ts';
@@ -105,6 +105,8 @@ export class WritableLayer implements BlockDevice {
   readonly #locks = new RangeLocks();
   /** Lets small reads of the data file skip the thread pool while it is in the page cache. */
   readonly #gate = new SyncReadGate();
+  /** Lets small data writes skip the thread pool while the page cache takes them (see SyncWriteGate). */
+  readonly #writeGate = new SyncWriteGate();
   /** Where the next data write goes (bytes, sector-aligned). */
   #dataEnd: number;
   /** End of the data known to be in the file (bytes): zeroed entries point here. */
@@ -389,7 +391,8 @@ export class WritableLayer implements BlockDevice {
     const at = this.#sparse ? HT_SPACE + a0 : this.#dataEnd;
     if (!this.#sparse) this.#dataEnd += data.length;
     try {
-      await pwriteFull(this.#data.fd, data, at);
+      // Either way the data is written before its entry is appended: the log's order holds.
+      if (!this.#writeGate.write(this.#data.fd, data, at)) await pwriteFull(this.#data.fd, data, at);
     } catch (e) {
       throw wrapWriteError(this.dataPath, 'writing data', at, e);
     }

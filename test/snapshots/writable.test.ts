@@ -1,7 +1,9 @@
 /** The writable layer's edges: bad input, splitting, sizes, write-back, extents, close. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
+import { open, readFile, stat, writeFile } from 'node:fs/promises';
 import { ChainError, ClosedError, FormatError, InvalidArgumentError, NotFoundError, OutOfRangeError } from '../../src/io/errors.ts';
 import { ENTRY_SIZE, HT_SPACE, decodeEntry, parseHeaderTrailer } from '../../src/lsmt/format.ts';
 import { Stack } from '../../src/lsmt/stack.ts';
@@ -186,4 +188,46 @@ test('extents report this layer above the lowers and join neighbours', async () 
     ]);
     await w.close();
   }, 'obd-snap-');
+});
+
+test('a small write is in the data file before it resolves, a large one goes through the pool; reads see the last of either', async () => {
+  await withTempDir(async (dir) => {
+    const t = inDir(dir);
+    const w = await WritableLayer.create(t.file('d'), t.file('i'), { virtualSize: 1 << 20 });
+    // Every libuv pool thread blocks opening a FIFO nobody writes yet, so nothing queued behind them can run.
+    const fifo = t.file('fifo');
+    execFileSync('mkfifo', [fifo]);
+    const blockers = Array.from({ length: Number(process.env.UV_THREADPOOL_SIZE ?? 4) }, () => open(fifo, 'r'));
+    const release = async () => {
+      closeSync(openSync(fifo, 'w'));
+      for (const b of await Promise.all(blockers)) await b.close();
+    };
+    const small = new Uint8Array(4096).fill(0x5a);
+    const big = new Uint8Array(128 * 1024).fill(0xa5);
+    let q: Promise<void>;
+    let r: Promise<void>;
+    try {
+      const p = w.write(small, 8192);
+      assert.deepEqual(readFileSync(t.file('d')).subarray(HT_SPACE, HT_SPACE + 4096), Buffer.from(small), 'written before write() returned, without the pool');
+      await p;
+      q = w.write(big, 0);
+      r = w.write(small, 16384);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(statSync(t.file('d')).size, HT_SPACE + 4096, 'the 128 KiB write waits for the pool, the small one over it for its range');
+    } finally {
+      await release();
+    }
+    await Promise.all([q, r]);
+    const all = new Uint8Array(big.length);
+    await w.read(all, 0);
+    const want = Uint8Array.from(big);
+    want.set(small, 16384);
+    assert.deepEqual(all, want);
+    await w.close();
+    const again = await WritableLayer.open(t.file('d'), t.file('i'));
+    const back = new Uint8Array(big.length);
+    await again.read(back, 0);
+    assert.deepEqual(back, want);
+    await again.close();
+  });
 });

@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { SyncReadGate, SyncWriteGate } from '../../src/io/fd-io.ts';
+import { tempDir } from '../helpers/temp.ts';
+
+test('SyncReadGate reads synchronously, backs off after a run of slow reads, and comes back', async (t) => {
+  const dir = await tempDir(t, 'obd-gate-');
+  const file = path.join(dir, 'f');
+  writeFileSync(file, Buffer.from('0123456789'));
+  const fd = openSync(file, 'r');
+  t.after(() => closeSync(fd));
+
+  let clock = 0;
+  let step = 0; // how far each clock read moves time: 0 = instant reads, 1 = 1 ms per read
+  const gate = new SyncReadGate(true, () => (clock += step));
+  const buf = new Uint8Array(4);
+  assert.equal(gate.read(fd, buf, 2), 4);
+  assert.equal(Buffer.from(buf).toString(), '2345');
+  assert.equal(gate.read(fd, new Uint8Array(512 * 1024), 0), undefined, 'large reads go to the thread pool');
+
+  step = 1;
+  for (let i = 0; i < 3; i++) assert.equal(gate.read(fd, buf, 0), 4, `slow read ${i + 1} is still served`);
+  step = 0;
+  assert.equal(gate.read(fd, buf, 0), 4, 'a fast read breaks the run');
+  step = 1;
+  for (let i = 0; i < 4; i++) assert.equal(gate.read(fd, buf, 0), 4);
+  step = 0;
+  assert.equal(gate.read(fd, buf, 0), undefined, 'four slow reads in a row: reads go async');
+  clock += 999;
+  assert.equal(gate.read(fd, buf, 0), undefined, 'still backing off just before a second has passed');
+  clock += 2;
+  assert.equal(gate.read(fd, buf, 6), 4, 'synchronous again after the back-off');
+  assert.equal(Buffer.from(buf).toString(), '6789');
+
+  assert.equal(new SyncReadGate(false).read(fd, buf, 0), undefined, 'a disabled gate never reads');
+});
+
+test('SyncWriteGate writes small buffers synchronously, backs off after one slow write, and comes back', async (t) => {
+  const dir = await tempDir(t, 'obd-gate-');
+  const file = path.join(dir, 'f');
+  writeFileSync(file, Buffer.from('0123456789'));
+  const fd = openSync(file, 'r+');
+  t.after(() => closeSync(fd));
+  const contents = () => readFileSync(file).toString();
+
+  let clock = 0;
+  let step = 0;
+  const gate = new SyncWriteGate(true, () => (clock += step));
+  assert.equal(gate.write(fd, Buffer.from('ab'), 2), true);
+  assert.equal(contents(), '01ab456789', 'the bytes are in the file when write returns');
+  assert.equal(gate.write(fd, new Uint8Array(64 * 1024 + 1), 0), false, 'large writes go to the thread pool');
+  assert.equal(contents(), '01ab456789', 'a refused write writes nothing');
+
+  step = 2;
+  assert.equal(gate.write(fd, Buffer.from('cd'), 4), true, 'the slow write itself completes');
+  step = 0;
+  assert.equal(gate.write(fd, Buffer.from('xx'), 0), false, 'one slow write: writes go async');
+  clock += 999;
+  assert.equal(gate.write(fd, Buffer.from('xx'), 0), false, 'still backing off just before a second has passed');
+  clock += 4;
+  assert.equal(gate.write(fd, Buffer.from('ef'), 6), true, 'synchronous again after the back-off');
+  assert.equal(contents(), '01abcdef89');
+
+  const ro = openSync(file, 'r');
+  t.after(() => closeSync(ro));
+  assert.throws(() => gate.write(ro, Buffer.from('z'), 0), { code: 'EBADF' }, 'a failed write throws, for the caller to wrap');
+  assert.equal(new SyncWriteGate(false).write(fd, Buffer.from('z'), 0), false, 'a disabled gate never writes');
+});
