@@ -1,0 +1,319 @@
+/**
+ * One OCI layer's tar entries applied onto a filesystem with the layer-changeset semantics of
+ * the OCI image spec (layer.md), the way an unpacker over the layers below sees them:
+ *
+ * - `.wh.NAME` deletes NAME (of any type, a directory with all it holds) as the layers below
+ *   left it; `.wh..wh..opq` empties its directory of what the layers below left in it. Neither
+ *   is created, neither hides what this layer itself adds, before or after the marker
+ *   (umoci's rule: a path this layer created, or an ancestor of one, is kept and its lower
+ *   children are purged instead). A whiteout of something absent does nothing; other
+ *   `.wh..wh.` names (AUFS metadata such as `.wh..wh.plnk`) and entries below a `.wh.` name
+ *   are skipped.
+ * - An entry over an existing path: a directory over a directory keeps the children and takes
+ *   the entry's attributes (xattrs replaced); anything else removes what was there first (a
+ *   whole tree if a directory).
+ * - Parents: a missing parent is made 0755 root:root with mtime 0. A parent component that is
+ *   not a directory (a symlink, a file, a device) is replaced by such a directory, as
+ *   containerd's overlayfs applier shows it (an upper directory over a lower non-directory
+ *   hides it); symlinks are never followed, so no entry can reach outside the tree. (umoci
+ *   instead follows a symlink parent inside the root and fails on a file parent; well-formed
+ *   layers never have either.)
+ * - Hardlinks name a path created earlier in this layer or in a lower one, resolved without
+ *   following symlinks; it must exist and not be a directory. A hardlink over its own target
+ *   is a no-op; a hardlink's own header attributes are ignored (they are the target's).
+ * - The entry "" (the layer's "./") sets the root's attributes.
+ * - Symlinks are created 0777 whatever the header says: Linux has no symlink modes and every
+ *   unpacker shows 0777.
+ *
+ * Files are streamed into the filesystem piece by piece (a sparse file's holes stay holes).
+ */
+import { byteKey, splitPath, startsWith, ascii } from './bytes.ts';
+import { HardlinkTargetError, InvalidEntryError, LayerApplyError } from './errors.ts';
+
+// The shapes below are those of src/ext4/types.ts and src/tar/types.ts
+// (docs: convert-interfaces), declared structurally so that any filesystem with these methods
+// (Ext4, the in-memory TreeModel) can be driven and any entry source can feed it.
+
+export type FileType = 'file' | 'dir' | 'symlink' | 'chr' | 'blk' | 'fifo' | 'sock';
+export interface Timespec { sec: number; nsec: number }
+export interface Attrs {
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: Timespec;
+  atime?: Timespec;
+  ctime?: Timespec;
+  /** Given: replaces all of the inode's xattrs; undefined: leaves them. */
+  xattrs?: ReadonlyMap<string, Uint8Array>;
+}
+export interface InodeInfo {
+  ino: number; type: FileType; mode: number; uid: number; gid: number;
+  size: number; links: number; mtime: Timespec;
+  rdev?: { major: number; minor: number };
+}
+export interface DirEntryInfo { name: Uint8Array; ino: number; type: FileType }
+export type FileData = AsyncIterable<{ offset: number; bytes: Uint8Array }>;
+
+/** What applyLayer needs of a filesystem: the subset of Ext4 it calls. */
+export interface ApplyTarget {
+  readonly root: number;
+  lookup(dir: number, name: Uint8Array): Promise<number | undefined>;
+  stat(ino: number): Promise<InodeInfo>;
+  readdir(dir: number): Promise<DirEntryInfo[]>;
+  mkdir(dir: number, name: Uint8Array, attrs: Attrs): Promise<number>;
+  createFile(dir: number, name: Uint8Array, attrs: Attrs, size: number, data: FileData): Promise<number>;
+  symlink(dir: number, name: Uint8Array, target: Uint8Array, attrs: Attrs): Promise<number>;
+  mknod(dir: number, name: Uint8Array, type: 'chr' | 'blk' | 'fifo' | 'sock', attrs: Attrs,
+    rdev?: { major: number; minor: number }): Promise<number>;
+  link(dir: number, name: Uint8Array, ino: number): Promise<void>;
+  unlink(dir: number, name: Uint8Array): Promise<void>;
+  removeTree(dir: number, name: Uint8Array): Promise<void>;
+  setAttrs(ino: number, attrs: Attrs): Promise<void>;
+}
+
+/** The fields of a tar entry (src/tar TarEntry) the applier reads. */
+export interface ApplyEntry {
+  path: Uint8Array;
+  type: 'file' | 'hardlink' | 'symlink' | 'chr' | 'blk' | 'dir' | 'fifo';
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: Timespec;
+  atime?: Timespec;
+  ctime?: Timespec;
+  size: number;
+  linkname: Uint8Array;
+  devmajor: number;
+  devminor: number;
+  xattrs: ReadonlyMap<string, Uint8Array>;
+  sparse?: readonly { offset: number; length: number }[];
+  data(): FileData;
+}
+
+export interface ApplyStats {
+  /** Tar entries read, whiteouts and skipped ones included. */
+  entries: number;
+  files: number;
+  dirs: number;
+  /** Whiteouts and opaque markers. */
+  whiteouts: number;
+  /** File data bytes handed to the filesystem (a sparse file's data segments only). */
+  bytes: number;
+}
+
+/**
+ * Applies one layer's entries onto `fs` (module comment: the semantics). Does not flush.
+ * A failure applying an entry is a LayerApplyError naming `opts.name`, the entry path and the
+ * cause; a failure of the entry stream itself propagates as it is.
+ */
+export async function applyLayer(fs: ApplyTarget, entries: AsyncIterable<ApplyEntry>,
+  opts?: { name?: string }): Promise<ApplyStats> {
+  const layer = new LayerApplier(fs);
+  const name = opts?.name ?? 'layer';
+  for await (const entry of entries) {
+    try {
+      await layer.apply(entry);
+    } catch (e) {
+      throw new LayerApplyError(name, entry.path, e);
+    }
+  }
+  return layer.stats;
+}
+
+const WHITEOUT = ascii('.wh.');
+const META = ascii('.wh..wh.');
+const OPAQUE = ascii('.wh..wh..opq');
+const SLASH = '/';
+const MAX_NAME = 255;
+
+const IMPLICIT_DIR: Attrs = { mode: 0o755, uid: 0, gid: 0, mtime: { sec: 0, nsec: 0 }, xattrs: new Map() };
+
+/** The state of applying one layer. Paths are keyed by byteKey of the normalized path bytes. */
+class LayerApplier {
+  readonly stats: ApplyStats = { entries: 0, files: 0, dirs: 0, whiteouts: 0, bytes: 0 };
+  readonly #fs: ApplyTarget;
+  /**
+   * Paths this layer created, and every ancestor of one (umoci's "upper paths"): whiteouts
+   * keep them. Adding a path adds its ancestors, so a present parent means present ancestors.
+   */
+  readonly #upper = new Set<string>();
+  /** Directories resolved in this layer (tar entries come grouped by directory); dropped whenever a directory is removed. */
+  readonly #dirs = new Map<string, number>();
+
+  constructor(fs: ApplyTarget) {
+    this.#fs = fs;
+    this.#dirs.set('', fs.root);
+  }
+
+  async apply(e: ApplyEntry): Promise<void> {
+    this.stats.entries++;
+    const parts = splitPath(e.path);
+    if (parts.length === 0) return this.#applyRoot(e);
+    for (const p of parts) {
+      if (p.length > MAX_NAME) throw new InvalidEntryError(`a name of ${p.length} bytes (ext4 allows ${MAX_NAME})`);
+    }
+    const base = parts[parts.length - 1]!;
+    const parentParts = parts.slice(0, -1);
+    // Below a .wh. name is nothing a filesystem can hold (AUFS metadata, or a malformed layer).
+    if (parentParts.some((p) => startsWith(p, WHITEOUT))) return;
+    if (startsWith(base, WHITEOUT)) return this.#whiteout(parentParts, base);
+
+    const parentKey = parentParts.map(byteKey).join(SLASH);
+    const key = parentKey === '' ? byteKey(base) : parentKey + SLASH + byteKey(base);
+    const parent = await this.#makeParents(parentParts, parentKey);
+    const fs = this.#fs;
+    const existing = await fs.lookup(parent, base);
+
+    if (e.type === 'hardlink') {
+      await this.#hardlink(e, parent, base, existing);
+    } else if (e.type === 'dir') {
+      this.stats.dirs++;
+      if (existing !== undefined && (await fs.stat(existing)).type === 'dir') {
+        await fs.setAttrs(existing, attrsOf(e));
+        this.#dirs.set(key, existing);
+      } else {
+        if (existing !== undefined) await this.#remove(parent, base, existing);
+        this.#dirs.set(key, await fs.mkdir(parent, base, attrsOf(e)));
+      }
+    } else {
+      if (existing !== undefined) await this.#remove(parent, base, existing);
+      const attrs = attrsOf(e);
+      switch (e.type) {
+        case 'file':
+          this.stats.files++;
+          this.stats.bytes += e.sparse ? e.sparse.reduce((n, s) => n + s.length, 0) : e.size;
+          await fs.createFile(parent, base, attrs, e.size, e.data());
+          break;
+        case 'symlink':
+          await fs.symlink(parent, base, e.linkname, { ...attrs, mode: 0o777 });
+          break;
+        case 'chr':
+        case 'blk':
+          await fs.mknod(parent, base, e.type, attrs, { major: e.devmajor, minor: e.devminor });
+          break;
+        case 'fifo':
+          await fs.mknod(parent, base, 'fifo', attrs);
+          break;
+      }
+    }
+    this.#markUpper(key);
+  }
+
+  async #applyRoot(e: ApplyEntry): Promise<void> {
+    if (e.type !== 'dir') throw new InvalidEntryError(`the layer's root entry is a ${e.type}, not a directory`);
+    this.stats.dirs++;
+    await this.#fs.setAttrs(this.#fs.root, attrsOf(e));
+  }
+
+  async #hardlink(e: ApplyEntry, parent: number, base: Uint8Array, existing: number | undefined): Promise<void> {
+    const fs = this.#fs;
+    let target = await this.#linkTarget(e.linkname);
+    if (existing !== undefined) {
+      if (existing === target) return;
+      const removedDir = await this.#remove(parent, base, existing);
+      // The target may have been inside the directory just removed.
+      if (removedDir) target = await this.#linkTarget(e.linkname);
+    }
+    await fs.link(parent, base, target);
+  }
+
+  /** The inode a hardlink names: every component but the last a directory, never following a symlink. */
+  async #linkTarget(linkname: Uint8Array): Promise<number> {
+    const fs = this.#fs;
+    const parts = splitPath(linkname);
+    let ino: number | undefined = fs.root;
+    for (let i = 0; i < parts.length && ino !== undefined; i++) {
+      if (i > 0 && (await fs.stat(ino)).type !== 'dir') ino = undefined;
+      else ino = await fs.lookup(ino, parts[i]!);
+    }
+    if (ino === undefined || parts.length === 0) throw new HardlinkTargetError(linkname, 'missing');
+    if ((await fs.stat(ino)).type === 'dir') throw new HardlinkTargetError(linkname, 'directory');
+    return ino;
+  }
+
+  /** The parent directory of an entry, made (or made a directory) where it is not one. */
+  async #makeParents(parts: Uint8Array[], key: string): Promise<number> {
+    const cached = this.#dirs.get(key);
+    if (cached !== undefined) return cached;
+    const fs = this.#fs;
+    const name = parts[parts.length - 1]!;
+    const upKey = key.slice(0, Math.max(0, key.lastIndexOf(SLASH)));
+    const up = await this.#makeParents(parts.slice(0, -1), upKey);
+    let ino = await fs.lookup(up, name);
+    if (ino !== undefined && (await fs.stat(ino)).type !== 'dir') {
+      await this.#remove(up, name, ino);
+      ino = undefined;
+    }
+    if (ino === undefined) ino = await fs.mkdir(up, name, IMPLICIT_DIR);
+    this.#dirs.set(key, ino);
+    return ino;
+  }
+
+  /** The directory at `parts` if every component exists and is a directory (whiteouts never create). */
+  async #existingDir(parts: Uint8Array[], key: string): Promise<number | undefined> {
+    const cached = this.#dirs.get(key);
+    if (cached !== undefined) return cached;
+    const fs = this.#fs;
+    let ino: number | undefined = fs.root;
+    for (const p of parts) {
+      ino = await fs.lookup(ino, p);
+      if (ino === undefined || (await fs.stat(ino)).type !== 'dir') return undefined;
+    }
+    this.#dirs.set(key, ino);
+    return ino;
+  }
+
+  async #whiteout(parentParts: Uint8Array[], base: Uint8Array): Promise<void> {
+    const isOpaque = base.length === OPAQUE.length && startsWith(base, OPAQUE);
+    if (!isOpaque && startsWith(base, META)) return;
+    const name = base.subarray(WHITEOUT.length);
+    if (!isOpaque && (name.length === 0 || (name[0] === 0x2e && (name.length === 1 || (name.length === 2 && name[1] === 0x2e))))) return;
+    this.stats.whiteouts++;
+    const parentKey = parentParts.map(byteKey).join(SLASH);
+    const dir = await this.#existingDir(parentParts, parentKey);
+    if (dir === undefined) return;
+    const prefix = parentKey === '' ? '' : parentKey + SLASH;
+    if (isOpaque) {
+      for (const child of await this.#fs.readdir(dir)) await this.#purge(dir, child.name, child.ino, child.type, prefix + byteKey(child.name));
+      return;
+    }
+    const ino = await this.#fs.lookup(dir, name);
+    if (ino !== undefined) await this.#purge(dir, name, ino, undefined, prefix + byteKey(name));
+  }
+
+  /** Removes what the layers below left at `key`: all of it, or, for a path this layer made, what lies under it. */
+  async #purge(dir: number, name: Uint8Array, ino: number, type: FileType | undefined, key: string): Promise<void> {
+    if (!this.#upper.has(key)) {
+      await this.#remove(dir, name, ino, type);
+      return;
+    }
+    if ((type ?? (await this.#fs.stat(ino)).type) !== 'dir') return;
+    for (const child of await this.#fs.readdir(ino)) await this.#purge(ino, child.name, child.ino, child.type, key + SLASH + byteKey(child.name));
+  }
+
+  /** Removes one entry of any type; says whether it was a directory. */
+  async #remove(dir: number, name: Uint8Array, ino: number, type?: FileType): Promise<boolean> {
+    const isDir = (type ?? (await this.#fs.stat(ino)).type) === 'dir';
+    if (isDir) {
+      await this.#fs.removeTree(dir, name);
+      this.#dirs.clear();
+      this.#dirs.set('', this.#fs.root);
+    } else {
+      await this.#fs.unlink(dir, name);
+    }
+    return isDir;
+  }
+
+  #markUpper(key: string): void {
+    for (let k = key; !this.#upper.has(k); ) {
+      this.#upper.add(k);
+      const slash = k.lastIndexOf(SLASH);
+      if (slash < 0) break;
+      k = k.slice(0, slash);
+    }
+  }
+}
+
+function attrsOf(e: ApplyEntry): Attrs {
+  return { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, mtime: e.mtime, atime: e.atime, ctime: e.ctime, xattrs: e.xattrs };
+}
