@@ -27,7 +27,7 @@
  *
  * Files are streamed into the filesystem piece by piece (a sparse file's holes stay holes).
  */
-import { byteKey, splitPath, startsWith, ascii } from './bytes.ts';
+import { ascii, byteKey, keyBytes, splitPath, startsWith } from './bytes.ts';
 import { HardlinkTargetError, InvalidEntryError, LayerApplyError } from './errors.ts';
 
 // The shapes below are those of src/ext4/types.ts and src/tar/types.ts
@@ -124,6 +124,7 @@ const WHITEOUT = ascii('.wh.');
 const META = ascii('.wh..wh.');
 const OPAQUE = ascii('.wh..wh..opq');
 const SLASH = '/';
+const WH = byteKey(WHITEOUT);
 const MAX_NAME = 255;
 
 const IMPLICIT_DIR: Attrs = { mode: 0o755, uid: 0, gid: 0, mtime: { sec: 0, nsec: 0 }, xattrs: new Map() };
@@ -147,20 +148,19 @@ class LayerApplier {
 
   async apply(e: ApplyEntry): Promise<void> {
     this.stats.entries++;
-    const parts = splitPath(e.path);
-    if (parts.length === 0) return this.#applyRoot(e);
-    for (const p of parts) {
-      if (p.length > MAX_NAME) throw new InvalidEntryError(`a name of ${p.length} bytes (ext4 allows ${MAX_NAME})`);
-    }
-    const base = parts[parts.length - 1]!;
-    const parentParts = parts.slice(0, -1);
+    // Keys are the normalized path itself (one char per byte): the parent's is everything
+    // before the last "/", so an entry costs one conversion, not one per component.
+    const key = byteKey(e.path);
+    if (key === '') return this.#applyRoot(e);
+    const slash = key.lastIndexOf(SLASH);
+    const parentKey = slash < 0 ? '' : key.slice(0, slash);
+    const base = e.path.subarray(slash + 1);
+    checkName(base);
     // Below a .wh. name is nothing a filesystem can hold (AUFS metadata, or a malformed layer).
-    if (parentParts.some((p) => startsWith(p, WHITEOUT))) return;
-    if (startsWith(base, WHITEOUT)) return this.#whiteout(parentParts, base);
+    if (parentKey.startsWith(WH) || parentKey.includes(SLASH + WH)) return;
+    if (startsWith(base, WHITEOUT)) return this.#whiteout(parentKey, base);
 
-    const parentKey = parentParts.map(byteKey).join(SLASH);
-    const key = parentKey === '' ? byteKey(base) : parentKey + SLASH + byteKey(base);
-    const parent = await this.#makeParents(parentParts, parentKey);
+    const parent = await this.#makeParents(parentKey);
     const fs = this.#fs;
     const existing = await fs.lookup(parent, base);
 
@@ -231,14 +231,15 @@ class LayerApplier {
     return ino;
   }
 
-  /** The parent directory of an entry, made (or made a directory) where it is not one. */
-  async #makeParents(parts: Uint8Array[], key: string): Promise<number> {
+  /** The directory at `key`, made (or made a directory) where it is not one. */
+  async #makeParents(key: string): Promise<number> {
     const cached = this.#dirs.get(key);
     if (cached !== undefined) return cached;
     const fs = this.#fs;
-    const name = parts[parts.length - 1]!;
-    const upKey = key.slice(0, Math.max(0, key.lastIndexOf(SLASH)));
-    const up = await this.#makeParents(parts.slice(0, -1), upKey);
+    const slash = key.lastIndexOf(SLASH);
+    const up = await this.#makeParents(slash < 0 ? '' : key.slice(0, slash));
+    const name = keyBytes(key.slice(slash + 1));
+    checkName(name);
     let ino = await fs.lookup(up, name);
     if (ino !== undefined && (await fs.stat(ino)).type !== 'dir') {
       await this.#remove(up, name, ino);
@@ -249,28 +250,28 @@ class LayerApplier {
     return ino;
   }
 
-  /** The directory at `parts` if every component exists and is a directory (whiteouts never create). */
-  async #existingDir(parts: Uint8Array[], key: string): Promise<number | undefined> {
+  /** The directory at `key` if every component exists and is a directory (whiteouts never create). */
+  async #existingDir(key: string): Promise<number | undefined> {
     const cached = this.#dirs.get(key);
     if (cached !== undefined) return cached;
     const fs = this.#fs;
     let ino: number | undefined = fs.root;
-    for (const p of parts) {
-      ino = await fs.lookup(ino, p);
+    for (const name of splitPath(keyBytes(key))) {
+      if (name.length > MAX_NAME) return undefined;
+      ino = await fs.lookup(ino, name);
       if (ino === undefined || (await fs.stat(ino)).type !== 'dir') return undefined;
     }
     this.#dirs.set(key, ino);
     return ino;
   }
 
-  async #whiteout(parentParts: Uint8Array[], base: Uint8Array): Promise<void> {
+  async #whiteout(parentKey: string, base: Uint8Array): Promise<void> {
     const isOpaque = base.length === OPAQUE.length && startsWith(base, OPAQUE);
     if (!isOpaque && startsWith(base, META)) return;
     const name = base.subarray(WHITEOUT.length);
     if (!isOpaque && (name.length === 0 || (name[0] === 0x2e && (name.length === 1 || (name.length === 2 && name[1] === 0x2e))))) return;
     this.stats.whiteouts++;
-    const parentKey = parentParts.map(byteKey).join(SLASH);
-    const dir = await this.#existingDir(parentParts, parentKey);
+    const dir = await this.#existingDir(parentKey);
     if (dir === undefined) return;
     const prefix = parentKey === '' ? '' : parentKey + SLASH;
     if (isOpaque) {
@@ -312,6 +313,10 @@ class LayerApplier {
       k = k.slice(0, slash);
     }
   }
+}
+
+function checkName(name: Uint8Array): void {
+  if (name.length > MAX_NAME) throw new InvalidEntryError(`a name of ${name.length} bytes (ext4 allows ${MAX_NAME})`);
 }
 
 function attrsOf(e: ApplyEntry): Attrs {

@@ -10,6 +10,11 @@ export function byteKey(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('latin1');
 }
 
+/** The bytes a byteKey stands for. */
+export function keyBytes(key: string): Uint8Array {
+  return new Uint8Array(Buffer.from(key, 'latin1'));
+}
+
 /** The bytes of an ASCII literal. */
 export function ascii(text: string): Uint8Array {
   const out = new Uint8Array(text.length);
