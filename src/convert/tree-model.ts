@@ -36,11 +36,13 @@ interface Node {
 
 /** One path of a tree, as listings compare them. */
 export interface ListingRecord {
+  /** Relative to the root ("" for the root itself). */
   path: Uint8Array;
   type: FileType;
   mode: number;
   uid: number;
   gid: number;
+  mtime: Timespec;
   /** Regular files. */
   size?: number;
   sha256?: string;
@@ -48,45 +50,57 @@ export interface ListingRecord {
   target?: Uint8Array;
   /** Character and block devices. */
   rdev?: { major: number; minor: number };
-  /** Hard link count of a non-directory. */
+  /** Non-directories: hard link count and an identity shared by the paths of one inode. */
   links?: number;
-  mtime: Timespec;
+  inode?: number | string;
   xattrs: ReadonlyArray<readonly [string, Uint8Array]>;
 }
 
 export interface ListingOptions {
-  /** Add each path's mtime (sec.nsec). */
-  mtimes?: boolean;
-  /** Leave out /lost+found (trees that never were an ext4, e.g. umoci's rootfs). */
-  skipLostFound?: boolean;
-  /** Leave out hard link counts (trees whose unpacker could not link, for instance). */
-  noLinks?: boolean;
+  /** Leave out lost+found at the root (an ext4 has one; a tar-unpacked tree does not). */
+  noLostFound?: boolean;
+  /** Directories' mtimes as "-". */
+  noDirMtimes?: boolean;
 }
 
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
 
+/** Path bytes for a listing: visible ASCII but "%" and "\\" as is, every other byte %XX. */
+function esc(b: Uint8Array): string {
+  let out = '';
+  for (const c of b) out += c >= 0x21 && c <= 0x7e && c !== 0x25 && c !== 0x5c ? String.fromCharCode(c) : `%${c.toString(16).toUpperCase().padStart(2, '0')}`;
+  return out;
+}
+
+const DOT = new Uint8Array([0x2e]);
+
 /**
- * One line per path, sorted by path bytes: `/path type mode uid:gid` then, by type, `size=N
- * sha256=H` (file), `-> target` (symlink), `dev=MAJ,MIN` (devices), then `links=N` for
- * non-directories, optionally `mtime=S.NNNNNNNNN`, and `xattr:NAME=HEX` in name order. Path
- * and target bytes outside visible ASCII print as \xNN.
+ * The conformance suite's listing shape (test/helpers/fs-listing.py), one line per path
+ * sorted by its bytes: `PATH TYPE MODE UID:GID MTIME [DETAIL] [hl=FIRST] [x:NAME=HEX…]`.
+ * PATH is relative ("." for the root) with bytes outside visible ASCII, "%" and "\\" as
+ * %XX; MTIME is sec.nsec (nine digits); DETAIL is `size:sha256` for a file, `->target` for a
+ * symlink, `major,minor` for a device; `hl=` names the byte-wise first path of a
+ * non-directory's hard link group when it has more than one link; xattrs in name order.
  */
 export function formatListing(records: Iterable<ListingRecord>, opts: ListingOptions = {}): string {
-  const sorted = [...records]
-    .filter((r) => !(opts.skipLostFound && byteKey(r.path) === 'lost+found'))
-    .sort((a, b) => compareBytes(a.path, b.path));
+  const rows = [...records]
+    .filter((r) => !(opts.noLostFound && byteKey(r.path) === 'lost+found'))
+    .map((r) => ({ r, key: r.path.length ? r.path : DOT }))
+    .sort((a, b) => compareBytes(a.key, b.key));
+  const firstOfGroup = new Map<number | string, Uint8Array>();
+  for (const { r, key } of rows) {
+    if (r.type !== 'dir' && (r.links ?? 1) > 1 && r.inode !== undefined && !firstOfGroup.has(r.inode)) firstOfGroup.set(r.inode, key);
+  }
   const lines: string[] = [];
-  for (const r of sorted) {
-    let line = `/${printable(r.path)} ${r.type} ${r.mode.toString(8).padStart(4, '0')} ${r.uid}:${r.gid}`;
-    if (r.type === 'file') line += ` size=${r.size} sha256=${r.sha256}`;
-    if (r.type === 'symlink') line += ` -> ${printable(r.target ?? new Uint8Array())}`;
-    if (r.type === 'chr' || r.type === 'blk') line += ` dev=${r.rdev?.major},${r.rdev?.minor}`;
-    if (r.type !== 'dir' && !opts.noLinks) line += ` links=${r.links}`;
-    if (opts.mtimes) line += ` mtime=${r.mtime.sec}.${String(r.mtime.nsec).padStart(9, '0')}`;
-    for (const [name, value] of [...r.xattrs].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
-      line += ` xattr:${name}=${hex(value)}`;
-    }
-    lines.push(line);
+  for (const { r, key } of rows) {
+    const mtime = r.type === 'dir' && opts.noDirMtimes ? '-' : `${r.mtime.sec}.${String(r.mtime.nsec).padStart(9, '0')}`;
+    const line = [esc(key), r.type, r.mode.toString(8).padStart(4, '0'), `${r.uid}:${r.gid}`, mtime];
+    if (r.type === 'file') line.push(`${r.size}:${r.sha256}`);
+    else if (r.type === 'symlink') line.push(`->${esc(r.target ?? new Uint8Array())}`);
+    else if (r.type === 'chr' || r.type === 'blk') line.push(`${r.rdev?.major},${r.rdev?.minor}`);
+    if (r.type !== 'dir' && (r.links ?? 1) > 1 && r.inode !== undefined) line.push(`hl=${esc(firstOfGroup.get(r.inode)!)}`);
+    for (const [name, value] of [...r.xattrs].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) line.push(`x:${name}=${hex(value)}`);
+    lines.push(line.join(' '));
   }
   return lines.join('\n');
 }
@@ -204,7 +218,7 @@ export class TreeModel implements ApplyTarget {
         if (n.type === 'file') { r.size = n.size; r.sha256 = n.sha256; }
         if (n.type === 'symlink') r.target = n.target;
         if (n.rdev) r.rdev = n.rdev;
-        if (n.type !== 'dir') r.links = n.nameLinks;
+        if (n.type !== 'dir') { r.links = n.nameLinks; r.inode = c.ino; }
         out.push(r);
         if (n.type === 'dir') walk(c.ino, path);
       }

@@ -32,7 +32,7 @@ describe('applyLayer on the tree model', () => {
         assert.match(err.message, c.fails);
       } else {
         assert.equal(err, undefined);
-        c.expect!(treeOf(model.listing({ mtimes: true })));
+        c.expect!(treeOf(model.listing()));
       }
     });
   }

@@ -23,7 +23,7 @@ def rec(rel, full):
     kind = ('dir' if stat.S_ISDIR(m) else 'file' if stat.S_ISREG(m) else 'symlink' if stat.S_ISLNK(m) else
             'chr' if stat.S_ISCHR(m) else 'blk' if stat.S_ISBLK(m) else 'fifo' if stat.S_ISFIFO(m) else 'sock')
     r = {'path': rel.hex(), 'type': kind, 'mode': stat.S_IMODE(m), 'uid': st.st_uid, 'gid': st.st_gid,
-         'links': st.st_nlink, 'mtime': str(st.st_mtime_ns), 'xattrs': {}}
+         'links': st.st_nlink, 'inode': f'{st.st_dev}:{st.st_ino}', 'mtime': str(st.st_mtime_ns), 'xattrs': {}}
     for name in os.listxattr(full, follow_symlinks=False):
         r['xattrs'][name] = os.getxattr(full, name, follow_symlinks=False).hex()
     if kind == 'file':
@@ -46,7 +46,7 @@ json.dump(out, sys.stdout)
 `;
 
 interface Raw {
-  path: string; type: ListingRecord['type']; mode: number; uid: number; gid: number; links: number; mtime: string;
+  path: string; type: ListingRecord['type']; mode: number; uid: number; gid: number; links: number; inode: string; mtime: string;
   xattrs: Record<string, string>; size?: number; sha256?: string; target?: string; rdev?: [number, number];
 }
 
@@ -63,7 +63,7 @@ export async function listTree(root: string): Promise<ListingRecord[]> {
       mtime: { sec: Number((ns - nsec) / 1_000_000_000n), nsec: Number(nsec) },
       xattrs: Object.entries(r.xattrs).map(([k, v]) => [k, unhex(v)] as const),
     };
-    if (r.type !== 'dir') out.links = r.links;
+    if (r.type !== 'dir') { out.links = r.links; out.inode = r.inode; }
     if (r.size !== undefined) { out.size = r.size; out.sha256 = r.sha256; }
     if (r.target !== undefined) out.target = unhex(r.target);
     if (r.rdev) out.rdev = { major: r.rdev[0], minor: r.rdev[1] };
