@@ -129,17 +129,28 @@ const MAX_NAME = 255;
 
 const IMPLICIT_DIR: Attrs = { mode: 0o755, uid: 0, gid: 0, mtime: { sec: 0, nsec: 0 }, xattrs: new Map() };
 
-/** The state of applying one layer. Paths are keyed by byteKey of the normalized path bytes. */
+/**
+ * The state of applying one layer. Paths are keyed by byteKey of the normalized path bytes.
+ *
+ * What whiteouts must keep (umoci's "upper paths": what this layer wrote and every ancestor
+ * of it) is tracked by inode, not by path, so a layer of a million entries costs a set of
+ * numbers: an inode this layer created, or a directory it wrote or made a path through, is
+ * its own (no entry of a lower layer can name an inode created in this one, and directories
+ * have one name); only a hardlink's name is kept by path, since its inode may be a lower one
+ * that lower names share.
+ */
 class LayerApplier {
   readonly stats: ApplyStats = { entries: 0, files: 0, dirs: 0, whiteouts: 0, bytes: 0 };
   readonly #fs: ApplyTarget;
+  readonly #upper = new Set<number>();
+  readonly #upperLinks = new Set<string>();
   /**
-   * Paths this layer created, and every ancestor of one (umoci's "upper paths"): whiteouts
-   * keep them. Adding a path adds its ancestors, so a present parent means present ancestors.
+   * Directories resolved in this layer (tar entries come grouped by directory), all in
+   * #upper; and those only looked up for whiteouts, which are not. Both are dropped whenever
+   * a directory is removed (its inode number may come back as something else).
    */
-  readonly #upper = new Set<string>();
-  /** Directories resolved in this layer (tar entries come grouped by directory); dropped whenever a directory is removed. */
   readonly #dirs = new Map<string, number>();
+  readonly #seen = new Map<string, number>();
 
   constructor(fs: ApplyTarget) {
     this.#fs = fs;
@@ -166,15 +177,20 @@ class LayerApplier {
 
     if (e.type === 'hardlink') {
       await this.#hardlink(e, parent, base, existing);
-    } else if (e.type === 'dir') {
+      this.#upperLinks.add(key);
+      return;
+    }
+    let ino: number;
+    if (e.type === 'dir') {
       this.stats.dirs++;
       if (existing !== undefined && (await fs.stat(existing)).type === 'dir') {
         await fs.setAttrs(existing, attrsOf(e));
-        this.#dirs.set(key, existing);
+        ino = existing;
       } else {
         if (existing !== undefined) await this.#remove(parent, base, existing);
-        this.#dirs.set(key, await fs.mkdir(parent, base, attrsOf(e)));
+        ino = await fs.mkdir(parent, base, attrsOf(e));
       }
+      this.#dirs.set(key, ino);
     } else {
       if (existing !== undefined) await this.#remove(parent, base, existing);
       const attrs = attrsOf(e);
@@ -182,21 +198,21 @@ class LayerApplier {
         case 'file':
           this.stats.files++;
           this.stats.bytes += e.sparse ? e.sparse.reduce((n, s) => n + s.length, 0) : e.size;
-          await fs.createFile(parent, base, attrs, e.size, e.data());
+          ino = await fs.createFile(parent, base, attrs, e.size, e.data());
           break;
         case 'symlink':
-          await fs.symlink(parent, base, e.linkname, { ...attrs, mode: 0o777 });
+          ino = await fs.symlink(parent, base, e.linkname, { ...attrs, mode: 0o777 });
           break;
         case 'chr':
         case 'blk':
-          await fs.mknod(parent, base, e.type, attrs, { major: e.devmajor, minor: e.devminor });
+          ino = await fs.mknod(parent, base, e.type, attrs, { major: e.devmajor, minor: e.devminor });
           break;
         case 'fifo':
-          await fs.mknod(parent, base, 'fifo', attrs);
+          ino = await fs.mknod(parent, base, 'fifo', attrs);
           break;
       }
     }
-    this.#markUpper(key);
+    this.#upper.add(ino);
   }
 
   async #applyRoot(e: ApplyEntry): Promise<void> {
@@ -206,7 +222,6 @@ class LayerApplier {
   }
 
   async #hardlink(e: ApplyEntry, parent: number, base: Uint8Array, existing: number | undefined): Promise<void> {
-    const fs = this.#fs;
     let target = await this.#linkTarget(e.linkname);
     if (existing !== undefined) {
       if (existing === target) return;
@@ -214,7 +229,7 @@ class LayerApplier {
       // The target may have been inside the directory just removed.
       if (removedDir) target = await this.#linkTarget(e.linkname);
     }
-    await fs.link(parent, base, target);
+    await this.#fs.link(parent, base, target);
   }
 
   /** The inode a hardlink names: every component but the last a directory, never following a symlink. */
@@ -231,7 +246,7 @@ class LayerApplier {
     return ino;
   }
 
-  /** The directory at `key`, made (or made a directory) where it is not one. */
+  /** The directory at `key`, made (or made a directory) where it is not one; it and its ancestors become this layer's. */
   async #makeParents(key: string): Promise<number> {
     const cached = this.#dirs.get(key);
     if (cached !== undefined) return cached;
@@ -246,13 +261,14 @@ class LayerApplier {
       ino = undefined;
     }
     if (ino === undefined) ino = await fs.mkdir(up, name, IMPLICIT_DIR);
+    this.#upper.add(ino);
     this.#dirs.set(key, ino);
     return ino;
   }
 
   /** The directory at `key` if every component exists and is a directory (whiteouts never create). */
   async #existingDir(key: string): Promise<number | undefined> {
-    const cached = this.#dirs.get(key);
+    const cached = this.#dirs.get(key) ?? this.#seen.get(key);
     if (cached !== undefined) return cached;
     const fs = this.#fs;
     let ino: number | undefined = fs.root;
@@ -261,7 +277,7 @@ class LayerApplier {
       ino = await fs.lookup(ino, name);
       if (ino === undefined || (await fs.stat(ino)).type !== 'dir') return undefined;
     }
-    this.#dirs.set(key, ino);
+    this.#seen.set(key, ino);
     return ino;
   }
 
@@ -273,23 +289,25 @@ class LayerApplier {
     this.stats.whiteouts++;
     const dir = await this.#existingDir(parentKey);
     if (dir === undefined) return;
-    const prefix = parentKey === '' ? '' : parentKey + SLASH;
     if (isOpaque) {
-      for (const child of await this.#fs.readdir(dir)) await this.#purge(dir, child.name, child.ino, child.type, prefix + byteKey(child.name));
+      await this.#purgeChildren(dir, parentKey);
       return;
     }
     const ino = await this.#fs.lookup(dir, name);
-    if (ino !== undefined) await this.#purge(dir, name, ino, undefined, prefix + byteKey(name));
+    if (ino !== undefined) await this.#purge(dir, name, ino, undefined, childKey(parentKey, name));
   }
 
-  /** Removes what the layers below left at `key`: all of it, or, for a path this layer made, what lies under it. */
+  /** Removes what the layers below left at `key`: all of it, or, for what this layer wrote, what lies under it. */
   async #purge(dir: number, name: Uint8Array, ino: number, type: FileType | undefined, key: string): Promise<void> {
-    if (!this.#upper.has(key)) {
+    if (!this.#upper.has(ino) && !this.#upperLinks.has(key)) {
       await this.#remove(dir, name, ino, type);
       return;
     }
-    if ((type ?? (await this.#fs.stat(ino)).type) !== 'dir') return;
-    for (const child of await this.#fs.readdir(ino)) await this.#purge(ino, child.name, child.ino, child.type, key + SLASH + byteKey(child.name));
+    if ((type ?? (await this.#fs.stat(ino)).type) === 'dir') await this.#purgeChildren(ino, key);
+  }
+
+  async #purgeChildren(dir: number, key: string): Promise<void> {
+    for (const c of await this.#fs.readdir(dir)) await this.#purge(dir, c.name, c.ino, c.type, childKey(key, c.name));
   }
 
   /** Removes one entry of any type; says whether it was a directory. */
@@ -298,21 +316,17 @@ class LayerApplier {
     if (isDir) {
       await this.#fs.removeTree(dir, name);
       this.#dirs.clear();
+      this.#seen.clear();
       this.#dirs.set('', this.#fs.root);
     } else {
       await this.#fs.unlink(dir, name);
     }
     return isDir;
   }
+}
 
-  #markUpper(key: string): void {
-    for (let k = key; !this.#upper.has(k); ) {
-      this.#upper.add(k);
-      const slash = k.lastIndexOf(SLASH);
-      if (slash < 0) break;
-      k = k.slice(0, slash);
-    }
-  }
+function childKey(parentKey: string, name: Uint8Array): string {
+  return parentKey === '' ? byteKey(name) : parentKey + SLASH + byteKey(name);
 }
 
 function checkName(name: Uint8Array): void {
