@@ -52,11 +52,14 @@ export function compareBytes(a: Uint8Array, b: Uint8Array): number {
   return a.length - b.length;
 }
 
-/** Printable form for messages and listings: visible ASCII as is, every other byte as \xNN. */
+/**
+ * Printable form for messages and listings (the conformance suite's: test/helpers/fs-listing.py):
+ * visible ASCII as is, except "%" and "\\" which, like every other byte, print as %XX.
+ */
 export function printable(bytes: Uint8Array): string {
   let out = '';
-  for (const b of bytes) {
-    out += b > 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`;
+  for (const c of bytes) {
+    out += c >= 0x21 && c <= 0x7e && c !== 0x25 && c !== 0x5c ? String.fromCharCode(c) : `%${c.toString(16).toUpperCase().padStart(2, '0')}`;
   }
   return out;
 }

@@ -65,20 +65,12 @@ export interface ListingOptions {
 
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
 
-/** Path bytes for a listing: visible ASCII but "%" and "\\" as is, every other byte %XX. */
-function esc(b: Uint8Array): string {
-  let out = '';
-  for (const c of b) out += c >= 0x21 && c <= 0x7e && c !== 0x25 && c !== 0x5c ? String.fromCharCode(c) : `%${c.toString(16).toUpperCase().padStart(2, '0')}`;
-  return out;
-}
-
 const DOT = new Uint8Array([0x2e]);
 
 /**
  * The conformance suite's listing shape (test/helpers/fs-listing.py), one line per path
  * sorted by its bytes: `PATH TYPE MODE UID:GID MTIME [DETAIL] [hl=FIRST] [x:NAME=HEX…]`.
- * PATH is relative ("." for the root) with bytes outside visible ASCII, "%" and "\\" as
- * %XX; MTIME is sec.nsec (nine digits); DETAIL is `size:sha256` for a file, `->target` for a
+ * PATH is relative ("." for the root), printable(); MTIME is sec.nsec (nine digits); DETAIL is `size:sha256` for a file, `->target` for a
  * symlink, `major,minor` for a device; `hl=` names the byte-wise first path of a
  * non-directory's hard link group when it has more than one link; xattrs in name order.
  */
@@ -94,11 +86,11 @@ export function formatListing(records: Iterable<ListingRecord>, opts: ListingOpt
   const lines: string[] = [];
   for (const { r, key } of rows) {
     const mtime = r.type === 'dir' && opts.noDirMtimes ? '-' : `${r.mtime.sec}.${String(r.mtime.nsec).padStart(9, '0')}`;
-    const line = [esc(key), r.type, r.mode.toString(8).padStart(4, '0'), `${r.uid}:${r.gid}`, mtime];
+    const line = [printable(key), r.type, r.mode.toString(8).padStart(4, '0'), `${r.uid}:${r.gid}`, mtime];
     if (r.type === 'file') line.push(`${r.size}:${r.sha256}`);
-    else if (r.type === 'symlink') line.push(`->${esc(r.target ?? new Uint8Array())}`);
+    else if (r.type === 'symlink') line.push(`->${printable(r.target ?? new Uint8Array())}`);
     else if (r.type === 'chr' || r.type === 'blk') line.push(`${r.rdev?.major},${r.rdev?.minor}`);
-    if (r.type !== 'dir' && (r.links ?? 1) > 1 && r.inode !== undefined) line.push(`hl=${esc(firstOfGroup.get(r.inode)!)}`);
+    if (r.type !== 'dir' && (r.links ?? 1) > 1 && r.inode !== undefined) line.push(`hl=${printable(firstOfGroup.get(r.inode)!)}`);
     for (const [name, value] of [...r.xattrs].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) line.push(`x:${name}=${hex(value)}`);
     lines.push(line.join(' '));
   }
