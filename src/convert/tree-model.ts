@@ -70,9 +70,10 @@ const DOT = new Uint8Array([0x2e]);
 /**
  * The conformance suite's listing shape (test/helpers/fs-listing.py), one line per path
  * sorted by its bytes: `PATH TYPE MODE UID:GID MTIME [DETAIL] [hl=FIRST] [x:NAME=HEX…]`.
- * PATH is relative ("." for the root), printable(); MTIME is sec.nsec (nine digits); DETAIL is `size:sha256` for a file, `->target` for a
- * symlink, `major,minor` for a device; `hl=` names the byte-wise first path of a
- * non-directory's hard link group when it has more than one link; xattrs in name order.
+ * PATH is relative ("." for the root) in printable() form; MTIME is sec.nsec (nine digits);
+ * DETAIL is `size:sha256` for a file, `->target` for a symlink, `major,minor` for a device;
+ * `hl=` names the byte-wise first path of a non-directory's hard link group when it has more
+ * than one link; xattrs in name order.
  */
 export function formatListing(records: Iterable<ListingRecord>, opts: ListingOptions = {}): string {
   const rows = [...records]
