@@ -4,11 +4,13 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { applyLayer, type ApplyEntry, type ApplyTarget, type Attrs, type FileData } from '../../src/convert/apply.ts';
 import { HardlinkTargetError, LayerApplyError } from '../../src/convert/errors.ts';
 import { TreeModel } from '../../src/convert/tree-model.ts';
 import { CASES, treeOf, type ApplyCase } from './apply-cases.ts';
 import { dir, file, hardlink, opaque, sparseFile, stream, symlink, whiteout } from '../helpers/layer-entries.ts';
+import { describeStack, stackArb } from '../helpers/layer-stacks.ts';
 
 /** Applies the case's layers in order (named layer-1, layer-2, …); returns the error of a failing one. */
 export async function applyCase(fs: ApplyTarget, c: ApplyCase): Promise<unknown> {
@@ -103,4 +105,21 @@ test('an error while reading a file\'s data is wrapped with the entry', async ()
   };
   await assert.rejects(applyLayer(new TreeModel(), stream([e]), { name: 'L' }), (err: unknown) =>
     err instanceof LayerApplyError && /^L: entry "\/f": unexpected end of archive/.test(err.message));
+});
+
+test('on random layer stacks the applier never makes a call the filesystem refuses', async () => {
+  // The model throws TreeModelError for any call a filesystem would refuse (a name that
+  // exists, a missing entry, unlinking a directory); the only failures allowed are the
+  // layer's own (a bad hardlink).
+  await fc.assert(fc.asyncProperty(stackArb({ wellFormed: false }), async (layers) => {
+    const model = new TreeModel();
+    for (const [i, l] of layers.entries()) {
+      try {
+        await applyLayer(model, stream(l), { name: `layer-${i + 1}` });
+      } catch (e) {
+        assert.ok(e instanceof LayerApplyError && e.cause instanceof HardlinkTargetError, `${String(e)}\n${describeStack(layers)}`);
+        return;
+      }
+    }
+  }), { numRuns: 300 });
 });
