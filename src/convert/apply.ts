@@ -30,9 +30,10 @@
 import { ascii, byteKey, keyBytes, splitPath, startsWith } from './bytes.ts';
 import { HardlinkTargetError, InvalidEntryError, LayerApplyError } from './errors.ts';
 
-// The shapes below are those of src/ext4/types.ts and src/tar/types.ts
-// (docs: convert-interfaces), declared structurally so that any filesystem with these methods
-// (Ext4, the in-memory TreeModel) can be driven and any entry source can feed it.
+// The value shapes below are src/ext4's (types.ts) and src/tar's (TarEntry), declared here
+// while those modules are written in parallel; ApplyTarget and ApplyEntry are structural so
+// that any filesystem with these methods (Ext4, the in-memory TreeModel) can be driven and
+// any entry source can feed it.
 
 export type FileType = 'file' | 'dir' | 'symlink' | 'chr' | 'blk' | 'fifo' | 'sock';
 export interface Timespec { sec: number; nsec: number }
