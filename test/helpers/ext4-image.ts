@@ -1,19 +1,11 @@
 /**
- * Filesystem images for the applier's ext4 tests: a file-backed device (a sparse file, so
- * e2fsck and fuse2fs read exactly what was written), `e2fsck -fn`, and a listing of the image
- * through fuse2fs (read-only; the fuse2fs it starts in the foreground is stopped by unmounting
- * and, failing that, by its pid).
+ * For the applier's ext4 tests: a file-backed device (a sparse file, so e2fsck and fuse2fs
+ * read exactly what was written) and a listing of any ApplyTarget through its own
+ * readdir/stat (what fuse2fs cannot show: nanosecond mtimes, directory link counts).
  */
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtemp, open, readFile, rm, type FileHandle } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { promisify } from 'node:util';
-import type { ListingRecord } from '../../src/convert/tree-model.ts';
-import { listTree } from './tree-listing.ts';
-
-const run = promisify(execFile);
+import { open, type FileHandle } from 'node:fs/promises';
+import type { ApplyTarget } from '../../src/convert/apply.ts';
+import { byteKey, printable } from '../../src/convert/bytes.ts';
 
 /** A block device over a (sparse) file: any src/ext4 Ext4Device. */
 export class FileDevice {
@@ -53,39 +45,18 @@ export class FileDevice {
   }
 }
 
-/** `e2fsck -fn`: exit code and everything it printed. */
-export async function e2fsck(img: string): Promise<{ code: number; output: string }> {
-  try {
-    const { stdout, stderr } = await run('e2fsck', ['-fn', img]);
-    return { code: 0, output: stdout + stderr };
-  } catch (e) {
-    const x = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof x.code === 'number' ? x.code : -1, output: `${x.stdout ?? ''}${x.stderr ?? ''}` };
-  }
-}
-
-async function mounted(mnt: string): Promise<boolean> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  return info.split('\n').some((l) => l.split(' ')[4] === mnt);
-}
-
-/** The tree in `img` as fuse2fs shows it (mounted read-only for the listing only). */
-export async function fuseListing(img: string): Promise<ListingRecord[]> {
-  const mnt = await mkdtemp(path.join(os.tmpdir(), 'obd-mnt-'));
-  const child = spawn('fuse2fs', ['-f', '-o', 'ro,fakeroot', img, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d));
-  const exited = once(child, 'exit');
-  try {
-    for (let i = 0; !(await mounted(mnt)); i++) {
-      if (child.exitCode !== null || i > 500) throw new Error(`fuse2fs did not mount ${img}: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    return await listTree(mnt);
-  } finally {
-    if (await mounted(mnt)) await run('fusermount', ['-u', mnt]).catch(() => child.kill('SIGTERM'));
-    else if (child.exitCode === null) child.kill('SIGTERM');
-    await exited;
-    await rm(mnt, { recursive: true, force: true });
-  }
+/** `PATH TYPE MODE UID:GID MTIME LINKS [SIZE]` per path (sizes of non-directories), sorted by path bytes. */
+export async function apiListing(fs: ApplyTarget): Promise<string[]> {
+  const rows: Array<[string, string]> = [];
+  const walk = async (ino: number, path: string): Promise<void> => {
+    const st = await fs.stat(ino);
+    const mtime = `${st.mtime.sec}.${String(st.mtime.nsec).padStart(9, '0')}`;
+    const size = st.type === 'dir' ? '' : ` ${st.size}`;
+    rows.push([path, `${st.type} ${st.mode.toString(8).padStart(4, '0')} ${st.uid}:${st.gid} ${mtime} ${st.links}${size}`]);
+    if (st.type !== 'dir') return;
+    for (const e of await fs.readdir(ino)) await walk(e.ino, path === '' ? byteKey(e.name) : `${path}/${byteKey(e.name)}`);
+  };
+  await walk(fs.root, '');
+  rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return rows.map(([p, rest]) => `${p === '' ? '.' : printable(Buffer.from(p, 'latin1'))} ${rest}`);
 }
