@@ -29,11 +29,11 @@
  */
 import { ascii, byteKey, keyBytes, splitPath, startsWith } from './bytes.ts';
 import { HardlinkTargetError, InvalidEntryError, LayerApplyError } from './errors.ts';
+import type { TarEntry } from '../tar/types.ts';
 
-// The value shapes below are src/ext4's (types.ts) and src/tar's (TarEntry), declared here
-// while those modules are written in parallel; ApplyTarget and ApplyEntry are structural so
-// that any filesystem with these methods (Ext4, the in-memory TreeModel) can be driven and
-// any entry source can feed it.
+// The value shapes below are src/ext4's (types.ts), declared here while it is written in
+// parallel; ApplyTarget is structural so that any filesystem with these methods (Ext4, the
+// in-memory TreeModel) can be driven.
 
 export type FileType = 'file' | 'dir' | 'symlink' | 'chr' | 'blk' | 'fifo' | 'sock';
 export interface Timespec { sec: number; nsec: number }
@@ -72,24 +72,8 @@ export interface ApplyTarget {
   setAttrs(ino: number, attrs: Attrs): Promise<void>;
 }
 
-/** The fields of a tar entry (src/tar TarEntry) the applier reads. */
-export interface ApplyEntry {
-  path: Uint8Array;
-  type: 'file' | 'hardlink' | 'symlink' | 'chr' | 'blk' | 'dir' | 'fifo';
-  mode: number;
-  uid: number;
-  gid: number;
-  mtime: Timespec;
-  atime?: Timespec;
-  ctime?: Timespec;
-  size: number;
-  linkname: Uint8Array;
-  devmajor: number;
-  devminor: number;
-  xattrs: ReadonlyMap<string, Uint8Array>;
-  sparse?: readonly { offset: number; length: number }[];
-  data(): FileData;
-}
+/** What the applier reads: src/tar's entries. */
+export type ApplyEntry = TarEntry;
 
 export interface ApplyStats {
   /** Tar entries read, whiteouts and skipped ones included. */

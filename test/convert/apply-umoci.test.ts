@@ -54,7 +54,7 @@ test('applyLayer on the model agrees with umoci on random layer stacks', { timeo
       }
       compared++;
     }, 'obd-umoci-');
-  }), { numRuns: Number(process.env.UMOCI_RUNS ?? 40) });
+  }), { numRuns: Number(process.env.UMOCI_RUNS ?? 25) });
   if (process.env.SHOW) console.log('compared', compared, 'refused', refused);
-  assert.ok(compared >= 10, `only ${compared} stacks compared (${refused} refused by both)`);
+  assert.ok(compared >= 6, `only ${compared} stacks compared (${refused} refused by both)`);
 });
