@@ -41,10 +41,6 @@ export function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
   return true;
 }
 
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && startsWith(a, b);
-}
-
 /** Byte order (shorter first on a common prefix), the order listings sort paths in. */
 export function compareBytes(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
