@@ -93,7 +93,8 @@ function ustarHeader(name: string, size: number, type: '0' | 'x'): Uint8Array {
   putString(h, 108, octal(0, 6) + ' \0');
   putString(h, 116, octal(0, 6) + ' \0');
   putString(h, 124, octal(size, 11) + ' ');
-  putString(h, 136, octal(Math.floor(Date.now() / 1000), 11) + ' ');
+  // mtime 0: the same layout packs into the same archive bytes on every run.
+  putString(h, 136, octal(0, 11) + ' ');
   h[156] = type.charCodeAt(0);
   putString(h, 257, 'ustar\0');
   putString(h, 263, '00');
@@ -281,8 +282,8 @@ export class OciArchive implements Repository {
       await fromFile(path.join(staging.dir, 'oci-layout'));
       await fromFile(path.join(staging.dir, 'index.json'));
       const staged = new Set<string>();
-      for (const alg of await readdir(path.join(staging.dir, 'blobs'))) {
-        for (const hex of await readdir(path.join(staging.dir, 'blobs', alg))) {
+      for (const alg of (await readdir(path.join(staging.dir, 'blobs'))).sort()) {
+        for (const hex of (await readdir(path.join(staging.dir, 'blobs', alg))).sort()) {
           if (hex.includes('.tmp-')) continue;
           staged.add(`blobs/${alg}/${hex}`);
           const digest = `${alg}:${hex}`;
