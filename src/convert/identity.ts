@@ -1,11 +1,11 @@
 /**
  * What a converted layer is named by, all derived from the source image's diffIDs so the same
  * OCI layer over the same parent chain gets the same overlaybd layer in any image, on any
- * machine (docs/convert.md, determinism):
+ * machine (docs/convert.md §3):
  * - the chainID of layer n (OCI image spec): chainID(0) = diffID(0),
  *   chainID(n) = sha256(chainID(n−1) + " " + diffID(n));
  * - the LSMT layer uuid: the first 32 hex digits of the chainID as 8-4-4-4-12, as the
- *   reference convertor (shared spec reference.md §1), parent = the layer below's;
+ *   reference convertor (docs/convert.md §2), parent = the layer below's;
  * - the ext4 uuid and directory hash seed: from the bottom chainID and the virtual size
  *   (the filesystem is made once, by the bottom layer, and every later layer inherits it).
  */

@@ -1,6 +1,6 @@
 /**
  * The converted image's documents: layer descriptors as the reference convertor writes them
- * (shared spec reference.md §1: the uncompressed-tar media type of the manifest's family and
+ * (docs/format.md §1, docs/convert.md §2: the uncompressed-tar media type of the manifest's family and
  * the overlaybd annotations, in Go's sorted key order), the manifest naming them with the
  * source's config (its diff_ids replaced, config.ts) and the source manifest's annotations.
  * Only inputs go in: no clock, no host, so the bytes are the same on every run.
