@@ -11,10 +11,10 @@
  * removed at the end; a destination is only tagged once everything else is in place, and an
  * OCI layout the conversion created is removed again when it fails.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { link, mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { removeStaleTemps, tempPath } from '../io/atomic.ts';
+import { commitTemp, removeStaleTemps, tempPath } from '../io/atomic.ts';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
@@ -247,7 +247,24 @@ function sameRegistry(repos: readonly string[], t: ImageReference): string[] {
   return repos.filter((r) => r.startsWith(`${t.host}/`)).map((r) => r.slice(t.host.length + 1)).filter((r) => r !== t.repository);
 }
 
+/**
+ * Uploads a blob whose digest is known good. Into a layout (blob files) on the same file
+ * system it is hard-linked, not copied: a committed blob is never written again.
+ */
 async function putFile(repo: Repository, digest: string, file: string, mountFrom: string[]): Promise<PutBlobResult> {
+  const target = repo.blobPath?.(digest);
+  if (target) {
+    if ((await repo.statBlob(digest)) !== undefined) return 'exists';
+    const tmp = tempPath(target);
+    try {
+      await mkdir(path.dirname(target), { recursive: true });
+      await link(file, tmp);
+      await commitTemp(tmp, target);
+      return 'uploaded';
+    } catch {
+      await rm(tmp, { force: true });
+    }
+  }
   const blob = await FileSource.open(file);
   try {
     return await repo.putBlob(digest, blob, { mountFrom });

@@ -45,6 +45,7 @@ export async function openSource(ref: ImageReference, opts: RemoteOptions): Prom
     const img = await resolveImage(opened.repo, referenceTarget(ref), opts.platform);
     const m = img.manifest;
     if (!CONFIG_TYPES.has(m.config.mediaType)) throw new ImageConfigError(`${name} config ${m.config.digest}`, `has media type ${m.config.mediaType}, not an image config (${[...CONFIG_TYPES].join(', ')})`);
+    if (m.layers.length === 0) throw new ImageConfigError(`${name} ${img.digest}`, 'belongs to an image without layers: there is no filesystem to convert');
     m.layers.forEach((l, i) => checkLayer(l, i, name));
     const config = await readConfig(opened.repo, m.config);
     const diffIds = configDiffIds(config, m.layers.length, `${name} config ${m.config.digest}`);

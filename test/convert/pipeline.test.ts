@@ -134,6 +134,13 @@ test('the cache: a second conversion converts nothing, an image sharing the base
   assertFsck(raw);
   assert.equal(catFile(raw, '/etc/motd').toString(), 'motd v2\n');
 
+  // Two conversions sharing a fresh cache directory at once: both finish, with the same result.
+  const shared = path.join(dir, 'shared-cache');
+  const [x, y] = await Promise.all([1, 2].map((n) => convertImage(`oci:${layout}:v1`, `oci:${dir}/par${n}:x`, opts(dir, { cacheDir: shared }))));
+  assert.equal(x!.digest, first.digest);
+  assert.equal(y!.digest, first.digest);
+  assert.equal((await readdir(path.join(shared, 'convert-v1'))).length, 3);
+
   // Other settings are other entries; a damaged blob is noticed and rebuilt.
   const zstd = await convertImage(`oci:${layout}:v1`, `oci:${dir}/out4:x`, opts(dir, { cacheDir, algorithm: 'zstd' }));
   assert.equal(zstd.cacheHits, 0);
