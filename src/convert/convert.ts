@@ -18,11 +18,10 @@ import { commitTemp, removeStaleTemps, tempPath } from '../io/atomic.ts';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
-import type { BlockDevice } from '../io/types.ts';
 import { openLayerFile, type OpenedLayer } from '../image/open.ts';
 import { Stack } from '../lsmt/stack.ts';
 import { openRepository, type RemoteOptions } from '../remote/image.ts';
-import { sha256Digest, type Descriptor } from '../remote/manifest.ts';
+import { MediaType, sha256Digest, type Descriptor } from '../remote/manifest.ts';
 import { DEFAULT_TAG, formatReference, resolveReference, type ImageReference } from '../remote/reference.ts';
 import type { PutBlobResult, Repository } from '../remote/store.ts';
 import { ConvertCache, fileDigest, type CachedLayer } from './cache.ts';
@@ -126,6 +125,9 @@ export async function convertImage(source: string | ImageReference, dest: string
   const src = await openSource(s, opts);
   const opened: OpenedLayer[] = [];
   let to: Awaited<ReturnType<typeof openRepository>> | undefined;
+  // Uploads run one after another, each while the next layer converts; a failure stops the conversion.
+  let uploads: Promise<void> = Promise.resolve();
+  let uploadFailure: unknown;
   try {
     await mkdir(work, { mode: 0o700 });
     const cache = opts.cacheDir ? await ConvertCache.open(opts.cacheDir) : undefined;
@@ -142,46 +144,58 @@ export async function convertImage(source: string | ImageReference, dest: string
       opts.onProgress?.(done, total);
     };
     const files: string[] = [];
-    const keys: string[] = [];
     const result: ConvertedLayer[] = [];
-    // Uploads run one after another, each while the next layer converts.
-    let uploads: Promise<void> = Promise.resolve();
-    let uploadFailure: unknown;
+    const identity = (i: number) => ({
+      index: i,
+      source: layers[i]!.digest,
+      diffId: src.diffIds[i]!,
+      chainId: chain[i]!,
+      uuid: uuidOfChainId(chain[i]!),
+      parentUuid: i === 0 ? '' : uuidOfChainId(chain[i - 1]!),
+    });
+
+    /** Converts layer `i` over the layers before it into `out`. */
+    const convertLayer = async (i: number, out: string): Promise<ConvertedLayer> => {
+      const t1 = performance.now();
+      const id = identity(i);
+      // The layers below, each opened once, are the lower device of this one.
+      for (let j = opened.length; j < i; j++) opened.push(await openLayerFile(files[j]!));
+      const lower = i === 0 ? undefined : new Stack(opened.slice(0, i), { ownsSources: false, name: `${src.reference} layers 0..${i - 1}` });
+      const stream = layerStream(src, i, progress);
+      try {
+        const built = await buildLayer({ ...o, engine, tar: stream.tar, name: `${src.reference} layer ${i}`, work: path.join(work, `rw-${i}`), out, uuid: id.uuid, parentUuid: id.parentUuid, lower, fs });
+        const tarBytes = await stream.verify();
+        const digest = await fileDigest(out);
+        return { ...id, digest, size: built.blobBytes, cached: false, ms: Math.round(performance.now() - t1), tarBytes, lsmtBytes: built.lsmtBytes, engine: built.engine };
+      } catch (e) {
+        await stream.close();
+        throw e;
+      } finally {
+        await lower?.close();
+      }
+    };
+
     for (let i = 0; i < layers.length; i++) {
       if (uploadFailure) throw uploadFailure;
-      const t1 = performance.now();
-      const uuid = uuidOfChainId(chain[i]!);
-      const parentUuid = i === 0 ? '' : uuidOfChainId(chain[i - 1]!);
       const key = ConvertCache.key({ chainId: chain[i]!, vsize: o.vsize, algorithm: o.algorithm, blockSize: o.blockSize, engine: engine.version });
-      keys.push(key);
       const hit = await cache?.get(key);
       let layer: ConvertedLayer;
       if (hit) {
         files.push(hit.blob);
         progress(layers[i]!.size);
-        layer = { ...common(i), digest: hit.layer.digest, size: hit.layer.size, cached: true, ms: 0 };
-      } else {
-        // The layers below, opened once each, as the lower device of this one.
-        for (let j = opened.length; j < i; j++) opened.push(await openLayerFile(files[j]!));
-        const lower: BlockDevice | undefined = i === 0 ? undefined : new Stack(opened.slice(0, i), { ownsSources: false, name: `${src.reference} layers 0..${i - 1}` });
-        const staged = cache ? await cache.stage(key) : { dir: undefined, blob: path.join(work, `layer-${i}.tar`) };
-        const stream = layerStream(src, i, progress);
+        layer = { ...identity(i), digest: hit.layer.digest, size: hit.layer.size, cached: true, ms: 0 };
+      } else if (cache) {
+        const staged = await cache.stage(key);
         try {
-          const built = await buildLayer({ engine, tar: stream.tar, name: `${src.reference} layer ${i}`, work: path.join(work, `rw-${i}`), out: staged.blob, uuid, parentUuid, lower, fs, ...o });
-          const tarBytes = await stream.verify();
-          const digest = await fileDigest(staged.blob);
-          layer = { ...common(i), digest, size: built.blobBytes, cached: false, ms: Math.round(performance.now() - t1), tarBytes, lsmtBytes: built.lsmtBytes, engine: built.engine };
-          if (cache && staged.dir) {
-            const entry = await cache.commit(key, { dir: staged.dir }, cachedLayer(layer, o, engine.version));
-            files.push(entry.blob);
-          } else files.push(staged.blob);
+          layer = await convertLayer(i, staged.blob);
+          files.push((await cache.commit(key, staged, cachedLayer(layer, o, engine.version))).blob);
         } catch (e) {
-          await stream.close();
-          if (cache && staged.dir) await cache.discard({ dir: staged.dir });
+          await cache.discard(staged);
           throw e;
-        } finally {
-          await lower?.close();
         }
+      } else {
+        files.push(path.join(work, `layer-${i}.tar`));
+        layer = await convertLayer(i, files[i]!);
       }
       result.push(layer);
       opts.onLayer?.(layer, 'converted');
@@ -205,7 +219,7 @@ export async function convertImage(source: string | ImageReference, dest: string
     const config: Descriptor = { mediaType: src.manifest.config.mediaType, digest: sha256Digest(configBytes), size: configBytes.length };
     await repo.putBlob(config.digest, new MemorySource(configBytes, 'image config'));
     const manifest = manifestBytes(src.manifest, src.docker, config, result.map((l) => layerDescriptor(l.digest, l.size, src.docker)));
-    const mediaType = src.docker ? 'application/vnd.docker.distribution.manifest.v2+json' : 'application/vnd.oci.image.manifest.v1+json';
+    const mediaType = src.docker ? MediaType.dockerManifest : MediaType.ociManifest;
     const digest = await repo.putManifest(manifest, mediaType, t.tag ?? DEFAULT_TAG);
     await to.close();
     to = undefined;
@@ -221,11 +235,9 @@ export async function convertImage(source: string | ImageReference, dest: string
       cacheHits: result.filter((l) => l.cached).length,
       ms: Math.round(performance.now() - t0),
     };
-
-    function common(i: number) {
-      return { index: i, source: layers[i]!.digest, diffId: src.diffIds[i]!, chainId: chain[i]!, uuid: uuidOfChainId(chain[i]!), parentUuid: i === 0 ? '' : uuidOfChainId(chain[i - 1]!) };
-    }
   } catch (e) {
+    // Nothing may still read the work files or write the destination while they go.
+    await uploads;
     await to?.abandon().catch(() => {});
     throw e;
   } finally {
