@@ -11,11 +11,11 @@
  * removed at the end; a destination is only tagged once everything else is in place, and an
  * OCI layout the conversion created is removed again when it fails.
  */
-import { link, mkdir, rm } from 'node:fs/promises';
+import { link, mkdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { commitTemp, removeStaleTemps, tempPath } from '../io/atomic.ts';
-import { InvalidArgumentError } from '../io/errors.ts';
+import { InvalidArgumentError, NotFoundError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
 import { openLayerFile, type OpenedLayer } from '../image/open.ts';
@@ -119,7 +119,7 @@ export async function convertImage(source: string | ImageReference, dest: string
   const t = await resolveReference(dest);
   checkDestination(s, t);
   const engine = opts.engine ?? (await defaultEngine());
-  const base = path.resolve(opts.tmpDir ?? (t.kind === 'registry' ? os.tmpdir() : path.dirname(path.resolve(t.path))));
+  const base = await workBase(opts.tmpDir, t);
   await removeStaleTemps(base, 'obd-convert');
   const work = tempPath(path.join(base, 'obd-convert'));
   const src = await openSource(s, opts);
@@ -246,6 +246,17 @@ export async function convertImage(source: string | ImageReference, dest: string
     await src.close();
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** Where the work directory goes: --tmp-dir, else beside a local destination (when its directory exists), else the temp dir. */
+async function workBase(tmpDir: string | undefined, t: ImageReference): Promise<string> {
+  const isDir = (d: string) => stat(d).then((st) => st.isDirectory(), () => false);
+  if (tmpDir !== undefined) {
+    if (!(await isDir(tmpDir))) throw new NotFoundError(`--tmp-dir ${tmpDir}: no such directory`);
+    return path.resolve(tmpDir);
+  }
+  const beside = t.kind === 'registry' ? undefined : path.dirname(path.resolve(t.path));
+  return beside && (await isDir(beside)) ? beside : os.tmpdir();
 }
 
 function cachedLayer(l: ConvertedLayer, o: { vsize: number; algorithm: string; blockSize: number }, engine: string): CachedLayer {
