@@ -13,7 +13,7 @@ import { replaceDiffIds } from '../../src/convert/config.ts';
 import type { LayerEngine } from '../../src/convert/engine.ts';
 import { NoSpaceError } from '../../src/io/errors.ts';
 import { tempDir } from '../helpers/temp.ts';
-import { layer, tarOf, writeOciLayout, writeTree, type BuiltLayer } from '../helpers/oci-images.ts';
+import { layer, tarOf, writeOciLayout, writeTree, type BuiltLayer } from '../helpers/small-images.ts';
 import { rawEngine } from './helpers/raw-engine.ts';
 
 async function image(dir: string, n: number): Promise<BuiltLayer[]> {

@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { MAIN, obd, serveJson, type CliResult } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/temp.ts';
-import { layer, tarOf, writeOciLayout, writeTree } from '../helpers/oci-images.ts';
+import { layer, tarOf, writeOciLayout, writeTree } from '../helpers/small-images.ts';
 import { blobFile, layoutManifest } from './helpers/check.ts';
 
 /** obd under `sh` with a umask and environment of the test's choosing. */

@@ -19,7 +19,7 @@ import { openRepository, resolveImage } from '../../src/remote/image.ts';
 import { parseReference } from '../../src/remote/reference.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
 import { tempDir } from '../helpers/temp.ts';
-import { imageConfig, layer, sha256, tarOf, writeDockerArchive, writeOciLayout, writeTree, type BuiltLayer } from '../helpers/oci-images.ts';
+import { imageConfig, layer, sha256, tarOf, writeDockerArchive, writeOciLayout, writeTree, type BuiltLayer } from '../helpers/small-images.ts';
 import { assertFsck, blobFile, catFile, exportLayout, layoutManifest, listDir } from './helpers/check.ts';
 
 const VSIZE = 256 << 20;

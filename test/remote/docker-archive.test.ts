@@ -14,7 +14,7 @@ import { InvalidReferenceError, RemoteNotFoundError } from '../../src/remote/err
 import { ReadOnlyError } from '../../src/io/errors.ts';
 import { MemorySource } from '../../src/io/memory.ts';
 import { tempDir } from '../helpers/temp.ts';
-import { imageConfig, layer, sha256, tarOf, writeDockerArchive, writeTree, type BuiltLayer } from '../helpers/oci-images.ts';
+import { imageConfig, layer, sha256, tarOf, writeDockerArchive, writeTree, type BuiltLayer } from '../helpers/small-images.ts';
 
 async function layers(dir: string): Promise<BuiltLayer[]> {
   await writeTree(path.join(dir, 'a'), { 'etc/hostname': 'box\n', bin: null });
