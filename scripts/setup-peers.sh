@@ -2,10 +2,12 @@
 # Installs the Debian peers the tests talk to (qemu, libnbd tools, nbdkit, fio, the CNCF
 # Installs the Debian peers the tests talk to (qemu, libnbd tools, nbdkit, fio, the CNCF
 # registry, e2fsprogs, skopeo, microsocks as a SOCKS5 proxy, fuse3 and fuse2fs for `obd
-# mount`, gnutls-bin for certtool and psktool, libnbd-dev for the TLS benchmark's client).
+# mount`, gnutls-bin for certtool and psktool, libnbd-dev for the TLS benchmark's client, umoci
+# as the independent unpacker `obd convert` is checked against, attr's getfattr/setfattr and
+# zstd for its test images).
 # Idempotent: apt-get runs only when something is missing.
 set -euo pipefail
-pkgs=(qemu-utils libnbd-bin python3-libnbd nbdkit fio docker-registry e2fsprogs openssl curl skopeo microsocks fuse3 fuse2fs gnutls-bin libnbd-dev)
+pkgs=(qemu-utils libnbd-bin python3-libnbd nbdkit fio docker-registry e2fsprogs openssl curl skopeo microsocks fuse3 fuse2fs gnutls-bin libnbd-dev umoci attr zstd python3)
 need=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")

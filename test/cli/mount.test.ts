@@ -13,10 +13,9 @@ import { before, describe, it } from 'node:test';
 import { MAIN, obd } from '../helpers/cli.ts';
 import { R } from '../helpers/recipes.ts';
 import { suiteTempDir } from '../helpers/temp.ts';
+import { asTestUser, ensureTestUser, obdAsTestUser, TEST_USER } from '../helpers/user.ts';
 import { kernelSkipReason } from '../nbd/helpers/kernel.ts';
-import { missing, run, sha256 } from '../nbd/helpers/run.ts';
-
-const USER = 'obdtest';
+import { missing, sha256 } from '../nbd/helpers/run.ts';
 
 /** Why the unprivileged test cannot run here, or false. */
 function userSkipReason(): string | false {
@@ -27,21 +26,6 @@ function userSkipReason(): string | false {
   if ((statSync('/dev/fuse').mode & 0o006) !== 0o006) return '/dev/fuse is not readable and writable by other users (scripts/setup-peers.sh makes it 0666, as udev does)';
   return false;
 }
-
-function ensureUser(): void {
-  try {
-    execFileSync('id', ['-u', USER], { stdio: 'ignore' });
-  } catch {
-    execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', USER], { stdio: 'ignore' });
-  }
-}
-
-/** Runs a command as the test user, with a minimal environment. */
-function asUser(cmd: string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return run('runuser', ['-u', USER, '--', 'env', '-i', 'PATH=/usr/bin:/bin', `HOME=${cwd}`, 'sh', '-c', `cd "$0" && exec "$@"`, cwd, ...cmd]);
-}
-
-const obdAsUser = (args: string[], cwd: string) => asUser([process.execPath, MAIN, ...args], cwd);
 
 /** A small ext4 image with known files, imported as a layer. */
 async function makeImage(dir: string): Promise<Record<string, string>> {
@@ -73,86 +57,86 @@ describe('obd mount as an unprivileged user (nbdfuse + fuse2fs)', { skip: userSk
   let digests: Record<string, string>;
   let dir: string;
   before(async () => {
-    ensureUser();
+    ensureTestUser();
     dir = tmp.path;
     digests = await makeImage(dir);
     await mkdir(path.join(dir, 'mnt'));
-    execFileSync('chown', ['-R', `${USER}:`, dir]);
+    execFileSync('chown', ['-R', `${TEST_USER}:`, dir]);
   });
 
   it('browses the image read-only, then records writes in the upper layer that a remount shows; umount stops everything', async () => {
     const mnt = path.join(dir, 'mnt');
-    const m = await obdAsUser(['mount', '--json', 'base.lsmt', 'mnt'], dir);
+    const m = await obdAsTestUser(['mount', '--json', 'base.lsmt', 'mnt'], dir);
     assert.equal(m.code, 0, m.stderr);
     const info = JSON.parse(m.stdout) as { via: string; serve: number; nbdfuse: number; fuse2fs: number; state: string };
     assert.equal(info.via, 'fuse2fs');
     assert.ok(mounted(mnt));
     try {
-      const sums = await asUser(['sha256sum', 'hello.txt', 'sub/data.bin'], mnt);
+      const sums = await asTestUser(['sha256sum', 'hello.txt', 'sub/data.bin'], mnt);
       assert.equal(sums.code, 0, sums.stderr);
       for (const [n, d] of Object.entries(digests)) assert.match(sums.stdout, new RegExp(`^${d}  ${n}$`, 'm'), n);
-      const write = await asUser(['sh', '-c', 'echo x > new.txt'], mnt);
+      const write = await asTestUser(['sh', '-c', 'echo x > new.txt'], mnt);
       assert.notEqual(write.code, 0, 'a read-only mount refuses writes');
     } finally {
-      const u = await obdAsUser(['umount', 'mnt'], dir);
+      const u = await obdAsTestUser(['umount', 'mnt'], dir);
       assert.equal(u.code, 0, u.stderr);
     }
     assert.ok(!mounted(mnt));
     for (const pid of [info.serve, info.nbdfuse, info.fuse2fs]) assert.ok(!alive(pid), `pid ${pid} stopped`);
     assert.ok(!existsSync(info.state), 'the state directory is removed');
 
-    const w = await obdAsUser(['mount', 'base.lsmt', 'mnt', '--writable', '--upper', 'rw.data', 'rw.index'], dir);
+    const w = await obdAsTestUser(['mount', 'base.lsmt', 'mnt', '--writable', '--upper', 'rw.data', 'rw.index'], dir);
     assert.equal(w.code, 0, w.stderr);
     const big = R('mount-written', 700 * 1024);
     await writeFile(path.join(dir, 'big.src'), big);
-    const cp = await asUser(['sh', '-c', 'cp ../big.src big.bin && echo changed > hello.txt && mkdir -p d/e && echo deep > d/e/f'], mnt);
+    const cp = await asTestUser(['sh', '-c', 'cp ../big.src big.bin && echo changed > hello.txt && mkdir -p d/e && echo deep > d/e/f'], mnt);
     assert.equal(cp.code, 0, cp.stderr);
-    const u2 = await obdAsUser(['umount', 'mnt'], dir);
+    const u2 = await obdAsTestUser(['umount', 'mnt'], dir);
     assert.equal(u2.code, 0, u2.stderr);
     assert.match(u2.stdout, /upper layer is flushed/);
     assert.ok((await readFile(path.join(dir, 'rw.data'))).length > big.length, 'the writes are in the upper layer');
 
     // Read-only again, through the upper: what was written is there, the rest unchanged.
-    const r = await obdAsUser(['mount', 'base.lsmt', 'mnt', '--upper', 'rw.data', 'rw.index'], dir);
+    const r = await obdAsTestUser(['mount', 'base.lsmt', 'mnt', '--upper', 'rw.data', 'rw.index'], dir);
     assert.equal(r.code, 0, r.stderr);
     try {
-      const sums = await asUser(['sh', '-c', 'sha256sum big.bin sub/data.bin && cat hello.txt d/e/f'], mnt);
+      const sums = await asTestUser(['sh', '-c', 'sha256sum big.bin sub/data.bin && cat hello.txt d/e/f'], mnt);
       assert.equal(sums.code, 0, sums.stderr);
       assert.match(sums.stdout, new RegExp(`^${sha256(big)}  big.bin$`, 'm'));
       assert.match(sums.stdout, new RegExp(`^${digests['sub/data.bin']}  sub/data.bin$`, 'm'));
       assert.match(sums.stdout, /^changed\ndeep$/m);
     } finally {
-      assert.equal((await obdAsUser(['umount', 'mnt'], dir)).code, 0);
+      assert.equal((await obdAsTestUser(['umount', 'mnt'], dir)).code, 0);
     }
   });
 
   it('refuses clearly: nothing mounted, a mount on a busy directory, a filesystem still in use', async () => {
-    const none = await obdAsUser(['umount', 'mnt'], dir);
+    const none = await obdAsTestUser(['umount', 'mnt'], dir);
     assert.equal(none.code, 1);
     assert.match(none.stderr, /^obd: .*mnt: nothing mounted here by obd mount/m);
-    const bad = await obdAsUser(['mount', 'missing.lsmt', 'mnt'], dir);
+    const bad = await obdAsTestUser(['mount', 'missing.lsmt', 'mnt'], dir);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^obd: obd serve: missing.lsmt: no such layer file$/m);
     assert.ok(!mounted(path.join(dir, 'mnt')));
-    assert.match((await obdAsUser(['umount', 'mnt'], dir)).stderr, /nothing mounted here/, 'a failed mount leaves no state');
-    const root = await obdAsUser(['mount', 'base.lsmt', 'mnt', '--via', 'loop'], dir);
+    assert.match((await obdAsTestUser(['umount', 'mnt'], dir)).stderr, /nothing mounted here/, 'a failed mount leaves no state');
+    const root = await obdAsTestUser(['mount', 'base.lsmt', 'mnt', '--via', 'loop'], dir);
     assert.equal(root.code, 1);
     assert.match(root.stderr, /--via loop needs root/);
-    const m = await obdAsUser(['mount', 'base.lsmt', 'mnt'], dir);
+    const m = await obdAsTestUser(['mount', 'base.lsmt', 'mnt'], dir);
     assert.equal(m.code, 0, m.stderr);
     try {
-      const twice = await obdAsUser(['mount', 'base.lsmt', 'mnt'], dir);
+      const twice = await obdAsTestUser(['mount', 'base.lsmt', 'mnt'], dir);
       assert.equal(twice.code, 1);
       assert.match(twice.stderr, /already mounted here/);
       // A shell sitting in the mount keeps it busy: umount fails and leaves everything running.
-      const busy = await asUser(['sh', '-c', `cd mnt && exec "$0" "$1" umount "$2"`, process.execPath, MAIN, path.join(dir, 'mnt')], dir);
+      const busy = await asTestUser(['sh', '-c', `cd mnt && exec "$0" "$1" umount "$2"`, process.execPath, MAIN, path.join(dir, 'mnt')], dir);
       assert.equal(busy.code, 1, busy.stdout);
       assert.match(busy.stderr, /^obd: fusermount3 -u .*busy/im);
       assert.ok(mounted(path.join(dir, 'mnt')), 'still mounted after the refused umount');
-      const ls = await asUser(['ls', 'sub'], path.join(dir, 'mnt'));
+      const ls = await asTestUser(['ls', 'sub'], path.join(dir, 'mnt'));
       assert.equal(ls.stdout.trim(), 'data.bin', 'and still served');
     } finally {
-      if (mounted(path.join(dir, 'mnt'))) assert.equal((await obdAsUser(['umount', 'mnt'], dir)).code, 0);
+      if (mounted(path.join(dir, 'mnt'))) assert.equal((await obdAsTestUser(['umount', 'mnt'], dir)).code, 0);
     }
   });
 });
