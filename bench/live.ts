@@ -12,11 +12,19 @@
  * priority: the loopback registry stands in for a remote one, whose CPU a real host never
  * pays, so `--registry-cpus 0 --registry-nice 19` keeps it off fio's CPU (the guest's).
  *
- * Run: node bench/live.ts [--quick] [--rounds N] [--runtime S] [--registry-cpus LIST] [--registry-nice N]
+ * `--variant NAME=DIR[@RATE]` (repeatable) serves from the checkout in DIR (e.g. an older
+ * commit extracted with git archive), with snapshots sent `"rate": RATE` (bytes/s) when given:
+ * the variants alternate within each round, so before/after compare under the same load.
+ * Default: this checkout alone. CPU seconds of the server's main (serving) thread and of the
+ * whole process are read from /proc for each run: unlike latency, they do not depend on
+ * what else the machine runs.
+ *
+ * Run: node bench/live.ts [--quick] [--rounds N] [--runtime S] [--registry-cpus LIST] [--registry-nice N] [--variant NAME=DIR[@RATE]]... [--no-downtime]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +50,20 @@ const REGISTRY_NICE = strArg('--registry-nice') === undefined ? undefined : num(
 const VSIZE = 1 << 30;
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MAIN = path.join(HERE, '..', 'src', 'cli', 'main.ts');
+interface Variant {
+  name: string;
+  main: string;
+  rate: number | undefined;
+}
+const VARIANTS: Variant[] = argv.flatMap((a, i) => {
+  if (a !== '--variant') return [];
+  const m = /^([^=]+)=([^@]+)(?:@(\d+))?$/.exec(argv[i + 1] ?? '');
+  if (!m) throw new Error(`--variant ${argv[i + 1]}: want NAME=DIR[@RATE]`);
+  return [{ name: m[1]!, main: path.resolve(m[2]!, 'src', 'cli', 'main.ts'), rate: m[3] === undefined ? undefined : Number(m[3]) }];
+});
+if (VARIANTS.length === 0) VARIANTS.push({ name: 'this', main: MAIN, rate: undefined });
+const DOWNTIME = !argv.includes('--no-downtime');
+const CLK_TCK = 100;
 const WORK = `/dev/shm/obd-live-bench-${process.pid}`;
 const procs = new Set<ChildProcess>();
 
@@ -53,11 +75,11 @@ interface Served {
 }
 
 /** Starts obd serve on the base with a fresh upper, pinned to CPU 0; resolves once ready. */
-async function serve(dir: string, layers: string[], upper = 'rw', withControl = true): Promise<Served> {
+async function serve(dir: string, layers: string[], upper = 'rw', withControl = true, main = MAIN): Promise<Served> {
   const socket = path.join(dir, 's.sock');
   const control = path.join(dir, 'c.sock');
   const args = [...layers, '--writable', '--upper', path.join(dir, `${upper}.data`), path.join(dir, `${upper}.index`), '--socket', socket, ...(withControl ? ['--control', control] : []), '--json'];
-  const child = spawn('taskset', ['-c', '0', process.execPath, MAIN, 'serve', ...args], {
+  const child = spawn('taskset', ['-c', '0', process.execPath, main, 'serve', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   procs.add(child);
@@ -72,6 +94,16 @@ async function serve(dir: string, layers: string[], upper = 'rw', withControl = 
   return { child, socket, control, exited };
 }
 
+/** CPU seconds (user + system) of the server's main thread and of the whole process so far. */
+async function cpuOf(pid: number): Promise<{ main: number; all: number }> {
+  const ticks = async (f: string) => {
+    const st = await readFile(f, 'utf8');
+    const fields = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  };
+  return { main: await ticks(`/proc/${pid}/task/${pid}/stat`), all: await ticks(`/proc/${pid}/stat`) };
+}
+
 async function stop(s: Served): Promise<void> {
   s.child.kill('SIGTERM');
   await s.exited;
@@ -82,6 +114,11 @@ interface FioResult {
   p50: number;
   p99: number;
   max: number;
+  /** Server CPU seconds during the run: main thread, whole process. */
+  cpuMain?: number;
+  cpuAll?: number;
+  /** Writes completed. */
+  ios?: number;
 }
 
 async function fio(socket: string, qd: number, runtime: number, extra: string[] = []): Promise<FioResult> {
@@ -105,7 +142,7 @@ async function fio(socket: string, qd: number, runtime: number, extra: string[] 
   ]);
   const w = JSON.parse(await readFile(out, 'utf8')).jobs[0].write;
   const p = w.clat_ns.percentile as Record<string, number>;
-  return { iops: w.iops, p50: p['50.000000']! / 1e3, p99: p['99.000000']! / 1e3, max: w.clat_ns.max / 1e3 };
+  return { iops: w.iops, p50: p['50.000000']! / 1e3, p99: p['99.000000']! / 1e3, max: w.clat_ns.max / 1e3, ios: w.total_ios };
 }
 
 interface SnapStats {
@@ -116,7 +153,7 @@ interface SnapStats {
 }
 
 /** Starts a snapshot (seal + commit + push) every INTERVAL_MS until `done`; one at a time. */
-function snapshotLoop(s: Served, reg: RunningRegistry, tag: string, done: Promise<void>): Promise<SnapStats> {
+function snapshotLoop(s: Served, reg: RunningRegistry, tag: string, done: Promise<void>, rate?: number): Promise<SnapStats> {
   const st: SnapStats = { count: 0, pauses: [], totals: [], failures: [] };
   let over = false;
   void done.then(() => (over = true));
@@ -124,7 +161,7 @@ function snapshotLoop(s: Served, reg: RunningRegistry, tag: string, done: Promis
     for (let k = 0; !over; k++) {
       const t0 = performance.now();
       try {
-        const r = await controlRequest({ address: s.control }, 'POST', '/v1/snapshot', { push: `${reg.host}/bench/live:${tag}-${k}` });
+        const r = await controlRequest({ address: s.control }, 'POST', '/v1/snapshot', { push: `${reg.host}/bench/live:${tag}-${k}`, ...(rate === undefined ? {} : { rate }) });
         st.pauses.push(Number(r.pauseMs));
         st.totals.push(performance.now() - t0);
         st.count++;
@@ -168,27 +205,34 @@ async function main(): Promise<void> {
     await rm(raw);
     await sh(process.execPath, [MAIN, 'push', base, `${reg.host}/bench/live:base`]);
 
-    // 1. Latency and IOPS, none vs snapshots every 2 s, interleaved.
+    // 1. Latency and IOPS, none vs snapshots every 2 s, interleaved (variants too).
     const samples = new Map<string, FioResult[]>();
     const snaps = new Map<string, SnapStats[]>();
     for (let round = 0; round < ROUNDS; round++) {
       for (const qd of [1, 16]) {
-        for (const mode of round % 2 ? ['snap', 'none'] : ['none', 'snap']) {
-          const dir = await fresh(`${mode}-${qd}`);
-          const s = await serve(dir, [base]);
-          try {
-            let loop: Promise<SnapStats> | undefined;
-            let finished!: () => void;
-            const done = new Promise<void>((r) => (finished = r));
-            if (mode === 'snap') loop = snapshotLoop(s, reg, `r${round}q${qd}`, done);
-            const r = await fio(s.socket, qd, RUNTIME);
-            finished();
-            const key = `${mode}|${qd}`;
-            samples.set(key, [...(samples.get(key) ?? []), r]);
-            if (loop) snaps.set(key, [...(snaps.get(key) ?? []), await loop]);
-            process.stderr.write(`round ${round} qd${qd} ${mode}: ${fmt(r.iops)} IOPS p50 ${fmt(r.p50)} µs p99 ${fmt(r.p99)} µs max ${fmt(r.max / 1000, 1)} ms\n`);
-          } finally {
-            await stop(s);
+        const variants = round % 2 ? [...VARIANTS].reverse() : VARIANTS;
+        for (const v of variants) {
+          for (const mode of round % 2 ? ['snap', 'none'] : ['none', 'snap']) {
+            const dir = await fresh(`${mode}-${qd}`);
+            const s = await serve(dir, [base], 'rw', true, v.main);
+            try {
+              let loop: Promise<SnapStats> | undefined;
+              let finished!: () => void;
+              const done = new Promise<void>((r) => (finished = r));
+              const cpu0 = await cpuOf(s.child.pid!);
+              if (mode === 'snap') loop = snapshotLoop(s, reg, `r${round}q${qd}${v.name}`, done, v.rate);
+              const r = await fio(s.socket, qd, RUNTIME);
+              finished();
+              const key = `${v.name}|${mode}|${qd}`;
+              if (loop) snaps.set(key, [...(snaps.get(key) ?? []), await loop]);
+              const cpu1 = await cpuOf(s.child.pid!);
+              r.cpuMain = cpu1.main - cpu0.main;
+              r.cpuAll = cpu1.all - cpu0.all;
+              samples.set(key, [...(samples.get(key) ?? []), r]);
+              process.stderr.write(`round ${round} qd${qd} ${v.name} ${mode}: ${fmt(r.iops)} IOPS p50 ${fmt(r.p50)} µs p99 ${fmt(r.p99)} µs max ${fmt(r.max / 1000, 1)} ms, main thread ${r.cpuMain.toFixed(2)} s CPU, process ${r.cpuAll.toFixed(2)} s (load ${os.loadavg()[0]!.toFixed(1)})\n`);
+            } finally {
+              await stop(s);
+            }
           }
         }
       }
@@ -196,28 +240,41 @@ async function main(): Promise<void> {
 
     const med = (key: string, f: (r: FioResult) => number) => median(samples.get(key)!.map(f));
     const rows: string[][] = [];
+    const cpuRows: string[][] = [];
     for (const qd of [1, 16]) {
-      const n = `none|${qd}`;
-      const y = `snap|${qd}`;
-      const st = snaps.get(y)!;
-      const count = st.reduce((a, s) => a + s.count, 0);
-      const pauses = st.flatMap((s) => s.pauses);
-      rows.push([
-        `qd${qd}`,
-        `${fmt(med(n, (r) => r.iops))} / ${fmt(med(y, (r) => r.iops))} (${ratio(med(y, (r) => r.iops), med(n, (r) => r.iops))})`,
-        `${fmt(med(n, (r) => r.p50))} / ${fmt(med(y, (r) => r.p50))}`,
-        `${fmt(med(n, (r) => r.p99))} / ${fmt(med(y, (r) => r.p99))} (${ratio(med(y, (r) => r.p99), med(n, (r) => r.p99))})`,
-        `${fmt(med(n, (r) => r.max) / 1000, 1)} / ${fmt(med(y, (r) => r.max) / 1000, 1)}`,
-        `${(count / ROUNDS).toFixed(1)} (${fmt(median(st.flatMap((s) => s.totals)) / 1000, 1)} s each); pause median ${fmt(median(pauses), 1)} ms, max ${fmt(Math.max(...pauses), 1)} ms`,
-      ]);
+      for (const v of VARIANTS) {
+        const n = `${v.name}|none|${qd}`;
+        const y = `${v.name}|snap|${qd}`;
+        const st = snaps.get(y)!;
+        const count = st.reduce((a, s) => a + s.count, 0);
+        const pauses = st.flatMap((s) => s.pauses);
+        const label = VARIANTS.length > 1 ? `qd${qd} ${v.name}` : `qd${qd}`;
+        rows.push([
+          label,
+          `${fmt(med(n, (r) => r.iops))} / ${fmt(med(y, (r) => r.iops))} (${ratio(med(y, (r) => r.iops), med(n, (r) => r.iops))})`,
+          `${fmt(med(n, (r) => r.p50))} / ${fmt(med(y, (r) => r.p50))}`,
+          `${fmt(med(n, (r) => r.p99))} / ${fmt(med(y, (r) => r.p99))} (${ratio(med(y, (r) => r.p99), med(n, (r) => r.p99))})`,
+          `${fmt(med(n, (r) => r.max) / 1000, 1)} / ${fmt(med(y, (r) => r.max) / 1000, 1)}`,
+          `${(count / ROUNDS).toFixed(1)} (${fmt(median(st.flatMap((s) => s.totals)) / 1000, 1)} s each); pause median ${fmt(median(pauses), 1)} ms, max ${fmt(Math.max(...pauses), 1)} ms`,
+        ]);
+        // Main-thread CPU per 10k writes, none vs snapshots, and what the snapshots added per run.
+        const per10k = (key: string) => med(key, (r) => (r.cpuMain! / r.ios!) * 1e4);
+        cpuRows.push([
+          label,
+          `${med(n, (r) => r.cpuMain!).toFixed(2)} / ${med(y, (r) => r.cpuMain!).toFixed(2)}`,
+          `${(per10k(n) * 1000).toFixed(0)} / ${(per10k(y) * 1000).toFixed(0)}`,
+          `${((per10k(y) - per10k(n)) * med(y, (r) => r.ios!) / 1e4).toFixed(2)}`,
+          `${med(n, (r) => r.cpuAll!).toFixed(2)} / ${med(y, (r) => r.cpuAll!).toFixed(2)}`,
+        ]);
+      }
     }
 
     // 2. Downtime of one snapshot of the same upper (64 MiB of 4 KiB random writes).
     const ios = quick ? 4096 : 16384;
     const downRows: string[][] = [];
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; DOWNTIME && round < ROUNDS; round++) {
       const dirA = await fresh(`down-live-${round}`);
-      const a = await serve(dirA, [base]);
+      const a = await serve(dirA, [base], 'rw', true, VARIANTS.at(-1)!.main);
       let live: Record<string, unknown>;
       try {
         await fio(a.socket, 16, 0, [`--number_ios=${ios}`]);
@@ -253,12 +310,17 @@ async function main(): Promise<void> {
       '',
       table(['queue depth', 'IOPS (ratio)', 'p50 µs', 'p99 µs (ratio)', 'max ms', 'snapshots per run'], rows),
       '',
-      `Downtime of one snapshot of an upper holding ${(ios * 4) / 1024} MiB of 4 KiB random writes, pushed to the loopback registry:`,
+      `CPU seconds of the server during each ${RUNTIME} s run (none / snapshots; medians; from /proc, so independent of what else runs): the main (serving) thread, its ms per 10k writes, what the snapshots added to it per run (the per-write difference times the writes done), and the whole process (snapshot thread and workers included):`,
+      '',
+      table(['queue depth', 'main thread s', 'main ms per 10k writes', 'added by snapshots, s per run', 'process s'], cpuRows),
+      '',
+      ...(VARIANTS.length > 1 ? [`Variants: ${VARIANTS.map((v) => `${v.name} = ${path.relative(process.cwd(), path.dirname(path.dirname(path.dirname(v.main)))) || '.'}${v.rate === undefined ? '' : ` with "rate": ${v.rate}`}`).join('; ')}.`, ''] : []),
+      ...(DOWNTIME ? [`Downtime of one snapshot of an upper holding ${(ios * 4) / 1024} MiB of 4 KiB random writes, pushed to the loopback registry:`,
       '',
       table(['round', 'ours: writes held', 'stop → commit → push → restart'], downRows),
-      '',
+      ''] : []),
     ].join('\n');
-    await writeResults(REGISTRY_CPUS === undefined && REGISTRY_NICE === undefined ? 'live' : 'live-pinned-registry', md);
+    await writeResults(strArg('--out') ?? (REGISTRY_CPUS === undefined && REGISTRY_NICE === undefined ? 'live' : 'live-pinned-registry'), md);
   } finally {
     for (const p of procs) p.kill('SIGKILL');
     await reg.stop();

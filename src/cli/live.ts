@@ -38,7 +38,8 @@ export function register(program: Command): void {
       .option('--commit <file>', 'commit the sealed layer into this file (atomic; refused if it exists)')
       .addOption(new Option('-z, --compress <algorithm>', 'compress the committed layer into a ZFile').choices(['lz4', 'zstd']))
       .option('--push <ref>', 'push the image (lowers + the new layer) to this reference; layers already there are not uploaded')
-      .option('-m, --tag <text>', 'user tag of the committed layer'),
+      .option('-m, --tag <text>', 'user tag of the committed layer')
+      .option('--rate <bytes/s>', 'pace of the background commit, hashing and upload (K/M/G suffixes, per second; 0: unlimited; default: obd serve --snapshot-rate, 100M)', sizeArg),
   )
     .addHelpText(
       'after',
@@ -50,7 +51,7 @@ Examples:
   obd snapshot --control /tmp/vm.ctl --push localhost:5000/disks/vm:snap1
 `,
     )
-    .action(async (o: LiveFlags & { commit?: string; compress?: string; push?: string; tag?: string }) => {
+    .action(async (o: LiveFlags & { commit?: string; compress?: string; push?: string; tag?: string; rate?: number }) => {
       const t = await controlTarget(o);
       const body: Record<string, unknown> = {};
       if (o.export !== undefined) body.export = o.export;
@@ -58,6 +59,7 @@ Examples:
       if (o.compress) body.compress = o.compress;
       if (o.push) body.push = o.push;
       if (o.tag) body.tag = o.tag;
+      if (o.rate !== undefined) body.rate = o.rate;
       const r = await controlRequest(t, 'POST', '/v1/snapshot', body);
       output(o.json, r, () => {
         const layer = r.layer as { uuid: string; data: string; file?: string };

@@ -8,7 +8,7 @@ import type { NbdAddress, NbdEvent, NbdExportOptions } from '../nbd/index.ts';
 import type { ImageOptions } from '../image/open.ts';
 import { addCacheOptions, addRemoteOptions, cacheOptions, remoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
 import { NO_VERIFY_CHAIN, VERIFY_CHAIN, warn, withChainHint } from './chain.ts';
-import { onStopSignal } from './common.ts';
+import { onStopSignal, sizeArg } from './common.ts';
 import { argList, checkOutputs } from './outputs.ts';
 import { activatedSocket, addServiceOptions, SERVICE_HELP, serviceLog, writePidFile, type ServiceFlags, type ServiceLog } from './service.ts';
 import { addTlsOptions, clientUri, tlsPlan, TLS_EXAMPLES, type TlsFlags } from './nbd-tls.ts';
@@ -35,6 +35,7 @@ interface ServeOptions extends RemoteFlags, CacheFlags, ServiceFlags, TlsFlags, 
   control?: string;
   controlToken?: string;
   state?: string;
+  snapshotRate?: number;
 }
 
 export function register(program: Command): void {
@@ -60,6 +61,7 @@ export function register(program: Command): void {
     .option('--trace <file>', 'prefetch trace: an empty file records this run\'s reads (written at exit), a recorded one is replayed to warm the cache')
     .option('--control <socket|[host:]port>', 'serve the control API (snapshot, compact, resize, stats; docs/control-api.md) on this unix socket (mode 0600), or on loopback TCP with --control-token')
     .option('--control-token <file>', 'file holding the bearer token the TCP control API requires')
+    .option('--snapshot-rate <bytes/s>', 'with --control: pace of a snapshot\'s background commit, hashing and upload (K/M/G suffixes, per second; default 100M; 0: unlimited); the snapshot API\'s "rate" overrides it', sizeArg)
     .option('--state <file>', 'with --control: the config.v1.json recording the live stack (default: <upper data>.config.v1.json; for a config.v1.json image, that file); a restart with the same arguments serves what it records')
     .option('--json', 'report on stdout as JSON lines: ready (once listening), error, stopping, stopped')
     .option('-v, --verbose', 'log connections and errors on stderr');
@@ -257,6 +259,8 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   const signal = await Promise.race([signals.stopped, pipeClosed]);
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');
   try {
+    // A snapshot committing or pushing is cancelled (its request fails) rather than awaited.
+    await Promise.all([...live.values()].map((d) => d.stopBackground()));
     await control?.close();
     await server.close();
   } finally {
@@ -285,7 +289,7 @@ async function openLive(Live: typeof LiveDisk, images: string[], opts: ServeOpti
   const isConfig = images.length === 1 && images[0]!.endsWith('.json');
   if (isConfig) {
     if (opts.state && path.resolve(opts.state) !== path.resolve(images[0]!)) throw new InvalidArgumentError('a config.v1.json image is its own record: leave out --state');
-    return Live.open({ record: images[0]!, imageOptions: imageOpts });
+    return Live.open({ record: images[0]!, imageOptions: imageOpts, snapshotRate: opts.snapshotRate });
   }
   if (!opts.upper) throw new InvalidArgumentError('--control on layer files needs --upper DATA INDEX (the writable layer snapshots seal)');
   for (const a of images) {
@@ -300,7 +304,7 @@ async function openLive(Live: typeof LiveDisk, images: string[], opts: ServeOpti
     const recorded = r.lowers.slice(0, given.length).map((l) => ('file' in l ? l.file : undefined));
     if (given.some((g, i) => g !== recorded[i])) warn(`${record}: serving the stack it records, whose bottom layers are not the ${given.length} given`);
   }
-  return Live.open({ record, initial: { layers: images, upper: { data: opts.upper[0]!, index: opts.upper[1]! } }, imageOptions: imageOpts });
+  return Live.open({ record, initial: { layers: images, upper: { data: opts.upper[0]!, index: opts.upper[1]! } }, imageOptions: imageOpts, snapshotRate: opts.snapshotRate });
 }
 
 /**

@@ -12,9 +12,8 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { removeStaleTemps, tempPath } from '../io/atomic.ts';
-import { FormatError, InvalidArgumentError } from '../io/errors.ts';
+import { InvalidArgumentError } from '../io/errors.ts';
 import { FileSource } from '../io/file.ts';
 import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
@@ -29,7 +28,6 @@ import { formatReference, referenceTarget, resolveReference, DEFAULT_TAG, type I
 import type { PutBlobResult, Repository } from '../remote/store.ts';
 import { buildTree, digestAndTree, publishEmptyConfig, publishReferrer, publishTree, type BuiltTree } from '../verity/publish.ts';
 import { DEFAULT_CHUNK } from '../verity/tree.ts';
-import type { DigestJob } from './digest-worker.ts';
 
 export type LayerKind = 'tar' | 'zfile' | 'lsmt';
 
@@ -47,20 +45,8 @@ export interface PreparedLayer {
 export interface PrepareOptions {
   /** Build the verity tree in the same read pass as the digest. */
   tree?: boolean;
-  /** Hash in a worker thread at this nice value (e.g. 19: a serving process's background push). */
-  hashPriority?: number;
-}
-
-/** Digest (and tree) of a file in a worker thread at nice `priority`. */
-function digestInWorker(file: string, chunk: number | undefined, priority: number): Promise<{ digest: string; tree: BuiltTree | undefined }> {
-  const job: DigestJob = { file, chunk, priority };
-  return new Promise((resolve, reject) => {
-    const w = new Worker(new URL('./digest-worker.ts', import.meta.url), { workerData: job });
-    let result: { digest: string; tree: BuiltTree | undefined } | undefined;
-    w.once('message', (m: typeof result) => (result = m));
-    w.once('error', reject);
-    w.once('exit', (code) => (result ? resolve(result) : reject(new FormatError(file, `hashing worker exited with code ${code} before a digest`, 0))));
-  });
+  /** Wraps the blob before it is hashed and uploaded (see PushOptions.readThrough). */
+  readThrough?: (blob: ByteSource) => ByteSource;
 }
 
 /**
@@ -69,22 +55,19 @@ function digestInWorker(file: string, chunk: number | undefined, priority: numbe
  */
 export async function prepareLayer(file: string, tmpDir: string, zopts: ZFileWriterOptions = {}, popts: PrepareOptions = {}): Promise<PreparedLayer> {
   let src: ByteSource = await FileSource.open(file);
-  // The file the blob is, byte for byte (a bare zfile's blob is wrapped in memory: none).
-  let whole: string | undefined = file;
   try {
     const kind: LayerKind = await probeOuter(src);
     if (kind === 'zfile') {
-      whole = undefined;
       src = new ConcatSource(`tar(${src.name})`, [new MemorySource(tarHeaderBlocks(src.size), 'tar header'), src, new MemorySource(new Uint8Array(tarTrailerSize(src.size)), 'tar trailer')]);
     } else if (kind === 'lsmt') {
       await src.close();
       const out = path.join(tmpDir, `${path.basename(file)}.${Date.now().toString(36)}.tar`);
       await compressFile(file, out, { algorithm: 'lz4', blockSize: 4096, crc: true, ...zopts, tar: true, overwriteHeader: true });
       src = await FileSource.open(out);
-      whole = out;
     }
+    if (popts.readThrough) src = popts.readThrough(src);
     const chunk = popts.tree ? DEFAULT_CHUNK : undefined;
-    const h = popts.hashPriority !== undefined && whole ? await digestInWorker(whole, chunk, popts.hashPriority) : await digestAndTree(src, chunk);
+    const h = await digestAndTree(src, chunk);
     return { file, kind, blob: src, digest: h.digest, size: src.size, tree: h.tree };
   } catch (e) {
     await src.close();
@@ -113,8 +96,11 @@ export interface PushOptions extends RemoteOptions {
    * anything is prepared or uploaded; throwing stops the push (e.g. a chain check).
    */
   checkBase?: (base: { repo: Repository; layers: readonly Descriptor[] }) => Promise<void>;
-  /** Hash layers in a worker thread at this nice value (see PrepareOptions). */
-  hashPriority?: number;
+  /**
+   * Wraps each new layer's blob before it is hashed and uploaded: a live snapshot's push
+   * paces its reads (and so its upload) this way.
+   */
+  readThrough?: (blob: ByteSource) => ByteSource;
   onLayer?: (event: { file: string; digest: string; size: number; phase: 'prepared' | 'done'; result?: PutBlobResult }) => void;
   onProgress?: (sent: number, total: number) => void;
 }
@@ -168,7 +154,7 @@ export async function pushImage(files: readonly string[], ref: string | ImageRef
     }
     await opts.checkBase?.({ repo, layers: base });
     for (const f of files) {
-      const p = await prepareLayer(f, tmp, opts.zfile, { tree: opts.verity !== false, hashPriority: opts.hashPriority });
+      const p = await prepareLayer(f, tmp, opts.zfile, { tree: opts.verity !== false, readThrough: opts.readThrough });
       prepared.push(p);
       const again = base.findIndex((d) => d.digest === p.digest);
       if (again >= 0) {

@@ -4,14 +4,10 @@
  * 4 KiB reads take ~70–150 ms through FileHandle.read, ~19 ms through fs.read), which
  * dominates small-block commits and NBD-sized I/O.
  */
-import { read, readSync, write } from 'node:fs';
+import { read, readSync, write, writeSync } from 'node:fs';
 
 function readOnce(fd: number, buf: Uint8Array, at: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => read(fd, buf, at, len, pos, (e, n) => (e ? reject(e) : resolve(n))));
-}
-
-function writeOnce(fd: number, buf: Uint8Array, at: number, len: number, pos: number): Promise<number> {
-  return new Promise((resolve, reject) => write(fd, buf, at, len, pos, (e, n) => (e ? reject(e) : resolve(n))));
 }
 
 /** Reads into all of `buf` from `pos`, stopping early only at end of file; resolves the count. */
@@ -25,10 +21,27 @@ export async function preadFull(fd: number, buf: Uint8Array, pos: number): Promi
   return done;
 }
 
-/** Writes all of `buf` at `pos`. */
-export async function pwriteFull(fd: number, buf: Uint8Array, pos: number): Promise<void> {
-  let done = await writeOnce(fd, buf, 0, buf.length, pos);
-  while (done < buf.length) done += await writeOnce(fd, buf, done, buf.length - done, pos + done);
+/**
+ * Writes all of `buf` at `pos`. One promise and one callback per call whatever the number of
+ * short writes: this is every NBD write's path, where each extra async frame is garbage.
+ */
+export function pwriteFull(fd: number, buf: Uint8Array, pos: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let done = 0;
+    const step = (e: NodeJS.ErrnoException | null, n: number): void => {
+      if (e) return reject(e);
+      done += n;
+      if (done < buf.length) write(fd, buf, done, buf.length - done, pos + done, step);
+      else resolve();
+    };
+    write(fd, buf, 0, buf.length, pos, step);
+  });
+}
+
+/** Synchronous pwriteFull, for a thread whose only job is the write (a snapshot's background commit). */
+export function pwriteFullSync(fd: number, buf: Uint8Array, pos: number): void {
+  let done = 0;
+  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done, pos + done);
 }
 
 /** Synchronous readFull, for batch jobs (see copy.ts) where per-call cost dominates. */

@@ -1,6 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { ClosedError } from './errors.ts';
-import { pwriteFull } from './fd-io.ts';
+import { pwriteFull, pwriteFullSync } from './fd-io.ts';
 import { wrapFsError } from './file.ts';
 import type { ByteSink } from './types.ts';
 
@@ -14,18 +14,24 @@ export class FileSink implements ByteSink {
   #buf: Buffer;
   #fill = 0;
   #flushed = 0;
+  readonly #blocking: boolean;
 
-  private constructor(name: string, fh: FileHandle, bufferSize: number) {
+  private constructor(name: string, fh: FileHandle, bufferSize: number, blocking: boolean) {
     this.name = name;
     this.#fh = fh;
     this.#buf = Buffer.allocUnsafe(bufferSize);
+    this.#blocking = blocking;
   }
 
-  /** Creates (or truncates) `path`. `exclusive` refuses to overwrite an existing file. */
-  static async create(path: string, opts: { exclusive?: boolean; bufferSize?: number } = {}): Promise<FileSink> {
+  /**
+   * Creates (or truncates) `path`. `exclusive` refuses to overwrite an existing file.
+   * `blocking` writes synchronously, for a worker thread whose file I/O should stay on it
+   * rather than queue in the process's shared thread pool.
+   */
+  static async create(path: string, opts: { exclusive?: boolean; bufferSize?: number; blocking?: boolean } = {}): Promise<FileSink> {
     try {
       const fh = await open(path, opts.exclusive ? 'wx' : 'w');
-      return new FileSink(path, fh, opts.bufferSize ?? 1 << 20);
+      return new FileSink(path, fh, opts.bufferSize ?? 1 << 20, opts.blocking ?? false);
     } catch (e) {
       throw wrapFsError(path, e);
     }
@@ -44,7 +50,7 @@ export class FileSink implements ByteSink {
     const fh = this.handle;
     if (data.length >= this.#buf.length) {
       await this.#drain();
-      await writeFull(fh, data, this.#flushed);
+      await this.#writeFull(fh, data, this.#flushed);
       this.#flushed += data.length;
       return;
     }
@@ -56,12 +62,18 @@ export class FileSink implements ByteSink {
   /** Overwrites bytes at an absolute position (must lie inside what was written). */
   async writeAt(data: Uint8Array, pos: number): Promise<void> {
     await this.#drain();
-    await writeFull(this.handle, data, pos);
+    await this.#writeFull(this.handle, data, pos);
+  }
+
+  #writeFull(fh: FileHandle, data: Uint8Array, pos: number): Promise<void> {
+    if (!this.#blocking) return writeFull(fh, data, pos);
+    pwriteFullSync(fh.fd, data, pos);
+    return Promise.resolve();
   }
 
   async #drain(): Promise<void> {
     if (this.#fill === 0) return;
-    await writeFull(this.handle, this.#buf.subarray(0, this.#fill), this.#flushed);
+    await this.#writeFull(this.handle, this.#buf.subarray(0, this.#fill), this.#flushed);
     this.#flushed += this.#fill;
     this.#fill = 0;
   }

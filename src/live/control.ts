@@ -205,12 +205,16 @@ export class ControlServer {
       }
       case '/v1/snapshot': {
         want('POST');
-        checkKeys(body, ['export', 'commit', 'compress', 'push', 'tag']);
+        checkKeys(body, ['export', 'commit', 'compress', 'push', 'tag', 'rate']);
         const { name, disk } = this.#disk(body);
         const opts: SnapshotOptions = { pushOptions: this.#opts.pushOptions };
         if (body.commit !== undefined) opts.commit = str(body, 'commit');
         if (body.push !== undefined) opts.push = str(body, 'push');
         if (body.tag !== undefined) opts.tag = str(body, 'tag');
+        if (body.rate !== undefined) {
+          if (typeof body.rate !== 'number' || !Number.isFinite(body.rate) || body.rate < 0) throw new HttpError(400, `"rate" must be bytes per second >= 0 (0: unlimited), not ${JSON.stringify(body.rate)}`);
+          opts.rate = body.rate;
+        }
         if (body.compress !== undefined) {
           const c = str(body, 'compress');
           if (c !== 'lz4' && c !== 'zstd') throw new HttpError(400, `"compress" must be "lz4" or "zstd", not ${JSON.stringify(c)}`);

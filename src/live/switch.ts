@@ -72,8 +72,17 @@ export class SwitchDevice implements BlockDevice {
     }
   }
 
-  write(buf: Uint8Array, offset: number): Promise<void> {
-    return this.#mutate((t) => t.write!(buf, offset));
+  // Hot path (every NBD write), #mutate inlined: no closure and one async frame less per write.
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    while (this.#hold) await this.#hold;
+    const g = this.#enter();
+    this.#mutating++;
+    try {
+      await g.target.write!(buf, offset);
+    } finally {
+      this.#leave(g);
+      if (--this.#mutating === 0) this.#mutationsDone?.();
+    }
   }
 
   trim(offset: number, length: number): Promise<void> {

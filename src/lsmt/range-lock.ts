@@ -7,7 +7,13 @@
 interface Held {
   start: number;
   end: number;
-  done: Promise<void>;
+  /** Made only when someone waits (most writes overlap nothing: no promise for them). */
+  done: Promise<void> | undefined;
+  release: (() => void) | undefined;
+}
+
+function doneOf(h: Held): Promise<void> {
+  return (h.done ??= new Promise<void>((r) => (h.release = r)));
 }
 
 export class RangeLocks {
@@ -16,21 +22,20 @@ export class RangeLocks {
   /** Runs `fn` once every earlier overlapping operation has finished. */
   async run<T>(start: number, end: number, fn: () => Promise<T>): Promise<T> {
     let waits: Promise<void>[] | undefined;
-    for (const h of this.#held) if (h.start < end && start < h.end) (waits ??= []).push(h.done);
-    let release!: () => void;
-    const me: Held = { start, end, done: new Promise<void>((r) => (release = r)) };
+    for (const h of this.#held) if (h.start < end && start < h.end) (waits ??= []).push(doneOf(h));
+    const me: Held = { start, end, done: undefined, release: undefined };
     this.#held.push(me);
     try {
       if (waits) await Promise.all(waits);
       return await fn();
     } finally {
       this.#held.splice(this.#held.indexOf(me), 1);
-      release();
+      me.release?.();
     }
   }
 
   /** Resolves when every operation started so far has finished. */
   async idle(): Promise<void> {
-    while (this.#held.length > 0) await Promise.all(this.#held.map((h) => h.done));
+    while (this.#held.length > 0) await Promise.all(this.#held.map(doneOf));
   }
 }

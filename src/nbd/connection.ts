@@ -46,6 +46,10 @@ import { BufferPool } from './pool.ts';
 import { planRead, statusReply } from './status.ts';
 import type { NbdTls } from './tls.ts';
 
+/** Write flags, shared by every write (no object per request). */
+const FUA = Object.freeze({ fua: true });
+const NO_FUA = Object.freeze({});
+
 export interface ConnectionLimits {
   /** Requests running at once on one connection before the socket is paused. */
   maxInFlight: number;
@@ -635,7 +639,7 @@ export class NbdConnection {
       return this.#replyError(cHi, cLo, NBD_EINVAL, `flags 0x${flags.toString(16)} are not valid for WRITE`);
     }
     if (this.#refused('write', cHi, cLo, offset, data.length)) return;
-    void this.#run(CMD_WRITE, cHi, cLo, offset, data.length, data.length, () => this.#ops!.write(data, offset, { fua: (flags & CMD_FLAG_FUA) !== 0 }));
+    void this.#run(CMD_WRITE, cHi, cLo, offset, data.length, data.length, () => this.#ops!.write(data, offset, (flags & CMD_FLAG_FUA) !== 0 ? FUA : NO_FUA));
   }
 
   /** Sends the status reply itself (true: no plain OK). */

@@ -316,6 +316,8 @@ export interface RetryOptions {
   retryBaseMs?: number;
   /** Told of each retry (metrics). */
   onRetry?: () => void;
+  /** Once aborted, no further attempt is made: the last failure (or the signal's reason) is thrown. */
+  signal?: AbortSignal;
 }
 
 const MAX_BACKOFF_MS = 5000;
@@ -328,9 +330,12 @@ export async function withRetries<T>(fn: () => Promise<T>, opts: RetryOptions = 
     try {
       return await fn();
     } catch (e) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
       if (!isRetryable(e) || attempt >= retries) throw e;
       opts.onRetry?.();
-      await sleep(Math.min(MAX_BACKOFF_MS, base * 2 ** attempt) * (0.5 + Math.random()));
+      await sleep(Math.min(MAX_BACKOFF_MS, base * 2 ** attempt) * (0.5 + Math.random()), undefined, { signal: opts.signal }).catch((s) => {
+        throw opts.signal?.aborted ? opts.signal.reason : s;
+      });
     }
   }
 }

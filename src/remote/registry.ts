@@ -23,6 +23,8 @@ export interface RegistryOptions extends TransportOptions {
   retryBaseMs?: number;
   /** Told of each retry (metrics). */
   onRetry?: () => void;
+  /** Stops retrying once aborted (a cancelled background push). */
+  signal?: AbortSignal;
   /** Blobs larger than this upload in PATCH chunks of this size (default 16 MiB). */
   chunkSize?: number;
   /** Ask several ranges of a blob in one request (default true; see RegistryRepository.readRanges). */

@@ -42,7 +42,7 @@ describe('live snapshot in the background', { timeout: 120_000 }, () => {
     const s = await obd(['snapshot', '--control', live.control, '--push', `${reg.host}/disks/bg:s1`, '--json']);
     assert.equal(s.code, 0, s.stderr + s.stdout);
     assert.equal(JSON.parse(s.stdout).push.layersUploaded, 2);
-    assert.ok((await threadNices(live.serve.pid)).includes(19), 'the commit compressed on the low-priority worker pool');
+    assert.ok((await threadNices(live.serve.pid)).includes(19), 'the commit ran on the low-priority snapshot thread');
     c.disconnect();
     const t0 = performance.now();
     const code = await Promise.race([live.serve.stop(), new Promise<string>((r) => setTimeout(() => r('still running 10 s after SIGTERM'), 10_000).unref())]);

@@ -66,6 +66,8 @@ describe('control API', { timeout: 120_000 }, () => {
         ['unknown field', 'POST', '/v1/snapshot', { commmit: 'x' }, 400],
         ['wrong type', 'POST', '/v1/snapshot', { commit: 7 }, 400],
         ['bad algorithm', 'POST', '/v1/snapshot', { commit: 'x', compress: 'gzip' }, 400],
+        ['negative rate', 'POST', '/v1/snapshot', { rate: -1 }, 400],
+        ['rate as text', 'POST', '/v1/snapshot', { rate: '100M' }, 400],
         ['unknown export', 'POST', '/v1/snapshot', { export: 'nope' }, 404],
         ['array body', 'POST', '/v1/resize', [1, 2], 400],
         ['bad size', 'POST', '/v1/resize', { size: -5 }, 400],

@@ -60,3 +60,23 @@ describe('ranged GET with retries in the HTTP layer', () => {
     await t.close?.();
   });
 });
+
+describe('withRetries and an abort signal', () => {
+  it('stops retrying once aborted: the signal reason ends a backoff wait at once', async () => {
+    const ac = new AbortController();
+    const why = new Error('cancelled');
+    let attempts = 0;
+    const failing = () => {
+      attempts++;
+      return Promise.reject(new ServerError('http://x/', 'answered 503', 503));
+    };
+    setTimeout(() => ac.abort(why), 50);
+    const t0 = performance.now();
+    // Backoff of 10 s per retry: without the signal this would run for a minute.
+    await assert.rejects(withRetries(failing, { retries: 5, retryBaseMs: 10_000, signal: ac.signal }), (e) => e === why);
+    assert.ok(performance.now() - t0 < 2000);
+    assert.equal(attempts, 1);
+    await assert.rejects(withRetries(failing, { retries: 5, signal: ac.signal }), (e) => e === why, 'an aborted signal makes no second attempt');
+    assert.equal(attempts, 2);
+  });
+});
