@@ -29,7 +29,7 @@ import { importRaw } from '../src/lsmt/import.ts';
 import { WritableLayer } from '../src/lsmt/writable.ts';
 import { compressFile, decompressFile } from '../src/zfile/writer.ts';
 import { zinput8m } from '../test/helpers/recipes.ts';
-import { median, Rng, table, writeResults } from './util.ts';
+import { median, Rng, run, table, writeResults, type Timing } from './util.ts';
 
 const args = process.argv.slice(2);
 const argNum = (name: string, dflt: number) => {
@@ -46,22 +46,6 @@ const OBD = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src',
 const DIR = `/dev/shm/obd-bench-reference-${process.pid}`;
 const f = (name: string) => path.join(DIR, name);
 const NO_REF = 'reference not present: not measured';
-
-interface Timing {
-  wall: number;
-  cpu: number;
-}
-
-/** Runs a command to completion: wall ms (our clock) and CPU ms, user + system (from /usr/bin/time, 10 ms steps). */
-function run(cmd: string, argv: string[]): Timing {
-  const t0 = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-f', '@@ %e %U %S', cmd, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  const wall = performance.now() - t0;
-  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.status}): ${r.stderr}`);
-  const m = /@@ [\d.]+ ([\d.]+) ([\d.]+)\s*$/.exec(r.stderr);
-  if (!m) throw new Error(`no timing from ${cmd}: ${r.stderr}`);
-  return { wall, cpu: (Number(m[1]) + Number(m[2])) * 1000 };
-}
 
 /**
  * CPU time (ms) of a process, all threads, from `perf stat` (task-clock, µs resolution):

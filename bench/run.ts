@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const ORDER = ['reference', 'lsmt', 'snapshots', 'compact', 'zfile', 'nbd', 'nbd-tls', 'remote', 'proxy', 'cold-open', 'memory', 'qcow2', 'verity', 'live', 'shared-layers', 'tar'];
+const ORDER = ['reference', 'lsmt', 'snapshots', 'compact', 'zfile', 'nbd', 'nbd-tls', 'remote', 'proxy', 'cold-open', 'memory', 'qcow2', 'verity', 'live', 'shared-layers', 'tar', 'convert'];
 const args = process.argv.slice(2);
 const names = args.filter((a) => !a.startsWith('-'));
 const flags = args.filter((a) => a.startsWith('-') && a !== '--assemble');

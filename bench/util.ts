@@ -1,5 +1,5 @@
 /** Small shared helpers for the benchmarks: a seeded RNG, medians, Markdown tables, results files. */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -77,4 +77,23 @@ export async function stopChild(child: ChildProcess): Promise<void> {
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
   await exited;
+}
+
+export interface Timing {
+  wall: number;
+  cpu: number;
+}
+
+/**
+ * Runs a command to completion: wall ms (our clock) and CPU ms, user + system (from
+ * /usr/bin/time, 10 ms steps); with `capture`, its stdout too.
+ */
+export function run(cmd: string, argv: string[], capture = false): Timing & { stdout: string } {
+  const t0 = performance.now();
+  const r = spawnSync('/usr/bin/time', ['-f', '@@ %e %U %S', cmd, ...argv], { stdio: ['ignore', capture ? 'pipe' : 'ignore', 'pipe'], encoding: 'utf8', maxBuffer: 1 << 28 });
+  const wall = performance.now() - t0;
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.status}): ${r.stderr.slice(-4000)}`);
+  const m = /@@ [\d.]+ ([\d.]+) ([\d.]+)\s*$/.exec(r.stderr);
+  if (!m) throw new Error(`no timing from ${cmd}: ${r.stderr.slice(-4000)}`);
+  return { wall, cpu: (Number(m[1]) + Number(m[2])) * 1000, stdout: r.stdout ?? '' };
 }
