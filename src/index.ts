@@ -53,6 +53,10 @@ export { ZFileReader, ZFileWriter, isZFile, openTarEntry, compressFile, decompre
 export * as remote from './remote-api.ts';
 export { pushImage, pullImage, copyImage, openRemoteImage, openImageConfig, openImageSources, parseReference } from './remote-api.ts';
 
+/** Converting OCI and Docker images into overlaybd images (docs/convert.md). */
+export { convertImage, DEFAULT_VSIZE, type ConvertOptions, type ConvertResult, type ConvertedLayer } from './convert/convert.ts';
+export { DiffIdMismatchError, ImageConfigError, UnsupportedLayerError } from './convert/pipeline-errors.ts';
+
 /** Verity trees: verified lazy reads, trees for existing images, image checks (also as the `verity` namespace). */
 export * as verity from './verity/index.ts';
 export { addVerity, checkImage, VerityError, VerityMissingError } from './verity/index.ts';

@@ -14,6 +14,7 @@ export const AREAS: [commands: string[], load: () => Promise<Area>][] = [
   [['snapshot', 'compact', 'resize'], () => import('./live.ts')],
   [['attach', 'detach'], () => import('./attach.ts')],
   [['push', 'pull', 'copy', 'inspect'], () => import('./remote.ts')],
+  [['convert'], () => import('./convert.ts')],
   [['verity', 'verify', 'cache'], () => import('./verity.ts')],
   [['demo'], () => import('./demo.ts')],
 ];

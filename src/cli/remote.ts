@@ -88,7 +88,7 @@ async function checkLayerFiles(files: string[], check: (layers: OpenedLayer[]) =
  * A local target (`oci:DIR`, `oci-archive:FILE`) that already holds an image at `tag` is
  * refused unless `force`; registries replace tags as usual.
  */
-async function refuseExistingTag(target: ImageReference, tag: string | undefined, force: boolean | undefined): Promise<void> {
+export async function refuseExistingTag(target: ImageReference, tag: string | undefined, force: boolean | undefined): Promise<void> {
   if (target.kind === 'registry' || tag === undefined || force) return;
   const { openRepository } = await import('../remote/image.ts');
   const opened = await openRepository(target).catch(() => undefined);

@@ -12,6 +12,7 @@ import { BlobCache } from './cache.ts';
 import { InvalidReferenceError } from './errors.ts';
 import { LazySource } from './lazy-source.ts';
 import { hostPlatform, isIndex, parseIndex, parseManifest, selectPlatform, type Descriptor, type FetchedManifest, type ImageManifest, type Platform } from './manifest.ts';
+import { DockerArchive } from './docker-archive.ts';
 import { OciArchive } from './oci-archive.ts';
 import { OciLayout } from './oci-layout.ts';
 import { resolveReference, referenceTarget, formatReference, type ImageReference } from './reference.ts';
@@ -65,6 +66,11 @@ export async function openRepository(ref: ImageReference, opts: RemoteOptions = 
   }
   if (ref.kind === 'oci-archive') {
     const archive = await OciArchive.open(ref.path, { create });
+    return { repo: archive, abandon: async () => {}, close: () => archive.close() };
+  }
+  if (ref.kind === 'docker-archive') {
+    if (create) throw new InvalidReferenceError(`${formatReference(ref)}: docker archives are read, not written (write oci-archive:FILE instead)`);
+    const archive = await DockerArchive.open(ref.path);
     return { repo: archive, abandon: async () => {}, close: () => archive.close() };
   }
   const credentials = opts.credentials ?? (await CredentialStore.load({ credsFile: opts.credsFile, dockerConfig: opts.dockerConfig }));

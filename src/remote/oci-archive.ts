@@ -20,7 +20,7 @@ import { findTagged, OciLayout } from './oci-layout.ts';
 import { isDigest } from './reference.ts';
 import type { PutBlobOptions, PutBlobResult, Repository } from './store.ts';
 
-interface Member {
+export interface Member {
   offset: number;
   size: number;
 }
@@ -28,12 +28,18 @@ interface Member {
 /** Extended headers larger than this are refused rather than read into memory. */
 const MAX_EXTENDED = 1 << 20;
 
-/** The regular members of a tar file by normalised name (later members win, as tar extracts). */
-async function listMembers(src: ByteSource): Promise<Map<string, Member>> {
+/**
+ * The regular members of a tar file by normalised name (later members win, as tar extracts).
+ * A symbolic link to a regular member is that member under its own name too (docker save
+ * links a layer shared by two images).
+ */
+export async function listMembers(src: ByteSource): Promise<Map<string, Member>> {
   const members = new Map<string, Member>();
+  const links = new Map<string, string>();
   const h = new Uint8Array(TAR_BLOCK);
   let pax = new Map<string, string>();
   let longName: string | undefined;
+  let longLink: string | undefined;
   for (let at = 0; at + TAR_BLOCK <= src.size; ) {
     await readExact(src, h, at);
     if (h.every((b) => b === 0)) break;
@@ -42,7 +48,7 @@ async function listMembers(src: ByteSource): Promise<Map<string, Member>> {
     const hsize = numeric(h, 124, 12);
     if (hsize === undefined) throw new FormatError(src.name, 'bad tar size field', at + 124);
     const dataAt = at + TAR_BLOCK;
-    const extended = type === 'x' || type === 'g' || type === 'L';
+    const extended = type === 'x' || type === 'g' || type === 'L' || type === 'K';
     const size = extended || !pax.has('size') ? hsize : Number(pax.get('size'));
     if (dataAt + size > src.size) throw new FormatError(src.name, `tar member of ${size} bytes at ${dataAt} runs past the end (${src.size})`, at + 124);
     if (extended) {
@@ -50,18 +56,27 @@ async function listMembers(src: ByteSource): Promise<Map<string, Member>> {
       const body = await readAt(src, dataAt, hsize);
       if (type === 'x') pax = paxRecords(body, src.name, dataAt);
       if (type === 'L') longName = field(body, 0, body.length);
+      if (type === 'K') longLink = field(body, 0, body.length);
     } else {
-      if (type === '0' || type === '\0' || type === '7') {
-        const prefix = field(h, 257, 6) === 'ustar' ? field(h, 345, 155) : '';
-        const name = pax.get('path') ?? longName ?? (prefix ? `${prefix}/${field(h, 0, 100)}` : field(h, 0, 100));
-        members.set(path.posix.normalize(name).replace(/^(\.\/|\/)+/, ''), { offset: dataAt, size });
-      }
+      const prefix = field(h, 257, 6) === 'ustar' ? field(h, 345, 155) : '';
+      const name = normalMember(pax.get('path') ?? longName ?? (prefix ? `${prefix}/${field(h, 0, 100)}` : field(h, 0, 100)));
+      if (type === '0' || type === '\0' || type === '7') members.set(name, { offset: dataAt, size });
+      if (type === '2') links.set(name, path.posix.join(path.posix.dirname(name), pax.get('linkpath') ?? longLink ?? field(h, 157, 100)));
       pax = new Map();
       longName = undefined;
+      longLink = undefined;
     }
     at = dataAt + Math.ceil(size / TAR_BLOCK) * TAR_BLOCK;
   }
+  for (const [name, target] of links) {
+    const m = members.get(normalMember(target));
+    if (m && !members.has(name)) members.set(name, m);
+  }
   return members;
+}
+
+function normalMember(name: string): string {
+  return path.posix.normalize(name).replace(/^(\.\/|\/)+/, '');
 }
 
 function paxRecord(key: string, value: string): string {
@@ -78,7 +93,8 @@ function ustarHeader(name: string, size: number, type: '0' | 'x'): Uint8Array {
   putString(h, 108, octal(0, 6) + ' \0');
   putString(h, 116, octal(0, 6) + ' \0');
   putString(h, 124, octal(size, 11) + ' ');
-  putString(h, 136, octal(Math.floor(Date.now() / 1000), 11) + ' ');
+  // mtime 0: the same layout packs into the same archive bytes on every run.
+  putString(h, 136, octal(0, 11) + ' ');
   h[156] = type.charCodeAt(0);
   putString(h, 257, 'ustar\0');
   putString(h, 263, '00');
@@ -266,8 +282,8 @@ export class OciArchive implements Repository {
       await fromFile(path.join(staging.dir, 'oci-layout'));
       await fromFile(path.join(staging.dir, 'index.json'));
       const staged = new Set<string>();
-      for (const alg of await readdir(path.join(staging.dir, 'blobs'))) {
-        for (const hex of await readdir(path.join(staging.dir, 'blobs', alg))) {
+      for (const alg of (await readdir(path.join(staging.dir, 'blobs'))).sort()) {
+        for (const hex of (await readdir(path.join(staging.dir, 'blobs', alg))).sort()) {
           if (hex.includes('.tmp-')) continue;
           staged.add(`blobs/${alg}/${hex}`);
           const digest = `${alg}:${hex}`;

@@ -1,8 +1,9 @@
 /**
  * Image references, in the transports skopeo users type: `[docker://]host[:port]/repo[:tag|@sha256:…]`
  * (Docker Hub defaults when the first component is not a host), `oci:PATH[:tag|@digest]` for an
- * OCI image-layout directory, `oci-archive:FILE[:tag|@digest]` for one packed in a tar, and a
- * bare path naming an existing layout. Any other transport is an error, never a registry lookup.
+ * OCI image-layout directory, `oci-archive:FILE[:tag|@digest]` for one packed in a tar,
+ * `docker-archive:FILE[:NAME[:TAG]|:@N]` for `docker save` output (read only), and a bare path
+ * naming an existing layout. Any other transport is an error, never a registry lookup.
  */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -34,7 +35,19 @@ export interface ArchiveReference {
   readonly digest: string | undefined;
 }
 
-export type ImageReference = RegistryReference | LayoutReference | ArchiveReference;
+/**
+ * A `docker save` tar (docker-archive:FILE). `tag` is the image in it as `docker save` named it
+ * (`busybox:1.36`, `localhost:5000/app:v1`) or `@N` for the N-th entry of its manifest.json;
+ * undefined picks the only image. Such archives carry no manifest digests to name.
+ */
+export interface DockerArchiveReference {
+  readonly kind: 'docker-archive';
+  readonly path: string;
+  readonly tag: string | undefined;
+  readonly digest: undefined;
+}
+
+export type ImageReference = RegistryReference | LayoutReference | ArchiveReference | DockerArchiveReference;
 
 export const DEFAULT_TAG = 'latest';
 const DOCKER_HUB = 'docker.io';
@@ -56,9 +69,9 @@ export function referenceTarget(ref: ImageReference): string {
   return ref.digest ?? ref.tag ?? DEFAULT_TAG;
 }
 
-export const TRANSPORTS = ['docker://', 'oci:', 'oci-archive:'] as const;
+export const TRANSPORTS = ['docker://', 'oci:', 'oci-archive:', 'docker-archive:'] as const;
 /** skopeo transports this project does not read, named so the error can say so. */
-const OTHER_TRANSPORTS = ['dir', 'docker-archive', 'docker-daemon', 'containers-storage', 'ostree', 'sif', 'tarball'];
+const OTHER_TRANSPORTS = ['dir', 'docker-daemon', 'containers-storage', 'ostree', 'sif', 'tarball'];
 
 /** Parses a reference; throws InvalidReferenceError naming the text and the broken part. */
 export function parseReference(text: string): ImageReference {
@@ -68,6 +81,7 @@ export function parseReference(text: string): ImageReference {
   }
   if (text.startsWith('oci:')) return parseLayout(text, 'oci');
   if (text.startsWith('oci-archive:')) return parseLayout(text, 'oci-archive');
+  if (text.startsWith('docker-archive:')) return parseDockerArchive(text);
   checkTransport(text);
   if (looksLikePath(text)) {
     throw new InvalidReferenceError(`${text}: not an OCI image layout (no ${text.replace(/\/$/, '')}/oci-layout); write oci:${text} to create one there`);
@@ -117,7 +131,7 @@ export function transportOf(text: string): string | undefined {
 function checkTransport(text: string): void {
   const t = transportOf(text);
   if (t === undefined) return;
-  const supported = 'docker://HOST/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE[:TAG] or the path of an OCI layout';
+  const supported = 'docker://HOST/REPO[:TAG], oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG] or the path of an OCI layout';
   if (OTHER_TRANSPORTS.includes(t.slice(0, -1))) throw new InvalidReferenceError(`${text}: the skopeo transport "${t}" is not supported; use ${supported}`);
   const hint = /^https?:/i.test(t) ? ' (for a registry write docker://HOST/REPO:TAG; loopback registries use plain HTTP, others take --plain-http)' : '';
   throw new InvalidReferenceError(`${text}: unknown transport "${t}"; use ${supported}${hint}`);
@@ -146,6 +160,25 @@ function parseLayout(text: string, kind: 'oci' | 'oci-archive'): LayoutReference
   const { name, tag, digest } = splitTagDigest(text.slice(kind.length + 1), text);
   if (name === '') throw new InvalidReferenceError(`${text}: missing the ${kind === 'oci' ? 'layout directory' : 'archive file'} after "${kind}:"`);
   return { kind, path: name, tag, digest };
+}
+
+/**
+ * `docker-archive:FILE[:NAME[:TAG]]` as skopeo reads it: the path ends at the first colon (so
+ * it holds none), the rest names an image by the tag `docker save` gave it, or `@N` by its place.
+ */
+function parseDockerArchive(text: string): DockerArchiveReference {
+  const rest = text.slice('docker-archive:'.length);
+  const colon = rest.indexOf(':');
+  const file = colon < 0 ? rest : rest.slice(0, colon);
+  const image = colon < 0 ? undefined : rest.slice(colon + 1);
+  if (file === '') throw new InvalidReferenceError(`${text}: missing the archive file after "docker-archive:"`);
+  if (image !== undefined) {
+    if (image.startsWith('@') ? !/^@[0-9]+$/.test(image) : image.includes('@')) {
+      throw new InvalidReferenceError(`${text}: name the image in the archive as NAME[:TAG] or @INDEX, not "${image}" (docker save archives carry no digests)`);
+    }
+    if (!image.startsWith('@')) parseRegistry(image, text);
+  }
+  return { kind: 'docker-archive', path: file, tag: image === '' ? undefined : image, digest: undefined };
 }
 
 function parseRegistry(ref: string, text: string): RegistryReference {

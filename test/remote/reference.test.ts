@@ -33,7 +33,7 @@ test("skopeo's transports parse; unknown ones and paths that are no layout are r
   assert.deepEqual(parseReference('oci-archive:/tmp/a.tar:v1'), { kind: 'oci-archive', path: '/tmp/a.tar', tag: 'v1', digest: undefined });
   assert.equal(formatReference(parseReference('oci-archive:a.tar:v1')), 'oci-archive:a.tar:v1');
   for (const ok of ['localhost:5000/x', 'alpine:3.18', 'reg.io:443/a/b:c']) assert.equal(parseReference(ok).kind, 'registry', ok);
-  for (const bad of ['foo://x', 'https://reg.io/a', 'ftp:host/x', 'dir:/tmp/x', 'docker-archive:a.tar', 'docker://', 'oci-archive:', './not-a-layout', '/abs/path']) {
+  for (const bad of ['foo://x', 'https://reg.io/a', 'ftp:host/x', 'dir:/tmp/x', 'docker-daemon:a:b', 'docker-archive:', 'docker-archive:a.tar:x@sha256:00', 'docker://', 'oci-archive:', './not-a-layout', '/abs/path']) {
     assert.throws(() => parseReference(bad), InvalidReferenceError, bad);
   }
 });
