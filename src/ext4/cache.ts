@@ -18,6 +18,8 @@ interface Entry {
   base: Uint8Array | null;
   /** Held by the engine across calls (superblock, descriptors, bitmaps): never dropped. */
   pinned: boolean;
+  /** With `base` null: all-zero sectors are left unwritten (see slack()). */
+  skipZero?: boolean;
 }
 
 export class BlockCache {
@@ -61,6 +63,21 @@ export class BlockCache {
     return buf;
   }
 
+  /**
+   * A newly allocated directory or extent-tree block: like fresh(), but sectors still all zero
+   * at the first flush are not written. Both formats reach their live bytes only through
+   * structures that start in written sectors (rec_len chains, entry counts) and ignore the
+   * rest, so whatever the device holds there does not matter — and a directory of a few
+   * entries costs one sector of the layer instead of eight. (Not for xattr blocks: their entry
+   * list ends at four zero bytes, which must be on the device.)
+   */
+  slack(block: number): Uint8Array {
+    const buf = new Uint8Array(BLOCK_SIZE);
+    this.#blocks.set(block, { buf, base: null, pinned: false, skipZero: true });
+    this.#dirty.add(block);
+    return buf;
+  }
+
   dirty(block: number): void {
     this.#dirty.add(block);
   }
@@ -92,7 +109,9 @@ export class BlockCache {
       const e = this.#blocks.get(block)!;
       for (let s = 0; s < SECTORS; s++) {
         const lo = s * SECTOR;
-        const same = e.base !== null && Buffer.compare(e.buf.subarray(lo, lo + SECTOR), e.base.subarray(lo, lo + SECTOR)) === 0;
+        const same = e.base !== null
+          ? Buffer.compare(e.buf.subarray(lo, lo + SECTOR), e.base.subarray(lo, lo + SECTOR)) === 0
+          : e.skipZero === true && allZero(e.buf, lo);
         if (same) continue;
         const sector = block * SECTORS + s;
         if (sector !== runEnd) await emit();
@@ -106,7 +125,10 @@ export class BlockCache {
         }
         runEnd = sector + 1;
       }
-      if (e.base === null) e.base = e.buf.slice();
+      if (e.base === null) {
+        e.base = e.buf.slice();
+        e.skipZero = false;
+      }
     }
     await emit();
     // The device now holds what the buffers hold.
@@ -120,4 +142,9 @@ export class BlockCache {
     this.written += bytes;
     return bytes;
   }
+}
+
+function allZero(buf: Uint8Array, lo: number): boolean {
+  for (let i = lo; i < lo + SECTOR; i++) if (buf[i] !== 0) return false;
+  return true;
 }

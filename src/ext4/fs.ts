@@ -260,7 +260,7 @@ export class Ext4 {
 
   async #appendBlock(st: DirState): Promise<number> {
     const b = await this.#alloc.block();
-    this.#cache.fresh(b);
+    this.#cache.slack(b);
     st.pblks.push(b);
     return st.pblks.length - 1;
   }
@@ -274,7 +274,7 @@ export class Ext4 {
     for (let i = 0; i < st.pblks.length; i++) pushRun(extents, i, st.pblks[i]!, 1);
     while (st.tree.length < treeBlocksFor(extents.length)) {
       const b = await this.#alloc.block();
-      this.#cache.fresh(b);
+      this.#cache.slack(b);
       st.tree.push(b);
     }
     await writeTree(inode.block, extents, st.tree, async (b) => {
@@ -370,7 +370,7 @@ export class Ext4 {
       const { extents, written } = await this.#data.file(showName(name), size, data);
       const tree: number[] = [];
       for (let i = treeBlocksFor(extents.length); i > 0; i--) tree.push(await this.#alloc.block());
-      await writeTree(inode.block, extents, tree, async (b) => this.#cache.fresh(b));
+      await writeTree(inode.block, extents, tree, async (b) => this.#cache.slack(b));
       let blocks = tree.length;
       for (const e of extents) blocks += e.len;
       inode.size = size;
