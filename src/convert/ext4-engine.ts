@@ -5,7 +5,7 @@ import { applyLayer } from './apply.ts';
 import type { LayerEngine } from './engine.ts';
 
 export const ext4Engine: LayerEngine = {
-  version: 'ext4/1',
+  version: 'ext4/2',
   async apply(dev, tar, opts) {
     const fs = opts.format ? await Ext4.format(dev, { uuid: opts.format.uuid, hashSeed: opts.format.hashSeed }) : await Ext4.open(dev);
     const applied = await applyLayer(fs, readTar(tar, { name: opts.name }), { name: opts.name });
