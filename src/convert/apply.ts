@@ -30,30 +30,11 @@
 import { ascii, byteKey, keyBytes, splitPath, startsWith } from './bytes.ts';
 import { HardlinkTargetError, InvalidEntryError, LayerApplyError } from './errors.ts';
 import type { TarEntry } from '../tar/types.ts';
+import type { Attrs, DirEntryInfo, FileData, FileType, InodeInfo, Timespec } from '../ext4/types.ts';
 
-// The value shapes below are src/ext4's (types.ts), declared here while it is written in
-// parallel; ApplyTarget is structural so that any filesystem with these methods (Ext4, the
-// in-memory TreeModel) can be driven.
-
-export type FileType = 'file' | 'dir' | 'symlink' | 'chr' | 'blk' | 'fifo' | 'sock';
-export interface Timespec { sec: number; nsec: number }
-export interface Attrs {
-  mode: number;
-  uid: number;
-  gid: number;
-  mtime: Timespec;
-  atime?: Timespec;
-  ctime?: Timespec;
-  /** Given: replaces all of the inode's xattrs; undefined: leaves them. */
-  xattrs?: ReadonlyMap<string, Uint8Array>;
-}
-export interface InodeInfo {
-  ino: number; type: FileType; mode: number; uid: number; gid: number;
-  size: number; links: number; mtime: Timespec;
-  rdev?: { major: number; minor: number };
-}
-export interface DirEntryInfo { name: Uint8Array; ino: number; type: FileType }
-export type FileData = AsyncIterable<{ offset: number; bytes: Uint8Array }>;
+// ApplyTarget is structural so that any filesystem with these methods (Ext4, the in-memory
+// TreeModel) can be driven; the value shapes are src/ext4's.
+export type { Attrs, DirEntryInfo, FileData, FileType, InodeInfo, Timespec };
 
 /** What applyLayer needs of a filesystem: the subset of Ext4 it calls. */
 export interface ApplyTarget {

@@ -5,25 +5,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { MAIN, obd, serveJson, type CliResult } from '../helpers/cli.ts';
+import { collect, MAIN, obd, serveJson, type CliResult } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/temp.ts';
 import { layer, tarOf, writeOciLayout, writeTree } from '../helpers/small-images.ts';
 import { blobFile, layoutManifest } from './helpers/check.ts';
 
 /** obd under `sh` with a umask and environment of the test's choosing. */
 function obdWith(args: string[], umask: string, env: NodeJS.ProcessEnv, cwd: string): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', `umask ${umask}; exec "$0" "$@"`, process.execPath, MAIN, ...args], { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return collect('sh', ['-c', `umask ${umask}; exec "$0" "$@"`, process.execPath, MAIN, ...args], { env, cwd });
 }
 
 async function smallImage(dir: string): Promise<string> {
