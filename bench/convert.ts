@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { describeLayer } from '../src/image/info.ts';
 import { openLayerFile } from '../src/image/open.ts';
 import { ensureImage, type LayerMeta } from './convert-image.ts';
-import { median, run, table, writeResults, type Timing } from './util.ts';
+import { median, referenceServiceConfig, run, table, writeResults, type Timing } from './util.ts';
 
 const args = process.argv.slice(2);
 const argNum = (name: string, dflt: number) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
@@ -59,25 +59,6 @@ interface RefLayer {
   apply: Timing;
   commit: Timing;
   blob: string;
-}
-
-async function serviceConfig(): Promise<string> {
-  await mkdir(w('ref-cache'), { recursive: true });
-  await writeFile(w('cred.json'), '{"auths":{}}');
-  const svc = {
-    logConfig: { logLevel: 1, logPath: w('ref.log') },
-    cacheConfig: { cacheType: 'file', cacheDir: w('ref-cache'), cacheSizeGB: 1 },
-    gzipCacheConfig: { enable: false },
-    credentialConfig: { mode: 'file', path: w('cred.json') },
-    ioEngine: 0,
-    download: { enable: false },
-    p2pConfig: { enable: false },
-    exporterConfig: { enable: false },
-    enableAudit: false,
-    serviceConfig: { enable: false },
-  };
-  await writeFile(w('svc.json'), JSON.stringify(svc));
-  return w('svc.json');
 }
 
 /**
@@ -181,7 +162,7 @@ async function main(): Promise<void> {
   await cp(image.dir, w('in'), { recursive: true });
   const full = image.images.full;
   const rebuild = image.images.rebuild;
-  const svc = await serviceConfig();
+  const svc = await referenceServiceConfig(WORK);
   const tarTotal = sum(full.map((l) => l.tarSize));
   const gzTotal = sum(full.map((l) => l.size));
 

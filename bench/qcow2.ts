@@ -22,7 +22,7 @@ import { openStack } from '../src/image/open.ts';
 import type { BlockDevice } from '../src/io/types.ts';
 import { openQcow2Chain } from '../src/qcow2/chain.ts';
 import { importQcow2 } from '../src/qcow2/import.ts';
-import { Rng, median, table, writeResults } from './util.ts';
+import { Rng, median, referenceServiceConfig, table, writeResults } from './util.ts';
 
 const quick = process.argv.includes('--quick');
 const GiB = 1 << 30;
@@ -87,23 +87,7 @@ const haveRef = await access(path.join(REF, 'overlaybd-apply')).then(() => true,
 
 /** The reference's import: create a writable layer, apply the qcow2 into it, commit it. */
 async function refSetup(): Promise<void> {
-  await mkdir(f('refcache'), { recursive: true });
-  await writeFile(f('cred.json'), '{"auths":{}}');
-  await writeFile(
-    f('svc.json'),
-    JSON.stringify({
-      logConfig: { logLevel: 1, logPath: f('obd.log') },
-      cacheConfig: { cacheType: 'file', cacheDir: f('refcache'), cacheSizeGB: 1 },
-      gzipCacheConfig: { enable: false },
-      credentialConfig: { mode: 'file', path: f('cred.json') },
-      ioEngine: 0,
-      download: { enable: false },
-      p2pConfig: { enable: false },
-      exporterConfig: { enable: false },
-      enableAudit: false,
-      serviceConfig: { enable: false },
-    }),
-  );
+  await referenceServiceConfig(DIR);
   await writeFile(f('img.json'), JSON.stringify({ lowers: [], upper: { index: f('up.index'), data: f('up.data') }, resultFile: f('result') }));
 }
 

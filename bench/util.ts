@@ -97,3 +97,28 @@ export function run(cmd: string, argv: string[], capture = false): Timing & { st
   if (!m) throw new Error(`no timing from ${cmd}: ${r.stderr.slice(-4000)}`);
   return { wall, cpu: (Number(m[1]) + Number(m[2])) * 1000, stdout: r.stdout ?? '' };
 }
+
+/**
+ * A service config (/etc/overlaybd/overlaybd.json's shape) for running the reference tools
+ * offline in `dir`: a file cache there, no credentials, no download, P2P, exporter or
+ * service. Resolves the config's path.
+ */
+export async function referenceServiceConfig(dir: string): Promise<string> {
+  const at = (name: string): string => path.join(dir, name);
+  await mkdir(at('ref-cache'), { recursive: true });
+  await writeFile(at('cred.json'), '{"auths":{}}');
+  const svc = {
+    logConfig: { logLevel: 1, logPath: at('ref.log') },
+    cacheConfig: { cacheType: 'file', cacheDir: at('ref-cache'), cacheSizeGB: 1 },
+    gzipCacheConfig: { enable: false },
+    credentialConfig: { mode: 'file', path: at('cred.json') },
+    ioEngine: 0,
+    download: { enable: false },
+    p2pConfig: { enable: false },
+    exporterConfig: { enable: false },
+    enableAudit: false,
+    serviceConfig: { enable: false },
+  };
+  await writeFile(at('svc.json'), JSON.stringify(svc));
+  return at('svc.json');
+}

@@ -9,8 +9,7 @@
  * same two, and a conversion as an unprivileged user to the same manifest.
  *
  * test/convert/harness.test.ts shows each of these checks passing on an ext4 e2fsprogs made
- * and failing on a changed byte, mode or xattr. Until `obd convert` exists the suite skips,
- * saying so; once it exists, it runs.
+ * and failing on a changed byte, mode or xattr.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -27,11 +26,11 @@ import {
   assertFsckClean,
   assertIndexed,
   assertSameListing,
-  convertSkipReason,
   exportStack,
   ext4Listing,
   fuse2fsMount,
   kernelMount,
+  peersSkipReason,
   readOci,
   secondsOnly,
   Teardown,
@@ -40,7 +39,7 @@ import {
   type OciImage,
 } from './helpers.ts';
 
-const skip = convertSkipReason();
+const skip = peersSkipReason();
 
 async function convert(source: string, dest: string, extra: string[] = []): Promise<void> {
   const r = await obd(['convert', source, dest, '--json', ...extra]);

@@ -5,11 +5,10 @@
  * of a large directory as debugfs sees it.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { MAIN, obd, serveJson } from '../helpers/cli.ts';
+import { obd, serveJson } from '../helpers/cli.ts';
 import { diffListings, formatDiff, listTree, type ListingOptions } from '../helpers/fs-listing.ts';
 import { attach, mountFs, Teardown, umount } from '../nbd/helpers/kernel.ts';
 import { missing, must, run } from '../nbd/helpers/run.ts';
@@ -29,13 +28,6 @@ export function peersSkipReason(): string | false {
  * Why `obd convert` cannot be tested: only when the command does not exist yet. Once it exists
  * the suite runs and fails on whatever is wrong.
  */
-export function convertSkipReason(): string | false {
-  // An unknown command's --help prints the program's help (exit 0), so look for the command's own.
-  const r = spawnSync(process.execPath, [MAIN, 'convert', '--help'], { encoding: 'utf8' });
-  if (!/^Usage: obd convert /m.test(r.stdout)) return '`obd convert` does not exist yet (issue 18): nothing to check';
-  return peersSkipReason();
-}
-
 export interface OciImage {
   manifest: { layers: { digest: string; mediaType: string; annotations?: Record<string, string> }[]; config: { digest: string } };
   manifestDigest: string;

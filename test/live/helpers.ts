@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { openImage } from '../../src/image/open.ts';
 import { obd, serveJson, type ServeHandle } from '../helpers/cli.ts';
 import { RawClient, CMD } from '../nbd/helpers/client.ts';
 
@@ -64,4 +65,16 @@ export async function mustRead(c: RawClient, offset: number, length: number): Pr
   const r = await c.read(offset, length);
   if (r.error !== 0 || !r.data) throw new Error(`NBD read at ${offset} failed: ${r.error}`);
   return r.data;
+}
+
+/** The whole disk of an image reference, read through the library (lazily from the registry). */
+export async function readImage(ref: string): Promise<Buffer> {
+  const dev = await openImage([ref]);
+  try {
+    const buf = Buffer.alloc(dev.size);
+    await dev.read(buf, 0);
+    return buf;
+  } finally {
+    await dev.close();
+  }
 }

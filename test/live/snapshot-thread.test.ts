@@ -10,13 +10,12 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { openImage } from '../../src/image/open.ts';
 import { controlRequest } from '../../src/live/client.ts';
 import { obd } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/temp.ts';
 import { startFaultProxy } from '../remote/helpers/fault-proxy.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
-import { baseLayer, connect, mustFlush, mustRead, mustWrite, pattern, serveLive } from './helpers.ts';
+import { baseLayer, connect, mustFlush, mustRead, mustWrite, pattern, readImage, serveLive } from './helpers.ts';
 
 /** The manifest digest a registry answers for `ref` (host/repo:tag), or its HTTP status when it has none. */
 async function manifestDigest(host: string, repoTag: string): Promise<string | number> {
@@ -24,18 +23,6 @@ async function manifestDigest(host: string, repoTag: string): Promise<string | n
   const res = await fetch(`http://${host}/v2/${repo}/manifests/${tag}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
   await res.arrayBuffer();
   return res.status === 200 ? res.headers.get('docker-content-digest')! : res.status;
-}
-
-/** The whole disk of an image reference, read through the library (lazily from the registry). */
-async function readImage(ref: string): Promise<Buffer> {
-  const dev = await openImage([ref]);
-  try {
-    const buf = Buffer.alloc(dev.size);
-    await dev.read(buf, 0);
-    return buf;
-  } finally {
-    await dev.close();
-  }
 }
 
 describe('snapshot thread', { timeout: 120_000 }, () => {

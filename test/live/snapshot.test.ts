@@ -8,11 +8,10 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { openImage } from '../../src/image/open.ts';
 import { obd, serveJson } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/temp.ts';
 import { startRegistry } from '../remote/helpers/registry.ts';
-import { VSIZE, baseLayer, connect, mustFlush, mustRead, mustWrite, pattern, serveLive } from './helpers.ts';
+import { VSIZE, baseLayer, connect, mustFlush, mustRead, mustWrite, pattern, readImage, serveLive } from './helpers.ts';
 
 async function info(file: string): Promise<{ uuid: string; parentUuid: string }> {
   const r = await obd(['info', '--json', file]);
@@ -26,18 +25,6 @@ async function exportRaw(dir: string, image: string[], name: string): Promise<Bu
   const r = await obd(['export', ...image, out]);
   assert.equal(r.code, 0, r.stderr);
   return readFile(out);
-}
-
-/** The whole disk of an image reference, read through the library (lazily from the registry). */
-async function readImage(ref: string): Promise<Buffer> {
-  const dev = await openImage([ref]);
-  try {
-    const buf = Buffer.alloc(dev.size);
-    await dev.read(buf, 0);
-    return buf;
-  } finally {
-    await dev.close();
-  }
 }
 
 describe('live snapshot', { timeout: 120_000 }, () => {

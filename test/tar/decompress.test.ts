@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { decompressed } from '../../src/tar/decompress.ts';
-import { withDigest } from '../../src/tar/digest.ts';
+import { HashedStream } from '../../src/convert/hashed.ts';
 import { TarDecompressError } from '../../src/tar/errors.ts';
 import { tarBytes } from '../../src/tar/writer.ts';
 import { listOurs, split } from './helpers.ts';
@@ -54,11 +54,10 @@ for (const [kind, bytes] of [['gzip', GZIP], ['zstd', ZSTD]] as const) {
   });
 }
 
-test('withDigest hashes the stream as it passes; asking early is an error', async () => {
-  const d = withDigest(decompressed((async function* () { yield* split(ZSTD, [50000]); })()));
-  assert.throws(() => d.digest(), /before the stream ended/);
-  const entries = await listOurs(d.stream);
+test('a HashedStream over the decompressed layer: the reader drains the end blocks into the digest', async () => {
+  const d = new HashedStream(decompressed((async function* () { yield* split(ZSTD, [50000]); })()));
+  const entries = await listOurs(d);
   assert.equal(entries.length, 2);
-  assert.equal(d.digest(), `sha256:${sha(ARCHIVE)}`, 'the reader drains the end blocks into the digest');
-  assert.equal(d.size, ARCHIVE.length);
+  assert.equal(d.bytes, ARCHIVE.length, 'every byte passed before finish() had to read any');
+  assert.equal(await d.finish(), `sha256:${sha(ARCHIVE)}`);
 });
