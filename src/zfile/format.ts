@@ -6,7 +6,6 @@ import { hex, readU64, writeU64 } from '../io/util.ts';
 import { rawCrc32c } from './crc.ts';
 import { ZFileChecksumError, ZFileFormatError } from './errors.ts';
 
-export { hex } from '../io/util.ts';
 export { rawCrc32c, blockCrc, BLOCK_CRC_SEED } from './crc.ts';
 export { ZFileFormatError, ZFileChecksumError, type ZFileIntegrityKind } from './errors.ts';
 

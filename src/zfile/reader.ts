@@ -6,7 +6,7 @@
  */
 import type { ByteSource, IntegrityReport } from '../io/types.ts';
 import { ClosedError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
-import { isOffset, readable, readAt, readExact, settleAll } from '../io/util.ts';
+import { hex, isOffset, readable, readAt, readExact, settleAll } from '../io/util.ts';
 import { BlockCache, type CacheEntry, type MemoryBudget } from './block-cache.ts';
 import { BlockTable } from './block-table.ts';
 import { createCodec, type BlockCodec } from './codec.ts';
@@ -22,7 +22,6 @@ import {
   FLAG_OVERWRITTEN,
   FLAG_SEALED,
   hasZFileMagic,
-  hex,
   HT_SPACE,
   maxStoredBlock,
   parseHeader,
