@@ -22,9 +22,11 @@ import { removeStaleTemps, tempPath } from '../io/atomic.ts';
 import { BusyError, InvalidArgumentError, NotSupportedError } from '../io/errors.ts';
 import { isFile } from '../io/file.ts';
 import { lockHolder } from '../io/lock.ts';
+import { runSliced } from '../io/slice.ts';
 import { HT_SPACE } from '../lsmt/format.ts';
 import type { BlockDevice } from '../io/types.ts';
 import type { Layer } from '../lsmt/layer.ts';
+import { IndexLookup } from '../lsmt/lookup.ts';
 import { Stack } from '../lsmt/stack.ts';
 import type { MappingTable } from '../lsmt/table.ts';
 import { WritableLayer, type WritableStats } from '../lsmt/writable.ts';
@@ -34,7 +36,7 @@ import type { PushResult } from '../image/push.ts';
 import { isWritableLower, readRecord, writeRecord, type StackRecord, type UpperRecord } from './record.ts';
 import { BackgroundThread } from './background.ts';
 import type { CommitJobResult, PlainPushOptions } from './jobs.ts';
-import { overlayIndex } from './overlay.ts';
+import { overlaySteps } from './overlay.ts';
 import { SwitchDevice } from './switch.ts';
 
 /**
@@ -155,7 +157,9 @@ export class LiveDisk {
     await tidyUnrecordedUppers(record);
     if (record.accelerationLayer) throw new NotSupportedError(`${recordPath}: live snapshots of an image with an acceleration layer are not supported`);
     if (!record.upper) throw new InvalidArgumentError(`${recordPath}: names no upper (data + index): a live disk needs a writable layer`);
-    const { layers, closeBase } = await openLowers(recordPath, record, opts.imageOptions ?? {});
+    // What a snapshot's commit opens on this thread is loaded now: compiling it at the first
+    // snapshot would hold requests for tens of milliseconds.
+    const [{ layers, closeBase }] = await Promise.all([openLowers(recordPath, record, opts.imageOptions ?? {}), import('../image/open.ts'), import('../zfile/reader.ts')]);
     let stack: Stack | undefined;
     let upper: WritableLayer | undefined;
     try {
@@ -270,17 +274,6 @@ export class LiveDisk {
     this.device.swap(upper);
     this.device.release();
     const pauseMs = performance.now() - t0;
-    // The old upper takes no more writes, so its table now is its final content.
-    const sealed: Extract<LiveLayer, { kind: 'writable' }> = { kind: 'writable', entry: sealedEntry, layer: writableAsLayer(old), rw: old };
-    const layers = [...this.#layers, sealed];
-    const below = this.#stack.index;
-    const stack = new Stack(layers.map((l) => l.layer), { ownsSources: false, index: overlayIndex(below, sealed.layer.index, layers.length - 1) });
-    this.#belowTop = below;
-    // One merged lookup instead of the upper-over-stack chain; the old upper stays open (the pair lower reads its file).
-    lower.swap(stack);
-    this.#layers = layers;
-    this.#stack = stack;
-    this.#lower = lower;
     this.#upper = upper;
     this.#upperEntry = next;
     this.#snapshots++;
@@ -292,6 +285,18 @@ export class LiveDisk {
     };
     this.#lastSnapshot = result;
     opts.onPhase?.('switched', { pauseMs });
+    // The old upper takes no more writes, so its table now is its final content. One merged
+    // lookup replaces the upper-over-stack chain, built in slices between requests (the chain
+    // serves meanwhile); the old upper stays open (the pair lower reads its file).
+    const sealed: Extract<LiveLayer, { kind: 'writable' }> = { kind: 'writable', entry: sealedEntry, layer: writableAsLayer(old, await runSliced(old.indexTableSteps())), rw: old };
+    const layers = [...this.#layers, sealed];
+    const below = this.#stack.index;
+    const stack = await slicedStack(layers, below, sealed.layer.index);
+    this.#belowTop = below;
+    lower.swap(stack);
+    this.#layers = layers;
+    this.#stack = stack;
+    this.#lower = lower;
 
     // 5: commit and push while I/O flows, on the snapshot thread.
     const rate = opts.rate ?? this.#rate;
@@ -337,7 +342,7 @@ export class LiveDisk {
     const onTop = sealed === this.#layers.at(-1) && this.#belowTop;
     let stack: Stack;
     try {
-      stack = new Stack(layers.map((l) => l.layer), { ownsSources: false, index: onTop ? overlayIndex(onTop, opened.index, layers.length - 1) : undefined });
+      stack = onTop ? await slicedStack(layers, onTop, opened.index) : new Stack(layers.map((l) => l.layer), { ownsSources: false });
       await writeRecord(this.recordPath, this.#recordOf(layers.map((l) => l.entry), this.#upperEntry));
     } catch (e) {
       await opened.source.close();
@@ -459,8 +464,14 @@ async function tidyUnrecordedUppers(record: StackRecord): Promise<void> {
 }
 
 /** A writable layer that takes no more writes, seen as a stack layer (its table as of now). */
-function writableAsLayer(rw: WritableLayer): Layer {
-  return { source: rw.dataSource, index: rw.indexTable(), virtualSize: rw.size, uuid: rw.uuid, parentUuid: rw.parentUuid, description: '' };
+function writableAsLayer(rw: WritableLayer, index: MappingTable = rw.indexTable()): Layer {
+  return { source: rw.dataSource, index, virtualSize: rw.size, uuid: rw.uuid, parentUuid: rw.parentUuid, description: '' };
+}
+
+/** The stack of `layers` whose merged index is `below` with `top` (the last layer's table) laid over it, built in slices. */
+async function slicedStack(layers: readonly LiveLayer[], below: MappingTable, top: MappingTable): Promise<Stack> {
+  const index = await runSliced(overlaySteps(below, top, layers.length - 1));
+  return new Stack(layers.map((l) => l.layer), { ownsSources: false, index, lookup: await IndexLookup.sliced(index) });
 }
 
 function checkRate(rate: number): number {

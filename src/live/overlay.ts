@@ -5,10 +5,16 @@
  * adds a layer every few seconds; re-merging every layer each time is O(T log T) on the
  * thread that serves I/O (~200 ms for 8 × 40 k entries here), this is O(T) in typed arrays.
  */
+import { runSync, STEP, type Steps } from '../io/slice.ts';
 import { MappingTable } from '../lsmt/table.ts';
 
 /** `lower` (a merged index, its `layer` already stack positions) under `top`, whose entries become layer `topLayer`. */
 export function overlayIndex(lower: MappingTable, top: MappingTable, topLayer: number): MappingTable {
+  return runSync(overlaySteps(lower, top, topLayer));
+}
+
+/** overlayIndex as checkpointed work, to run in slices on the serving thread (src/io/slice.ts). */
+export function* overlaySteps(lower: MappingTable, top: MappingTable, topLayer: number): Steps<MappingTable> {
   const out = new MappingTable(Math.max(16, lower.count + top.count * 2));
   const n = lower.count;
   let i = 0;
@@ -27,7 +33,13 @@ export function overlayIndex(lower: MappingTable, top: MappingTable, topLayer: n
     if (lower.zeroed[i] === 0) cm += to - cs;
     cs = to;
   };
+  // Checkpoints by entries visited in both tables, so a long run under one top entry counts.
+  let mark = 0;
   for (let j = 0; j < top.count; j++) {
+    if (i + j - mark >= STEP) {
+      mark = i + j;
+      yield;
+    }
     const ts = top.offset[j]!;
     const te = ts + top.length[j]!;
     while (i < n && cs < ts) {
@@ -50,6 +62,12 @@ export function overlayIndex(lower: MappingTable, top: MappingTable, topLayer: n
       break;
     }
   }
-  for (; i < n; next()) out.push(cs, lower.offset[i]! + lower.length[i]! - cs, cm, lower.zeroed[i] === 1, lower.layer[i]!);
+  for (; i < n; next()) {
+    if (i - mark >= STEP) {
+      mark = i;
+      yield;
+    }
+    out.push(cs, lower.offset[i]! + lower.length[i]! - cs, cm, lower.zeroed[i] === 1, lower.layer[i]!);
+  }
   return out;
 }

@@ -9,6 +9,7 @@
  * worth of entries (a flat sorted array would move half the index per random write) and a
  * lookup is two binary searches. Offsets, lengths and moffsets are in sectors.
  */
+import { runSync, type Steps } from '../io/slice.ts';
 import { MappingTable } from './table.ts';
 
 /** Entries per chunk: small enough that shifting one is a short memmove. */
@@ -207,9 +208,15 @@ export class Level0Index {
 
   /** The whole index as a sorted MappingTable (for commit), every entry tagged `layer`. */
   toTable(layer = 0): MappingTable {
+    return runSync(this.tableSteps(layer));
+  }
+
+  /** toTable as checkpointed work (src/io/slice.ts), one checkpoint per chunk. */
+  *tableSteps(layer = 0): Steps<MappingTable> {
     const t = new MappingTable(Math.max(1, this.#count));
     for (const ch of this.#chunks) {
       for (let i = 0; i < ch.n; i++) t.push(ch.off[i]!, ch.len[i]!, ch.moff[i]!, ch.zero[i] === 1, layer);
+      yield;
     }
     return t;
   }

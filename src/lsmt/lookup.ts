@@ -13,6 +13,7 @@
  * Skewed layouts fall back to a binary search inside one bucket, so the worst case stays
  * logarithmic.
  */
+import { runSliced, runSync, STEP, type Steps } from '../io/slice.ts';
 import type { MappingTable } from './table.ts';
 
 /** Record stride: start, moffset, layer·2 + zeroed. */
@@ -29,40 +30,20 @@ export class IndexLookup {
   readonly #invWidth: number;
   readonly #buckets: number;
 
-  constructor(t: MappingTable) {
-    const n = t.count;
-    this.count = n;
-    let max = 0;
-    for (let i = 0; i < n; i++) max = Math.max(max, t.offset[i]! + t.length[i]!, t.moffset[i]! + t.length[i]!);
-    const small = max < 2 ** 32;
-    const rec = small ? new Uint32Array(n * REC) : new Float64Array(n * REC);
-    const ends = small ? new Uint32Array(n) : new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      const r = i * REC;
-      rec[r] = t.offset[i]!;
-      rec[r + 1] = t.moffset[i]!;
-      rec[r + 2] = t.layer[i]! * 2 + t.zeroed[i]!;
-      ends[i] = t.offset[i]! + t.length[i]!;
-    }
-    this.rec = rec;
-    this.ends = ends;
-    const base = n > 0 ? rec[0]! : 0;
-    const span = n > 0 ? ends[n - 1]! - base : 1;
-    // Power-of-two widths keep bucket arithmetic exact for any sector number below 2^53.
-    let width = 1;
-    while (width * Math.max(1, n) < span) width *= 2;
-    const buckets = Math.max(1, Math.ceil(span / width));
-    const dir = new Uint32Array(buckets + 1);
-    let j = 0;
-    for (let b = 0; b <= buckets; b++) {
-      const at = base + b * width;
-      while (j < n && ends[j]! <= at) j++;
-      dir[b] = j;
-    }
-    this.#dir = dir;
-    this.#base = base;
-    this.#invWidth = 1 / width;
-    this.#buckets = buckets;
+  /** `parts` when built beforehand (lookupSteps, e.g. in slices on the serving thread). */
+  constructor(t: MappingTable, parts: LookupParts = runSync(lookupSteps(t))) {
+    this.count = t.count;
+    this.rec = parts.rec;
+    this.ends = parts.ends;
+    this.#dir = parts.dir;
+    this.#base = parts.base;
+    this.#invWidth = 1 / parts.width;
+    this.#buckets = parts.dir.length - 1;
+  }
+
+  /** Builds the lookup in slices between other work on this thread (src/io/slice.ts). */
+  static async sliced(t: MappingTable): Promise<IndexLookup> {
+    return new IndexLookup(t, await runSliced(lookupSteps(t)));
   }
 
   /** Index of the first segment whose end is greater than `sector` (count if none). */
@@ -94,4 +75,48 @@ export function firstEndingAfterBinary(lk: IndexLookup, sector: number): number 
     else hi = mid;
   }
   return lo;
+}
+
+/** The arrays of an IndexLookup. */
+export interface LookupParts {
+  rec: Uint32Array | Float64Array;
+  ends: Uint32Array | Float64Array;
+  dir: Uint32Array;
+  base: number;
+  width: number;
+}
+
+function* lookupSteps(t: MappingTable): Steps<LookupParts> {
+  const n = t.count;
+  let max = 0;
+  for (let i = 0; i < n; i++) {
+    max = Math.max(max, t.offset[i]! + t.length[i]!, t.moffset[i]! + t.length[i]!);
+    if (i % STEP === STEP - 1) yield;
+  }
+  const small = max < 2 ** 32;
+  const rec = small ? new Uint32Array(n * REC) : new Float64Array(n * REC);
+  const ends = small ? new Uint32Array(n) : new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const r = i * REC;
+    rec[r] = t.offset[i]!;
+    rec[r + 1] = t.moffset[i]!;
+    rec[r + 2] = t.layer[i]! * 2 + t.zeroed[i]!;
+    ends[i] = t.offset[i]! + t.length[i]!;
+    if (i % STEP === STEP - 1) yield;
+  }
+  const base = n > 0 ? rec[0]! : 0;
+  const span = n > 0 ? ends[n - 1]! - base : 1;
+  // Power-of-two widths keep bucket arithmetic exact for any sector number below 2^53.
+  let width = 1;
+  while (width * Math.max(1, n) < span) width *= 2;
+  const buckets = Math.max(1, Math.ceil(span / width));
+  const dir = new Uint32Array(buckets + 1);
+  let j = 0;
+  for (let b = 0; b <= buckets; b++) {
+    const at = base + b * width;
+    while (j < n && ends[j]! <= at) j++;
+    dir[b] = j;
+    if (b % STEP === STEP - 1) yield;
+  }
+  return { rec, ends, dir, base, width };
 }

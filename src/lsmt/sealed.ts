@@ -6,6 +6,7 @@
 import { FormatError } from '../io/errors.ts';
 import type { ByteSource } from '../io/types.ts';
 import { readAt } from '../io/util.ts';
+import { runSliced, runSync, STEP, type Steps } from '../io/slice.ts';
 import {
   ENTRY_SIZE,
   FLAG_DATA,
@@ -71,7 +72,8 @@ export async function openSealedLayer(src: ByteSource): Promise<SealedLayer> {
   if (trailer.indexOffset + indexBytes > trailerAt) {
     throw new FormatError(file, `index [${trailer.indexOffset}, +${indexBytes}) runs past the trailer at ${trailerAt}`, trailerAt + 32);
   }
-  const index = decodeSealedIndex(await readAt(src, trailer.indexOffset, indexBytes), file, trailer.indexOffset, trailer.indexOffset / SECTOR);
+  // In slices: a live snapshot opens its committed layer on the thread that serves I/O.
+  const index = await runSliced(decodeSteps(await readAt(src, trailer.indexOffset, indexBytes), file, trailer.indexOffset, trailer.indexOffset / SECTOR));
   checkVirtualSize(trailer.virtualSize, tableEnd(index) * SECTOR, file, trailerAt + 48, true);
   return {
     source: src,
@@ -92,11 +94,16 @@ export async function openSealedLayer(src: ByteSource): Promise<SealedLayer> {
  * them with format.ts's field functions (no Mapping object per entry).
  */
 export function decodeSealedIndex(bytes: Uint8Array, file: string, fileOffset: number, dataEndSector: number): MappingTable {
+  return runSync(decodeSteps(bytes, file, fileOffset, dataEndSector));
+}
+
+function* decodeSteps(bytes: Uint8Array, file: string, fileOffset: number, dataEndSector: number): Steps<MappingTable> {
   const n = bytes.length / ENTRY_SIZE;
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   const t = new MappingTable(Math.max(1, n));
   let prevEnd = 0;
   for (let i = 0; i < n; i++) {
+    if (i % STEP === STEP - 1) yield;
     const at = i * ENTRY_SIZE;
     const hi0 = dv.getUint32(at + 4, true);
     const offset = entryOffset(dv.getUint32(at, true), hi0);

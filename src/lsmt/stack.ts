@@ -25,6 +25,8 @@ export interface StackOptions {
   onClose?: () => Promise<void>;
   /** The layers' merged index when the caller has it already (e.g. built incrementally); it must equal mergeIndexes of their tables. */
   index?: MappingTable;
+  /** The lookup of `index` when built beforehand (IndexLookup.sliced). */
+  lookup?: IndexLookup;
 }
 
 export class Stack implements BlockDevice {
@@ -51,7 +53,7 @@ export class Stack implements BlockDevice {
     this.name = opts.name ?? (layers.length === 1 ? layers[0]!.source.name : `stack of ${layers.length} layers (top ${layers.at(-1)!.source.name})`);
     this.size = checkStackSize(layers);
     this.index = opts.index ?? mergeIndexes(layers.map((l) => l.index));
-    this.lookup = new IndexLookup(this.index);
+    this.lookup = opts.lookup ?? new IndexLookup(this.index);
   }
 
   get layerCount(): number {

@@ -19,6 +19,7 @@ import { SPARSE_BLOCK, SparseLog } from './sparse.ts';
 import { wrapWriteError } from './io-errors.ts';
 import type { Level0Index } from './level0.ts';
 import { RangeLocks } from './range-lock.ts';
+import type { Steps } from '../io/slice.ts';
 import type { MappingTable } from './table.ts';
 import { WritableFiles } from './writable-files.ts';
 
@@ -200,6 +201,11 @@ export class WritableLayer implements BlockDevice {
   /** The live level-0 index, sorted and non-overlapping, every entry with layer `layer`. */
   indexTable(layer = 0): MappingTable {
     return this.#l0.toTable(layer);
+  }
+
+  /** indexTable as checkpointed work, to build in slices (src/io/slice.ts). */
+  indexTableSteps(layer = 0): Steps<MappingTable> {
+    return this.#l0.tableSteps(layer);
   }
 
   stats(): WritableStats {
