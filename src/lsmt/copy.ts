@@ -134,13 +134,14 @@ export async function copyMappings(
     try {
       for (let k = 0; k < r.length; k += 4) {
         const src = sources[r[k]!]!;
-        const view = b.buf.subarray(r[k + 2]!, r[k + 2]! + r[k + 3]!);
-        const n = src.tryReadSync?.(view, r[k + 1]!);
+        const at = r[k + 2]!;
+        const len = r[k + 3]!;
+        const n = src.tryReadSyncAt ? src.tryReadSyncAt(b.buf, at, len, r[k + 1]!) : src.tryReadSync?.(b.buf.subarray(at, at + len), r[k + 1]!);
         if (n === undefined) {
-          jobs.push(readFull(src, view, r[k + 1]!));
+          jobs.push(readFull(src, b.buf.subarray(at, at + len), r[k + 1]!));
           continue;
         }
-        if (n !== view.length) throw new ShortReadError(src.name, r[k + 1]!, view.length, n);
+        if (n !== len) throw new ShortReadError(src.name, r[k + 1]!, len, n);
         sinceYield += n;
         if (sinceYield >= SYNC_SLICE) {
           sinceYield = 0;
