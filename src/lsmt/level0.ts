@@ -149,7 +149,15 @@ export class Level0Index {
     for (;;) {
       if (size === 0) {
         if (p === n) break;
-        x = off[order[p]!]!;
+        // Nothing begun is still open: an entry ending before the next one begins is kept whole
+        // (most entries, unless writes overwrite each other).
+        const e = order[p]!;
+        if (p + 1 === n || off[order[p + 1]!]! >= off[e]! + len[e]!) {
+          b.add(off[e]!, len[e]!, moff[e]!, zero[e]!);
+          p++;
+          continue;
+        }
+        x = off[e]!;
       }
       while (p < n && off[order[p]!]! <= x) push(order[p++]!);
       while (size > 0 && off[heap[0]!]! + len[heap[0]!]! <= x) pop();
