@@ -23,6 +23,11 @@ export interface ByteSource {
    */
   tryReadSync?(buf: Uint8Array, offset: number): number | undefined;
   /**
+   * Optional: tryReadSync into buf[at, at + length) without a view, for loops that read
+   * thousands of pieces into one buffer (commit, merge).
+   */
+  tryReadSyncAt?(buf: Uint8Array, at: number, length: number, offset: number): number | undefined;
+  /**
    * Optional: forgets cached copies of [offset, offset+length) so the next read fetches them
    * again — how a reader that found a bad checksum recovers from a corrupt cached download.
    */

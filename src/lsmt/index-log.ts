@@ -37,7 +37,7 @@ import { SyncWriteGate } from '../io/fd-io.ts';
 import { writeFull } from '../io/sink.ts';
 import { ENTRY_SIZE, HT_SPACE, INVALID_OFFSET, MAX_RW_INDEX_ENTRIES, SECTOR, entryLength, entryMoffset, entryOffset, entryZeroed, writeEntry } from './format.ts';
 import { wrapWriteError } from './io-errors.ts';
-import { Level0Index } from './level0.ts';
+import { Level0Index, type EntryLog } from './level0.ts';
 import type { WritableFiles } from './writable-files.ts';
 
 /** Pending entries that start a background write-back to the index file. */
@@ -101,7 +101,8 @@ export class IndexLog {
     }
     const dataSectors = Math.floor(dataSize / SECTOR);
     const dataEndSector = Math.ceil(dataSize / SECTOR);
-    const l0 = new Level0Index();
+    // Collected first and resolved in one sweep (Level0Index.fromLog), as replaying would insert them.
+    const log: EntryLog = { n: 0, offset: new Float64Array(total), length: new Uint32Array(total), moffset: new Float64Array(total), zeroed: new Uint8Array(total) };
     let valid = 0;
     const buf = new Uint8Array(LOAD_CHUNK);
     const dv = new DataView(buf.buffer);
@@ -122,7 +123,11 @@ export class IndexLog {
         const moffset = entryMoffset(dv.getUint32(at + 8, true), hi1);
         const zeroed = entryZeroed(hi1);
         if (length === 0 || moffset < HEADER_SECTORS || (zeroed ? moffset > dataEndSector : moffset + length > dataSectors)) break scan;
-        l0.insert(offset, length, moffset, zeroed);
+        const k = log.n++;
+        log.offset[k] = offset;
+        log.length[k] = length;
+        log.moffset[k] = moffset;
+        log.zeroed[k] = zeroed ? 1 : 0;
         valid++;
       }
       first += n;
@@ -137,7 +142,7 @@ export class IndexLog {
         throw wrapWriteError(indexPath, 'cutting a torn index tail', indexEnd, e);
       }
     }
-    return new IndexLog(files, l0, indexEnd, recovery);
+    return new IndexLog(files, Level0Index.fromLog(log), indexEnd, recovery);
   }
 
   /** Entries not yet in the index file. */

@@ -14,6 +14,8 @@ import { MappingTable } from './table.ts';
 
 /** Entries per chunk: small enough that shifting one is a short memmove. */
 const CAP = 512;
+/** Entries per chunk when built in bulk: room for later inserts before a chunk splits. */
+const BULK_FILL = (CAP * 3) >>> 2;
 
 class Chunk {
   n = 0;
@@ -57,12 +59,126 @@ class Chunk {
   }
 }
 
+/** Appends sorted mappings into chunks filled to BULK_FILL. */
+class BulkBuilder {
+  readonly chunks: Chunk[] = [];
+  count = 0;
+  #ch: Chunk | undefined;
+
+  add(off: number, len: number, moff: number, zero: number): void {
+    let ch = this.#ch;
+    if (!ch || ch.n === BULK_FILL) {
+      ch = this.#ch = new Chunk();
+      this.chunks.push(ch);
+    }
+    ch.set(ch.n++, off, len, moff, zero);
+    this.count++;
+  }
+}
+
 /** Receives one mapping clipped to the visited range (sectors). */
 export type SegmentVisitor = (offset: number, length: number, moffset: number, zeroed: boolean) => void;
+
+/** Entries in log order, as the index file holds them (sectors; lengths > 0). */
+export interface EntryLog {
+  n: number;
+  offset: Float64Array;
+  length: Uint32Array;
+  moffset: Float64Array;
+  zeroed: Uint8Array;
+}
 
 export class Level0Index {
   #chunks: Chunk[] = [];
   #count = 0;
+
+  /**
+   * The index that inserting `log`'s entries in order builds, computed in one sweep: opening
+   * a layer replays its whole index file, and 16k random inserts cost ~40 ms cold where a
+   * sort and a sweep cost a few. Each sector goes to the latest entry covering it, and each
+   * entry keeps the maximal pieces of it that no later entry covers — what insert() leaves.
+   */
+  static fromLog(log: EntryLog): Level0Index {
+    const ix = new Level0Index();
+    const { n, offset: off, length: len, moffset: moff, zeroed: zero } = log;
+    if (n === 0) return ix;
+    let maxOff = 0;
+    for (let i = 0; i < n; i++) if (off[i]! > maxOff) maxOff = off[i]!;
+    // Sort keys pack (offset, log position) into one exact double, so the native sort orders
+    // the entries by offset and, among equal offsets, by age.
+    const scale = 2 ** Math.ceil(Math.log2(n + 1));
+    if (maxOff * scale >= 2 ** 53) {
+      for (let i = 0; i < n; i++) ix.insert(off[i]!, len[i]!, moff[i]!, zero[i] === 1);
+      return ix;
+    }
+    const keys = new Float64Array(n);
+    for (let i = 0; i < n; i++) keys[i] = off[i]! * scale + i;
+    keys.sort();
+    const order = new Uint32Array(n);
+    // Exact: scale is a power of two (and `%` on doubles is several times slower cold).
+    for (let k = 0; k < n; k++) order[k] = keys[k]! - Math.floor(keys[k]! / scale) * scale;
+    // Sweep in offset order; `heap` holds the entries begun at or before x, latest on top
+    // (stale ones, ended before x, are dropped when they surface).
+    const heap = new Uint32Array(n);
+    let size = 0;
+    const push = (e: number): void => {
+      let i = size++;
+      while (i > 0) {
+        const p = (i - 1) >>> 1;
+        if (heap[p]! >= e) break;
+        heap[i] = heap[p]!;
+        i = p;
+      }
+      heap[i] = e;
+    };
+    const pop = (): void => {
+      const last = heap[--size]!;
+      let i = 0;
+      for (;;) {
+        let c = 2 * i + 1;
+        if (c >= size) break;
+        if (c + 1 < size && heap[c + 1]! > heap[c]!) c++;
+        if (heap[c]! <= last) break;
+        heap[i] = heap[c]!;
+        i = c;
+      }
+      heap[i] = last;
+    };
+    const b = new BulkBuilder();
+    let p = 0;
+    let x = 0;
+    for (;;) {
+      if (size === 0) {
+        if (p === n) break;
+        // Nothing begun is still open: an entry ending before the next one begins is kept whole
+        // (most entries, unless writes overwrite each other).
+        const e = order[p]!;
+        if (p + 1 === n || off[order[p + 1]!]! >= off[e]! + len[e]!) {
+          b.add(off[e]!, len[e]!, moff[e]!, zero[e]!);
+          p++;
+          continue;
+        }
+        x = off[e]!;
+      }
+      while (p < n && off[order[p]!]! <= x) push(order[p++]!);
+      while (size > 0 && off[heap[0]!]! + len[heap[0]!]! <= x) pop();
+      if (size === 0) continue;
+      const w = heap[0]!;
+      // w wins from x to its end or to where a later entry begins, whichever comes first.
+      let segEnd = off[w]! + len[w]!;
+      for (let q = p; q < n && off[order[q]!]! < segEnd; q++) {
+        if (order[q]! > w) {
+          segEnd = off[order[q]!]!;
+          break;
+        }
+      }
+      b.add(x, segEnd - x, zero[w] === 1 ? moff[w]! : moff[w]! + (x - off[w]!), zero[w]!);
+      x = segEnd;
+    }
+    ix.#chunks = b.chunks;
+    ix.#count = b.count;
+    return ix;
+  }
 
   /** Number of live mappings. */
   get count(): number {

@@ -144,6 +144,7 @@ export class WritableLayer implements BlockDevice {
       },
       read: (buf, offset) => this.#readData(buf, offset, false),
       tryReadSync: (buf, offset) => this.#gate.read(this.#data.fd, buf, offset),
+      tryReadSyncAt: (buf, at, length, offset) => this.#gate.readAt(this.#data.fd, buf, at, length, offset),
       close: async () => {},
     };
   }

@@ -18,9 +18,9 @@ import {
   MAX_ENTRY_SECTORS,
   PADDING_ENTRY,
   SECTOR,
-  encodeEntry,
   encodeHeaderTrailer,
   normalizeUuid,
+  writeEntry,
   type HeaderTrailer,
 } from './format.ts';
 
@@ -180,18 +180,19 @@ export class SealedLayerWriter {
 
   #flushEntry(): void {
     if (this.#cLen === 0) return;
-    this.#put({ offset: this.#cOff, length: this.#cLen, moffset: this.#cMoff, zeroed: this.#cZero, tag: this.#cTag });
+    this.#put(this.#cOff, this.#cLen, this.#cMoff, this.#cZero, this.#cTag);
     this.#cLen = 0;
   }
 
-  #put(m: typeof PADDING_ENTRY): void {
+  /** Fields, not a Mapping: a commit puts one entry per piece, and an object each was garbage. */
+  #put(offset: number, length: number, moffset: number, zeroed: boolean, tag: number): void {
     if ((this.#entries + 1) * ENTRY_SIZE > this.#index.length) {
       const bigger = new Uint8Array(this.#index.length * 2);
       bigger.set(this.#index);
       this.#index = bigger;
       this.#dv = new DataView(bigger.buffer);
     }
-    encodeEntry(this.#dv, this.#entries * ENTRY_SIZE, m);
+    writeEntry(this.#dv, this.#entries * ENTRY_SIZE, offset, length, moffset, zeroed, tag);
     this.#entries++;
   }
 
@@ -201,7 +202,8 @@ export class SealedLayerWriter {
     this.#flushEntry();
     this.#finished = true;
     const live = this.#entries;
-    while (this.#entries % PAD_ENTRIES !== 0) this.#put(PADDING_ENTRY);
+    const pad = PADDING_ENTRY;
+    while (this.#entries % PAD_ENTRIES !== 0) this.#put(pad.offset, pad.length, pad.moffset, pad.zeroed, pad.tag);
     const indexOffset = this.#cursor * SECTOR;
     await this.#sink.write(this.#index.subarray(0, this.#entries * ENTRY_SIZE));
     await this.#sink.write(encodeHeaderTrailer({ ...this.#ht, flags: FLAG_DATA | FLAG_SEALED, indexOffset, indexSize: this.#entries }));

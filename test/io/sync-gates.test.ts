@@ -37,6 +37,31 @@ test('SyncReadGate reads synchronously, backs off after a run of slow reads, and
   assert.equal(new SyncReadGate(false).read(fd, buf, 0), undefined, 'a disabled gate never reads');
 });
 
+test('SyncReadGate.readAt reads into a range of a buffer and times one read in four', async (t) => {
+  const dir = await tempDir(t, 'obd-gate-');
+  const file = path.join(dir, 'f');
+  writeFileSync(file, Buffer.from('0123456789'));
+  const fd = openSync(file, 'r');
+  t.after(() => closeSync(fd));
+
+  let clock = 0;
+  let reads = 0;
+  const gate = new SyncReadGate(true, () => (reads++, (clock += 1)));
+  const buf = new Uint8Array(8).fill(0x2e);
+  assert.equal(gate.readAt(fd, buf, 2, 4, 3), 4);
+  assert.equal(Buffer.from(buf).toString(), '..3456..');
+  assert.equal(gate.readAt(fd, buf, 0, 8, 6), 4, 'short at the end of the file');
+  assert.equal(gate.readAt(fd, new Uint8Array(512 * 1024), 0, 512 * 1024, 0), undefined, 'large reads go to the thread pool');
+  // Every clock read moves time 1 ms: each timed read is slow. Four timed reads in a row back off.
+  reads = 0;
+  for (let i = 3; i < 16; i++) assert.equal(gate.readAt(fd, buf, 0, 4, 0), 4, `read ${i + 1} is still served`);
+  assert.ok(reads <= 8, `only sampled reads look at the clock (${reads} clock reads)`);
+  assert.equal(gate.readAt(fd, buf, 0, 4, 0), undefined, 'four slow samples in a row: reads go async');
+  clock += 1000;
+  assert.equal(gate.readAt(fd, buf, 0, 4, 0), 4, 'synchronous again after the back-off');
+  assert.equal(new SyncReadGate(false).readAt(fd, buf, 0, 4, 0), undefined, 'a disabled gate never reads');
+});
+
 test('SyncWriteGate writes small buffers synchronously, backs off after one slow write, and comes back', async (t) => {
   const dir = await tempDir(t, 'obd-gate-');
   const file = path.join(dir, 'f');
