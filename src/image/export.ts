@@ -3,8 +3,8 @@
  * chunks are skipped so the output is sparse; the file is sized with ftruncate.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { pwriteFullSync } from '../io/fd-io.ts';
 import { wrapFsError } from '../io/file.ts';
-import { writeFull } from '../io/sink.ts';
 import type { BlockDevice } from '../io/types.ts';
 import { isZero } from '../io/util.ts';
 
@@ -14,15 +14,17 @@ export interface ExportStats {
   written: number;
 }
 
-/** Bytes read from the device at a time; two such buffers alternate. */
+/** Bytes read from the device at a time. */
 const CHUNK = 4 << 20;
 /** Granularity of the zero check: all-zero pieces of this size stay holes in the output. */
 const PIECE = 64 << 10;
 
 /**
- * Writes the raw disk of `dev` to `outPath`. Reading (and decoding) the next chunk overlaps
- * writing the last one, which goes through the thread pool as one write per run of non-zero
- * pieces, so a decoding CPU and a writing one both stay busy.
+ * Writes the raw disk of `dev` to `outPath`. Chunks are written synchronously, one pwrite per
+ * run of non-zero pieces: into the page cache that is a memcpy of bytes still in this CPU's
+ * cache, where handing each write to the thread pool cost more CPU (another core copies them
+ * cold) than the overlap with decoding saved, measured on a loaded 2-CPU machine. The event
+ * loop gets a turn after each chunk, so signals and timers are not held off for the whole copy.
  */
 export async function exportRaw(dev: BlockDevice, outPath: string, onProgress?: (done: number, total: number) => void): Promise<ExportStats> {
   let fh;
@@ -32,42 +34,34 @@ export async function exportRaw(dev: BlockDevice, outPath: string, onProgress?: 
     throw wrapFsError(outPath, e);
   }
   let written = 0;
-  const bufs = [new Uint8Array(CHUNK), new Uint8Array(CHUNK)];
-  let writing: Promise<void> | undefined;
+  const buf = new Uint8Array(Math.min(CHUNK, Math.max(dev.size, 1)));
   try {
-    for (let off = 0, k = 0; off < dev.size; off += CHUNK) {
+    for (let off = 0; off < dev.size; off += CHUNK) {
       const n = Math.min(CHUNK, dev.size - off);
       const exts = await dev.extents(off, n);
       if (exts.some((e) => e.kind === 'data')) {
-        const view = bufs[k++ & 1]!.subarray(0, n);
+        const view = n === buf.length ? buf : buf.subarray(0, n);
         await dev.read(view, off);
-        // The previous chunk's writes used the other buffer; only one chunk is in flight.
-        await writing;
-        writing = writeNonZero(fh, view, off).then((w) => {
-          written += w;
-        });
-        // Observed at once so a failed write waits for the next await instead of crashing.
-        writing.catch(() => {});
+        written += writeNonZero(fh, view, off);
+        await new Promise(setImmediate);
       }
       onProgress?.(off + n, dev.size);
     }
-    await writing;
     await fh.truncate(dev.size);
   } finally {
-    await writing?.catch(() => {});
     await fh.close();
   }
   return { size: dev.size, written };
 }
 
-/** Writes the non-zero pieces of `view` (at `off` of the file), one write per run; resolves the bytes written. */
-async function writeNonZero(fh: FileHandle, view: Uint8Array, off: number): Promise<number> {
+/** Writes the non-zero pieces of `view` (at `off` of the file), one write per run; returns the bytes written. */
+function writeNonZero(fh: FileHandle, view: Uint8Array, off: number): number {
   let written = 0;
   for (let p = 0; p < view.length; ) {
     let q = p;
     while (q < view.length && !isZero(view.subarray(q, Math.min(view.length, q + PIECE)))) q = Math.min(view.length, q + PIECE);
     if (q > p) {
-      await writeFull(fh, view.subarray(p, q), off + p);
+      pwriteFullSync(fh.fd, view.subarray(p, q), off + p);
       written += q - p;
       p = q;
     } else {

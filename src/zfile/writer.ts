@@ -366,7 +366,9 @@ const COPY_CHUNK = 4 << 20;
 
 /**
  * Copies `size` bytes from `read` to `write` in `chunk`-sized pieces, reading the next piece
- * while the current one is written. Returns the bytes copied.
+ * while the current one is written. The event loop gets a turn after each piece: reads and
+ * writes that complete synchronously would otherwise hold off signals for the whole copy.
+ * Returns the bytes copied.
  */
 async function pump(
   size: number,
@@ -387,6 +389,7 @@ async function pump(
     await write(n === cur.length ? cur : cur.subarray(0, n));
     pos = at;
     onProgress?.(pos, size);
+    await new Promise(setImmediate);
     [cur, next] = [next, cur];
   }
   await reading;
@@ -443,7 +446,9 @@ export async function decompressFile(input: string, output: string, opts: Conver
   }
   let sink: FileSink | undefined;
   try {
-    sink = await FileSink.create(output);
+    // Synchronous writes: decoding and reading are synchronous too (a file in the page cache),
+    // and a pwrite of a chunk still in this CPU's cache costs less than the thread pool's copy.
+    sink = await FileSink.create(output, { blocking: true });
     const out = sink;
     const chunk = Math.max(COPY_CHUNK - (COPY_CHUNK % reader.blockSize), reader.blockSize);
     const n = await pump(reader.size, chunk, (buf, at) => reader.read(buf, at), (data) => out.write(data), opts.onProgress);
