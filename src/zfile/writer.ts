@@ -230,6 +230,15 @@ export class ZFileWriter implements ByteSink {
       let pos = 0;
       while (pos < buf.length) {
         const b = this.#batch;
+        if (!this.#pool && b.inputLength === 0 && buf.length - pos >= this.#batchBytes) {
+          // A whole batch on this thread is compressed straight from `buf`, before write()
+          // returns: copying it into the batch first cost a memcpy of every input byte.
+          b.inputLength = this.#batchBytes;
+          pos += this.#batchBytes;
+          this.#accepted += this.#batchBytes;
+          await this.#submit(buf.subarray(pos - this.#batchBytes, pos));
+          continue;
+        }
         const n = Math.min(buf.length - pos, this.#batchBytes - b.inputLength);
         b.input.set(buf.subarray(pos, pos + n), b.inputLength);
         b.inputLength += n;
@@ -243,8 +252,11 @@ export class ZFileWriter implements ByteSink {
     }
   }
 
-  /** Sends the current batch to be compressed and writes out what is due. */
-  async #submit(): Promise<void> {
+  /**
+   * Sends the current batch to be compressed and writes out what is due. `input`, on a single
+   * thread only, holds the batch's bytes in place of its own input buffer.
+   */
+  async #submit(input?: Uint8Array): Promise<void> {
     const b = this.#batch;
     if (this.#pool) {
       // Workers take ~80 ms to start, as long as compressing ~100 MiB of LZ4: until one is
@@ -259,7 +271,7 @@ export class ZFileWriter implements ByteSink {
       this.#batch = this.#spare.pop() ?? this.#newBatch();
       while (this.#inFlight.length >= this.#maxInFlight) await this.#emit(await this.#inFlight.shift()!);
     } else {
-      this.#compressHere(b);
+      this.#compressHere(b, input);
       await this.#writing;
       this.#writing = this.#emit(b);
       // Observed at once; the failure surfaces at the next await of #writing.
@@ -268,9 +280,9 @@ export class ZFileWriter implements ByteSink {
     }
   }
 
-  #compressHere(b: Batch): void {
+  #compressHere(b: Batch, input = b.input.subarray(0, b.inputLength)): void {
     this.#codec ??= createCodec(this.#params.algo, this.#params.level);
-    b.size = compressBlocks(this.#codec, this.#params, b.input.subarray(0, b.inputLength), b.output, b.lengths);
+    b.size = compressBlocks(this.#codec, this.#params, input, b.output, b.lengths);
   }
 
   /** Appends a compressed batch to the output and records its block lengths. */
