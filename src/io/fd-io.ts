@@ -56,7 +56,7 @@ export function preadFullSync(fd: number, buf: Uint8Array, pos: number): number 
 }
 
 /** Reads up to this size may be served synchronously (see SyncReadGate). */
-export const SYNC_READ_MAX = 256 * 1024;
+const SYNC_READ_MAX = 256 * 1024;
 /** A synchronous read slower than this probably came from the disk, not the page cache. */
 const SLOW_READ_MS = 0.25;
 /** Slow reads in a row that mean the disk is being hit (one alone is a preemption or a fault). */

@@ -6,7 +6,6 @@
  */
 import type { ByteSource, IntegrityReport } from '../io/types.ts';
 import { ClosedError, OutOfRangeError, ShortReadError } from '../io/errors.ts';
-import { SYNC_READ_MAX } from '../io/fd-io.ts';
 import { hex, isOffset, readable, readAt, readExact, settleAll } from '../io/util.ts';
 import { BlockCache, type CacheEntry, type MemoryBudget } from './block-cache.ts';
 import { BlockTable } from './block-table.ts';
@@ -90,6 +89,11 @@ export interface VerifyReport {
 
 /** Compressed bytes fetched per source read (several blocks at once). */
 const FETCH_MAX = 1 << 20;
+/**
+ * Compressed bytes per run of the synchronous path: what a file source reads synchronously
+ * (SYNC_READ_MAX of SyncReadGate, src/io/fd-io.ts). A larger run is refused by its gate.
+ */
+const SYNC_RUN_MAX = 256 << 10;
 /** Times a bad block is evicted from the source and fetched again before the error stands. */
 const BAD_BLOCK_RETRIES = 3;
 /** Chunk of the jump table read per request while opening. */
@@ -325,7 +329,7 @@ export class ZFileReader implements ByteSource {
         continue;
       }
       if (!src.tryReadSync) return undefined;
-      const j = this.#runEnd(i, last, SYNC_READ_MAX);
+      const j = this.#runEnd(i, last, SYNC_RUN_MAX);
       const bytes = this.table.offset(j) + this.table.length(j) - this.table.offset(i);
       if (scratch.length < bytes) scratch = Buffer.allocUnsafe(2 ** Math.ceil(Math.log2(bytes)));
       const raw = scratch.subarray(0, bytes);
