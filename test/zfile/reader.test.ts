@@ -145,6 +145,18 @@ test('reads past the end are short or empty; a closed reader refuses reads', asy
   await assert.rejects(r.read(buf, 0), { name: 'ClosedError' });
 });
 
+test('a large read of a file in the page cache is served synchronously, in runs the file reads synchronously', async () => {
+  // 8 MiB of lz4 4K blocks: far more compressed bytes than one synchronous file read takes.
+  const r = await openZ(path.join(ZFIXTURES, 'zinput-8m.lz4-bs4.zfile'), { cacheSize: 0 });
+  try {
+    const buf = Buffer.alloc(r.size);
+    assert.equal(r.tryReadSync(buf, 0), r.size);
+    assert.ok(buf.equals(zinput8m()));
+  } finally {
+    await r.close();
+  }
+});
+
 test('reads over a synchronous source take the promise-free path and match the async path', async () => {
   for (const name of ['zinput-8m.lz4-bs4.zfile', 'zinput-8m.zstd-bs32.zfile']) {
     const bytes = readFileSync(path.join(ZFIXTURES, name));

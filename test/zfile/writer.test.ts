@@ -138,6 +138,8 @@ test('output is identical for any thread count and write chunking (property)', a
           const one = await compress(dir, data, { algorithm, blockSize, threads: 1 });
           const many = await compress(dir, data, { algorithm, blockSize, threads: 2 }, chunks);
           assert.ok(one.equals(many));
+          // One thread, chunked: whole batches compress in place from the caller's buffer, the rest via the batch.
+          assert.ok(one.equals(await compress(dir, data, { algorithm, blockSize, threads: 1 }, chunks)));
         },
       ),
       { numRuns: 6 },
