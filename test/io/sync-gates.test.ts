@@ -1,16 +1,21 @@
 import assert from 'node:assert/strict';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { SyncReadGate, SyncWriteGate } from '../../src/io/fd-io.ts';
 import { tempDir } from '../helpers/temp.ts';
 
-test('SyncReadGate reads synchronously, backs off after a run of slow reads, and comes back', async (t) => {
-  const dir = await tempDir(t, 'obd-gate-');
-  const file = path.join(dir, 'f');
+/** A temporary file holding '0123456789', open with `flags` until the test ends. */
+async function digitsFile(t: TestContext, flags: string): Promise<{ file: string; fd: number }> {
+  const file = path.join(await tempDir(t, 'obd-gate-'), 'f');
   writeFileSync(file, Buffer.from('0123456789'));
-  const fd = openSync(file, 'r');
+  const fd = openSync(file, flags);
   t.after(() => closeSync(fd));
+  return { file, fd };
+}
+
+test('SyncReadGate reads synchronously, backs off after a run of slow reads, and comes back', async (t) => {
+  const { fd } = await digitsFile(t, 'r');
 
   let clock = 0;
   let step = 0; // how far each clock read moves time: 0 = instant reads, 1 = 1 ms per read
@@ -38,11 +43,7 @@ test('SyncReadGate reads synchronously, backs off after a run of slow reads, and
 });
 
 test('SyncReadGate.readAt reads into a range of a buffer and times one read in four', async (t) => {
-  const dir = await tempDir(t, 'obd-gate-');
-  const file = path.join(dir, 'f');
-  writeFileSync(file, Buffer.from('0123456789'));
-  const fd = openSync(file, 'r');
-  t.after(() => closeSync(fd));
+  const { fd } = await digitsFile(t, 'r');
 
   let clock = 0;
   let reads = 0;
@@ -63,11 +64,7 @@ test('SyncReadGate.readAt reads into a range of a buffer and times one read in f
 });
 
 test('SyncWriteGate writes small buffers synchronously, backs off after one slow write, and comes back', async (t) => {
-  const dir = await tempDir(t, 'obd-gate-');
-  const file = path.join(dir, 'f');
-  writeFileSync(file, Buffer.from('0123456789'));
-  const fd = openSync(file, 'r+');
-  t.after(() => closeSync(fd));
+  const { file, fd } = await digitsFile(t, 'r+');
   const contents = () => readFileSync(file).toString();
 
   let clock = 0;
