@@ -7,6 +7,7 @@ import { pwriteFull } from '../io/fd-io.ts';
 import { wrapFsError } from '../io/file.ts';
 import type { BlockDevice } from '../io/types.ts';
 import { isZero } from '../io/util.ts';
+import { WriteBehind } from '../io/write-behind.ts';
 
 export interface ExportStats {
   size: number;
@@ -39,29 +40,23 @@ export async function exportRaw(dev: BlockDevice, outPath: string, onProgress?: 
   }
   const fd = fh.fd;
   let written = 0;
-  const bufs = Array.from({ length: WRITES_IN_FLIGHT + 1 }, () => new Uint8Array(Math.min(CHUNK, Math.max(dev.size, 1))));
-  const writes: Promise<number>[] = [];
+  const behind = new WriteBehind(WRITES_IN_FLIGHT, Math.min(CHUNK, Math.max(dev.size, 1)));
   try {
-    for (let off = 0, k = 0; off < dev.size; off += CHUNK) {
+    for (let off = 0; off < dev.size; off += CHUNK) {
       const n = Math.min(CHUNK, dev.size - off);
       const exts = await dev.extents(off, n);
       if (exts.some((e) => e.kind === 'data')) {
-        // The buffer about to be filled was last written by the oldest write in flight.
-        if (writes.length === WRITES_IN_FLIGHT) written += await writes.shift()!;
-        const buf = bufs[k++ % bufs.length]!;
+        const buf = await behind.next();
         const view = n === buf.length ? buf : buf.subarray(0, n);
         await dev.read(view, off);
-        const w = writeNonZero(fd, view, off);
-        // Observed at once so a failed write waits for its turn instead of crashing.
-        w.catch(() => {});
-        writes.push(w);
+        behind.push(writeNonZero(fd, view, off));
       }
       onProgress?.(off + n, dev.size);
     }
-    while (writes.length > 0) written += await writes.shift()!;
+    written = await behind.drain();
     await fh.truncate(dev.size);
   } finally {
-    await Promise.allSettled(writes);
+    await behind.settle();
     await fh.close();
   }
   return { size: dev.size, written };

@@ -11,6 +11,7 @@ import { FileSink } from '../io/sink.ts';
 import { FileSource, wrapFsError } from '../io/file.ts';
 import { ClosedError, InvalidArgumentError, ShortReadError } from '../io/errors.ts';
 import { ahead } from '../io/util.ts';
+import { WriteBehind } from '../io/write-behind.ts';
 import { createCodec, type BlockCodec } from './codec.ts';
 import { compressBlocks, outputCapacity, type BlockParams } from './compress-blocks.ts';
 import type { Batch, CompressPool } from './compress-pool.ts';
@@ -465,7 +466,7 @@ export async function decompressFile(input: string, output: string, opts: Conver
     throw e;
   }
   let fh: FileHandle | undefined;
-  const writes: Promise<void>[] = [];
+  let behind: WriteBehind | undefined;
   try {
     try {
       fh = await open(output, 'w');
@@ -475,25 +476,20 @@ export async function decompressFile(input: string, output: string, opts: Conver
     const fd = fh.fd;
     const size = reader.size;
     const chunk = Math.max(DECOMPRESS_CHUNK - (DECOMPRESS_CHUNK % reader.blockSize), reader.blockSize);
-    const bufs = Array.from({ length: DECOMPRESS_WRITES + 1 }, () => Buffer.allocUnsafe(Math.min(chunk, Math.max(size, 1))));
-    for (let pos = 0, k = 0; pos < size; k++) {
-      // The buffer about to be filled was last written by the oldest write in flight.
-      if (writes.length === DECOMPRESS_WRITES) await writes.shift();
-      const buf = bufs[k % bufs.length]!;
+    behind = new WriteBehind(DECOMPRESS_WRITES, Math.min(chunk, Math.max(size, 1)));
+    for (let pos = 0; pos < size; ) {
+      const buf = await behind.next();
       const view = size - pos < buf.length ? buf.subarray(0, size - pos) : buf;
       const n = await reader.read(view, pos);
       if (n !== view.length) throw new ShortReadError(reader.name, pos + n, size - pos - n, 0);
-      const w = pwriteFull(fd, view, pos);
-      // Observed at once so a failed write waits for its turn instead of crashing.
-      w.catch(() => {});
-      writes.push(w);
+      behind.push(pwriteFull(fd, view, pos).then(() => n));
       pos += n;
       opts.onProgress?.(pos, size);
     }
-    while (writes.length > 0) await writes.shift();
+    await behind.drain();
     return { originalSize: reader.size, blocks: reader.blockCount };
   } finally {
-    await Promise.allSettled(writes);
+    await behind?.settle();
     await fh?.close();
     await reader.close();
   }
