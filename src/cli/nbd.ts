@@ -16,6 +16,7 @@ import { readFile } from 'node:fs/promises';
 import { isFile } from '../io/file.ts';
 import type { LiveDisk } from '../live/disk.ts';
 import type { ControlAddress, ControlServer } from '../live/control.ts';
+import { startHeapTrim } from '../runtime/heap-trim.ts';
 
 import { addShareOptions, openSharing, SHARE_EXAMPLES, type ShareFlags } from './serve-share.ts';
 
@@ -256,7 +257,10 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   if (log.format === 'text') process.stderr.write(lines.join('\n') + '\n');
   else log.log('info', 'serving', { ...listening, activated: activated !== undefined, pid: process.pid, maxConnections: opts.maxConnections, tls: server.tlsMode, exports, ...controlInfo });
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, tls: server.tlsMode, exports, ...controlInfo, ...(metrics ? { metrics } : {}) }) + '\n');
+  // What the open and later bursts freed goes back to the system (a no-op off glibc).
+  const trimmer = startHeapTrim();
   const signal = await Promise.race([signals.stopped, pipeClosed]);
+  trimmer.stop();
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');
   try {
     // A snapshot committing or pushing is cancelled (its request fails) rather than awaited.

@@ -1,12 +1,11 @@
 /**
  * File holes, which Node's fs does not reach: lseek(SEEK_DATA / SEEK_HOLE) to find where a
  * sparse file holds data, and fallocate(PUNCH_HOLE | KEEP_SIZE) to give a range back. Sparse
- * writable layers (docs/format.md §2.12) are defined by them. The calls go to libc through
- * koffi (an FFI with prebuilt binaries), loaded on first use so other commands never load it.
+ * writable layers (docs/format.md §2.12) are defined by them. The calls go to libc (./libc.ts).
  */
-import { createRequire } from 'node:module';
 import { NotSupportedError } from './errors.ts';
 import { wrapFsError } from './file.ts';
+import { libc as loadLibc } from './libc.ts';
 
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
@@ -24,10 +23,7 @@ let libc: Libc | undefined;
 
 function load(): Libc {
   if (libc) return libc;
-  if (process.platform !== 'linux') throw new NotSupportedError(`sparse files need Linux's SEEK_DATA/SEEK_HOLE and hole punching (this is ${process.platform})`);
-  const require = createRequire(import.meta.url);
-  const koffi = require('koffi') as typeof import('koffi');
-  const lib = koffi.load('libc.so.6');
+  const { koffi, lib } = loadLibc('sparse files (SEEK_DATA/SEEK_HOLE and hole punching)');
   // koffi passes and returns 64-bit integers as JS numbers (exact up to 2^53, past every disk accepted here).
   const lseek = lib.func('int64_t lseek64(int fd, int64_t offset, int whence)');
   const fallocate = lib.func('int fallocate64(int fd, int mode, int64_t offset, int64_t len)');

@@ -3,11 +3,10 @@
  * and where permitted the SCHED_IDLE policy, under which any normal thread that wakes up
  * preempts this one at once. Nice 19 alone still lets a busy background thread finish its
  * time slice (up to a few milliseconds) before a woken serving thread runs; SCHED_IDLE
- * does not. sched_setscheduler goes to libc through koffi (as src/io/holes.ts), loaded on
- * first use.
+ * does not. sched_setscheduler goes to libc (./libc.ts).
  */
-import { createRequire } from 'node:module';
 import os from 'node:os';
+import { libc } from './libc.ts';
 
 const SCHED_IDLE = 5;
 
@@ -28,8 +27,7 @@ export function lowerThreadPriority(nice: number, idle: boolean): AppliedPriorit
   }
   if (idle && process.platform === 'linux') {
     try {
-      const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
-      const setScheduler = koffi.load('libc.so.6').func('int sched_setscheduler(int pid, int policy, const int *param)');
+      const setScheduler = libc('SCHED_IDLE').lib.func('int sched_setscheduler(int pid, int policy, const int *param)');
       got.idle = setScheduler(0, SCHED_IDLE, [0]) === 0;
     } catch {
       // No FFI here: nice alone.
