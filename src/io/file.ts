@@ -55,6 +55,14 @@ export class FileSource implements ByteSource {
     return this.#gate.read(this.#fd, view, offset);
   }
 
+  /** tryReadSync into buf[at, at + length) without a view (merges and commits from sealed layers). */
+  tryReadSyncAt(buf: Uint8Array, at: number, length: number, offset: number): number | undefined {
+    if (!this.#fh) throw new ClosedError(this.name);
+    const n = Math.max(0, Math.min(length, this.size - offset));
+    if (n === 0) return 0;
+    return this.#gate.readAt(this.#fd, buf, at, n, offset);
+  }
+
   async read(buf: Uint8Array, offset: number): Promise<number> {
     const n = this.tryReadSync(buf, offset);
     if (n !== undefined) return n;

@@ -3,6 +3,7 @@ import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { SyncReadGate, SyncWriteGate } from '../../src/io/fd-io.ts';
+import { FileSource } from '../../src/io/file.ts';
 import { tempDir } from '../helpers/temp.ts';
 
 /** A temporary file holding '0123456789', open with `flags` until the test ends. */
@@ -89,4 +90,17 @@ test('SyncWriteGate writes small buffers synchronously, backs off after one slow
   t.after(() => closeSync(ro));
   assert.throws(() => gate.write(ro, Buffer.from('z'), 0), { code: 'EBADF' }, 'a failed write throws, for the caller to wrap');
   assert.equal(new SyncWriteGate(false).write(fd, Buffer.from('z'), 0), false, 'a disabled gate never writes');
+});
+
+test('FileSource.tryReadSyncAt reads into the middle of a buffer as tryReadSync does, short at the end', async (t) => {
+  const { file } = await digitsFile(t, 'r');
+  const src = await FileSource.open(file);
+  t.after(() => src.close());
+  const buf = Buffer.alloc(8, '.');
+  assert.equal(src.tryReadSyncAt(buf, 2, 4, 3), 4);
+  assert.equal(buf.toString(), '..3456..');
+  assert.equal(src.tryReadSyncAt(buf, 0, 8, 7), 3, 'short at the end of the file');
+  assert.equal(buf.toString(), '789456..');
+  assert.equal(src.tryReadSyncAt(buf, 0, 4, 10), 0, 'nothing at or past the end');
+  assert.equal(src.tryReadSyncAt(buf, 0, 4, 99), 0);
 });
