@@ -93,12 +93,15 @@ export function validateWriterOptions(opts: ZFileWriterOptions): Required<Omit<Z
 
 /**
  * The shared pool for `threads` > 1, imported only then: single-threaded compression and every
- * decompression (which lives here too) load no worker code.
+ * decompression (which lives here too) load no worker code. The calling thread is one of the
+ * `threads` (it compresses whenever the workers are busy), so it gets `threads` - 1 workers:
+ * a worker costs ~80 ms of CPU to start. A background writer's thread serves and compresses
+ * nothing, so it gets them all.
  */
 async function poolFor(threads: number, priority: number): Promise<CompressPool | undefined> {
   if (threads <= 1) return undefined;
   const { CompressPool } = await import('./compress-pool.ts');
-  return CompressPool.shared(threads, priority);
+  return CompressPool.shared(priority > 0 ? threads : threads - 1, priority);
 }
 
 export class ZFileWriter implements ByteSink {
