@@ -8,12 +8,13 @@
  * hand; a stale bundle is never used, so forgetting to rebuild costs only speed.
  *
  * Why: loaded as ES modules, commander and our sources make Node build an ES-module facade for
- * every builtin they import; one CommonJS file requires them plainly and starts ~25 ms sooner
- * (`obd --help` 98 vs 124 ms of CPU, `info` 99 vs 119; ESM with code splitting, one chunk per
- * area and lazy import, measured no faster than the sources). Lazily imported modules stay
- * lazy in the bundle: their code is compiled on first use and runs only then.
+ * every builtin they import and pay its loader per module; one CommonJS file requires them
+ * plainly and starts ~25 ms sooner (`obd --help` 98 vs 124 ms of CPU, `info` 99 vs 119; ESM
+ * with code splitting, a chunk per area and lazy import, measured no faster than the sources).
+ * Lazily imported modules stay lazy in the bundle: their code runs only when imported.
  */
 import type { Plugin } from 'esbuild';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -96,7 +97,10 @@ export async function buildCli(out = path.join(ROOT, 'dist', 'cli')): Promise<Bu
     const st = await stat(file);
     inputs.push([path.relative(ROOT, file), st.size, st.mtimeMs, st.ctimeMs]);
   }
-  await writeFile(path.join(tmp, MANIFEST), JSON.stringify({ node: process.version, root: ROOT, inputs }));
+  // `id` names this build's code caches (src/runtime/bundle.js): V8 checks a cache against its
+  // source's length only, so a cache must never outlive the build it was made from.
+  const id = `${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
+  await writeFile(path.join(tmp, MANIFEST), JSON.stringify({ node: process.version, root: ROOT, id, inputs }));
   const old = `${out}.old-${process.pid}`;
   await rename(out, old).catch((e: NodeJS.ErrnoException) => {
     if (e.code !== 'ENOENT') throw e;

@@ -10,7 +10,9 @@ import { freshBundle } from '../runtime/bundle.js';
 const cacheDir = workerData?.compileCache;
 if (typeof cacheDir === 'string') module.enableCompileCache?.(cacheDir);
 const bundle = freshBundle();
-if (bundle) module.createRequire(import.meta.url)(`${bundle}/background-worker.cjs`);
+// A plain require, with Node's compile cache: a worker ends by being terminated, when no
+// exit handler would write the post-run code cache the launcher keeps.
+if (bundle) module.createRequire(import.meta.url)(`${bundle.dir}/background-worker.cjs`);
 else {
   if (typeof cacheDir === 'string') (await import('../runtime/strip-cache.js')).useStripCache(cacheDir);
   await import('./background-worker.ts');

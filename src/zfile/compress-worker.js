@@ -11,7 +11,9 @@ import { freshBundle } from '../runtime/bundle.js';
 const cacheDir = workerData?.compileCache;
 if (typeof cacheDir === 'string') module.enableCompileCache?.(cacheDir);
 const bundle = freshBundle();
-if (bundle) module.createRequire(import.meta.url)(`${bundle}/compress-worker.cjs`);
+// A plain require, with Node's compile cache: a worker ends by being terminated, when no
+// exit handler would write the post-run code cache the launcher keeps.
+if (bundle) module.createRequire(import.meta.url)(`${bundle.dir}/compress-worker.cjs`);
 else {
   if (typeof cacheDir === 'string') (await import('../runtime/strip-cache.js')).useStripCache(cacheDir);
   await import('./compress-worker.ts');
