@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /**
- * `obd` launcher, in plain JavaScript so that starting it strips no TypeScript: Node's compile
- * cache keeps the compiled code and src/runtime/strip-cache.js the type-stripped sources.
+ * `obd` launcher, in plain JavaScript so that starting it strips no TypeScript. It runs the
+ * bundle of scripts/build-cli.ts (dist/cli, built by `npm ci`) while that is fresh, with a
+ * code cache made after its runs (src/runtime/bundle.js), else the sources, with Node's compile
+ * cache and src/runtime/strip-cache.js keeping their compiled code and type-stripped text.
  */
 import module from 'node:module';
-import { useStripCache } from '../runtime/strip-cache.js';
+import { freshBundle, loadBundled } from '../runtime/bundle.js';
 
 // The caches live with the user's other caches ($XDG_CACHE_HOME or ~/.cache): Node's default,
 // a directory in /tmp, does not outlive a reboot. NODE_COMPILE_CACHE, when set, wins (Node has
@@ -15,6 +17,11 @@ if (module.enableCompileCache && !process.env.NODE_COMPILE_CACHE && !process.env
   const ok = base && module.enableCompileCache(`${base}/overlaybd-ts`).status !== module.constants.compileCacheStatus.FAILED;
   if (!ok) module.enableCompileCache();
 }
-const cacheDir = module.getCompileCacheDir?.();
-if (cacheDir) useStripCache(cacheDir);
-await import('./program.ts');
+const bundle = freshBundle();
+// The command names the code cache's coverage (src/runtime/bundle.js): as program.ts finds it.
+if (bundle) await loadBundled(bundle, 'program', process.argv.slice(2).find((a) => !a.startsWith('-')) ?? '').main();
+else {
+  const cacheDir = module.getCompileCacheDir?.();
+  if (cacheDir) (await import('../runtime/strip-cache.js')).useStripCache(cacheDir);
+  await (await import('./program.ts')).main();
+}

@@ -3,28 +3,34 @@ import { Command, CommanderError } from 'commander';
 import { AREAS } from './areas.ts';
 import { reportError, wantsJson } from './common.ts';
 
-const program = new Command('obd')
-  .description('OverlayBD layered block-device images: LSMT layers, ZFile compression, registries, NBD export')
-  .version('0.1.0')
-  .showHelpAfterError('(run with --help for usage)');
+/**
+ * Runs one `obd` command line. A function, not top-level code, so that the launcher can run it
+ * from the CommonJS bundle as well (top-level await exists only in ES modules).
+ */
+export async function main(argv: string[] = process.argv): Promise<void> {
+  const program = new Command('obd')
+    .description('OverlayBD layered block-device images: LSMT layers, ZFile compression, registries, NBD export')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)');
 
-// Start-up time is most of a short command's run (e.g. a commit), so only the area that
-// owns the command is loaded; help and unknown commands load them all.
-const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
-const owner = AREAS.find(([commands]) => first !== undefined && commands.includes(first));
+  // Start-up time is most of a short command's run (e.g. a commit), so only the area that
+  // owns the command is loaded; help and unknown commands load them all.
+  const first = argv.slice(2).find((a) => !a.startsWith('-'));
+  const owner = AREAS.find(([commands]) => first !== undefined && commands.includes(first));
 
-// With --json, usage errors are reported as JSON as well: commander throws instead of printing.
-const json = wantsJson();
-if (json) program.exitOverride().configureOutput({ outputError: () => {} });
+  // With --json, usage errors are reported as JSON as well: commander throws instead of printing.
+  const json = wantsJson(argv);
+  if (json) program.exitOverride().configureOutput({ outputError: () => {} });
 
-try {
-  for (const [, load] of owner ? [owner] : AREAS) (await load()).register(program);
-  await program.parseAsync(process.argv);
-} catch (e) {
-  // A CommanderError (thrown only with --json) carries its exit code: 0 after --help or --version.
-  if (!(e instanceof CommanderError)) process.exitCode = reportError(e, json);
-  else {
-    if (e.exitCode !== 0) reportError(e, json);
-    process.exitCode = e.exitCode;
+  try {
+    for (const [, load] of owner ? [owner] : AREAS) (await load()).register(program);
+    await program.parseAsync(argv);
+  } catch (e) {
+    // A CommanderError (thrown only with --json) carries its exit code: 0 after --help or --version.
+    if (!(e instanceof CommanderError)) process.exitCode = reportError(e, json);
+    else {
+      if (e.exitCode !== 0) reportError(e, json);
+      process.exitCode = e.exitCode;
+    }
   }
 }

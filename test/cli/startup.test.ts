@@ -1,23 +1,47 @@
 /**
- * Start-up of the installed `obd` command (src/cli/obd.js): every command still loads and
- * prints the help it prints with all areas registered, `--help` and a local command load only
- * what they use, and the strip cache never serves the old text of a changed source.
+ * Start-up of the installed `obd` command (src/cli/obd.js), run from the sources and from the
+ * bundle of scripts/build-cli.ts: every command still loads and prints the help it prints with
+ * all areas registered, `--help` and a local command load only what they use, a real command
+ * gives the same output either way, a bundle older than a source it holds is never run, and
+ * the strip cache never serves the old text of a changed source.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { cp, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command } from 'commander';
+import { buildCli } from '../../scripts/build-cli.ts';
 import { AREAS } from '../../src/cli/areas.ts';
-import { collect, type CliResult } from '../helpers/cli.ts';
-import { tempDir } from '../helpers/temp.ts';
+import { collect, MAIN, type CliResult } from '../helpers/cli.ts';
+import { suiteTempDir, tempDir } from '../helpers/temp.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const LAUNCHER = path.join(ROOT, 'src', 'cli', 'obd.js');
+const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'lsmt', 'layer1.lz4bs4.zfile');
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return collect(process.execPath, args, { env });
+}
+
+// One bundle for the file, built from this tree into a temp dir (dist/cli may be absent or
+// stale); the sources run with OBD_BUNDLE_DIR naming a directory that holds none.
+// (Built on first use: the directory is made by a hook that may not have run before ours.)
+const work = suiteTempDir('obd-bundle-');
+let built: Promise<unknown> | undefined;
+const MODES = {
+  sources: () => ({ OBD_BUNDLE_DIR: path.join(work.path, 'none') }),
+  bundle: () => ({ OBD_BUNDLE_DIR: path.join(work.path, 'cli') }),
+};
+type Mode = keyof typeof MODES;
+
+/** Checks that `mode` is what the launcher runs, as it says with OBD_DEBUG_BUNDLE. */
+async function assertRuns(mode: Mode, env: NodeJS.ProcessEnv): Promise<void> {
+  if (mode === 'bundle') await (built ??= buildCli(path.join(work.path, 'cli')));
+  const r = await run([LAUNCHER, '--version'], { ...env, OBD_DEBUG_BUNDLE: '1' });
+  assert.equal(r.code, 0, r.stderr);
+  if (mode === 'bundle') assert.match(r.stderr, /^obd: running the bundle in /, `the bundle is fresh: ${JSON.stringify(env)}`);
+  else assert.doesNotMatch(r.stderr, /running the bundle/);
 }
 
 /** Every command path (`zfile compress` as ['zfile', 'compress']) with its help, all areas registered in this process. */
@@ -40,61 +64,186 @@ async function expectedHelp(): Promise<Map<string, string>> {
   return out;
 }
 
-test('every command loads and prints the help it has with every area registered', async (t) => {
-  const cache = await tempDir(t, 'obd-startup-');
-  const expected = await expectedHelp();
-  assert.ok(expected.size > 30, `only ${expected.size} commands found`);
-  const top = await run([LAUNCHER, '--help'], { XDG_CACHE_HOME: cache });
-  assert.equal(top.code, 0, top.stderr);
-  for (const name of [...expected.keys()].filter((n) => !n.includes(' '))) assert.match(top.stdout, new RegExp(`^  ${name}\\b`, 'm'), `obd --help lists ${name}`);
-  const names = [...expected.keys()];
-  // Four at a time: each is a whole process.
-  for (let i = 0; i < names.length; i += 4) {
-    await Promise.all(
-      names.slice(i, i + 4).map(async (name) => {
-        const r = await run([LAUNCHER, ...name.split(' '), '--help'], { XDG_CACHE_HOME: cache });
-        assert.equal(r.code, 0, `obd ${name} --help: ${r.stderr}`);
-        assert.equal(r.stdout, expected.get(name), `obd ${name} --help`);
-      }),
-    );
-  }
-});
+for (const mode of Object.keys(MODES) as Mode[]) {
+  test(`every command loads and prints the help it has with every area registered (${mode})`, async (t) => {
+    const env = { ...MODES[mode](), XDG_CACHE_HOME: await tempDir(t, 'obd-startup-') };
+    await assertRuns(mode, env);
+    const expected = await expectedHelp();
+    assert.ok(expected.size > 30, `only ${expected.size} commands found`);
+    const top = await run([LAUNCHER, '--help'], env);
+    assert.equal(top.code, 0, top.stderr);
+    for (const name of [...expected.keys()].filter((n) => !n.includes(' '))) assert.match(top.stdout, new RegExp(`^  ${name}\\b`, 'm'), `obd --help lists ${name}`);
+    const names = [...expected.keys()];
+    // Four at a time: each is a whole process.
+    for (let i = 0; i < names.length; i += 4) {
+      await Promise.all(
+        names.slice(i, i + 4).map(async (name) => {
+          const r = await run([LAUNCHER, ...name.split(' '), '--help'], env);
+          assert.equal(r.code, 0, `obd ${name} --help: ${r.stderr}`);
+          assert.equal(r.stdout, expected.get(name), `obd ${name} --help`);
+        }),
+      );
+    }
+  });
+}
 
-/** Runs the launcher with a hook that prints, at exit, the builtins and the project files the process loaded. */
-async function loaded(args: string[], cache: string): Promise<{ builtins: string[]; files: string[] }> {
+/** Runs the launcher with a hook that prints, at exit, the builtins and the files the process loaded. */
+async function loaded(args: string[], env: NodeJS.ProcessEnv): Promise<{ builtins: string[]; files: string[] }> {
   const probe = [
     "import module from 'node:module';",
     'const files = new Set();',
     "module.registerHooks({ resolve(s, c, next) { const r = next(s, c); if (r.url.startsWith('file:')) files.add(r.url); return r; } });",
     "process.on('exit', () => process.stderr.write('\\n@@' + JSON.stringify({ builtins: process.moduleLoadList, files: [...files] })));",
   ].join('\n');
-  const r = await run(['--import', `data:text/javascript,${encodeURIComponent(probe)}`, LAUNCHER, ...args], { XDG_CACHE_HOME: cache });
+  const r = await run(['--import', `data:text/javascript,${encodeURIComponent(probe)}`, LAUNCHER, ...args], env);
   assert.equal(r.code, 0, r.stderr);
   const at = r.stderr.lastIndexOf('\n@@');
   assert.ok(at >= 0, r.stderr);
   const { builtins, files } = JSON.parse(r.stderr.slice(at + 3)) as { builtins: string[]; files: string[] };
-  return { builtins, files: files.map((u) => path.relative(ROOT, fileURLToPath(u))) };
+  return { builtins, files: files.map((u) => fileURLToPath(u)) };
 }
 
-test('--help and a local command load only what they use (warm caches)', async (t) => {
-  const cache = await tempDir(t, 'obd-startup-');
-  const dir = await tempDir(t, 'obd-startup-');
-  const layer = path.join(dir, 'layer.lsmt');
-  const raw = path.join(dir, 'disk.raw');
-  await writeFile(raw, Buffer.alloc(1 << 20, 7));
-  const made = await run([LAUNCHER, 'import', raw, layer], { XDG_CACHE_HOME: cache });
-  assert.equal(made.code, 0, made.stderr);
-  for (const args of [['--help'], ['info', layer]]) {
-    await run([LAUNCHER, ...args], { XDG_CACHE_HOME: cache });
-    const { builtins, files } = await loaded(args, cache);
-    const label = `obd ${args.join(' ')}`;
-    // node:https alone (node:tls, node:crypto) costs ~25 ms; the type stripper ~35 ms.
-    for (const heavy of ['NativeModule tls', 'NativeModule crypto', 'NativeModule https', 'NativeModule http', 'NativeModule internal/deps/amaro/dist/index']) {
-      assert.ok(!builtins.includes(heavy), `${label} loads ${heavy}`);
+for (const mode of Object.keys(MODES) as Mode[]) {
+  test(`--help and a local command load only what they use (${mode}, warm caches)`, async (t) => {
+    const env = { ...MODES[mode](), XDG_CACHE_HOME: await tempDir(t, 'obd-startup-') };
+    await assertRuns(mode, env);
+    const dir = await tempDir(t, 'obd-startup-');
+    const layer = path.join(dir, 'layer.lsmt');
+    const raw = path.join(dir, 'disk.raw');
+    await writeFile(raw, Buffer.alloc(1 << 20, 7));
+    const made = await run([LAUNCHER, 'import', raw, layer], env);
+    assert.equal(made.code, 0, made.stderr);
+    for (const args of [['--help'], ['info', layer]]) {
+      await run([LAUNCHER, ...args], env);
+      const { builtins, files } = await loaded(args, env);
+      const label = `obd ${args.join(' ')} (${mode})`;
+      // node:https alone (node:tls, node:crypto) costs ~25 ms; the type stripper ~35 ms. In the
+      // bundle every module's code is in one file, but a lazily imported one still runs, and
+      // requires its builtins, only when imported: these say that it was not.
+      for (const heavy of ['NativeModule tls', 'NativeModule crypto', 'NativeModule https', 'NativeModule http', 'NativeModule internal/deps/amaro/dist/index']) {
+        assert.ok(!builtins.includes(heavy), `${label} loads ${heavy}`);
+      }
+      const project = files.filter((f) => f.startsWith(ROOT + path.sep)).map((f) => path.relative(ROOT, f));
+      if (mode === 'sources') {
+        for (const f of project) assert.doesNotMatch(f, /^src\/(lsmt\/writable|zfile\/(reader|writer)|remote\/(http|registry)|live\/|io\/atomic)/, `${label} loads ${f}`);
+        assert.ok(project.includes(path.join('src', 'cli', 'program.ts')), `${label}: the probe saw no project file`);
+      } else {
+        // Nothing from the sources but the launcher and its loader of the bundle (which runs
+        // program.cjs through vm.Script, unseen by the hook), and no package: commander is in
+        // the bundle, the others are needed by no local command's start.
+        assert.deepEqual(project.sort(), [path.join('src', 'cli', 'obd.js'), path.join('src', 'runtime', 'bundle.js')], `${label} loads ${project.join(', ')}`);
+        assert.deepEqual(files.filter((f) => !f.startsWith(ROOT + path.sep)), [], `${label} loads ${files.join(', ')}`);
+      }
     }
-    for (const f of files) assert.doesNotMatch(f, /^src\/(lsmt\/writable|zfile\/(reader|writer)|remote\/(http|registry)|live\/|io\/atomic)/, `${label} loads ${f}`);
-    assert.ok(files.includes(path.join('src', 'cli', 'program.ts')), `${label}: the probe saw no project file`);
+  });
+}
+
+test('info and export of a zfile layer give the same output from the bundle as from the sources', async (t) => {
+  const dir = await tempDir(t, 'obd-startup-');
+  const cache = await tempDir(t, 'obd-startup-');
+  await assertRuns('bundle', MODES.bundle());
+  const results: Record<string, { info: CliResult; export: CliResult; raw: Buffer }> = {};
+  for (const mode of Object.keys(MODES) as Mode[]) {
+    const env = { ...MODES[mode](), XDG_CACHE_HOME: cache };
+    const out = path.join(dir, `${mode}.raw`);
+    const info = await collect(process.execPath, [MAIN, 'info', '--json', FIXTURE], { env });
+    const exported = await collect(process.execPath, [MAIN, 'export', FIXTURE, out], { env });
+    exported.stdout = exported.stdout.replaceAll(out, 'OUT');
+    results[mode] = { info, export: exported, raw: await readFile(out) };
   }
+  const { sources, bundle } = results;
+  assert.equal(sources.info.code, 0, sources.info.stderr);
+  assert.equal(bundle.info.code, 0, bundle.info.stderr);
+  assert.equal(bundle.info.stdout, sources.info.stdout);
+  assert.equal(bundle.export.code, 0, bundle.export.stderr);
+  assert.equal(bundle.export.stdout, sources.export.stdout);
+  assert.equal(bundle.raw.length, 64 << 20);
+  assert.ok(bundle.raw.equals(sources.raw), 'the exported disks differ');
+});
+
+test('the bundle\'s code cache: written by the first run of each command, replaced for a new build, a corrupt one rewritten', async (t) => {
+  const out = path.join(await tempDir(t, 'obd-codecache-'), 'cli');
+  await buildCli(out);
+  const xdg = await tempDir(t, 'obd-startup-');
+  const env = { OBD_BUNDLE_DIR: out, XDG_CACHE_HOME: xdg };
+  const cacheDir = async () => {
+    const [version] = await readdir(path.join(xdg, 'overlaybd-ts'));
+    return path.join(xdg, 'overlaybd-ts', version!, 'obd-bundle');
+  };
+  const state = async () => {
+    const dir = await cacheDir();
+    const names = (await readdir(dir)).sort();
+    const v8 = names.find((n) => n.endsWith('.v8'))!;
+    return { names, seen: JSON.parse(await readFile(path.join(dir, `${v8}.json`), 'utf8')) as string[], size: (await stat(path.join(dir, v8))).size, v8: path.join(dir, v8) };
+  };
+  const ok = async (args: string[]) => {
+    const r = await run([LAUNCHER, ...args], env);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout;
+  };
+  const help = await ok(['--help']);
+  const first = await state();
+  assert.equal(first.names.length, 2, first.names.join(', '));
+  assert.deepEqual(first.seen, ['']);
+  assert.equal(await ok(['--help']), help);
+  assert.deepEqual((await state()).seen, [''], 'a command seen before writes nothing');
+  const info = await ok(['info', FIXTURE]);
+  const second = await state();
+  assert.deepEqual(second.seen, ['', 'info']);
+  assert.ok(second.size > first.size, 'the cache after info holds what --help compiled and more');
+  assert.equal(await ok(['info', FIXTURE]), info);
+
+  // Garbage of the same length: V8 rejects it, the command runs as before and the cache is rewritten.
+  await writeFile(second.v8, Buffer.alloc(second.size, 0x5a));
+  assert.equal(await ok(['info', FIXTURE]), info);
+  const rewritten = await state();
+  assert.deepEqual(rewritten.seen, ['info']);
+  assert.notEqual((await readFile(rewritten.v8))[0], 0x5a);
+
+  // A new build has a new id: its first run replaces the old build's cache.
+  await buildCli(out);
+  assert.equal(await ok(['--help']), help);
+  const rebuilt = await state();
+  assert.equal(rebuilt.names.length, 2, rebuilt.names.join(', '));
+  assert.notEqual(rebuilt.v8, second.v8);
+  assert.deepEqual(rebuilt.seen, ['']);
+});
+
+test('a bundle is not run once a source it holds changed in place, size and mtime kept', async (t) => {
+  // A copy of the tree, so that the edit touches no file other tests run.
+  const tree = await tempDir(t, 'obd-stale-');
+  for (const part of ['src', 'scripts', 'package.json']) await cp(path.join(ROOT, part), path.join(tree, part), { recursive: true });
+  await symlink(path.join(ROOT, 'node_modules'), path.join(tree, 'node_modules'));
+  // npm gives every file it extracts this mtime (1985-10-26 08:15 UTC).
+  const NPM_MTIME = 499162500;
+  const program = path.join(tree, 'src', 'cli', 'program.ts');
+  await utimes(program, NPM_MTIME, NPM_MTIME);
+  const { buildCli: buildCopy } = (await import(pathToFileURL(path.join(tree, 'scripts', 'build-cli.ts')).href)) as typeof import('../../scripts/build-cli.ts');
+  await buildCopy();
+  const env = { XDG_CACHE_HOME: await tempDir(t, 'obd-startup-'), OBD_BUNDLE_DIR: '', OBD_DEBUG_BUNDLE: '1' };
+  const launcher = path.join(tree, 'src', 'cli', 'obd.js');
+  const before = await run([launcher, '--help'], env);
+  assert.equal(before.code, 0, before.stderr);
+  assert.equal(before.stderr, `obd: running the bundle in ${path.join(tree, 'dist', 'cli')}\n`);
+  assert.match(before.stdout, /OverlayBD layered block-device images/);
+
+  // What an npm upgrade does to a file whose size did not change: new bytes, the same fixed mtime; only the ctime tells.
+  const old = await stat(program);
+  await writeFile(program, (await readFile(program, 'utf8')).replace('OverlayBD layered block-device images', 'OverlayBD layered block-device IMAGES'));
+  await utimes(program, NPM_MTIME, NPM_MTIME);
+  const now = await stat(program);
+  assert.equal(now.size, old.size);
+  assert.equal(now.mtimeMs, old.mtimeMs);
+  const after = await run([launcher, '--help'], env);
+  assert.equal(after.code, 0, after.stderr);
+  assert.match(after.stdout, /OverlayBD layered block-device IMAGES/, 'obd ran the stale bundle');
+  assert.equal(after.stderr, `obd: running the sources, not the bundle in ${path.join(tree, 'dist', 'cli')}: src/cli/program.ts changed since the build\n`);
+
+  // Rebuilt, the bundle runs again, with the edit.
+  await buildCopy();
+  const rebuilt = await run([launcher, '--help'], env);
+  assert.match(rebuilt.stderr, /^obd: running the bundle in /);
+  assert.match(rebuilt.stdout, /OverlayBD layered block-device IMAGES/);
 });
 
 test('the strip cache serves the new text of a source changed in place, size and mtime kept', async (t) => {
