@@ -25,7 +25,7 @@ import { commitLayer } from '../src/lsmt/commit.ts';
 import { WritableLayer } from '../src/lsmt/writable.ts';
 import { pushImage } from '../src/image/push.ts';
 import { startRegistry } from '../test/remote/helpers/registry.ts';
-import { median, Rng, sh, spawnReady, stopChild, table, writeResults } from './util.ts';
+import { median, obdCommand, Rng, sh, spawnReady, stopChild, table, writeResults } from './util.ts';
 
 const args = process.argv.slice(2);
 const RUNS = Number(args[args.indexOf('--runs') + 1] || 3) || 3;
@@ -76,7 +76,7 @@ async function readWhole(uri: string, want: string, copy: string): Promise<numbe
 async function serveAndRead(obd: string, flags: string[], ref: string, dir: string, want: string): Promise<Sample> {
   const cache = await mkdtemp(path.join(dir, 'cache-'));
   const socket = path.join(dir, `s-${process.hrtime.bigint()}.sock`);
-  const child = await spawnReady(process.execPath, [...flags, obd, 'serve', ref, '--socket', socket, '--cache-dir', cache, '--cache-size', '8G', '--json']);
+  const child = await spawnReady(...obdCommand(obd, ['serve', ref, '--socket', socket, '--cache-dir', cache, '--cache-size', '8G', '--json'], flags));
   try {
     const pid = child.pid!;
     const uri = `nbd+unix:///?socket=${socket}`;
@@ -152,7 +152,7 @@ try {
     'memory',
     [
       '## Memory serving a 64-layer 10 GiB registry image (bench/memory.ts)',
-      `A loopback docker-registry holds ${LAYERS} layers of a 10 GiB disk (the base: ${BASE_EXTENTS} × 1 MiB at random places; each layer above: ${WRITES} random 4 KiB writes; ${(dataBytes / MiB).toFixed(0)} MiB written in all, half of it zeros), pushed as lz4 4K zfiles with verity trees. \`obd serve REF --cache-dir EMPTY\` serves it; nbdcopy (one connection, 16 × 256 KiB requests in flight, holes skipped) reads the whole disk cold (units from the registry) and then warm (from the disk cache), each copy compared with the flattened layers. Peak RSS is VmHWM, reset between the phases; RSS is at the end of each phase. Medians of ${RUNS} runs${baseline ? ', alternating' : ''}; load average ${os.loadavg()[0]!.toFixed(2)}. Goal: ≤ 150 MB cold and warm.`,
+      `A loopback docker-registry holds ${LAYERS} layers of a 10 GiB disk (the base: ${BASE_EXTENTS} × 1 MiB at random places; each layer above: ${WRITES} random 4 KiB writes; ${(dataBytes / MiB).toFixed(0)} MiB written in all, half of it zeros), pushed as lz4 4K zfiles with verity trees. \`obd serve REF --cache-dir EMPTY\` serves it (the launcher run as a program, as users run it: its shebang caps the young generation); nbdcopy (one connection, 16 × 256 KiB requests in flight, holes skipped) reads the whole disk cold (units from the registry) and then warm (from the disk cache), each copy compared with the flattened layers. Peak RSS is VmHWM, reset between the phases; RSS is at the end of each phase. Medians of ${RUNS} runs${baseline ? ', alternating' : ''}; load average ${os.loadavg()[0]!.toFixed(2)}. Goal: ≤ 150 MB cold and warm.`,
       '',
       table(['obd', 'RSS when ready', 'cold: peak', 'cold: RSS after', 'warm: peak', 'warm: RSS after', 'cold read', 'warm read'], rows),
     ].join('\n'),

@@ -54,6 +54,18 @@ export function sh(cmd: string, args: string[]): Promise<string> {
 }
 
 /**
+ * How a user runs `launcher ARGS`: the launcher as a program, so that its shebang's Node flags
+ * apply, with this Node first on PATH (its `env node` finds it); with `nodeFlags`, through this
+ * Node with those flags instead. Main.ts entries (old checkouts) run through Node.
+ */
+export function obdCommand(launcher: string, args: string[], nodeFlags: string[] = []): [string, string[]] {
+  if (nodeFlags.length || !launcher.endsWith('obd.js')) return [process.execPath, [...nodeFlags, launcher, ...args]];
+  const bin = path.dirname(process.execPath);
+  if (!process.env.PATH?.startsWith(`${bin}:`)) process.env.PATH = `${bin}:${process.env.PATH ?? ''}`;
+  return [launcher, args];
+}
+
+/**
  * Spawns a server that prints JSON lines (`obd serve --json`) and resolves once its `ready`
  * line is out; rejects with the tail of its stderr if it exits first.
  */

@@ -1,9 +1,14 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=16
 /**
  * `obd` launcher, in plain JavaScript so that starting it strips no TypeScript. It runs the
  * bundle of scripts/build-cli.ts (dist/cli, built by `npm ci`) while that is fresh, with a
  * code cache made after its runs (src/runtime/bundle.js), else the sources, with Node's compile
  * cache and src/runtime/strip-cache.js keeping their compiled code and type-stripped text.
+ *
+ * The young generation is capped at 2 × 16 MiB (V8 reads the flag only at start-up, hence the
+ * shebang): a server with many requests in flight otherwise grows it to 64 MiB and keeps it,
+ * 30 MB of a 64-layer `obd serve`'s peak, with no throughput measured in return
+ * (docs/benchmarks.md, memory).
  */
 import module from 'node:module';
 import { freshBundle, loadBundled } from '../runtime/bundle.js';

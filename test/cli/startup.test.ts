@@ -273,3 +273,16 @@ test('the strip cache serves the new text of a source changed in place, size and
   assert.equal((await run([runner])).stdout, '2\n');
   assert.equal((await entries()).length, 2);
 });
+
+test('the launcher run as a program (its shebang) starts Node with the young generation capped', async (t) => {
+  const dir = await tempDir(t, 'obd-shebang-');
+  const probe = path.join(dir, 'argv.cjs');
+  await writeFile(probe, "process.on('exit', () => process.stderr.write('execArgv=' + JSON.stringify(process.execArgv) + '\\n'));\n");
+  const r = await collect(LAUNCHER, ['--version'], {
+    env: { PATH: `${path.dirname(process.execPath)}:${process.env.PATH}`, NODE_OPTIONS: `--require=${probe}`, XDG_CACHE_HOME: dir },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), '0.1.0');
+  const argv = JSON.parse(/execArgv=(.*)/.exec(r.stderr)![1]!) as string[];
+  assert.ok(argv.includes('--max-semi-space-size=16'), `node ran with ${JSON.stringify(argv)}`);
+});
