@@ -128,7 +128,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
 
   // Loaded here, not at the top, so registering the command (for `obd --help`) is cheap.
   const { openImage } = await import('../image/open.ts');
-  const { NbdServer } = await import('../nbd/index.ts');
+  const { NbdServer } = await import('../nbd/server.ts');
   // One pool for every export: a layer several of them stack is opened once.
   const sharing = await openSharing(opts, Boolean(opts.control));
   const imageOpts: ImageOptions = {
