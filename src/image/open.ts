@@ -17,7 +17,7 @@ import { parseReference, resolveReference, transportOf, TRANSPORTS } from '../re
 import type { ImageSources } from './sources.ts';
 import type { ReplayResult, TraceRecorder } from '../remote/trace.ts';
 import type { LayerPool } from './layer-pool.ts';
-import { probeLayer, type ProbeOptions } from './probe.ts';
+import { preloadReaders, probeLayer, type ProbeOptions } from './probe.ts';
 
 /** How a layer blob was wrapped, outermost first (e.g. ['tar', 'zfile', 'lsmt']). */
 export type Wrapping = ('tar' | 'zfile' | 'lsmt')[];
@@ -104,6 +104,11 @@ export interface ImageOptions extends RemoteOptions, LazyOptions {
    * releases what it holds; the pool closes a layer when its last user is gone.
    */
   pool?: LayerPool;
+  /**
+   * Called once the layers' sources are open and the open waits on their first bytes (for a
+   * registry image, its requests are out): work the open does not need can run in that wait.
+   */
+  onWaiting?: () => void;
 }
 
 /**
@@ -215,6 +220,16 @@ async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'refe
     import('../remote/trace.ts'),
   ]);
   const srcs = await (kind === 'config' ? configSources : referenceSources)(spec, opts);
+  // Work for the wait on the first bytes: an image by reference is mostly zfile layers, so
+  // their reader's code loads meanwhile. Two turns later, not now: the registry client
+  // sends the reads of this turn at the next setImmediate (registry.ts), and loading code
+  // first would hold them back.
+  setImmediate(() =>
+    setImmediate(() => {
+      if (kind === 'reference') void preloadReaders();
+      opts.onWaiting?.();
+    }),
+  );
   let recorder: TraceRecorder | undefined;
   let stack: Stack;
   try {
