@@ -215,10 +215,7 @@ async function openLayerOf(src: ByteSource, pool: LayerPool | undefined, wrapDec
 
 async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'reference'): Promise<BlockDevice> {
   // Loaded here so commands on local files do not load the registry client at start-up.
-  const [{ configSources, referenceSources }, { TraceRecorder, TracingSource, replayTrace, traceMode }] = await Promise.all([
-    import('./sources.ts'),
-    import('../remote/trace.ts'),
-  ]);
+  const { configSources, referenceSources } = await import('./sources.ts');
   const srcs = await (kind === 'config' ? configSources : referenceSources)(spec, opts);
   // Work for the wait on the first bytes: an image by reference is mostly zfile layers, so
   // their reader's code loads meanwhile. Two turns later, not now: the registry client
@@ -234,11 +231,13 @@ async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'refe
   let stack: Stack;
   try {
     const tracePath = opts.trace ?? srcs.tracePath;
-    const mode = tracePath ? await traceMode(tracePath) : { mode: 'off' as const };
-    if (mode.mode === 'record') recorder = new TraceRecorder();
+    // The trace code loads only for a trace.
+    const trace = tracePath ? await import('../remote/trace.ts') : undefined;
+    const mode = trace && tracePath ? await trace.traceMode(tracePath) : { mode: 'off' as const };
+    if (mode.mode === 'record') recorder = new trace!.TraceRecorder();
     const layers = await openAll(
       srcs.layers,
-      (s, i) => openLayerOf(s, opts.pool, recorder ? (d) => new TracingSource(d, i, recorder!) : undefined),
+      (s, i) => openLayerOf(s, opts.pool, recorder ? (d) => new trace!.TracingSource(d, i, recorder!) : undefined),
       !opts.pool,
     );
     stack = new Stack(layers, {
@@ -254,7 +253,7 @@ async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'refe
     });
     verifyStack(stack, opts);
     if (mode.mode === 'replay') {
-      replayTrace(
+      trace!.replayTrace(
         mode.records,
         layers.map((l) => l.source),
         { concurrency: 16 },
