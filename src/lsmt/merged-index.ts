@@ -82,7 +82,24 @@ function sweep(total: number, start: Float64Array, end: Float64Array, moff: Floa
   let i = 0;
   let lastId = -1;
   while (i < total || heapN > 0) {
-    if (heapN === 0) pos = Math.max(pos, start[i]!);
+    if (heapN === 0) {
+      pos = Math.max(pos, start[i]!);
+      // Nothing else covers this entry (it ends before the next one starts): it is visible
+      // whole, without the heap. Layers of scattered writes are mostly such entries, and the
+      // short path keeps a cold sweep's interpreted work small.
+      const e = end[i]!;
+      if (e > pos && (i + 1 === total || e <= start[i + 1]!)) {
+        oOff[n] = pos;
+        oLen[n] = e - pos;
+        oMoff[n] = zer[i] === 1 ? moff[i]! : moff[i]! + (pos - start[i]!);
+        oZer[n] = zer[i]!;
+        oLay[n] = lay[i]!;
+        n++;
+        lastId = i++;
+        pos = e;
+        continue;
+      }
+    }
     while (i < total && start[i]! <= pos) {
       const id = i++;
       if (end[id]! <= pos) continue;
