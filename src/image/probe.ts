@@ -90,10 +90,6 @@ const LOOK_ALIKES: readonly LookAlike[] = [
 /** Bytes read when nothing matched, to recognise a look-alike (ext4's magic sits at 1080). */
 const LOOK_ALIKE_BYTES = 4096;
 
-/**
- * Peels wrappers off `src` (each at most once, in list order) and opens the layer inside.
- * `wrapDecoded` may wrap the innermost bytes before the format reads them.
- */
 let zfileReader: Promise<typeof import('../zfile/reader.ts')> | undefined;
 const readers = () => (zfileReader ??= import('../zfile/reader.ts'));
 
@@ -109,6 +105,10 @@ export function preloadReaders(): Promise<void> {
   );
 }
 
+/**
+ * Peels wrappers off `src` (each at most once, in list order) and opens the layer inside.
+ * `wrapDecoded` may wrap the innermost bytes before the format reads them.
+ */
 export async function probeLayer(
   src: ByteSource,
   wrapDecoded?: (decoded: ByteSource) => ByteSource,
