@@ -129,7 +129,9 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
 
   // Loaded here, not at the top, so registering the command (for `obd --help`) is cheap.
   const { openImage } = await import('../image/open.ts');
-  const { NbdServer } = await import('../nbd/index.ts');
+  // The server's code loads while an image waits on its first bytes (a registry's answers), not before the open.
+  let serverCode: Promise<typeof import('../nbd/server.ts')> | undefined;
+  const loadServer = () => (serverCode ??= import('../nbd/server.ts'));
   // One pool for every export: a layer several of them stack is opened once.
   const sharing = await openSharing(opts, Boolean(opts.control));
   const imageOpts: ImageOptions = {
@@ -140,6 +142,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
     onWarning: warn,
     download: opts.download ? { maxMBps: opts.downloadRate } : undefined,
     trace: opts.trace,
+    onWaiting: () => void loadServer().catch(() => {}),
   };
   const devices: { close(): Promise<void> }[] = [];
   const table = new Map<string, NbdExportOptions>();
@@ -187,6 +190,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
     throw e;
   }
 
+  const { NbdServer } = await loadServer();
   const server = new NbdServer({
     exports: table,
     defaultExport: images.length > 0 ? mainName : undefined,

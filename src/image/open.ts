@@ -17,7 +17,7 @@ import { parseReference, resolveReference, transportOf, TRANSPORTS } from '../re
 import type { ImageSources } from './sources.ts';
 import type { ReplayResult, TraceRecorder } from '../remote/trace.ts';
 import type { LayerPool } from './layer-pool.ts';
-import { probeLayer, type ProbeOptions } from './probe.ts';
+import { preloadReaders, probeLayer, type ProbeOptions } from './probe.ts';
 
 /** How a layer blob was wrapped, outermost first (e.g. ['tar', 'zfile', 'lsmt']). */
 export type Wrapping = ('tar' | 'zfile' | 'lsmt')[];
@@ -104,6 +104,11 @@ export interface ImageOptions extends RemoteOptions, LazyOptions {
    * releases what it holds; the pool closes a layer when its last user is gone.
    */
   pool?: LayerPool;
+  /**
+   * Called once the layers' sources are open and the open waits on their first bytes (for a
+   * registry image, its requests are out): work the open does not need can run in that wait.
+   */
+  onWaiting?: () => void;
 }
 
 /**
@@ -210,20 +215,29 @@ async function openLayerOf(src: ByteSource, pool: LayerPool | undefined, wrapDec
 
 async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'reference'): Promise<BlockDevice> {
   // Loaded here so commands on local files do not load the registry client at start-up.
-  const [{ configSources, referenceSources }, { TraceRecorder, TracingSource, replayTrace, traceMode }] = await Promise.all([
-    import('./sources.ts'),
-    import('../remote/trace.ts'),
-  ]);
+  const { configSources, referenceSources } = await import('./sources.ts');
   const srcs = await (kind === 'config' ? configSources : referenceSources)(spec, opts);
+  // Work for the wait on the first bytes: an image by reference is mostly zfile layers, so
+  // their reader's code loads meanwhile. Two turns later, not now: the registry client
+  // sends the reads of this turn at the next setImmediate (registry.ts), and loading code
+  // first would hold them back.
+  setImmediate(() =>
+    setImmediate(() => {
+      if (kind === 'reference') void preloadReaders();
+      opts.onWaiting?.();
+    }),
+  );
   let recorder: TraceRecorder | undefined;
   let stack: Stack;
   try {
     const tracePath = opts.trace ?? srcs.tracePath;
-    const mode = tracePath ? await traceMode(tracePath) : { mode: 'off' as const };
-    if (mode.mode === 'record') recorder = new TraceRecorder();
+    // The trace code loads only for a trace.
+    const trace = tracePath ? await import('../remote/trace.ts') : undefined;
+    const mode = trace && tracePath ? await trace.traceMode(tracePath) : { mode: 'off' as const };
+    if (mode.mode === 'record') recorder = new trace!.TraceRecorder();
     const layers = await openAll(
       srcs.layers,
-      (s, i) => openLayerOf(s, opts.pool, recorder ? (d) => new TracingSource(d, i, recorder!) : undefined),
+      (s, i) => openLayerOf(s, opts.pool, recorder ? (d) => new trace!.TracingSource(d, i, recorder!) : undefined),
       !opts.pool,
     );
     stack = new Stack(layers, {
@@ -239,7 +253,7 @@ async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'refe
     });
     verifyStack(stack, opts);
     if (mode.mode === 'replay') {
-      replayTrace(
+      trace!.replayTrace(
         mode.records,
         layers.map((l) => l.source),
         { concurrency: 16 },

@@ -50,7 +50,7 @@ export const WRAPPERS: readonly Wrapper[] = [
     name: 'zfile',
     probe: (head) => head.length >= 40 && hasZFileMagic(head) && (head[32]! & FLAG_HEADER) !== 0,
     // Imported when a zfile is found: opening a plain LSMT layer (obd info, commit) loads no codec code.
-    open: async (src, opts) => (await import('../zfile/reader.ts')).ZFileReader.open(src, { budget: opts?.memory }),
+    open: async (src, opts) => (await readers()).ZFileReader.open(src, { budget: opts?.memory }),
   },
 ];
 
@@ -89,6 +89,21 @@ const LOOK_ALIKES: readonly LookAlike[] = [
 
 /** Bytes read when nothing matched, to recognise a look-alike (ext4's magic sits at 1080). */
 const LOOK_ALIKE_BYTES = 4096;
+
+let zfileReader: Promise<typeof import('../zfile/reader.ts')> | undefined;
+const readers = () => (zfileReader ??= import('../zfile/reader.ts'));
+
+/**
+ * Starts loading the zfile reader ahead of the first layer that needs it (an open waiting
+ * on a registry's answers has the time). Resolves when loaded; never rejects (a load
+ * failure surfaces when a layer needs the reader).
+ */
+export function preloadReaders(): Promise<void> {
+  return readers().then(
+    () => {},
+    () => {},
+  );
+}
 
 /**
  * Peels wrappers off `src` (each at most once, in list order) and opens the layer inside.

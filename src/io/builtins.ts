@@ -4,4 +4,11 @@
  * for nothing). Import them from here; types still come from the modules themselves.
  */
 export const http: typeof import('node:http') = process.getBuiltinModule('node:http');
-export const https: typeof import('node:https') = process.getBuiltinModule('node:https');
+
+/**
+ * node:https on first use: it loads node:tls (~20 ms of start-up), which a plain-HTTP
+ * registry (every loopback one) never needs.
+ */
+export function https(): typeof import('node:https') {
+  return process.getBuiltinModule('node:https');
+}

@@ -9,9 +9,12 @@ import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import path from 'node:path';
-import tls from 'node:tls';
+import type * as tls from 'node:tls';
 import { ObdError, type Errno } from '../io/errors.ts';
 import { NbdDisconnect } from './errors.ts';
+
+/** node:tls on first use: it costs ~20 ms of start-up, and most servers never offer TLS. */
+const tlsLib = (): typeof import('node:tls') => process.getBuiltinModule('node:tls');
 
 /** off: no TLS (NOTLS); on: TLS if the client asks (SELECTIVETLS); require: nothing without it (FORCEDTLS). */
 export type TlsMode = 'off' | 'on' | 'require';
@@ -90,8 +93,8 @@ export function parsePskKeys(text: string, file: string): Map<string, Buffer> {
 /** The shared context; throws NbdTlsError for a certificate or key OpenSSL refuses. */
 export function secureContext(creds: NbdTlsCredentials): tls.SecureContext {
   try {
-    if (creds.kind === 'psk') return tls.createSecureContext({ minVersion: 'TLSv1.2', ciphers: `${TLS13}:${PSK12}`, honorCipherOrder: true });
-    return tls.createSecureContext({ minVersion: 'TLSv1.2', ciphers: `${TLS13}:${X509_12}`, honorCipherOrder: true, cert: creds.cert, key: creds.key, ca: creds.ca });
+    if (creds.kind === 'psk') return tlsLib().createSecureContext({ minVersion: 'TLSv1.2', ciphers: `${TLS13}:${PSK12}`, honorCipherOrder: true });
+    return tlsLib().createSecureContext({ minVersion: 'TLSv1.2', ciphers: `${TLS13}:${X509_12}`, honorCipherOrder: true, cert: creds.cert, key: creds.key, ca: creds.ca });
   } catch (e) {
     throw new NbdTlsError(`${creds.source}: unusable TLS credentials: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
@@ -127,7 +130,7 @@ export class NbdTls {
     const creds = this.credentials;
     const verify = creds.kind === 'x509' && creds.verifyPeer;
     let identity: string | undefined;
-    const socket = new tls.TLSSocket(raw, {
+    const socket = new (tlsLib().TLSSocket)(raw, {
       isServer: true,
       secureContext: this.#context,
       requestCert: verify,

@@ -12,9 +12,6 @@ import { BlobCache } from './cache.ts';
 import { InvalidReferenceError } from './errors.ts';
 import { LazySource } from './lazy-source.ts';
 import { hostPlatform, isIndex, parseIndex, parseManifest, selectPlatform, type Descriptor, type FetchedManifest, type ImageManifest, type Platform } from './manifest.ts';
-import { DockerArchive } from './docker-archive.ts';
-import { OciArchive } from './oci-archive.ts';
-import { OciLayout } from './oci-layout.ts';
 import { resolveReference, referenceTarget, formatReference, type ImageReference } from './reference.ts';
 import { RegistryClient, type RegistryOptions } from './registry.ts';
 import type { Repository } from './store.ts';
@@ -60,16 +57,20 @@ export interface OpenedRepository {
 
 /** Opens the place a reference points at; `create` makes a missing OCI layout (or archive, when it is closed). */
 export async function openRepository(ref: ImageReference, opts: RemoteOptions = {}, create = false): Promise<OpenedRepository> {
+  // Layouts and archives load their code only when named: a registry open never needs it.
   if (ref.kind === 'oci') {
+    const { OciLayout } = await import('./oci-layout.ts');
     const layout = await OciLayout.open(ref.path, { create });
     return { repo: layout, abandon: () => layout.removeIfCreated(), close: () => layout.close() };
   }
   if (ref.kind === 'oci-archive') {
+    const { OciArchive } = await import('./oci-archive.ts');
     const archive = await OciArchive.open(ref.path, { create });
     return { repo: archive, abandon: async () => {}, close: () => archive.close() };
   }
   if (ref.kind === 'docker-archive') {
     if (create) throw new InvalidReferenceError(`${formatReference(ref)}: docker archives are read, not written (write oci-archive:FILE instead)`);
+    const { DockerArchive } = await import('./docker-archive.ts');
     const archive = await DockerArchive.open(ref.path);
     return { repo: archive, abandon: async () => {}, close: () => archive.close() };
   }

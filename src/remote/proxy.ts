@@ -15,7 +15,6 @@ import type { Agent as HttpAgent, AgentOptions as HttpAgentOptions, ClientReques
 import type { AgentOptions as HttpsAgentOptions } from 'node:https';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { SocksClient } from 'socks';
 import { http, https } from '../io/builtins.ts';
 import { InvalidArgumentError } from '../io/errors.ts';
 import { AuthError, NetworkError, TimeoutError } from './errors.ts';
@@ -170,9 +169,9 @@ export function makeAgent(protocol: 'http:' | 'https:', proxy: ProxySpec | undef
     // node:http reads only the keys it is handed here, never the process environment.
     const proxyEnv = proxy ? { HTTP_PROXY: proxy.href, HTTPS_PROXY: proxy.href, NO_PROXY: '' } : undefined;
     const o = { ...agentOpts, ...(proxyEnv ? { proxyEnv } : {}) };
-    return protocol === 'https:' ? new https.Agent(o) : new http.Agent(o);
+    return protocol === 'https:' ? new (https().Agent)(o) : new http.Agent(o);
   }
-  return protocol === 'https:' ? new SocksHttpsAgent(proxy, connectTimeoutMs, agentOpts) : new SocksHttpAgent(proxy, connectTimeoutMs, agentOpts);
+  return protocol === 'https:' ? new (socksHttpsAgent())(proxy, connectTimeoutMs, agentOpts) : new SocksHttpAgent(proxy, connectTimeoutMs, agentOpts);
 }
 
 type ConnectCallback = (err: Error | null, stream: Duplex) => void;
@@ -193,22 +192,29 @@ class SocksHttpAgent extends http.Agent {
   }
 }
 
-class SocksHttpsAgent extends https.Agent {
-  readonly #proxy: ProxySpec;
-  readonly #timeoutMs: number;
-  constructor(proxy: ProxySpec, timeoutMs: number, opts: HttpsAgentOptions) {
-    super(opts);
-    this.#proxy = proxy;
-    this.#timeoutMs = timeoutMs;
-  }
-  override createConnection(options: ConnectOptions, cb?: ConnectCallback): undefined {
-    socksConnect(this.#proxy, options, 443, this.#timeoutMs).then(
-      // TLS runs inside the tunnel; https.Agent's own connect keeps its session cache.
-      (socket) => cb?.(null, super.createConnection({ ...options, socket } as ConnectOptions)!),
-      (e: Error) => cb?.(e, undefined as never),
-    );
-    return undefined;
-  }
+type SocksHttpsAgentClass = new (proxy: ProxySpec, timeoutMs: number, opts: HttpsAgentOptions) => HttpAgent;
+let socksHttps: SocksHttpsAgentClass | undefined;
+
+/** The class is made on first use: extending https.Agent loads node:https and node:tls. */
+function socksHttpsAgent(): SocksHttpsAgentClass {
+  socksHttps ??= class SocksHttpsAgent extends https().Agent {
+    readonly #proxy: ProxySpec;
+    readonly #timeoutMs: number;
+    constructor(proxy: ProxySpec, timeoutMs: number, opts: HttpsAgentOptions) {
+      super(opts);
+      this.#proxy = proxy;
+      this.#timeoutMs = timeoutMs;
+    }
+    override createConnection(options: ConnectOptions, cb?: ConnectCallback): undefined {
+      socksConnect(this.#proxy, options, 443, this.#timeoutMs).then(
+        // TLS runs inside the tunnel; https.Agent's own connect keeps its session cache.
+        (socket) => cb?.(null, super.createConnection({ ...options, socket } as ConnectOptions)!),
+        (e: Error) => cb?.(e, undefined as never),
+      );
+      return undefined;
+    }
+  };
+  return socksHttps;
 }
 
 /** A TCP stream to the request's target through the SOCKS5 proxy, handshake done. */
@@ -225,6 +231,8 @@ async function socksConnect(proxy: ProxySpec, options: ConnectOptions, defaultPo
       throw new NetworkError(where, `cannot resolve ${host} here (socks5h:// lets the proxy resolve it): ${(e as Error).message}`, undefined, { cause: e });
     }
   }
+  // Loaded here: the library and its address parser cost ~20 ms of start-up that direct connections never use.
+  const { SocksClient } = await import('socks');
   try {
     const { socket } = await SocksClient.createConnection({
       proxy: { host: proxy.host, port: proxy.port, type: 5, ...(proxy.username !== undefined ? { userId: proxy.username, password: proxy.password ?? '' } : {}) },

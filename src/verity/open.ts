@@ -3,6 +3,7 @@
  * through a VerifyingSource and its chunk store through a VerifiedStore, both checking
  * against the tree the layer descriptor names.
  */
+import { MemorySource } from '../io/memory.ts';
 import type { ByteSource } from '../io/types.ts';
 import type { ChunkStore } from '../remote/lazy-source.ts';
 import type { Descriptor } from '../remote/manifest.ts';
@@ -39,14 +40,16 @@ export async function verifyLayer(
 ): Promise<{ blob: ByteSource; store: ChunkStore | undefined; verifier: TreeVerifier | undefined }> {
   const v = opts.requireVerity ? requireTree(desc, repo.name) : layerVerity(desc, repo.name);
   if (!v) return { blob, store, verifier: undefined };
-  const tree = await repo.openBlob(v.tree, v.treeSize);
   const direct = opts.direct;
-  const verifier = new TreeVerifier(v, tree, { retry: direct ? await direct.openBlob(v.tree, v.treeSize) : undefined, attempts: opts.attempts });
+  // An inline tree (checked against its digest) needs no request, nor a second source to retry.
+  const tree = v.inline ? new MemorySource(v.inline, `${repo.name}@${v.tree} (inline in the manifest)`) : await repo.openBlob(v.tree, v.treeSize);
+  const retry = !v.inline && direct ? await direct.openBlob(v.tree, v.treeSize) : undefined;
+  const verifier = new TreeVerifier(v, tree, { retry, attempts: opts.attempts });
   // Opening the layer reads its first chunk: that leaf page and the upper pages every read needs go out now.
   void verifier.prepare(0, 0);
-  const retry = direct ? await direct.openBlob(desc.digest, desc.size) : undefined;
+  const blobRetry = direct ? await direct.openBlob(desc.digest, desc.size) : undefined;
   return {
-    blob: new VerifyingSource(blob, verifier, { retry, attempts: opts.attempts, via: direct ? { inner: 'through the proxy', retry: 'directly' } : undefined }),
+    blob: new VerifyingSource(blob, verifier, { retry: blobRetry, attempts: opts.attempts, via: direct ? { inner: 'through the proxy', retry: 'directly' } : undefined }),
     store: store && new VerifiedStore(store, verifier),
     verifier,
   };

@@ -11,7 +11,7 @@ import type { ByteSource } from '../io/types.ts';
 import { RemoteNotFoundError } from '../remote/errors.ts';
 import { encodeJson, isIndex, MediaType, parseIndex, sha256Digest, type Descriptor } from '../remote/manifest.ts';
 import type { Repository } from '../remote/store.ts';
-import { EMPTY_CONFIG, referrersTag, treeDescriptors, verityArtifact, VerityMediaType, withVerity } from './annotations.ts';
+import { EMPTY_CONFIG, INLINE_TREE_MAX, referrersTag, treeDescriptors, verityArtifact, VerityMediaType, withVerity } from './annotations.ts';
 import { DEFAULT_CHUNK, TreeBuilder } from './tree.ts';
 
 export interface BuiltTree {
@@ -73,7 +73,8 @@ export async function digestAndTree(src: ByteSource, chunk: number | undefined, 
 /** Uploads a tree blob and returns `layer` annotated with it. */
 export async function publishTree(repo: Repository, layer: Descriptor, tree: BuiltTree): Promise<Descriptor> {
   await repo.putBlob(tree.digest, new MemorySource(tree.bytes, `verity tree of ${layer.digest}`));
-  return withVerity(layer, { root: tree.root, chunk: tree.chunk, tree: tree.digest, treeSize: tree.bytes.length });
+  const inline = tree.bytes.length <= INLINE_TREE_MAX ? tree.bytes : undefined;
+  return withVerity(layer, { root: tree.root, chunk: tree.chunk, tree: tree.digest, treeSize: tree.bytes.length, inline });
 }
 
 /** Uploads the referrer artifact's empty config (a push starts it early, off the critical path). */

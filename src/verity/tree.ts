@@ -3,7 +3,7 @@
  * fixed-size chunks, with domain-separated leaf and node hashes, stored level by level
  * (leaves first, the root last) as one blob of 32-byte hashes.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { InvalidArgumentError } from '../io/errors.ts';
 
 /** Bytes of one hash. */
@@ -18,7 +18,6 @@ export const PAGE_LEVELS = 7;
 export const PAGE_NODES = 1 << PAGE_LEVELS;
 
 const LEAF = Buffer.from([0]);
-const NODE = Buffer.from([1]);
 
 export function checkChunk(chunk: number): number {
   if (!Number.isSafeInteger(chunk) || chunk < 4096 || chunk > 1 << 24 || (chunk & (chunk - 1)) !== 0) {
@@ -32,9 +31,18 @@ export function leafHash(chunk: Uint8Array, out: Uint8Array, at = 0): void {
   out.set(createHash('sha256').update(LEAF).update(chunk).digest(), at);
 }
 
-/** Node hash: SHA-256(0x01 ‖ left ‖ right). */
+const nodeInput = new Uint8Array(1 + 2 * HASH);
+nodeInput[0] = 1;
+
+/**
+ * Node hash: SHA-256(0x01 ‖ left ‖ right), one-shot over a scratch copy: half the cost of a
+ * Hash object per node (checking a 4 KiB tree page hashes 127 nodes; 400 cold took ~6.5 ms
+ * that way, ~3.5 ms this way).
+ */
 function nodeHash(left: Uint8Array, right: Uint8Array): Buffer {
-  return createHash('sha256').update(NODE).update(left).update(right).digest();
+  nodeInput.set(left, 1);
+  nodeInput.set(right, 1 + HASH);
+  return hash('sha256', nodeInput, 'buffer');
 }
 
 /** The next level up: pairs hashed, a lone last node carried unchanged. */

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { MappingTable } from '../../src/lsmt/table.ts';
-import { mergeIndexes } from '../../src/lsmt/merged-index.ts';
+import { mergeIndexes, sortByStart } from '../../src/lsmt/merged-index.ts';
 import { IndexLookup, firstEndingAfterBinary } from '../../src/lsmt/lookup.ts';
 
 type T = [number, number, number, number?];
@@ -93,4 +93,26 @@ test('lookup equals binary search on uniform, skewed and huge-offset tables (pro
     ),
     { numRuns: 500 },
   );
+});
+
+test('sortByStart orders like a stable comparator sort, packed or not (property)', () => {
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: 0, max: 50 }), { maxLength: 300 }), fc.boolean(), (small, huge) => {
+      // Huge keys (near 2^50 sectors) leave no room to pack an index: the comparator path.
+      const keys = Float64Array.from(small, (k) => (huge ? 2 ** 50 + k : k));
+      const want = [...keys.keys()].sort((a, b) => keys[a]! - keys[b]! || a - b);
+      assert.deepEqual([...sortByStart(keys)], want);
+    }),
+  );
+});
+
+test('one layer merges to a copy of its table, and the copy is independent', () => {
+  const src = new MappingTable();
+  src.push(0, 8, 8, false, 0);
+  src.push(16, 8, 0, true, 0);
+  const merged = mergeIndexes([src]);
+  assert.deepEqual(rows(merged), rows(src));
+  assert.equal(merged.zeroed[1], 1);
+  merged.push(100, 1, 9, false, 0);
+  assert.equal(src.count, 2);
 });

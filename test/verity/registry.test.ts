@@ -231,18 +231,49 @@ describe('verified images on a registry', () => {
     assert.deepEqual(await readFile(victim.file), layer0.bytes);
   });
 
-  test('an image copied without its trees (manifest and layers only, as skopeo copies) is refused with what to do', async () => {
+  /** Copies the image's manifest (edited by `edit`) and layers, not its tree blobs, to `repo`:v1, as skopeo copies. */
+  async function copyBare(repo: string, edit: (m: { layers: { annotations?: Record<string, string> }[] }) => void = () => {}): Promise<void> {
     const src = await openRemoteImage(ref, opts);
     const c = new RegistryClient(reg.host, { retryBaseMs: 5 });
     try {
-      const dst = c.repository('v/bare');
+      const dst = c.repository(repo);
       for (const d of [src.manifest.config, ...src.manifest.layers]) assert.equal(await dst.putBlob(d.digest, await src.repo.openBlob(d.digest, d.size), { mountFrom: ['v/img'] }), 'mounted');
       const raw = await src.repo.getManifest(src.digest);
-      await dst.putManifest(raw.bytes, raw.mediaType, 'v1');
+      const doc = JSON.parse(Buffer.from(raw.bytes).toString('utf8'));
+      edit(doc);
+      await dst.putManifest(Buffer.from(JSON.stringify(doc)), raw.mediaType, 'v1');
     } finally {
       await src.close();
       await c.close();
     }
+  }
+
+  test('small trees travel inline in the manifest: opening needs no tree request, and a copy without the tree blobs still reads verified', async () => {
+    await copyBare('v/inline');
+    const img = await openRemoteImage(`${reg.host}/v/inline:v1`, opts);
+    try {
+      for (const d of img.manifest.layers) assert.ok(layerVerity(d, 'test')?.inline, `${d.digest} carries its tree inline`);
+      const stack = await stackOf(img.layers);
+      assert.equal(await sha256Device(stack), SHA_123);
+    } finally {
+      await img.close();
+    }
+  });
+
+  test('an inline tree that is not the named tree is refused', async () => {
+    const img = await openRemoteImage(ref, opts);
+    const d = img.manifest.layers[0]!;
+    await img.close();
+    const a = { ...d.annotations };
+    a[VerityAnnotation.treeInline] = Buffer.from('not the tree').toString('base64');
+    assert.throws(() => layerVerity({ ...d, annotations: a }, 'test'), (e: unknown) => e instanceof VerityMissingError && /inline verity tree is not/.test(e.message));
+  });
+
+  test('an image copied without its trees (manifest and layers only, as skopeo copies) is refused with what to do', async () => {
+    // Trees too large to travel inline are only in their blobs.
+    await copyBare('v/bare', (m) => {
+      for (const l of m.layers) delete l.annotations?.[VerityAnnotation.treeInline];
+    });
     const bare = await openRemoteImage(`${reg.host}/v/bare:v1`, opts);
     try {
       await assert.rejects(readRange(bare.lazy[0]!, 0, 512), (e: unknown) => e instanceof VerityMissingError && /verity tree is missing.*obd copy/.test(e.message));
