@@ -21,10 +21,12 @@ export const VerityAnnotation = {
 
 /**
  * Trees up to this size also travel inline, base64 in the layer descriptor (docs/format.md
- * §7.4): opening the layer then needs no request for its tree. 16 KiB covers layers up to
- * ~57 MiB at 128 KiB chunks, for at most ~22 KB of manifest each.
+ * §7.4): opening the layer then needs no request for its tree. 4 KiB covers layers up to
+ * 8 MiB at 128 KiB chunks (the small snapshots that make images of many layers) for at most
+ * ~5.5 KB of manifest each, so that even 256 such layers stay far below the 4 MiB manifests
+ * registries accept.
  */
-export const INLINE_TREE_MAX = 16 << 10;
+export const INLINE_TREE_MAX = 4 << 10;
 
 export const VERITY_VERSION = '1';
 export const VerityMediaType = {
