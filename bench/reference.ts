@@ -29,7 +29,7 @@ import { importRaw } from '../src/lsmt/import.ts';
 import { WritableLayer } from '../src/lsmt/writable.ts';
 import { compressFile, decompressFile } from '../src/zfile/writer.ts';
 import { zinput8m } from '../test/helpers/recipes.ts';
-import { median, Rng, run, table, writeResults, type Timing } from './util.ts';
+import { median, obdCommand, Rng, run, table, writeResults, type Timing } from './util.ts';
 
 const args = process.argv.slice(2);
 const argNum = (name: string, dflt: number) => {
@@ -63,9 +63,9 @@ function cpuOf(cmd: string, argv: string[]): number | undefined {
 
 type Cmd = [string, string[]];
 const pinned = (cmd: string, argv: string[]): Cmd => (PIN ? ['/usr/bin/taskset', ['-c', '0', cmd, ...argv]] : [cmd, argv]);
-/** obd on one CPU; `-j 2` runs go unpinned (obdMt). */
-const obd = (...a: string[]): Cmd => pinned(process.execPath, [OBD, ...a]);
-const obdMt = (...a: string[]): Cmd => [process.execPath, [OBD, ...a]];
+/** obd on one CPU, run as users run it (obdCommand: the launcher's shebang flags apply); `-j 2` runs go unpinned (obdMt). */
+const obd = (...a: string[]): Cmd => pinned(...obdCommand(OBD, a));
+const obdMt = (...a: string[]): Cmd => obdCommand(OBD, a);
 const ref = (tool: string, ...a: string[]): Cmd => pinned(path.join(REF, tool), a);
 const NULL_UUID = ['--uuid', '00000000-0000-0000-0000-000000000000'];
 
@@ -138,8 +138,8 @@ async function startup(): Promise<string> {
   const base = BASELINE ? local(path.join(BASELINE, 'src', 'cli', 'obd.js'), 'base') : [];
   const nodeAlone = pinned(process.execPath, ['-e', '0']);
   const cmds: Cmd[] = [
-    ...ours.map(([, a]) => pinned(process.execPath, [...a])),
-    ...base.map(([, a]) => pinned(process.execPath, [...a])),
+    ...ours.map(([, [launcher, ...a]]) => pinned(...obdCommand(launcher, a))),
+    ...base.map(([, [launcher, ...a]]) => pinned(...obdCommand(launcher, a))),
     nodeAlone,
     ...(haveRef ? [ref('overlaybd-zfile', '--help')] : []),
   ];
