@@ -80,6 +80,8 @@ export async function buildCli(out = path.join(ROOT, 'dist', 'cli')): Promise<Bu
   const result = await build({
     entryPoints: Object.fromEntries(Object.entries(ENTRIES).map(([name, file]) => [name, path.join(ROOT, file)])),
     outdir: tmp,
+    // The metafile names inputs relative to this; they are resolved against ROOT below.
+    absWorkingDir: ROOT,
     bundle: true,
     format: 'cjs',
     platform: 'node',

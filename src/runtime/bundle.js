@@ -100,3 +100,18 @@ function saveCache(dir, cacheFile, name, script, seen) {
     // A read-only or full cache directory only costs the next run its speed.
   }
 }
+
+/**
+ * A worker thread's entry (src/zfile/compress-worker.js, src/live/background-worker.js): with
+ * the parent's compile cache, the bundle's `name`.cjs while the bundle is fresh, else the
+ * TypeScript `source` (a URL) through the stripped-source cache, so the thread starts without
+ * Node's type stripper. A plain require, not loadBundled(): a worker ends by being terminated,
+ * when no exit handler would write a post-run code cache.
+ */
+export async function runWorker(name, source, cacheDir) {
+  if (typeof cacheDir === 'string') module.enableCompileCache?.(cacheDir);
+  const bundle = freshBundle();
+  if (bundle) return module.createRequire(import.meta.url)(path.join(bundle.dir, `${name}.cjs`));
+  if (typeof cacheDir === 'string') (await import('./strip-cache.js')).useStripCache(cacheDir);
+  await import(source);
+}
