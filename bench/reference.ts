@@ -56,7 +56,9 @@ const NO_REF = 'reference not present: not measured';
  */
 function cpuOf(cmd: string, argv: string[]): number | undefined {
   if (!existsSync('/usr/bin/perf')) return undefined;
-  const r = spawnSync('/usr/bin/perf', ['stat', '-x,', '-e', 'task-clock', cmd, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  // perf puts its own directory (/usr/bin, with Debian's older node) first on PATH: `env`
+  // restores ours for the launcher's `#!/usr/bin/env node` (it costs every row the same ~1 ms).
+  const r = spawnSync('/usr/bin/perf', ['stat', '-x,', '-e', 'task-clock', '/usr/bin/env', `PATH=${process.env.PATH}`, cmd, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   const m = /([\d.]+),msec,task-clock/.exec(r.stderr);
   return r.status === 0 && m ? Number(m[1]) : undefined;
 }
