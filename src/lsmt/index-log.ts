@@ -37,7 +37,7 @@ import { SyncWriteGate } from '../io/fd-io.ts';
 import { writeFull } from '../io/sink.ts';
 import { ENTRY_SIZE, HT_SPACE, INVALID_OFFSET, MAX_RW_INDEX_ENTRIES, SECTOR, entryLength, entryMoffset, entryOffset, entryZeroed, writeEntry } from './format.ts';
 import { wrapWriteError } from './io-errors.ts';
-import { Level0Index, type EntryLog } from './level0.ts';
+import { Level0Index, sortKeyScale, type EntryLog } from './level0.ts';
 import type { WritableFiles } from './writable-files.ts';
 
 /** Pending entries that start a background write-back to the index file. */
@@ -103,6 +103,10 @@ export class IndexLog {
     const dataEndSector = Math.ceil(dataSize / SECTOR);
     // Collected first and resolved in one sweep (Level0Index.fromLog), as replaying would insert them.
     const log: EntryLog = { n: 0, offset: new Float64Array(total), length: new Uint32Array(total), moffset: new Float64Array(total), zeroed: new Uint8Array(total) };
+    // The sort keys fromLog needs, packed here rather than in two more passes over the log.
+    const scale = sortKeyScale(total);
+    const keys = new Float64Array(total);
+    let maxOffset = 0;
     let valid = 0;
     const buf = new Uint8Array(LOAD_CHUNK);
     const dv = new DataView(buf.buffer);
@@ -124,6 +128,8 @@ export class IndexLog {
         const zeroed = entryZeroed(hi1);
         if (length === 0 || moffset < HEADER_SECTORS || (zeroed ? moffset > dataEndSector : moffset + length > dataSectors)) break scan;
         const k = log.n++;
+        keys[k] = offset * scale + k;
+        if (offset > maxOffset) maxOffset = offset;
         log.offset[k] = offset;
         log.length[k] = length;
         log.moffset[k] = moffset;
@@ -142,6 +148,7 @@ export class IndexLog {
         throw wrapWriteError(indexPath, 'cutting a torn index tail', indexEnd, e);
       }
     }
+    log.sortKeys = { keys, scale, maxOffset };
     return new IndexLog(files, Level0Index.fromLog(log), indexEnd, recovery);
   }
 
