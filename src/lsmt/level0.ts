@@ -91,7 +91,14 @@ export interface EntryLog {
    * sortKeyScale), with the largest offset: the replay of an index file fills them in its
    * decoding loop, which saves fromLog two passes over the log. Computed here when absent.
    */
-  sortKeys?: { keys: Float64Array; scale: number; maxOffset: number };
+  sortKeys?: SortKeys;
+}
+
+/** See EntryLog.sortKeys. */
+export interface SortKeys {
+  keys: Float64Array;
+  scale: number;
+  maxOffset: number;
 }
 
 /**
