@@ -86,6 +86,28 @@ export interface EntryLog {
   length: Uint32Array;
   moffset: Float64Array;
   zeroed: Uint8Array;
+  /**
+   * Sort keys packed while the log was read (`keys[i] = offset[i] * scale + i`, scale from
+   * sortKeyScale), with the largest offset: the replay of an index file fills them in its
+   * decoding loop, which saves fromLog two passes over the log. Computed here when absent.
+   */
+  sortKeys?: SortKeys;
+}
+
+/** See EntryLog.sortKeys. */
+export interface SortKeys {
+  keys: Float64Array;
+  scale: number;
+  maxOffset: number;
+}
+
+/**
+ * Multiplier that packs (offset, log position) into one double for up to `capacity` entries:
+ * the native sort then orders entries by offset and, among equal offsets, by age. Exact while
+ * maxOffset * scale < 2^53 (fromLog checks).
+ */
+export function sortKeyScale(capacity: number): number {
+  return 2 ** Math.ceil(Math.log2(capacity + 1));
 }
 
 export class Level0Index {
@@ -102,17 +124,20 @@ export class Level0Index {
     const ix = new Level0Index();
     const { n, offset: off, length: len, moffset: moff, zeroed: zero } = log;
     if (n === 0) return ix;
-    let maxOff = 0;
-    for (let i = 0; i < n; i++) if (off[i]! > maxOff) maxOff = off[i]!;
-    // Sort keys pack (offset, log position) into one exact double, so the native sort orders
-    // the entries by offset and, among equal offsets, by age.
-    const scale = 2 ** Math.ceil(Math.log2(n + 1));
+    const given = log.sortKeys;
+    let maxOff = given?.maxOffset ?? 0;
+    if (!given) for (let i = 0; i < n; i++) if (off[i]! > maxOff) maxOff = off[i]!;
+    const scale = given?.scale ?? sortKeyScale(n);
     if (maxOff * scale >= 2 ** 53) {
       for (let i = 0; i < n; i++) ix.insert(off[i]!, len[i]!, moff[i]!, zero[i] === 1);
       return ix;
     }
-    const keys = new Float64Array(n);
-    for (let i = 0; i < n; i++) keys[i] = off[i]! * scale + i;
+    let keys: Float64Array;
+    if (given) keys = given.keys.subarray(0, n);
+    else {
+      keys = new Float64Array(n);
+      for (let i = 0; i < n; i++) keys[i] = off[i]! * scale + i;
+    }
     keys.sort();
     const order = new Uint32Array(n);
     // Exact: scale is a power of two (and `%` on doubles is several times slower cold).
@@ -327,11 +352,21 @@ export class Level0Index {
     return runSync(this.tableSteps(layer));
   }
 
-  /** toTable as checkpointed work (src/io/slice.ts), one checkpoint per chunk. */
+  /**
+   * toTable as checkpointed work (src/io/slice.ts), one checkpoint per chunk. Each chunk goes
+   * over with four typed-array copies, not a push per entry: a commit's process builds the
+   * table once, before any of its JavaScript is optimized, where 16k pushes cost ~4 ms.
+   */
   *tableSteps(layer = 0): Steps<MappingTable> {
     const t = new MappingTable(Math.max(1, this.#count));
     for (const ch of this.#chunks) {
-      for (let i = 0; i < ch.n; i++) t.push(ch.off[i]!, ch.len[i]!, ch.moff[i]!, ch.zero[i] === 1, layer);
+      const at = t.count;
+      t.offset.set(ch.off.subarray(0, ch.n), at);
+      t.length.set(ch.len.subarray(0, ch.n), at);
+      t.moffset.set(ch.moff.subarray(0, ch.n), at);
+      t.zeroed.set(ch.zero.subarray(0, ch.n), at);
+      if (layer !== 0) t.layer.fill(layer, at, at + ch.n);
+      t.count = at + ch.n;
       yield;
     }
     return t;
