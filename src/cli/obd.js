@@ -22,9 +22,10 @@ if (module.enableCompileCache && !process.env.NODE_COMPILE_CACHE && !process.env
   const ok = base && module.enableCompileCache(`${base}/overlaybd-ts`).status !== module.constants.compileCacheStatus.FAILED;
   if (!ok) module.enableCompileCache();
 }
-const bundle = freshBundle();
-// The command names the code cache's coverage (src/runtime/bundle.js): as program.ts finds it.
-if (bundle) await loadBundled(bundle, 'program', process.argv.slice(2).find((a) => !a.startsWith('-')) ?? '').main();
+// The command, as program.ts finds it, picks the area's bundle and names the code cache's coverage.
+const command = process.argv.slice(2).find((a) => !a.startsWith('-'));
+const bundle = freshBundle({ command });
+if (bundle) await loadBundled(bundle, command ?? '').main();
 else {
   const cacheDir = module.getCompileCacheDir?.();
   if (cacheDir) (await import('../runtime/strip-cache.js')).useStripCache(cacheDir);
