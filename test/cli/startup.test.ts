@@ -312,6 +312,18 @@ test('each area\'s commands run from that area\'s bundle, help and unknown comma
   assert.deepEqual(JSON.parse(r.stdout).wrapping, ['zfile', 'lsmt']);
 });
 
+test('every bundle is ASCII only, so that V8 holds its source as a one-byte string', async () => {
+  const dir = path.join(work.path, 'cli');
+  await (built ??= buildCli(dir));
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.cjs'));
+  assert.ok(files.length > 3, files.join(', '));
+  for (const f of files) {
+    const text = await readFile(path.join(dir, f));
+    const at = text.findIndex((b) => b > 0x7f);
+    assert.equal(at, -1, `${f}: byte ${at} is not ASCII: ${text.subarray(Math.max(0, at - 40), at + 40).toString()}`);
+  }
+});
+
 test('the strip cache serves the new text of a source changed in place, size and mtime kept', async (t) => {
   const dir = await tempDir(t, 'obd-strip-');
   const mod = path.join(dir, 'value.ts');
