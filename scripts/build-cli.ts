@@ -4,7 +4,7 @@
  * Bundles the `obd` CLI (src/cli/program.ts and everything it imports, commander included),
  * once whole and once per command area, and the worker-thread entries into DIR (default
  * dist/cli), which the launcher src/cli/obd.js and the workers' entries run instead of the
- * sources while the bundle is fresh (see src/runtime/bundle.js). Run by `npm ci` and `npm install` (the `prepare` script) and by
+ * sources while the bundle is fresh (see src/runtime/bundle.cjs). Run by `npm ci` and `npm install` (the `prepare` script) and by
  * hand; a stale bundle is never used, so forgetting to rebuild costs only speed.
  *
  * Why: loaded as ES modules, commander and our sources make Node build an ES-module facade for
@@ -152,7 +152,7 @@ export interface BuiltCli {
 /**
  * Builds the bundles into `out`, replaced whole (built beside it, then renamed into place, so
  * a concurrent `obd` finds the old bundle, the new one or none), with a manifest of their
- * inputs' sizes and times that src/runtime/bundle.js checks, which inputs each bundle holds
+ * inputs' sizes and times that src/runtime/bundle.cjs checks, which inputs each bundle holds
  * and which command runs from which area bundle.
  */
 export async function buildCli(out = path.join(ROOT, 'dist', 'cli')): Promise<BuiltCli> {
@@ -201,7 +201,7 @@ export async function buildCli(out = path.join(ROOT, 'dist', 'cli')): Promise<Bu
   const index = new Map(files.map((f, i) => [f, i]));
   const bundles = Object.fromEntries([...held].sort(([a], [b]) => a.localeCompare(b)).map(([name, fs]) => [name, fs.map((f) => index.get(f)!).sort((a, b) => a - b)]));
   const commands = Object.fromEntries(areas.flatMap((a) => a.commands.map((c) => [c, a.name])));
-  // `id` names this build's code caches (src/runtime/bundle.js): V8 checks a cache against its
+  // `id` names this build's code caches (src/runtime/bundle.cjs): V8 checks a cache against its
   // source's length only, so a cache must never outlive the build it was made from.
   const id = `${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
   await writeFile(path.join(tmp, MANIFEST), JSON.stringify({ node: process.version, root: ROOT, id, inputs, bundles, commands }));

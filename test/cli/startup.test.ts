@@ -135,7 +135,7 @@ for (const mode of Object.keys(MODES) as Mode[]) {
         // Nothing from the sources but the launcher and its loader of the bundle (which runs
         // program.cjs through vm.Script, unseen by the hook), and no package: commander is in
         // the bundle, the others are needed by no local command's start.
-        assert.deepEqual(project.sort(), [path.join('src', 'cli', 'obd.js'), path.join('src', 'runtime', 'bundle.js')], `${label} loads ${project.join(', ')}`);
+        assert.deepEqual(project.sort(), [path.join('src', 'cli', 'obd.js'), path.join('src', 'runtime', 'bundle.cjs')], `${label} loads ${project.join(', ')}`);
         assert.deepEqual(files.filter((f) => !f.startsWith(ROOT + path.sep)), [], `${label} loads ${files.join(', ')}`);
       }
     }
