@@ -37,14 +37,16 @@ export function writeOut(text: string): void {
   }
 }
 
-/** Whether stderr is a terminal, without making process.stderr (see writeOut) when it is a file or a pipe. */
-function stderrIsTTY(): boolean {
+/**
+ * Whether fd 1 or 2 may be a terminal: a character device. Only then need process.stdout or
+ * process.stderr be made (see writeOut) to know for sure.
+ */
+export function mayBeTerminal(fd: 1 | 2): boolean {
   try {
-    if (!fstatSync(2).isCharacterDevice()) return false;
+    return fstatSync(fd).isCharacterDevice();
   } catch {
     return false;
   }
-  return process.stderr.isTTY === true;
 }
 
 /**
@@ -78,7 +80,7 @@ export interface Progress {
 
 /** A progress bar on stderr when it is a terminal (and not --json); silent otherwise. */
 export function progress(label: string, total: number, enabled = true): Progress {
-  if (!enabled || total <= 0 || !stderrIsTTY()) return { update() {}, stop() {} };
+  if (!enabled || total <= 0 || !mayBeTerminal(2) || !process.stderr.isTTY) return { update() {}, stop() {} };
   // Loaded only when a bar is drawn: it is a good part of a short command's start-up.
   const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof import('cli-progress');
   const bar = new cliProgress.SingleBar(
