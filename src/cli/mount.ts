@@ -7,7 +7,6 @@
  * DIR, so `obd umount DIR` can stop it all in reverse order: the filesystem first (fuse2fs
  * writes back as it exits), then nbdfuse, then the server, which flushes a writable upper.
  */
-import { spawn, execFile } from 'node:child_process';
 import { constants, openSync, closeSync } from 'node:fs';
 import { access, mkdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
@@ -20,7 +19,6 @@ import { BusyError, NotFoundError, NotSupportedError, ObdError, PermissionError,
 import { addCacheOptions, addRemoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
 import { output } from './common.ts';
 
-const run = promisify(execFile);
 const OBD = fileURLToPath(new URL('./obd.js', import.meta.url));
 
 /** How long each piece may take to come up or go down. */
@@ -275,8 +273,10 @@ async function onPath(bin: string): Promise<boolean> {
 
 /** Runs a short tool; a failure is a MountError carrying what it printed. */
 async function tool(cmd: string, args: string[]): Promise<string> {
+  // node:child_process (with node:net and node:dgram, ~3.5 ms) loads on use: `obd --help` registers this area too.
+  const { execFile } = await import('node:child_process');
   try {
-    return (await run(cmd, args, { env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` } })).stdout;
+    return (await promisify(execFile)(cmd, args, { env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` } })).stdout;
   } catch (e) {
     const err = e as { stderr?: string; message: string };
     throw new MountError(`${cmd} ${args.join(' ')}: ${(err.stderr || err.message).trim()}`, { cause: e });
@@ -285,6 +285,7 @@ async function tool(cmd: string, args: string[]): Promise<string> {
 
 /** Starts a long-lived process in its own session, its output into `logFile`, not waited for. */
 async function startDaemon(cmd: string, args: string[], logFile: string): Promise<Proc> {
+  const { spawn } = await import('node:child_process');
   const fd = openSync(logFile, 'a', 0o600);
   try {
     const child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` } });

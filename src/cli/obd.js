@@ -2,7 +2,7 @@
 /**
  * `obd` launcher, in plain JavaScript so that starting it strips no TypeScript. It runs the
  * bundle of scripts/build-cli.ts (dist/cli, built by `npm ci`) while that is fresh, with a
- * code cache made after its runs (src/runtime/bundle.js), else the sources, with Node's compile
+ * code cache made after its runs (src/runtime/bundle.cjs), else the sources, with Node's compile
  * cache and src/runtime/strip-cache.js keeping their compiled code and type-stripped text.
  *
  * The young generation is capped at 2 × 16 MiB (V8 reads the flag only at start-up, hence the
@@ -11,7 +11,6 @@
  * (docs/benchmarks.md, memory).
  */
 import module from 'node:module';
-import { freshBundle, loadBundled } from '../runtime/bundle.js';
 
 // The caches live with the user's other caches ($XDG_CACHE_HOME or ~/.cache): Node's default,
 // a directory in /tmp, does not outlive a reboot. NODE_COMPILE_CACHE, when set, wins (Node has
@@ -22,9 +21,12 @@ if (module.enableCompileCache && !process.env.NODE_COMPILE_CACHE && !process.env
   const ok = base && module.enableCompileCache(`${base}/overlaybd-ts`).status !== module.constants.compileCacheStatus.FAILED;
   if (!ok) module.enableCompileCache();
 }
-const bundle = freshBundle();
-// The command names the code cache's coverage (src/runtime/bundle.js): as program.ts finds it.
-if (bundle) await loadBundled(bundle, 'program', process.argv.slice(2).find((a) => !a.startsWith('-')) ?? '').main();
+// Required, not imported: src/runtime/bundle.cjs says why it is CommonJS.
+const { freshBundle, loadBundled } = module.createRequire(import.meta.url)('../runtime/bundle.cjs');
+// The command, as program.ts finds it, picks the area's bundle and names the code cache's coverage.
+const command = process.argv.slice(2).find((a) => !a.startsWith('-'));
+const bundle = freshBundle({ command });
+if (bundle) await loadBundled(bundle, command ?? '').main();
 else {
   const cacheDir = module.getCompileCacheDir?.();
   if (cacheDir) (await import('../runtime/strip-cache.js')).useStripCache(cacheDir);

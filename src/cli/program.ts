@@ -1,7 +1,7 @@
 /** `obd`: the command line over the overlaybd-ts library. Commands live in one file per area. */
 import { Command, CommanderError } from 'commander';
 import { AREAS } from './areas.ts';
-import { reportError, wantsJson } from './common.ts';
+import { mayBeTerminal, reportError, wantsJson, writeOut } from './common.ts';
 
 /**
  * Runs one `obd` command line. A function, not top-level code, so that the launcher can run it
@@ -17,6 +17,11 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   // owns the command is loaded; help and unknown commands load them all.
   const first = argv.slice(2).find((a) => !a.startsWith('-'));
   const owner = AREAS.find(([commands]) => first !== undefined && commands.includes(first));
+
+  // Help to a file or a pipe goes through fd 1, as results do (writeOut): commander would make
+  // process.stdout to write it and to ask its width and colours (off a terminal: its 80
+  // columns, none). Set before the areas register, so that every command inherits it.
+  if (!mayBeTerminal(1)) program.configureOutput({ writeOut, getOutHelpWidth: () => 80, getOutHasColors: () => false });
 
   // With --json, usage errors are reported as JSON as well: commander throws instead of printing.
   const json = wantsJson(argv);

@@ -5,6 +5,7 @@
  * dominates small-block commits and NBD-sized I/O.
  */
 import { read, readSync, write, writeSync } from 'node:fs';
+import { msNow } from './clock.ts';
 
 function readOnce(fd: number, buf: Uint8Array, at: number, len: number, pos: number): Promise<number> {
   return new Promise((resolve, reject) => read(fd, buf, at, len, pos, (e, n) => (e ? reject(e) : resolve(n))));
@@ -137,7 +138,7 @@ export class SyncReadGate extends SyncGate {
   /** readAt calls since the last timed one. */
   #unsampled = 0;
   /** `now` (milliseconds) is replaceable so tests can make reads look slow. */
-  constructor(enabled = true, now: () => number = () => performance.now()) {
+  constructor(enabled = true, now: () => number = msNow) {
     super(SYNC_READ_MAX, SLOW_READ_MS, SLOW_READ_RUN, enabled, now);
   }
   /** Reads `length` bytes synchronously into `buf` at `pos`, or returns undefined to go async. */
@@ -177,7 +178,7 @@ export class SyncReadGate extends SyncGate {
  */
 export class SyncWriteGate extends SyncGate {
   /** `now` (milliseconds) is replaceable so tests can make writes look slow. */
-  constructor(enabled = true, now: () => number = () => performance.now()) {
+  constructor(enabled = true, now: () => number = msNow) {
     super(SYNC_WRITE_MAX, SLOW_WRITE_MS, SLOW_WRITE_RUN, enabled, now);
   }
   /** Writes all of `buf` at `pos` synchronously and returns true, or returns false to go async. May throw. */

@@ -8,6 +8,8 @@
  * `runSliced` gives the event loop a turn whenever a slice has run past its budget.
  */
 
+import { msNow } from './clock.ts';
+
 /** Work that yields at checkpoints and returns T. */
 export type Steps<T> = Generator<void, T, void>;
 
@@ -23,13 +25,13 @@ export function runSync<T>(steps: Steps<T>): T {
 
 /** Runs `steps`, letting pending I/O in (a setImmediate turn) each time a slice passes `budgetMs`. */
 export async function runSliced<T>(steps: Steps<T>, budgetMs = 1): Promise<T> {
-  let start = performance.now();
+  let start = msNow();
   for (;;) {
     const r = steps.next();
     if (r.done) return r.value;
-    if (performance.now() - start >= budgetMs) {
+    if (msNow() - start >= budgetMs) {
       await new Promise<void>((resolve) => setImmediate(resolve));
-      start = performance.now();
+      start = msNow();
     }
   }
 }

@@ -93,7 +93,8 @@ async function loaded(args: string[], env: NodeJS.ProcessEnv): Promise<{ builtin
     "import module from 'node:module';",
     'const files = new Set();',
     "module.registerHooks({ resolve(s, c, next) { const r = next(s, c); if (r.url.startsWith('file:')) files.add(r.url); return r; } });",
-    "process.on('exit', () => process.stderr.write('\\n@@' + JSON.stringify({ builtins: process.moduleLoadList, files: [...files] })));",
+    // The list first: process.stderr loads node:stream.
+    "process.on('exit', () => { const seen = JSON.stringify({ builtins: process.moduleLoadList, files: [...files] }); process.stderr.write('\\n@@' + seen); });",
   ].join('\n');
   const r = await run(['--import', `data:text/javascript,${encodeURIComponent(probe)}`, LAUNCHER, ...args], env);
   assert.equal(r.code, 0, r.stderr);
@@ -120,7 +121,14 @@ for (const mode of Object.keys(MODES) as Mode[]) {
       // node:https alone (node:tls, node:crypto) costs ~25 ms; the type stripper ~35 ms. In the
       // bundle every module's code is in one file, but a lazily imported one still runs, and
       // requires its builtins, only when imported: these say that it was not.
-      for (const heavy of ['NativeModule tls', 'NativeModule crypto', 'NativeModule https', 'NativeModule http', 'NativeModule internal/deps/amaro/dist/index']) {
+      // node:perf_hooks (~1.5 ms) is what the global `performance` loads on first use (src/io/clock.ts).
+      // node:child_process (with node:net, node:dgram: ~3.5 ms) only from the bundle, where
+      // commander's import of it is lazy (scripts/build-cli.ts).
+      const heavies = ['NativeModule tls', 'NativeModule crypto', 'NativeModule https', 'NativeModule http', 'NativeModule internal/deps/amaro/dist/index', 'NativeModule perf_hooks', ...(mode === 'bundle' ? ['NativeModule child_process'] : [])];
+      // From the bundle, a local command prints through fd 1, without process.stdout (writeOut
+      // in src/cli/common.ts): no node:stream, nor node:net for this pipe.
+      if (args[0] === 'info' && mode === 'bundle') heavies.push('NativeModule stream', 'NativeModule net');
+      for (const heavy of heavies) {
         assert.ok(!builtins.includes(heavy), `${label} loads ${heavy}`);
       }
       const project = files.filter((f) => f.startsWith(ROOT + path.sep)).map((f) => path.relative(ROOT, f));
@@ -131,7 +139,7 @@ for (const mode of Object.keys(MODES) as Mode[]) {
         // Nothing from the sources but the launcher and its loader of the bundle (which runs
         // program.cjs through vm.Script, unseen by the hook), and no package: commander is in
         // the bundle, the others are needed by no local command's start.
-        assert.deepEqual(project.sort(), [path.join('src', 'cli', 'obd.js'), path.join('src', 'runtime', 'bundle.js')], `${label} loads ${project.join(', ')}`);
+        assert.deepEqual(project.sort(), [path.join('src', 'cli', 'obd.js'), path.join('src', 'runtime', 'bundle.cjs')], `${label} loads ${project.join(', ')}`);
         assert.deepEqual(files.filter((f) => !f.startsWith(ROOT + path.sep)), [], `${label} loads ${files.join(', ')}`);
       }
     }
@@ -161,7 +169,7 @@ test('info and export of a zfile layer give the same output from the bundle as f
   assert.ok(bundle.raw.equals(sources.raw), 'the exported disks differ');
 });
 
-test('the bundle\'s code cache: written by the first run of each command, replaced for a new build, a corrupt one rewritten', async (t) => {
+test('the bundle\'s code caches: one per bundle, written by the first run of each command, replaced for a new build, a corrupt one rewritten', async (t) => {
   const out = path.join(await tempDir(t, 'obd-codecache-'), 'cli');
   await buildCli(out);
   const xdg = await tempDir(t, 'obd-startup-');
@@ -170,10 +178,12 @@ test('the bundle\'s code cache: written by the first run of each command, replac
     const [version] = await readdir(path.join(xdg, 'overlaybd-ts'));
     return path.join(xdg, 'overlaybd-ts', version!, 'obd-bundle');
   };
-  const state = async () => {
+  /** The files of the cache directory, and the code cache of bundle `name` (program, area-layers...). */
+  const state = async (name: string) => {
     const dir = await cacheDir();
     const names = (await readdir(dir)).sort();
-    const v8 = names.find((n) => n.endsWith('.v8'))!;
+    const v8 = names.find((n) => n.startsWith(`${name}-`) && n.endsWith('.v8'))!;
+    assert.ok(v8, `no code cache of ${name} in ${names.join(', ')}`);
     return { names, seen: JSON.parse(await readFile(path.join(dir, `${v8}.json`), 'utf8')) as string[], size: (await stat(path.join(dir, v8))).size, v8: path.join(dir, v8) };
   };
   const ok = async (args: string[]) => {
@@ -182,31 +192,47 @@ test('the bundle\'s code cache: written by the first run of each command, replac
     return r.stdout;
   };
   const help = await ok(['--help']);
-  const first = await state();
+  const first = await state('program');
   assert.equal(first.names.length, 2, first.names.join(', '));
   assert.deepEqual(first.seen, ['']);
   assert.equal(await ok(['--help']), help);
-  assert.deepEqual((await state()).seen, [''], 'a command seen before writes nothing');
+  assert.deepEqual((await state('program')).seen, [''], 'a command seen before writes nothing');
+  // `help` is no area's command: the program's bundle runs it.
+  await ok(['help', 'info']);
+  const second = await state('program');
+  assert.deepEqual(second.seen, ['', 'help']);
+  assert.ok(second.size > first.size, 'the cache after help holds what --help compiled and more');
+
+  // info runs from its area's bundle, with a cache of its own beside the program's.
   const info = await ok(['info', FIXTURE]);
-  const second = await state();
-  assert.deepEqual(second.seen, ['', 'info']);
-  assert.ok(second.size > first.size, 'the cache after info holds what --help compiled and more');
+  const area = await state('area-layers');
+  assert.equal(area.names.length, 4, area.names.join(', '));
+  assert.deepEqual(area.seen, ['info']);
+  await ok(['export', FIXTURE, path.join(path.dirname(out), 'x.raw')]);
+  const both = await state('area-layers');
+  assert.deepEqual(both.seen, ['info', 'export']);
+  assert.ok(both.size > area.size, 'the cache after export holds what info compiled and more');
   assert.equal(await ok(['info', FIXTURE]), info);
+  assert.deepEqual((await state('program')).seen, ['', 'help'], 'the program\'s cache is not touched by an area\'s command');
 
   // Garbage of the same length: V8 rejects it, the command runs as before and the cache is rewritten.
-  await writeFile(second.v8, Buffer.alloc(second.size, 0x5a));
+  await writeFile(both.v8, Buffer.alloc(both.size, 0x5a));
   assert.equal(await ok(['info', FIXTURE]), info);
-  const rewritten = await state();
+  const rewritten = await state('area-layers');
   assert.deepEqual(rewritten.seen, ['info']);
   assert.notEqual((await readFile(rewritten.v8))[0], 0x5a);
 
-  // A new build has a new id: its first run replaces the old build's cache.
+  // A new build has a new id: its first run of a bundle replaces that bundle's cache of the old build.
   await buildCli(out);
   assert.equal(await ok(['--help']), help);
-  const rebuilt = await state();
-  assert.equal(rebuilt.names.length, 2, rebuilt.names.join(', '));
+  const rebuilt = await state('program');
+  assert.equal(rebuilt.names.length, 4, rebuilt.names.join(', '));
   assert.notEqual(rebuilt.v8, second.v8);
   assert.deepEqual(rebuilt.seen, ['']);
+  assert.equal(await ok(['info', FIXTURE]), info);
+  const areaRebuilt = await state('area-layers');
+  assert.equal(areaRebuilt.names.length, 4, areaRebuilt.names.join(', '));
+  assert.notEqual(areaRebuilt.v8, rewritten.v8);
 });
 
 test('a bundle is not run once a source it holds changed in place, size and mtime kept', async (t) => {
@@ -224,7 +250,7 @@ test('a bundle is not run once a source it holds changed in place, size and mtim
   const launcher = path.join(tree, 'src', 'cli', 'obd.js');
   const before = await run([launcher, '--help'], env);
   assert.equal(before.code, 0, before.stderr);
-  assert.equal(before.stderr, `obd: running the bundle in ${path.join(tree, 'dist', 'cli')}\n`);
+  assert.equal(before.stderr, `obd: running the bundle in ${path.join(tree, 'dist', 'cli')} (program.cjs)\n`);
   assert.match(before.stdout, /OverlayBD layered block-device images/);
 
   // What an npm upgrade does to a file whose size did not change: new bytes, the same fixed mtime; only the ctime tells.
@@ -238,12 +264,72 @@ test('a bundle is not run once a source it holds changed in place, size and mtim
   assert.equal(after.code, 0, after.stderr);
   assert.match(after.stdout, /OverlayBD layered block-device IMAGES/, 'obd ran the stale bundle');
   assert.equal(after.stderr, `obd: running the sources, not the bundle in ${path.join(tree, 'dist', 'cli')}: src/cli/program.ts changed since the build\n`);
+  // Every area's bundle holds program.ts too.
+  const area = await run([launcher, 'info', '--help'], env);
+  assert.equal(area.code, 0, area.stderr);
+  assert.equal(area.stderr, `obd: running the sources, not the bundle in ${path.join(tree, 'dist', 'cli')}: src/cli/program.ts changed since the build\n`);
 
   // Rebuilt, the bundle runs again, with the edit.
   await buildCopy();
   const rebuilt = await run([launcher, '--help'], env);
   assert.match(rebuilt.stderr, /^obd: running the bundle in /);
   assert.match(rebuilt.stdout, /OverlayBD layered block-device IMAGES/);
+
+  // A source of one area only: the bundles that hold it (the program's, that area's) go stale,
+  // another area's bundle still runs, with only its own inputs checked.
+  const demo = path.join(tree, 'src', 'cli', 'demo.ts');
+  await writeFile(demo, `${await readFile(demo, 'utf8')}\n`);
+  const help = await run([launcher, '--help'], env);
+  assert.equal(help.stderr, `obd: running the sources, not the bundle in ${path.join(tree, 'dist', 'cli')}: src/cli/demo.ts changed since the build\n`);
+  const info = await run([launcher, 'info', '--help'], env);
+  assert.equal(info.code, 0, info.stderr);
+  assert.equal(info.stderr, `obd: running the bundle in ${path.join(tree, 'dist', 'cli')} (area-layers.cjs)\n`);
+  assert.match(info.stdout, /^Usage: obd info /);
+});
+
+test('each area\'s commands run from that area\'s bundle, help and unknown commands from the whole program\'s', async (t) => {
+  await (built ??= buildCli(path.join(work.path, 'cli')));
+  const env = { ...MODES.bundle(), XDG_CACHE_HOME: await tempDir(t, 'obd-startup-'), OBD_DEBUG_BUNDLE: '1' };
+  const dir = path.join(work.path, 'cli');
+  const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8')) as { commands: Record<string, string>; bundles: Record<string, number[]> };
+  const cases: [args: string[], bundle: string][] = [
+    [['--help'], 'program'],
+    [['help', 'info'], 'program'],
+    [['no-such-command'], 'program'],
+  ];
+  for (const [commands] of AREAS) {
+    const bundle = manifest.commands[commands[0]!]!;
+    assert.match(bundle, /^area-/);
+    for (const c of commands) assert.equal(manifest.commands[c], bundle, `${c} runs from the bundle of ${commands[0]}`);
+    // Smaller: it holds one area's sources, not all.
+    assert.ok(manifest.bundles[bundle]!.length < manifest.bundles.program!.length, `${bundle} holds fewer inputs than the program`);
+    cases.push([[commands[0]!, '--help'], bundle]);
+  }
+  for (let i = 0; i < cases.length; i += 4) {
+    await Promise.all(
+      cases.slice(i, i + 4).map(async ([args, bundle]) => {
+        const r = await run([LAUNCHER, ...args], env);
+        assert.equal(r.stderr.split('\n')[0], `obd: running the bundle in ${dir} (${bundle}.cjs)`, `obd ${args.join(' ')}`);
+      }),
+    );
+  }
+  // The stand-in that keeps the other areas out of an area's bundle is never reached: the
+  // command's own area registers it.
+  const r = await run([LAUNCHER, 'info', '--json', FIXTURE], env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout).wrapping, ['zfile', 'lsmt']);
+});
+
+test('every bundle is ASCII only, so that V8 holds its source as a one-byte string', async () => {
+  const dir = path.join(work.path, 'cli');
+  await (built ??= buildCli(dir));
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.cjs'));
+  assert.ok(files.length > 3, files.join(', '));
+  for (const f of files) {
+    const text = await readFile(path.join(dir, f));
+    const at = text.findIndex((b) => b > 0x7f);
+    assert.equal(at, -1, `${f}: byte ${at} is not ASCII: ${text.subarray(Math.max(0, at - 40), at + 40).toString()}`);
+  }
 });
 
 test('the strip cache serves the new text of a source changed in place, size and mtime kept', async (t) => {
