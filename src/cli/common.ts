@@ -29,13 +29,18 @@ export function output(json: boolean | undefined, value: unknown, human: () => s
  */
 export function writeOut(text: string): void {
   const bytes = Buffer.from(text);
+  if (viaStream) return void process.stdout.write(bytes);
   let done = 0;
   try {
     while (done < bytes.length) done += writeSync(1, bytes, done);
   } catch {
+    // From now on everything goes through the stream, behind what it may still hold.
+    viaStream = true;
     process.stdout.write(bytes.subarray(done));
   }
 }
+
+let viaStream = false;
 
 /**
  * Whether fd 1 or 2 may be a terminal: a character device. Only then need process.stdout or
