@@ -171,33 +171,27 @@ export function makeAgent(protocol: 'http:' | 'https:', proxy: ProxySpec | undef
     const o = { ...agentOpts, ...(proxyEnv ? { proxyEnv } : {}) };
     return protocol === 'https:' ? new (https().Agent)(o) : new http.Agent(o);
   }
-  return protocol === 'https:' ? new (socksHttpsAgent())(proxy, connectTimeoutMs, agentOpts) : new SocksHttpAgent(proxy, connectTimeoutMs, agentOpts);
+  return new (socksAgent(protocol))(proxy, connectTimeoutMs, agentOpts);
 }
 
 type ConnectCallback = (err: Error | null, stream: Duplex) => void;
 type ConnectOptions = ClientRequestArgs;
 
-class SocksHttpAgent extends http.Agent {
-  readonly #proxy: ProxySpec;
-  readonly #timeoutMs: number;
-  constructor(proxy: ProxySpec, timeoutMs: number, opts: HttpAgentOptions) {
-    super(opts);
-    this.#proxy = proxy;
-    this.#timeoutMs = timeoutMs;
-  }
-  // node:http takes the socket from the callback when this returns nothing.
-  override createConnection(options: ConnectOptions, cb?: ConnectCallback): undefined {
-    socksConnect(this.#proxy, options, 80, this.#timeoutMs).then((s) => cb?.(null, s), (e: Error) => cb?.(e, undefined as never));
-    return undefined;
-  }
-}
+type SocksAgentClass = new (proxy: ProxySpec, timeoutMs: number, opts: HttpsAgentOptions) => HttpAgent;
+const socksAgents = new Map<'http:' | 'https:', SocksAgentClass>();
 
-type SocksHttpsAgentClass = new (proxy: ProxySpec, timeoutMs: number, opts: HttpsAgentOptions) => HttpAgent;
-let socksHttps: SocksHttpsAgentClass | undefined;
-
-/** The class is made on first use: extending https.Agent loads node:https and node:tls. */
-function socksHttpsAgent(): SocksHttpsAgentClass {
-  socksHttps ??= class SocksHttpsAgent extends https().Agent {
+/**
+ * The agent class reaching targets through a SOCKS5 proxy, over node:http's or node:https's
+ * Agent; made on first use, since extending https.Agent loads node:https and node:tls. Over
+ * https, TLS runs inside the tunnel through https.Agent's own connect, which keeps its session
+ * cache.
+ */
+function socksAgent(protocol: 'http:' | 'https:'): SocksAgentClass {
+  const made = socksAgents.get(protocol);
+  if (made) return made;
+  const tls = protocol === 'https:';
+  const Base: typeof http.Agent = tls ? https().Agent : http.Agent;
+  const C = class SocksAgent extends Base {
     readonly #proxy: ProxySpec;
     readonly #timeoutMs: number;
     constructor(proxy: ProxySpec, timeoutMs: number, opts: HttpsAgentOptions) {
@@ -205,16 +199,17 @@ function socksHttpsAgent(): SocksHttpsAgentClass {
       this.#proxy = proxy;
       this.#timeoutMs = timeoutMs;
     }
+    // node:http takes the socket from the callback when this returns nothing.
     override createConnection(options: ConnectOptions, cb?: ConnectCallback): undefined {
-      socksConnect(this.#proxy, options, 443, this.#timeoutMs).then(
-        // TLS runs inside the tunnel; https.Agent's own connect keeps its session cache.
-        (socket) => cb?.(null, super.createConnection({ ...options, socket } as ConnectOptions)!),
+      socksConnect(this.#proxy, options, tls ? 443 : 80, this.#timeoutMs).then(
+        (socket) => cb?.(null, tls ? super.createConnection({ ...options, socket } as ConnectOptions)! : socket),
         (e: Error) => cb?.(e, undefined as never),
       );
       return undefined;
     }
   };
-  return socksHttps;
+  socksAgents.set(protocol, C);
+  return C;
 }
 
 /** A TCP stream to the request's target through the SOCKS5 proxy, handshake done. */
