@@ -64,7 +64,7 @@ function staleness(manifest, name) {
 
 /**
  * The exports of the chosen bundle (NAME.cjs), run as CommonJS with its code cache in the
- * compile cache directory (obd-bundle/NAME-ID.v8, with NAME-ID.v8.json listing the commands it
+ * compile cache directory (obd-bundle/TREE/NAME-ID.v8, with NAME-ID.v8.json listing the commands it
  * has seen run); `command` names this run's. Without a compile cache, a plain require.
  */
 function loadBundled(bundle, command) {
@@ -73,7 +73,9 @@ function loadBundled(bundle, command) {
   const require = nodeModule.createRequire(file);
   const base = nodeModule.getCompileCacheDir?.();
   if (!base) return require(file);
-  const dir = path.join(base, 'obd-bundle');
+  // One directory per tree: two checkouts run in turn (a --baseline benchmark) must not
+  // delete each other's caches as older builds.
+  const dir = path.join(base, 'obd-bundle', treeKey(ROOT));
   const cacheFile = path.join(dir, `${name}-${bundle.id}.v8`);
   let cachedData;
   let seen = [];
@@ -94,6 +96,13 @@ function loadBundled(bundle, command) {
   script.runInThisContext().call(mod.exports, mod.exports, require, mod, file, bundle.dir);
   mod.loaded = true;
   return mod.exports;
+}
+
+/** A short name for a path (FNV-1a, 32 bits): no node:crypto at start-up for it. */
+function treeKey(text) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(16).padStart(8, '0');
 }
 
 /** Writes a code cache and its list of commands (each atomically) in place of those of older builds. */

@@ -176,7 +176,10 @@ test('the bundle\'s code caches: one per bundle, written by the first run of eac
   const env = { OBD_BUNDLE_DIR: out, XDG_CACHE_HOME: xdg };
   const cacheDir = async () => {
     const [version] = await readdir(path.join(xdg, 'overlaybd-ts'));
-    return path.join(xdg, 'overlaybd-ts', version!, 'obd-bundle');
+    // One directory per source tree (this checkout's).
+    const trees = await readdir(path.join(xdg, 'overlaybd-ts', version!, 'obd-bundle'));
+    assert.equal(trees.length, 1, trees.join(', '));
+    return path.join(xdg, 'overlaybd-ts', version!, 'obd-bundle', trees[0]!);
   };
   /** The files of the cache directory, and the code cache of bundle `name` (program, area-layers...). */
   const state = async (name: string) => {
