@@ -5,7 +5,6 @@
  * TLS, and no writable export over TCP in the clear without --allow-insecure-writes
  * (docs/nbd.md §3).
  */
-import net from 'node:net';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { NbdTlsOptions, TlsMode } from '../nbd/tls.ts';
@@ -86,6 +85,8 @@ export async function tlsPlan(flags: TlsFlags, listen: { host: string; port: num
 /** Whether `host` only accepts connections from this machine (127.0.0.0/8, ::1, localhost). */
 export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
+  // node:net on use: `obd --help` and `serve --help` register this module and never call it.
+  const net = process.getBuiltinModule('node:net');
   if (net.isIPv4(host)) return host.startsWith('127.');
   if (net.isIPv6(host)) return host === '::1' || /^::ffff:127\./i.test(host);
   return false;

@@ -125,9 +125,10 @@ for (const mode of Object.keys(MODES) as Mode[]) {
       // node:child_process (with node:net, node:dgram: ~3.5 ms) only from the bundle, where
       // commander's import of it is lazy (scripts/build-cli.ts).
       const heavies = ['NativeModule tls', 'NativeModule crypto', 'NativeModule https', 'NativeModule http', 'NativeModule internal/deps/amaro/dist/index', 'NativeModule perf_hooks', ...(mode === 'bundle' ? ['NativeModule child_process'] : [])];
-      // From the bundle, a local command prints through fd 1, without process.stdout (writeOut
-      // in src/cli/common.ts): no node:stream, nor node:net for this pipe.
-      if (args[0] === 'info' && mode === 'bundle') heavies.push('NativeModule stream', 'NativeModule net');
+      // From the bundle, a local command and help print through fd 1, without process.stdout
+      // (writeOut in src/cli/common.ts), and nbd-tls.ts takes node:net only when serving: no
+      // node:stream, nor node:net for this pipe.
+      if (mode === 'bundle') heavies.push('NativeModule stream', 'NativeModule net');
       for (const heavy of heavies) {
         assert.ok(!builtins.includes(heavy), `${label} loads ${heavy}`);
       }
