@@ -7,6 +7,7 @@
  */
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { net } from '../io/builtins.ts';
 import type { NbdTlsOptions, TlsMode } from '../nbd/tls.ts';
 
 export interface TlsFlags {
@@ -86,9 +87,8 @@ export async function tlsPlan(flags: TlsFlags, listen: { host: string; port: num
 export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
   // node:net on use: `obd --help` and `serve --help` register this module and never call it.
-  const net = process.getBuiltinModule('node:net');
-  if (net.isIPv4(host)) return host.startsWith('127.');
-  if (net.isIPv6(host)) return host === '::1' || /^::ffff:127\./i.test(host);
+  if (net().isIPv4(host)) return host.startsWith('127.');
+  if (net().isIPv6(host)) return host === '::1' || /^::ffff:127\./i.test(host);
   return false;
 }
 

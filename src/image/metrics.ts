@@ -134,7 +134,7 @@ export interface MetricsEndpoint {
 /** Serves `text()` at GET /metrics on HOST:PORT (everything else is 404); bounded and never fatal. */
 export async function listenMetrics(addr: { host: string; port: number }, text: () => string): Promise<MetricsEndpoint> {
   const sockets = new Set<net.Socket>();
-  const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 10_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+  const server = http().createServer({ headersTimeout: 10_000, requestTimeout: 10_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
     req.resume();
     const url = (req.url ?? '').split('?')[0];
     if (url !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {

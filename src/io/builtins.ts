@@ -1,14 +1,25 @@
 /**
- * node:http and node:https taken as CommonJS: an ESM import of either evaluates every export
- * of its facade, and the WebSocket getter among them loads undici (~25-45 ms of start-up,
- * for nothing). Import them from here; types still come from the modules themselves.
+ * Node builtins taken as CommonJS, on first use. An ESM import of node:http or node:https
+ * evaluates every export of its facade, and the WebSocket getter among them loads undici
+ * (~25-45 ms of start-up, for nothing); node:tls (~20 ms, also under node:https) and node:net
+ * (with node:stream) are needed only by what serves or connects, not by `obd --help`. Import
+ * them from here; types still come from the modules themselves.
  */
-export const http: typeof import('node:http') = process.getBuiltinModule('node:http');
+export function http(): typeof import('node:http') {
+  return process.getBuiltinModule('node:http');
+}
 
-/**
- * node:https on first use: it loads node:tls (~20 ms of start-up), which a plain-HTTP
- * registry (every loopback one) never needs.
- */
+/** node:https on first use: a plain-HTTP registry (every loopback one) never needs node:tls. */
 export function https(): typeof import('node:https') {
   return process.getBuiltinModule('node:https');
+}
+
+/** node:tls on first use: most servers never offer TLS. */
+export function tls(): typeof import('node:tls') {
+  return process.getBuiltinModule('node:tls');
+}
+
+/** node:net on use, for code that a command registering its options loads but does not run. */
+export function net(): typeof import('node:net') {
+  return process.getBuiltinModule('node:net');
 }

@@ -38,7 +38,7 @@ export function controlRequest(target: ControlTarget, method: 'GET' | 'POST', ro
   } else where = { socketPath: target.address };
   return new Promise((resolve, reject) => {
     // One request per connection: a CLI client exits right after, and nothing lingers.
-    const req = http.request({ ...where, method, path: route, headers, agent: false, timeout: timeoutMs || undefined }, (res) => {
+    const req = http().request({ ...where, method, path: route, headers, agent: false, timeout: timeoutMs || undefined }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);

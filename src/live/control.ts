@@ -79,7 +79,7 @@ export class ControlServer {
 
   constructor(opts: ControlServerOptions) {
     this.#opts = opts;
-    this.#server = http.createServer({ requestTimeout: 0, headersTimeout: 10_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+    this.#server = http().createServer({ requestTimeout: 0, headersTimeout: 10_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
       this.#handle(req, res).catch(() => res.destroy());
     });
     // Slow-loris and idle sockets: no request may dribble headers for long; keep-alives end.

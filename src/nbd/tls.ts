@@ -10,11 +10,9 @@ import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import type * as tls from 'node:tls';
+import { tls as tlsLib } from '../io/builtins.ts';
 import { ObdError, type Errno } from '../io/errors.ts';
 import { NbdDisconnect } from './errors.ts';
-
-/** node:tls on first use: it costs ~20 ms of start-up, and most servers never offer TLS. */
-const tlsLib = (): typeof import('node:tls') => process.getBuiltinModule('node:tls');
 
 /** off: no TLS (NOTLS); on: TLS if the client asks (SELECTIVETLS); require: nothing without it (FORCEDTLS). */
 export type TlsMode = 'off' | 'on' | 'require';

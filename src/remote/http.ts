@@ -105,7 +105,7 @@ export class Transport {
   /** Sends one request; resolves when the response headers arrived. The caller consumes the body. */
   request(req: HttpRequest): Promise<HttpResponse> {
     const { url } = req;
-    const mod = url.protocol === 'https:' ? https() : http;
+    const mod = url.protocol === 'https:' ? https() : http();
     const agent = this.#agent(url);
     // Bytes are taken as sent (digests, ranges and lengths are of the raw blob): no content coding.
     const headers: Record<string, string> = { 'user-agent': this.userAgent, 'accept-encoding': 'identity', ...req.headers };

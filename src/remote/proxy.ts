@@ -169,7 +169,7 @@ export function makeAgent(protocol: 'http:' | 'https:', proxy: ProxySpec | undef
     // node:http reads only the keys it is handed here, never the process environment.
     const proxyEnv = proxy ? { HTTP_PROXY: proxy.href, HTTPS_PROXY: proxy.href, NO_PROXY: '' } : undefined;
     const o = { ...agentOpts, ...(proxyEnv ? { proxyEnv } : {}) };
-    return protocol === 'https:' ? new (https().Agent)(o) : new http.Agent(o);
+    return protocol === 'https:' ? new (https().Agent)(o) : new (http().Agent)(o);
   }
   return new (socksAgent(protocol))(proxy, connectTimeoutMs, agentOpts);
 }
@@ -190,7 +190,7 @@ function socksAgent(protocol: 'http:' | 'https:'): SocksAgentClass {
   const made = socksAgents.get(protocol);
   if (made) return made;
   const tls = protocol === 'https:';
-  const Base: typeof http.Agent = tls ? https().Agent : http.Agent;
+  const Base: typeof HttpAgent = tls ? https().Agent : http().Agent;
   const C = class SocksAgent extends Base {
     readonly #proxy: ProxySpec;
     readonly #timeoutMs: number;
