@@ -130,8 +130,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   // Loaded here, not at the top, so registering the command (for `obd --help`) is cheap.
   const { openImage } = await import('../image/open.ts');
   // The server's code loads while an image waits on its first bytes (a registry's answers), not before the open.
-  let serverCode: Promise<typeof import('../nbd/server.ts')> | undefined;
-  const loadServer = () => (serverCode ??= import('../nbd/server.ts'));
+  const loadServer = () => import('../nbd/server.ts');
   // One pool for every export: a layer several of them stack is opened once.
   const sharing = await openSharing(opts, Boolean(opts.control));
   const imageOpts: ImageOptions = {

@@ -90,8 +90,7 @@ const LOOK_ALIKES: readonly LookAlike[] = [
 /** Bytes read when nothing matched, to recognise a look-alike (ext4's magic sits at 1080). */
 const LOOK_ALIKE_BYTES = 4096;
 
-let zfileReader: Promise<typeof import('../zfile/reader.ts')> | undefined;
-const readers = () => (zfileReader ??= import('../zfile/reader.ts'));
+const readers = () => import('../zfile/reader.ts');
 
 /**
  * Starts loading the zfile reader ahead of the first layer that needs it (an open waiting
