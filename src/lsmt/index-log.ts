@@ -37,7 +37,8 @@ import { SyncWriteGate } from '../io/fd-io.ts';
 import { writeFull } from '../io/sink.ts';
 import { ENTRY_SIZE, HT_SPACE, INVALID_OFFSET, MAX_RW_INDEX_ENTRIES, SECTOR, entryLength, entryMoffset, entryOffset, entryZeroed, writeEntry } from './format.ts';
 import { wrapWriteError } from './io-errors.ts';
-import { Level0Index, sortKeyScale, type EntryLog, type SortKeys } from './level0.ts';
+import { Level0Index, type EntryLog, type SortKeys } from './level0.ts';
+import { sortKeyScale } from './sort-keys.ts';
 import type { WritableFiles } from './writable-files.ts';
 
 /** Pending entries that start a background write-back to the index file. */

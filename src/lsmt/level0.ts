@@ -10,6 +10,7 @@
  * lookup is two binary searches. Offsets, lengths and moffsets are in sectors.
  */
 import { runSync, type Steps } from '../io/slice.ts';
+import { packable, packedOrder, sortKeyScale } from './sort-keys.ts';
 import { MappingTable } from './table.ts';
 
 /** Entries per chunk: small enough that shifting one is a short memmove. */
@@ -88,7 +89,7 @@ export interface EntryLog {
   zeroed: Uint8Array;
   /**
    * Sort keys packed while the log was read (`keys[i] = offset[i] * scale + i`, scale from
-   * sortKeyScale), with the largest offset: the replay of an index file fills them in its
+   * sortKeyScale in ./sort-keys.ts), with the largest offset: the replay of an index file fills them in its
    * decoding loop, which saves fromLog two passes over the log. Computed here when absent.
    */
   sortKeys?: SortKeys;
@@ -101,14 +102,6 @@ export interface SortKeys {
   maxOffset: number;
 }
 
-/**
- * Multiplier that packs (offset, log position) into one double for up to `capacity` entries:
- * the native sort then orders entries by offset and, among equal offsets, by age. Exact while
- * maxOffset * scale < 2^53 (fromLog checks).
- */
-export function sortKeyScale(capacity: number): number {
-  return 2 ** Math.ceil(Math.log2(capacity + 1));
-}
 
 export class Level0Index {
   #chunks: Chunk[] = [];
@@ -128,7 +121,7 @@ export class Level0Index {
     let maxOff = given?.maxOffset ?? 0;
     if (!given) for (let i = 0; i < n; i++) if (off[i]! > maxOff) maxOff = off[i]!;
     const scale = given?.scale ?? sortKeyScale(n);
-    if (maxOff * scale >= 2 ** 53) {
+    if (!packable(maxOff, scale)) {
       for (let i = 0; i < n; i++) ix.insert(off[i]!, len[i]!, moff[i]!, zero[i] === 1);
       return ix;
     }
@@ -138,10 +131,8 @@ export class Level0Index {
       keys = new Float64Array(n);
       for (let i = 0; i < n; i++) keys[i] = off[i]! * scale + i;
     }
-    keys.sort();
-    const order = new Uint32Array(n);
-    // Exact: scale is a power of two (and `%` on doubles is several times slower cold).
-    for (let k = 0; k < n; k++) order[k] = keys[k]! - Math.floor(keys[k]! / scale) * scale;
+    // By offset and, among equal offsets, by age.
+    const order = packedOrder(keys, scale);
     // Sweep in offset order; `heap` holds the entries begun at or before x, latest on top
     // (stale ones, ended before x, are dropped when they surface).
     const heap = new Uint32Array(n);

@@ -8,6 +8,7 @@
  * reference's recursive walk can cost O(T·N). Output pieces are exactly the painter's:
  * each is the visible part of one source entry, never joined with a neighbour.
  */
+import { packable, packedOrder, sortKeyScale } from './sort-keys.ts';
 import { MappingTable } from './table.ts';
 
 /** Merges per-layer tables given bottom → top; the result's `layer` is the source index. */
@@ -160,21 +161,15 @@ function sweep(total: number, start: Float64Array, end: Float64Array, moff: Floa
 /** Indices of `keys` (whole sector numbers) in ascending key order (stable). */
 export function sortByStart(keys: Float64Array): Uint32Array {
   const n = keys.length;
-  const order = new Uint32Array(n);
   let max = 0;
   for (let i = 0; i < n; i++) max = Math.max(max, keys[i]!);
-  // Packed as key·2^k + index, the pairs sort as plain doubles with the engine's native
-  // numeric sort: at 2·10^4 entries a comparator sort cost ~25 ms of a cold open, this ~1 ms.
-  // Exact while every packed value stays below 2^53 (keys below 2^36 sectors for 2^17 entries).
-  let scale = 1;
-  while (scale < n) scale *= 2;
-  if ((max + 1) * scale <= Number.MAX_SAFE_INTEGER) {
+  const scale = sortKeyScale(n);
+  if (packable(max, scale)) {
     const packed = new Float64Array(n);
     for (let i = 0; i < n; i++) packed[i] = keys[i]! * scale + i;
-    packed.sort();
-    for (let i = 0; i < n; i++) order[i] = packed[i]! % scale;
-    return order;
+    return packedOrder(packed, scale);
   }
+  const order = new Uint32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
   order.sort((a, b) => keys[a]! - keys[b]! || a - b);
   return order;

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { Level0Index, sortKeyScale } from '../../src/lsmt/level0.ts';
+import { Level0Index } from '../../src/lsmt/level0.ts';
+import { sortKeyScale } from '../../src/lsmt/sort-keys.ts';
 
 const list = (ix: Level0Index) => ix.toTable().toArray().map((m) => [m.offset, m.length, m.moffset]);
 
