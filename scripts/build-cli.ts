@@ -4,8 +4,9 @@
  * Bundles the `obd` CLI (src/cli/program.ts and everything it imports, commander included),
  * once whole and once per command area, and the worker-thread entries into DIR (default
  * dist/cli), which the launcher src/cli/obd.js and the workers' entries run instead of the
- * sources while the bundle is fresh (see src/runtime/bundle.cjs). Run by `npm ci` and `npm install` (the `prepare` script) and by
- * hand; a stale bundle is never used, so forgetting to rebuild costs only speed.
+ * sources while the bundle is fresh (see src/runtime/bundle.cjs). Run by `npm ci` and
+ * `npm install` (the `prepare` script) and by hand; a stale bundle is never used, so
+ * forgetting to rebuild costs only speed.
  *
  * Why: loaded as ES modules, commander and our sources make Node build an ES-module facade for
  * every builtin they import and pay its loader per module; one CommonJS file requires them

@@ -29,6 +29,15 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
 // (Built on first use: the directory is made by a hook that may not have run before ours.)
 const work = suiteTempDir('obd-bundle-');
 let built: Promise<unknown> | undefined;
+/** That bundle's directory, built on first call. */
+async function fileBundle(): Promise<string> {
+  const dir = path.join(work.path, 'cli');
+  await (built ??= buildCli(dir));
+  return dir;
+}
+
+/** npm gives every file it extracts this mtime (1985-10-26 08:15 UTC). */
+const NPM_MTIME = 499162500;
 const MODES = {
   sources: () => ({ OBD_BUNDLE_DIR: path.join(work.path, 'none') }),
   bundle: () => ({ OBD_BUNDLE_DIR: path.join(work.path, 'cli') }),
@@ -37,7 +46,7 @@ type Mode = keyof typeof MODES;
 
 /** Checks that `mode` is what the launcher runs, as it says with OBD_DEBUG_BUNDLE. */
 async function assertRuns(mode: Mode, env: NodeJS.ProcessEnv): Promise<void> {
-  if (mode === 'bundle') await (built ??= buildCli(path.join(work.path, 'cli')));
+  if (mode === 'bundle') await fileBundle();
   const r = await run([LAUNCHER, '--version'], { ...env, OBD_DEBUG_BUNDLE: '1' });
   assert.equal(r.code, 0, r.stderr);
   if (mode === 'bundle') assert.match(r.stderr, /^obd: running the bundle in /, `the bundle is fresh: ${JSON.stringify(env)}`);
@@ -244,8 +253,6 @@ test('a bundle is not run once a source it holds changed in place, size and mtim
   const tree = await tempDir(t, 'obd-stale-');
   for (const part of ['src', 'scripts', 'package.json']) await cp(path.join(ROOT, part), path.join(tree, part), { recursive: true });
   await symlink(path.join(ROOT, 'node_modules'), path.join(tree, 'node_modules'));
-  // npm gives every file it extracts this mtime (1985-10-26 08:15 UTC).
-  const NPM_MTIME = 499162500;
   const program = path.join(tree, 'src', 'cli', 'program.ts');
   await utimes(program, NPM_MTIME, NPM_MTIME);
   const { buildCli: buildCopy } = (await import(pathToFileURL(path.join(tree, 'scripts', 'build-cli.ts')).href)) as typeof import('../../scripts/build-cli.ts');
@@ -292,9 +299,8 @@ test('a bundle is not run once a source it holds changed in place, size and mtim
 });
 
 test('each area\'s commands run from that area\'s bundle, help and unknown commands from the whole program\'s', async (t) => {
-  await (built ??= buildCli(path.join(work.path, 'cli')));
+  const dir = await fileBundle();
   const env = { ...MODES.bundle(), XDG_CACHE_HOME: await tempDir(t, 'obd-startup-'), OBD_DEBUG_BUNDLE: '1' };
-  const dir = path.join(work.path, 'cli');
   const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8')) as { commands: Record<string, string>; bundles: Record<string, number[]> };
   const cases: [args: string[], bundle: string][] = [
     [['--help'], 'program'],
@@ -325,8 +331,7 @@ test('each area\'s commands run from that area\'s bundle, help and unknown comma
 });
 
 test('every bundle is ASCII only, so that V8 holds its source as a one-byte string', async () => {
-  const dir = path.join(work.path, 'cli');
-  await (built ??= buildCli(dir));
+  const dir = await fileBundle();
   const files = (await readdir(dir)).filter((f) => f.endsWith('.cjs'));
   assert.ok(files.length > 3, files.join(', '));
   for (const f of files) {
@@ -344,8 +349,6 @@ test('the strip cache serves the new text of a source changed in place, size and
   await writeFile(runner, `import { useStripCache } from ${JSON.stringify(cacheUrl)};\nuseStripCache(${JSON.stringify(dir)});\nconst { value } = await import('./value.ts');\nconsole.log(value);\n`);
   const entries = async () => (await readdir(path.join(dir, 'obd-ts')).catch(() => [] as string[])).filter((e) => e.startsWith('value-'));
 
-  // npm gives every file it extracts this mtime (1985-10-26 08:15 UTC).
-  const NPM_MTIME = 499162500;
   await writeFile(mod, 'export const value: number = 1;\n');
   await utimes(mod, NPM_MTIME, NPM_MTIME);
   const first = await stat(mod, { bigint: true });
