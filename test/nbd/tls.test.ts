@@ -144,16 +144,34 @@ describe('nbd over TLS', { timeout: 120_000, skip: absent.length ? `tools missin
       await writeFile(raw, whole);
       const qsock = path.join(tmp.path, 'qemu.sock');
       const child = spawn('qemu-nbd', ['--object', `tls-creds-psk,id=t0,endpoint=server,dir=${path.dirname(pki.psk)}`, '--tls-creds', 't0', '-r', '-f', 'raw', '-k', qsock, raw], { stdio: 'ignore' });
+      const exited = new Promise((r) => child.once('exit', r));
       try {
-        for (let i = 0; i < 100 && !existsSync(qsock); i++) await new Promise((r) => setTimeout(r, 50));
-        const c = await NbdClient.connect(`nbds+unix://alice@/?socket=${qsock}&tls-psk-file=${pki.psk}`);
+        // The socket file exists a moment before qemu-nbd listens on it: a refused connect is retried.
+        let c: NbdClient | undefined;
+        for (let i = 0; !c; i++) {
+          if (!existsSync(qsock)) {
+            assert.ok(i < 200, 'qemu-nbd made no socket in 10 s');
+            await new Promise((r) => setTimeout(r, 50));
+            continue;
+          }
+          c = await NbdClient.connect(`nbds+unix://alice@/?socket=${qsock}&tls-psk-file=${pki.psk}`).catch(async (e: Error) => {
+            if ((e.cause as NodeJS.ErrnoException | undefined)?.code !== 'ECONNREFUSED' || i >= 200) throw e;
+            await new Promise((r) => setTimeout(r, 50));
+            return undefined;
+          });
+        }
         const got = Buffer.alloc(c.size);
         await c.read(got, 0);
         await c.close();
         assert.ok(got.equals(whole));
       } finally {
-        child.kill('SIGTERM');
-        await new Promise((r) => child.once('exit', r));
+        // qemu-nbd may be gone already (it exits after its one client); if SIGTERM does not end it, SIGKILL does.
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGTERM');
+          const hard = setTimeout(() => child.kill('SIGKILL'), 5000);
+          await exited;
+          clearTimeout(hard);
+        }
       }
     });
 
