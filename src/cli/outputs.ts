@@ -5,8 +5,8 @@
  * Temporary outputs are removed when the command is stopped by SIGINT or SIGTERM.
  */
 import { rmSync } from 'node:fs';
-import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { fsPromises } from '../io/builtins.ts';
 import { InvalidArgumentError } from '../io/errors.ts';
 
 /** An output was refused: it exists (without --force) or it is one of the inputs. */
@@ -36,6 +36,7 @@ interface Identity {
 
 async function identity(p: string): Promise<Identity> {
   const abs = path.resolve(p);
+  const { realpath, stat } = fsPromises();
   const st = await stat(abs).catch(() => undefined);
   let real: string;
   try {

@@ -19,6 +19,15 @@ export function tls(): typeof import('node:tls') {
   return process.getBuiltinModule('node:tls');
 }
 
+/**
+ * node:fs/promises on use, for code on a local command's start path (io/file.ts, cli/common.ts,
+ * cli/outputs.ts...): loading it loads readline, the REPL's history, fs watchers and node:os as
+ * well (~2.6 ms of CPU), which `obd info` and `obd --help` need none of.
+ */
+export function fsPromises(): typeof import('node:fs/promises') {
+  return process.getBuiltinModule('node:fs/promises');
+}
+
 /** node:net on use, for code that a command registering its options loads but does not run. */
 export function net(): typeof import('node:net') {
   return process.getBuiltinModule('node:net');
