@@ -6,8 +6,8 @@ import { fstatSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
-import { fsPromises } from '../io/builtins.ts';
 import { NotFoundError, ObdError } from '../io/errors.ts';
+import { statAsync } from '../io/fs-async.ts';
 import { parseSize } from '../io/util.ts';
 import { removeOnStop } from './outputs.ts';
 
@@ -143,7 +143,7 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
  */
 export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
   const dir = path.dirname(path.resolve(finalPath));
-  if (!(await fsPromises().stat(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
+  if (!(await statAsync(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
   // Ctrl-C removes the temp; writeAtomic removes it on failure and renames it on success. The
   // handler stays until the rename is done: a signal while the temp is being committed would
   // otherwise kill the process with the temp still there.

@@ -20,9 +20,10 @@ export function tls(): typeof import('node:tls') {
 }
 
 /**
- * node:fs/promises on use, for code on a local command's start path (io/file.ts, cli/common.ts,
- * cli/outputs.ts...): loading it loads readline, the REPL's history, fs watchers and node:os as
- * well (~2.6 ms of CPU), which `obd info` and `obd --help` need none of.
+ * node:fs/promises on use, for modules a local command or `obd --help` loads without running
+ * what needs it (the CLI's areas, io/lock.ts): loading it loads readline, the REPL's history,
+ * fs watchers and node:os as well (~2.6 ms of CPU). What `obd info` and `obd export` do run
+ * uses file descriptors (io/file.ts) and io/fs-async.ts instead.
  */
 export function fsPromises(): typeof import('node:fs/promises') {
   return process.getBuiltinModule('node:fs/promises');

@@ -170,6 +170,9 @@ for (const mode of Object.keys(MODES) as Mode[]) {
     const zfile = await loaded(['info', FIXTURE], env);
     assert.ok(!zfile.builtins.includes('NativeModule fs/promises'), `obd info ZFILE (${mode}) loads node:fs/promises`);
     assert.equal(zfile.threads, nodeThreads, `obd info ZFILE (${mode}) runs ${zfile.threads} threads, node -e 0 ${nodeThreads}: it started the thread pool`);
+    // export checks its output, writes it through a temp and commits it (io/fs-async.ts).
+    const exported = await loaded(['export', FIXTURE, path.join(dir, 'disk.out'), '--force'], env);
+    assert.ok(!exported.builtins.includes('NativeModule fs/promises'), `obd export ZFILE OUT (${mode}) loads node:fs/promises`);
   });
 }
 
