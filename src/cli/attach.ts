@@ -4,16 +4,16 @@
  * with the exports already served; a detached export's clients are disconnected cleanly,
  * and a writable one is flushed first.
  */
-import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
+import { fsPromises } from '../io/builtins.ts';
 import { formatSize } from '../io/util.ts';
 import { output } from './common.ts';
 import { addControlOptions, controlRequest, controlTarget, type ControlFlags } from './control-flags.ts';
 
 /** Files and directories here are sent as absolute paths (the server has its own working directory); references as given. */
 async function absolute(arg: string): Promise<string> {
-  return (await stat(arg).then(() => true, () => false)) ? path.resolve(arg) : arg;
+  return (await fsPromises().stat(arg).then(() => true, () => false)) ? path.resolve(arg) : arg;
 }
 
 export function register(program: Command): void {

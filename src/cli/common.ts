@@ -3,11 +3,11 @@
  * size parsing, and turning errors into one clear line plus an exit code.
  */
 import { fstatSync, writeSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { NotFoundError, ObdError } from '../io/errors.ts';
+import { statAsync } from '../io/fs-async.ts';
 import { parseSize } from '../io/util.ts';
 import { removeOnStop } from './outputs.ts';
 
@@ -43,15 +43,25 @@ export function writeOut(text: string): void {
 let viaStream = false;
 
 /**
- * Whether fd 1 or 2 may be a terminal: a character device. Only then need process.stdout or
- * process.stderr be made (see writeOut) to know for sure.
+ * Whether fd 1 or 2 may be a terminal: a character device other than Linux's memory devices
+ * (major 1: /dev/null, /dev/zero, /dev/full), which is where output thrown away goes. Only
+ * then need process.stdout or process.stderr be made (see writeOut) to know for sure: for
+ * /dev/null that would load node:stream for nothing.
  */
 export function mayBeTerminal(fd: 1 | 2): boolean {
   try {
-    return fstatSync(fd).isCharacterDevice();
+    const st = fstatSync(fd);
+    return st.isCharacterDevice() && deviceMajor(st.rdev) !== MEMORY_DEVICES;
   } catch {
     return false;
   }
+}
+
+const MEMORY_DEVICES = 1;
+
+/** The major number of a Linux device number (glibc's gnu_dev_major, bits 8-19 and 32-43). */
+function deviceMajor(rdev: number): number {
+  return ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
 }
 
 /**
@@ -133,7 +143,7 @@ export function progressBar(label: string, enabled: boolean): { onProgress: (don
  */
 export async function atomicOutput<T>(finalPath: string, write: (tmpPath: string) => Promise<T>): Promise<T> {
   const dir = path.dirname(path.resolve(finalPath));
-  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
+  if (!(await statAsync(dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`${finalPath}: no such directory ${dir} to write it in`);
   // Ctrl-C removes the temp; writeAtomic removes it on failure and renames it on success. The
   // handler stays until the rename is done: a signal while the temp is being committed would
   // otherwise kill the process with the temp still there.

@@ -1,6 +1,6 @@
 /** The flags every client of a running `obd serve --control` takes, and the target they name. */
-import { readFile } from 'node:fs/promises';
 import { InvalidArgumentError, type Command } from 'commander';
+import { fsPromises } from '../io/builtins.ts';
 import type * as Client from '../live/client.ts';
 
 export interface ControlFlags {
@@ -18,7 +18,7 @@ export function addControlOptions(cmd: Command): Command {
 
 export async function controlTarget(o: ControlFlags): Promise<Client.ControlTarget> {
   if (!o.control) throw new InvalidArgumentError('--control SOCKET is required (the --control of obd serve)');
-  return { address: o.control, token: o.controlToken ? (await readFile(o.controlToken, 'utf8')).trim() : undefined };
+  return { address: o.control, token: o.controlToken ? (await fsPromises().readFile(o.controlToken, 'utf8')).trim() : undefined };
 }
 
 /** Sends one request to the control API; the client (and node:http with it) loads only when a command sends one, not for help. */

@@ -5,9 +5,9 @@
  * reads back exactly as the final disk, then serves it over NBD until Ctrl-C. The library
  * code is imported when the demo runs, so registering it (for `obd --help`) is cheap.
  */
-import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { fsPromises } from '../io/builtins.ts';
 import type { describeLayer } from '../image/info.ts';
 import { formatSize } from '../io/util.ts';
 import type { Stack } from '../lsmt/stack.ts';
@@ -32,12 +32,12 @@ export function register(program: Command): void {
       const { pushImage } = await import('../image/push.ts');
       const { buildSampleImage } = await import('./sample.ts');
       const dir = path.resolve(opts.dir);
-      await mkdir(dir, { recursive: true });
+      await fsPromises().mkdir(dir, { recursive: true });
       const t0 = performance.now();
       const sample = await buildSampleImage(dir);
       const buildMs = performance.now() - t0;
-      const expected = createHash('sha256').update(await readFile(path.join(dir, 'expected.raw'))).digest('hex');
-      await rm(path.join(dir, 'expected.raw'));
+      const expected = createHash('sha256').update(await fsPromises().readFile(path.join(dir, 'expected.raw'))).digest('hex');
+      await fsPromises().rm(path.join(dir, 'expected.raw'));
 
       const ref = `oci:${path.join(dir, 'images')}:demo`;
       const pushed = await pushImage(sample.map((l) => l.file), ref, { fsType: 'ext4' });

@@ -8,13 +8,13 @@
  * writes back as it exits), then nbdfuse, then the server, which flushes a writable upper.
  */
 import { constants, openSync, closeSync } from 'node:fs';
-import { access, mkdir, readFile, realpath, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { fsPromises } from '../io/builtins.ts';
 import { BusyError, NotFoundError, NotSupportedError, ObdError, PermissionError, type Errno } from '../io/errors.ts';
 import { addCacheOptions, addRemoteOptions, type CacheFlags, type RemoteFlags } from './remote.ts';
 import { output } from './common.ts';
@@ -103,8 +103,8 @@ fakeroot, so the user may read and change every file in it.`,
 async function stateDir(dir: string): Promise<string> {
   const base = process.env.XDG_RUNTIME_DIR || os.tmpdir();
   const root = path.join(base, `obd-mounts-${process.getuid?.() ?? 0}`);
-  await mkdir(root, { recursive: true, mode: 0o700 });
-  const st = await stat(root);
+  await fsPromises().mkdir(root, { recursive: true, mode: 0o700 });
+  const st = await fsPromises().stat(root);
   if (st.uid !== (process.getuid?.() ?? st.uid) || (st.mode & 0o077) !== 0) throw new PermissionError(`${root}: not a private directory of this user (mode ${(st.mode & 0o777).toString(8)})`);
   // node:crypto on use: registering the commands (for `obd --help`) stays cheap.
   const { createHash } = await import('node:crypto');
@@ -119,16 +119,16 @@ async function mountCommand(args: string[], opts: MountOptions): Promise<void> {
   const root = process.getuid?.() === 0;
   const via: MountVia = opts.via ?? (root ? 'loop' : 'fuse2fs');
   if (via === 'loop' && !root) throw new PermissionError('--via loop needs root (a loop device and mount(8)); without root, --via fuse2fs mounts through FUSE');
-  const dir = await realpath(dirArg).catch(() => {
+  const dir = await fsPromises().realpath(dirArg).catch(() => {
     throw new NotFoundError(`${dirArg}: no such directory to mount on`);
   });
-  if (!(await stat(dir)).isDirectory()) throw new InvalidArgumentError(`${dirArg}: not a directory`);
+  if (!(await fsPromises().stat(dir)).isDirectory()) throw new InvalidArgumentError(`${dirArg}: not a directory`);
   if (await isMountPoint(dir)) throw new BusyError(`${dir}: something is already mounted here`);
   await needTools(via);
   const work = await stateDir(dir);
   if (await readState(work)) throw new BusyError(`${dir}: obd mount has a mount recorded here (${work}); run obd umount ${dir} first`);
-  await rm(work, { recursive: true, force: true });
-  await mkdir(path.join(work, 'fuse'), { recursive: true, mode: 0o700 });
+  await fsPromises().rm(work, { recursive: true, force: true });
+  await fsPromises().mkdir(path.join(work, 'fuse'), { recursive: true, mode: 0o700 });
 
   const state: MountState = { version: 1, dir, image, via, writable: Boolean(opts.writable), work };
   const { writeFileAtomic } = await import('../io/atomic.ts');
@@ -142,7 +142,7 @@ async function mountCommand(args: string[], opts: MountOptions): Promise<void> {
     if (opts.writable) serveArgs.push('--writable');
     state.serve = await startDaemon(process.execPath, serveArgs, path.join(work, 'serve.log'));
     await save();
-    await waitFor('obd serve', state.serve, path.join(work, 'serve.log'), async () => /"event":"ready"/.test(await readFile(path.join(work, 'serve.log'), 'utf8'))).catch(async (e: unknown) => {
+    await waitFor('obd serve', state.serve, path.join(work, 'serve.log'), async () => /"event":"ready"/.test(await fsPromises().readFile(path.join(work, 'serve.log'), 'utf8'))).catch(async (e: unknown) => {
       throw (await serveFailure(path.join(work, 'serve.log'))) ?? e;
     });
 
@@ -151,7 +151,7 @@ async function mountCommand(args: string[], opts: MountOptions): Promise<void> {
     const pidFile = path.join(work, 'nbdfuse.pid');
     state.nbdfuse = await startDaemon('nbdfuse', [...(opts.writable ? [] : ['-r']), '-P', pidFile, disk, '--unix', sock], path.join(work, 'nbdfuse.log'));
     await save();
-    await waitFor('nbdfuse', state.nbdfuse, path.join(work, 'nbdfuse.log'), () => access(pidFile).then(() => true, () => false));
+    await waitFor('nbdfuse', state.nbdfuse, path.join(work, 'nbdfuse.log'), () => fsPromises().access(pidFile).then(() => true, () => false));
 
     // 3. The filesystem on DIR.
     if (via === 'loop') {
@@ -167,7 +167,7 @@ async function mountCommand(args: string[], opts: MountOptions): Promise<void> {
     await save();
   } catch (e) {
     await teardown(state).catch(() => {});
-    await rm(work, { recursive: true, force: true });
+    await fsPromises().rm(work, { recursive: true, force: true });
     throw e;
   }
   output(opts.json, { dir, via, writable: state.writable, state: work, serve: state.serve?.pid, nbdfuse: state.nbdfuse?.pid, fuse2fs: state.fuse2fs?.pid, loop: state.loop }, () =>
@@ -176,7 +176,7 @@ async function mountCommand(args: string[], opts: MountOptions): Promise<void> {
 }
 
 async function umountCommand(dirArg: string, opts: { json?: boolean }): Promise<void> {
-  const dir = await realpath(dirArg).catch(() => path.resolve(dirArg));
+  const dir = await fsPromises().realpath(dirArg).catch(() => path.resolve(dirArg));
   const work = await stateDir(dir);
   const state = await readState(work);
   if (!state) throw new NotFoundError(`${dir}: nothing mounted here by obd mount (no state in ${work})`);
@@ -185,7 +185,7 @@ async function umountCommand(dirArg: string, opts: { json?: boolean }): Promise<
   } finally {
     // Once nothing it recorded is left running, the state has served its purpose, even when
     // the last step reported a problem (a server that had died): a retry would find nothing.
-    if (!state.fuse2fs && !state.loop && !state.nbdfuse && !state.serve) await rm(work, { recursive: true, force: true });
+    if (!state.fuse2fs && !state.loop && !state.nbdfuse && !state.serve) await fsPromises().rm(work, { recursive: true, force: true });
   }
   output(opts.json, { dir, unmounted: true, writable: state.writable }, () => `obd: unmounted ${dir}${state.writable ? '; the upper layer is flushed' : ''}`);
 }
@@ -225,7 +225,7 @@ async function teardown(state: MountState): Promise<void> {
     await waitGone('obd serve', state.serve, log('serve'));
     state.serve = undefined;
     await save();
-    const text = await readFile(log('serve'), 'utf8').catch(() => '');
+    const text = await fsPromises().readFile(log('serve'), 'utf8').catch(() => '');
     if (/"event":"ready"/.test(text) && !/"event":"stopped"/.test(text)) {
       const how = wasRunning ? 'did not stop cleanly' : 'had already exited';
       throw new MountError(`obd serve (pid ${pid}) ${how}${state.writable ? '; the upper layer may lack the last writes' : ''}: ${lastLines(text)}`);
@@ -266,7 +266,7 @@ async function needTools(via: MountVia): Promise<void> {
 
 async function onPath(bin: string): Promise<boolean> {
   for (const d of (process.env.PATH ?? '/usr/bin:/bin').split(':').concat(['/usr/sbin', '/sbin'])) {
-    if (await access(path.join(d, bin), constants.X_OK).then(() => true, () => false)) return true;
+    if (await fsPromises().access(path.join(d, bin), constants.X_OK).then(() => true, () => false)) return true;
   }
   return false;
 }
@@ -304,8 +304,8 @@ async function waitFor(name: string, p: Proc, logFile: string, ready: () => Prom
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
     if (await ready()) return;
-    if (!(await running(p))) throw new MountError(`${name} exited before it was ready: ${lastLines(await readFile(logFile, 'utf8').catch(() => ''))}`);
-    if (Date.now() > deadline) throw new MountError(`${name} not ready after ${READY_TIMEOUT_MS / 1000} s: ${lastLines(await readFile(logFile, 'utf8').catch(() => ''))}`);
+    if (!(await running(p))) throw new MountError(`${name} exited before it was ready: ${lastLines(await fsPromises().readFile(logFile, 'utf8').catch(() => ''))}`);
+    if (Date.now() > deadline) throw new MountError(`${name} not ready after ${READY_TIMEOUT_MS / 1000} s: ${lastLines(await fsPromises().readFile(logFile, 'utf8').catch(() => ''))}`);
     await sleep(25);
   }
 }
@@ -313,14 +313,14 @@ async function waitFor(name: string, p: Proc, logFile: string, ready: () => Prom
 async function waitGone(name: string, p: Proc, logFile: string): Promise<void> {
   const deadline = Date.now() + STOP_TIMEOUT_MS;
   while (await running(p)) {
-    if (Date.now() > deadline) throw new MountError(`${name} (pid ${p.pid}) still running ${STOP_TIMEOUT_MS / 1000} s after it was told to stop: ${lastLines(await readFile(logFile, 'utf8').catch(() => ''))}`);
+    if (Date.now() > deadline) throw new MountError(`${name} (pid ${p.pid}) still running ${STOP_TIMEOUT_MS / 1000} s after it was told to stop: ${lastLines(await fsPromises().readFile(logFile, 'utf8').catch(() => ''))}`);
     await sleep(25);
   }
 }
 
 /** Field 22 of /proc/PID/stat (start time in clock ticks), and the state, past the command name. */
 async function procStat(pid: number): Promise<{ state: string; start: string } | undefined> {
-  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  const text = await fsPromises().readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
   if (!text) return undefined;
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
   return { state: f[0]!, start: f[19]! };
@@ -338,13 +338,13 @@ async function running(p: Proc): Promise<boolean> {
 
 /** True when `dir` is the mount point of something (per /proc/self/mountinfo). */
 async function isMountPoint(dir: string): Promise<boolean> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const text = await fsPromises().readFile('/proc/self/mountinfo', 'utf8');
   const want = dir.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
   return text.split('\n').some((l) => l.split(' ')[4] === want);
 }
 
 async function readState(work: string): Promise<MountState | undefined> {
-  const text = await readFile(path.join(work, 'state.json'), 'utf8').catch(() => undefined);
+  const text = await fsPromises().readFile(path.join(work, 'state.json'), 'utf8').catch(() => undefined);
   if (text === undefined) return undefined;
   const s = JSON.parse(text) as MountState;
   if (s.version !== 1) throw new MountError(`${work}/state.json: unknown state version ${s.version}`);
@@ -353,7 +353,7 @@ async function readState(work: string): Promise<MountState | undefined> {
 
 /** The `{"error": …}` line `obd serve --json` printed when it gave up, as an error. */
 async function serveFailure(logFile: string): Promise<Error | undefined> {
-  for (const line of (await readFile(logFile, 'utf8').catch(() => '')).split('\n')) {
+  for (const line of (await fsPromises().readFile(logFile, 'utf8').catch(() => '')).split('\n')) {
     if (!line.startsWith('{"error"')) continue;
     try {
       const { error } = JSON.parse(line) as { error: { code: Errno; message: string } };

@@ -2,6 +2,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { fsPromises } from '../io/builtins.ts';
 import { formatSize } from '../io/util.ts';
 import type { BlockDevice } from '../io/types.ts';
 import type { NbdAddress, NbdEvent, NbdExportOptions } from '../nbd/index.ts';
@@ -12,7 +13,6 @@ import { onStopSignal, sizeArg } from './common.ts';
 import { argList, checkOutputs } from './outputs.ts';
 import { activatedSocket, addServiceOptions, SERVICE_HELP, serviceLog, writePidFile, type ServiceFlags, type ServiceLog } from './service.ts';
 import { addTlsOptions, clientUri, tlsPlan, TLS_EXAMPLES, type TlsFlags } from './nbd-tls.ts';
-import { readFile } from 'node:fs/promises';
 import { isFile } from '../io/file.ts';
 import type { LiveDisk } from '../live/disk.ts';
 import type { ControlAddress, ControlServer } from '../live/control.ts';
@@ -151,7 +151,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   const started = new Map<string, BlockDevice>();
   if (opts.controlToken && !opts.control) throw new InvalidArgumentError('--control-token goes with --control');
   if (opts.state && !opts.control) throw new InvalidArgumentError('--state goes with --control');
-  const token = opts.controlToken ? (await readFile(opts.controlToken, 'utf8')).trim() : undefined;
+  const token = opts.controlToken ? (await fsPromises().readFile(opts.controlToken, 'utf8')).trim() : undefined;
   if (opts.controlToken && !token) throw new InvalidArgumentError(`${opts.controlToken}: the token file is empty`);
   try {
     if (images.length > 0 && opts.control && opts.writable && !opts.readOnly) {

@@ -5,9 +5,9 @@
  * Temporary outputs are removed when the command is stopped by SIGINT or SIGTERM.
  */
 import { rmSync } from 'node:fs';
-import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidArgumentError } from '../io/errors.ts';
+import { realpathAsync, statAsync } from '../io/fs-async.ts';
 
 /** An output was refused: it exists (without --force) or it is one of the inputs. */
 export class RefusedOutputError extends InvalidArgumentError {}
@@ -36,13 +36,13 @@ interface Identity {
 
 async function identity(p: string): Promise<Identity> {
   const abs = path.resolve(p);
-  const st = await stat(abs).catch(() => undefined);
+  const st = await statAsync(abs).catch(() => undefined);
   let real: string;
   try {
-    real = await realpath(abs);
+    real = await realpathAsync(abs);
   } catch {
     // Missing (or a dangling symlink): its directory may still be a symlink to an input's.
-    real = await realpath(path.dirname(abs)).then((d) => path.join(d, path.basename(abs)), () => abs);
+    real = await realpathAsync(path.dirname(abs)).then((d) => path.join(d, path.basename(abs)), () => abs);
   }
   return { real, inode: st ? `${st.dev}:${st.ino}` : undefined };
 }

@@ -4,8 +4,8 @@
  * socket at fd 3, as sd_listen_fds(3) hands it and qemu-nbd and nbdkit accept). Grouped here
  * so other serve options (TLS, control) are added beside these, not among them.
  */
-import { readFile, unlink } from 'node:fs/promises';
 import { InvalidArgumentError as UsageError, Option, type Command } from 'commander';
+import { fsPromises } from '../io/builtins.ts';
 import { BusyError, InvalidArgumentError } from '../io/errors.ts';
 import type { NbdEvent } from '../nbd/index.ts';
 import { intArg } from './common.ts';
@@ -71,12 +71,12 @@ export async function writePidFile(file: string): Promise<() => Promise<void>> {
   if (held !== undefined && held !== process.pid && processAlive(held)) throw new BusyError(`--pid-file ${file}: names process ${held}, which is running`);
   await writeFileAtomic(file, `${process.pid}\n`);
   return async () => {
-    if ((await readPid(file)) === process.pid) await unlink(file).catch(() => {});
+    if ((await readPid(file)) === process.pid) await fsPromises().unlink(file).catch(() => {});
   };
 }
 
 async function readPid(file: string): Promise<number | undefined> {
-  const text = await readFile(file, 'utf8').catch(() => undefined);
+  const text = await fsPromises().readFile(file, 'utf8').catch(() => undefined);
   const n = Number(text?.trim());
   return text !== undefined && Number.isSafeInteger(n) && n > 0 ? n : undefined;
 }

@@ -1,6 +1,6 @@
 /** `obd zfile …`: compress, decompress, verify and inspect ZFile blobs (tar-wrapped or not). */
-import { stat } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
+import { fsPromises } from '../io/builtins.ts';
 import { formatSize, hex } from '../io/util.ts';
 import type { ZFileInfo, ZFileReader } from '../zfile/reader.ts';
 import type { ZFileWriterOptions } from '../zfile/writer.ts';
@@ -149,7 +149,7 @@ export function register(program: Command): void {
       const { reader, tar } = await openZFile(input);
       const info = reader.info;
       await reader.close();
-      const fileSize = (await stat(input)).size;
+      const fileSize = (await fsPromises().stat(input)).size;
       output(o.json, { file: input, fileSize, tar, ...info }, () => infoText(input, info, tar));
     });
 }

@@ -2,9 +2,9 @@
  * Flattening any block device into a raw disk image. Holes, zeroed extents and all-zero
  * chunks are skipped so the output is sparse; the file is sized with ftruncate.
  */
-import { open } from 'node:fs/promises';
 import { pwriteFull } from '../io/fd-io.ts';
 import { wrapFsError } from '../io/file.ts';
+import { closeFd, ftruncateFd, openFd } from '../io/fs-async.ts';
 import type { BlockDevice } from '../io/types.ts';
 import { isZero } from '../io/util.ts';
 import { WriteBehind } from '../io/write-behind.ts';
@@ -32,13 +32,12 @@ const WRITES_IN_FLIGHT = 2;
  * to the pool before the next read starts.
  */
 export async function exportRaw(dev: BlockDevice, outPath: string, onProgress?: (done: number, total: number) => void): Promise<ExportStats> {
-  let fh;
+  let fd: number;
   try {
-    fh = await open(outPath, 'w');
+    fd = await openFd(outPath, 'w');
   } catch (e) {
     throw wrapFsError(outPath, e);
   }
-  const fd = fh.fd;
   let written = 0;
   const behind = new WriteBehind(WRITES_IN_FLIGHT, Math.min(CHUNK, Math.max(dev.size, 1)));
   try {
@@ -54,10 +53,10 @@ export async function exportRaw(dev: BlockDevice, outPath: string, onProgress?: 
       onProgress?.(off + n, dev.size);
     }
     written = await behind.drain();
-    await fh.truncate(dev.size);
+    await ftruncateFd(fd, dev.size);
   } finally {
     await behind.settle();
-    await fh.close();
+    await closeFd(fd);
   }
   return { size: dev.size, written };
 }

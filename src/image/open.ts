@@ -4,8 +4,8 @@
  * top when asked. An image is layer files, a config.v1.json, an `oci:DIR[:tag]` layout or
  * a registry reference.
  */
-import { writeFile } from 'node:fs/promises';
 import { chainMembers, checkChain } from './chain.ts';
+import { fsPromises } from '../io/builtins.ts';
 import { ChainError, InvalidArgumentError, NotFoundError } from '../io/errors.ts';
 import { FileSource, isFile } from '../io/file.ts';
 import type { BlockDevice, ByteSource } from '../io/types.ts';
@@ -245,6 +245,7 @@ async function openSpec(spec: string, opts: ImageOptions, kind: 'config' | 'refe
       ownsSources: false,
       onClose: async () => {
         if (recorder && tracePath) {
+          const { writeFile } = fsPromises();
           await writeFile(tracePath, recorder.encode());
           await writeFile(`${tracePath}.ok`, '');
         }

@@ -6,9 +6,9 @@
  * writer's alone (a pid reused since only keeps a stale temp a little longer; a writer in
  * another pid namespace sharing the directory would look dead).
  */
-import { open, readdir, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { wrapFsError } from './file.ts';
+import { closeFd, fsyncFd, openFd, readdirAsync, renameAsync, rmAsync, writeFileAsync } from './fs-async.ts';
 import { processAlive } from './lock.ts';
 
 const TEMP = /^(.+)\.tmp-(\d+)-[0-9a-z]+$/;
@@ -33,7 +33,7 @@ export function tempPath(final: string): string {
 export async function removeStaleTemps(dir: string, base?: string): Promise<number> {
   let names: string[];
   try {
-    names = await readdir(dir);
+    names = await readdirAsync(dir);
   } catch {
     // Nothing to sweep here; whatever is wrong with `dir`, the write itself will report.
     return 0;
@@ -43,7 +43,7 @@ export async function removeStaleTemps(dir: string, base?: string): Promise<numb
     const m = TEMP.exec(name);
     if (!m || (base !== undefined && m[1] !== base) || processAlive(Number(m[2]))) continue;
     try {
-      await rm(path.join(dir, name), { force: true, recursive: true });
+      await rmAsync(path.join(dir, name), { force: true, recursive: true });
       removed++;
     } catch {
       // Not ours to remove.
@@ -54,15 +54,15 @@ export async function removeStaleTemps(dir: string, base?: string): Promise<numb
 
 /** fsyncs a file (or directory) by name: data written through other handles reaches the disk. */
 export async function syncPath(file: string): Promise<void> {
-  let fh: FileHandle | undefined;
+  let fd: number | undefined;
   try {
-    fh = await open(file, 'r');
-    await fh.sync();
+    fd = await openFd(file, 'r');
+    await fsyncFd(fd);
   } catch (e) {
     // Some file systems cannot fsync a directory; the rename is still atomic there.
     if (!['EINVAL', 'ENOTSUP', 'EISDIR'].includes((e as NodeJS.ErrnoException).code ?? '')) throw wrapFsError(file, e);
   } finally {
-    await fh?.close();
+    if (fd !== undefined) await closeFd(fd);
   }
 }
 
@@ -74,7 +74,7 @@ export async function syncDirsOf(files: readonly string[]): Promise<void> {
 /** Makes a complete temp the final file: fsync, rename over `final`, fsync the directory. */
 export async function commitTemp(tmp: string, final: string): Promise<void> {
   await syncPath(tmp);
-  await rename(tmp, final);
+  await renameAsync(tmp, final);
   await syncPath(path.dirname(final));
 }
 
@@ -90,12 +90,12 @@ export async function writeAtomic<T>(finalPath: string, write: (tmpPath: string)
     await commitTemp(tmp, finalPath);
     return r;
   } catch (e) {
-    await rm(tmp, { force: true });
+    await rmAsync(tmp, { force: true });
     throw e;
   }
 }
 
 /** Replaces `finalPath` with `data`, atomically and durably. */
 export function writeFileAtomic(finalPath: string, data: Uint8Array | string): Promise<void> {
-  return writeAtomic(finalPath, (tmp) => writeFile(tmp, data));
+  return writeAtomic(finalPath, (tmp) => writeFileAsync(tmp, data));
 }

@@ -19,6 +19,16 @@ export function tls(): typeof import('node:tls') {
   return process.getBuiltinModule('node:tls');
 }
 
+/**
+ * node:fs/promises on use, for modules a local command or `obd --help` loads without running
+ * what needs it (the CLI's areas, io/lock.ts): loading it loads readline, the REPL's history,
+ * fs watchers and node:os as well (~2.6 ms of CPU). What `obd info` and `obd export` do run
+ * uses file descriptors (io/file.ts) and io/fs-async.ts instead.
+ */
+export function fsPromises(): typeof import('node:fs/promises') {
+  return process.getBuiltinModule('node:fs/promises');
+}
+
 /** node:net on use, for code that a command registering its options loads but does not run. */
 export function net(): typeof import('node:net') {
   return process.getBuiltinModule('node:net');

@@ -4,7 +4,7 @@
  * stale and taken over. Readers check it so they never act on a file a live writer is
  * still changing (e.g. committing a writable layer that a server has open).
  */
-import { open, readFile, unlink } from 'node:fs/promises';
+import { fsPromises } from './builtins.ts';
 import { BusyError } from './errors.ts';
 
 /** Whether process `pid` exists (EPERM: it does, under another user). */
@@ -19,7 +19,7 @@ export function processAlive(pid: number): boolean {
 
 /** The pid of a live process holding the lock on `file`, if any. */
 export async function lockHolder(file: string): Promise<number | undefined> {
-  const text = await readFile(`${file}.lock`, 'utf8').catch(() => undefined);
+  const text = await fsPromises().readFile(`${file}.lock`, 'utf8').catch(() => undefined);
   if (text === undefined) return undefined;
   const pid = Number.parseInt(text, 10);
   return Number.isSafeInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
@@ -45,7 +45,7 @@ export class WriterLock {
     const lockPath = `${file}.lock`;
     for (let attempt = 0; ; attempt++) {
       try {
-        const fh = await open(lockPath, 'wx');
+        const fh = await fsPromises().open(lockPath, 'wx');
         try {
           await fh.writeFile(`${process.pid}\n`);
         } finally {
@@ -58,7 +58,7 @@ export class WriterLock {
           throw e;
         }
         await assertUnlocked(file, 'open it for writing');
-        await unlink(lockPath).catch(() => {});
+        await fsPromises().unlink(lockPath).catch(() => {});
       }
     }
   }
@@ -66,6 +66,6 @@ export class WriterLock {
   async release(): Promise<void> {
     if (!this.#held) return;
     this.#held = false;
-    await unlink(this.path).catch(() => {});
+    await fsPromises().unlink(this.path).catch(() => {});
   }
 }

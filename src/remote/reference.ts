@@ -5,8 +5,8 @@
  * `docker-archive:FILE[:NAME[:TAG]|:@N]` for `docker save` output (read only), and a bare path
  * naming an existing layout. Any other transport is an error, never a registry lookup.
  */
-import { stat } from 'node:fs/promises';
 import path from 'node:path';
+import { fsPromises } from '../io/builtins.ts';
 import { InvalidReferenceError } from './errors.ts';
 
 export interface RegistryReference {
@@ -104,7 +104,7 @@ export async function resolveReference(ref: string | ImageReference): Promise<Im
 
 async function isLayoutDir(dir: string): Promise<boolean> {
   try {
-    return (await stat(path.join(dir, 'oci-layout'))).isFile();
+    return (await fsPromises().stat(path.join(dir, 'oci-layout'))).isFile();
   } catch {
     return false;
   }

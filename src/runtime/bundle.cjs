@@ -85,8 +85,9 @@ function loadBundled(bundle, command) {
   } catch {
     // None yet (or no list): this run writes them.
   }
-  // Node's CommonJS wrapper, on the bundle's first line so that line numbers hold.
-  const source = `(function (exports, require, module, __filename, __dirname) { ${readFileSync(file, 'utf8')}\n})`;
+  // Node's CommonJS wrapper, on the bundle's first line so that line numbers hold. Read as
+  // latin1: the bundle is ASCII (scripts/build-cli.ts), which then needs no UTF-8 decoding.
+  const source = `(function (exports, require, module, __filename, __dirname) { ${readFileSync(file, 'latin1')}\n})`;
   const script = new vm.Script(source, { filename: file, cachedData, importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER });
   if (script.cachedDataRejected) seen = [];
   if (!cachedData || !Array.isArray(seen) || !seen.includes(command)) {

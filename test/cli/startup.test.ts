@@ -96,21 +96,26 @@ for (const mode of Object.keys(MODES) as Mode[]) {
   });
 }
 
-/** Runs the launcher with a hook that prints, at exit, the builtins and the files the process loaded. */
-async function loaded(args: string[], env: NodeJS.ProcessEnv): Promise<{ builtins: string[]; files: string[] }> {
+/**
+ * Runs the launcher (or, with `bare`, `node -e 0`) with a hook that prints, at
+ * exit, the builtins and the files the process loaded and how many threads it has. With
+ * `devNull`, stdout is /dev/null, where output thrown away goes.
+ */
+async function loaded(args: string[], env: NodeJS.ProcessEnv, { devNull = false, bare = false } = {}): Promise<{ builtins: string[]; files: string[]; threads: number }> {
   const probe = [
     "import module from 'node:module';",
     'const files = new Set();',
     "module.registerHooks({ resolve(s, c, next) { const r = next(s, c); if (r.url.startsWith('file:')) files.add(r.url); return r; } });",
     // The list first: process.stderr loads node:stream.
-    "process.on('exit', () => { const seen = JSON.stringify({ builtins: process.moduleLoadList, files: [...files] }); process.stderr.write('\\n@@' + seen); });",
+    "process.on('exit', () => { const threads = process.getBuiltinModule('node:fs').readdirSync('/proc/self/task').length; const seen = JSON.stringify({ builtins: process.moduleLoadList, files: [...files], threads }); process.stderr.write('\\n@@' + seen); });",
   ].join('\n');
-  const r = await run(['--import', `data:text/javascript,${encodeURIComponent(probe)}`, LAUNCHER, ...args], env);
+  const node = ['--import', `data:text/javascript,${encodeURIComponent(probe)}`, ...(bare ? ['-e', '0'] : [LAUNCHER, ...args])];
+  const r = devNull ? await collect('/bin/sh', ['-c', 'exec "$@" >/dev/null', 'sh', process.execPath, ...node], { env }) : await run(node, env);
   assert.equal(r.code, 0, r.stderr);
   const at = r.stderr.lastIndexOf('\n@@');
   assert.ok(at >= 0, r.stderr);
-  const { builtins, files } = JSON.parse(r.stderr.slice(at + 3)) as { builtins: string[]; files: string[] };
-  return { builtins, files: files.map((u) => fileURLToPath(u)) };
+  const { builtins, files, threads } = JSON.parse(r.stderr.slice(at + 3)) as { builtins: string[]; files: string[]; threads: number };
+  return { builtins, files: files.map((u) => fileURLToPath(u)), threads };
 }
 
 for (const mode of Object.keys(MODES) as Mode[]) {
@@ -123,17 +128,24 @@ for (const mode of Object.keys(MODES) as Mode[]) {
     await writeFile(raw, Buffer.alloc(1 << 20, 7));
     const made = await run([LAUNCHER, 'import', raw, layer], env);
     assert.equal(made.code, 0, made.stderr);
+    // Node's own threads: V8's workers, no thread pool yet (it starts on the first async fs call).
+    const { threads: nodeThreads } = await loaded([], env, { bare: true });
     for (const args of [['--help'], ['info', layer]]) {
       await run([LAUNCHER, ...args], env);
-      const { builtins, files } = await loaded(args, env);
+      const { builtins, files, threads } = await loaded(args, env);
       const label = `obd ${args.join(' ')} (${mode})`;
+      // Opening, reading and closing a local layer is synchronous (FileSource, reads 'auto'):
+      // starting the thread pool's threads costs ~3 ms of wall and 1-3 of CPU.
+      assert.equal(threads, nodeThreads, `${label} runs ${threads} threads, node -e 0 ${nodeThreads}: it started the thread pool`);
       // node:https alone (node:tls, node:crypto) costs ~25 ms; the type stripper ~35 ms. In the
       // bundle every module's code is in one file, but a lazily imported one still runs, and
       // requires its builtins, only when imported: these say that it was not.
       // node:perf_hooks (~1.5 ms) is what the global `performance` loads on first use (src/io/clock.ts).
       // node:child_process (with node:net, node:dgram: ~3.5 ms) only from the bundle, where
       // commander's import of it is lazy (scripts/build-cli.ts).
-      const heavies = ['NativeModule tls', 'NativeModule crypto', 'NativeModule https', 'NativeModule http', 'NativeModule internal/deps/amaro/dist/index', 'NativeModule perf_hooks', ...(mode === 'bundle' ? ['NativeModule child_process'] : [])];
+      // node:fs/promises (~2.6 ms with readline, the REPL's history and fs watchers) is taken
+      // on first use (src/io/builtins.ts) and FileSource works on the fd without it.
+      const heavies = ['NativeModule tls', 'NativeModule crypto', 'NativeModule https', 'NativeModule http', 'NativeModule internal/deps/amaro/dist/index', 'NativeModule perf_hooks', 'NativeModule fs/promises', ...(mode === 'bundle' ? ['NativeModule child_process'] : [])];
       // From the bundle, a local command and help print through fd 1, without process.stdout
       // (writeOut in src/cli/common.ts), and nbd-tls.ts takes node:net only when serving: no
       // node:stream, nor node:net for this pipe.
@@ -153,8 +165,28 @@ for (const mode of Object.keys(MODES) as Mode[]) {
         assert.deepEqual(files.filter((f) => !f.startsWith(ROOT + path.sep)), [], `${label} loads ${files.join(', ')}`);
       }
     }
+    // A zfile layer: its reader and addons load, still without node:fs/promises or the pool.
+    await run([LAUNCHER, 'info', FIXTURE], env);
+    const zfile = await loaded(['info', FIXTURE], env);
+    assert.ok(!zfile.builtins.includes('NativeModule fs/promises'), `obd info ZFILE (${mode}) loads node:fs/promises`);
+    assert.equal(zfile.threads, nodeThreads, `obd info ZFILE (${mode}) runs ${zfile.threads} threads, node -e 0 ${nodeThreads}: it started the thread pool`);
+    // export checks its output, writes it through a temp and commits it (io/fs-async.ts).
+    const exported = await loaded(['export', FIXTURE, path.join(dir, 'disk.out'), '--force'], env);
+    assert.ok(!exported.builtins.includes('NativeModule fs/promises'), `obd export ZFILE OUT (${mode}) loads node:fs/promises`);
   });
 }
+
+test('help and results thrown away to /dev/null load no node:stream (bundle)', async (t) => {
+  const env = { ...MODES.bundle(), XDG_CACHE_HOME: await tempDir(t, 'obd-startup-') };
+  await assertRuns('bundle', env);
+  // /dev/null is a character device, as a terminal is, but no terminal: commander need not ask
+  // process.stdout (node:stream, and node:net or node:tty) for its width.
+  for (const args of [['--help'], ['serve', '--help'], ['info', FIXTURE]]) {
+    await run([LAUNCHER, ...args], env);
+    const { builtins } = await loaded(args, env, { devNull: true });
+    for (const heavy of ['NativeModule stream', 'NativeModule net', 'NativeModule tty']) assert.ok(!builtins.includes(heavy), `obd ${args.join(' ')} > /dev/null loads ${heavy}`);
+  }
+});
 
 test('info and export of a zfile layer give the same output from the bundle as from the sources', async (t) => {
   const dir = await tempDir(t, 'obd-startup-');
