@@ -248,6 +248,9 @@ async function zfile(): Promise<string> {
   ].join('\n');
 }
 
+/** The floor of an export: Node writing argv[2] MiB of non-zero bytes to argv[1], 1 MiB at a time. */
+const WRITE_FLOOR = "const fs=require('node:fs');const [p,m]=process.argv.slice(1);const b=Buffer.alloc(1<<20,90);const fd=fs.openSync(p,'w');for(let i=0;i<+m;i++)fs.writeSync(fd,b,0,b.length,i*b.length);fs.closeSync(fd)";
+
 async function exportBench(): Promise<string> {
   const rows: string[][] = [];
   for (const [algo, kib] of [
@@ -257,7 +260,10 @@ async function exportBench(): Promise<string> {
   ] as const) {
     const layer = f(`e-${algo}${kib}.zfile`);
     await compressFile(f('layer.lsmt'), layer, { algorithm: algo, blockSize: kib * 1024 });
-    const [a, b] = sideBySide(haveRef ? [obd('export', layer, f('e-obd.raw')), ref('obdref', 'cat', f('e-ref.raw'), layer)] : [obd('export', layer, f('e-obd.raw'))], [f('e-obd.raw'), f('e-ref.raw')]);
+    const [a, fl, b] = sideBySide(
+      [obd('export', layer, f('e-obd.raw')), pinned(process.execPath, ['-e', WRITE_FLOOR, f('e-floor.raw'), String(SIZE_MIB)]), ...(haveRef ? [ref('obdref', 'cat', f('e-ref.raw'), layer)] : [])],
+      [f('e-obd.raw'), f('e-floor.raw'), f('e-ref.raw')],
+    );
     const inproc = await lib(async () => {
       const st = await openStack([layer]);
       try {
@@ -266,13 +272,13 @@ async function exportBench(): Promise<string> {
         await st.close();
       }
     });
-    rows.push([`${algo} ${kib}K`, fmt(ms(a!)), fmt(inproc), b ? fmt(ms(b)) : NO_REF, b ? x(ratio(a!, b)) : '', b ? x(ratio(a!, b, 'cpu')) : '', b ? same(f('e-obd.raw'), f('e-ref.raw')) : '']);
+    rows.push([`${algo} ${kib}K`, fmt(ms(a!)), fmt(inproc), fmt(ms(fl!)), b ? fmt(ms(b)) : NO_REF, b ? x(ratio(a!, b)) : '', b ? x(ratio(a!, b, 'cpu')) : '', b ? same(f('e-obd.raw'), f('e-ref.raw')) : '']);
   }
   return [
     `### Export of a zfile layer to a raw disk (${SIZE_MIB} MiB disk)`,
-    `\`obd export LAYER OUT\` vs \`obdref cat OUT LAYER\` (the reference's LSMT and ZFile readers); files on tmpfs, whole processes, ${RUNS} alternating runs, medians of per-pair ratios; in-process = \`openStack\` + \`exportRaw\`.`,
+    `\`obd export LAYER OUT\` vs \`obdref cat OUT LAYER\` (the reference's LSMT and ZFile readers); files on tmpfs, whole processes, ${RUNS} alternating runs, medians of per-pair ratios; in-process = \`openStack\` + \`exportRaw\`; *floor* = a Node process that only writes the same ${SIZE_MIB} MiB to tmpfs in 1 MiB writes (no reading, no decoding), run alternately with the others: Node's start-up plus the kernel's cost of the output, which every contender pays.`,
     '',
-    table(['layer', 'obd', 'in-process', 'reference', 'wall obd / ref', 'CPU obd / ref', 'output'], rows),
+    table(['layer', 'obd', 'in-process', 'floor', 'reference', 'wall obd / ref', 'CPU obd / ref', 'output'], rows),
   ].join('\n');
 }
 
