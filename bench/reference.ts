@@ -56,16 +56,14 @@ const NO_REF = 'reference not present: not measured';
  */
 function cpuOf(cmd: string, argv: string[]): number | undefined {
   if (!existsSync('/usr/bin/perf')) return undefined;
-  // perf puts its own directory (/usr/bin, with Debian's older node) first on PATH: `env`
-  // restores ours for the launcher's `#!/usr/bin/env node` (it costs every row the same ~1 ms).
-  const r = spawnSync('/usr/bin/perf', ['stat', '-x,', '-e', 'task-clock', '/usr/bin/env', `PATH=${process.env.PATH}`, cmd, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const r = spawnSync('/usr/bin/perf', ['stat', '-x,', '-e', 'task-clock', cmd, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   const m = /([\d.]+),msec,task-clock/.exec(r.stderr);
   return r.status === 0 && m ? Number(m[1]) : undefined;
 }
 
 type Cmd = [string, string[]];
 const pinned = (cmd: string, argv: string[]): Cmd => (PIN ? ['/usr/bin/taskset', ['-c', '0', cmd, ...argv]] : [cmd, argv]);
-/** obd on one CPU, run as users run it (obdCommand: the launcher's shebang flags apply); `-j 2` runs go unpinned (obdMt). */
+/** obd on one CPU, run as users run it (obdCommand: with the launcher's shebang Node options); `-j 2` runs go unpinned (obdMt). */
 const obd = (...a: string[]): Cmd => pinned(...obdCommand(OBD, a));
 const obdMt = (...a: string[]): Cmd => obdCommand(OBD, a);
 const ref = (tool: string, ...a: string[]): Cmd => pinned(path.join(REF, tool), a);
