@@ -24,7 +24,7 @@ import { WritableLayer } from '../src/lsmt/writable.ts';
 import { pushImage } from '../src/image/push.ts';
 import { RawClient } from '../test/nbd/helpers/client.ts';
 import { startRegistry } from '../test/remote/helpers/registry.ts';
-import { median, Rng, spawnReady, stopChild, table, writeResults } from './util.ts';
+import { median, obdCommand, Rng, spawnReady, stopChild, table, writeResults } from './util.ts';
 
 const args = process.argv.slice(2);
 const RUNS = Number(args[args.indexOf('--runs') + 1] || 7) || 7;
@@ -48,7 +48,7 @@ async function coldOpen(obd: string, ref: string, dir: string, want: Buffer): Pr
   const cache = await mkdtemp(path.join(dir, 'cache-'));
   const socket = path.join(dir, `s-${process.hrtime.bigint()}.sock`);
   const t0 = performance.now();
-  const child = await spawnReady(process.execPath, [obd, 'serve', ref, '--socket', socket, '--cache-dir', cache, '--json']);
+  const child = await spawnReady(...obdCommand(obd, ['serve', ref, '--socket', socket, '--cache-dir', cache, '--json']));
   try {
     const ready = performance.now() - t0;
     const c = await RawClient.connect({ socket });
@@ -131,7 +131,7 @@ try {
   const startup: number[] = [];
   for (let r = 0; r < RUNS; r++) {
     const t0 = performance.now();
-    await new Promise((res) => spawn(process.execPath, [OBD, 'serve', '--help'], { stdio: 'ignore' }).once('exit', res));
+    await new Promise((res) => spawn(...obdCommand(OBD, ['serve', '--help']), { stdio: 'ignore' }).once('exit', res));
     startup.push(performance.now() - t0);
   }
   const rows = cases.map(([name], i) => {

@@ -56,16 +56,14 @@ const NO_REF = 'reference not present: not measured';
  */
 function cpuOf(cmd: string, argv: string[]): number | undefined {
   if (!existsSync('/usr/bin/perf')) return undefined;
-  // perf puts its own directory (/usr/bin, with Debian's older node) first on PATH: `env`
-  // restores ours for the launcher's `#!/usr/bin/env node` (it costs every row the same ~1 ms).
-  const r = spawnSync('/usr/bin/perf', ['stat', '-x,', '-e', 'task-clock', '/usr/bin/env', `PATH=${process.env.PATH}`, cmd, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const r = spawnSync('/usr/bin/perf', ['stat', '-x,', '-e', 'task-clock', cmd, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   const m = /([\d.]+),msec,task-clock/.exec(r.stderr);
   return r.status === 0 && m ? Number(m[1]) : undefined;
 }
 
 type Cmd = [string, string[]];
 const pinned = (cmd: string, argv: string[]): Cmd => (PIN ? ['/usr/bin/taskset', ['-c', '0', cmd, ...argv]] : [cmd, argv]);
-/** obd on one CPU, run as users run it (obdCommand: the launcher's shebang flags apply); `-j 2` runs go unpinned (obdMt). */
+/** obd on one CPU, run as users run it (obdCommand: with the launcher's shebang Node options); `-j 2` runs go unpinned (obdMt). */
 const obd = (...a: string[]): Cmd => pinned(...obdCommand(OBD, a));
 const obdMt = (...a: string[]): Cmd => obdCommand(OBD, a);
 const ref = (tool: string, ...a: string[]): Cmd => pinned(path.join(REF, tool), a);
@@ -175,11 +173,25 @@ async function startup(): Promise<string> {
   ].join('\n');
 }
 
+/**
+ * The floor of a row: a Node process that reads its input file whole and writes as many
+ * (non-zero) bytes as the row's output, 1 MiB per call, doing nothing else — Node's start-up and
+ * the kernel's cost of the I/O, which every contender pays. argv: input, output, output bytes.
+ */
+const IO_FLOOR =
+  "const fs=require('node:fs');const [i,o,n]=process.argv.slice(1);const b=Buffer.alloc(1<<20,90);let fd=fs.openSync(i,'r');for(let p=0;fs.readSync(fd,b,0,b.length,p)>0;p+=b.length);fs.closeSync(fd);b.fill(90);fd=fs.openSync(o,'w');for(let p=0;p<+n;p+=b.length)fs.writeSync(fd,b,0,Math.min(b.length,+n-p),p);fs.closeSync(fd)";
+const floor = (input: string, out: string, bytes: number): Cmd => pinned(process.execPath, ['-e', IO_FLOOR, input, out, String(bytes)]);
+
 async function commit(): Promise<string> {
   const data = f('rw.data');
   const index = f('rw.index');
   const rows: string[][] = [];
-  const plain = sideBySide(haveRef ? [obd('commit', data, index, f('c-obd.lsmt'), ...NULL_UUID), ref('overlaybd-commit', data, index, f('c-ref.lsmt'))] : [obd('commit', data, index, f('c-obd.lsmt'), ...NULL_UUID)], [f('c-obd.lsmt'), f('c-ref.lsmt')]);
+  // The floor reads the data file and writes as many bytes as it holds (the layer is ~ that).
+  const [p0, pfl, p1] = sideBySide(
+    [obd('commit', data, index, f('c-obd.lsmt'), ...NULL_UUID), floor(data, f('c-floor'), (await stat(data)).size), ...(haveRef ? [ref('overlaybd-commit', data, index, f('c-ref.lsmt'))] : [])],
+    [f('c-obd.lsmt'), f('c-floor'), f('c-ref.lsmt')],
+  );
+  const plain = [p0!, ...(p1 ? [p1] : [])];
   const inproc = await lib(() => commitLayer(data, index, f('c-lib.lsmt')));
   const z = sideBySide(
     haveRef
@@ -199,7 +211,7 @@ async function commit(): Promise<string> {
   const size = (await stat(f('c-lib.lsmt'))).size;
   return [
     '### Commit of a writable layer: 16384 random 4 KiB writes of random data over 1 GiB',
-    `Committed layer ${(size / 2 ** 20).toFixed(1)} MiB; files on tmpfs; whole processes, ${RUNS} alternating runs after a warm-up, medians. \`commitLayer()\` in-process: ${fmt(inproc)}. CPU = user + system time of the process (all its threads).`,
+    `Committed layer ${(size / 2 ** 20).toFixed(1)} MiB; files on tmpfs; whole processes, ${RUNS} alternating runs after a warm-up, medians. \`commitLayer()\` in-process: ${fmt(inproc)}; floor (a Node process that reads the data file and writes as many bytes, 1 MiB per call, and does nothing else, run alternately with \`commit\`): ${fmt(ms(pfl!))}. CPU = user + system time of the process (all its threads).`,
     '',
     table(['command', 'obd', 'reference', 'wall obd / ref', 'CPU obd / ref', 'output vs reference'], rows),
   ].join('\n');
@@ -218,35 +230,42 @@ async function zfile(): Promise<string> {
     const o2 = f(`z-obd2-${algo}${kib}.zfile`);
     const or = f(`z-ref-${algo}${kib}.zfile`);
     const common = ['--algorithm', algo, '--block-size', `${kib}K`];
-    const [a, b, c] = sideBySide(
-      haveRef ? [obd('zfile', 'compress', input, o1, ...common), obdMt('zfile', 'compress', input, o2, ...common, '-j', '2'), ref('overlaybd-zfile', input, or, '--algorithm', algo, '--bs', String(kib))] : [obd('zfile', 'compress', input, o1, ...common), obdMt('zfile', 'compress', input, o2, ...common, '-j', '2')],
-      [o1, o2, or],
-    );
+    // In-process first: its output's size is what the floor writes.
     const inproc = await lib(() => compressFile(input, f('z-lib.zfile'), { algorithm: algo, blockSize: kib * 1024 }));
+    const [a, b, fc, c] = sideBySide(
+      [obd('zfile', 'compress', input, o1, ...common), obdMt('zfile', 'compress', input, o2, ...common, '-j', '2'), floor(input, f('z-floor.zfile'), (await stat(f('z-lib.zfile'))).size), ...(haveRef ? [ref('overlaybd-zfile', input, or, '--algorithm', algo, '--bs', String(kib))] : [])],
+      [o1, o2, f('z-floor.zfile'), or],
+    );
     const idOut = c ? same(o1, or) : '';
-    const dx = sideBySide(haveRef ? [obd('zfile', 'decompress', o1, f('x-obd.raw')), ref('overlaybd-zfile', '-x', o1, f('x-ref.raw'))] : [obd('zfile', 'decompress', o1, f('x-obd.raw'))], [f('x-obd.raw'), f('x-ref.raw')]);
+    const [dobd, dfl, dref] = sideBySide(
+      [obd('zfile', 'decompress', o1, f('x-obd.raw')), floor(o1, f('x-floor.raw'), (await stat(input)).size), ...(haveRef ? [ref('overlaybd-zfile', '-x', o1, f('x-ref.raw'))] : [])],
+      [f('x-obd.raw'), f('x-floor.raw'), f('x-ref.raw')],
+    );
     const dlib = await lib(() => decompressFile(o1, f('x-lib.raw')));
     rows.push([
       `${algo} ${kib}K`,
       fmt(ms(a!)),
       fmt(inproc),
+      fmt(ms(fc!)),
       c ? fmt(ms(c)) : NO_REF,
       c ? x(ratio(a!, c)) : '',
       c ? x(ratio(c, b!)) : '',
       c ? idOut : '',
-      fmt(ms(dx[0]!)),
+      fmt(ms(dobd!)),
       fmt(dlib),
-      dx[1] ? fmt(ms(dx[1])) : NO_REF,
-      dx[1] ? x(ratio(dx[0]!, dx[1])) : '',
+      fmt(ms(dfl!)),
+      dref ? fmt(ms(dref)) : NO_REF,
+      dref ? x(ratio(dobd!, dref)) : '',
     ]);
   }
   return [
     `### ZFile compress and decompress (${SIZE_MIB} MiB LSMT layer of semi-compressible data)`,
-    `\`obd zfile compress\` vs \`overlaybd-zfile\`, \`obd zfile decompress\` vs \`overlaybd-zfile -x\`; files on tmpfs, whole processes, ${RUNS} alternating runs, medians of per-pair ratios. The reference compresses on one thread; \`-j 2\` is ours with two. zstd output is not expected to be byte-identical (see stack notes: another zstd version).`,
+    `\`obd zfile compress\` vs \`overlaybd-zfile\`, \`obd zfile decompress\` vs \`overlaybd-zfile -x\`; files on tmpfs, whole processes, ${RUNS} alternating runs, medians of per-pair ratios; *floor* = a Node process that reads the row's input and writes as many bytes as its output, 1 MiB per call, and does nothing else. The reference compresses on one thread; \`-j 2\` is ours with two. zstd output is not expected to be byte-identical (see stack notes: another zstd version).`,
     '',
-    table(['codec', 'compress obd', 'in-process', 'reference', 'obd / ref', 'speed-up of obd -j 2 (ref / obd)', 'output', 'decompress obd', 'in-process', 'reference -x', 'obd / ref'], rows),
+    table(['codec', 'compress obd', 'in-process', 'floor', 'reference', 'obd / ref', 'speed-up of obd -j 2 (ref / obd)', 'output', 'decompress obd', 'in-process', 'floor', 'reference -x', 'obd / ref'], rows),
   ].join('\n');
 }
+
 
 async function exportBench(): Promise<string> {
   const rows: string[][] = [];
@@ -257,7 +276,10 @@ async function exportBench(): Promise<string> {
   ] as const) {
     const layer = f(`e-${algo}${kib}.zfile`);
     await compressFile(f('layer.lsmt'), layer, { algorithm: algo, blockSize: kib * 1024 });
-    const [a, b] = sideBySide(haveRef ? [obd('export', layer, f('e-obd.raw')), ref('obdref', 'cat', f('e-ref.raw'), layer)] : [obd('export', layer, f('e-obd.raw'))], [f('e-obd.raw'), f('e-ref.raw')]);
+    const [a, fl, b] = sideBySide(
+      [obd('export', layer, f('e-obd.raw')), floor(layer, f('e-floor.raw'), SIZE_MIB << 20), ...(haveRef ? [ref('obdref', 'cat', f('e-ref.raw'), layer)] : [])],
+      [f('e-obd.raw'), f('e-floor.raw'), f('e-ref.raw')],
+    );
     const inproc = await lib(async () => {
       const st = await openStack([layer]);
       try {
@@ -266,13 +288,13 @@ async function exportBench(): Promise<string> {
         await st.close();
       }
     });
-    rows.push([`${algo} ${kib}K`, fmt(ms(a!)), fmt(inproc), b ? fmt(ms(b)) : NO_REF, b ? x(ratio(a!, b)) : '', b ? x(ratio(a!, b, 'cpu')) : '', b ? same(f('e-obd.raw'), f('e-ref.raw')) : '']);
+    rows.push([`${algo} ${kib}K`, fmt(ms(a!)), fmt(inproc), fmt(ms(fl!)), b ? fmt(ms(b)) : NO_REF, b ? x(ratio(a!, b)) : '', b ? x(ratio(a!, b, 'cpu')) : '', b ? same(f('e-obd.raw'), f('e-ref.raw')) : '']);
   }
   return [
     `### Export of a zfile layer to a raw disk (${SIZE_MIB} MiB disk)`,
-    `\`obd export LAYER OUT\` vs \`obdref cat OUT LAYER\` (the reference's LSMT and ZFile readers); files on tmpfs, whole processes, ${RUNS} alternating runs, medians of per-pair ratios; in-process = \`openStack\` + \`exportRaw\`.`,
+    `\`obd export LAYER OUT\` vs \`obdref cat OUT LAYER\` (the reference's LSMT and ZFile readers); files on tmpfs, whole processes, ${RUNS} alternating runs, medians of per-pair ratios; in-process = \`openStack\` + \`exportRaw\`; *floor* = a Node process that reads the layer and writes ${SIZE_MIB} MiB, 1 MiB per call, and does nothing else (run alternately with the others): Node's start-up plus the kernel's cost of the I/O, which every contender pays.`,
     '',
-    table(['layer', 'obd', 'in-process', 'reference', 'wall obd / ref', 'CPU obd / ref', 'output'], rows),
+    table(['layer', 'obd', 'in-process', 'floor', 'reference', 'wall obd / ref', 'CPU obd / ref', 'output'], rows),
   ].join('\n');
 }
 

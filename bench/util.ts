@@ -1,6 +1,8 @@
 /** Small shared helpers for the benchmarks: a seeded RNG, medians, Markdown tables, results files. */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,15 +56,43 @@ export function sh(cmd: string, args: string[]): Promise<string> {
 }
 
 /**
- * How a user runs `launcher ARGS`: the launcher as a program, so that its shebang's Node flags
- * apply, with this Node first on PATH (its `env node` finds it); with `nodeFlags`, through this
- * Node with those flags instead. Main.ts entries (old checkouts) run through Node.
+ * How a user runs `launcher ARGS`: through this Node with the Node options of the launcher's
+ * shebang (`#!/usr/bin/env -S node OPTIONS`, what its `env` would exec, minus env itself),
+ * then `nodeFlags`. Main.ts entries (old checkouts) have no shebang options.
  */
 export function obdCommand(launcher: string, args: string[], nodeFlags: string[] = []): [string, string[]] {
-  if (nodeFlags.length || !launcher.endsWith('obd.js')) return [process.execPath, [...nodeFlags, launcher, ...args]];
-  const bin = path.dirname(process.execPath);
-  if (!process.env.PATH?.startsWith(`${bin}:`)) process.env.PATH = `${bin}:${process.env.PATH ?? ''}`;
-  return [launcher, args];
+  ensureFreshBundle(launcher);
+  return [process.execPath, [...shebangFlags(launcher), ...nodeFlags, launcher, ...args]];
+}
+
+const checkedBundles = new Set<string>();
+
+/**
+ * Builds the CLI bundle of the launcher's checkout when any of its bundles is stale or missing:
+ * the launcher would silently run the sources instead, and a benchmark would time what users
+ * (after `npm ci`) never run. Checkouts from before the bundle have no build script: left alone.
+ */
+function ensureFreshBundle(launcher: string): void {
+  const root = path.resolve(path.dirname(launcher), '..', '..');
+  const build = path.join(root, 'scripts', 'build-cli.ts');
+  if (checkedBundles.has(root) || !existsSync(build)) return;
+  checkedBundles.add(root);
+  const { freshBundle } = createRequire(import.meta.url)(path.join(root, 'src', 'runtime', 'bundle.cjs')) as { freshBundle: (o: { name: string }) => unknown };
+  let names: string[] = [];
+  try {
+    names = Object.keys(JSON.parse(readFileSync(path.join(root, 'dist', 'cli', 'manifest.json'), 'utf8')).bundles ?? {});
+  } catch {
+    // No manifest: build.
+  }
+  if (names.length > 0 && names.every((name) => freshBundle({ name }))) return;
+  process.stderr.write(`bench: building the CLI bundle of ${root} (stale or missing)\n`);
+  execFileSync(process.execPath, [build], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+function shebangFlags(file: string): string[] {
+  const first = readFileSync(file, 'utf8').split('\n', 1)[0]!;
+  const m = /^#!\S*env -S node((?: \S+)*)\s*$/.exec(first);
+  return m ? m[1]!.split(' ').filter(Boolean) : [];
 }
 
 /**

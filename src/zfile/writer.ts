@@ -101,8 +101,11 @@ export function validateWriterOptions(opts: ZFileWriterOptions): Required<Omit<Z
 async function poolFor(threads: number, priority: number): Promise<CompressPool | undefined> {
   if (threads <= 1) return undefined;
   const { CompressPool } = await import('./compress-pool.ts');
-  return CompressPool.shared(priority > 0 ? threads : threads - 1, priority);
+  return CompressPool.shared(isBackground(priority) ? threads : threads - 1, priority);
 }
+
+/** A writer whose workers run below the caller's priority is a background one (a serving process's commit). */
+const isBackground = (priority: number): boolean => priority > 0;
 
 export class ZFileWriter implements ByteSink {
   readonly name: string;
@@ -142,7 +145,7 @@ export class ZFileWriter implements ByteSink {
     this.#batchBytes = Math.max(o.blockSize, BATCH_BYTES - (BATCH_BYTES % o.blockSize));
     this.#pool = pool;
     if (!pool) this.#codec = createCodec(this.#params.algo, this.#params.level);
-    this.#background = pool !== undefined && o.priority > 0;
+    this.#background = pool !== undefined && isBackground(o.priority);
     this.#maxInFlight = 2 * o.threads;
     this.#batch = this.#newBatch();
   }
