@@ -28,6 +28,8 @@ import { startRegistry } from '../test/remote/helpers/registry.ts';
 import { median, obdCommand, Rng, sh, spawnReady, stopChild, table, writeResults } from './util.ts';
 
 const args = process.argv.slice(2);
+/** --trace: the server's RSS every 100 ms, on stderr. */
+const TRACE = args.includes('--trace');
 const RUNS = Number(args[args.indexOf('--runs') + 1] || 3) || 3;
 const LAYERS = 64;
 const DISK = 10 * 2 ** 30;
@@ -79,6 +81,9 @@ async function serveAndRead(obd: string, flags: string[], ref: string, dir: stri
   const child = await spawnReady(...obdCommand(obd, ['serve', ref, '--socket', socket, '--cache-dir', cache, '--cache-size', '8G', '--json'], flags));
   try {
     const pid = child.pid!;
+    const trace: string[] = [];
+    const t0 = performance.now();
+    const sampler = TRACE ? setInterval(() => void status(pid).then((x) => trace.push(`${((performance.now() - t0) / 1000).toFixed(1)}s ${x.rss.toFixed(0)}`), () => {}), 100) : undefined;
     const uri = `nbd+unix:///?socket=${socket}`;
     const ready = await status(pid);
     const copy = path.join(SHM, 'copy.raw');
@@ -87,6 +92,10 @@ async function serveAndRead(obd: string, flags: string[], ref: string, dir: stri
     await writeFile(`/proc/${pid}/clear_refs`, '5');
     const warmMs = await readWhole(uri, want, copy);
     const afterWarm = await status(pid);
+    if (sampler) {
+      clearInterval(sampler);
+      console.error(`RSS (MB) every 100 ms, ${path.basename(path.dirname(path.dirname(path.dirname(obd))))}: ${trace.join(', ')}`);
+    }
     return { readyRss: ready.rss, coldHwm: afterCold.hwm, coldRss: afterCold.rss, warmHwm: afterWarm.hwm, warmRss: afterWarm.rss, coldMs, warmMs };
   } finally {
     await stopChild(child);

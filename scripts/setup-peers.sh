@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # Installs the Debian peers the tests talk to (qemu, libnbd tools, nbdkit, fio, the CNCF
-# Installs the Debian peers the tests talk to (qemu, libnbd tools, nbdkit, fio, the CNCF
 # registry, e2fsprogs, skopeo, microsocks as a SOCKS5 proxy, fuse3 and fuse2fs for `obd
 # mount`, gnutls-bin for certtool and psktool, libnbd-dev for the TLS benchmark's client, umoci
 # as the independent unpacker `obd convert` is checked against, attr's getfattr/setfattr and

@@ -153,6 +153,9 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   if (opts.state && !opts.control) throw new InvalidArgumentError('--state goes with --control');
   const token = opts.controlToken ? (await fsPromises().readFile(opts.controlToken, 'utf8')).trim() : undefined;
   if (opts.controlToken && !token) throw new InvalidArgumentError(`${opts.controlToken}: the token file is empty`);
+  // What opens and bursts of reads free goes back to the system (a no-op off glibc): opening
+  // many remote layers at once is when a server's memory peaks.
+  const trimmer = startHeapTrim();
   try {
     if (images.length > 0 && opts.control && opts.writable && !opts.readOnly) {
       const { LiveDisk } = await import('../live/disk.ts');
@@ -184,6 +187,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
       table.set(name, { device: sharing.serve(name, dev), readOnly: true, description: files.map((p) => path.basename(p)).join(' + ') });
     }
   } catch (e) {
+    trimmer.stop();
     await Promise.allSettled(devices.map((d) => d.close()));
     await sharing.close();
     throw e;
@@ -228,6 +232,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
     }
     metrics = await sharing.listen(() => server.connectionCount);
   } catch (e) {
+    trimmer.stop();
     await server.close().catch(() => {});
     await Promise.allSettled(devices.map((d) => d.close()));
     await removePidFile?.();
@@ -260,8 +265,7 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   if (log.format === 'text') process.stderr.write(lines.join('\n') + '\n');
   else log.log('info', 'serving', { ...listening, activated: activated !== undefined, pid: process.pid, maxConnections: opts.maxConnections, tls: server.tlsMode, exports, ...controlInfo });
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, tls: server.tlsMode, exports, ...controlInfo, ...(metrics ? { metrics } : {}) }) + '\n');
-  // What the open and later bursts freed goes back to the system (a no-op off glibc).
-  const trimmer = startHeapTrim();
+  trimmer.check();
   const signal = await Promise.race([signals.stopped, pipeClosed]);
   trimmer.stop();
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');

@@ -73,10 +73,10 @@ export interface LazySourceOptions {
 }
 
 /**
- * Bytes all lazy sources of the process may have in flight at once. Each source bounds its
- * own fetches (8 of up to 4 MiB); an image of many layers read cold, or opened in one wave,
- * would otherwise hold a fetch buffer per layer at a time. A fetch larger than the budget
- * runs when it is alone.
+ * Bytes all lazy sources of the process may have in flight (fetching, or fetched and not yet
+ * in their store) at once. Each source bounds its own fetches (8 of up to 4 MiB); an image of
+ * many layers read cold, or opened in one wave, would otherwise hold a fetch buffer per layer
+ * at a time. A fetch larger than the budget runs when it is alone.
  */
 const FLIGHT_BYTES_MAX = 24 << 20;
 let flightBytes = 0;
@@ -246,6 +246,7 @@ export class LazySource implements ByteSource {
     const stop = Math.min(this.size, (end + 1) * this.unit);
     const whole = this.#fetch(start, stop - start);
     let first: Flight | undefined;
+    const stored: Promise<unknown>[] = [];
     for (let i = u; i <= end; i++) {
       const lo = (i - u) * this.unit;
       const data = whole.then((b) => b.subarray(lo, Math.min(b.length, lo + this.unit)));
@@ -259,30 +260,37 @@ export class LazySource implements ByteSource {
         },
         () => {},
       );
+      stored.push(settle);
       const done = settle.finally(() => {
         if (this.#flights.get(i) === flight) this.#flights.delete(i);
         this.#background.delete(done);
       });
       this.#background.add(done);
     }
+    // The fetched bytes count against the budget until the store has them, not only while
+    // they download: a cold read of many layers would otherwise pile them up there.
+    whole.then(() => Promise.all(stored).then(() => finishFetch(stop - start)), () => {});
     return first!;
   }
 
+  /** Fetches [offset, offset + length); on success the caller gives the bytes back to the budget (finishFetch). */
   async #fetch(offset: number, length: number): Promise<Uint8Array> {
     // A finished fetch hands its slot straight to the next waiter, so the bound is exact.
     if (this.#running < this.#maxInflight) this.#running++;
     else await new Promise<void>((resolve) => this.#waiting.push(resolve));
     const admitted = admitFetch(length);
     if (admitted) await admitted;
+    let fetched = false;
     try {
       const buf = new Uint8Array(length);
       const got = await this.remote.read(buf, offset);
       if (got !== length) throw new ShortReadError(this.remote.name, offset, length, got);
       this.stats.requests++;
       this.stats.bytes += length;
+      fetched = true;
       return buf;
     } finally {
-      finishFetch(length);
+      if (!fetched) finishFetch(length);
       const next = this.#waiting.shift();
       if (next) next();
       else this.#running--;

@@ -10,7 +10,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import type { ByteSource } from '../../src/io/types.ts';
 import { BlobCache } from '../../src/remote/cache.ts';
-import { LazySource, type ChunkStore } from '../../src/remote/lazy-source.ts';
+import { LazySource, MemoryChunkStore, type ChunkStore } from '../../src/remote/lazy-source.ts';
 import { downloadBlob, fillCache, RateLimiter, startBackgroundDownload } from '../../src/remote/download.ts';
 import { OciLayout } from '../../src/remote/oci-layout.ts';
 import { DigestMismatchError } from '../../src/remote/errors.ts';
@@ -330,4 +330,35 @@ test('evicting a unit whose fetch is still on its way to the store drops it: the
   assert.deepEqual(again, data.subarray(0, 64 * K), 'the corrupted fetch never reached the store');
   await lazy.close();
   await cache.close();
+});
+
+test('fetched bytes count against the shared in-flight budget until their store has them', async () => {
+  const MiB = 1 << 20;
+  // 24 MiB: the whole budget, in six 4 MiB fetches, whose store writes are held.
+  const big = new CountingSource(Buffer.alloc(24 * MiB, 7));
+  const inner = new MemoryChunkStore(4 * MiB, 32 * MiB);
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const slow: ChunkStore = {
+    unit: inner.unit,
+    has: (i) => inner.has(i),
+    readHeld: (b, o) => inner.readHeld(b, o),
+    forget: (i) => inner.forget(i),
+    put: async (i, d) => (await held, inner.put(i, d)),
+    close: () => inner.close(),
+  };
+  const a = new LazySource(big, { store: slow });
+  await a.read(Buffer.alloc(24 * MiB), 0);
+  const other = new CountingSource(blob('budget', 64 * K).bytes);
+  const b = new LazySource(other, { unit: 64 * K });
+  let done = false;
+  const second = b.read(Buffer.alloc(4096), 0).then(() => (done = true));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(other.reads, 0, 'another source fetches nothing while 24 MiB wait for their store');
+  assert.equal(done, false);
+  release();
+  await second;
+  assert.equal(other.reads, 1, 'and fetches once the store has them');
+  await a.settle();
+  await Promise.all([a.close(), b.close()]);
 });
