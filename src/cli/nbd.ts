@@ -265,7 +265,6 @@ async function serve(images: string[], opts: ServeOptions, log: ServiceLog): Pro
   if (log.format === 'text') process.stderr.write(lines.join('\n') + '\n');
   else log.log('info', 'serving', { ...listening, activated: activated !== undefined, pid: process.pid, maxConnections: opts.maxConnections, tls: server.tlsMode, exports, ...controlInfo });
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'ready', ...listening, pid: process.pid, tls: server.tlsMode, exports, ...controlInfo, ...(metrics ? { metrics } : {}) }) + '\n');
-  trimmer.check();
   const signal = await Promise.race([signals.stopped, pipeClosed]);
   trimmer.stop();
   if (opts.json) process.stdout.write(JSON.stringify({ event: 'stopping', signal }) + '\n');

@@ -20,8 +20,6 @@ export interface HeapTrimOptions {
 export interface HeapTrimmer {
   /** Trims done so far. */
   readonly trims: number;
-  /** Checks now rather than at the next tick (say, once an open is done). */
-  check(): void;
   stop(): void;
 }
 
@@ -59,7 +57,6 @@ export function startHeapTrim(opts: HeapTrimOptions = {}): HeapTrimmer {
     get trims() {
       return trims;
     },
-    check,
     stop: () => clearInterval(timer),
   };
 }
