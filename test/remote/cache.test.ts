@@ -50,6 +50,21 @@ class CountingSource implements ByteSource {
 
 const K = 1024;
 
+/** `inner` with its writes held until `release()`: fetched units stay on their way to it. */
+function holdingPuts(inner: ChunkStore): { store: ChunkStore; release: () => void } {
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const store: ChunkStore = {
+    unit: inner.unit,
+    has: (i) => inner.has(i),
+    readHeld: (b, o) => inner.readHeld(b, o),
+    forget: (i) => inner.forget(i),
+    put: async (i, d) => (await held, inner.put(i, d)),
+    close: () => inner.close(),
+  };
+  return { store, release };
+}
+
 test('random reads through memory and disk stores equal the blob', async (t) => {
   const dir = await tempDir(t);
   const data = blob('lazy-prop', 3 * 256 * K + 12345).bytes;
@@ -305,16 +320,7 @@ test('evicting a unit whose fetch is still on its way to the store drops it: the
   const cache = await BlobCache.open({ dir, capacity: 64 << 20, unit: 64 * K });
   const disk = await cache.entry('sha256:' + 'e'.repeat(64), data.length);
   // Hold the store's writes, so the fetched unit is still in flight when the reader evicts it.
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
-  const store: ChunkStore = {
-    unit: disk.unit,
-    has: (i) => disk.has(i),
-    readHeld: (b, o) => disk.readHeld(b, o),
-    forget: (i) => disk.forget(i),
-    put: async (i, d) => (await held, disk.put(i, d)),
-    close: () => disk.close(),
-  };
+  const { store, release } = holdingPuts(disk);
   const lazy = new LazySource(remote, { store });
   const buf = Buffer.alloc(4096);
   await lazy.read(buf, 0);
@@ -337,16 +343,7 @@ test('fetched bytes count against the shared in-flight budget until their store 
   // 24 MiB: the whole budget, in six 4 MiB fetches, whose store writes are held.
   const big = new CountingSource(Buffer.alloc(24 * MiB, 7));
   const inner = new MemoryChunkStore(4 * MiB, 32 * MiB);
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
-  const slow: ChunkStore = {
-    unit: inner.unit,
-    has: (i) => inner.has(i),
-    readHeld: (b, o) => inner.readHeld(b, o),
-    forget: (i) => inner.forget(i),
-    put: async (i, d) => (await held, inner.put(i, d)),
-    close: () => inner.close(),
-  };
+  const { store: slow, release } = holdingPuts(inner);
   const a = new LazySource(big, { store: slow });
   await a.read(Buffer.alloc(24 * MiB), 0);
   const other = new CountingSource(blob('budget', 64 * K).bytes);
