@@ -94,7 +94,7 @@ async function serveAndRead(obd: string, flags: string[], ref: string, dir: stri
     const afterWarm = await status(pid);
     if (sampler) {
       clearInterval(sampler);
-      console.error(`RSS (MB) every 100 ms, ${path.basename(path.dirname(path.dirname(path.dirname(obd))))}: ${trace.join(', ')}`);
+      console.error(`RSS (MB) every 100 ms, ${[obd, ...flags].join(' ')}: ${trace.join(', ')}`);
     }
     return { readyRss: ready.rss, coldHwm: afterCold.hwm, coldRss: afterCold.rss, warmHwm: afterWarm.hwm, warmRss: afterWarm.rss, coldMs, warmMs };
   } finally {

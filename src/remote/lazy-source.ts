@@ -267,30 +267,28 @@ export class LazySource implements ByteSource {
       });
       this.#background.add(done);
     }
-    // The fetched bytes count against the budget until the store has them, not only while
-    // they download: a cold read of many layers would otherwise pile them up there.
-    whole.then(() => Promise.all(stored).then(() => finishFetch(stop - start)), () => {});
+    // The fetch's bytes count against the budget until the store has them (or the fetch
+    // failed), not only while they download: a cold read of many layers would otherwise pile
+    // them up there. The units settle only after the fetch itself.
+    void Promise.allSettled(stored).then(() => finishFetch(stop - start));
     return first!;
   }
 
-  /** Fetches [offset, offset + length); on success the caller gives the bytes back to the budget (finishFetch). */
+  /** Fetches [offset, offset + length), admitted to the budget; #launch gives the bytes back. */
   async #fetch(offset: number, length: number): Promise<Uint8Array> {
     // A finished fetch hands its slot straight to the next waiter, so the bound is exact.
     if (this.#running < this.#maxInflight) this.#running++;
     else await new Promise<void>((resolve) => this.#waiting.push(resolve));
     const admitted = admitFetch(length);
     if (admitted) await admitted;
-    let fetched = false;
     try {
       const buf = new Uint8Array(length);
       const got = await this.remote.read(buf, offset);
       if (got !== length) throw new ShortReadError(this.remote.name, offset, length, got);
       this.stats.requests++;
       this.stats.bytes += length;
-      fetched = true;
       return buf;
     } finally {
-      if (!fetched) finishFetch(length);
       const next = this.#waiting.shift();
       if (next) next();
       else this.#running--;

@@ -32,7 +32,7 @@ export function startHeapTrim(opts: HeapTrimOptions = {}): HeapTrimmer {
   let floor = 0;
   let busy = false;
   let trims = 0;
-  const check = () => {
+  const timer = setInterval(() => {
     const rss = process.memoryUsage.rss();
     floor = Math.min(floor, rss);
     if (busy || rss - floor < minGrowth) return;
@@ -50,8 +50,7 @@ export function startHeapTrim(opts: HeapTrimOptions = {}): HeapTrimmer {
       trims++;
       floor = process.memoryUsage.rss();
     });
-  };
-  const timer = setInterval(check, opts.everyMs ?? 500);
+  }, opts.everyMs ?? 500);
   timer.unref();
   return {
     get trims() {
